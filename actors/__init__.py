@@ -1,0 +1,1 @@
+"""Domain actors: datacenter, host, VM, volume, scheduler, tasks, monitor."""

@@ -1,0 +1,44 @@
+"""The ``cloudcore`` command line.
+
+Each subcommand is a small function; ``main`` only parses arguments and dispatches. Subcommands
+that other parts of cloudcore add register themselves in ``_build_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cloudcore import __version__
+
+__all__ = ["main"]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudcore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cloudcore {__version__}")
+    parser.add_argument("--config", help="settings file (default: conf/default.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node (all-in-one on embedded defaults)")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cloudcore.node import serve
+
+    return serve(config=args.config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler = args.handler
+    code: int = handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

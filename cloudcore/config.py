@@ -1,0 +1,135 @@
+"""Typed settings: ``conf/default.toml`` overridden by ``CLOUDCORE_<SECTION>__<KEY>`` variables.
+
+Settings decode into frozen ``msgspec`` structs that refuse unknown keys, so a typo in a file or in
+an environment variable stops the node at start with the key named, instead of being ignored.
+Values in environment variables are read as TOML literals when they parse as one (``5``, ``true``,
+``{ a = "b" }``) and as plain strings otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from cloudcore.errors import ConfigError
+
+__all__ = [
+    "LogSettings",
+    "NodeSettings",
+    "RuntimeSettings",
+    "Settings",
+    "default_config_path",
+    "load_settings",
+]
+
+ENV_PREFIX = "CLOUDCORE_"
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class NodeSettings(_Section):
+    id: str = "node-1"
+    data_dir: str = "var"
+    capabilities: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class RuntimeSettings(_Section):
+    ask_timeout: float = 5.0
+    shutdown_timeout: float = 10.0
+    dead_letter_history: int = 1000
+    throughput: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("ask_timeout", "shutdown_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"runtime.{name} must be > 0")
+        if self.throughput < 1:
+            raise ValueError("runtime.throughput must be >= 1")
+
+
+class Settings(_Section):
+    node: NodeSettings = msgspec.field(default_factory=NodeSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    runtime: RuntimeSettings = msgspec.field(default_factory=RuntimeSettings)
+
+
+def default_config_path() -> Path:
+    """``conf/default.toml`` of the source tree this package runs from."""
+    return Path(__file__).resolve().parent.parent / "conf" / "default.toml"
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings from ``path`` (default: ``$CLOUDCORE_CONFIG`` or ``conf/default.toml``)
+    and apply ``CLOUDCORE_<SECTION>__<KEY>`` overrides from ``environ`` (default: os.environ).
+
+    Raises ConfigError naming the file, variable or key at fault.
+    """
+    env = os.environ if environ is None else environ
+    source = Path(path or env.get(ENV_PREFIX + "CONFIG") or default_config_path())
+    raw: dict[str, Any] = {}
+    if path is not None or source.exists():
+        try:
+            raw = tomllib.loads(source.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {source} is not valid TOML: {exc}") from exc
+    origin = str(source)
+    for var, value in sorted(env.items()):
+        if var.startswith(ENV_PREFIX) and "__" in var:
+            _apply_override(raw, var, value)
+            origin = f"{source} with environment overrides"
+    try:
+        return msgspec.convert(raw, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration ({origin}): {_describe(exc)}") from exc
+
+
+def _apply_override(raw: dict[str, Any], var: str, value: str) -> None:
+    section, _, key = var[len(ENV_PREFIX):].partition("__")
+    section, key = section.lower(), key.lower()
+    if not section or not key or "__" in key:
+        raise ConfigError(f"{var}: expected CLOUDCORE_<SECTION>__<KEY>")
+    fields = Settings.__struct_fields__
+    if section not in fields:
+        raise ConfigError(f"{var}: unknown section {section!r} (known: {', '.join(fields)})")
+    section_type = Settings.__annotations__[section]
+    known = _section_fields(section_type)
+    if key not in known:
+        raise ConfigError(f"{var}: unknown key {section}.{key} (known: {', '.join(known)})")
+    target = raw.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ConfigError(f"{var}: [{section}] in the config file is not a table")
+    target[key] = _parse_value(value)
+
+
+def _section_fields(section_type: Any) -> tuple[str, ...]:
+    cls = globals()[section_type] if isinstance(section_type, str) else section_type
+    fields: tuple[str, ...] = cls.__struct_fields__
+    return fields
+
+
+def _parse_value(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    # msgspec says "Object contains unknown field `x` - at `$.node`"; make the path read as keys.
+    return str(exc).replace("`$.", "`").replace("`$`", "the top level")

@@ -1,0 +1,111 @@
+"""The cloudcore exception tree.
+
+Every error cloudcore raises descends from :class:`CloudcoreError`. Where the meaning matches a
+standard exception we inherit from it too, so callers can catch ``LookupError`` or
+``TimeoutError`` without knowing cloudcore. ``retryable`` says whether the same call may succeed
+if tried again later (a backend was down, a mailbox was full), not whether it is safe to repeat.
+
+::
+
+    CloudcoreError
+    ├── ConfigError (ValueError)             bad configuration file or environment override
+    ├── InvalidMessage (TypeError)           not a frozen, tagged msgspec.Struct
+    ├── NotFound (LookupError)               no such actor, VM, host, ...
+    ├── Conflict                             the thing changed or exists already
+    │   ├── ActorNameTaken                   a sibling already has that name
+    │   └── IllegalTransition                the lifecycle refuses the operation now
+    ├── ActorError                           the actor runtime
+    │   ├── AskTimeout (TimeoutError)        no reply within the deadline
+    │   ├── ActorStopped                     the actor is stopped (or stopped before replying)
+    │   ├── ActorInterrupted                 the actor was restarted while handling the message
+    │   ├── MailboxFull            retryable the bounded mailbox refused the message
+    │   └── RestartIntensityExceeded         a child failed too often; escalated to its parent
+    ├── UnsupportedOperation (NotImplementedError)  a driver lacks the capability
+    └── BackendUnavailable (ConnectionError)  retryable: database, broker, event bus, hypervisor
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorError",
+    "ActorInterrupted",
+    "ActorNameTaken",
+    "ActorStopped",
+    "AskTimeout",
+    "BackendUnavailable",
+    "CloudcoreError",
+    "ConfigError",
+    "Conflict",
+    "IllegalTransition",
+    "InvalidMessage",
+    "MailboxFull",
+    "NotFound",
+    "RestartIntensityExceeded",
+    "UnsupportedOperation",
+]
+
+
+class CloudcoreError(Exception):
+    """Root of every error cloudcore raises."""
+
+    retryable: bool = False
+
+
+class ConfigError(CloudcoreError, ValueError):
+    """The configuration file or an environment override is invalid; the message names the key."""
+
+
+class InvalidMessage(CloudcoreError, TypeError):
+    """A value sent to an actor is not a frozen, tagged ``msgspec.Struct``."""
+
+
+class NotFound(CloudcoreError, LookupError):
+    """The named thing does not exist."""
+
+
+class Conflict(CloudcoreError):
+    """The request conflicts with the current state."""
+
+
+class ActorNameTaken(Conflict):
+    """An actor with that name already exists under the same parent."""
+
+
+class IllegalTransition(Conflict):
+    """The lifecycle of an entity does not allow the operation in its current state."""
+
+
+class ActorError(CloudcoreError):
+    """An error of the actor runtime."""
+
+
+class AskTimeout(ActorError, TimeoutError):
+    """An ``ask`` got no reply before its deadline. The message may still have been handled."""
+
+
+class ActorStopped(ActorError):
+    """The actor is stopped, or stopped before it handled the message."""
+
+
+class ActorInterrupted(ActorError):
+    """The actor was restarted (a sibling failed) while it was handling the message."""
+
+
+class MailboxFull(ActorError):
+    """The actor's bounded mailbox is full and its overflow policy refuses new messages."""
+
+    retryable = True
+
+
+class RestartIntensityExceeded(ActorError):
+    """A child failed more often than its supervisor's restart intensity allows."""
+
+
+class UnsupportedOperation(CloudcoreError, NotImplementedError):
+    """The driver or backend does not have the capability this call needs."""
+
+
+class BackendUnavailable(CloudcoreError, ConnectionError):
+    """A backend (database, broker, event bus, hypervisor) cannot be reached right now."""
+
+    retryable = True

@@ -1,0 +1,1 @@
+"""Hypervisor driver plugins (libvirt, vSphere, XenServer, Hyper-V)."""

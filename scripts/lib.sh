@@ -1,0 +1,100 @@
+# Shared set-up for scripts/run, scripts/test and scripts/bench. Sourced, not run.
+# Everything here is idempotent: it installs or starts only what is missing.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+_apt_updated=""
+# apt_install PKG... : install the Debian packages that are not installed yet (root only).
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if ! is_root; then
+        log "missing Debian packages: ${missing[*]} (run as root, or install them yourself)"
+        return 1
+    fi
+    if [ -z "$_apt_updated" ]; then
+        log "apt-get update"
+        apt-get update -qq >/dev/null
+        _apt_updated=1
+    fi
+    log "apt-get install ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+find_python() {
+    local c
+    for c in python3.11 python3 python; do
+        if command -v "$c" >/dev/null 2>&1 &&
+            "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$c"; return 0
+        fi
+    done
+    log "Python >= 3.11 is required"; return 1
+}
+
+# ensure_venv EXTRAS : create or reuse .venv and install the project with those extras.
+# Reinstalls only when pyproject.toml or the extras change.
+ensure_venv() {
+    local extras="$1" py stamp want
+    py="$(find_python)"
+    if [ ! -x "$VENV/bin/python" ]; then
+        if ! "$py" -m venv "$VENV" 2>/dev/null; then
+            rm -rf "$VENV"
+            apt_install python3-venv
+            "$py" -m venv "$VENV"
+        fi
+    fi
+    stamp="$VENV/.cloudcore-installed"
+    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) $extras"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "installing cloudcore[$extras] into .venv"
+        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+        "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
+        echo "$want" > "$stamp"
+    fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_port PORT SECONDS NAME
+wait_port() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        port_open "$1" && return 0
+        sleep 0.1
+    done
+    log "$3 did not open 127.0.0.1:$1 within $2 s"; return 1
+}
+
+ensure_postgres() {
+    port_open 5432 && return 0
+    apt_install postgresql
+    log "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
+    wait_port 5432 30 PostgreSQL
+}
+
+ensure_redis() {
+    port_open 6379 && return 0
+    apt_install redis-server
+    log "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+    wait_port 6379 30 Redis
+}
+
+ensure_rabbitmq() {
+    port_open 5672 && return 0
+    apt_install rabbitmq-server
+    log "starting RabbitMQ"
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 rabbitmq-server -detached
+    wait_port 5672 90 RabbitMQ
+}

@@ -1,0 +1,1 @@
+"""Storage driver plugins (iSCSI)."""
