@@ -29,7 +29,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from cloudcore.node import serve
 
-    return serve(config=args.config)
+    config: str | None = args.config
+    return serve(config=config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,10 +19,12 @@ import msgspec
 from cloudcore.errors import ConfigError
 
 __all__ = [
+    "EventsSettings",
     "LogSettings",
     "NodeSettings",
     "RuntimeSettings",
     "Settings",
+    "StoreSettings",
     "default_config_path",
     "load_settings",
 ]
@@ -34,18 +36,18 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class NodeSettings(_Section):
+class NodeSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     id: str = "node-1"
     data_dir: str = "var"
     capabilities: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class LogSettings(_Section):
+class LogSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class RuntimeSettings(_Section):
+class RuntimeSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     ask_timeout: float = 5.0
     shutdown_timeout: float = 10.0
     dead_letter_history: int = 1000
@@ -59,10 +61,40 @@ class RuntimeSettings(_Section):
             raise ValueError("runtime.throughput must be >= 1")
 
 
-class Settings(_Section):
+class StoreSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    # Empty: <node.data_dir>/cloudcore.db
+    sqlite_path: str = ""
+    # The password, if any, comes from the environment (CLOUDCORE_STORE__POSTGRES_DSN or PGPASSWORD).
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/cloudcore"
+    pool_size: int = 16
+    command_timeout: float = 10.0
+    auto_upgrade: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 1:
+            raise ValueError("store.pool_size must be >= 1")
+        if self.command_timeout <= 0:
+            raise ValueError("store.command_timeout must be > 0")
+
+
+class EventsSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    stream: str = "cloudcore:events"
+    retention: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.retention < 1:
+            raise ValueError("events.retention must be >= 1")
+
+
+class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     node: NodeSettings = msgspec.field(default_factory=NodeSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     runtime: RuntimeSettings = msgspec.field(default_factory=RuntimeSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    events: EventsSettings = msgspec.field(default_factory=EventsSettings)
 
 
 def default_config_path() -> Path:
@@ -100,7 +132,7 @@ def load_settings(
 
 
 def _apply_override(raw: dict[str, Any], var: str, value: str) -> None:
-    section, _, key = var[len(ENV_PREFIX):].partition("__")
+    section, _, key = var[len(ENV_PREFIX) :].partition("__")
     section, key = section.lower(), key.lower()
     if not section or not key or "__" in key:
         raise ConfigError(f"{var}: expected CLOUDCORE_<SECTION>__<KEY>")

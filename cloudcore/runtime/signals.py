@@ -1,0 +1,16 @@
+"""Messages the runtime itself sends to actors."""
+
+from __future__ import annotations
+
+from cloudcore.runtime.message import Message
+from cloudcore.runtime.ref import ActorRef
+
+__all__ = ["Terminated"]
+
+
+class Terminated(Message, frozen=True, kw_only=True):
+    """A watched actor stopped. ``reason`` is ``stopped``, ``failed: <error>``, ``shutdown`` or
+    (across nodes) ``node-down``."""
+
+    actor: ActorRef
+    reason: str

@@ -1,0 +1,139 @@
+"""The actor system: one per node. It holds the tree, dead letters and runtime settings."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NoReturn
+
+from cloudcore.config import RuntimeSettings
+from cloudcore.errors import ActorError, ActorStopped, NotFound
+from cloudcore.logging import get_logger
+from cloudcore.runtime.actor import Actor
+from cloudcore.runtime.cell import ActorCell, ActorFactory
+from cloudcore.runtime.deadletters import DeadLetters
+from cloudcore.runtime.introspection import ActorInfo, snapshot
+from cloudcore.runtime.mailbox import Mailbox
+from cloudcore.runtime.ref import ActorRef
+from cloudcore.runtime.supervision import SupervisorStrategy
+
+__all__ = ["ActorSystem"]
+
+_log = get_logger("cloudcore.runtime")
+
+
+class _Guardian(Actor[Any]):
+    """The actors at ``/``, ``/user`` and ``/system``: they only supervise."""
+
+    async def receive(self, message: Any) -> NoReturn:
+        raise ActorError(f"{self.context.path} takes no messages, got {type(message).__name__}")
+
+
+class ActorSystem:
+    """A tree of actors on one asyncio loop::
+
+        /            the root guardian
+        /user        actors spawned with ActorSystem.spawn, and their children
+        /system      the runtime's own actors
+
+    Create it inside a running loop. ``async with ActorSystem() as system:`` shuts it down on
+    exit. ``user_strategy`` supervises the top-level actors; escalations past it stop the actor.
+    """
+
+    def __init__(
+        self,
+        node_id: str = "node-1",
+        settings: RuntimeSettings | None = None,
+        *,
+        user_strategy: SupervisorStrategy | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.settings = settings or RuntimeSettings()
+        self.ask_timeout = self.settings.ask_timeout
+        self._throughput = self.settings.throughput
+        self._loop = asyncio.get_running_loop()
+        self.dead_letters = DeadLetters(self.settings.dead_letter_history)
+        self._root = ActorCell(self, None, "", (_Guardian, (), {}), None)
+        guardian: type[_Guardian] = _Guardian
+        if user_strategy is not None:
+            guardian = type("UserGuardian", (_Guardian,), {"supervisor_strategy": user_strategy})
+        self._user = self._root_child(guardian, "user")
+        self._system = self._root_child(_Guardian, "system")
+        self._shutdown: asyncio.Task[None] | None = None
+
+    def _root_child(self, factory: ActorFactory, name: str) -> ActorCell:
+        self._root.spawn(factory, name=name)
+        assert self._root._children is not None
+        return self._root._children[name]
+
+    async def __aenter__(self) -> ActorSystem:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    def spawn(
+        self,
+        factory: ActorFactory,
+        /,
+        *args: Any,
+        name: str | None = None,
+        mailbox: Mailbox | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Spawn a top-level actor under ``/user``; see ActorCell.spawn."""
+        return self._user.spawn(factory, *args, name=name, mailbox=mailbox, **kwargs)
+
+    def spawn_system(
+        self, factory: ActorFactory, /, *args: Any, name: str, **kwargs: Any
+    ) -> ActorRef:
+        """Spawn a runtime actor under ``/system``."""
+        return self._system.spawn(factory, *args, name=name, **kwargs)
+
+    def lookup(self, path: str) -> ActorRef:
+        """The ref of the actor at ``path`` (``/user/dc/dc1``); NotFound if none lives there."""
+        return self._cell_at(path).ref
+
+    def tree(self, path: str = "/") -> ActorInfo:
+        """A snapshot of the subtree at ``path``: class, status, mailbox depth, processed
+        count, restarts and last failure of every actor."""
+        return snapshot(self._cell_at(path))
+
+    def _cell_at(self, path: str) -> ActorCell:
+        if not path.startswith("/"):
+            raise NotFound(f"actor path must be absolute, got {path!r}")
+        cell = self._root
+        for name in path.strip("/").split("/") if path.strip("/") else ():
+            child = cell._children.get(name) if cell._children else None
+            if child is None:
+                raise NotFound(f"no actor at {path}")
+            cell = child
+        return cell
+
+    @property
+    def is_terminated(self) -> bool:
+        return self._root.status == "stopped"
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop every actor, children before parents, each after handling what is already in
+        its mailbox. What is not done within ``timeout`` (default: the runtime's
+        shutdown_timeout) is cut short: messages still queued go to dead letters."""
+        if self._shutdown is None:
+            self._shutdown = self._loop.create_task(self._stop_all(timeout))
+        await asyncio.shield(self._shutdown)
+
+    async def _stop_all(self, timeout: float | None) -> None:
+        deadline = self.settings.shutdown_timeout if timeout is None else timeout
+        root = self._root
+        root._request_stop("shutdown", drain=True)
+        try:
+            await asyncio.wait_for(root._wait_stopped(), deadline)
+        except TimeoutError:
+            _log.warning("system.shutdown_timeout", node=self.node_id, timeout=deadline)
+            cancelled: list[asyncio.Task[Any]] = []
+            root._force_stop("shutdown", cancelled)
+            if cancelled:
+                await asyncio.wait(cancelled, timeout=1.0)
+
+    def _check_running(self) -> None:
+        if self._root.status == "stopped":
+            raise ActorStopped(f"actor system {self.node_id} is shut down")
