@@ -15,8 +15,12 @@ import structlog
 
 __all__ = ["configure_logging", "get_logger"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -47,8 +51,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(name)s %(message)s",
-                        force=True)
+    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(name)s %(message)s", force=True)
 
 
 def _passthrough(_: Any, __: str, event: Any) -> Any:
