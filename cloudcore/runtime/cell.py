@@ -197,10 +197,16 @@ class ActorCell:
 
     def watch(self, ref: ActorRef) -> None:
         """Receive ``Terminated`` when ``ref`` stops (at once if it has stopped already)."""
-        target = _local_cell(ref)
+        ref._add_watcher(self)
+
+    def unwatch(self, ref: ActorRef) -> None:
+        """Stop watching ``ref``; a ``Terminated`` already queued is still delivered."""
+        ref._remove_watcher(self)
+
+    def _watch_cell(self, target: ActorCell) -> None:
         if target._status is _STOPPED:
             reason = target._stop.reason if target._stop else "stopped"
-            self._enqueue(Terminated(actor=ref, reason=reason))
+            self._enqueue(Terminated(actor=target.ref, reason=reason))
             return
         if target._watchers is None:
             target._watchers = set()
@@ -209,8 +215,7 @@ class ActorCell:
             self._watching = set()
         self._watching.add(target)
 
-    def unwatch(self, ref: ActorRef) -> None:
-        target = _local_cell(ref)
+    def _unwatch_cell(self, target: ActorCell) -> None:
         if target._watchers:
             target._watchers.discard(self)
         if self._watching:
@@ -652,12 +657,6 @@ class ActorCell:
                 if target._watchers:
                     target._watchers.discard(self)
             self._watching = None
-
-
-def _local_cell(ref: ActorRef) -> ActorCell:
-    if not isinstance(ref, LocalActorRef):
-        raise TypeError(f"cannot watch {ref!r}: not a local actor")
-    return ref._cell
 
 
 #: The type actors see as ``self.context``.

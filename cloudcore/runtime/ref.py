@@ -56,6 +56,13 @@ class ActorRef:
         """Wait until the actor has stopped."""
         raise NotImplementedError
 
+    def _add_watcher(self, watcher: ActorCell) -> None:
+        """Death watch: ``watcher`` gets Terminated when this actor stops."""
+        raise NotImplementedError
+
+    def _remove_watcher(self, watcher: ActorCell) -> None:
+        raise NotImplementedError
+
     def __str__(self) -> str:
         return self.path
 
@@ -103,6 +110,12 @@ class LocalActorRef(ActorRef):
 
     async def stopped(self) -> None:
         await self._cell._wait_stopped()
+
+    def _add_watcher(self, watcher: ActorCell) -> None:
+        watcher._watch_cell(self._cell)
+
+    def _remove_watcher(self, watcher: ActorCell) -> None:
+        watcher._unwatch_cell(self._cell)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LocalActorRef) and other._cell is self._cell
