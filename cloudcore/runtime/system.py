@@ -6,7 +6,7 @@ import asyncio
 from typing import Any, NoReturn
 
 from cloudcore.config import RuntimeSettings
-from cloudcore.errors import ActorError, ActorStopped, NotFound
+from cloudcore.errors import ActorError, NotFound
 from cloudcore.logging import get_logger
 from cloudcore.runtime.actor import Actor
 from cloudcore.runtime.cell import ActorCell, ActorFactory
@@ -133,7 +133,3 @@ class ActorSystem:
             root._force_stop("shutdown", cancelled)
             if cancelled:
                 await asyncio.wait(cancelled, timeout=1.0)
-
-    def _check_running(self) -> None:
-        if self._root.status == "stopped":
-            raise ActorStopped(f"actor system {self.node_id} is shut down")

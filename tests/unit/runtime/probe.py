@@ -1,0 +1,60 @@
+"""A test actor that records its lifecycle and does what its messages say."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from cloudcore.runtime import Actor, SupervisorStrategy, Terminated
+
+from .messages import Fail, Forward, Get, Ping, Sleep, Spawn
+
+
+class Probe(Actor[Any]):
+    """Counts Pings (state a restart must reset), records hooks as (hook, path) tuples."""
+
+    def __init__(self, record: Callable[[Any], None]) -> None:
+        self.record = record
+        self.count = 0
+
+    async def started(self) -> None:
+        self.record(("started", self.context.path))
+
+    async def stopping(self) -> None:
+        self.record(("stopping", self.context.path))
+
+    async def before_restart(self, error: Exception) -> None:
+        self.record(("before_restart", self.context.path, type(error).__name__))
+
+    async def receive(self, message: Any) -> Any:
+        match message:
+            case Ping(n=n):
+                self.count += 1
+                self.record(("ping", self.context.path, n))
+                return self.count
+            case Get():
+                return self.count
+            case Fail(reason=reason):
+                raise RuntimeError(reason)
+            case Sleep(seconds=seconds):
+                self.record(("sleeping", self.context.path))
+                await asyncio.sleep(seconds)
+                self.record(("slept", self.context.path))
+                return seconds
+            case Forward(to=to, n=n):
+                to.tell(Ping(n=n))
+            case Spawn(name=name):
+                return self.context.spawn(type(self), self.record, name=name)
+            case Terminated(actor=actor, reason=reason):
+                self.record(("terminated", actor.path, reason))
+        return None
+
+
+def supervising(strategy: SupervisorStrategy) -> type[Probe]:
+    """A Probe class whose children are supervised with ``strategy``."""
+
+    class Supervisor(Probe):
+        supervisor_strategy: ClassVar[SupervisorStrategy] = strategy
+
+    return Supervisor
