@@ -65,7 +65,7 @@ class StoreSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     backend: Literal["sqlite", "postgres"] = "sqlite"
     # Empty: <node.data_dir>/cloudcore.db
     sqlite_path: str = ""
-    # The password, if any, comes from the environment (CLOUDCORE_STORE__POSTGRES_DSN or PGPASSWORD).
+    # A password comes from the environment: CLOUDCORE_STORE__POSTGRES_DSN or PGPASSWORD.
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/cloudcore"
     pool_size: int = 16
     command_timeout: float = 10.0

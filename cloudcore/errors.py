@@ -13,7 +13,12 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
     ├── NotFound (LookupError)               no such actor, VM, host, ...
     ├── Conflict                             the thing changed or exists already
     │   ├── ActorNameTaken                   a sibling already has that name
-    │   └── IllegalTransition                the lifecycle refuses the operation now
+    │   ├── IllegalTransition                the lifecycle refuses the operation now
+    │   ├── AlreadyExists                    a record with that id or unique name exists
+    │   ├── VersionConflict                  compare-and-set lost: the record changed meanwhile
+    │   ├── InsufficientCapacity             a host cannot take the claim
+    │   ├── QuotaExceeded                    a tenant's quota cannot take the request
+    │   └── PositionExpired                  an event position is older than the retained history
     ├── ActorError                           the actor runtime
     │   ├── AskTimeout (TimeoutError)        no reply within the deadline
     │   ├── ActorStopped                     the actor is stopped (or stopped before replying)
@@ -21,7 +26,9 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
     │   ├── MailboxFull            retryable the bounded mailbox refused the message
     │   └── RestartIntensityExceeded         a child failed too often; escalated to its parent
     ├── UnsupportedOperation (NotImplementedError)  a driver lacks the capability
-    └── BackendUnavailable (ConnectionError)  retryable: database, broker, event bus, hypervisor
+    ├── BackendUnavailable (ConnectionError)  retryable: database, broker, event bus, hypervisor
+    ├── InvalidRecord (ValueError)           a record or change is malformed; names the field
+    └── SchemaMismatch                       the database schema is not the version this code knows
 """
 
 from __future__ import annotations
@@ -31,17 +38,24 @@ __all__ = [
     "ActorInterrupted",
     "ActorNameTaken",
     "ActorStopped",
+    "AlreadyExists",
     "AskTimeout",
     "BackendUnavailable",
     "CloudcoreError",
     "ConfigError",
     "Conflict",
     "IllegalTransition",
+    "InsufficientCapacity",
     "InvalidMessage",
+    "InvalidRecord",
     "MailboxFull",
     "NotFound",
+    "PositionExpired",
+    "QuotaExceeded",
     "RestartIntensityExceeded",
+    "SchemaMismatch",
     "UnsupportedOperation",
+    "VersionConflict",
 ]
 
 
@@ -109,3 +123,37 @@ class BackendUnavailable(CloudcoreError, ConnectionError):
     """A backend (database, broker, event bus, hypervisor) cannot be reached right now."""
 
     retryable = True
+
+
+class AlreadyExists(Conflict):
+    """A record with the same id (or the same unique name) is stored already."""
+
+
+class VersionConflict(Conflict):
+    """A compare-and-set update lost: the record's version is no longer the one expected.
+
+    Read the record again, decide again, and retry with the new version.
+    """
+
+
+class InsufficientCapacity(Conflict):
+    """A host has not enough free CPU or memory (or is not schedulable) for a capacity claim."""
+
+
+class QuotaExceeded(Conflict):
+    """A tenant's quota for a resource cannot take the requested amount; the message names it."""
+
+
+class PositionExpired(Conflict):
+    """An event position is older than the history the event bus retains: events were dropped.
+
+    The client must resynchronise from the store and then subscribe from the latest position.
+    """
+
+
+class InvalidRecord(CloudcoreError, ValueError):
+    """A record or a change has a malformed value; the message names the field. Nothing stored."""
+
+
+class SchemaMismatch(CloudcoreError):
+    """The database schema is older or newer than this cloudcore; the message says what to run."""

@@ -1,0 +1,371 @@
+"""Targeted store operations: capacity claims, placement, quotas, the task journal, the audit
+trail and IP addresses. Each is one conditional statement or one transaction, so concurrent
+callers cannot overbook, overspend or half-apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from cloudcore.errors import (
+    Conflict,
+    InsufficientCapacity,
+    InvalidRecord,
+    NotFound,
+    QuotaExceeded,
+    VersionConflict,
+)
+from cloudcore.store._conn import Conn, SqlBase, check_amounts, check_limit, now
+from cloudcore.store._table import decode_cursor, encode_cursor, table_of
+from cloudcore.store.records import (
+    VM,
+    AuditEvent,
+    Host,
+    IpAllocation,
+    Page,
+    Quota,
+    StepState,
+    TaskStep,
+    VMState,
+)
+
+__all__ = ["DomainOps"]
+
+_HOSTS = table_of(Host)
+_VMS = table_of(VM)
+_HOST_COLS = ", ".join(_HOSTS.columns)
+_VM_COLS = ", ".join(_VMS.columns)
+_QUOTA_COLS = "tenant_id, resource, maximum, used, version"
+_STEP_COLS = "task_id, seq, name, state, deadline, error, data, created_at, updated_at"
+_EVENT_COLS = "id, time, type, subject, tenant_id, actor, data"
+_IP_COLS = "network_id, address, vm_id, tenant_id, created_at"
+
+_CLAIM = f"""UPDATE hosts SET cpus_used = cpus_used + $2, memory_mib_used = memory_mib_used + $3
+WHERE id = $1 AND admin_state = 'ENABLED' AND health = 'HEALTHY'
+AND cpus_used + $2 <= cpus AND memory_mib_used + $3 <= memory_mib RETURNING {_HOST_COLS}"""
+_RELEASE = f"""UPDATE hosts SET cpus_used = cpus_used - $2, memory_mib_used = memory_mib_used - $3
+WHERE id = $1 AND cpus_used >= $2 AND memory_mib_used >= $3 RETURNING {_HOST_COLS}"""
+_PLACE = f"""UPDATE vms SET host_id = $3, state = $4, version = version + 1, updated_at = $5
+WHERE id = $1 AND version = $2 AND host_id IS NULL RETURNING {_VM_COLS}"""
+_UNPLACE = f"""UPDATE vms SET host_id = NULL, state = $3, version = version + 1, updated_at = $4
+WHERE id = $1 AND version = $2 RETURNING {_VM_COLS}"""
+_CONSUME = f"""UPDATE quotas SET used = used + $3, version = version + 1
+WHERE tenant_id = $1 AND resource = $2 AND used + $3 <= maximum RETURNING {_QUOTA_COLS}"""
+_GIVE_BACK = f"""UPDATE quotas SET used = CASE WHEN used > $3 THEN used - $3 ELSE 0 END,
+version = version + 1 WHERE tenant_id = $1 AND resource = $2 RETURNING {_QUOTA_COLS}"""
+
+
+def _json(value: Mapping[str, Any] | None) -> str:
+    return msgspec.json.encode(dict(value or {})).decode()
+
+
+def _struct(row: Any, kind: type[Any], json: tuple[str, ...] = ()) -> Any:
+    raw = dict(row)
+    for column in json:
+        raw[column] = msgspec.json.decode(raw[column])
+    return msgspec.convert(raw, kind)
+
+
+class DomainOps(SqlBase):
+    """The store's targeted operations, in portable SQL."""
+
+    # -- hosts and placement ----------------------------------------------------------------
+
+    async def claim_host_capacity(self, host_id: str, *, cpus: int, memory_mib: int) -> Host:
+        check_amounts(cpus=cpus, memory_mib=memory_mib)
+        async with self._writer() as conn:
+            return await self._claim(conn, host_id, cpus, memory_mib)
+
+    async def _claim(self, conn: Conn, host_id: str, cpus: int, memory_mib: int) -> Host:
+        row = await conn.fetchrow(_CLAIM, host_id, cpus, memory_mib)
+        if row is not None:
+            return _HOSTS.decode(row)
+        host = _HOSTS.decode(await self._must(conn, _HOSTS.get_sql, "Host", host_id))
+        raise InsufficientCapacity(
+            f"host {host_id!r} ({host.admin_state}, {host.health}) has "
+            f"{host.cpus - host.cpus_used} CPUs and {host.memory_mib - host.memory_mib_used} MiB "
+            f"free, asked {cpus} CPUs and {memory_mib} MiB"
+        )
+
+    async def release_host_capacity(self, host_id: str, *, cpus: int, memory_mib: int) -> Host:
+        check_amounts(cpus=cpus, memory_mib=memory_mib)
+        async with self._writer() as conn:
+            return await self._release(conn, host_id, cpus, memory_mib)
+
+    async def _release(self, conn: Conn, host_id: str, cpus: int, memory_mib: int) -> Host:
+        row = await conn.fetchrow(_RELEASE, host_id, cpus, memory_mib)
+        if row is not None:
+            return _HOSTS.decode(row)
+        host = _HOSTS.decode(await self._must(conn, _HOSTS.get_sql, "Host", host_id))
+        raise Conflict(
+            f"host {host_id!r} has {host.cpus_used} CPUs and {host.memory_mib_used} MiB claimed, "
+            f"cannot release {cpus} CPUs and {memory_mib} MiB"
+        )
+
+    async def place_vm(
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        state: VMState = VMState.PLACED,
+    ) -> tuple[VM, Host]:
+        state = VMState(state)
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(_PLACE, vm_id, expected_version, host_id, state.value, now())
+            if row is None:
+                old = _VMS.decode(await self._must(conn, _VMS.get_sql, "VM", vm_id))
+                if old.version != expected_version:
+                    raise VersionConflict(
+                        f"VM {vm_id!r} is at version {old.version}, not {expected_version}"
+                    )
+                raise Conflict(f"VM {vm_id!r} is already placed on host {old.host_id!r}")
+            vm = _VMS.decode(row)
+            host = await self._claim(conn, host_id, vm.spec.cpus, vm.spec.memory_mib)
+        return vm, host
+
+    async def unplace_vm(
+        self, vm_id: str, *, expected_version: int, state: VMState = VMState.DEFINED
+    ) -> VM:
+        state = VMState(state)
+        async with self._transaction() as conn:
+            old = _VMS.decode(await self._must(conn, _VMS.get_sql, "VM", vm_id))
+            row = await conn.fetchrow(_UNPLACE, vm_id, expected_version, state.value, now())
+            if row is None:
+                raise VersionConflict(
+                    f"VM {vm_id!r} is at version {old.version}, not {expected_version}"
+                )
+            if old.host_id is not None:
+                await self._release(conn, old.host_id, old.spec.cpus, old.spec.memory_mib)
+        return _VMS.decode(row)
+
+    async def _must(self, conn: Conn, sql: str, label: str, *key: Any) -> Any:
+        row = await conn.fetchrow(sql, *key)
+        if row is None:
+            raise NotFound(f"{label} {' '.join(map(repr, key))} not found")
+        return row
+
+    # -- quotas -----------------------------------------------------------------------------
+
+    async def set_quota(self, tenant_id: str, resource: str, maximum: int) -> Quota:
+        check_amounts(maximum=maximum)
+        async with self._writer() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO quotas (tenant_id, resource, maximum, used, version) "
+                "VALUES ($1, $2, $3, 0, 1) ON CONFLICT (tenant_id, resource) DO UPDATE "
+                "SET maximum = excluded.maximum, version = quotas.version + 1 "
+                f"RETURNING {_QUOTA_COLS}",
+                tenant_id,
+                resource,
+                maximum,
+            )
+        return _struct(row, Quota)  # type: ignore[no-any-return]
+
+    async def get_quotas(self, tenant_id: str) -> list[Quota]:
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_QUOTA_COLS} FROM quotas WHERE tenant_id = $1 ORDER BY resource",
+                tenant_id,
+            )
+        return [_struct(r, Quota) for r in rows]
+
+    async def consume_quota(self, tenant_id: str, amounts: Mapping[str, int]) -> list[Quota]:
+        check_amounts(**amounts)
+        changed: list[Quota] = []
+        async with self._transaction() as conn:
+            for resource in sorted(amounts):  # one order everywhere: no deadlock
+                amount = amounts[resource]
+                row = await conn.fetchrow(_CONSUME, tenant_id, resource, amount)
+                if row is not None:
+                    changed.append(_struct(row, Quota))
+                    continue
+                have = await conn.fetchrow(
+                    f"SELECT {_QUOTA_COLS} FROM quotas WHERE tenant_id = $1 AND resource = $2",
+                    tenant_id,
+                    resource,
+                )
+                if have is not None:
+                    quota: Quota = _struct(have, Quota)
+                    raise QuotaExceeded(
+                        f"tenant {tenant_id!r} may use {quota.maximum} {resource}, uses "
+                        f"{quota.used}, asked {amount} more"
+                    )
+        return changed
+
+    async def release_quota(self, tenant_id: str, amounts: Mapping[str, int]) -> list[Quota]:
+        check_amounts(**amounts)
+        changed: list[Quota] = []
+        async with self._transaction() as conn:
+            for resource in sorted(amounts):
+                row = await conn.fetchrow(_GIVE_BACK, tenant_id, resource, amounts[resource])
+                if row is not None:
+                    changed.append(_struct(row, Quota))
+        return changed
+
+    # -- task journal -----------------------------------------------------------------------
+
+    async def append_step(
+        self,
+        task_id: str,
+        name: str,
+        *,
+        deadline: datetime | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> TaskStep:
+        if not name:
+            raise InvalidRecord("a step needs a name")
+        stamp = now()
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                "UPDATE tasks SET step_count = step_count + 1 WHERE id = $1 RETURNING step_count",
+                task_id,
+            )
+            if row is None:
+                raise NotFound(f"Task {task_id!r} not found")
+            row = await conn.fetchrow(
+                f"INSERT INTO task_steps ({_STEP_COLS}) VALUES ($1, $2, $3, $4, $5, NULL, $6, "
+                f"$7, $7) RETURNING {_STEP_COLS}",
+                task_id,
+                row["step_count"],
+                name,
+                StepState.PENDING.value,
+                deadline,
+                _json(data),
+                stamp,
+            )
+        return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
+
+    async def update_step(
+        self,
+        task_id: str,
+        seq: int,
+        *,
+        state: StepState,
+        error: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> TaskStep:
+        state = StepState(state)
+        async with self._writer() as conn:
+            row = await conn.fetchrow(
+                "UPDATE task_steps SET state = $3, error = $4, data = COALESCE($5, data), "
+                f"updated_at = $6 WHERE task_id = $1 AND seq = $2 RETURNING {_STEP_COLS}",
+                task_id,
+                seq,
+                state.value,
+                error,
+                None if data is None else _json(data),
+                now(),
+            )
+        if row is None:
+            raise NotFound(f"step {seq} of task {task_id!r} not found")
+        return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
+
+    async def list_steps(self, task_id: str) -> list[TaskStep]:
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_STEP_COLS} FROM task_steps WHERE task_id = $1 ORDER BY seq", task_id
+            )
+        return [_struct(r, TaskStep, ("data",)) for r in rows]
+
+    # -- audit trail ------------------------------------------------------------------------
+
+    async def record_event(
+        self,
+        type: str,
+        subject: str,
+        *,
+        tenant_id: str | None = None,
+        actor: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> AuditEvent:
+        if not type or not subject:
+            raise InvalidRecord("an audit event needs a type and a subject")
+        async with self._writer() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO events (time, type, subject, tenant_id, actor, data) "
+                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_EVENT_COLS}",
+                now(),
+                type,
+                subject,
+                tenant_id,
+                actor,
+                _json(data),
+            )
+        return _struct(row, AuditEvent, ("data",))  # type: ignore[no-any-return]
+
+    async def list_events(
+        self,
+        *,
+        subject: str | None = None,
+        tenant_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page[AuditEvent]:
+        check_limit(limit)
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (("subject", subject), ("tenant_id", tenant_id)):
+            if value is not None:
+                args.append(value)
+                clauses.append(f"{column} = ${len(args)}")
+        if after is not None:
+            try:
+                args.append(int(decode_cursor(after)))
+            except ValueError:
+                raise InvalidRecord(f"cursor {after!r} is malformed") from None
+            clauses.append(f"id > ${len(args)}")
+        args.append(limit + 1)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        sql = f"SELECT {_EVENT_COLS} FROM events {where}ORDER BY id LIMIT ${len(args)}"
+        async with self._reader() as conn:
+            rows = await conn.fetch(sql, *args)
+        items = [_struct(r, AuditEvent, ("data",)) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items=items, next_cursor=encode_cursor(str(items[-1].id)) if more else None)
+
+    # -- IP addresses -----------------------------------------------------------------------
+
+    async def allocate_ip(
+        self,
+        network_id: str,
+        address: str,
+        *,
+        vm_id: str | None = None,
+        tenant_id: str | None = None,
+    ) -> IpAllocation:
+        if not address:
+            raise InvalidRecord("an IP allocation needs an address")
+        async with self._writer() as conn:
+            row = await conn.fetchrow(
+                f"INSERT INTO ip_allocations ({_IP_COLS}) VALUES ($1, $2, $3, $4, $5) "
+                f"RETURNING {_IP_COLS}",
+                network_id,
+                address,
+                vm_id,
+                tenant_id,
+                now(),
+            )
+        return _struct(row, IpAllocation)  # type: ignore[no-any-return]
+
+    async def release_ip(self, network_id: str, address: str) -> None:
+        async with self._writer() as conn:
+            row = await conn.fetchrow(
+                "DELETE FROM ip_allocations WHERE network_id = $1 AND address = $2 "
+                "RETURNING address",
+                network_id,
+                address,
+            )
+        if row is None:
+            raise NotFound(f"address {address!r} of network {network_id!r} is not allocated")
+
+    async def list_ips(self, network_id: str) -> list[IpAllocation]:
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_IP_COLS} FROM ip_allocations WHERE network_id = $1 ORDER BY address",
+                network_id,
+            )
+        return [_struct(r, IpAllocation) for r in rows]

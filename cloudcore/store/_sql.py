@@ -1,0 +1,172 @@
+"""The store over SQL, common to PostgreSQL and SQLite.
+
+A backend supplies three ways to reach its database (:meth:`SqlStore._reader`,
+:meth:`SqlStore._writer`, :meth:`SqlStore._transaction`), each yielding a :class:`Conn` and
+translating its driver's errors into cloudcore's; everything else is here, written once with
+``$n`` placeholders and portable SQL (``RETURNING``, ``ON CONFLICT``), so both backends run the
+same statements and the same contract suite.
+"""
+
+from __future__ import annotations
+
+import builtins
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import Any, NoReturn, TypeVar
+
+import msgspec
+
+from cloudcore.errors import Conflict, InvalidRecord, NotFound, VersionConflict
+from cloudcore.logging import get_logger
+from cloudcore.store import migrations
+from cloudcore.store._conn import Conn, check_limit, now
+from cloudcore.store._domain import DomainOps
+from cloudcore.store._table import decode_cursor, encode_cursor, table_of, validate
+from cloudcore.store.base import Store
+from cloudcore.store.records import Page, Record
+
+__all__ = ["SqlStore"]
+
+R = TypeVar("R", bound=Record)
+
+_log = get_logger("cloudcore.store")
+
+
+class SqlStore(DomainOps, Store):
+    """Store operations in portable SQL; subclasses provide connections and the dialect."""
+
+    dialect: migrations.Dialect
+
+    @abstractmethod
+    async def _schema_table_exists(self, conn: Conn) -> bool: ...
+
+    async def _lock_schema(self, conn: Conn) -> None:
+        """Serialise concurrent upgrades (inside the upgrade transaction)."""
+
+    # -- generic records -------------------------------------------------------------------
+
+    async def create(self, record: R) -> R:
+        table = table_of(type(record))
+        stamp = now()
+        stored = msgspec.structs.replace(
+            validate(record), version=1, created_at=stamp, updated_at=stamp
+        )
+        async with self._writer() as conn:
+            await conn.execute(table.insert_sql, *table.encode(stored))
+        return stored
+
+    async def get(self, kind: type[R], id: str, /) -> R:
+        table = table_of(kind)
+        async with self._reader() as conn:
+            row = await conn.fetchrow(table.get_sql, id)
+        if row is None:
+            raise NotFound(f"{table.label} {id!r} not found")
+        return table.decode(row)
+
+    async def list(
+        self,
+        kind: type[R],
+        /,
+        *,
+        where: Mapping[str, object] | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page[R]:
+        table = table_of(kind)
+        where = where or {}
+        table.check_filters(where)
+        check_limit(limit)
+        filters = tuple(sorted((c, v is None) for c, v in where.items()))
+        args: builtins.list[Any] = [
+            msgspec.to_builtins(where[c]) for c, null in filters if not null
+        ]
+        if after is not None:
+            args.append(decode_cursor(after))
+        args.append(limit + 1)
+        async with self._reader() as conn:
+            rows = await conn.fetch(table.list_sql(filters, after is not None), *args)
+        items = [table.decode(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+
+    async def update(
+        self, kind: type[R], id: str, /, *, expected_version: int, **changes: Any
+    ) -> R:
+        table = table_of(kind)
+        columns, values = table.encode_changes(changes)
+        async with self._writer() as conn:
+            row = await conn.fetchrow(
+                table.update_sql(columns), id, expected_version, now(), *values
+            )
+            if row is None:
+                await self._explain_miss(conn, table.name, table.label, id, expected_version)
+        return table.decode(row)
+
+    async def delete(
+        self, kind: type[R], id: str, /, *, expected_version: int | None = None
+    ) -> None:
+        table = table_of(kind)
+        try:
+            async with self._writer() as conn:
+                args: tuple[Any, ...]
+                if expected_version is None:
+                    sql, args = f"DELETE FROM {table.name} WHERE id = $1 RETURNING id", (id,)
+                else:
+                    sql = f"DELETE FROM {table.name} WHERE id = $1 AND version = $2 RETURNING id"
+                    args = (id, expected_version)
+                if await conn.fetchrow(sql, *args) is None:
+                    await self._explain_miss(conn, table.name, table.label, id, expected_version)
+        except InvalidRecord as exc:
+            raise Conflict(f"{table.label} {id!r} is still referenced: {exc}") from exc
+
+    async def _explain_miss(
+        self, conn: Conn, table: str, label: str, id: str, expected: int | None
+    ) -> NoReturn:
+        """Raise the reason a compare-and-set touched no row."""
+        row = await conn.fetchrow(f"SELECT version FROM {table} WHERE id = $1", id)
+        if row is None:
+            raise NotFound(f"{label} {id!r} not found")
+        raise VersionConflict(
+            f"{label} {id!r} is at version {row['version']}, not {expected}: read it again"
+        )
+
+    # -- schema ---------------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        async with self._reader() as conn:
+            return await self._read_version(conn)
+
+    async def _read_version(self, conn: Conn) -> int:
+        if not await self._schema_table_exists(conn):
+            return 0
+        row = await conn.fetchrow("SELECT max(version) AS v FROM cloudcore_schema")
+        return int(row["v"] or 0)
+
+    async def upgrade(self) -> builtins.list[int]:
+        applied: builtins.list[int] = []
+        for migration in migrations.MIGRATIONS:
+            async with self._transaction() as conn:
+                await self._lock_schema(conn)
+                current = await self._read_version(conn)
+                if current > migrations.LATEST:
+                    migrations.check_version(current)
+                if current >= migration.version:
+                    continue
+                for statement in migrations.statements(migration, self.dialect):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO cloudcore_schema (version, description, applied_at) "
+                    "VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.description,
+                    now(),
+                )
+            _log.info(
+                "store.migrated", version=migration.version, description=migration.description
+            )
+            applied.append(migration.version)
+        return applied
+
+    async def check_schema(self) -> None:
+        """Raise SchemaMismatch unless the database is at the version this code knows."""
+        migrations.check_version(await self.schema_version())

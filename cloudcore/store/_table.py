@@ -1,0 +1,224 @@
+"""How a kind of record maps to its table: columns, codec, validation and the SQL to reach it.
+
+SQL is written with ``$n`` placeholders (the SQLite backend rewrites them to ``?n``). Column names
+come from the record structs and the filter whitelists here, never from callers: callers' values
+always travel as parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from cloudcore.errors import InvalidRecord
+from cloudcore.store.records import (
+    VM,
+    ApiToken,
+    Datacenter,
+    Host,
+    Network,
+    Record,
+    Task,
+    Template,
+    Tenant,
+    User,
+    Volume,
+)
+
+__all__ = ["Table", "decode_cursor", "encode_cursor", "table_of", "validate"]
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+#: Set by the store only; an update may not name them.
+_MANAGED = frozenset({"id", "version", "created_at", "updated_at"})
+
+
+def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    text = str(exc).replace("`$.", f"`{prefix}")
+    return text.replace("`$`", f"`{prefix.rstrip('.')}`" if prefix else "the record")
+
+
+def validate(record: R) -> R:
+    """``record`` checked against its field constraints (structs do not check on construction)."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(record, builtin_types=(datetime,)), type(record))
+    except msgspec.ValidationError as exc:
+        raise InvalidRecord(f"invalid {type(record).__name__}: {_describe(exc)}") from None
+
+
+class Table(Generic[R]):
+    """The table of one record type, with its codec and cached statements."""
+
+    def __init__(
+        self,
+        kind: type[R],
+        name: str,
+        *,
+        json: frozenset[str] = frozenset(),
+        filters: tuple[str, ...] = (),
+        managed: frozenset[str] = frozenset(),
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.label = kind.__name__
+        fields = msgspec.structs.fields(kind)
+        self.columns = tuple(f.name for f in fields)
+        self.types = {f.name: f.type for f in fields}
+        self.json = json
+        self.bools = frozenset(f.name for f in fields if f.type is bool)
+        self.filters = frozenset(filters)
+        self.managed = _MANAGED | managed
+        cols = ", ".join(self.columns)
+        marks = ", ".join(f"${i}" for i in range(1, len(self.columns) + 1))
+        self.select = f"SELECT {cols} FROM {name}"
+        self.insert_sql = f"INSERT INTO {name} ({cols}) VALUES ({marks})"
+        self.get_sql = f"{self.select} WHERE id = $1"
+
+    def encode(self, record: R) -> list[Any]:
+        """Parameter values of ``record`` in column order."""
+        raw = msgspec.to_builtins(record, builtin_types=(datetime,))
+        return [self._encode_value(c, raw[c]) for c in self.columns]
+
+    def _encode_value(self, column: str, value: Any) -> Any:
+        if column in self.json:
+            return msgspec.json.encode(value).decode()
+        return value
+
+    def decode(self, row: Mapping[str, Any]) -> R:
+        """A record from a row. A row that does not decode is reported, not returned half-made."""
+        raw = dict(row)
+        try:
+            for c in self.json:
+                raw[c] = msgspec.json.decode(raw[c])
+            for c in self.bools:
+                raw[c] = bool(raw[c])
+            return msgspec.convert(raw, self.kind)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidRecord(
+                f"stored {self.label} {raw.get('id')!r} is malformed: {exc}"
+            ) from exc
+
+    def encode_changes(self, changes: Mapping[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+        """Validate ``changes`` field by field; return the sorted columns and their values."""
+        if not changes:
+            raise InvalidRecord(f"an update of {self.label} names no field")
+        columns = tuple(sorted(changes))
+        values: list[Any] = []
+        for c in columns:
+            if c not in self.types:
+                raise InvalidRecord(f"{self.label} has no field {c!r}")
+            if c in self.managed:
+                raise InvalidRecord(
+                    f"{self.label}.{c} is changed only by the store's own calls, not by update"
+                )
+            raw = msgspec.to_builtins(changes[c], builtin_types=(datetime,))
+            try:
+                msgspec.convert(raw, self.types[c])
+            except msgspec.ValidationError as exc:
+                raise InvalidRecord(
+                    f"invalid {self.label}.{c}: {_describe(exc, c + '.')}"
+                ) from None
+            values.append(self._encode_value(c, raw))
+        return columns, values
+
+    def update_sql(self, columns: tuple[str, ...]) -> str:
+        """CAS update: ``$1`` id, ``$2`` expected version, ``$3`` updated_at, then ``columns``."""
+        return _update_sql(self.name, self.columns, columns)
+
+    def list_sql(self, filters: tuple[tuple[str, bool], ...], cursor: bool) -> str:
+        """A page: ``filters`` are (column, is_null) in order, then the cursor, then the limit."""
+        return _list_sql(self.name, self.select, filters, cursor)
+
+    def check_filters(self, where: Mapping[str, object]) -> None:
+        for column in where:
+            if column not in self.filters:
+                allowed = ", ".join(sorted(self.filters)) or "none"
+                raise InvalidRecord(
+                    f"{self.label} cannot be listed by {column!r} (filters: {allowed})"
+                )
+
+
+@lru_cache(maxsize=512)
+def _update_sql(table: str, all_columns: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=4))
+    return (
+        f"UPDATE {table} SET {sets}, version = version + 1, updated_at = $3 "
+        f"WHERE id = $1 AND version = $2 RETURNING {', '.join(all_columns)}"
+    )
+
+
+@lru_cache(maxsize=512)
+def _list_sql(table: str, select: str, filters: tuple[tuple[str, bool], ...], cursor: bool) -> str:
+    clauses: list[str] = []
+    n = 0
+    for column, is_null in filters:
+        if is_null:
+            clauses.append(f"{column} IS NULL")
+        else:
+            n += 1
+            clauses.append(f"{column} = ${n}")
+    if cursor:
+        n += 1
+        clauses.append(f"id > ${n}")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return f"{select}{where} ORDER BY id LIMIT ${n + 1}"
+
+
+def encode_cursor(last_id: str) -> str:
+    """An opaque cursor that resumes a listing after ``last_id``."""
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRecord(f"cursor {cursor!r} is malformed") from None
+
+
+_TABLES: dict[type[Any], Table[Any]] = {
+    t.kind: t
+    for t in (
+        Table(Tenant, "tenants", filters=("name",)),
+        Table(User, "users", filters=("tenant_id", "name")),
+        Table(ApiToken, "api_tokens", filters=("tenant_id", "user_id", "token_hash")),
+        Table(Datacenter, "datacenters", filters=("name",)),
+        Table(
+            Host,
+            "hosts",
+            json=frozenset({"capabilities"}),
+            filters=("datacenter_id", "health", "admin_state"),
+            managed=frozenset({"cpus_used", "memory_mib_used"}),
+        ),
+        Table(
+            VM,
+            "vms",
+            json=frozenset({"spec"}),
+            filters=("tenant_id", "datacenter_id", "host_id", "state"),
+        ),
+        Table(Volume, "volumes", filters=("tenant_id", "datacenter_id", "vm_id", "state")),
+        Table(Network, "networks", filters=("tenant_id", "datacenter_id")),
+        Table(Template, "templates", filters=("tenant_id", "datacenter_id")),
+        Table(
+            Task,
+            "tasks",
+            json=frozenset({"data"}),
+            filters=("tenant_id", "subject", "state"),
+            managed=frozenset({"step_count"}),
+        ),
+    )
+}
+
+
+def table_of(kind: type[R]) -> Table[R]:
+    """The table of a record type with an id; InvalidRecord for any other type."""
+    table = _TABLES.get(kind)
+    if table is None or not issubclass(kind, Record):
+        raise InvalidRecord(f"{kind.__name__} is not a kind of record the store keeps by id")
+    return table

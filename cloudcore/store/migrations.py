@@ -1,0 +1,245 @@
+"""Versioned schema migrations, one source for both SQL dialects.
+
+Each migration is SQL written once with a few type tokens that differ between PostgreSQL and
+SQLite (``%JSON%``, ``%TIME%``, ``%BOOL%``, ``%SERIAL%``), rendered per dialect. Migrations are
+append-only: a released migration never changes; a change of schema is a new migration. The
+applied versions are recorded in ``cloudcore_schema``; a node refuses to run on a schema that is
+older or newer than :data:`LATEST` (see :func:`check_version`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from cloudcore.errors import SchemaMismatch
+
+__all__ = ["LATEST", "MIGRATIONS", "Dialect", "Migration", "check_version", "statements"]
+
+Dialect = Literal["postgres", "sqlite"]
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    sql: str
+
+
+_TOKENS: dict[Dialect, dict[str, str]] = {
+    "postgres": {
+        "%JSON%": "JSONB",
+        "%TIME%": "TIMESTAMPTZ",
+        "%BOOL%": "BOOLEAN",
+        "%SERIAL%": "BIGSERIAL PRIMARY KEY",
+    },
+    "sqlite": {
+        "%JSON%": "TEXT",
+        "%TIME%": "TEXT",
+        "%BOOL%": "INTEGER",
+        "%SERIAL%": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    },
+}
+
+# Every table of a record with an id starts with the same four columns.
+_RECORD = """id TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    created_at %TIME% NOT NULL,
+    updated_at %TIME% NOT NULL"""
+
+_V1 = f"""
+CREATE TABLE cloudcore_schema (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at %TIME% NOT NULL
+);
+CREATE TABLE tenants (
+    {_RECORD},
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL
+);
+CREATE TABLE users (
+    {_RECORD},
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    role TEXT NOT NULL,
+    disabled %BOOL% NOT NULL,
+    UNIQUE (tenant_id, name)
+);
+CREATE INDEX users_tenant ON users (tenant_id, id);
+CREATE TABLE api_tokens (
+    {_RECORD},
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    expires_at %TIME%
+);
+CREATE INDEX api_tokens_tenant ON api_tokens (tenant_id, id);
+CREATE INDEX api_tokens_user ON api_tokens (user_id, id);
+CREATE TABLE datacenters (
+    {_RECORD},
+    name TEXT NOT NULL UNIQUE,
+    location TEXT NOT NULL
+);
+CREATE TABLE hosts (
+    {_RECORD},
+    datacenter_id TEXT NOT NULL REFERENCES datacenters (id),
+    name TEXT NOT NULL,
+    hypervisor TEXT NOT NULL,
+    address TEXT NOT NULL,
+    cpus BIGINT NOT NULL,
+    memory_mib BIGINT NOT NULL,
+    cpus_used BIGINT NOT NULL,
+    memory_mib_used BIGINT NOT NULL,
+    health TEXT NOT NULL,
+    admin_state TEXT NOT NULL,
+    capabilities %JSON% NOT NULL,
+    observed_at %TIME%,
+    UNIQUE (datacenter_id, name),
+    CONSTRAINT hosts_cpus_claimed CHECK (cpus_used >= 0 AND cpus_used <= cpus),
+    CONSTRAINT hosts_memory_claimed CHECK (memory_mib_used >= 0 AND memory_mib_used <= memory_mib)
+);
+CREATE INDEX hosts_datacenter ON hosts (datacenter_id, id);
+CREATE INDEX hosts_health ON hosts (health, id);
+CREATE INDEX hosts_admin_state ON hosts (admin_state, id);
+CREATE TABLE vms (
+    {_RECORD},
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    datacenter_id TEXT NOT NULL REFERENCES datacenters (id),
+    host_id TEXT REFERENCES hosts (id),
+    name TEXT NOT NULL,
+    spec %JSON% NOT NULL,
+    desired_state TEXT NOT NULL,
+    state TEXT NOT NULL,
+    power TEXT NOT NULL,
+    task_id TEXT,
+    observed_at %TIME%,
+    fault TEXT
+);
+CREATE INDEX vms_tenant ON vms (tenant_id, id);
+CREATE INDEX vms_datacenter ON vms (datacenter_id, id);
+CREATE INDEX vms_host ON vms (host_id, id);
+CREATE INDEX vms_state ON vms (state, id);
+CREATE TABLE volumes (
+    {_RECORD},
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    datacenter_id TEXT NOT NULL REFERENCES datacenters (id),
+    name TEXT NOT NULL,
+    size_gib BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    vm_id TEXT,
+    target TEXT,
+    task_id TEXT,
+    fault TEXT
+);
+CREATE INDEX volumes_tenant ON volumes (tenant_id, id);
+CREATE INDEX volumes_datacenter ON volumes (datacenter_id, id);
+CREATE INDEX volumes_vm ON volumes (vm_id, id);
+CREATE INDEX volumes_state ON volumes (state, id);
+CREATE TABLE networks (
+    {_RECORD},
+    tenant_id TEXT REFERENCES tenants (id),
+    datacenter_id TEXT NOT NULL REFERENCES datacenters (id),
+    name TEXT NOT NULL,
+    cidr TEXT NOT NULL,
+    gateway TEXT,
+    vlan INTEGER
+);
+CREATE INDEX networks_tenant ON networks (tenant_id, id);
+CREATE INDEX networks_datacenter ON networks (datacenter_id, id);
+CREATE TABLE ip_allocations (
+    network_id TEXT NOT NULL REFERENCES networks (id),
+    address TEXT NOT NULL,
+    vm_id TEXT,
+    tenant_id TEXT,
+    created_at %TIME% NOT NULL,
+    PRIMARY KEY (network_id, address)
+);
+CREATE INDEX ip_allocations_vm ON ip_allocations (vm_id);
+CREATE TABLE templates (
+    {_RECORD},
+    tenant_id TEXT REFERENCES tenants (id),
+    datacenter_id TEXT REFERENCES datacenters (id),
+    name TEXT NOT NULL,
+    os_type TEXT NOT NULL,
+    disk_format TEXT NOT NULL,
+    source TEXT NOT NULL,
+    size_gib BIGINT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX templates_tenant ON templates (tenant_id, id);
+CREATE INDEX templates_datacenter ON templates (datacenter_id, id);
+CREATE TABLE tasks (
+    {_RECORD},
+    tenant_id TEXT,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    state TEXT NOT NULL,
+    deadline %TIME%,
+    step_count BIGINT NOT NULL,
+    error TEXT,
+    data %JSON% NOT NULL
+);
+CREATE INDEX tasks_tenant ON tasks (tenant_id, id);
+CREATE INDEX tasks_subject ON tasks (subject, id);
+CREATE INDEX tasks_state ON tasks (state, id);
+CREATE TABLE task_steps (
+    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    deadline %TIME%,
+    error TEXT,
+    data %JSON% NOT NULL,
+    created_at %TIME% NOT NULL,
+    updated_at %TIME% NOT NULL,
+    PRIMARY KEY (task_id, seq)
+);
+CREATE TABLE events (
+    id %SERIAL%,
+    time %TIME% NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    tenant_id TEXT,
+    actor TEXT,
+    data %JSON% NOT NULL
+);
+CREATE INDEX events_subject ON events (subject, id);
+CREATE INDEX events_tenant ON events (tenant_id, id);
+CREATE TABLE quotas (
+    tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    resource TEXT NOT NULL,
+    maximum BIGINT NOT NULL,
+    used BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, resource),
+    CONSTRAINT quotas_used CHECK (used >= 0)
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+
+#: The schema version this code runs on.
+LATEST = MIGRATIONS[-1].version
+
+
+def statements(migration: Migration, dialect: Dialect) -> list[str]:
+    """The SQL statements of ``migration`` in ``dialect``, in order."""
+    sql = migration.sql
+    for token, replacement in _TOKENS[dialect].items():
+        sql = sql.replace(token, replacement)
+    return [part.strip() for part in sql.split(";") if part.strip()]
+
+
+def check_version(found: int) -> None:
+    """Raise SchemaMismatch unless ``found`` is :data:`LATEST`, saying what to do."""
+    if found < LATEST:
+        raise SchemaMismatch(
+            f"the database schema is at version {found}, this cloudcore needs {LATEST}: "
+            "run `cloudcore db upgrade`"
+        )
+    if found > LATEST:
+        raise SchemaMismatch(
+            f"the database schema is at version {found}, newer than {LATEST} which this "
+            "cloudcore knows: run the cloudcore release that upgraded it (or a newer one)"
+        )

@@ -1,0 +1,150 @@
+"""The PostgreSQL store (production): asyncpg with a connection pool.
+
+asyncpg prepares and caches each statement per connection, so a compare-and-set update is one
+round trip. When the server goes away, calls raise BackendUnavailable; the pool drops its dead
+connections and opens new ones once the server is back, so the node recovers without a restart.
+"""
+
+from __future__ import annotations
+
+import re
+from types import TracebackType
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import asyncpg.exceptions as pg  # type: ignore[import-untyped]
+
+from cloudcore.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    CloudcoreError,
+    InvalidRecord,
+    SchemaMismatch,
+)
+from cloudcore.logging import get_logger
+from cloudcore.store._conn import Conn
+from cloudcore.store._pgpool import Pool
+from cloudcore.store._sql import SqlStore
+
+__all__ = ["PostgresStore", "redact_dsn"]
+
+_log = get_logger("cloudcore.store.postgres")
+
+# Errors that mean "the server cannot be reached or is going away": retry later.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    pg.PostgresConnectionError,
+    pg.OperatorInterventionError,
+    pg.InsufficientResourcesError,
+    pg.InterfaceError,
+)
+_DRIVER = (*_UNAVAILABLE, pg.PostgresError)
+_SCHEMA_LOCK = 0x636C6F7564  # "cloud": the advisory lock that serialises upgrades
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``, fit for logs and messages."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password=)\S+", r"\1***", dsn)
+
+
+def _translate(exc: Exception, where: str) -> CloudcoreError:
+    if isinstance(exc, pg.UniqueViolationError):
+        return AlreadyExists(f"already stored: {exc.detail or exc}")
+    if isinstance(exc, pg.IntegrityConstraintViolationError | pg.DataError):
+        detail = f" ({exc.detail})" if getattr(exc, "detail", None) else ""
+        return InvalidRecord(f"refused by the database: {exc}{detail}")
+    if isinstance(exc, pg.UndefinedTableError):
+        return SchemaMismatch(
+            f"the database has no cloudcore schema ({exc}): run `cloudcore db upgrade`"
+        )
+    return BackendUnavailable(f"PostgreSQL at {where} is unavailable: {type(exc).__name__}: {exc}")
+
+
+class PostgresStore(SqlStore):
+    """A :class:`~cloudcore.store.base.Store` on PostgreSQL. Make one with :meth:`connect`."""
+
+    dialect = "postgres"
+
+    def __init__(self, pool: Pool, where: str) -> None:
+        self._pool = pool
+        self._where = where
+
+    @classmethod
+    async def connect(
+        cls, dsn: str, *, pool_size: int = 16, command_timeout: float = 10.0
+    ) -> PostgresStore:
+        """Connect to ``dsn`` (one connection now, up to ``pool_size`` on demand).
+
+        Raises BackendUnavailable if the server cannot be reached.
+        """
+        where = redact_dsn(dsn)
+
+        async def connect() -> Any:
+            return await asyncpg.connect(
+                dsn, timeout=command_timeout, command_timeout=command_timeout
+            )
+
+        pool = Pool(connect, pool_size)
+        store = cls(pool, where)
+        async with store._reader() as conn:  # fail now, not at the first call
+            await conn.fetchrow("SELECT 1")
+        _log.info("store.opened", backend="postgres", dsn=where, pool_size=pool_size)
+        return store
+
+    def _reader(self) -> _Call:
+        return _Call(self, self._pool.lease())
+
+    def _writer(self) -> _Call:
+        return _Call(self, self._pool.lease())
+
+    def _transaction(self) -> _Call:
+        return _Call(self, self._pool.lease(transaction=True))
+
+    def _failed(self, exc: Exception) -> CloudcoreError:
+        if isinstance(exc, _UNAVAILABLE):
+            # One dead connection means the server went away: the idle ones are dead too.
+            self._pool.discard_idle()
+            _log.warning("store.unavailable", backend="postgres", error=type(exc).__name__)
+        return _translate(exc, self._where)
+
+    async def _schema_table_exists(self, conn: Conn) -> bool:
+        row = await conn.fetchrow("SELECT to_regclass('cloudcore_schema') IS NOT NULL AS e")
+        return bool(row["e"])
+
+    async def _lock_schema(self, conn: Conn) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+class _Call:
+    """A borrowed connection whose driver errors leave as cloudcore errors."""
+
+    __slots__ = ("_lease", "_store")
+
+    def __init__(self, store: PostgresStore, lease: Any) -> None:
+        self._store = store
+        self._lease = lease
+
+    async def __aenter__(self) -> Conn:
+        try:
+            conn: Conn = await self._lease.__aenter__()
+        except _DRIVER as exc:
+            raise self._store._failed(exc) from exc
+        return conn
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._lease.__aexit__(kind, exc, tb)
+        except _DRIVER as failure:
+            raise self._store._failed(failure) from failure
+        if isinstance(exc, _DRIVER):
+            raise self._store._failed(exc) from exc

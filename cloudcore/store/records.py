@@ -1,0 +1,344 @@
+"""What the store keeps: one frozen ``msgspec.Struct`` per kind of record.
+
+Records whose kind has an ``id`` share :class:`Record` (``id``, ``version``, ``created_at``,
+``updated_at``) and are handled by the store's generic calls (``create``, ``get``, ``list``,
+``update``, ``delete``). ``version`` and the two times are set by the store: a new record is
+stored with ``version = 1`` and every update adds one, which is what compare-and-set checks.
+
+Field constraints (``Meta(ge=...)``) are checked before anything is written, so a bad value fails
+with :class:`~cloudcore.errors.InvalidRecord` naming the field and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, TypeVar
+
+import msgspec
+
+__all__ = [
+    "EPOCH",
+    "VM",
+    "AdminState",
+    "ApiToken",
+    "AuditEvent",
+    "Datacenter",
+    "Host",
+    "HostHealth",
+    "IpAllocation",
+    "Network",
+    "Page",
+    "PowerState",
+    "Quota",
+    "Record",
+    "Role",
+    "StepState",
+    "Task",
+    "TaskState",
+    "TaskStep",
+    "Template",
+    "Tenant",
+    "User",
+    "VMSpec",
+    "VMState",
+    "Volume",
+    "VolumeState",
+    "new_id",
+]
+
+#: Placeholder time of a record not stored yet; the store replaces it.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+def new_id(prefix: str = "") -> str:
+    """A new unique id that sorts by creation time (48-bit ms clock + 64 random bits), hex."""
+    return f"{prefix}{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+
+
+class _Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Frozen, keyword-only, and strict about unknown fields."""
+
+
+class Record(_Struct, frozen=True, kw_only=True):
+    """Fields every record with an id has. The store sets ``version`` and the times."""
+
+    id: Id
+    version: int = 0
+    created_at: datetime = EPOCH
+    updated_at: datetime = EPOCH
+
+
+class VMState(StrEnum):
+    """Persisted lifecycle state of a VM (see ARCHITECTURE.md, VM lifecycle)."""
+
+    DEFINED = "DEFINED"
+    SCHEDULING = "SCHEDULING"
+    PLACED = "PLACED"
+    PROVISIONING = "PROVISIONING"
+    STOPPED = "STOPPED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    SUSPENDED = "SUSPENDED"
+    STARTING = "STARTING"
+    STOPPING = "STOPPING"
+    REBOOTING = "REBOOTING"
+    PAUSING = "PAUSING"
+    RESUMING = "RESUMING"
+    SUSPENDING = "SUSPENDING"
+    RECONFIGURING = "RECONFIGURING"
+    SNAPSHOTTING = "SNAPSHOTTING"
+    MIGRATING = "MIGRATING"
+    DELETING = "DELETING"
+    DELETED = "DELETED"
+    ERROR = "ERROR"
+    UNKNOWN = "UNKNOWN"
+
+
+class PowerState(StrEnum):
+    """Power state last observed on the hypervisor."""
+
+    UNKNOWN = "UNKNOWN"
+    ON = "ON"
+    OFF = "OFF"
+    PAUSED = "PAUSED"
+    SUSPENDED = "SUSPENDED"
+
+
+class HostHealth(StrEnum):
+    """What the monitor last saw of a host."""
+
+    UNKNOWN = "UNKNOWN"
+    HEALTHY = "HEALTHY"
+    DEGRADED = "DEGRADED"
+    UNREACHABLE = "UNREACHABLE"
+
+
+class AdminState(StrEnum):
+    """What the operator allows on a host."""
+
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+    MAINTENANCE = "MAINTENANCE"
+
+
+class VolumeState(StrEnum):
+    CREATING = "CREATING"
+    AVAILABLE = "AVAILABLE"
+    ATTACHING = "ATTACHING"
+    ATTACHED = "ATTACHED"
+    DETACHING = "DETACHING"
+    DELETING = "DELETING"
+    DELETED = "DELETED"
+    ERROR = "ERROR"
+
+
+class TaskState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    CANCELLED = "CANCELLED"
+
+
+class StepState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    COMPENSATED = "COMPENSATED"
+
+
+class Role(StrEnum):
+    ADMIN = "ADMIN"
+    TENANT_ADMIN = "TENANT_ADMIN"
+    USER = "USER"
+
+
+class Tenant(Record, frozen=True, kw_only=True):
+    """An enterprise: the unit of ownership, quota and isolation."""
+
+    name: Name
+    description: str = ""
+
+
+class User(Record, frozen=True, kw_only=True):
+    tenant_id: Id
+    name: Name
+    email: str = ""
+    role: Role = Role.USER
+    disabled: bool = False
+
+
+class ApiToken(Record, frozen=True, kw_only=True):
+    """An API token. Only a hash of the secret is stored (``token_hash``, unique)."""
+
+    tenant_id: Id
+    user_id: Id
+    name: str = ""
+    token_hash: Annotated[str, msgspec.Meta(min_length=32, max_length=128)]
+    expires_at: datetime | None = None
+
+
+class Datacenter(Record, frozen=True, kw_only=True):
+    name: Name
+    location: str = ""
+
+
+class Host(Record, frozen=True, kw_only=True):
+    """A hypervisor host. ``*_used`` change only through claim/release of capacity."""
+
+    datacenter_id: Id
+    name: Name
+    hypervisor: Name
+    address: str = ""
+    cpus: Count
+    memory_mib: Count
+    cpus_used: Count = 0
+    memory_mib_used: Count = 0
+    health: HostHealth = HostHealth.UNKNOWN
+    admin_state: AdminState = AdminState.ENABLED
+    capabilities: dict[str, str] = msgspec.field(default_factory=dict)
+    observed_at: datetime | None = None
+
+
+class VMSpec(_Struct, frozen=True, kw_only=True):
+    """What the tenant asked for."""
+
+    cpus: Positive
+    memory_mib: Positive
+    disk_gib: Count = 0
+    template_id: str | None = None
+    affinity_group: str | None = None
+    network_ids: tuple[str, ...] = ()
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class VM(Record, frozen=True, kw_only=True):
+    """A virtual machine: desired state, lifecycle state, observed power, task in flight."""
+
+    tenant_id: Id
+    datacenter_id: Id
+    host_id: str | None = None
+    name: Name
+    spec: VMSpec
+    desired_state: VMState = VMState.STOPPED
+    state: VMState = VMState.DEFINED
+    power: PowerState = PowerState.UNKNOWN
+    task_id: str | None = None
+    observed_at: datetime | None = None
+    fault: str | None = None
+
+
+class Volume(Record, frozen=True, kw_only=True):
+    tenant_id: Id
+    datacenter_id: Id
+    name: Name
+    size_gib: Positive
+    state: VolumeState = VolumeState.CREATING
+    vm_id: str | None = None
+    target: str | None = None
+    task_id: str | None = None
+    fault: str | None = None
+
+
+class Network(Record, frozen=True, kw_only=True):
+    """A network. ``tenant_id`` None: shared (public) network."""
+
+    tenant_id: str | None = None
+    datacenter_id: Id
+    name: Name
+    cidr: Name
+    gateway: str | None = None
+    vlan: Annotated[int, msgspec.Meta(ge=0, le=4094)] | None = None
+
+
+class Template(Record, frozen=True, kw_only=True):
+    """A disk image in the library. ``tenant_id`` None: public."""
+
+    tenant_id: str | None = None
+    datacenter_id: str | None = None
+    name: Name
+    os_type: str = ""
+    disk_format: str = "qcow2"
+    source: str = ""
+    size_gib: Count = 0
+    state: str = "AVAILABLE"
+
+
+class Task(Record, frozen=True, kw_only=True):
+    """A long operation. Its steps are journaled in :class:`TaskStep` before each runs."""
+
+    tenant_id: str | None = None
+    kind: Name
+    subject: Name
+    state: TaskState = TaskState.PENDING
+    deadline: datetime | None = None
+    step_count: Count = 0
+    error: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TaskStep(_Struct, frozen=True, kw_only=True):
+    """One journaled step of a task, numbered from 1 in the order it was appended."""
+
+    task_id: str
+    seq: int
+    name: str
+    state: StepState = StepState.PENDING
+    deadline: datetime | None = None
+    error: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_at: datetime = EPOCH
+    updated_at: datetime = EPOCH
+
+
+class AuditEvent(_Struct, frozen=True, kw_only=True):
+    """One line of the audit trail. ``id`` grows with every event recorded."""
+
+    id: int
+    time: datetime
+    type: str
+    subject: str
+    tenant_id: str | None = None
+    actor: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Quota(_Struct, frozen=True, kw_only=True):
+    """How much of ``resource`` (``vms``, ``cpus``, ``memory_mib``, ...) a tenant may use."""
+
+    tenant_id: str
+    resource: str
+    maximum: Count
+    used: Count = 0
+    version: int = 0
+
+
+class IpAllocation(_Struct, frozen=True, kw_only=True):
+    """An address of a network held by a VM (or reserved, ``vm_id`` None)."""
+
+    network_id: str
+    address: str
+    vm_id: str | None = None
+    tenant_id: str | None = None
+    created_at: datetime = EPOCH
+
+
+R = TypeVar("R")
+
+
+class Page(_Struct, Generic[R], frozen=True, kw_only=True):
+    """One page of a listing. ``next_cursor`` None: this is the last page."""
+
+    items: list[R]
+    next_cursor: str | None = None
