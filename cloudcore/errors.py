@@ -27,6 +27,7 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
     │   └── RestartIntensityExceeded         a child failed too often; escalated to its parent
     ├── UnsupportedOperation (NotImplementedError)  a driver lacks the capability
     ├── BackendUnavailable (ConnectionError)  retryable: database, broker, event bus, hypervisor
+    ├── DriverError                          a hypervisor or storage backend failed the operation
     ├── InvalidRecord (ValueError)           a record or change is malformed; names the field
     └── SchemaMismatch                       the database schema is not the version this code knows
 """
@@ -44,6 +45,7 @@ __all__ = [
     "CloudcoreError",
     "ConfigError",
     "Conflict",
+    "DriverError",
     "IllegalTransition",
     "InsufficientCapacity",
     "InvalidMessage",
@@ -157,3 +159,15 @@ class InvalidRecord(CloudcoreError, ValueError):
 
 class SchemaMismatch(CloudcoreError):
     """The database schema is older or newer than this cloudcore; the message says what to run."""
+
+
+class DriverError(CloudcoreError):
+    """A hypervisor or storage backend refused or failed an operation for a reason that has no
+    closer meaning (not missing, not an illegal transition, not unreachable, not unsupported).
+
+    ``code`` is the backend's own error code or name, kept for logs and operators.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code

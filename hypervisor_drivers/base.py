@@ -1,0 +1,295 @@
+"""The hypervisor driver interface: what every hypervisor plugin implements, written as a spec.
+
+A driver is one connection to one hypervisor host (a libvirt URI, a vCenter host, a XenServer
+pool member, a Hyper-V server). The actors above it call these coroutines; the driver runs its
+blocking SDK in threads, never on the event loop, and never returns SDK objects or lets SDK
+exceptions escape: every failure is a :mod:`cloudcore.errors` error.
+
+Errors common to every method (not repeated below):
+
+- ``BackendUnavailable`` (retryable): the hypervisor cannot be reached, or the connection was lost;
+  also raised by any method called before ``connect`` or after ``close``.
+- ``UnsupportedOperation``: the method needs a :class:`Capability` the driver does not declare.
+- ``DriverError``: the hypervisor failed the operation for another reason (``code`` says which).
+
+VMs are named by the orchestrator's ``uuid``. Methods that act on a VM raise ``NotFound`` when the
+hypervisor has no VM with that uuid (except ``destroy_vm``, which is idempotent), and
+``IllegalTransition`` when the VM's power state does not allow the operation. Operations that find
+the VM already in their target state return without doing anything, so a retried call after a
+lost reply is safe.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from cloudcore.errors import IllegalTransition, UnsupportedOperation
+from hypervisor_drivers.events import EventHub, EventStream
+from hypervisor_drivers.types import (
+    Capability,
+    DiskSpec,
+    DriverSettings,
+    EventKind,
+    FileDisk,
+    HostCapacity,
+    HostInventory,
+    IscsiDisk,
+    LifecycleEvent,
+    NicSpec,
+    PowerState,
+    SnapshotInfo,
+    StopOutcome,
+    VMInfo,
+    VMSpec,
+)
+
+__all__ = [
+    "Capability",
+    "DiskSpec",
+    "DriverSettings",
+    "EventKind",
+    "EventStream",
+    "FileDisk",
+    "HostCapacity",
+    "HostInventory",
+    "HypervisorDriver",
+    "IscsiDisk",
+    "LifecycleEvent",
+    "NicSpec",
+    "PowerState",
+    "SnapshotInfo",
+    "StopOutcome",
+    "VMInfo",
+    "VMSpec",
+]
+
+_STOP_POLL_INTERVAL = 0.1
+
+
+class HypervisorDriver(abc.ABC):
+    """One connection to one hypervisor host. Subclasses implement every abstract method; a
+    missing one fails at instantiation. Construction does no I/O: call ``connect`` first."""
+
+    #: The entry-point name the driver is registered under (``libvirt``, ``vsphere``...).
+    name: str = ""
+
+    def __init__(self, settings: DriverSettings) -> None:
+        self._settings = settings
+        self._events = EventHub()
+
+    @property
+    def settings(self) -> DriverSettings:
+        return self._settings
+
+    # -- capabilities ------------------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> frozenset[Capability]:
+        """The optional features this driver offers for its backend. May depend on the backend
+        (a libvirt test host cannot migrate); final once ``connect`` has returned."""
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def _require(self, capability: Capability) -> None:
+        if capability not in self.capabilities:
+            raise UnsupportedOperation(
+                f"the {self.name or type(self).__name__} driver at {self._settings.uri} "
+                f"does not support {capability.value}"
+            )
+
+    # -- connection --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection and start delivering lifecycle events. Idempotent.
+
+        Raises ``BackendUnavailable`` when the host cannot be reached or refuses the credentials.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop events (every open stream ends), release callbacks and close the connection.
+        Idempotent; never raises for a connection that is already gone."""
+
+    # -- events ------------------------------------------------------------------------------
+
+    def subscribe(self, maxsize: int = 1024) -> EventStream:
+        """A stream of :class:`LifecycleEvent` for every VM on this host, from now on.
+
+        Use as ``async with driver.subscribe() as events: async for event in events:``. Events
+        are pushed by the hypervisor when the driver declares ``LIFECYCLE_EVENTS``, otherwise
+        the driver polls. Events are hints for prompt reaction, not a log: a stream that falls
+        behind drops its oldest events (counted in ``dropped``), and a connection loss loses
+        events, so consumers also sweep ``list_vms`` now and then. Streams end at ``close``.
+        """
+        return self._events.subscribe(maxsize)
+
+    def _publish(self, event: LifecycleEvent) -> None:
+        """For drivers: deliver ``event`` to every stream. Callable from any thread."""
+        self._events.publish(event)
+
+    # -- host --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def host_inventory(self) -> HostInventory:
+        """The host's hardware and hypervisor: CPUs, memory, hypervisor type and version."""
+
+    @abc.abstractmethod
+    async def host_capacity(self) -> HostCapacity:
+        """What is in use on the host now: vCPUs and memory of running and paused VMs."""
+
+    # -- VMs: read ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_vms(self) -> list[VMInfo]:
+        """Every VM defined on the host, in any power state, including VMs cloudcore did not
+        create (so orphans can be found)."""
+
+    @abc.abstractmethod
+    async def get_vm(self, uuid: str) -> VMInfo:
+        """The VM with this uuid. Raises ``NotFound``."""
+
+    async def power_state(self, uuid: str) -> PowerState:
+        """The VM's power state now. Raises ``NotFound``."""
+        return (await self.get_vm(uuid)).power
+
+    # -- VMs: lifecycle ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def define_vm(self, spec: VMSpec) -> VMInfo:
+        """Create the VM's persistent definition, stopped, or replace the definition of the VM
+        with the same uuid (a running VM picks the new definition up at its next start). Disk
+        images must exist; they are referenced, never created or deleted by the driver.
+
+        Raises ``Conflict`` when another VM already has ``spec.name``; ``UnsupportedOperation``
+        for an iSCSI disk without ``ISCSI_DISKS``.
+        """
+
+    @abc.abstractmethod
+    async def start_vm(self, uuid: str) -> None:
+        """Power on a STOPPED or CRASHED VM. No-op when RUNNING. ``IllegalTransition`` when
+        PAUSED (use ``unpause_vm``) or SUSPENDED (use ``resume_vm``)."""
+
+    @abc.abstractmethod
+    async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
+        """Power off: ask the guest to shut down, wait up to ``timeout`` seconds, then power off
+        hard. ``timeout=0`` (or no ``GRACEFUL_STOP``) powers off at once; so does a PAUSED VM,
+        whose guest cannot react. Returns how it ended; ``ALREADY_STOPPED`` when STOPPED or
+        CRASHED. ``IllegalTransition`` when SUSPENDED (``destroy_vm`` discards a saved VM)."""
+
+    @abc.abstractmethod
+    async def reboot_vm(self, uuid: str, *, hard: bool = False) -> None:
+        """Reboot a RUNNING VM: ask the guest (``hard=False``; a guest without an OS may ignore
+        it) or reset the virtual hardware (``hard=True``). Needs ``REBOOT``.
+        ``IllegalTransition`` in any other state."""
+
+    @abc.abstractmethod
+    async def pause_vm(self, uuid: str) -> None:
+        """Stop the vCPUs of a RUNNING VM, keeping its memory. No-op when PAUSED. Needs
+        ``PAUSE``. ``IllegalTransition`` in any other state."""
+
+    @abc.abstractmethod
+    async def unpause_vm(self, uuid: str) -> None:
+        """Resume the vCPUs of a PAUSED VM. No-op when RUNNING. Needs ``PAUSE``.
+        ``IllegalTransition`` in any other state."""
+
+    @abc.abstractmethod
+    async def suspend_vm(self, uuid: str) -> None:
+        """Save the memory of a RUNNING or PAUSED VM to the host's disk and stop it; the VM then
+        reads SUSPENDED. No-op when SUSPENDED. Needs ``SUSPEND``. ``IllegalTransition`` when
+        STOPPED or CRASHED."""
+
+    @abc.abstractmethod
+    async def resume_vm(self, uuid: str) -> None:
+        """Restore a SUSPENDED VM to RUNNING where it left off. No-op when RUNNING. Needs
+        ``SUSPEND``. ``IllegalTransition`` in any other state."""
+
+    @abc.abstractmethod
+    async def destroy_vm(self, uuid: str) -> None:
+        """Power off (hard) if needed and remove the VM's definition, saved state and snapshot
+        metadata from the host. Disk images are left alone (volumes belong to storage drivers).
+        Idempotent: no-op when the VM does not exist."""
+
+    # -- VMs: changes ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def reconfigure_vm(
+        self, uuid: str, *, vcpus: int | None = None, memory_mib: int | None = None
+    ) -> VMInfo:
+        """Change the vCPU count and/or memory. A STOPPED VM takes any size (``RECONFIGURE``;
+        its maxima grow with it); a RUNNING or PAUSED VM changes live within its maxima
+        (``LIVE_RECONFIGURE``), the definition too. Returns the VM as it is afterwards.
+        ``IllegalTransition`` when live change is impossible (SUSPENDED, or beyond a maximum);
+        ``ValueError`` for sizes below 1."""
+
+    @abc.abstractmethod
+    async def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
+        """Snapshot the VM (disks, and memory when it runs) under ``name``. Needs ``SNAPSHOT``.
+        ``Conflict`` when the VM already has a snapshot of that name."""
+
+    @abc.abstractmethod
+    async def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
+        """The VM's snapshots, oldest first. Needs ``SNAPSHOT``."""
+
+    @abc.abstractmethod
+    async def revert_snapshot(self, uuid: str, name: str) -> None:
+        """Return the VM to the snapshot, including its power state then. Needs ``SNAPSHOT``.
+        ``NotFound`` when there is no such snapshot."""
+
+    @abc.abstractmethod
+    async def delete_snapshot(self, uuid: str, name: str) -> None:
+        """Delete the snapshot. Needs ``SNAPSHOT``. No-op when there is no such snapshot."""
+
+    @abc.abstractmethod
+    async def attach_volume(self, uuid: str, disk: DiskSpec) -> str:
+        """Attach a disk to the VM, live when it runs and in its definition; returns the device
+        name the hypervisor gave it (``vdb``). ``disk.serial`` is the volume id and is required;
+        attaching a serial that is attached already returns its device. Needs
+        ``ATTACH_VOLUME`` (and ``ISCSI_DISKS`` for an iSCSI disk)."""
+
+    @abc.abstractmethod
+    async def detach_volume(self, uuid: str, serial: str) -> None:
+        """Detach the disk whose serial is ``serial``, live and from the definition. No-op when
+        no such disk is attached. Needs ``ATTACH_VOLUME``."""
+
+    @abc.abstractmethod
+    async def migrate_vm(
+        self, uuid: str, destination: DriverSettings, *, live: bool = True
+    ) -> None:
+        """Move the VM to the host ``destination`` names (same driver), keeping it running when
+        ``live``; on return the VM is defined there and gone from here. Storage must be shared
+        or network storage. Needs ``MIGRATE``."""
+
+    # -- helpers for implementations ---------------------------------------------------------
+
+    async def _stop_with_deadline(
+        self,
+        uuid: str,
+        timeout: float,
+        request_shutdown: Callable[[], Awaitable[None]],
+        power_off: Callable[[], Awaitable[None]],
+    ) -> StopOutcome:
+        """The common shape of ``stop_vm``: check the state, ask the guest, poll the power state
+        until the deadline, then power off hard."""
+        power = await self.power_state(uuid)
+        if power in (PowerState.STOPPED, PowerState.CRASHED):
+            return StopOutcome.ALREADY_STOPPED
+        if power is PowerState.SUSPENDED:
+            raise IllegalTransition(f"VM {uuid} is suspended; destroy it to discard its state")
+        graceful = (
+            timeout > 0 and power is PowerState.RUNNING and self.supports(Capability.GRACEFUL_STOP)
+        )
+        if graceful:
+            await request_shutdown()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if await self.power_state(uuid) in (PowerState.STOPPED, PowerState.CRASHED):
+                    return StopOutcome.GRACEFUL
+                await asyncio.sleep(min(_STOP_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+        await power_off()
+        return StopOutcome.FORCED

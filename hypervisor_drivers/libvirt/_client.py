@@ -1,0 +1,404 @@
+"""Blocking libvirt calls, one method per driver operation. Runs in worker threads, never on the
+event loop. Returns only cloudcore values; libvirt errors are translated by the driver's caller
+(``_errors.call_translated``) except where a method needs to look at one itself.
+
+libvirt connections are thread-safe, so several worker threads share one connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import libvirt
+
+from cloudcore.errors import Conflict, IllegalTransition
+from hypervisor_drivers.libvirt import _xml
+from hypervisor_drivers.libvirt._events import LifecycleCallbacks, ensure_event_loop
+from hypervisor_drivers.types import (
+    DiskSpec,
+    DriverSettings,
+    HostCapacity,
+    HostInventory,
+    IscsiDisk,
+    LifecycleEvent,
+    PowerState,
+    SnapshotInfo,
+    VMInfo,
+    VMSpec,
+)
+
+__all__ = ["LibvirtClient"]
+
+_KEEPALIVE_INTERVAL = 5  # seconds between keepalive probes on remote connections
+_KEEPALIVE_COUNT = 3  # unanswered probes before libvirt closes the connection
+_UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+)
+_LIVE_AND_CONFIG = (libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.UNKNOWN,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+}
+
+
+def _power(dom: Any) -> PowerState:
+    state, reason = dom.state()
+    power = _STATES.get(state, PowerState.UNKNOWN)
+    if power is PowerState.STOPPED:
+        if reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+            return PowerState.CRASHED
+        if dom.hasManagedSaveImage(0):
+            return PowerState.SUSPENDED
+    return power
+
+
+def _vm_info(dom: Any) -> VMInfo:
+    _state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
+    return VMInfo(
+        uuid=dom.UUIDString(),
+        name=dom.name(),
+        power=_power(dom),
+        vcpus=vcpus,
+        memory_mib=memory_kib // 1024,
+    )
+
+
+def _is_not_running(exc: libvirt.libvirtError, dom: Any) -> bool:
+    """Whether a failed power-off failed only because the domain had stopped meanwhile."""
+    if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+        return True
+    try:
+        return not dom.isActive()
+    except libvirt.libvirtError:
+        return False
+
+
+class LibvirtClient:
+    """One libvirt connection and the blocking operations the driver needs."""
+
+    def __init__(self, settings: DriverSettings, publish: Callable[[LifecycleEvent], None]) -> None:
+        ensure_event_loop()
+        self.scheme = urlsplit(settings.uri).scheme.partition("+")[0]
+        self._conn = self._open(settings)
+        self._callbacks = LifecycleCallbacks(self._conn, publish)
+        try:
+            self._callbacks.register()
+            if self.scheme != "test":
+                self._conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
+        except libvirt.libvirtError:
+            self.close()
+            raise
+        self.domain_type = settings.extra.get("domain_type") or self._default_domain_type()
+
+    @staticmethod
+    def _open(settings: DriverSettings) -> Any:
+        if settings.username is None and settings.password is None:
+            return libvirt.open(settings.uri)
+
+        def answer(credentials: list[list[Any]], _opaque: Any) -> int:
+            for credential in credentials:
+                if credential[0] == libvirt.VIR_CRED_AUTHNAME:
+                    credential[4] = settings.username
+                elif credential[0] == libvirt.VIR_CRED_PASSPHRASE:
+                    credential[4] = settings.password
+            return 0
+
+        auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None]
+        return libvirt.openAuth(settings.uri, auth, 0)
+
+    def _default_domain_type(self) -> str:
+        if self.scheme == "test":
+            return "test"
+        caps = ET.fromstring(self._conn.getCapabilities())
+        types = {d.get("type") for d in caps.iterfind("guest/arch[@name='x86_64']/domain")}
+        return "kvm" if "kvm" in types else "qemu"
+
+    def close(self) -> None:
+        self._callbacks.deregister()
+        with contextlib.suppress(libvirt.libvirtError):  # already gone
+            self._conn.close()
+
+    # -- host ----------------------------------------------------------------------------------
+
+    def inventory(self) -> HostInventory:
+        model, memory_mib, cpus, mhz, *_topology = self._conn.getInfo()
+        major, rest = divmod(self._conn.getVersion(), 1_000_000)
+        minor, release = divmod(rest, 1000)
+        return HostInventory(
+            hostname=self._conn.getHostname(),
+            hypervisor_type=self._conn.getType(),
+            hypervisor_version=f"{major}.{minor}.{release}",
+            cpu_model=model,
+            cpus=cpus,
+            memory_kib=memory_mib * 1024,
+            extra={
+                "uri": self._conn.getURI(),
+                "domain_type": self.domain_type,
+                "mhz": str(mhz),
+                "libvirt_version": str(self._conn.getLibVersion()),
+            },
+        )
+
+    def capacity(self) -> HostCapacity:
+        _model, memory_mib, cpus, *_rest = self._conn.getInfo()
+        vcpus = memory_kib = running = 0
+        for dom in self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            try:
+                _state, _max, kib, nr_vcpus, _time = dom.info()
+            except libvirt.libvirtError:
+                continue  # stopped meanwhile
+            vcpus, memory_kib, running = vcpus + nr_vcpus, memory_kib + kib, running + 1
+        free = self._conn.getFreeMemory() // 1024
+        return HostCapacity(
+            cpus=cpus,
+            memory_kib=memory_mib * 1024,
+            allocated_vcpus=vcpus,
+            allocated_memory_kib=memory_kib,
+            running_vms=running,
+            free_memory_kib=free if free > 0 else None,  # the test driver reports 0
+        )
+
+    # -- reading VMs ---------------------------------------------------------------------------
+
+    def _domain(self, uuid: str) -> Any:
+        return self._conn.lookupByUUIDString(uuid)
+
+    def list_vms(self) -> list[VMInfo]:
+        vms = []
+        for dom in self._conn.listAllDomains(0):
+            try:
+                vms.append(_vm_info(dom))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise  # else undefined meanwhile
+        return vms
+
+    def get_vm(self, uuid: str) -> VMInfo:
+        return _vm_info(self._domain(uuid))
+
+    def power(self, uuid: str) -> PowerState:
+        return _power(self._domain(uuid))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def define(self, spec: VMSpec) -> VMInfo:
+        for disk in spec.disks:
+            self._ensure_chap_secret(disk)
+        return _vm_info(self._conn.defineXML(_xml.domain_xml(spec, self.domain_type)))
+
+    def _require_power(self, dom: Any, allowed: set[PowerState], action: str) -> PowerState:
+        power = _power(dom)
+        if power not in allowed:
+            raise IllegalTransition(f"cannot {action} VM {dom.UUIDString()}: it is {power.value}")
+        return power
+
+    def start(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        running, stopped = {PowerState.RUNNING}, {PowerState.STOPPED, PowerState.CRASHED}
+        if self._require_power(dom, running | stopped, "start") not in running:
+            dom.create()
+
+    def request_shutdown(self, uuid: str) -> None:
+        self._domain(uuid).shutdown()
+
+    def power_off(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if not _is_not_running(exc, dom):
+                raise
+
+    def reboot(self, uuid: str, hard: bool) -> None:
+        dom = self._domain(uuid)
+        self._require_power(dom, {PowerState.RUNNING}, "reboot")
+        if hard:
+            dom.reset(0)
+        else:
+            dom.reboot(0)
+
+    def pause(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        if self._require_power(dom, {PowerState.RUNNING, PowerState.PAUSED}, "pause") is (
+            PowerState.RUNNING
+        ):
+            dom.suspend()  # libvirt's "suspend" stops the vCPUs: our pause
+
+    def unpause(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        if self._require_power(dom, {PowerState.RUNNING, PowerState.PAUSED}, "unpause") is (
+            PowerState.PAUSED
+        ):
+            dom.resume()
+
+    def suspend(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        allowed = {PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED}
+        if self._require_power(dom, allowed, "suspend") is not PowerState.SUSPENDED:
+            dom.managedSave(0)
+
+    def resume(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        allowed = {PowerState.RUNNING, PowerState.SUSPENDED}
+        if self._require_power(dom, allowed, "resume") is PowerState.RUNNING:
+            return
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PMSUSPENDED:
+            dom.pMWakeup(0)
+        else:
+            dom.create()  # restores the managed save image
+
+    def destroy(self, uuid: str) -> None:
+        try:
+            dom = self._domain(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            raise
+        if dom.isActive():
+            self.power_off(uuid)
+        try:
+            dom.undefineFlags(_UNDEFINE_FLAGS)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+
+    def migrate(self, uuid: str, destination: DriverSettings, live: bool) -> None:
+        flags = libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        if live:
+            flags |= libvirt.VIR_MIGRATE_LIVE
+        dom = self._domain(uuid)
+        dest = LibvirtClient._open(destination)
+        try:
+            dom.migrate(dest, flags, None, None, 0)
+        finally:
+            dest.close()
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def reconfigure(
+        self, uuid: str, vcpus: int | None, memory_mib: int | None, live: bool
+    ) -> VMInfo:
+        dom = self._domain(uuid)
+        power = self._require_power(
+            dom, {PowerState.STOPPED, PowerState.RUNNING, PowerState.PAUSED}, "reconfigure"
+        )
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        memory_kib = None if memory_mib is None else memory_mib * 1024
+        if power is PowerState.STOPPED:
+            self._resize_stopped(dom, facts, vcpus, memory_kib)
+            return _vm_info(dom)
+        if not live:
+            raise IllegalTransition(f"VM {uuid} is {power.value}; stop it to reconfigure it")
+        if (vcpus or 0) > facts.max_vcpus or (memory_kib or 0) > facts.max_memory_kib:
+            raise IllegalTransition(
+                f"VM {uuid} is {power.value} and the change exceeds its maxima "
+                f"({facts.max_vcpus} vCPUs, {facts.max_memory_kib // 1024} MiB); stop it first"
+            )
+        for flag in _LIVE_AND_CONFIG:  # the test driver refuses both flags in one call
+            if vcpus is not None:
+                dom.setVcpusFlags(vcpus, flag)
+            if memory_kib is not None:
+                dom.setMemoryFlags(memory_kib, flag)
+        return _vm_info(dom)
+
+    @staticmethod
+    def _resize_stopped(
+        dom: Any, facts: _xml.DomainFacts, vcpus: int | None, memory_kib: int | None
+    ) -> None:
+        config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if vcpus is not None:
+            if vcpus > facts.max_vcpus:
+                dom.setVcpusFlags(vcpus, config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+            dom.setVcpusFlags(vcpus, config)
+        if memory_kib is not None:
+            if memory_kib > facts.max_memory_kib:
+                dom.setMemoryFlags(memory_kib, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+            dom.setMemoryFlags(memory_kib, config)
+
+    def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
+        dom = self._domain(uuid)
+        if name in dom.snapshotListNames(0):
+            raise Conflict(f"VM {uuid} already has a snapshot named {name!r}")
+        return _snapshot_info(dom.snapshotCreateXML(_xml.snapshot_xml(name), 0))
+
+    def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
+        # creationTime has one-second resolution: parents before children breaks the ties.
+        listed = self._domain(uuid).listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
+        return sorted((_snapshot_info(s) for s in listed), key=lambda s: s.created_at)
+
+    def revert_snapshot(self, uuid: str, name: str) -> None:
+        dom = self._domain(uuid)
+        dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), 0)
+
+    def delete_snapshot(self, uuid: str, name: str) -> None:
+        dom = self._domain(uuid)
+        try:
+            snapshot = dom.snapshotLookupByName(name, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                return
+            raise
+        snapshot.delete(0)
+
+    def attach(self, uuid: str, disk: DiskSpec) -> str:
+        dom = self._domain(uuid)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        assert disk.serial is not None
+        if disk.serial in facts.disks:
+            target = ET.fromstring(facts.disks[disk.serial]).find("target")
+            return "" if target is None else target.get("dev", "")
+        self._ensure_chap_secret(disk)
+        index = 0
+        while _xml.target_dev(index) in facts.targets:
+            index += 1
+        dev = _xml.target_dev(index)
+        dom.attachDeviceFlags(_xml.disk_xml(disk, dev), self._affect(dom))
+        return dev
+
+    def detach(self, uuid: str, serial: str) -> None:
+        dom = self._domain(uuid)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        if serial in facts.disks:
+            dom.detachDeviceFlags(facts.disks[serial], self._affect(dom))
+
+    @staticmethod
+    def _affect(dom: Any) -> int:
+        if dom.isActive():
+            return int(libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        return int(libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+    def _ensure_chap_secret(self, disk: DiskSpec) -> None:
+        if not isinstance(disk, IscsiDisk) or disk.chap_username is None:
+            return
+        try:
+            secret = self._conn.secretLookupByUsage(
+                libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, _xml.iscsi_secret_usage(disk)
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
+                raise
+            secret = self._conn.secretDefineXML(_xml.iscsi_secret_xml(disk), 0)
+        secret.setValue((disk.chap_password or "").encode(), 0)
+
+
+def _snapshot_info(snapshot: Any) -> SnapshotInfo:
+    root = ET.fromstring(snapshot.getXMLDesc(0))
+    state = root.findtext("state", "")
+    power = {
+        "running": PowerState.RUNNING,
+        "paused": PowerState.PAUSED,
+        "shutoff": PowerState.STOPPED,
+    }.get(state, PowerState.UNKNOWN)
+    created = datetime.fromtimestamp(int(root.findtext("creationTime", "0")), UTC)
+    return SnapshotInfo(name=snapshot.getName(), created_at=created, power=power)

@@ -1,0 +1,231 @@
+"""libvirt XML: domain definitions from a VMSpec, disk devices, test-driver host files, and the
+few facts read back from a domain's XML. Built with ElementTree, so user values are always
+escaped, never pasted into markup."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from hypervisor_drivers.types import DiskSpec, FileDisk, IscsiDisk, NicSpec, VMSpec
+
+__all__ = [
+    "DomainFacts",
+    "disk_xml",
+    "domain_facts",
+    "domain_xml",
+    "iscsi_secret_usage",
+    "iscsi_secret_xml",
+    "simulated_host_xml",
+    "snapshot_xml",
+    "target_dev",
+    "write_simulated_host",
+]
+
+_TARGET_PREFIX = "vd"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attrib)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _text(element: ET.Element) -> str:
+    return ET.tostring(element, encoding="unicode")
+
+
+def simulated_host_xml(
+    *, cpus: int, memory_kib: int, cpu_model: str = "cloudcore-test", mhz: int = 2000
+) -> str:
+    """A ``<node>`` document for libvirt's test driver: one simulated host with ``cpus`` cores
+    and ``memory_kib`` of memory, and no VMs."""
+    if cpus < 1 or memory_kib < 1024:
+        raise ValueError("a test host needs at least 1 CPU and 1 MiB of memory")
+    node = ET.Element("node")
+    cpu = _sub(node, "cpu")
+    for tag, value in (
+        ("mhz", mhz),
+        ("model", cpu_model),
+        ("active", cpus),
+        ("nodes", 1),
+        ("sockets", 1),
+        ("cores", cpus),
+        ("threads", 1),
+    ):
+        _sub(cpu, tag, str(value))
+    _sub(node, "memory", str(memory_kib))
+    return _text(node)
+
+
+def write_simulated_host(path: str | os.PathLike[str], *, cpus: int, memory_kib: int) -> str:
+    """Write a test-driver host file to ``path`` and return its URI, ``test:///<abs path>``.
+    Every connection opened on that URI is an independent in-memory host."""
+    target = Path(path).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(simulated_host_xml(cpus=cpus, memory_kib=memory_kib), encoding="utf-8")
+    return f"test://{target}"
+
+
+def iscsi_secret_usage(disk: IscsiDisk) -> str:
+    """The usage id of the libvirt secret that holds the CHAP password for ``disk``'s target."""
+    digest = hashlib.sha256(f"{disk.host}:{disk.port}/{disk.iqn}".encode()).hexdigest()[:16]
+    return f"cloudcore-iscsi-{digest}"
+
+
+def iscsi_secret_xml(disk: IscsiDisk) -> str:
+    secret = ET.Element("secret", ephemeral="no", private="yes")
+    _sub(secret, "description", f"CHAP secret for {disk.iqn}")
+    usage = _sub(secret, "usage", type="iscsi")
+    _sub(usage, "target", iscsi_secret_usage(disk))
+    return _text(secret)
+
+
+def _disk_element(disk: DiskSpec, target_dev: str) -> ET.Element:
+    match disk:
+        case FileDisk():
+            element = ET.Element("disk", type="file", device="disk")
+            _sub(element, "driver", name="qemu", type=disk.format)
+            _sub(element, "source", file=disk.path)
+        case IscsiDisk():
+            element = ET.Element("disk", type="network", device="disk")
+            _sub(element, "driver", name="qemu", type="raw")
+            source = _sub(element, "source", protocol="iscsi", name=f"{disk.iqn}/{disk.lun}")
+            _sub(source, "host", name=disk.host, port=str(disk.port))
+            if disk.chap_username is not None:
+                auth = _sub(source, "auth", username=disk.chap_username)
+                _sub(auth, "secret", type="iscsi", usage=iscsi_secret_usage(disk))
+    _sub(element, "target", dev=target_dev, bus="virtio")
+    if disk.serial is not None:
+        _sub(element, "serial", disk.serial)
+    if isinstance(disk, FileDisk) and disk.readonly:
+        _sub(element, "readonly")
+    return element
+
+
+def disk_xml(disk: DiskSpec, target_dev: str) -> str:
+    """A ``<disk>`` device for attach or detach."""
+    return _text(_disk_element(disk, target_dev))
+
+
+def target_dev(index: int) -> str:
+    """``vda``, ``vdb``... ``vdz``, ``vdaa``..."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return _TARGET_PREFIX + letters
+
+
+def _nic_element(nic: NicSpec) -> ET.Element:
+    element = ET.Element("interface", type=nic.kind)
+    if nic.kind == "network":
+        _sub(element, "source", network=nic.source)
+    elif nic.kind == "bridge":
+        _sub(element, "source", bridge=nic.source)
+    if nic.mac is not None:
+        _sub(element, "mac", address=nic.mac)
+    _sub(element, "model", type=nic.model)
+    return element
+
+
+def domain_xml(spec: VMSpec, domain_type: str) -> str:
+    """The persistent definition of ``spec`` for a ``domain_type`` (``kvm``, ``qemu``,
+    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``."""
+    domain = ET.Element("domain", type=domain_type)
+    _sub(domain, "name", spec.name)
+    _sub(domain, "uuid", spec.uuid)
+    max_memory_mib = spec.max_memory_mib or spec.memory_mib
+    _sub(domain, "memory", str(max_memory_mib * 1024), unit="KiB")
+    _sub(domain, "currentMemory", str(spec.memory_mib * 1024), unit="KiB")
+    _sub(
+        domain,
+        "vcpu",
+        str(spec.max_vcpus or spec.vcpus),
+        placement="static",
+        current=str(spec.vcpus),
+    )
+    os_element = _sub(domain, "os")
+    os_type = {"arch": spec.extra.get("arch", "x86_64")}
+    if "machine" in spec.extra:
+        os_type["machine"] = spec.extra["machine"]
+    _sub(os_element, "type", "hvm", **os_type)
+    _sub(os_element, "boot", dev="hd")
+    _sub(_sub(domain, "features"), "acpi")
+    for event, action in (
+        ("on_poweroff", "destroy"),
+        ("on_reboot", "restart"),
+        ("on_crash", "destroy"),
+    ):
+        _sub(domain, event, action)
+    devices = _sub(domain, "devices")
+    for index, disk in enumerate(spec.disks):
+        devices.append(_disk_element(disk, target_dev(index)))
+    for nic in spec.nics:
+        devices.append(_nic_element(nic))
+    _sub(devices, "console", type="pty")
+    return _text(domain)
+
+
+def snapshot_xml(name: str) -> str:
+    snapshot = ET.Element("domainsnapshot")
+    _sub(snapshot, "name", name)
+    return _text(snapshot)
+
+
+class DomainFacts:
+    """What the driver needs from a domain's XML."""
+
+    def __init__(
+        self, max_vcpus: int, max_memory_kib: int, disks: dict[str, str], targets: list[str]
+    ) -> None:
+        self.max_vcpus = max_vcpus
+        self.max_memory_kib = max_memory_kib
+        self.disks = disks  # serial -> <disk> XML
+        self.targets = targets  # every disk target dev in use
+
+
+def domain_facts(xml: str) -> DomainFacts:
+    root = ET.fromstring(xml)
+    vcpu = root.find("vcpu")
+    memory = root.find("memory")
+    disks: dict[str, str] = {}
+    targets: list[str] = []
+    for disk in root.iterfind("devices/disk"):
+        target = disk.find("target")
+        if target is not None and target.get("dev"):
+            targets.append(target.get("dev", ""))
+        serial = disk.findtext("serial")
+        if serial:
+            disks[serial] = _text(disk)
+    return DomainFacts(
+        max_vcpus=int(vcpu.text or 1) if vcpu is not None else 1,
+        max_memory_kib=_kib(memory),
+        disks=disks,
+        targets=targets,
+    )
+
+
+_UNIT_KIB = {
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "k": 1,
+    "kib": 1,
+    "kb": 1000 / 1024,
+    "m": 1024,
+    "mib": 1024,
+    "mb": 1000**2 / 1024,
+    "g": 1024**2,
+    "gib": 1024**2,
+    "gb": 1000**3 / 1024,
+}
+
+
+def _kib(element: ET.Element | None) -> int:
+    if element is None or not element.text:
+        return 0
+    return int(int(element.text) * _UNIT_KIB[element.get("unit", "KiB").lower()])

@@ -1,0 +1,58 @@
+"""The hypervisor contract suite runs every test on every backend in ``BACKENDS``.
+
+Today: the libvirt driver on a libvirt test-driver host generated for the test (an independent
+in-memory hypervisor per connection). vSphere (vcsim), XenServer and Hyper-V (protocol
+simulators) join by adding a factory here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+from hypervisor_drivers.base import DriverSettings
+from hypervisor_drivers.libvirt import write_simulated_host
+from hypervisor_drivers.registry import create_driver
+from tests.contract.hypervisor.harness import Harness
+
+HOST_CPUS = 8
+HOST_MEMORY_KIB = 16 * 1024 * 1024
+
+
+@contextlib.asynccontextmanager
+async def _libvirt_test_host(tmp_path: Path) -> AsyncIterator[Harness]:
+    uri = write_simulated_host(tmp_path / "host.xml", cpus=HOST_CPUS, memory_kib=HOST_MEMORY_KIB)
+    driver = create_driver("libvirt", DriverSettings(uri=uri))
+    await driver.connect()
+    try:
+        # The test driver never opens disk images: any path will do.
+        yield Harness(
+            driver,
+            HOST_CPUS,
+            HOST_MEMORY_KIB,
+            disk_path=lambda v: f"/images/{v}.qcow2",
+            unreachable=DriverSettings(uri=f"qemu+unix:///system?socket={tmp_path}/none.sock"),
+        )
+    finally:
+        await driver.close()
+
+
+BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Harness]]] = {
+    "libvirt-test": _libvirt_test_host,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A connected driver on an empty host, for each backend in turn."""
+    async with BACKENDS[request.param](tmp_path) as h:
+        try:
+            yield h
+        finally:
+            for vm_uuid in h.created:
+                with contextlib.suppress(Exception):
+                    await h.driver.destroy_vm(vm_uuid)
