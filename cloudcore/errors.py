@@ -17,6 +17,7 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
     │   ├── AlreadyExists                    a record with that id or unique name exists
     │   ├── VersionConflict                  compare-and-set lost: the record changed meanwhile
     │   ├── InsufficientCapacity             a host cannot take the claim
+    │   ├── NoValidHost                      no host passes the scheduler's filters; says which
     │   ├── QuotaExceeded                    a tenant's quota cannot take the request
     │   └── PositionExpired                  an event position is older than the retained history
     ├── ActorError                           the actor runtime
@@ -33,6 +34,8 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 __all__ = [
     "ActorError",
@@ -51,6 +54,7 @@ __all__ = [
     "InvalidMessage",
     "InvalidRecord",
     "MailboxFull",
+    "NoValidHost",
     "NotFound",
     "PositionExpired",
     "QuotaExceeded",
@@ -171,3 +175,15 @@ class DriverError(CloudcoreError):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class NoValidHost(Conflict):
+    """No host passes the scheduler's filters for a placement request.
+
+    ``explanation`` maps each filter's name to the number of hosts it rejected (each host is
+    counted once, by the first filter that rejected it); the message says the same in words.
+    """
+
+    def __init__(self, message: str, *, explanation: Mapping[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.explanation: dict[str, int] = dict(explanation or {})
