@@ -1,0 +1,174 @@
+"""The scheduler actor: one per datacenter, between the store and the engine.
+
+It loads the datacenter's hosts and placed VMs when it starts, keeps the
+:class:`~actors.scheduler.engine.SchedulerEngine` up to date from the messages host and VM actors
+tell it, and places VMs: the engine picks candidates, the store's ``place_vm`` claims one
+atomically. A claim the store refuses (another scheduler, or a host actor, changed the host since
+the view was loaded) refreshes that host from the store and the next candidate is tried, so
+several schedulers of one datacenter never overbook a host. Affinity groups are kept per
+scheduler: run one scheduler per datacenter (a cluster singleton) for the group guarantees.
+
+Expected refusals (NoValidHost, VersionConflict, ...) are raised to the asker, which also shows
+them to this actor's supervisor: supervise it with :func:`resume_on_conflict` so that a refusal
+does not restart it.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from actors.scheduler.affinity import group_key
+from actors.scheduler.engine import Explanation, SchedulerEngine
+from actors.scheduler.messages import (
+    Explain,
+    HostRemoved,
+    HostUpdated,
+    PlaceVM,
+    ReleaseVM,
+    SchedulerMessage,
+)
+from actors.scheduler.request import PlacementRequest
+from actors.scheduler.weighers import Weigher
+from cloudcore.errors import Conflict, InsufficientCapacity, NotFound, NoValidHost
+from cloudcore.logging import get_logger
+from cloudcore.runtime import Actor, Directive
+from cloudcore.store import Store
+from cloudcore.store.records import VM, Host, VMState
+
+__all__ = ["SchedulerActor", "resume_on_conflict"]
+
+_log = get_logger("actors.scheduler")
+
+_PAGE = 1000
+
+
+def resume_on_conflict(error: Exception) -> Directive:
+    """A supervisor decider for schedulers: a refusal (Conflict, NotFound, a ValueError such as
+    InvalidRecord) is an answer to the asker, not a fault, so the actor resumes; anything else
+    restarts it (and so reloads its view from the store)."""
+    if isinstance(error, Conflict | NotFound | ValueError):
+        return Directive.RESUME
+    return Directive.RESTART
+
+
+class SchedulerActor(Actor[SchedulerMessage]):
+    """Places the VMs of one datacenter. See :mod:`actors.scheduler.messages` for the replies.
+
+    ``max_attempts`` bounds the claims one PlaceVM tries that the store refuses because the view
+    was stale; past it the placement fails with NoValidHost rather than chasing a moving target.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        datacenter_id: str,
+        *,
+        weigher: Weigher = Weigher.PACK,
+        candidates: int = 3,
+        max_attempts: int = 64,
+    ) -> None:
+        self._store = store
+        self._engine = SchedulerEngine(datacenter_id, weigher=weigher, candidates=candidates)
+        self._max_attempts = max_attempts
+        self._log = _log.bind(actor=self.context.path, datacenter_id=datacenter_id)
+
+    @property
+    def engine(self) -> SchedulerEngine:
+        """The view this actor decides on (for introspection and tests)."""
+        return self._engine
+
+    async def started(self) -> None:
+        dc = self._engine.datacenter_id
+        after: str | None = None
+        while True:
+            hosts = await self._store.list(
+                Host, where={"datacenter_id": dc}, after=after, limit=_PAGE
+            )
+            for host in hosts.items:
+                self._engine.upsert_host(host)
+            if (after := hosts.next_cursor) is None:
+                break
+        placed = 0
+        while True:
+            vms = await self._store.list(VM, where={"datacenter_id": dc}, after=after, limit=_PAGE)
+            for vm in vms.items:
+                if vm.host_id is not None:
+                    spec = vm.spec
+                    self._engine.adopt(
+                        vm.id, vm.host_id, spec.cpus, spec.memory_mib, group_key(vm.tenant_id, spec)
+                    )
+                    placed += 1
+            if (after := vms.next_cursor) is None:
+                break
+        self._log.info("scheduler.loaded", hosts=len(self._engine), placed_vms=placed)
+
+    async def receive(self, message: SchedulerMessage) -> VM | Explanation | None:
+        match message:
+            case PlaceVM():
+                return await self._place(message)
+            case ReleaseVM(vm_id=vm_id, host_id=host_id, group=group):
+                self._engine.released(vm_id, host_id, message.cpus, message.memory_mib, group)
+                return None
+            case HostUpdated(host=host):
+                self._engine.upsert_host(host)
+                return None
+            case HostRemoved(host_id=host_id):
+                self._engine.remove_host(host_id)
+                return None
+            case Explain(spec=spec, tenant_id=tenant_id):
+                request = PlacementRequest.for_spec(
+                    spec, tenant_id=tenant_id, datacenter_id=self._engine.datacenter_id
+                )
+                return self._engine.explain(request)
+            case _:
+                assert_never(message)
+
+    async def _place(self, message: PlaceVM) -> VM:
+        vm = message.vm or await self._store.get(VM, message.vm_id)
+        request = PlacementRequest.for_vm(vm)
+        refused = 0
+        while True:
+            for host_id in self._engine.select(request):
+                placed = await self._try(vm, host_id, message.expected_version)
+                if placed is not None:
+                    return placed
+                refused += 1
+                if refused >= self._max_attempts:
+                    raise NoValidHost(
+                        f"gave up placing VM {vm.id!r} ({request.describe()}) after {refused} "
+                        "claims refused by the store: hosts are changing faster than the "
+                        "scheduler learns of it",
+                        explanation=self._engine.explain(request).rejected,
+                    )
+
+    async def _try(self, vm: VM, host_id: str, expected_version: int) -> VM | None:
+        """Place ``vm`` on ``host_id``; None if the store refused the host (view refreshed)."""
+        try:
+            placed, host = await self._store.place_vm(
+                vm.id, host_id, expected_version=expected_version, state=VMState.PLACED
+            )
+        except InsufficientCapacity:
+            self._log.info("scheduler.stale_host", host_id=host_id, vm_id=vm.id)
+            await self._refresh(host_id)
+            return None
+        except NotFound:
+            if await self._refresh(host_id):
+                raise  # the host exists: the VM is what is missing
+            return None
+        spec = vm.spec
+        self._engine.claimed(
+            host_id, spec.cpus, spec.memory_mib, vm.id, group_key(vm.tenant_id, spec)
+        )
+        self._engine.upsert_host(host)  # the claimed amounts as the store has them now
+        self._log.info("vm.placed", vm_id=vm.id, host_id=host_id)
+        return placed
+
+    async def _refresh(self, host_id: str) -> bool:
+        """Reload one host into the view; False (and forgotten) if the store has no such host."""
+        try:
+            host = await self._store.get(Host, host_id)
+        except NotFound:
+            self._engine.remove_host(host_id)
+            return False
+        self._engine.upsert_host(host)
+        return True

@@ -1,0 +1,85 @@
+"""What the scheduler actor accepts, and what each message replies to an ``ask``."""
+
+from __future__ import annotations
+
+from actors.scheduler.affinity import group_key
+from cloudcore.runtime import Message
+from cloudcore.store.records import VM, Host, VMSpec
+
+__all__ = [
+    "Explain",
+    "HostRemoved",
+    "HostUpdated",
+    "PlaceVM",
+    "ReleaseVM",
+    "SchedulerMessage",
+]
+
+
+class PlaceVM(Message, frozen=True, kw_only=True):
+    """Pick a host for the VM and place it there in the store (state PLACED).
+
+    Replies with the VM record as stored, ``host_id`` set. ``vm``, when given, saves the scheduler
+    reading the VM; ``expected_version`` is compared with the stored VM either way.
+
+    Raises NoValidHost (no host passes the filters; its ``explanation`` says how many each
+    rejected), VersionConflict (the VM changed since ``expected_version``), Conflict (the VM is
+    already on a host), NotFound (no such VM), InvalidRecord (unknown affinity policy). Not
+    idempotent: a second PlaceVM of a placed VM raises Conflict or VersionConflict.
+    """
+
+    vm_id: str
+    expected_version: int
+    vm: VM | None = None
+
+
+class ReleaseVM(Message, frozen=True, kw_only=True):
+    """The VM left its host (unplaced, deleted or migrated away): update the scheduler's view.
+
+    Tell it after the store has released the claim (``Store.unplace_vm``). The scheduler's own
+    record of the VM wins over the fields; they matter for a VM another scheduler placed.
+    ``group`` is the group key (``ReleaseVM.of(vm)`` fills it). Replies None; idempotent.
+    """
+
+    vm_id: str
+    host_id: str
+    cpus: int
+    memory_mib: int
+    group: str | None = None
+
+    @classmethod
+    def of(cls, vm: VM, host_id: str) -> ReleaseVM:
+        """The release of ``vm`` (as it was before it was unplaced) from ``host_id``."""
+        return cls(
+            vm_id=vm.id,
+            host_id=host_id,
+            cpus=vm.spec.cpus,
+            memory_mib=vm.spec.memory_mib,
+            group=group_key(vm.tenant_id, vm.spec),
+        )
+
+
+class HostUpdated(Message, frozen=True, kw_only=True):
+    """A host was registered or changed (capacity, claims, health, admin state). Replies None.
+
+    An update older (lower ``version``) than the one the scheduler holds is ignored.
+    """
+
+    host: Host
+
+
+class HostRemoved(Message, frozen=True, kw_only=True):
+    """A host was deleted: never offer it again. Replies None; idempotent."""
+
+    host_id: str
+
+
+class Explain(Message, frozen=True, kw_only=True):
+    """Replies with an Explanation: how many hosts each filter would reject for a VM of ``spec``
+    owned by ``tenant_id``, and how many pass, right now. Places nothing."""
+
+    spec: VMSpec
+    tenant_id: str
+
+
+SchedulerMessage = PlaceVM | ReleaseVM | HostUpdated | HostRemoved | Explain
