@@ -177,9 +177,13 @@ def encode_cursor(last_id: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        last_id = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidRecord(f"cursor {cursor!r} is malformed") from None
+        last_id = ""
+    if not last_id:
+        raise InvalidRecord(f"cursor {cursor!r} is malformed")
+    return last_id
 
 
 _TABLES: dict[type[Any], Table[Any]] = {

@@ -1,0 +1,25 @@
+"""The event bus: :class:`EventBus`, :class:`Event` and :func:`open_event_bus`."""
+
+from __future__ import annotations
+
+from cloudcore.config import Settings
+from cloudcore.events.base import START, Event, EventBus, EventFilter
+
+__all__ = ["START", "Event", "EventBus", "EventFilter", "open_event_bus"]
+
+
+async def open_event_bus(settings: Settings) -> EventBus:
+    """The configured event bus: in-process (``local``) or Redis Streams (``redis``).
+
+    Raises BackendUnavailable if Redis does not answer.
+    """
+    conf = settings.events
+    if conf.backend == "redis":
+        from cloudcore.events.redis import RedisEventBus
+
+        return await RedisEventBus.connect(
+            conf.redis_url, stream=conf.stream, retention=conf.retention
+        )
+    from cloudcore.events.local import LocalEventBus
+
+    return LocalEventBus(retention=conf.retention)

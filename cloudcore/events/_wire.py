@@ -1,0 +1,102 @@
+"""Positions and the wire form of events, shared by the bus implementations."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from cloudcore.errors import InvalidRecord
+from cloudcore.events.base import START, Event
+
+__all__ = [
+    "WIRE_VERSION",
+    "Corrupt",
+    "check_position",
+    "decode_event",
+    "encode_event",
+    "from_stream_id",
+    "position",
+    "to_stream_id",
+]
+
+WIRE_VERSION = 1
+_POSITION = re.compile(r"^(\d{16})-(\d{10})$")
+
+
+class Corrupt(Exception):
+    """An entry on the stream is not an event this code understands."""
+
+
+class _Wire(msgspec.Struct, array_like=True, frozen=True):
+    v: int
+    type: str
+    subject: str
+    tenant: str | None
+    time: datetime
+    data: dict[str, Any]
+
+
+def position(ms: int, seq: int) -> str:
+    """The position of the ``seq``-th event of millisecond ``ms``: fixed width, so string order
+    is publication order."""
+    return f"{ms:016d}-{seq:010d}"
+
+
+def check_position(value: str) -> tuple[int, int]:
+    """(ms, seq) of a position; START is (0, 0). InvalidRecord if malformed."""
+    if value == START:
+        return 0, 0
+    match = _POSITION.match(value)
+    if match is None:
+        raise InvalidRecord(f"event position {value!r} is malformed")
+    return int(match[1]), int(match[2])
+
+
+def to_stream_id(value: str) -> str:
+    ms, seq = check_position(value)
+    return f"{ms}-{seq}"
+
+
+def from_stream_id(stream_id: bytes | str) -> str:
+    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    ms, _, seq = text.partition("-")
+    return position(int(ms), int(seq or 0))
+
+
+def encode_event(
+    type: str, subject: str, tenant: str | None, time: datetime, data: Mapping[str, Any] | None
+) -> bytes:
+    """The stored form of an event. InvalidRecord if it lacks a type or subject, or if ``data``
+    cannot be encoded."""
+    if not type or not subject:
+        raise InvalidRecord("an event needs a type and a subject")
+    try:
+        return msgspec.msgpack.encode(
+            _Wire(WIRE_VERSION, type, subject, tenant, time, dict(data or {}))
+        )
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise InvalidRecord(f"event data cannot be encoded: {exc}") from None
+
+
+def decode_event(payload: bytes | None, at: str) -> Event:
+    """The event stored at position ``at``; Corrupt if it is not one."""
+    if payload is None:
+        raise Corrupt("the entry has no event field")
+    try:
+        wire = msgspec.msgpack.decode(payload, type=_Wire)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Corrupt(f"undecodable: {exc}") from None
+    if wire.v != WIRE_VERSION:
+        raise Corrupt(f"unknown event format version {wire.v}")
+    return Event(
+        type=wire.type,
+        subject=wire.subject,
+        tenant=wire.tenant,
+        time=wire.time,
+        position=at,
+        data=wire.data,
+    )

@@ -1,0 +1,136 @@
+"""Host capacity: claims are atomic and never overbook; placement is one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cloudcore.errors import (
+    Conflict,
+    InsufficientCapacity,
+    InvalidRecord,
+    NotFound,
+    VersionConflict,
+)
+from cloudcore.store.base import Store
+from cloudcore.store.records import VM, AdminState, Host, HostHealth, VMSpec, VMState
+from tests.contract.store.factory import Factory
+
+
+async def test_a_claim_that_fits_adds_to_the_used_capacity(store: Store, make: Factory) -> None:
+    host = await make.host(await make.datacenter(), cpus=8, memory_mib=8192)
+
+    after = await store.claim_host_capacity(host.id, cpus=3, memory_mib=4096)
+
+    assert (after.cpus_used, after.memory_mib_used) == (3, 4096)
+    assert await store.get(Host, host.id) == after
+
+
+@pytest.mark.parametrize(
+    ("fields", "cpus", "memory"),
+    [
+        ({}, 9, 1),
+        ({}, 1, 8193),
+        ({"health": HostHealth.UNREACHABLE}, 1, 1),
+        ({"admin_state": AdminState.MAINTENANCE}, 1, 1),
+    ],
+)
+async def test_a_claim_that_does_not_fit_or_an_unschedulable_host_is_refused(
+    store: Store, make: Factory, fields: dict[str, object], cpus: int, memory: int
+) -> None:
+    host = await make.host(await make.datacenter(), cpus=8, memory_mib=8192, **fields)
+
+    with pytest.raises(InsufficientCapacity):
+        await store.claim_host_capacity(host.id, cpus=cpus, memory_mib=memory)
+    assert await store.get(Host, host.id) == host
+
+
+async def test_concurrent_claims_never_overbook(store: Store, make: Factory) -> None:
+    host = await make.host(await make.datacenter(), cpus=8, memory_mib=1 << 20)
+
+    results = await asyncio.gather(
+        *(store.claim_host_capacity(host.id, cpus=1, memory_mib=1) for _ in range(20)),
+        return_exceptions=True,
+    )
+
+    assert sum(isinstance(r, Host) for r in results) == 8
+    assert sum(isinstance(r, InsufficientCapacity) for r in results) == 12
+    assert (await store.get(Host, host.id)).cpus_used == 8
+
+
+async def test_release_gives_capacity_back_but_never_more_than_claimed(
+    store: Store, make: Factory
+) -> None:
+    host = await make.host(await make.datacenter())
+    await store.claim_host_capacity(host.id, cpus=2, memory_mib=1024)
+
+    with pytest.raises(Conflict):
+        await store.release_host_capacity(host.id, cpus=3, memory_mib=1024)
+    after = await store.release_host_capacity(host.id, cpus=2, memory_mib=1024)
+
+    assert (after.cpus_used, after.memory_mib_used) == (0, 0)
+
+
+async def test_claims_refuse_unknown_hosts_and_negative_amounts(
+    store: Store, make: Factory
+) -> None:
+    host = await make.host(await make.datacenter())
+    with pytest.raises(NotFound):
+        await store.claim_host_capacity("nope", cpus=1, memory_mib=1)
+    with pytest.raises(InvalidRecord, match="cpus"):
+        await store.claim_host_capacity(host.id, cpus=-1, memory_mib=1)
+
+
+async def test_used_capacity_is_not_writable_through_update(store: Store, make: Factory) -> None:
+    host = await make.host(await make.datacenter())
+    with pytest.raises(InvalidRecord, match="cpus_used"):
+        await store.update(Host, host.id, expected_version=1, cpus_used=0)
+
+
+async def test_place_sets_the_host_and_claims_the_spec_together(
+    store: Store, make: Factory
+) -> None:
+    dc = await make.datacenter()
+    host = await make.host(dc, cpus=8, memory_mib=8192)
+    vm = await make.vm(await make.tenant(), dc, spec=VMSpec(cpus=3, memory_mib=3000))
+
+    placed, claimed = await store.place_vm(vm.id, host.id, expected_version=1)
+
+    assert (placed.host_id, placed.state, placed.version) == (host.id, VMState.PLACED, 2)
+    assert (claimed.cpus_used, claimed.memory_mib_used) == (3, 3000)
+
+    back = await store.unplace_vm(vm.id, expected_version=2)
+    assert (back.host_id, back.state) == (None, VMState.DEFINED)
+    assert (await store.get(Host, host.id)).cpus_used == 0
+
+
+async def test_a_placement_that_does_not_fit_changes_neither_vm_nor_host(
+    store: Store, make: Factory
+) -> None:
+    dc = await make.datacenter()
+    host = await make.host(dc, cpus=2, memory_mib=8192)
+    vm = await make.vm(await make.tenant(), dc, spec=VMSpec(cpus=4, memory_mib=1024))
+
+    with pytest.raises(InsufficientCapacity):
+        await store.place_vm(vm.id, host.id, expected_version=1)
+
+    assert await store.get(VM, vm.id) == vm
+    assert await store.get(Host, host.id) == host
+
+
+async def test_placement_refuses_a_stale_version_or_a_placed_vm(
+    store: Store, make: Factory
+) -> None:
+    dc = await make.datacenter()
+    host = await make.host(dc)
+    vm = await make.vm(await make.tenant(), dc)
+
+    with pytest.raises(VersionConflict):
+        await store.place_vm(vm.id, host.id, expected_version=9)
+    await store.place_vm(vm.id, host.id, expected_version=1)
+    with pytest.raises(Conflict, match="already placed"):
+        await store.place_vm(vm.id, host.id, expected_version=2)
+    with pytest.raises(VersionConflict):
+        await store.unplace_vm(vm.id, expected_version=1)
+    assert (await store.get(Host, host.id)).cpus_used == 2
