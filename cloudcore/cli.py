@@ -23,7 +23,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run a node (all-in-one on embedded defaults)")
     serve.set_defaults(handler=_serve)
+
+    db = sub.add_parser("db", help="the store's schema: upgrade it, or show its version")
+    db.add_argument("action", choices=["upgrade", "status"])
+    db.set_defaults(handler=_db)
     return parser
+
+
+def _db(args: argparse.Namespace) -> int:
+    from cloudcore.store.admin import db_command
+
+    config: str | None = args.config
+    return db_command(args.action, config)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,14 +8,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloudcore.config import Settings
+from cloudcore.store import migrations
 from cloudcore.store.base import Store
 
-__all__ = ["Store", "open_store", "sqlite_path"]
+__all__ = ["Store", "connect_store", "open_store", "sqlite_path"]
 
 
 def sqlite_path(settings: Settings) -> Path:
     """The SQLite file: ``store.sqlite_path``, or ``cloudcore.db`` under ``node.data_dir``."""
     return Path(settings.store.sqlite_path or Path(settings.node.data_dir) / "cloudcore.db")
+
+
+async def connect_store(settings: Settings) -> Store:
+    """Connect the configured store without looking at its schema (``cloudcore db`` does).
+
+    Raises BackendUnavailable if the database cannot be reached.
+    """
+    conf = settings.store
+    if conf.backend == "postgres":
+        from cloudcore.store.postgres import PostgresStore
+
+        return await PostgresStore.connect(
+            conf.postgres_dsn, pool_size=conf.pool_size, command_timeout=conf.command_timeout
+        )
+    from cloudcore.store.sqlite import SqliteStore
+
+    return await SqliteStore.connect(sqlite_path(settings))
 
 
 async def open_store(settings: Settings, *, upgrade: bool | None = None) -> Store:
@@ -25,24 +43,11 @@ async def open_store(settings: Settings, *, upgrade: bool | None = None) -> Stor
     schema older or newer than this code raises SchemaMismatch saying what to run. Raises
     BackendUnavailable if the database cannot be reached.
     """
-    from cloudcore.store._sql import SqlStore
-
-    conf = settings.store
-    store: SqlStore
-    if conf.backend == "postgres":
-        from cloudcore.store.postgres import PostgresStore
-
-        store = await PostgresStore.connect(
-            conf.postgres_dsn, pool_size=conf.pool_size, command_timeout=conf.command_timeout
-        )
-    else:
-        from cloudcore.store.sqlite import SqliteStore
-
-        store = await SqliteStore.connect(sqlite_path(settings))
+    store = await connect_store(settings)
     try:
-        if conf.auto_upgrade if upgrade is None else upgrade:
+        if settings.store.auto_upgrade if upgrade is None else upgrade:
             await store.upgrade()
-        await store.check_schema()
+        migrations.check_version(await store.schema_version())
     except BaseException:
         await store.close()
         raise
