@@ -27,6 +27,10 @@ def _build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the store's schema: upgrade it, or show its version")
     db.add_argument("action", choices=["upgrade", "status"])
     db.set_defaults(handler=_db)
+
+    from cloudcore.commands import vm
+
+    vm.add_parser(sub)
     return parser
 
 

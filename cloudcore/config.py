@@ -19,12 +19,16 @@ import msgspec
 from cloudcore.errors import ConfigError
 
 __all__ = [
+    "ClusterSettings",
+    "DemoSettings",
     "EventsSettings",
     "LogSettings",
     "NodeSettings",
+    "OrchestratorSettings",
     "RuntimeSettings",
     "Settings",
     "StoreSettings",
+    "TransportSettings",
     "default_config_path",
     "load_settings",
 ]
@@ -89,12 +93,100 @@ class EventsSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError("events.retention must be >= 1")
 
 
+class TransportSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How actors on different nodes reach each other (see cloudcore.transport)."""
+
+    kind: Literal["local", "amqp"] = "local"
+    # No credentials here: give them through CLOUDCORE_TRANSPORT__AMQP_URL, or as
+    # amqp_username / amqp_password from the environment. The URL is never logged with them.
+    amqp_url: str = "amqp://127.0.0.1:5672/"
+    amqp_username: str = ""
+    amqp_password: str = ""
+    exchange: str = "cloudcore"
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    prefetch: int = 64
+    batch_max_bytes: int = 256 * 1024
+    batch_max_count: int = 2000
+    batch_max_delay: float = 0.0
+    confirm_window: int = 128
+    delivery_limit: int = 5
+    dedup_window: int = 100_000
+    dedup_journal: bool = True
+    reconnect_max_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("prefetch", "batch_max_bytes", "batch_max_count", "confirm_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"transport.{name} must be >= 1")
+        if self.batch_max_delay < 0:
+            raise ValueError("transport.batch_max_delay must be >= 0")
+        if self.delivery_limit < 1 or self.dedup_window < 1:
+            raise ValueError("transport.delivery_limit and dedup_window must be >= 1")
+        if self.reconnect_max_delay <= 0:
+            raise ValueError("transport.reconnect_max_delay must be > 0")
+
+
+class ClusterSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Membership: heartbeats and failure detection (see cloudcore.cluster)."""
+
+    heartbeat_interval: float = 1.0
+    node_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval <= 0:
+            raise ValueError("cluster.heartbeat_interval must be > 0")
+        if self.node_timeout <= self.heartbeat_interval:
+            raise ValueError("cluster.node_timeout must be > cluster.heartbeat_interval")
+
+
+class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    stop_timeout: float = 30.0
+    step_deadline: float = 120.0
+    sweep_interval: float = 10.0
+    drift_policy: Literal["follow", "enforce"] = "follow"
+    schedule_attempts: int = 3
+    reconnect_delay: float = 0.5
+    cpu_overcommit: float = 4.0
+    memory_overcommit: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "stop_timeout",
+            "step_deadline",
+            "sweep_interval",
+            "reconnect_delay",
+            "cpu_overcommit",
+            "memory_overcommit",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"orchestrator.{name} must be > 0")
+        if self.schedule_attempts < 1:
+            raise ValueError("orchestrator.schedule_attempts must be >= 1")
+
+
+class DemoSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    tenant: str = "demo"
+    datacenter: str = "dc1"
+    hosts: int = 4
+    host_cpus: int = 16
+    host_memory_mib: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.hosts < 1 or self.host_cpus < 1 or self.host_memory_mib < 64:
+            raise ValueError("demo needs hosts >= 1, host_cpus >= 1, host_memory_mib >= 64")
+
+
 class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     node: NodeSettings = msgspec.field(default_factory=NodeSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     runtime: RuntimeSettings = msgspec.field(default_factory=RuntimeSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     events: EventsSettings = msgspec.field(default_factory=EventsSettings)
+    transport: TransportSettings = msgspec.field(default_factory=TransportSettings)
+    cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
+    orchestrator: OrchestratorSettings = msgspec.field(default_factory=OrchestratorSettings)
+    demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
 
 
 def default_config_path() -> Path:

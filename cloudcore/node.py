@@ -1,70 +1,56 @@
-"""A cloudcore node process: settings, logging, the actor system, and a clean stop on a signal.
+"""A cloudcore node process: settings, logging, store, event bus, the actor system with the
+orchestrator on it, and a clean stop on a signal.
 
-Until the orchestrator's actors exist this node runs a small demonstration of the runtime: a
-supervised ticker whose worker fails now and then and is restarted, logged as it happens.
+This module is the composition root of the all-in-one node (it sits at the top, beside the CLI
+and the gateway, so it may import every layer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 from cloudcore.config import Settings, load_settings
-from cloudcore.errors import ConfigError
+from cloudcore.errors import BackendUnavailable, ConfigError, SchemaMismatch
 from cloudcore.logging import configure_logging, get_logger
-from cloudcore.runtime import Actor, ActorRef, ActorSystem, Message
+from cloudcore.runtime import ActorSystem
 
 __all__ = ["run_node", "serve"]
 
 _log = get_logger("cloudcore.node")
 
 
-class Tick(Message, frozen=True, kw_only=True):
-    pass
-
-
-class Work(Message, frozen=True, kw_only=True):
-    n: int
-
-
-class _Worker(Actor[Work]):
-    """Handles work; every seventh item fails, to show supervision restarting it."""
-
-    async def receive(self, message: Work) -> None:
-        if message.n % 7 == 0:
-            raise RuntimeError(f"demonstration failure on item {message.n}")
-
-
-class _Ticker(Actor[Tick]):
-    """Sends the worker an item every second and logs the tree every ten."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.worker: ActorRef | None = None
-
-    async def started(self) -> None:
-        self.worker = self.context.spawn(_Worker, name="worker")
-        self.context.schedule_periodic("tick", 1.0, Tick())
-
-    async def receive(self, message: Tick) -> None:
-        assert self.worker is not None
-        self.count += 1
-        self.worker.tell(Work(n=self.count))
-        if self.count % 10 == 0:
-            tree = self.context.system.tree("/user")
-            _log.info(
-                "demo.tree",
-                actors=[(a.path, a.status, a.processed, a.restarts) for a in tree.walk()],
-            )
-
-
 async def run_node(settings: Settings, stop: asyncio.Event) -> None:
     """Run a node until ``stop`` is set, then shut it down gracefully."""
-    async with ActorSystem(settings.node.id, settings.runtime) as system:
-        system.spawn(_Ticker, name="demo")
-        _log.info("node.started", node=settings.node.id)
-        await stop.wait()
-        _log.info("node.stopping", node=settings.node.id)
+    from actors.orchestrator import Orchestrator
+    from actors.registration import bootstrap_demo
+    from actors.services import Services
+    from cloudcore.events import open_event_bus
+    from cloudcore.store import open_store
+
+    await asyncio.to_thread(Path(settings.node.data_dir).mkdir, parents=True, exist_ok=True)
+    store = await open_store(settings)
+    try:
+        events = await open_event_bus(settings)
+        try:
+            if settings.demo.enabled:
+                await bootstrap_demo(store, settings)
+            async with ActorSystem(settings.node.id, settings.runtime) as system:
+                await Orchestrator.start(system, Services(store, events, settings.orchestrator))
+                _log.info(
+                    "node.started",
+                    node=settings.node.id,
+                    data_dir=settings.node.data_dir,
+                    store=settings.store.backend,
+                    events=settings.events.backend,
+                )
+                await stop.wait()
+                _log.info("node.stopping", node=settings.node.id)
+        finally:
+            await events.close()
+    finally:
+        await store.close()
     _log.info("node.stopped", node=settings.node.id)
 
 
@@ -85,5 +71,12 @@ def serve(config: str | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_node(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SchemaMismatch as exc:
+        _log.error("store.schema_mismatch", error=str(exc))
+        return 2
+    except BackendUnavailable as exc:
+        _log.error("node.backend_unavailable", error=str(exc))
+        return 1
     return 0

@@ -388,9 +388,13 @@ class ActorCell:
     def _failed(self, error: Exception) -> bool:
         """Called in the actor's task when it raised; True if it goes on (resume)."""
         self.last_failure = describe(error)
-        _log.error("actor.failed", actor=self.path, error=self.last_failure, exc_info=error)
         assert self._parent is not None
-        return self._parent._supervise(self, error)
+        resumed = self._parent._supervise(self, error)
+        if resumed:  # the decider took it as an answer (a refusal), not a fault
+            _log.info("actor.resumed", actor=self.path, error=self.last_failure)
+        else:
+            _log.error("actor.failed", actor=self.path, error=self.last_failure, exc_info=error)
+        return resumed
 
     def _supervise(self, child: ActorCell, error: Exception) -> bool:
         """Decide what happens to a failed child; True if the child resumes."""

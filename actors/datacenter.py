@@ -1,0 +1,120 @@
+"""The datacenter actor: supervises its hosts, its scheduler and its deploys in flight.
+
+Deploys reach it as tasks in the store. A task written PENDING (by the API, the CLI, another
+node) is claimed by a compare-and-set to RUNNING, so exactly one datacenter actor runs it; tasks
+found RUNNING when the actor starts are deploys a crash interrupted, and are resumed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_never
+
+from actors.deploy import DeployRunner
+from actors.host import HostActor
+from actors.messages import Deploy
+from actors.paging import all_records
+from actors.scheduler.actor import SchedulerActor
+from actors.scheduler.messages import HostUpdated
+from actors.services import Services
+from actors.supervision import DOMAIN_STRATEGY
+from cloudcore.errors import NotFound, VersionConflict
+from cloudcore.logging import get_logger
+from cloudcore.runtime import Actor, ActorRef, Message
+from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState
+
+__all__ = ["AddHost", "DatacenterActor", "PollTasks"]
+
+_log = get_logger("actors.datacenter")
+DEPLOY = "vm.deploy"
+
+
+class AddHost(Message, frozen=True, kw_only=True):
+    """A host registered in the store: start managing it. Replies with its actor's ref."""
+
+    host: Host
+
+
+class PollTasks(Message, frozen=True, kw_only=True):
+    """Pick up deploy tasks written PENDING by someone else (also sent by a timer)."""
+
+
+DatacenterMessage = Deploy | AddHost | PollTasks
+
+
+class DatacenterActor(Actor[DatacenterMessage]):
+    supervisor_strategy = DOMAIN_STRATEGY
+
+    def __init__(self, services: Services, datacenter: Datacenter, poll_interval: float = 1.0):
+        self.services = services
+        self.datacenter = datacenter
+        self.poll_interval = poll_interval
+        self.scheduler: ActorRef | None = None
+
+    async def started(self) -> None:
+        store = self.services.store
+        self.scheduler = self.context.spawn(
+            SchedulerActor, store, self.datacenter.id, name="scheduler"
+        )
+        async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
+            self._manage(host)
+        async for task in all_records(store, Task, {"state": TaskState.RUNNING}):
+            if task.kind == DEPLOY and await self._ours(task):
+                _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
+                self._run(task)
+        self.context.schedule_periodic("poll", self.poll_interval, PollTasks())
+
+    async def receive(self, message: DatacenterMessage) -> Any:
+        match message:
+            case Deploy(task=task):
+                await self._claim(task)
+            case AddHost(host=host):
+                ref = self._manage(host)
+                assert self.scheduler is not None
+                self.scheduler.tell(HostUpdated(host=host))
+                return ref
+            case PollTasks():
+                async for task in all_records(
+                    self.services.store, Task, {"state": TaskState.PENDING}
+                ):
+                    if task.kind == DEPLOY and await self._ours(task):
+                        await self._claim(task)
+            case _:
+                assert_never(message)
+        return None
+
+    def host_ref(self, host_id: str) -> ActorRef:
+        return self.context.child(host_id)
+
+    def _manage(self, host: Host) -> ActorRef:
+        if self.context._children and host.id in self.context._children:
+            return self.context.child(host.id)
+        driver = self.services.driver_factory(host)
+        return self.context.spawn(
+            HostActor, self.services, host, driver, self.scheduler, name=host.id
+        )
+
+    async def _claim(self, task: Task) -> None:
+        if task.state is TaskState.PENDING:
+            try:
+                task = await self.services.store.update(
+                    Task, task.id, expected_version=task.version, state=TaskState.RUNNING
+                )
+            except VersionConflict:
+                return  # another node (or an earlier poll) took it
+        self._run(task)
+
+    def _run(self, task: Task) -> None:
+        name = f"deploy-{task.id}"
+        if self.context._children and name in self.context._children:
+            return
+        assert self.scheduler is not None
+        self.context.spawn(
+            DeployRunner, self.services, task, self.scheduler, self.host_ref, name=name
+        )
+
+    async def _ours(self, task: Task) -> bool:
+        try:
+            vm = await self.services.store.get(VM, task.subject.removeprefix("vm/"))
+        except NotFound:
+            return False
+        return vm.datacenter_id == self.datacenter.id

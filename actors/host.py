@@ -1,0 +1,222 @@
+"""The host actor (Abiquo's node collector): one per hypervisor host.
+
+It holds the driver connection and reconnects with backoff; keeps the host's health (what the
+monitor sees) apart from its admin state (what the operator allows); owns the actors of the VMs
+placed on the host; forwards the hypervisor's lifecycle events to them; and sweeps the host
+periodically, because events are hints and the sweep is the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any, assert_never
+
+from actors.messages import AdoptVM, Forget, GetHost, GetVM, PowerObserved, Sweep, SweepReport
+from actors.paging import all_records
+from actors.services import Services
+from actors.supervision import DOMAIN_STRATEGY
+from actors.vm import VMActor
+from cloudcore.errors import NotFound, VersionConflict
+from cloudcore.logging import get_logger
+from cloudcore.runtime import Actor, ActorRef, Message
+from cloudcore.runtime.cell import describe
+from cloudcore.store.records import VM, Host, HostHealth, VMState
+from hypervisor_drivers.base import HypervisorDriver
+
+__all__ = ["HostActor"]
+
+_log = get_logger("actors.host")
+_MAX_RECONNECT_DELAY = 30.0
+#: VM states in which the store says a VM exists on its hypervisor.
+_DEFINED_STATES = frozenset(
+    {
+        VMState.STOPPED,
+        VMState.RUNNING,
+        VMState.PAUSED,
+        VMState.SUSPENDED,
+        VMState.ERROR,
+        VMState.UNKNOWN,
+    }
+)
+
+
+class _Connect(Message, frozen=True, kw_only=True):
+    pass
+
+
+class _Disconnected(Message, frozen=True, kw_only=True):
+    error: str
+
+
+HostMessage = AdoptVM | Forget | GetHost | PowerObserved | Sweep | _Connect | _Disconnected
+
+
+class HostActor(Actor[HostMessage]):
+    supervisor_strategy = DOMAIN_STRATEGY
+
+    def __init__(
+        self,
+        services: Services,
+        host: Host,
+        driver: HypervisorDriver,
+        on_update: ActorRef | None = None,
+    ) -> None:
+        self.services = services
+        self.host = host
+        self.driver = driver
+        self.on_update = on_update  # the scheduler, told of health changes
+        self.connected = False
+        self.delay = services.settings.reconnect_delay
+        self.pump: asyncio.Task[None] | None = None
+        self.missing: dict[str, int] = {}
+        self.adopted = False
+
+    async def started(self) -> None:
+        self.context.ref.tell(_Connect())
+        self.context.schedule_periodic("sweep", self.services.settings.sweep_interval, Sweep())
+
+    async def stopping(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        await self.driver.close()
+
+    async def receive(self, message: HostMessage) -> Any:
+        match message:
+            case _Connect():
+                await self._connect()
+            case _Disconnected(error=error):
+                await self._lost(error)
+            case AdoptVM(vm=vm):
+                return self._adopt(vm)
+            case Forget(vm_id=vm_id):
+                if self.context._children and vm_id in self.context._children:
+                    self.context.stop(self.context.child(vm_id))
+            case GetHost():
+                return self.host
+            case PowerObserved(vm_id=vm_id):
+                with contextlib.suppress(NotFound):  # not ours: the sweep reports the orphan
+                    self.context.child(vm_id).tell(message)
+            case Sweep():
+                return await self._sweep()
+            case _:
+                assert_never(message)
+        return None
+
+    # ----------------------------------------------------------------- connection
+
+    async def _connect(self) -> None:
+        if self.connected:
+            return
+        try:
+            await self.driver.connect()
+        except Exception as exc:
+            await self._set_health(HostHealth.UNREACHABLE)
+            _log.warning(
+                "host.connect_failed",
+                host_id=self.host.id,
+                error=describe(exc),
+                retry_in=self.delay,
+            )
+            self.context.schedule_once("connect", self.delay, _Connect())
+            self.delay = min(self.delay * 2, _MAX_RECONNECT_DELAY)
+            return
+        self.connected = True
+        self.delay = self.services.settings.reconnect_delay
+        self.pump = asyncio.create_task(self._pump_events())
+        await self._set_health(HostHealth.HEALTHY)
+        _log.info("host.connected", host_id=self.host.id, uri=self.driver.settings.uri)
+        if not self.adopted:
+            await self._adopt_stored()
+        await self._sweep()
+
+    async def _lost(self, error: str) -> None:
+        if not self.connected:
+            return
+        self.connected = False
+        _log.warning("host.disconnected", host_id=self.host.id, error=error)
+        await self._set_health(HostHealth.UNREACHABLE)
+        self.context.ref.tell(_Connect())
+
+    async def _pump_events(self) -> None:
+        """Forward the hypervisor's events to the VM actors, through this actor's mailbox."""
+        ref = self.context.ref
+        async with self.driver.subscribe() as events:
+            async for event in events:
+                if event.power is not None:
+                    ref.tell(PowerObserved(vm_id=event.vm_uuid, power=event.power, source="event"))
+
+    async def _set_health(self, health: HostHealth) -> None:
+        if self.host.health is health:
+            return
+        for _ in range(3):
+            try:
+                self.host = await self.services.store.update(
+                    Host,
+                    self.host.id,
+                    expected_version=self.host.version,
+                    health=health,
+                    observed_at=datetime.now(UTC),
+                )
+                break
+            except VersionConflict:  # a placement claimed capacity meanwhile
+                self.host = await self.services.store.get(Host, self.host.id)
+        await self.services.publish(
+            "host.health_changed", f"host/{self.host.id}", None, {"health": str(health)}
+        )
+        if self.on_update is not None:
+            from actors.scheduler.messages import HostUpdated
+
+            self.on_update.tell(HostUpdated(host=self.host))
+
+    # ----------------------------------------------------------------- VMs
+
+    def _adopt(self, vm: VM) -> ActorRef:
+        children = self.context._children
+        if children and vm.id in children:
+            return self.context.child(vm.id)
+        return self.context.spawn(VMActor, self.services, vm, self.driver, name=vm.id)
+
+    async def _adopt_stored(self) -> None:
+        async for vm in all_records(self.services.store, VM, {"host_id": self.host.id}):
+            if vm.state is not VMState.DELETED:
+                self._adopt(vm)
+        self.adopted = True
+
+    async def _sweep(self) -> SweepReport:
+        if not self.connected:
+            return SweepReport(
+                host_id=self.host.id, orphans_on_hypervisor=[], missing_on_hypervisor=[]
+            )
+        try:
+            seen = {vm.uuid: vm for vm in await self.driver.list_vms()}
+        except Exception as exc:
+            await self._lost(describe(exc))
+            return SweepReport(
+                host_id=self.host.id, orphans_on_hypervisor=[], missing_on_hypervisor=[]
+            )
+        ours = dict(self.context._children or {})
+        for vm_id, cell in ours.items():
+            info = seen.get(vm_id)
+            cell.ref.tell(
+                PowerObserved(vm_id=vm_id, power=info.power if info else None, source="sweep")
+            )
+        missing = []
+        for vm_id, cell in ours.items():
+            if vm_id in seen:
+                self.missing.pop(vm_id, None)
+                continue
+            vm: VM = await cell.ref.ask(GetVM())
+            if vm.state in _DEFINED_STATES and vm.task_id is None:
+                self.missing[vm_id] = self.missing.get(vm_id, 0) + 1
+                if self.missing[vm_id] >= 2:
+                    missing.append(vm_id)
+        orphans = sorted(uuid for uuid in seen if uuid not in ours)
+        if orphans or missing:
+            _log.warning("host.drift", host_id=self.host.id, orphans=orphans, missing=missing)
+        return SweepReport(
+            host_id=self.host.id,
+            orphans_on_hypervisor=orphans,
+            missing_on_hypervisor=sorted(missing),
+        )

@@ -1,0 +1,151 @@
+"""Task journals: every step of a long operation is written to the store before it runs.
+
+A restarted orchestrator finds the steps of unfinished tasks in the store and resumes or
+compensates them. Every step has a deadline; a step past it fails with StepTimeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from cloudcore.errors import CloudcoreError, VersionConflict
+from cloudcore.logging import get_logger
+from cloudcore.store import Store
+from cloudcore.store.records import StepState, Task, TaskState, new_id
+
+__all__ = ["Journal", "StepTimeout", "TaskWaiters"]
+
+T = TypeVar("T")
+_log = get_logger("actors.journal")
+
+
+class StepTimeout(CloudcoreError, TimeoutError):
+    """A task step did not finish before its deadline."""
+
+
+class TaskWaiters:
+    """In-process futures for "tell me when task X ends", resolved by Journal.finish."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[asyncio.Future[Task]]] = {}
+
+    async def wait(self, store: Store, task_id: str, timeout: float) -> Task:
+        """The task once it is SUCCEEDED, FAILED, COMPENSATED or CANCELLED."""
+        future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(task_id, []).append(future)
+        try:
+            task = await store.get(Task, task_id)
+            if task.state in FINAL:
+                return task
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            waiting = self._waiting.get(task_id)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._waiting[task_id]
+
+    def resolve(self, task: Task) -> None:
+        for future in self._waiting.pop(task.id, []):
+            if not future.done():
+                future.set_result(task)
+
+
+FINAL = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.COMPENSATED, TaskState.CANCELLED}
+)
+
+
+class Journal:
+    """The journal of one task. Not shared between coroutines."""
+
+    def __init__(self, store: Store, task: Task, waiters: TaskWaiters | None = None) -> None:
+        self._store = store
+        self.task = task
+        self._waiters = waiters
+
+    @classmethod
+    async def begin(
+        cls,
+        store: Store,
+        *,
+        kind: str,
+        subject: str,
+        tenant_id: str | None,
+        data: Mapping[str, Any] | None = None,
+        waiters: TaskWaiters | None = None,
+    ) -> Journal:
+        """Create the task, RUNNING."""
+        task = await store.create(
+            Task(
+                id=new_id("task-"),
+                tenant_id=tenant_id,
+                kind=kind,
+                subject=subject,
+                state=TaskState.RUNNING,
+                data=dict(data or {}),
+            )
+        )
+        return cls(store, task, waiters)
+
+    async def step(
+        self,
+        name: str,
+        action: Callable[[], Awaitable[T]],
+        *,
+        deadline: float,
+        data: Mapping[str, Any] | None = None,
+    ) -> T:
+        """Journal step ``name``, run ``action`` within ``deadline`` seconds, record the outcome.
+
+        Raises StepTimeout past the deadline, or what ``action`` raised.
+        """
+        due = datetime.now(UTC) + timedelta(seconds=deadline)
+        step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
+        try:
+            async with asyncio.timeout(deadline):
+                result = await action()
+        except TimeoutError as exc:
+            error = f"step {name} passed its deadline of {deadline:g} s"
+            await self._store.update_step(
+                self.task.id, step.seq, state=StepState.FAILED, error=error
+            )
+            raise StepTimeout(error) from exc
+        except Exception as exc:
+            await self._store.update_step(
+                self.task.id, step.seq, state=StepState.FAILED, error=_describe(exc)
+            )
+            raise
+        await self._store.update_step(self.task.id, step.seq, state=StepState.DONE)
+        return result
+
+    async def finish(self, state: TaskState, error: str | None = None) -> Task:
+        """Record the task's end (compare-and-set, re-read once if an operator changed it)."""
+        for _ in range(3):
+            try:
+                self.task = await self._store.update(
+                    Task, self.task.id, expected_version=self.task.version, state=state, error=error
+                )
+                break
+            except VersionConflict:
+                self.task = await self._store.get(Task, self.task.id)
+                if self.task.state in FINAL:
+                    break
+        if self._waiters is not None:
+            self._waiters.resolve(self.task)
+        _log.info(
+            "task.finished",
+            task_id=self.task.id,
+            kind=self.task.kind,
+            state=str(self.task.state),
+            error=error,
+        )
+        return self.task
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,0 +1,96 @@
+"""Messages between the domain actors. Commands are imperative, events past tense."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from actors.lifecycle import Operation
+from cloudcore.runtime import ActorRef, Message
+from cloudcore.store.records import VM, Task
+from hypervisor_drivers.types import PowerState
+
+__all__ = [
+    "AdoptVM",
+    "Deploy",
+    "Forget",
+    "GetHost",
+    "GetVM",
+    "OperationFinished",
+    "PowerObserved",
+    "Provision",
+    "RequestOperation",
+    "Sweep",
+    "SweepReport",
+]
+
+
+class RequestOperation(Message, frozen=True, kw_only=True):
+    """Run ``operation`` on the VM. Replies at once with the operation's Task (journal);
+    IllegalTransition if the VM's state does not allow it. ``reply_to`` hears OperationFinished."""
+
+    operation: Operation
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    reply_to: ActorRef | None = None
+
+
+class Provision(Message, frozen=True, kw_only=True):
+    """Second half of a deploy, on the VM's host: define, then start if ``start``."""
+
+    task: Task
+    start: bool
+    reply_to: ActorRef | None = None
+
+
+class OperationFinished(Message, frozen=True, kw_only=True):
+    task_id: str
+    vm: VM
+    error: str | None = None
+
+
+class GetVM(Message, frozen=True, kw_only=True):
+    pass
+
+
+class PowerObserved(Message, frozen=True, kw_only=True):
+    """What the hypervisor showed of a VM, from an event or a sweep; ``power`` None: not there."""
+
+    vm_id: str
+    power: PowerState | None
+    source: str  # "event" or "sweep"
+
+
+class AdoptVM(Message, frozen=True, kw_only=True):
+    """Host: run an actor for this VM (placed on this host). Replies with its ref."""
+
+    vm: VM
+
+
+class Forget(Message, frozen=True, kw_only=True):
+    """Host: the VM left this host (deleted or migrated away)."""
+
+    vm_id: str
+
+
+class GetHost(Message, frozen=True, kw_only=True):
+    pass
+
+
+class Sweep(Message, frozen=True, kw_only=True):
+    """Host: compare the hypervisor with the store now (also sent by a periodic timer)."""
+
+
+class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a sweep found: VMs on the hypervisor the store does not know, and VMs the store
+    places here that the hypervisor lacks (after two sweeps)."""
+
+    host_id: str
+    orphans_on_hypervisor: list[str]
+    missing_on_hypervisor: list[str]
+
+
+class Deploy(Message, frozen=True, kw_only=True):
+    """Datacenter: run the deploy task of a VM (written PENDING, claimed here)."""
+
+    task: Task

@@ -1,0 +1,59 @@
+"""What the domain actors share: the store, the event bus, settings and task waiters."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.journal import TaskWaiters
+from cloudcore.config import OrchestratorSettings
+from cloudcore.events import EventBus
+from cloudcore.logging import get_logger
+from cloudcore.store import Store
+from cloudcore.store.records import Host
+from hypervisor_drivers.base import DriverSettings, HypervisorDriver
+
+__all__ = ["OrchestratorSettings", "Services", "domain_name", "new_vm_id"]
+
+_log = get_logger("actors")
+
+
+@dataclass(slots=True)
+class Services:
+    store: Store
+    events: EventBus
+    settings: OrchestratorSettings = field(default_factory=OrchestratorSettings)
+    waiters: TaskWaiters = field(default_factory=TaskWaiters)
+    #: Makes the (unconnected) driver of a host; by default the plugin its record names.
+    driver_factory: Callable[[Host], HypervisorDriver] = field(default=lambda h: default_driver(h))
+
+    async def publish(
+        self, type: str, subject: str, tenant: str | None, data: dict[str, Any]
+    ) -> None:
+        """Publish an event; a bus that is down costs the event, never the operation."""
+        try:
+            await self.events.publish(type, subject, tenant=tenant, data=data)
+        except Exception as exc:
+            _log.warning("event.publish_failed", type=type, subject=subject, error=str(exc))
+
+
+def default_driver(host: Host) -> HypervisorDriver:
+    """The driver plugin ``host.hypervisor`` names, for the URI in ``host.address``."""
+    from hypervisor_drivers.registry import create_driver
+
+    return create_driver(host.hypervisor, DriverSettings(uri=host.address))
+
+
+def new_vm_id() -> str:
+    """A VM id that is also the hypervisor's UUID, ordered by creation time."""
+    import time
+
+    return str(uuid.UUID(hex=f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"))
+
+
+def domain_name(vm_id: str) -> str:
+    """The VM's name on the hypervisor: unique, and recognisably cloudcore's."""
+    return f"cc-{vm_id}"

@@ -1,0 +1,435 @@
+"""The VM actor: one per placed VM, a child of its host's actor.
+
+It owns the VM's record. Only ``receive`` writes it, so the mailbox orders every change. A long
+operation runs its driver calls in a background task and reports back through the mailbox; while
+it runs the VM shows a transient state and refuses other operations at once (IllegalTransition),
+instead of queueing them behind the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, assert_never
+
+import msgspec
+
+from actors import monitor
+from actors.journal import FINAL, Journal
+from actors.lifecycle import STABLE, TRANSITIONS, Operation, Transition, transition
+from actors.messages import GetVM, OperationFinished, PowerObserved, Provision, RequestOperation
+from actors.services import Services, domain_name
+from cloudcore.errors import NotFound, UnsupportedOperation
+from cloudcore.logging import get_logger
+from cloudcore.runtime import Actor, ActorRef, Message
+from cloudcore.runtime.cell import describe
+from cloudcore.store.records import VM, PowerState, Task, TaskState, VMState
+from hypervisor_drivers.base import HypervisorDriver
+from hypervisor_drivers.types import PowerState as DriverPower
+from hypervisor_drivers.types import VMSpec as DriverSpec
+
+__all__ = ["VMActor", "driver_spec", "to_power"]
+
+_log = get_logger("actors.vm")
+
+#: Power each successful operation leaves the VM in.
+_POWER_AFTER = {
+    Operation.START: PowerState.ON,
+    Operation.STOP: PowerState.OFF,
+    Operation.REBOOT: PowerState.ON,
+    Operation.PAUSE: PowerState.PAUSED,
+    Operation.RESUME: PowerState.ON,
+    Operation.SUSPEND: PowerState.SUSPENDED,
+}
+
+
+class _Update(Message, frozen=True, kw_only=True):
+    changes: dict[str, Any]
+
+
+class _Finish(Message, frozen=True, kw_only=True):
+    operation: Operation
+    source: VMState
+    journal: Any  # Journal: local only, never crosses a node
+    error: str | None
+    params: dict[str, Any]
+    reply_to: ActorRef | None
+
+
+VMMessage = GetVM | RequestOperation | Provision | PowerObserved | _Update | _Finish
+
+
+def to_power(power: DriverPower | None) -> PowerState:
+    """The store's power state for what a driver reports."""
+    if power is None:
+        return PowerState.UNKNOWN
+    return {
+        DriverPower.RUNNING: PowerState.ON,
+        DriverPower.PAUSED: PowerState.PAUSED,
+        DriverPower.SUSPENDED: PowerState.SUSPENDED,
+        DriverPower.STOPPED: PowerState.OFF,
+        DriverPower.CRASHED: PowerState.OFF,
+    }.get(power, PowerState.UNKNOWN)
+
+
+def driver_spec(vm: VM) -> DriverSpec:
+    return DriverSpec(
+        uuid=vm.id,
+        name=domain_name(vm.id),
+        vcpus=vm.spec.cpus,
+        memory_mib=vm.spec.memory_mib,
+        extra=dict(vm.spec.extra),
+    )
+
+
+class VMActor(Actor[VMMessage]):
+    def __init__(self, services: Services, vm: VM, driver: HypervisorDriver) -> None:
+        self.services = services
+        self.vm = vm
+        self.driver = driver
+        self.work: asyncio.Task[None] | None = None
+        self.missing_sweeps = 0
+
+    async def started(self) -> None:
+        # After a restart the record given at spawn is stale: the store has the truth.
+        self.vm = await self.services.store.get(VM, self.vm.id)
+        if self.vm.task_id is not None and self.vm.state not in STABLE:
+            await self._settle_interrupted(self.vm.task_id)
+
+    async def stopping(self) -> None:
+        if self.work is not None:
+            self.work.cancel()
+
+    async def _settle_interrupted(self, task_id: str) -> None:
+        """An operation a crash cut short: ask the hypervisor what is true and end the task.
+        Deploys are left to their runner, which resumes them."""
+        try:
+            task = await self.services.store.get(Task, task_id)
+        except NotFound:
+            task = None
+        if task is not None and task.kind == "vm.deploy":
+            return
+        try:
+            power = to_power(await self.driver.power_state(self.vm.id))
+        except NotFound:
+            power = None
+        state = monitor.STATE_FOR_POWER.get(power) if power else None
+        fault = f"interrupted by a restart; the hypervisor shows {power or 'no VM'}"
+        await self._save(
+            state=state or VMState.ERROR,
+            power=power or PowerState.UNKNOWN,
+            task_id=None,
+            fault=fault,
+        )
+        if task is not None and task.state not in FINAL:
+            op = Operation(task.kind.removeprefix("vm."))
+            reached = TRANSITIONS[op].success in (None, self.vm.state)
+            journal = Journal(self.services.store, task, self.services.waiters)
+            await journal.finish(
+                TaskState.SUCCEEDED if reached else TaskState.FAILED, None if reached else fault
+            )
+
+    async def receive(self, message: VMMessage) -> Any:
+        match message:
+            case GetVM():
+                return self.vm
+            case RequestOperation():
+                return await self._request(message)
+            case Provision():
+                self._begin(message.task.id)
+                journal = Journal(self.services.store, message.task, self.services.waiters)
+                self.work = asyncio.create_task(self._provision(journal, message))
+                return None
+            case PowerObserved():
+                await self._observed(message)
+                return None
+            case _Update(changes=changes):
+                await self._save(**changes)
+                return self.vm
+            case _Finish():
+                await self._finish(message)
+                return None
+            case _:
+                assert_never(message)
+
+    # ----------------------------------------------------------------- operations
+
+    async def _request(self, message: RequestOperation) -> Any:
+        op = message.operation
+        t = transition(op, self.vm.state, self.vm.id)
+        if op is Operation.DEPLOY:
+            raise UnsupportedOperation("deploy goes through the datacenter, not the VM actor")
+        params = _checked_params(op, message.params)
+        journal = await Journal.begin(
+            self.services.store,
+            kind=f"vm.{op}",
+            subject=f"vm/{self.vm.id}",
+            tenant_id=self.vm.tenant_id,
+            data=params,
+            waiters=self.services.waiters,
+        )
+        source = self.vm.state
+        self._begin(journal.task.id)
+        await self._save(state=t.transient, task_id=journal.task.id, fault=None)
+        self.work = asyncio.create_task(
+            self._operate(op, t, source, journal, params, message.reply_to)
+        )
+        return journal.task
+
+    def _begin(self, task_id: str) -> None:
+        _log.info("vm.task_started", vm_id=self.vm.id, task_id=task_id)
+
+    async def _operate(
+        self,
+        op: Operation,
+        t: Transition,
+        source: VMState,
+        journal: Journal,
+        params: dict[str, Any],
+        reply_to: ActorRef | None,
+    ) -> None:
+        error: str | None = None
+        try:
+            await journal.step(
+                op.value,
+                lambda: self._drive(op, source, params),
+                deadline=self._deadline(op, params),
+            )
+        except Exception as exc:
+            error = describe(exc)
+        await self.context.ref.ask(
+            _Finish(
+                operation=op,
+                source=source,
+                journal=journal,
+                error=error,
+                params=params,
+                reply_to=reply_to,
+            ),
+            timeout=self.services.settings.step_deadline,
+        )
+
+    def _deadline(self, op: Operation, params: dict[str, Any]) -> float:
+        base = self.services.settings.step_deadline
+        if op is Operation.STOP:
+            return base + float(params.get("timeout", self.services.settings.stop_timeout))
+        return base
+
+    async def _drive(self, op: Operation, source: VMState, params: dict[str, Any]) -> None:
+        d, uuid = self.driver, self.vm.id
+        if op is Operation.START:
+            await d.start_vm(uuid)
+        elif op is Operation.STOP:
+            timeout = float(params.get("timeout", self.services.settings.stop_timeout))
+            await d.stop_vm(uuid, timeout=timeout)
+        elif op is Operation.REBOOT:
+            await d.reboot_vm(uuid, hard=bool(params.get("hard", False)))
+        elif op is Operation.PAUSE:
+            await d.pause_vm(uuid)
+        elif op is Operation.RESUME:
+            await (d.unpause_vm(uuid) if source is VMState.PAUSED else d.resume_vm(uuid))
+        elif op is Operation.SUSPEND:
+            await d.suspend_vm(uuid)
+        elif op is Operation.RECONFIGURE:
+            await d.reconfigure_vm(
+                uuid, vcpus=params.get("cpus"), memory_mib=params.get("memory_mib")
+            )
+        elif op is Operation.SNAPSHOT:
+            await d.create_snapshot(uuid, str(params["name"]))
+        elif op is Operation.MIGRATE:
+            raise UnsupportedOperation(
+                f"migration of VM {uuid} is not built yet (driver {d.name} at {d.settings.uri})"
+            )
+        elif op is Operation.DELETE:
+            await d.destroy_vm(uuid)
+        else:
+            raise UnsupportedOperation(f"{op} is not an operation of a placed VM")
+
+    async def _finish(self, message: _Finish) -> None:
+        op, error = message.operation, message.error
+        t = TRANSITIONS[op]
+        journal: Journal = message.journal
+        if error is None:
+            target = t.success or message.source
+            changes: dict[str, Any] = {"state": target, "task_id": None, "fault": None}
+            if op in _POWER_AFTER:
+                changes["power"] = _POWER_AFTER[op]
+            if op is Operation.RECONFIGURE:
+                changes["spec"] = _resized(self.vm, message.params)
+        else:
+            changes = {"state": t.failure or message.source, "task_id": None, "fault": error}
+        if op is Operation.DELETE and error is None:
+            self.vm = await self.services.store.unplace_vm(
+                self.vm.id, expected_version=self.vm.version, state=VMState.DELETED
+            )
+            await self._save(task_id=None, power=PowerState.UNKNOWN)
+        else:
+            await self._save(**changes)
+        task = await journal.finish(TaskState.FAILED if error else TaskState.SUCCEEDED, error)
+        self.work = None
+        if message.reply_to is not None:
+            message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
+        if op is Operation.DELETE and error is None:
+            self.context.stop(self.context.ref)
+
+    # ----------------------------------------------------------------- provisioning
+
+    async def _provision(self, journal: Journal, message: Provision) -> None:
+        """Define, then start if asked. A failed define is rolled back to PLACED; a failed
+        start leaves the VM STOPPED with a fault."""
+        ref, step = self.context.ref, self.services.settings.step_deadline
+        error: str | None = None
+        try:
+            await ref.ask(
+                _Update(changes={"state": VMState.PROVISIONING, "task_id": journal.task.id})
+            )
+            try:
+                await journal.step(
+                    "define", lambda: self.driver.define_vm(driver_spec(self.vm)), deadline=step
+                )
+            except Exception as exc:
+                error = describe(exc)
+                await self._roll_back(journal)
+                await ref.ask(
+                    _Update(
+                        changes={
+                            "state": VMState.PLACED,
+                            "task_id": None,
+                            "fault": error,
+                            "power": PowerState.UNKNOWN,
+                        }
+                    )
+                )
+            else:
+                if await self.driver.power_state(self.vm.id) is DriverPower.RUNNING:
+                    # a deploy resumed after a crash finds the VM started already
+                    await ref.ask(
+                        _Update(
+                            changes={
+                                "state": VMState.RUNNING,
+                                "task_id": None,
+                                "power": PowerState.ON,
+                            }
+                        )
+                    )
+                    start = False
+                else:
+                    start = message.start
+                    await ref.ask(
+                        _Update(changes={"state": VMState.STOPPED, "power": PowerState.OFF})
+                    )
+                if start:
+                    error = await self._start_after_define(journal)
+                elif self.vm.task_id is not None:
+                    await ref.ask(_Update(changes={"task_id": None}))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store failed under us: report, the task stays resumable
+            error = describe(exc)
+        if message.reply_to is not None:
+            vm = await ref.ask(GetVM())
+            message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
+        self.work = None
+
+    async def _start_after_define(self, journal: Journal) -> str | None:
+        ref = self.context.ref
+        await ref.ask(_Update(changes={"state": VMState.STARTING}))
+        try:
+            await journal.step(
+                "start",
+                lambda: self.driver.start_vm(self.vm.id),
+                deadline=self.services.settings.step_deadline,
+            )
+        except Exception as exc:
+            error = describe(exc)
+            await ref.ask(
+                _Update(changes={"state": VMState.STOPPED, "task_id": None, "fault": error})
+            )
+            return error
+        await ref.ask(
+            _Update(changes={"state": VMState.RUNNING, "power": PowerState.ON, "task_id": None})
+        )
+        return None
+
+    async def _roll_back(self, journal: Journal) -> None:
+        try:
+            await journal.step(
+                "undefine",
+                lambda: self.driver.destroy_vm(self.vm.id),
+                deadline=self.services.settings.step_deadline,
+            )
+        except Exception as exc:
+            _log.error("vm.rollback_failed", vm_id=self.vm.id, error=describe(exc))
+
+    # ----------------------------------------------------------------- observation
+
+    async def _observed(self, message: PowerObserved) -> None:
+        power = to_power(message.power) if message.power is not None else None
+        if power is None:
+            self.missing_sweeps += 1
+        else:
+            self.missing_sweeps = 0
+        decision = monitor.reconcile(
+            self.vm, power, self.missing_sweeps, self.services.settings.drift_policy
+        )
+        if decision.changes:
+            await self._save(**decision.changes)
+            _log.warning(
+                "vm.drift",
+                vm_id=self.vm.id,
+                source=message.source,
+                power=str(power),
+                state=str(self.vm.state),
+                action=decision.action,
+            )
+        if decision.enforce is not None:
+            self.context.ref.tell(RequestOperation(operation=decision.enforce))
+
+    # ----------------------------------------------------------------- persistence
+
+    async def _save(self, **changes: Any) -> None:
+        if not changes:
+            return
+        before = self.vm.state
+        self.vm = await self.services.store.update(
+            VM, self.vm.id, expected_version=self.vm.version, **changes
+        )
+        if self.vm.state is not before or "power" in changes:
+            await self.services.publish(
+                "vm.state_changed",
+                f"vm/{self.vm.id}",
+                self.vm.tenant_id,
+                {
+                    "state": str(self.vm.state),
+                    "power": str(self.vm.power),
+                    "task_id": self.vm.task_id,
+                    "fault": self.vm.fault,
+                },
+            )
+
+
+def _checked_params(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate an operation's parameters before anything is written."""
+    if op is Operation.RECONFIGURE:
+        cpus, memory = params.get("cpus"), params.get("memory_mib")
+        if cpus is None and memory is None:
+            raise ValueError("reconfigure needs cpus and/or memory_mib")
+        for name, value in (("cpus", cpus), ("memory_mib", memory)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"reconfigure: {name} must be a whole number >= 1, got {value!r}")
+    if op is Operation.SNAPSHOT:
+        snapshot = params.get("name")
+        if not isinstance(snapshot, str) or not snapshot or len(snapshot) > 100:
+            raise ValueError("snapshot needs a name of 1 to 100 characters")
+    if op is Operation.STOP and "timeout" in params:
+        timeout = params["timeout"]
+        if not isinstance(timeout, int | float) or timeout < 0:
+            raise ValueError(f"stop: timeout must be a number of seconds >= 0, got {timeout!r}")
+    return dict(params)
+
+
+def _resized(vm: VM, params: dict[str, Any]) -> Any:
+    return msgspec.structs.replace(
+        vm.spec,
+        cpus=params.get("cpus") or vm.spec.cpus,
+        memory_mib=params.get("memory_mib") or vm.spec.memory_mib,
+    )

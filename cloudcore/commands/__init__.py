@@ -1,0 +1,1 @@
+"""Subcommands of the ``cloudcore`` command line, one module each."""

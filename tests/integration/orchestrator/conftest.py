@@ -1,0 +1,121 @@
+"""An orchestrator on the libvirt test driver, with a SQLite (or PostgreSQL) store.
+
+Each simulated host is a real libvirt test-driver connection (``test:///<file>.xml``), an
+in-memory hypervisor of its own. ``drivers`` gives tests the very driver a host actor uses, so a
+test can act behind the orchestrator's back, as an administrator with virsh would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from actors.orchestrator import Orchestrator
+from actors.registration import bootstrap_demo
+from actors.services import Services, default_driver
+from cloudcore.config import DemoSettings, OrchestratorSettings, Settings
+from cloudcore.events.local import LocalEventBus
+from cloudcore.runtime import ActorSystem
+from cloudcore.store import Store
+from cloudcore.store.records import Host, HostHealth, Task
+from hypervisor_drivers.base import HypervisorDriver
+
+
+class LastingDriver:
+    """A real driver whose close() keeps the connection: the simulated hypervisor outlives an
+    orchestrator that crashes and comes back, as a real one would."""
+
+    def __init__(self, inner: HypervisorDriver) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class Cloud:
+    orchestrator: Orchestrator
+    store: Store
+    settings: Settings
+    drivers: dict[str, HypervisorDriver] = field(default_factory=dict)
+
+    async def wait(self, task: Task, timeout: float = 20.0) -> Task:
+        return await self.orchestrator.wait(task.id, timeout)
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Poll an async or plain predicate until it returns something truthy."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            await asyncio.sleep(0.02)
+
+
+def cloud_settings(tmp_path: Path, **orchestrator: Any) -> Settings:
+    return Settings(
+        node=msgspec.structs.replace(Settings().node, data_dir=str(tmp_path)),
+        orchestrator=OrchestratorSettings(
+            **{
+                "stop_timeout": 0.5,
+                "sweep_interval": 3600.0,
+                "step_deadline": 20.0,
+                "schedule_attempts": 2,
+                **orchestrator,
+            }
+        ),
+        demo=DemoSettings(hosts=2, host_cpus=4, host_memory_mib=4096),
+    )
+
+
+async def start_cloud(
+    store: Store, settings: Settings, drivers: dict[str, HypervisorDriver], lasting: bool
+) -> tuple[ActorSystem, Orchestrator]:
+    def factory(host: Host) -> HypervisorDriver:
+        if host.id not in drivers:
+            real = default_driver(host)
+            drivers[host.id] = LastingDriver(real) if lasting else real  # type: ignore[assignment]
+        return drivers[host.id]
+
+    system = ActorSystem("test-node", settings.runtime)
+    services = Services(store, LocalEventBus(), settings.orchestrator, driver_factory=factory)
+    orchestrator = await Orchestrator.start(system, services)
+
+    async def healthy() -> bool:
+        page = await store.list(Host, limit=100)
+        return all(h.health is HostHealth.HEALTHY for h in page.items)
+
+    await eventually(healthy)
+    return system, orchestrator
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    from cloudcore.store.sqlite import SqliteStore
+
+    store = await SqliteStore.connect(tmp_path / "cloudcore.db")
+    await store.upgrade()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def cloud(sqlite_store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+    settings = cloud_settings(tmp_path)
+    await bootstrap_demo(sqlite_store, settings)
+    drivers: dict[str, HypervisorDriver] = {}
+    system, orchestrator = await start_cloud(sqlite_store, settings, drivers, lasting=False)
+    yield Cloud(orchestrator, sqlite_store, settings, drivers)
+    await system.shutdown()
