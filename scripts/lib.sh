@@ -98,3 +98,27 @@ ensure_rabbitmq() {
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 rabbitmq-server -detached
     wait_port 5672 90 RabbitMQ
 }
+
+# ensure_libvirt_build: what pip needs to build libvirt-python from source (it has no wheels).
+ensure_libvirt_build() {
+    local py inc
+    apt_install libvirt-dev pkg-config gcc
+    py="$(find_python)"
+    inc="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+    [ -f "$inc/Python.h" ] || apt_install python3-dev
+}
+
+# ensure_libvirt: libvirtd, virtlogd, virsh, QEMU and qemu-img for the libvirt integration tests.
+# The tests start the daemons themselves when they are not running, and stop only those.
+ensure_libvirt() {
+    ensure_libvirt_build
+    apt_install libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+    # Debian's udev rule gives /dev/kvm to group kvm, mode 0660, so QEMU (running as libvirt-qemu)
+    # can use KVM. Containers without udev leave it root-only: QEMU then falls back to TCG and
+    # libvirt re-probes QEMU on every domain definition (~35 s each). Do what the rule does.
+    if [ -c /dev/kvm ] && is_root && getent group kvm >/dev/null &&
+        [ "$(stat -c %G /dev/kvm)" != kvm ]; then
+        log "giving /dev/kvm to group kvm (mode 0660), as Debian's udev rule does"
+        chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+    fi
+}

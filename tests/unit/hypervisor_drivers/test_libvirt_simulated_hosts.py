@@ -1,0 +1,69 @@
+"""libvirt specifics on its in-process test driver: simulated hosts and the XML we generate."""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from hypervisor_drivers.base import DriverSettings, FileDisk, IscsiDisk, NicSpec, VMSpec
+from hypervisor_drivers.libvirt import LibvirtDriver, simulated_host_xml, write_simulated_host
+from hypervisor_drivers.libvirt._xml import domain_xml, target_dev
+
+
+async def test_each_simulated_host_is_an_independent_hypervisor(tmp_path: Path) -> None:
+    small = write_simulated_host(tmp_path / "a.xml", cpus=2, memory_kib=4 * 1024 * 1024)
+    big = write_simulated_host(tmp_path / "b.xml", cpus=32, memory_kib=256 * 1024 * 1024)
+    a, b = LibvirtDriver(DriverSettings(uri=small)), LibvirtDriver(DriverSettings(uri=big))
+    await a.connect()
+    await b.connect()
+    try:
+        assert ((await a.host_inventory()).cpus, (await b.host_inventory()).cpus) == (2, 32)
+        assert (await b.host_inventory()).memory_kib == 256 * 1024 * 1024
+        spec = VMSpec(uuid=str(uuid.uuid4()), name="only-on-a", vcpus=1, memory_mib=64)
+        await a.define_vm(spec)
+        assert [vm.name for vm in await a.list_vms()] == ["only-on-a"]
+        assert await b.list_vms() == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_a_simulated_host_needs_a_cpu_and_a_mebibyte() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        simulated_host_xml(cpus=0, memory_kib=1024)
+
+
+def test_user_values_are_escaped_in_domain_xml() -> None:
+    hostile = "x'/><evil a='"
+    spec = VMSpec(
+        uuid=str(uuid.uuid4()),
+        name=f"vm<&>{hostile}",
+        vcpus=2,
+        max_vcpus=4,
+        memory_mib=128,
+        disks=[
+            FileDisk(path=f"/images/{hostile}.qcow2", serial=hostile),
+            IscsiDisk(host="10.0.0.1", iqn=f"iqn.x:{hostile}", lun=3, chap_username="u"),
+        ],
+        nics=[NicSpec(kind="bridge", source=hostile)],
+    )
+    root = ET.fromstring(domain_xml(spec, "kvm"))
+    assert root.findtext("name") == spec.name
+    assert root.find("evil") is None and not list(root.iter("evil"))
+    vcpu = root.find("vcpu")
+    assert vcpu is not None and (vcpu.text, vcpu.get("current")) == ("4", "2")
+    disks = root.findall("devices/disk")
+    assert [d.find("target").get("dev") for d in disks] == ["vda", "vdb"]  # type: ignore[union-attr]
+    assert disks[0].find("source").get("file") == f"/images/{hostile}.qcow2"  # type: ignore[union-attr]
+    source = disks[1].find("source")
+    assert source is not None and source.get("name") == f"iqn.x:{hostile}/3"
+    assert source.find("auth/secret") is not None
+    bridge = root.find("devices/interface/source")
+    assert bridge is not None and bridge.get("bridge") == hostile
+
+
+def test_disk_targets_run_past_z() -> None:
+    assert [target_dev(i) for i in (0, 1, 25, 26, 27)] == ["vda", "vdb", "vdz", "vdaa", "vdab"]
