@@ -59,8 +59,22 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
 def new_id(prefix: str = "") -> str:
-    """A new unique id that sorts by creation time (48-bit ms clock + 64 random bits), hex."""
-    return f"{prefix}{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+    """A new unique id, hex: a 48-bit millisecond clock and 64 random bits.
+
+    Ids sort by creation time; within one process they are strictly increasing (in the same
+    millisecond the random part counts up, as ULIDs do).
+    """
+    ms = time.time_ns() // 1_000_000
+    last_ms, last_random = _last_id
+    if ms <= last_ms:
+        ms, random = last_ms, last_random + 1
+    else:
+        random = int.from_bytes(os.urandom(8)) >> 1  # leaves room to count up
+    _last_id[:] = [ms, random]
+    return f"{prefix}{ms:012x}{random:016x}"
+
+
+_last_id = [0, 0]
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
