@@ -125,6 +125,8 @@ class SchedulerActor(Actor[SchedulerMessage]):
 
     async def _place(self, message: PlaceVM) -> VM:
         vm = message.vm or await self._store.get(VM, message.vm_id)
+        if vm.host_id is not None:  # say so now, not NoValidHost when it fits nowhere else
+            raise Conflict(f"VM {vm.id!r} is already placed on host {vm.host_id!r}")
         request = PlacementRequest.for_vm(vm)
         refused = 0
         while True:

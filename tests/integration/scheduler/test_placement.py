@@ -15,7 +15,7 @@ from actors.scheduler import (
     ReleaseVM,
     SchedulerActor,
 )
-from cloudcore.errors import NoValidHost, VersionConflict
+from cloudcore.errors import Conflict, NoValidHost, VersionConflict
 from cloudcore.runtime import ActorSystem
 from cloudcore.store.base import Store
 from cloudcore.store.records import VM, AdminState, Host, HostHealth, VMSpec, VMState
@@ -220,3 +220,15 @@ async def test_a_stale_vm_version_is_refused_and_nothing_is_claimed(
         await scheduler.ask(PlaceVM(vm_id=vm.id, expected_version=vm.version + 1))
     assert (await store.get(Host, host.id)).cpus_used == 0
     assert system.tree(scheduler.path).restarts == 0
+
+
+async def test_a_placed_vm_is_not_placed_again(store: Store, system: ActorSystem) -> None:
+    world = await World(store).start()
+    host = await world.host(4, 4096)
+    vm = await world.vm(2, 4096)  # fills the only host
+    scheduler = system.spawn(SchedulerActor, store, world.dc.id)
+    placed = await scheduler.ask(PlaceVM(vm_id=vm.id, expected_version=vm.version))
+    with pytest.raises(Conflict, match="already placed") as failure:
+        await scheduler.ask(PlaceVM(vm_id=vm.id, expected_version=placed.version))
+    assert not isinstance(failure.value, NoValidHost)
+    assert (await store.get(Host, host.id)).cpus_used == 2
