@@ -114,7 +114,9 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop events (every open stream ends), release callbacks and close the connection.
-        Idempotent; never raises for a connection that is already gone."""
+        Idempotent; never raises for a connection that is already gone. Final: a closed driver
+        does not connect again (``BackendUnavailable``); make a new one. That is also the way
+        back from a lost connection, which every call reports as ``BackendUnavailable``."""
 
     # -- events ------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
+import structlog
 
 from cloudcore.errors import Conflict, IllegalTransition
 from hypervisor_drivers.libvirt import _xml
@@ -34,12 +35,20 @@ from hypervisor_drivers.types import (
 
 __all__ = ["LibvirtClient"]
 
+_log = structlog.get_logger("hypervisor_drivers.libvirt")
+
 _KEEPALIVE_INTERVAL = 5  # seconds between keepalive probes on remote connections
 _KEEPALIVE_COUNT = 3  # unanswered probes before libvirt closes the connection
 _UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 )
 _LIVE_AND_CONFIG = (libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "closed by the daemon",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timed out",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by the client",
+}
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: PowerState.UNKNOWN,
     libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
@@ -90,12 +99,15 @@ class LibvirtClient:
     def __init__(self, settings: DriverSettings, publish: Callable[[LifecycleEvent], None]) -> None:
         ensure_event_loop()
         self.scheme = urlsplit(settings.uri).scheme.partition("+")[0]
+        self._uri = settings.uri
         self._conn = self._open(settings)
         self._callbacks = LifecycleCallbacks(self._conn, publish)
+        self.lost: str | None = None  # why the connection closed under us, once it has
         try:
             self._callbacks.register()
-            if self.scheme != "test":
+            if self.scheme != "test":  # the test driver is in-process: nothing to lose
                 self._conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
+                self._conn.registerCloseCallback(self._on_close, None)
         except libvirt.libvirtError:
             self.close()
             raise
@@ -124,8 +136,16 @@ class LibvirtClient:
         types = {d.get("type") for d in caps.iterfind("guest/arch[@name='x86_64']/domain")}
         return "kvm" if "kvm" in types else "qemu"
 
+    def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        # On the libvirt-events thread: the daemon went away, or keepalive gave up.
+        self.lost = _CLOSE_REASONS.get(reason, str(reason))
+        _log.warning("hypervisor.connection_lost", uri=self._uri, reason=self.lost)
+
     def close(self) -> None:
         self._callbacks.deregister()
+        if self.scheme != "test" and self.lost is None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._conn.unregisterCloseCallback()
         with contextlib.suppress(libvirt.libvirtError):  # already gone
             self._conn.close()
 

@@ -48,7 +48,8 @@ _UNAVAILABLE = {
     libvirt.VIR_ERR_OPERATION_TIMEOUT,
     libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
 }
-# Errors about the transport itself (socket closed, daemon gone), whatever their code.
+# Errors of the client-side transport (socket closed, daemon gone), whatever their code:
+# errors the daemon reports keep the domain of their origin (qemu, storage...).
 _TRANSPORT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 
 
@@ -73,9 +74,7 @@ def translate(exc: Exception) -> CloudcoreError:
         return IllegalTransition(message)
     if code == libvirt.VIR_ERR_DOM_EXIST or "already exists" in message:
         return Conflict(message)
-    if code in _UNAVAILABLE or (
-        code == libvirt.VIR_ERR_SYSTEM_ERROR and exc.get_error_domain() in _TRANSPORT_DOMAINS
-    ):
+    if code in _UNAVAILABLE or exc.get_error_domain() in _TRANSPORT_DOMAINS:
         return BackendUnavailable(f"libvirt: {message}")
     return DriverError(f"libvirt: {message}", code=_code_name(code))
 

@@ -90,6 +90,11 @@ class LibvirtDriver(HypervisorDriver):
         if self._client is None:
             state = "closed" if self._closed else "not connected"
             raise BackendUnavailable(f"libvirt driver for {self._settings.uri} is {state}")
+        if self._client.lost is not None:
+            raise BackendUnavailable(
+                f"libvirt connection to {self._settings.uri} lost ({self._client.lost}); "
+                "close this driver and connect a new one"
+            )
         return self._client
 
     async def _call(self, operation: Callable[[LibvirtClient], _T]) -> _T:

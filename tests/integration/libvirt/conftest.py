@@ -38,6 +38,13 @@ def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
+def virt_admin(*args: str) -> str:
+    """Run virt-admin (libvirtd's admin interface); its output."""
+    return subprocess.run(
+        ["virt-admin", *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs. A killed daemon may linger as a zombie: PID 1 of a container does
     not always reap orphans, so zombies count as gone."""

@@ -8,11 +8,18 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloudcore.errors import DriverError
-from hypervisor_drivers.base import EventKind, FileDisk, PowerState, StopOutcome, VMSpec
+from cloudcore.errors import BackendUnavailable, DriverError
+from hypervisor_drivers.base import (
+    DriverSettings,
+    EventKind,
+    FileDisk,
+    PowerState,
+    StopOutcome,
+    VMSpec,
+)
 from hypervisor_drivers.libvirt import LibvirtDriver
 from tests.contract.hypervisor.harness import next_event
-from tests.integration.libvirt.conftest import Vms, virsh
+from tests.integration.libvirt.conftest import Vms, virsh, virt_admin
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +148,24 @@ async def test_a_missing_disk_image_fails_the_start_with_a_driver_error(
     with pytest.raises(DriverError, match=r"cc-test-missing\.qcow2"):
         await driver.start_vm(spec.uuid)
     assert await driver.power_state(spec.uuid) is PowerState.STOPPED
+
+
+def _daemon_clients() -> set[str]:
+    listing = virt_admin("srv-clients-list", "libvirtd")
+    return {line.split()[0] for line in listing.splitlines()[2:] if line.strip()}
+
+
+async def test_a_connection_cut_by_the_daemon_is_a_retryable_backend_unavailable(
+    libvirtd: str,
+) -> None:
+    before = _daemon_clients()
+    driver = LibvirtDriver(DriverSettings(uri=libvirtd))
+    await driver.connect()
+    try:
+        (ours,) = _daemon_clients() - before
+        virt_admin("client-disconnect", "libvirtd", ours)
+        with pytest.raises(BackendUnavailable) as lost:
+            await driver.list_vms()
+        assert lost.value.retryable
+    finally:
+        await driver.close()
