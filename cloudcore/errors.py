@@ -11,6 +11,7 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
     ├── ConfigError (ValueError)             bad configuration file or environment override
     ├── InvalidMessage (TypeError)           not a frozen, tagged msgspec.Struct
     ├── NotFound (LookupError)               no such actor, VM, host, ...
+    │   └── NoNodeMatches                    no cluster node satisfies a spawn's requirements
     ├── Conflict                             the thing changed or exists already
     │   ├── ActorNameTaken                   a sibling already has that name
     │   ├── IllegalTransition                the lifecycle refuses the operation now
@@ -25,9 +26,12 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
     │   ├── ActorStopped                     the actor is stopped (or stopped before replying)
     │   ├── ActorInterrupted                 the actor was restarted while handling the message
     │   ├── MailboxFull            retryable the bounded mailbox refused the message
-    │   └── RestartIntensityExceeded         a child failed too often; escalated to its parent
+    │   ├── RestartIntensityExceeded         a child failed too often; escalated to its parent
+    │   ├── NodeDown                         the actor's node is down or left the cluster
+    │   └── RemoteError                      a remote actor raised an error this node cannot rebuild
     ├── UnsupportedOperation (NotImplementedError)  a driver lacks the capability
     ├── BackendUnavailable (ConnectionError)  retryable: database, broker, event bus, hypervisor
+    │   └── TransportUnavailable   retryable the cluster transport lost its broker connection
     ├── DriverError                          a hypervisor or storage backend failed the operation
     ├── InvalidRecord (ValueError)           a record or change is malformed; names the field
     └── SchemaMismatch                       the database schema is not the version this code knows
@@ -54,12 +58,16 @@ __all__ = [
     "InvalidMessage",
     "InvalidRecord",
     "MailboxFull",
+    "NoNodeMatches",
     "NoValidHost",
+    "NodeDown",
     "NotFound",
     "PositionExpired",
     "QuotaExceeded",
+    "RemoteError",
     "RestartIntensityExceeded",
     "SchemaMismatch",
+    "TransportUnavailable",
     "UnsupportedOperation",
     "VersionConflict",
 ]
@@ -175,6 +183,38 @@ class DriverError(CloudcoreError):
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class NodeDown(ActorError):
+    """The node the actor lives on is down (silent past the cluster's node timeout) or left.
+
+    An ``ask`` in flight to that node fails with it; a ``tell`` with persistence still waits in
+    the node's queue and is handled when the node comes back.
+    """
+
+
+class RemoteError(ActorError):
+    """A remote actor raised an exception whose type this node cannot rebuild.
+
+    ``remote_type`` is the qualified name of the original exception type.
+    """
+
+    def __init__(self, message: str, *, remote_type: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.retryable = retryable
+
+
+class NoNodeMatches(NotFound):
+    """No cluster node that is up has capabilities satisfying a spawn's requirements."""
+
+
+class TransportUnavailable(BackendUnavailable):
+    """The cluster transport has no broker connection right now; the node is reconnecting.
+
+    Raised at once by an ``ask`` made while disconnected, and by the asks that were in flight
+    when the connection dropped (their replies cannot arrive). Retry after a back-off.
+    """
 
 
 class NoValidHost(Conflict):

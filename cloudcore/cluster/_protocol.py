@@ -1,0 +1,69 @@
+"""The cluster's own messages between nodes (membership, remote watch, remote spawn)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudcore.runtime import ActorRef, Message
+
+__all__ = [
+    "AGENT_PATH",
+    "Heartbeat",
+    "RemoteTerminated",
+    "Spawn",
+    "Spawned",
+    "StopActor",
+    "Unwatch",
+    "Watch",
+]
+
+#: Where each node's cluster agent lives.
+AGENT_PATH = "/system/cluster"
+
+
+class Heartbeat(Message, frozen=True, kw_only=True):
+    """Broadcast every heartbeat interval; the first one is the join, ``leaving`` the leave."""
+
+    node: str
+    incarnation: int
+    capabilities: dict[str, str]
+    kinds: list[str]
+    started_at: float
+    leaving: bool = False
+
+
+class Watch(Message, frozen=True, kw_only=True):
+    """``watcher_node`` wants a RemoteTerminated when the actor at ``path`` stops."""
+
+    path: str
+    watcher_node: str
+
+
+class Unwatch(Message, frozen=True, kw_only=True):
+    path: str
+    watcher_node: str
+
+
+class RemoteTerminated(Message, frozen=True, kw_only=True):
+    """The actor at ``path`` on ``node`` stopped, for ``reason``."""
+
+    node: str
+    path: str
+    reason: str
+
+
+class StopActor(Message, frozen=True, kw_only=True):
+    path: str
+
+
+class Spawn(Message, frozen=True, kw_only=True):
+    """Create an actor of the registered ``kind``; answered with Spawned."""
+
+    kind: str
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    name: str | None = None
+
+
+class Spawned(Message, frozen=True, kw_only=True):
+    ref: ActorRef

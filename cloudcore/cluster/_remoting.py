@@ -1,0 +1,440 @@
+"""The messaging core of a cluster node: envelopes out, envelopes in, asks, remote watches.
+
+Inbound commands are handed straight to the target actor's mailbox as ``_Ask`` items (no task
+per message): the future resolves once the actor has handled the message, which is when a tell
+is journaled as handled, an ask answered, and — once every item of a batch is handled — the
+batch acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from cloudcore.cluster._failures import failure_of, rebuild
+from cloudcore.cluster._protocol import AGENT_PATH, Heartbeat, StopActor, Unwatch, Watch
+from cloudcore.cluster.dedup import DedupWindow
+from cloudcore.cluster.registry import MessageRegistry
+from cloudcore.cluster.remote_ref import RemoteActorRef
+from cloudcore.cluster.wire import (
+    ASK,
+    CONTROL,
+    FAILURE,
+    REPLY,
+    TELL,
+    Codec,
+    Envelope,
+    Failure,
+    WireError,
+)
+from cloudcore.errors import (
+    ActorStopped,
+    AskTimeout,
+    NodeDown,
+    NotFound,
+    TransportUnavailable,
+)
+from cloudcore.logging import get_logger
+from cloudcore.runtime import ActorRef, ActorSystem, Terminated
+from cloudcore.runtime.ref import _Ask
+from cloudcore.transport import Delivery, Transport
+from cloudcore.transport.base import Item
+
+if TYPE_CHECKING:
+    from cloudcore.cluster.membership import Membership
+    from cloudcore.runtime import ActorCell
+
+__all__ = ["Remoting"]
+
+_log = get_logger("cloudcore.cluster")
+
+
+class _Batch:
+    """Acknowledges a delivery once every item taken from it has been handled."""
+
+    __slots__ = ("_delivery", "pending", "sealed")
+
+    def __init__(self, delivery: Delivery) -> None:
+        self._delivery = delivery
+        self.pending = 0
+        self.sealed = False
+
+    def done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0 and self.sealed:
+            self._delivery.ack()
+
+    def seal(self) -> None:
+        self.sealed = True
+        if self.pending == 0:
+            self._delivery.ack()
+
+
+class _Handled:
+    """Done-callback of one inbound message's future."""
+
+    __slots__ = ("_batch", "_env", "_remoting", "timer")
+
+    def __init__(self, remoting: Remoting, batch: _Batch | None, env: Envelope) -> None:
+        self._remoting = remoting
+        self._batch = batch
+        self._env = env
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, future: asyncio.Future[Any]) -> None:
+        remoting = self._remoting
+        env = self._env
+        error = future.exception() if not future.cancelled() else ActorStopped("cancelled")
+        if remoting.closing and isinstance(error, ActorStopped):
+            return  # refused while this node stops: leave it unacknowledged for the next one
+        if env.kind == TELL:
+            remoting.dedup.handled((env.inc, env.id))
+        else:
+            if self.timer is not None:
+                self.timer.cancel()
+            if not isinstance(error, AskTimeout):  # past its deadline nobody waits for it
+                remoting._reply(env, None if error else future.result(), error)
+        if self._batch is not None:
+            self._batch.done()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(AskTimeout("deadline passed before the actor took the message"))
+
+
+class Remoting:
+    """One node's sending and receiving; the transport's InboundHandler."""
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        transport: Transport,
+        registry: MessageRegistry,
+        dedup: DedupWindow,
+    ) -> None:
+        self.system = system
+        self.node = system.node_id
+        self.incarnation = random.getrandbits(62)
+        self.transport = transport
+        self.registry = registry
+        self.codec = Codec(registry, self.resolve_ref)
+        self.dedup = dedup
+        self.membership: Membership | None = None
+        self.closing = False
+        self._loop = asyncio.get_running_loop()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
+        self._cells: dict[str, ActorCell] = {}
+        # (node, path) -> the ref and the local cells watching it
+        self._watches: dict[tuple[str, str], tuple[RemoteActorRef, set[ActorCell]]] = {}
+        self._stop_waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
+        # Ask ordering behind tells (see wire.py, ``after``).
+        self._last_tell: dict[str, int] = {}
+        self._tells_seen: dict[int, int] = {}
+        self._parked: dict[tuple[int, int], list[tuple[Envelope, Any]]] = {}
+
+    # ------------------------------------------------------------------ refs
+
+    def resolve_ref(self, node: str, path: str) -> ActorRef:
+        """The ref for an actor named on the wire: local if it lives here, remote otherwise."""
+        if node == self.node:
+            try:
+                return self.system.lookup(path)
+            except NotFound:
+                pass  # stopped already: a remote ref to ourselves reaches dead letters
+        return RemoteActorRef(self, node, path)
+
+    # ------------------------------------------------------------------ sending
+
+    def _encode(
+        self, kind: int, target: str, message: Any, corr: int = 0, deadline: float = 0.0
+    ) -> tuple[int, bytes]:
+        msg_id = next(self._ids)
+        tag = self.registry.tag_of(message)
+        data = self.codec.encode(
+            kind, self.node, self.incarnation, msg_id, target, message, tag, corr, deadline
+        )
+        return msg_id, data
+
+    def tell(self, node: str, path: str, message: Any) -> None:
+        """Persistent, at-least-once (duplicates dropped by the receiver), in order per sender
+        while connected. Raises InvalidMessage or TypeError if the message cannot travel."""
+        msg_id, data = self._encode(TELL, path, message)
+        self._last_tell[node] = msg_id
+        self.transport.send(node, data, persistent=True)
+
+    async def ask(self, node: str, path: str, message: Any, timeout: float | None) -> Any:
+        if timeout is None:
+            timeout = self.system.ask_timeout
+        if not self.transport.connected:
+            raise TransportUnavailable(
+                f"cannot ask {node}:{path}: no broker connection (reconnecting)"
+            )
+        membership = self.membership
+        if membership is not None and membership.status(node) in ("down", "left"):
+            raise NodeDown(f"cannot ask {node}:{path}: node {node} is down")
+        deadline = time.time() + timeout
+        msg_id = next(self._ids)
+        data = self.codec.encode(
+            ASK,
+            self.node,
+            self.incarnation,
+            msg_id,
+            path,
+            message,
+            self.registry.tag_of(message),
+            msg_id,
+            deadline,
+            self._last_tell.get(node, 0),
+        )
+        future = self._loop.create_future()
+        self._pending[msg_id] = (future, node)
+        self.transport.send_control(node, data, expires_at=deadline)
+        timer = self._loop.call_later(timeout, _timeout, future, node, path, message, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._pending.pop(msg_id, None)
+
+    def _reply(self, env: Envelope, result: Any, error: BaseException | None) -> None:
+        deadline = env.deadline or None
+        try:
+            if error is None:
+                tag = self.registry.tag_of(result) if _is_message(result) else ""
+                data = self.codec.encode(
+                    REPLY, self.node, self.incarnation, 0, "", result, tag, env.corr
+                )
+            else:
+                raise error
+        except Exception as exc:  # the handler's error, or a result that cannot travel
+            failure = failure_of(exc)
+            data = self.codec.encode(
+                FAILURE, self.node, self.incarnation, 0, "", failure, "Failure", env.corr
+            )
+        self.transport.send_control(env.sender, data, expires_at=deadline)
+
+    def broadcast_heartbeat(self, beat: Heartbeat, ttl: float) -> None:
+        _, data = self._encode(CONTROL, "", beat)
+        self.transport.broadcast(data, ttl=ttl)
+
+    # ------------------------------------------------------------------ receiving
+
+    def on_commands(self, items: Sequence[Item], delivery: Delivery) -> None:
+        if self.closing:
+            return  # not acknowledged: the broker gives it to this node's next incarnation
+        batch = _Batch(delivery)
+        refused: list[bytes] = []
+        reasons: list[str] = []
+        for raw in items:
+            try:
+                env = self.codec.envelope(raw)
+            except WireError as exc:
+                refused.append(bytes(raw))
+                reasons.append(str(exc))
+                continue
+            if not self.dedup.add((env.inc, env.id)):
+                continue
+            try:
+                message = self.codec.payload(env)
+            except WireError as exc:
+                refused.append(bytes(raw))
+                reasons.append(str(exc))
+                if env.kind == ASK:
+                    self._reply(env, None, exc)
+                continue
+            if env.kind == TELL:
+                self._deliver(env, message, batch)
+                self._tell_arrived(env)
+            elif env.kind == ASK:
+                self._deliver(env, message, batch)
+            else:
+                refused.append(bytes(raw))
+                reasons.append(f"envelope kind {env.kind} in a command inbox")
+        if refused:
+            _log.error(
+                "cluster.messages_refused",
+                node=self.node,
+                count=len(refused),
+                reasons=sorted(set(reasons)),
+            )
+            delivery.dead_letter(refused, "; ".join(sorted(set(reasons))))
+        batch.seal()
+
+    def _deliver(self, env: Envelope, message: Any, batch: _Batch | None) -> None:
+        cell = self._cell(env.target)
+        if cell is None:
+            self.system.dead_letters.publish(env.target, message, "no such actor")
+            if env.kind == ASK:
+                self._reply(env, None, NotFound(f"no actor at {env.target} on {self.node}"))
+            return
+        handled = _Handled(self, batch, env)
+        if env.deadline:
+            left = env.deadline - time.time()
+            if left <= 0:
+                self.system.dead_letters.publish(env.target, message, "expired")
+                return
+        future = self._loop.create_future()
+        if env.deadline:
+            handled.timer = self._loop.call_later(left, _expire, future)
+        if batch is not None:
+            batch.pending += 1
+        future.add_done_callback(handled)
+        cell._enqueue(_Ask(message, future))
+
+    def _tell_arrived(self, env: Envelope) -> None:
+        seen = self._tells_seen
+        if env.id > seen.get(env.inc, 0):
+            seen[env.inc] = env.id
+        if self._parked:
+            for ask, message in self._parked.pop((env.inc, env.id), ()):
+                self._deliver(ask, message, None)
+
+    def _on_ask(self, env: Envelope, message: Any) -> None:
+        after = env.after
+        if (
+            after
+            and self._tells_seen.get(env.inc, 0) < after
+            and (env.inc, after) not in self.dedup
+        ):
+            # The tell sent before this ask is still on its way: wait for it, until the deadline.
+            key = (env.inc, after)
+            self._parked.setdefault(key, []).append((env, message))
+            left = max(0.0, env.deadline - time.time()) if env.deadline else 60.0
+            self._loop.call_later(left, self._unpark, key, env)
+            return
+        self._deliver(env, message, None)
+
+    def _unpark(self, key: tuple[int, int], env: Envelope) -> None:
+        parked = self._parked.get(key)
+        if parked:
+            parked[:] = [(e, m) for e, m in parked if e is not env]
+            if not parked:
+                del self._parked[key]
+
+    def _cell(self, path: str) -> ActorCell | None:
+        cell = self._cells.get(path)
+        if cell is None or cell.status == "stopped":
+            try:
+                cell = self.system._cell_at(path)
+            except NotFound:
+                self._cells.pop(path, None)
+                return None
+            self._cells[path] = cell
+        return cell
+
+    def on_control(self, items: Sequence[Item]) -> None:
+        for raw in items:
+            env = None
+            try:
+                env = self.codec.envelope(raw)
+                payload = self.codec.payload(env)
+            except WireError as exc:
+                _log.error("cluster.control_refused", node=self.node, error=str(exc))
+                if env is not None and env.kind == ASK:
+                    self._reply(env, None, exc)
+                continue
+            kind = env.kind
+            if kind == ASK:
+                if self.dedup.add((env.inc, env.id)):
+                    self._on_ask(env, payload)
+            elif kind in (REPLY, FAILURE):
+                entry = self._pending.get(env.corr)
+                if entry is None or entry[0].done():
+                    continue  # late: the asker gave up
+                if kind == REPLY:
+                    entry[0].set_result(payload)
+                elif isinstance(payload, Failure):
+                    entry[0].set_exception(rebuild(payload))
+            elif kind == CONTROL and isinstance(payload, Heartbeat) and self.membership:
+                self.membership.heard(payload)
+
+    def on_connection(self, connected: bool) -> None:
+        if not connected:
+            error = "the broker connection was lost; the node is reconnecting"
+            for future, node in list(self._pending.values()):
+                if not future.done():
+                    future.set_exception(TransportUnavailable(f"ask to {node}: {error}"))
+        if self.membership is not None:
+            self.membership.connection(connected)
+
+    # ------------------------------------------------------------------ remote watch
+
+    def add_watcher(self, ref: RemoteActorRef, watcher: ActorCell) -> None:
+        key = (ref.node, ref.path)
+        if self._node_gone(ref.node):
+            watcher._enqueue(Terminated(actor=ref, reason="node-down"))
+            return
+        entry = self._watches.get(key)
+        if entry is None:
+            entry = self._watches[key] = (ref, set())
+            self.tell(ref.node, AGENT_PATH, Watch(path=ref.path, watcher_node=self.node))
+        entry[1].add(watcher)
+
+    def remove_watcher(self, ref: RemoteActorRef, watcher: ActorCell) -> None:
+        key = (ref.node, ref.path)
+        entry = self._watches.get(key)
+        if entry is None:
+            return
+        entry[1].discard(watcher)
+        if not entry[1] and key not in self._stop_waiters:
+            del self._watches[key]
+            self.tell(ref.node, AGENT_PATH, Unwatch(path=ref.path, watcher_node=self.node))
+
+    async def wait_stopped(self, ref: RemoteActorRef) -> None:
+        key = (ref.node, ref.path)
+        if self._node_gone(ref.node):
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._stop_waiters.setdefault(key, []).append(future)
+        if key not in self._watches:
+            self._watches[key] = (ref, set())
+            self.tell(ref.node, AGENT_PATH, Watch(path=ref.path, watcher_node=self.node))
+        await future
+
+    def stop_remote(self, ref: RemoteActorRef) -> None:
+        self.tell(ref.node, AGENT_PATH, StopActor(path=ref.path))
+
+    def terminated(self, node: str, path: str, reason: str) -> None:
+        """The watched actor ``path`` on ``node`` stopped: tell its watchers."""
+        entry = self._watches.pop((node, path), None)
+        if entry is not None:
+            ref, watchers = entry
+            for cell in watchers:
+                cell._enqueue(Terminated(actor=ref, reason=reason))
+        for future in self._stop_waiters.pop((node, path), ()):
+            if not future.done():
+                future.set_result(None)
+
+    def node_down(self, node: str, reason: str) -> None:
+        """``node`` is down or left: its asks fail, its watched actors are Terminated."""
+        for future, target in list(self._pending.values()):
+            if target == node and not future.done():
+                future.set_exception(NodeDown(f"node {node} is down ({reason})"))
+        for key in [k for k in self._watches if k[0] == node]:
+            self.terminated(node, key[1], reason)
+
+    def _node_gone(self, node: str) -> bool:
+        membership = self.membership
+        return membership is not None and membership.status(node) in ("down", "left")
+
+
+def _is_message(value: Any) -> bool:
+    config = getattr(type(value), "__struct_config__", None)
+    return config is not None and config.tag is not None
+
+
+def _timeout(
+    future: asyncio.Future[Any], node: str, path: str, message: Any, timeout: float
+) -> None:
+    if not future.done():
+        future.set_exception(
+            AskTimeout(
+                f"no reply from {node}:{path} to {type(message).__name__} within {timeout:g} s"
+            )
+        )

@@ -1,0 +1,175 @@
+"""The cluster over the in-process transport: remote tell and ask, refs inside messages,
+placement by capability, remote death watch and node-down — no broker needed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from cloudcore.cluster import ClusterNode, RemoteActorRef
+from cloudcore.config import ClusterSettings, NodeSettings, Settings
+from cloudcore.errors import NodeDown, NoNodeMatches, RemoteError
+from cloudcore.runtime import Actor, ActorRef, Message, Terminated
+from cloudcore.transport import LocalHub, LocalTransport
+
+
+class Add(Message, frozen=True, kw_only=True):
+    n: int
+
+
+class Total(Message, frozen=True, kw_only=True):
+    pass
+
+
+class Forward(Message, frozen=True, kw_only=True):
+    """Ask ``to`` for its total and return it: a ref travelling inside a message."""
+
+    to: ActorRef
+
+
+class Boom(Message, frozen=True, kw_only=True):
+    pass
+
+
+class Counter(Actor[Add | Total | Forward | Boom]):
+    def __init__(self, start: int = 0) -> None:
+        self.total = start
+
+    async def receive(self, message: Add | Total | Forward | Boom) -> Any:
+        match message:
+            case Add(n=n):
+                self.total += n
+            case Total():
+                return self.total
+            case Forward(to=to):
+                return await to.ask(Total(), timeout=2)
+            case Boom():
+                raise ValueError("boom")
+        return None
+
+
+class Watcher(Actor[Terminated]):
+    def __init__(self, target: ActorRef, seen: asyncio.Queue[Terminated]) -> None:
+        self.seen = seen
+        self.context.watch(target)
+
+    async def receive(self, message: Terminated) -> None:
+        self.seen.put_nowait(message)
+
+
+def settings(node: str, **caps: str) -> Settings:
+    return Settings(
+        node=NodeSettings(id=node, capabilities=caps),
+        cluster=ClusterSettings(heartbeat_interval=0.05, node_timeout=0.3),
+    )
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[tuple[LocalHub, ClusterNode, ClusterNode]]:
+    hub = LocalHub()
+    kinds = {"Counter": Counter}
+    a = ClusterNode(settings("a", role="api"), kinds=kinds, transport=LocalTransport(hub))
+    b = ClusterNode(
+        settings("b", datacenter="dc1", hypervisor="kvm"),
+        kinds=kinds,
+        transport=LocalTransport(hub),
+    )
+    await a.start()
+    await b.start()
+    await a.wait_for_nodes(["a", "b"], 2)
+    yield hub, a, b
+    await b.stop()
+    await a.stop()
+
+
+async def test_tell_then_ask_reach_a_remote_actor_in_order(
+    cluster: tuple[LocalHub, ClusterNode, ClusterNode],
+) -> None:
+    _, a, b = cluster
+    b.spawn(Counter, name="c")
+    ref = a.ref("b", "/user/c")
+    assert isinstance(ref, RemoteActorRef)
+    for _ in range(100):
+        ref.tell(Add(n=1))
+    assert await ref.ask(Total(), timeout=2) == 100
+
+
+async def test_spawn_by_capability_and_refs_inside_messages(
+    cluster: tuple[LocalHub, ClusterNode, ClusterNode],
+) -> None:
+    _, a, _ = cluster
+    remote = await a.spawn_remote("Counter", 5, requirements={"datacenter": "dc1"}, name="r")
+    assert remote.node == "b"
+    local = a.spawn(Counter, 42, name="l")
+    # b asks a's actor through the ref it received inside the message
+    assert await remote.ask(Forward(to=local), timeout=2) == 42
+    assert await remote.ask(Total(), timeout=2) == 5
+
+
+async def test_no_node_matching_the_requirements_is_a_clear_error(
+    cluster: tuple[LocalHub, ClusterNode, ClusterNode],
+) -> None:
+    _, a, _ = cluster
+    with pytest.raises(NoNodeMatches, match="datacenter"):
+        await a.spawn_remote("Counter", requirements={"datacenter": "dc9"})
+    with pytest.raises(NoNodeMatches, match="Nope"):
+        await a.spawn_remote("Nope")
+
+
+async def test_a_remote_exception_comes_back_to_the_asker(
+    cluster: tuple[LocalHub, ClusterNode, ClusterNode],
+) -> None:
+    _, a, b = cluster
+    b.spawn(Counter, name="c")
+    with pytest.raises(ValueError, match="boom"):
+        await a.ref("b", "/user/c").ask(Boom(), timeout=2)
+    with pytest.raises(LookupError):
+        await a.ref("b", "/user/missing").ask(Total(), timeout=2)
+    assert not isinstance(ValueError("x"), RemoteError)
+
+
+async def test_remote_watch_sees_a_stop(cluster: tuple[LocalHub, ClusterNode, ClusterNode]) -> None:
+    _, a, b = cluster
+    b.spawn(Counter, name="c")
+    ref = a.ref("b", "/user/c")
+    seen: asyncio.Queue[Terminated] = asyncio.Queue()
+    a.spawn(Watcher, ref, seen)
+    await asyncio.sleep(0.05)  # let the watch reach b before the stop
+    ref.stop()
+    terminated = await asyncio.wait_for(seen.get(), 2)
+    assert terminated.actor == ref and terminated.reason == "stopped"
+
+
+async def test_a_silent_node_is_declared_down_and_its_watchers_told(
+    cluster: tuple[LocalHub, ClusterNode, ClusterNode],
+) -> None:
+    hub, a, b = cluster
+    b.spawn(Counter, name="c")
+    ref = a.ref("b", "/user/c")
+    seen: asyncio.Queue[Terminated] = asyncio.Queue()
+    a.spawn(Watcher, ref, seen)
+    await asyncio.sleep(0.05)
+    # "crash" b: no more heartbeats, no leave message
+    assert b._membership is not None and b._membership._timer is not None
+    b._membership._timer.cancel()
+    hub._detach("b")
+    terminated = await asyncio.wait_for(seen.get(), 2)
+    assert terminated.reason == "node-down"
+    assert {m.node: m.status for m in a.members()}["b"] == "down"
+    with pytest.raises(NodeDown):
+        await ref.ask(Total(), timeout=1)
+    hub._attach("b", b._remoting)  # type: ignore[arg-type]  # so the fixture can stop it
+
+
+async def test_the_cluster_view_lists_capabilities_and_status(
+    cluster: tuple[LocalHub, ClusterNode, ClusterNode],
+) -> None:
+    _, a, _ = cluster
+    view = {m.node: m for m in a.members()}
+    assert view["b"].status == "up"
+    assert view["b"].capabilities == {"datacenter": "dc1", "hypervisor": "kvm"}
+    assert view["b"].kinds == ["Counter"]
+    assert view["a"].capabilities == {"role": "api"}
