@@ -1,4 +1,8 @@
-"""The cluster's own messages between nodes (membership, remote watch, remote spawn)."""
+"""The cluster's own messages between nodes (membership, remote watch, remote spawn).
+
+Their wire tags are namespaced (``cloudcore.Spawn``), so application messages of the same class
+name do not clash with them.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ __all__ = [
 AGENT_PATH = "/system/cluster"
 
 
-class Heartbeat(Message, frozen=True, kw_only=True):
+class Heartbeat(Message, frozen=True, kw_only=True, tag="cloudcore.Heartbeat"):
     """Broadcast every heartbeat interval; the first one is the join, ``leaving`` the leave."""
 
     node: str
@@ -32,19 +36,19 @@ class Heartbeat(Message, frozen=True, kw_only=True):
     leaving: bool = False
 
 
-class Watch(Message, frozen=True, kw_only=True):
+class Watch(Message, frozen=True, kw_only=True, tag="cloudcore.Watch"):
     """``watcher_node`` wants a RemoteTerminated when the actor at ``path`` stops."""
 
     path: str
     watcher_node: str
 
 
-class Unwatch(Message, frozen=True, kw_only=True):
+class Unwatch(Message, frozen=True, kw_only=True, tag="cloudcore.Unwatch"):
     path: str
     watcher_node: str
 
 
-class RemoteTerminated(Message, frozen=True, kw_only=True):
+class RemoteTerminated(Message, frozen=True, kw_only=True, tag="cloudcore.RemoteTerminated"):
     """The actor at ``path`` on ``node`` stopped, for ``reason``."""
 
     node: str
@@ -52,11 +56,11 @@ class RemoteTerminated(Message, frozen=True, kw_only=True):
     reason: str
 
 
-class StopActor(Message, frozen=True, kw_only=True):
+class StopActor(Message, frozen=True, kw_only=True, tag="cloudcore.StopActor"):
     path: str
 
 
-class Spawn(Message, frozen=True, kw_only=True):
+class Spawn(Message, frozen=True, kw_only=True, tag="cloudcore.Spawn"):
     """Create an actor of the registered ``kind``; answered with Spawned."""
 
     kind: str
@@ -65,5 +69,5 @@ class Spawn(Message, frozen=True, kw_only=True):
     name: str | None = None
 
 
-class Spawned(Message, frozen=True, kw_only=True):
+class Spawned(Message, frozen=True, kw_only=True, tag="cloudcore.Spawned"):
     ref: ActorRef

@@ -215,7 +215,7 @@ class Remoting:
         except Exception as exc:  # the handler's error, or a result that cannot travel
             failure = failure_of(exc)
             data = self.codec.encode(
-                FAILURE, self.node, self.incarnation, 0, "", failure, "Failure", env.corr
+                FAILURE, self.node, self.incarnation, 0, "", failure, "cloudcore.Failure", env.corr
             )
         self.transport.send_control(env.sender, data, expires_at=deadline)
 

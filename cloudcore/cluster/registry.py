@@ -3,7 +3,9 @@
 Classes cannot travel, so an envelope names its message type by tag (the class name, for
 :class:`~cloudcore.runtime.Message` subclasses) and the receiver must know a class with that tag.
 The registry finds every imported ``Message`` subclass on its own; other frozen, tagged
-``msgspec.Struct`` types are registered explicitly. An unknown or ambiguous tag is refused.
+``msgspec.Struct`` types are registered explicitly. An unknown tag is refused, and so is a tag
+two imported classes share, unless one of them was registered explicitly (or give one an
+explicit ``tag=`` in its class statement, as cloudcore's own cluster messages do).
 """
 
 from __future__ import annotations
@@ -71,17 +73,18 @@ class MessageRegistry:
     def _add(self, cls: type) -> None:
         tag = _tag_of(cls)
         known = self._by_tag.get(tag)
-        if known is None:
+        if cls in self._explicit:
+            self._by_tag[tag] = cls  # an explicit registration settles a clash
+            self._ambiguous.discard(tag)
+        elif known is None:
             if tag not in self._ambiguous:
                 self._by_tag[tag] = cls
-        elif known is not cls and f"{known.__module__}.{known.__qualname__}" != (
-            f"{cls.__module__}.{cls.__qualname__}"
-        ):
+        elif known is not cls and known not in self._explicit and _name(known) != _name(cls):
             # Two classes, one tag: decoding would guess. Refuse the tag and say so once.
             del self._by_tag[tag]
             self._ambiguous.add(tag)
-            _log.error(
-                "cluster.ambiguous_tag",
-                tag=tag,
-                classes=[f"{c.__module__}.{c.__qualname__}" for c in (known, cls)],
-            )
+            _log.error("cluster.ambiguous_tag", tag=tag, classes=[_name(known), _name(cls)])
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -59,7 +59,7 @@ class UnknownType(WireError):
     """An envelope names a message type this node does not know."""
 
 
-class Failure(Message, frozen=True, kw_only=True):
+class Failure(Message, frozen=True, kw_only=True, tag="cloudcore.Failure"):
     """The error an ask's handler raised, as it travels back."""
 
     error_type: str

@@ -24,7 +24,7 @@ class Total(Message, frozen=True, kw_only=True):
     pass
 
 
-class Forward(Message, frozen=True, kw_only=True):
+class ForwardTotal(Message, frozen=True, kw_only=True):
     """Ask ``to`` for its total and return it: a ref travelling inside a message."""
 
     to: ActorRef
@@ -34,17 +34,17 @@ class Boom(Message, frozen=True, kw_only=True):
     pass
 
 
-class Counter(Actor[Add | Total | Forward | Boom]):
+class Counter(Actor[Add | Total | ForwardTotal | Boom]):
     def __init__(self, start: int = 0) -> None:
         self.total = start
 
-    async def receive(self, message: Add | Total | Forward | Boom) -> Any:
+    async def receive(self, message: Add | Total | ForwardTotal | Boom) -> Any:
         match message:
             case Add(n=n):
                 self.total += n
             case Total():
                 return self.total
-            case Forward(to=to):
+            case ForwardTotal(to=to):
                 return await to.ask(Total(), timeout=2)
             case Boom():
                 raise ValueError("boom")
@@ -105,7 +105,7 @@ async def test_spawn_by_capability_and_refs_inside_messages(
     assert remote.node == "b"
     local = a.spawn(Counter, 42, name="l")
     # b asks a's actor through the ref it received inside the message
-    assert await remote.ask(Forward(to=local), timeout=2) == 42
+    assert await remote.ask(ForwardTotal(to=local), timeout=2) == 42
     assert await remote.ask(Total(), timeout=2) == 5
 
 

@@ -84,3 +84,17 @@ def test_something_that_cannot_travel_fails_at_the_sender() -> None:
     codec = make_codec()
     with pytest.raises(TypeError):
         codec.encode(TELL, "a", 1, 1, "/user/x", object(), "")
+
+
+def test_a_tag_two_classes_share_is_refused_unless_one_is_registered() -> None:
+    def make_clash() -> type:
+        class Carry(Message, frozen=True, kw_only=True):  # same tag as the module's Carry
+            other: str
+
+        return Carry
+
+    clash = make_clash()
+    registry = MessageRegistry()
+    assert registry.resolve("Carry") is None
+    registry.register(clash)
+    assert registry.resolve("Carry") is clash
