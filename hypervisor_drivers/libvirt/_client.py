@@ -74,6 +74,10 @@ def _power(dom: Any) -> PowerState:
 
 def _vm_info(dom: Any) -> VMInfo:
     _state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
+    if dom.isActive() and dom.isPersistent():
+        # A running domain reports its balloon, which stays at the maximum when the guest has
+        # no balloon driver: report the size it was given, as for a stopped one.
+        memory_kib = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).memory_kib
     return VMInfo(
         uuid=dom.UUIDString(),
         name=dom.name(),
@@ -108,10 +112,10 @@ class LibvirtClient:
             if self.scheme != "test":  # the test driver is in-process: nothing to lose
                 self._conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
                 self._conn.registerCloseCallback(self._on_close, None)
+            self.domain_type = settings.extra.get("domain_type") or self._default_domain_type()
         except libvirt.libvirtError:
             self.close()
             raise
-        self.domain_type = settings.extra.get("domain_type") or self._default_domain_type()
 
     @staticmethod
     def _open(settings: DriverSettings) -> Any:
@@ -130,6 +134,8 @@ class LibvirtClient:
         return libvirt.openAuth(settings.uri, auth, 0)
 
     def _default_domain_type(self) -> str:
+        # libvirt offers kvm whenever /dev/kvm exists, even when QEMU's user cannot open it;
+        # such hosts set extra["domain_type"] = "qemu" (TCG).
         if self.scheme == "test":
             return "test"
         caps = ET.fromstring(self._conn.getCapabilities())
@@ -176,8 +182,10 @@ class LibvirtClient:
         for dom in self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             try:
                 _state, _max, kib, nr_vcpus, _time = dom.info()
-            except libvirt.libvirtError:
-                continue  # stopped meanwhile
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # undefined meanwhile
+                raise
             vcpus, memory_kib, running = vcpus + nr_vcpus, memory_kib + kib, running + 1
         free = self._conn.getFreeMemory() // 1024
         return HostCapacity(

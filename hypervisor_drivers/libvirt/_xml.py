@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 from hypervisor_drivers.types import DiskSpec, FileDisk, IscsiDisk, NicSpec, VMSpec
@@ -177,22 +178,22 @@ def snapshot_xml(name: str) -> str:
     return _text(snapshot)
 
 
+@dataclass(frozen=True)
 class DomainFacts:
     """What the driver needs from a domain's XML."""
 
-    def __init__(
-        self, max_vcpus: int, max_memory_kib: int, disks: dict[str, str], targets: list[str]
-    ) -> None:
-        self.max_vcpus = max_vcpus
-        self.max_memory_kib = max_memory_kib
-        self.disks = disks  # serial -> <disk> XML
-        self.targets = targets  # every disk target dev in use
+    max_vcpus: int
+    max_memory_kib: int
+    memory_kib: int  # <currentMemory>, or <memory> when absent
+    disks: dict[str, str]  # serial -> <disk> XML
+    targets: list[str]  # every disk target dev in use
 
 
 def domain_facts(xml: str) -> DomainFacts:
     root = ET.fromstring(xml)
     vcpu = root.find("vcpu")
     memory = root.find("memory")
+    current = root.find("currentMemory")
     disks: dict[str, str] = {}
     targets: list[str] = []
     for disk in root.iterfind("devices/disk"):
@@ -205,6 +206,7 @@ def domain_facts(xml: str) -> DomainFacts:
     return DomainFacts(
         max_vcpus=int(vcpu.text or 1) if vcpu is not None else 1,
         max_memory_kib=_kib(memory),
+        memory_kib=_kib(current if current is not None else memory),
         disks=disks,
         targets=targets,
     )

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloudcore.errors import BackendUnavailable, DriverError
+from cloudcore.errors import BackendUnavailable, DriverError, IllegalTransition
 from hypervisor_drivers.base import (
     DriverSettings,
     EventKind,
@@ -138,6 +138,30 @@ async def test_a_stopped_vm_is_resized_and_snapshotted(driver: LibvirtDriver, vm
     assert [s.name for s in await driver.list_snapshots(spec.uuid)] == ["base"]
     await driver.delete_snapshot(spec.uuid, "base")
     assert await driver.list_snapshots(spec.uuid) == []
+
+
+async def test_a_running_vm_is_resized_live_within_its_maxima(
+    driver: LibvirtDriver, vms: Vms
+) -> None:
+    spec = vms.spec(vcpus=1, max_vcpus=2, memory_mib=64, max_memory_mib=128)
+    await driver.define_vm(spec)
+    await driver.start_vm(spec.uuid)
+    vm = await driver.reconfigure_vm(spec.uuid, vcpus=2, memory_mib=96)
+    assert (vm.power, vm.vcpus, vm.memory_mib) == (PowerState.RUNNING, 2, 96)
+    assert "<vcpu placement='static'>2</vcpu>" in virsh("dumpxml", spec.name).stdout
+    with pytest.raises(IllegalTransition, match="maxima"):
+        await driver.reconfigure_vm(spec.uuid, memory_mib=256)
+
+
+async def test_a_running_vm_is_snapshotted_with_its_memory_and_reverted(
+    driver: LibvirtDriver, vms: Vms
+) -> None:
+    spec = await _running_vm(driver, vms)
+    snapshot = await driver.create_snapshot(spec.uuid, "live")
+    assert snapshot.power is PowerState.RUNNING
+    await driver.stop_vm(spec.uuid, timeout=0)
+    await driver.revert_snapshot(spec.uuid, "live")
+    assert await driver.power_state(spec.uuid) is PowerState.RUNNING
 
 
 async def test_a_missing_disk_image_fails_the_start_with_a_driver_error(
