@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cloudcore.errors import BackendUnavailable, CloudcoreError, PositionExpired
+from cloudcore.events._lua import APPEND, RANGE, split_range
 from cloudcore.events._wire import (
     Corrupt,
     check_position,
@@ -42,7 +43,7 @@ _log = get_logger("cloudcore.events.redis")
 _FIELD = b"e"
 _MAX_BATCH = 2000
 _BLOCK_MS = 1000
-_Entry = tuple[bytes, dict[bytes, bytes] | None]
+_Entry = tuple[bytes, bytes | None]  # stream id, payload
 
 
 def _failure(exc: RedisError, url: str) -> CloudcoreError:
@@ -62,6 +63,8 @@ class RedisEventBus(EventBus):
         self._queue: list[tuple[bytes, asyncio.Future[bytes]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        self._append = client.register_script(APPEND)
+        self._range = client.register_script(RANGE)
 
     @classmethod
     async def connect(cls, url: str, *, stream: str, retention: int = 100_000) -> RedisEventBus:
@@ -119,13 +122,11 @@ class RedisEventBus(EventBus):
         try:
             while self._queue:
                 batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
-                pipe = self._redis.pipeline(transaction=False)
-                for payload, _ in batch:
-                    pipe.xadd(
-                        self._key, {_FIELD: payload}, maxlen=self._retention, approximate=True
-                    )
                 try:
-                    ids = await pipe.execute()
+                    reply: Any = await self._append(
+                        keys=[self._key], args=[self._retention, *(p for p, _ in batch)]
+                    )
+                    ids = reply.split()
                 except RedisError as exc:
                     _log.warning("events.publish_failed", error=str(exc), events=len(batch))
                     for _, done in batch:
@@ -160,19 +161,23 @@ class RedisEventBus(EventBus):
 
     def _decode(self, entries: list[_Entry]) -> list[Event]:
         events: list[Event] = []
-        for stream_id, fields in entries:
+        for stream_id, payload in entries:
             at = from_stream_id(stream_id)
             try:
-                events.append(decode_event((fields or {}).get(_FIELD), at))
+                events.append(decode_event(payload, at))
             except Corrupt as exc:
                 _log.warning("event.skipped", stream=self._key, position=at, reason=str(exc))
         return events
 
-    async def read(self, *, after: str = START, limit: int = 1000) -> list[Event]:
+    async def _fetch(self, after: str, limit: int) -> list[_Entry]:
         start = "-" if after == START else f"({to_stream_id(after)}"
+        reply: Any = await self._range(keys=[self._key], args=[start, limit])
+        return split_range(reply)
+
+    async def read(self, *, after: str = START, limit: int = 1000) -> list[Event]:
         try:
             await self._check_retained(after)
-            entries: Any = await self._redis.xrange(self._key, min=start, max="+", count=limit)
+            entries = await self._fetch(after, limit)
         except RedisError as exc:
             raise _failure(exc, self._url) from exc
         return self._decode(entries)
@@ -200,9 +205,11 @@ class RedisEventBus(EventBus):
             try:
                 if check:
                     await self._check_retained(cursor)
-                reply: Any = await self._redis.xread(
-                    {self._key: to_stream_id(cursor)}, count=1000, block=_BLOCK_MS
-                )
+                entries = await self._fetch(cursor, 1000)
+                if not entries:  # nothing new: wait for an entry, then fetch it as above
+                    await self._redis.xread(
+                        {self._key: to_stream_id(cursor)}, count=1, block=_BLOCK_MS
+                    )
             except RedisError as exc:
                 _honour_cancellation()
                 if self.closed:
@@ -212,7 +219,6 @@ class RedisEventBus(EventBus):
                 continue
             _honour_cancellation()
             pause.reset()
-            entries: list[_Entry] = reply[0][1] if reply else []
             check = len(entries) == 1000  # a full batch: this subscriber may be falling behind
             if entries:
                 cursor = from_stream_id(entries[-1][0])
@@ -247,7 +253,9 @@ class RedisEventBus(EventBus):
                 continue
             _honour_cancellation()
             pause.reset()
-            entries: list[_Entry] = reply[0][1] if reply else []
+            entries: list[_Entry] = [
+                (sid, (fields or {}).get(_FIELD)) for sid, fields in (reply[0][1] if reply else [])
+            ]
             if cursor is not None:
                 if not entries:
                     cursor = None

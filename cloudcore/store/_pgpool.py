@@ -42,8 +42,11 @@ class Pool:
     async def acquire(self) -> Any:
         if self._closed:
             raise ConnectionError("the connection pool is closed")
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+            self._open -= 1  # the server closed it while it was idle (a restart)
         if self._open >= self._size:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)

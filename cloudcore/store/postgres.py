@@ -20,6 +20,7 @@ from cloudcore.errors import (
     CloudcoreError,
     InvalidRecord,
     SchemaMismatch,
+    VersionConflict,
 )
 from cloudcore.logging import get_logger
 from cloudcore.store._conn import Conn
@@ -59,7 +60,13 @@ def _translate(exc: Exception, where: str) -> CloudcoreError:
         return SchemaMismatch(
             f"the database has no cloudcore schema ({exc}): run `cloudcore db upgrade`"
         )
-    return BackendUnavailable(f"PostgreSQL at {where} is unavailable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, pg.TransactionRollbackError):  # deadlock, serialization failure
+        return VersionConflict(f"a concurrent transaction got in the way ({exc}): try again")
+    if isinstance(exc, _UNAVAILABLE):
+        return BackendUnavailable(
+            f"PostgreSQL at {where} is unavailable: {type(exc).__name__}: {exc}"
+        )
+    return CloudcoreError(f"PostgreSQL at {where} refused the call: {type(exc).__name__}: {exc}")
 
 
 class PostgresStore(SqlStore):
