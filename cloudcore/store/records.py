@@ -56,6 +56,8 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+#: Times carry a time zone, so both backends store the same instant.
+Time = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 def new_id(prefix: str = "") -> str:
@@ -86,8 +88,8 @@ class Record(_Struct, frozen=True, kw_only=True):
 
     id: Id
     version: int = 0
-    created_at: datetime = EPOCH
-    updated_at: datetime = EPOCH
+    created_at: Time = EPOCH
+    updated_at: Time = EPOCH
 
 
 class VMState(StrEnum):
@@ -200,7 +202,7 @@ class ApiToken(Record, frozen=True, kw_only=True):
     user_id: Id
     name: str = ""
     token_hash: Annotated[str, msgspec.Meta(min_length=32, max_length=128)]
-    expires_at: datetime | None = None
+    expires_at: Time | None = None
 
 
 class Datacenter(Record, frozen=True, kw_only=True):
@@ -222,7 +224,7 @@ class Host(Record, frozen=True, kw_only=True):
     health: HostHealth = HostHealth.UNKNOWN
     admin_state: AdminState = AdminState.ENABLED
     capabilities: dict[str, str] = msgspec.field(default_factory=dict)
-    observed_at: datetime | None = None
+    observed_at: Time | None = None
 
 
 class VMSpec(_Struct, frozen=True, kw_only=True):
@@ -249,7 +251,7 @@ class VM(Record, frozen=True, kw_only=True):
     state: VMState = VMState.DEFINED
     power: PowerState = PowerState.UNKNOWN
     task_id: str | None = None
-    observed_at: datetime | None = None
+    observed_at: Time | None = None
     fault: str | None = None
 
 
@@ -296,7 +298,7 @@ class Task(Record, frozen=True, kw_only=True):
     kind: Name
     subject: Name
     state: TaskState = TaskState.PENDING
-    deadline: datetime | None = None
+    deadline: Time | None = None
     step_count: Count = 0
     error: str | None = None
     data: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -309,18 +311,18 @@ class TaskStep(_Struct, frozen=True, kw_only=True):
     seq: int
     name: str
     state: StepState = StepState.PENDING
-    deadline: datetime | None = None
+    deadline: Time | None = None
     error: str | None = None
     data: dict[str, Any] = msgspec.field(default_factory=dict)
-    created_at: datetime = EPOCH
-    updated_at: datetime = EPOCH
+    created_at: Time = EPOCH
+    updated_at: Time = EPOCH
 
 
 class AuditEvent(_Struct, frozen=True, kw_only=True):
     """One line of the audit trail. ``id`` grows with every event recorded."""
 
     id: int
-    time: datetime
+    time: Time
     type: str
     subject: str
     tenant_id: str | None = None
@@ -345,7 +347,7 @@ class IpAllocation(_Struct, frozen=True, kw_only=True):
     address: str
     vm_id: str | None = None
     tenant_id: str | None = None
-    created_at: datetime = EPOCH
+    created_at: Time = EPOCH
 
 
 R = TypeVar("R")

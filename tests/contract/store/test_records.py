@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -175,3 +176,17 @@ async def test_deleting_a_record_others_refer_to_raises_conflict(
     with pytest.raises(Conflict, match="referenced"):
         await store.delete(Tenant, tenant.id)
     assert await store.get(Tenant, tenant.id) == tenant
+
+
+async def test_times_round_trip_as_the_same_instant_and_naive_times_are_refused(
+    store: Store, make: Factory
+) -> None:
+    vm = await make.vm(await make.tenant(), await make.datacenter())
+    seen = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
+
+    updated = await store.update(VM, vm.id, expected_version=1, observed_at=seen)
+    with pytest.raises(InvalidRecord, match="observed_at"):
+        await store.update(VM, vm.id, expected_version=2, observed_at=datetime(2026, 1, 2))
+
+    assert updated.observed_at == seen
+    assert (await store.get(VM, vm.id)).observed_at == seen
