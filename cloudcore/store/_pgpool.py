@@ -36,6 +36,10 @@ class Pool:
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def lease(self, transaction: bool = False) -> _Lease:
         return _Lease(self, transaction)
 
@@ -53,11 +57,17 @@ class Pool:
             try:
                 conn = await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._give(waiter.result())
+                if waiter.done() and not waiter.cancelled():  # pass on what we were given
+                    given = waiter.result()
+                    if given is None:
+                        self._open -= 1
+                    self._give(given)
                 raise
             if conn is not None:
                 return conn
+            if self.closed:  # woken by close()
+                self._open -= 1
+                raise ConnectionError("the connection pool is closed")
         else:
             self._open += 1
         try:
@@ -95,6 +105,10 @@ class Pool:
 
     async def close(self) -> None:
         self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the connection pool is closed"))
         idle, self._idle = self._idle, []
         for conn in idle:
             self._open -= 1
