@@ -1,5 +1,6 @@
 """Real VMs on ``qemu:///system``: libvirtd and virtlogd are started here when they are not
-running (and only those are stopped afterwards, by PID); VMs boot from small qcow2 images made
+running, and only those are stopped afterwards, by PID, unless another test run is using them
+then (other suites share these fixtures); VMs boot from small qcow2 images made
 with qemu-img, under KVM when QEMU can use /dev/kvm and under TCG otherwise. The guests have no
 operating system: QEMU still runs them, so they can be paused, saved and destroyed, but they
 never answer ACPI requests.
@@ -77,17 +78,26 @@ def libvirtd() -> Iterator[str]:
             pytest.fail(f"{daemon} is not installed: scripts/test installs it")
         if not _running(daemon):
             pidfile = Path(f"/run/{daemon}.pid")
-            pidfile.unlink(missing_ok=True)
-            subprocess.run([daemon, "-d"], check=True, timeout=30)
-            _wait(lambda p=pidfile: p.exists() and p.read_text().strip(), f"{daemon} started")
-            started.append(int(pidfile.read_text()))
-            _wait(socket.exists, f"{daemon} listens on {socket}")
+            # Fails when another test run started it meanwhile: then it is theirs to stop.
+            if subprocess.run([daemon, "-d"], timeout=30).returncode == 0:
+                _wait(lambda p=pidfile: p.exists() and p.read_text().strip(), f"{daemon} started")
+                started.append(int(pidfile.read_text()))
+        _wait(socket.exists, f"{daemon} listens on {socket}")
     _wait(lambda: virsh("version", check=False).returncode == 0, "libvirtd answered")
     yield URI
+    if started and _in_use():
+        return  # another test run (or its VMs) uses the daemons now: leave them running
     for pid in reversed(started):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         _wait(lambda p=pid: not _alive(p), f"PID {pid} exited", timeout=20)
+
+
+def _in_use() -> bool:
+    """Whether libvirtd has clients or running VMs (other test runs share the daemon)."""
+    clients = virt_admin("srv-clients-list", "libvirtd").splitlines()[2:]
+    running = virsh("list", "--name", check=False).stdout.split()
+    return any(line.strip() for line in clients) or bool(running)
 
 
 def make_image(size: str = "16M") -> Path:
