@@ -128,6 +128,8 @@ class HypervisorDriver(abc.ABC):
         the driver polls. Events are hints for prompt reaction, not a log: a stream that falls
         behind drops its oldest events (counted in ``dropped``), and a connection loss loses
         events, so consumers also sweep ``list_vms`` now and then. Streams end at ``close``.
+        Call it on the event loop that consumes the stream; events reach that loop from
+        whatever thread the driver hears them on.
         """
         return self._events.subscribe(maxsize)
 
