@@ -134,15 +134,7 @@ class DeployRunner(Actor[DeployMessage]):
             vm = await self.services.store.unplace_vm(vm.id, expected_version=vm.version)
             if host_id is not None:
                 self.host_ref(host_id).tell(Forget(vm_id=vm.id))
-                self.scheduler.tell(
-                    ReleaseVM(
-                        vm_id=vm.id,
-                        host_id=host_id,
-                        cpus=vm.spec.cpus,
-                        memory_mib=vm.spec.memory_mib,
-                        group=vm.spec.affinity_group,
-                    )
-                )
+                self.scheduler.tell(ReleaseVM.of(vm, host_id))
             await self._retry_or_fail(vm, error)
         else:
             await self._done(error)

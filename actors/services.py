@@ -40,11 +40,21 @@ class Services:
             _log.warning("event.publish_failed", type=type, subject=subject, error=str(exc))
 
 
+#: Prefix of host capabilities that are settings of the host's driver (``driver.domain_type``).
+DRIVER_OPTION = "driver."
+
+
 def default_driver(host: Host) -> HypervisorDriver:
-    """The driver plugin ``host.hypervisor`` names, for the URI in ``host.address``."""
+    """The driver plugin ``host.hypervisor`` names, for the URI in ``host.address``; the host's
+    ``driver.<key>`` capabilities become the driver's ``extra`` settings."""
     from hypervisor_drivers.registry import create_driver
 
-    return create_driver(host.hypervisor, DriverSettings(uri=host.address))
+    extra = {
+        key.removeprefix(DRIVER_OPTION): value
+        for key, value in host.capabilities.items()
+        if key.startswith(DRIVER_OPTION)
+    }
+    return create_driver(host.hypervisor, DriverSettings(uri=host.address, extra=extra))
 
 
 def new_vm_id() -> str:

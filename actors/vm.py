@@ -18,7 +18,7 @@ from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, Transition, transition
 from actors.messages import GetVM, OperationFinished, PowerObserved, Provision, RequestOperation
 from actors.services import Services, domain_name
-from cloudcore.errors import NotFound, UnsupportedOperation
+from cloudcore.errors import NotFound, UnsupportedOperation, VersionConflict
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.runtime.cell import describe
@@ -390,9 +390,13 @@ class VMActor(Actor[VMMessage]):
         if not changes:
             return
         before = self.vm.state
-        self.vm = await self.services.store.update(
-            VM, self.vm.id, expected_version=self.vm.version, **changes
-        )
+        try:
+            self.vm = await self.services.store.update(
+                VM, self.vm.id, expected_version=self.vm.version, **changes
+            )
+        except VersionConflict:
+            self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
+            raise
         if self.vm.state is not before or "power" in changes:
             await self.services.publish(
                 "vm.state_changed",

@@ -25,6 +25,7 @@ from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import Host, HostHealth, Task
 from hypervisor_drivers.base import HypervisorDriver
+from tests.integration.libvirt.conftest import domain_type, libvirtd  # noqa: F401 - fixtures
 
 
 class LastingDriver:
@@ -52,7 +53,9 @@ class Cloud:
         return await self.orchestrator.wait(task.id, timeout)
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+async def eventually(
+    predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02
+) -> Any:
     """Poll an async or plain predicate until it returns something truthy."""
     async with asyncio.timeout(timeout):
         while True:
@@ -61,7 +64,7 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
                 value = await value
             if value:
                 return value
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(interval)
 
 
 def cloud_settings(tmp_path: Path, **orchestrator: Any) -> Settings:

@@ -61,12 +61,16 @@ async def test_a_sweep_reports_orphans_and_calls_a_vm_missing_only_after_two_swe
     driver = cloud.drivers[host_id]
     stranger = "5f0c6f5e-0000-4000-8000-00000000beef"
     await driver.define_vm(DriverSpec(uuid=stranger, name="not-ours", vcpus=1, memory_mib=64))
-    await driver.destroy_vm(vm.id)  # gone from the hypervisor, still RUNNING in the store
+    await driver.destroy_vm(vm.id)  # gone from the hypervisor behind our back
 
+    async def stop_followed() -> bool:  # the destroy's own "stopped" event arrives first
+        return (await cloud.store.get(VM, vm.id)).state is VMState.STOPPED
+
+    await eventually(stop_followed)
     first = await cloud.orchestrator.sweep("dc1", host_id)
     assert first.orphans_on_hypervisor == [stranger]
     assert first.missing_on_hypervisor == []
-    # The destroy's own stop event was followed; one sweep without the VM is not yet "missing".
+    # One sweep without the VM does not make it missing yet.
     assert (await cloud.store.get(VM, vm.id)).state is VMState.STOPPED
 
     second = await cloud.orchestrator.sweep("dc1", host_id)
