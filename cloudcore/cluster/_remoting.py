@@ -1,9 +1,9 @@
 """The messaging core of a cluster node: envelopes out, envelopes in, asks, remote watches.
 
 Inbound commands are handed straight to the target actor's mailbox as ``_Ask`` items (no task
-per message): the future resolves once the actor has handled the message, which is when a tell
-is journaled as handled, an ask answered, and — once every item of a batch is handled — the
-batch acknowledged.
+per message): their future (a _Completion) resolves once the actor has handled the message,
+which is when a tell is journaled as handled, an ask answered, and — once every item of a
+batch is handled — the batch acknowledged.
 """
 
 from __future__ import annotations
@@ -74,21 +74,35 @@ class _Batch:
             self._delivery.ack()
 
 
-class _Handled:
-    """Done-callback of one inbound message's future."""
+class _Completion(asyncio.Future[Any]):
+    """The future of one inbound message in the target's mailbox (as an ``_Ask``).
+
+    It acts the moment the actor's cell resolves it, in the same step as ``receive`` returning
+    (a done-callback would run a loop iteration later, after the actor may have handled dozens
+    more messages): a tell is journaled as handled, an ask answered, the batch counted.
+    """
 
     __slots__ = ("_batch", "_env", "_remoting", "timer")
 
     def __init__(self, remoting: Remoting, batch: _Batch | None, env: Envelope) -> None:
+        super().__init__(loop=remoting._loop)
         self._remoting = remoting
         self._batch = batch
         self._env = env
         self.timer: asyncio.TimerHandle | None = None
 
-    def __call__(self, future: asyncio.Future[Any]) -> None:
+    def set_result(self, result: Any) -> None:
+        super().set_result(result)
+        self._finish(result, None)
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        super().set_exception(exception)
+        error = self.exception()  # retrieved: the error is answered or was logged by the cell
+        self._finish(None, error)
+
+    def _finish(self, result: Any, error: BaseException | None) -> None:
         remoting = self._remoting
         env = self._env
-        error = future.exception() if not future.cancelled() else ActorStopped("cancelled")
         if remoting.closing and isinstance(error, ActorStopped):
             return  # refused while this node stops: leave it unacknowledged for the next one
         if env.kind == TELL:
@@ -97,7 +111,7 @@ class _Handled:
             if self.timer is not None:
                 self.timer.cancel()
             if not isinstance(error, AskTimeout):  # past its deadline nobody waits for it
-                remoting._reply(env, None if error else future.result(), error)
+                remoting._reply(env, result, error)
         if self._batch is not None:
             self._batch.done()
 
@@ -248,11 +262,12 @@ class Remoting:
                 if env.kind == ASK:
                     self._reply(env, None, exc)
                 continue
-            if env.kind == TELL:
-                self._deliver(env, message, batch)
-                self._tell_arrived(env)
-            elif env.kind == ASK:
-                self._deliver(env, message, batch)
+            if env.kind == TELL or env.kind == ASK:
+                if not self._deliver(env, message, batch):
+                    refused.append(bytes(raw))
+                    reasons.append(f"no actor at {env.target}")
+                if env.kind == TELL:
+                    self._tell_arrived(env)
             else:
                 refused.append(bytes(raw))
                 reasons.append(f"envelope kind {env.kind} in a command inbox")
@@ -266,26 +281,25 @@ class Remoting:
             delivery.dead_letter(refused, "; ".join(sorted(set(reasons))))
         batch.seal()
 
-    def _deliver(self, env: Envelope, message: Any, batch: _Batch | None) -> None:
+    def _deliver(self, env: Envelope, message: Any, batch: _Batch | None) -> bool:
+        """Hand the message to its actor; False if there is no such actor."""
         cell = self._cell(env.target)
         if cell is None:
             self.system.dead_letters.publish(env.target, message, "no such actor")
             if env.kind == ASK:
                 self._reply(env, None, NotFound(f"no actor at {env.target} on {self.node}"))
-            return
-        handled = _Handled(self, batch, env)
+            return False
+        completion = _Completion(self, batch, env)
         if env.deadline:
             left = env.deadline - time.time()
             if left <= 0:
                 self.system.dead_letters.publish(env.target, message, "expired")
-                return
-        future = self._loop.create_future()
-        if env.deadline:
-            handled.timer = self._loop.call_later(left, _expire, future)
+                return True
+            completion.timer = self._loop.call_later(left, _expire, completion)
         if batch is not None:
             batch.pending += 1
-        future.add_done_callback(handled)
-        cell._enqueue(_Ask(message, future))
+        cell._enqueue(_Ask(message, completion))
+        return True
 
     def _tell_arrived(self, env: Envelope) -> None:
         seen = self._tells_seen

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,11 @@ class ClusterNode:
     (``[transport]``) and the heartbeat timing (``[cluster]``). ``kinds`` are the actor
     factories other nodes may spawn here by name. ``transport`` overrides the one the settings
     name (tests, embedding several nodes in one process with a LocalHub).
+
+    ``setup(node)`` (plain or async) runs once the actor system exists and before the node
+    takes anything from its queue: spawn the actors that commands are addressed to there, so
+    that commands waiting in the queue from before a restart find them. A command for an
+    actor that does not exist is dead-lettered to the broker's dead-letter queue.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class ClusterNode:
         kinds: Mapping[str, ActorFactory] | None = None,
         transport: Transport | None = None,
         registry: MessageRegistry | None = None,
+        setup: Callable[[ClusterNode], Awaitable[None] | None] | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.node_id = self.settings.node.id
@@ -68,6 +74,7 @@ class ClusterNode:
         self._system: ActorSystem | None = None
         self._remoting: Remoting | None = None
         self._membership: Membership | None = None
+        self._setup = setup
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -97,6 +104,10 @@ class ClusterNode:
         )
         remoting.membership = membership
         try:
+            if self._setup is not None:
+                pending = self._setup(self)
+                if pending is not None:
+                    await pending
             await self._transport.start(self.node_id, remoting)
         except BaseException:
             await system.shutdown()
@@ -188,6 +199,11 @@ class ClusterNode:
         return RemoteActorRef(self._remoting, node, path)
 
     # ------------------------------------------------------------------ the cluster view
+
+    @property
+    def connected(self) -> bool:
+        """Whether the transport is connected now (False while it reconnects)."""
+        return self._started and self._transport.connected
 
     def members(self) -> list[Member]:
         """Every node heard of (this one included): status, capabilities, kinds, last

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
@@ -188,11 +189,13 @@ class AmqpTransport(Transport):
         assert self._names is not None
         self._generation += 1
         generation = self._generation
+        # Connected before consuming: deliveries (and their acks) start at once when a backlog
+        # waits in the queue.
+        self._link = link
         await link.main.basic_consume(
             self._names.node_queue, partial(self._on_commands, generation), no_ack=False
         )
         await link.main.basic_consume(self._names.control_queue, self._on_control, no_ack=True)
-        self._link = link
 
     async def _on_commands(self, generation: int, message: DeliveredMessage) -> None:
         assert self._handler is not None
@@ -269,9 +272,19 @@ class AmqpTransport(Transport):
             attempt += 1
             try:
                 link = await open_link(self._url, self._settings, self._names, self._node)
+            except Exception as exc:
+                _log.info(
+                    "transport.reconnect_failed", node=self._node, attempt=attempt, error=repr(exc)
+                )
+                delay = min(delay * 2, self._settings.reconnect_max_delay)
+                continue
+            try:
                 await self._attach(link)
                 return link
             except Exception as exc:
+                self._link = None
+                with contextlib.suppress(Exception):
+                    await link.close()
                 _log.info(
                     "transport.reconnect_failed", node=self._node, attempt=attempt, error=repr(exc)
                 )

@@ -1,0 +1,177 @@
+"""Real RabbitMQ for the cluster tests: a vhost of their own, node processes, a pytest node.
+
+The session gets a fresh vhost (``rabbitmqctl add_vhost``), deleted at the end; each test gets
+its own exchange name inside it. Node processes run ``node_main`` and are killed by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from cloudcore.cluster import ClusterNode
+from tests.integration.cluster.actors import Counter
+from tests.integration.cluster.node_main import settings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _broker_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    return subprocess.run(
+        ["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=timeout
+    ).stdout
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    if not _broker_up():
+        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672 (scripts/test starts it)")
+    vhost = f"cloudcore-test-{os.getpid()}-{secrets.token_hex(3)}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
+    finally:
+        wait_broker(60)
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def wait_broker(timeout: float) -> None:
+    """Until the broker accepts AMQP connections again (after a restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rabbitmqctl("await_startup", timeout=timeout)
+            if _broker_up():
+                return
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("RabbitMQ did not come back")
+        time.sleep(0.2)
+
+
+class Nodes:
+    """Node processes of one test: start, kill -9, restart; all stopped at the end."""
+
+    def __init__(self, url: str, exchange: str, data_dir: Path) -> None:
+        self.url = url
+        self.exchange = exchange
+        self.data_dir = data_dir
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.caps: dict[str, dict[str, str]] = {}
+
+    def log(self, node: str) -> str:
+        return (self.data_dir / f"{node}.log").read_text()
+
+    async def start(self, node: str, **caps: str) -> None:
+        self.caps[node] = caps
+        proc = self.procs[node] = self._spawn(node, caps)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+        assert line.strip() == "ready", f"node {node} did not start:\n{self.log(node)}"
+
+    def _spawn(self, node: str, caps: dict[str, str]) -> subprocess.Popen[str]:
+        with open(self.data_dir / f"{node}.log", "a") as log:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.integration.cluster.node_main",
+                    node,
+                    self.url,
+                    self.exchange,
+                    str(self.data_dir),
+                    *(f"{k}={v}" for k, v in caps.items()),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+
+    def kill(self, node: str) -> None:
+        proc = self.procs.pop(node)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        self._close(proc)
+
+    @staticmethod
+    def _close(proc: subprocess.Popen[str]) -> None:
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    async def restart(self, node: str) -> None:
+        await self.start(node, **self.caps[node])
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            self._close(proc)
+        self.procs.clear()
+
+
+@pytest.fixture
+def exchange() -> str:
+    return f"cc-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+async def nodes(amqp_url: str, exchange: str, tmp_path: Path) -> AsyncIterator[Nodes]:
+    group = Nodes(amqp_url, exchange, tmp_path)
+    try:
+        yield group
+    finally:
+        await asyncio.to_thread(group.stop_all)
+
+
+@pytest.fixture
+async def here(amqp_url: str, exchange: str, tmp_path: Path) -> AsyncIterator[ClusterNode]:
+    """This pytest process as a cluster node (the embedding API)."""
+    node = ClusterNode(
+        settings("pytest", amqp_url, exchange, str(tmp_path), {"role": "api"}),
+        kinds={"Counter": Counter},
+    )
+    async with node:
+        yield node
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
+    """Poll ``predicate`` (process or broker state) until truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
