@@ -8,7 +8,9 @@ and the gateway, so it may import every layer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from cloudcore.config import Settings, load_settings
@@ -36,8 +38,12 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
         try:
             if settings.demo.enabled:
                 await bootstrap_demo(store, settings)
-            async with ActorSystem(settings.node.id, settings.runtime) as system:
-                await Orchestrator.start(system, Services(store, events, settings.orchestrator))
+            services = Services(store, events, settings.orchestrator)
+
+            async def start_actors(system: ActorSystem) -> None:
+                await Orchestrator.start(system, services)
+
+            async with _actor_system(settings, start_actors):
                 _log.info(
                     "node.started",
                     node=settings.node.id,
@@ -52,6 +58,24 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         await store.close()
     _log.info("node.stopped", node=settings.node.id)
+
+
+@contextlib.asynccontextmanager
+async def _actor_system(
+    settings: Settings, start_actors: Callable[[ActorSystem], Awaitable[None]]
+) -> AsyncIterator[ActorSystem]:
+    """The node's actor system with its actors started: on its own with the local transport,
+    or joined to the cluster (transport.kind = "amqp"), where the actors start before the
+    node takes commands from its queue."""
+    if settings.transport.kind == "amqp":
+        from cloudcore.cluster import ClusterNode
+
+        async with ClusterNode(settings, setup=lambda node: start_actors(node.system)) as node:
+            yield node.system
+    else:
+        async with ActorSystem(settings.node.id, settings.runtime) as system:
+            await start_actors(system)
+            yield system
 
 
 def serve(config: str | None = None) -> int:
