@@ -84,6 +84,8 @@ class Orchestrator:
     ) -> Task:
         """Create a VM and the task that deploys it (schedule, claim, define, start). Returns
         the task at once; ``wait`` for it, or watch the VM's events."""
+        # Written RUNNING: this node runs it now, and a crash before it does is resumed like any
+        # deploy in flight. (PENDING is for tasks submitted to whichever node picks them up.)
         task = await self.submit_deploy(
             self.store,
             tenant_id=tenant_id,
@@ -91,6 +93,7 @@ class Orchestrator:
             name=name,
             spec=spec,
             start=start,
+            state=TaskState.RUNNING,
         )
         self.datacenter(datacenter_id).tell(Deploy(task=task))
         return task
@@ -104,8 +107,9 @@ class Orchestrator:
         name: str,
         spec: VMSpec,
         start: bool = True,
+        state: TaskState = TaskState.PENDING,
     ) -> Task:
-        """Write a VM and its deploy task, PENDING, for a running node to pick up."""
+        """Write a VM and its deploy task, PENDING by default, for a running node to pick up."""
         vm = await store.create(
             VM(
                 id=new_vm_id(),
@@ -122,7 +126,7 @@ class Orchestrator:
                 tenant_id=tenant_id,
                 kind="vm.deploy",
                 subject=f"vm/{vm.id}",
-                state=TaskState.PENDING,
+                state=state,
                 data={"start": start},
             )
         )

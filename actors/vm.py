@@ -90,8 +90,8 @@ class VMActor(Actor[VMMessage]):
         self.missing_sweeps = 0
 
     async def started(self) -> None:
-        # After a restart the record given at spawn is stale: the store has the truth.
-        self.vm = await self.services.store.get(VM, self.vm.id)
+        if self.context.restarts:  # the record given at spawn is stale: the store has the truth
+            self.vm = await self.services.store.get(VM, self.vm.id)
         if self.vm.task_id is not None and self.vm.state not in STABLE:
             await self._settle_interrupted(self.vm.task_id)
 
@@ -137,7 +137,8 @@ class VMActor(Actor[VMMessage]):
             case Provision():
                 self._begin(message.task.id)
                 journal = Journal(self.services.store, message.task, self.services.waiters)
-                self.work = asyncio.create_task(self._provision(journal, message))
+                resuming = self.vm.state is not VMState.PLACED
+                self.work = asyncio.create_task(self._provision(journal, message, resuming))
                 return None
             case PowerObserved():
                 await self._observed(message)
@@ -273,66 +274,56 @@ class VMActor(Actor[VMMessage]):
 
     # ----------------------------------------------------------------- provisioning
 
-    async def _provision(self, journal: Journal, message: Provision) -> None:
-        """Define, then start if asked. A failed define is rolled back to PLACED; a failed
-        start leaves the VM STOPPED with a fault."""
-        ref, step = self.context.ref, self.services.settings.step_deadline
+    async def _provision(self, journal: Journal, message: Provision, resuming: bool) -> None:
+        """Define, then start if asked, each step journaled. A failed define is rolled back to
+        PLACED; a failed start leaves the VM STOPPED with a fault. ``resuming``: a deploy a
+        crash interrupted, whose VM may already be defined or running."""
         error: str | None = None
         try:
-            await ref.ask(
-                _Update(changes={"state": VMState.PROVISIONING, "task_id": journal.task.id})
-            )
-            try:
-                await journal.step(
-                    "define", lambda: self.driver.define_vm(driver_spec(self.vm)), deadline=step
+            await self._update(state=VMState.PROVISIONING, task_id=journal.task.id)
+            error = await self._define(journal)
+            if error is None:
+                running = resuming and (
+                    await self.driver.power_state(self.vm.id) is DriverPower.RUNNING
                 )
-            except Exception as exc:
-                error = describe(exc)
-                await self._roll_back(journal)
-                await ref.ask(
-                    _Update(
-                        changes={
-                            "state": VMState.PLACED,
-                            "task_id": None,
-                            "fault": error,
-                            "power": PowerState.UNKNOWN,
-                        }
-                    )
-                )
-            else:
-                if await self.driver.power_state(self.vm.id) is DriverPower.RUNNING:
-                    # a deploy resumed after a crash finds the VM started already
-                    await ref.ask(
-                        _Update(
-                            changes={
-                                "state": VMState.RUNNING,
-                                "task_id": None,
-                                "power": PowerState.ON,
-                            }
-                        )
-                    )
-                    start = False
+                if running:
+                    await self._update(state=VMState.RUNNING, power=PowerState.ON, task_id=None)
+                elif message.start:
+                    error = await self._start_defined(journal)
                 else:
-                    start = message.start
-                    await ref.ask(
-                        _Update(changes={"state": VMState.STOPPED, "power": PowerState.OFF})
-                    )
-                if start:
-                    error = await self._start_after_define(journal)
-                elif self.vm.task_id is not None:
-                    await ref.ask(_Update(changes={"task_id": None}))
+                    await self._update(state=VMState.STOPPED, power=PowerState.OFF, task_id=None)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the store failed under us: report, the task stays resumable
+        except Exception as exc:  # the store failed under us: report; the task stays resumable
             error = describe(exc)
         if message.reply_to is not None:
-            vm = await ref.ask(GetVM())
+            vm = await self.context.ref.ask(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
         self.work = None
 
-    async def _start_after_define(self, journal: Journal) -> str | None:
-        ref = self.context.ref
-        await ref.ask(_Update(changes={"state": VMState.STARTING}))
+    async def _update(self, **changes: Any) -> None:
+        """Change the record from background work: through the mailbox, like every change."""
+        await self.context.ref.ask(_Update(changes=changes))
+
+    async def _define(self, journal: Journal) -> str | None:
+        spec = driver_spec(self.vm)
+        try:
+            await journal.step(
+                "define",
+                lambda: self.driver.define_vm(spec),
+                deadline=self.services.settings.step_deadline,
+            )
+        except Exception as exc:
+            error = describe(exc)
+            await self._roll_back(journal)
+            await self._update(
+                state=VMState.PLACED, task_id=None, fault=error, power=PowerState.UNKNOWN
+            )
+            return error
+        return None
+
+    async def _start_defined(self, journal: Journal) -> str | None:
+        await self._update(state=VMState.STARTING)
         try:
             await journal.step(
                 "start",
@@ -341,13 +332,11 @@ class VMActor(Actor[VMMessage]):
             )
         except Exception as exc:
             error = describe(exc)
-            await ref.ask(
-                _Update(changes={"state": VMState.STOPPED, "task_id": None, "fault": error})
+            await self._update(
+                state=VMState.STOPPED, power=PowerState.OFF, task_id=None, fault=error
             )
             return error
-        await ref.ask(
-            _Update(changes={"state": VMState.RUNNING, "power": PowerState.ON, "task_id": None})
-        )
+        await self._update(state=VMState.RUNNING, power=PowerState.ON, task_id=None)
         return None
 
     async def _roll_back(self, journal: Journal) -> None:
