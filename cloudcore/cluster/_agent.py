@@ -51,7 +51,7 @@ class ClusterAgent(Actor[_AgentMessage]):
                 for node in self._remote_watchers.pop(ref.path, ()):
                     self._notify(node, ref.path, reason)
             case RemoteTerminated(node=node, path=path, reason=reason):
-                self._remoting.terminated(node, path, reason)
+                self._remoting.watches.terminated(node, path, reason)
             case Spawn(kind=kind, args=args, kwargs=kwargs, name=name):
                 factory = self._placement.factory(kind)
                 ref = self.context.system.spawn(factory, *args, name=name, **kwargs)

@@ -1,7 +1,7 @@
-"""The messaging core of a cluster node: envelopes out, envelopes in, asks, remote watches.
+"""The messaging core of a cluster node: envelopes out, envelopes in, asks.
 
 Inbound commands are handed straight to the target actor's mailbox as ``_Ask`` items (no task
-per message): their future (a _Completion) resolves once the actor has handled the message,
+per message): their future (an _inbound.Completion) resolves once the actor has handled the message,
 which is when a tell is journaled as handled, an ask answered, and — once every item of a
 batch is handled — the batch acknowledged.
 """
@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cloudcore.cluster._failures import failure_of, rebuild
-from cloudcore.cluster._protocol import AGENT_PATH, Heartbeat, StopActor, Unwatch, Watch
+from cloudcore.cluster._inbound import Batch, Completion, expire
+from cloudcore.cluster._protocol import Heartbeat
+from cloudcore.cluster._watches import RemoteWatches
 from cloudcore.cluster.dedup import DedupWindow
 from cloudcore.cluster.registry import MessageRegistry
 from cloudcore.cluster.remote_ref import RemoteActorRef
@@ -32,14 +34,13 @@ from cloudcore.cluster.wire import (
     WireError,
 )
 from cloudcore.errors import (
-    ActorStopped,
     AskTimeout,
     NodeDown,
     NotFound,
     TransportUnavailable,
 )
 from cloudcore.logging import get_logger
-from cloudcore.runtime import ActorRef, ActorSystem, Terminated
+from cloudcore.runtime import ActorRef, ActorSystem
 from cloudcore.runtime.ref import _Ask
 from cloudcore.transport import Delivery, Transport
 from cloudcore.transport.base import Item
@@ -51,74 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["Remoting"]
 
 _log = get_logger("cloudcore.cluster")
-
-
-class _Batch:
-    """Acknowledges a delivery once every item taken from it has been handled."""
-
-    __slots__ = ("_delivery", "pending", "sealed")
-
-    def __init__(self, delivery: Delivery) -> None:
-        self._delivery = delivery
-        self.pending = 0
-        self.sealed = False
-
-    def done(self) -> None:
-        self.pending -= 1
-        if self.pending == 0 and self.sealed:
-            self._delivery.ack()
-
-    def seal(self) -> None:
-        self.sealed = True
-        if self.pending == 0:
-            self._delivery.ack()
-
-
-class _Completion(asyncio.Future[Any]):
-    """The future of one inbound message in the target's mailbox (as an ``_Ask``).
-
-    It acts the moment the actor's cell resolves it, in the same step as ``receive`` returning
-    (a done-callback would run a loop iteration later, after the actor may have handled dozens
-    more messages): a tell is journaled as handled, an ask answered, the batch counted.
-    """
-
-    __slots__ = ("_batch", "_env", "_remoting", "timer")
-
-    def __init__(self, remoting: Remoting, batch: _Batch | None, env: Envelope) -> None:
-        super().__init__(loop=remoting._loop)
-        self._remoting = remoting
-        self._batch = batch
-        self._env = env
-        self.timer: asyncio.TimerHandle | None = None
-
-    def set_result(self, result: Any) -> None:
-        super().set_result(result)
-        self._finish(result, None)
-
-    def set_exception(self, exception: type | BaseException) -> None:
-        super().set_exception(exception)
-        error = self.exception()  # retrieved: the error is answered or was logged by the cell
-        self._finish(None, error)
-
-    def _finish(self, result: Any, error: BaseException | None) -> None:
-        remoting = self._remoting
-        env = self._env
-        if remoting.closing and isinstance(error, ActorStopped):
-            return  # refused while this node stops: leave it unacknowledged for the next one
-        if env.kind == TELL:
-            remoting.dedup.handled((env.inc, env.id))
-        else:
-            if self.timer is not None:
-                self.timer.cancel()
-            if not isinstance(error, AskTimeout):  # past its deadline nobody waits for it
-                remoting._reply(env, result, error)
-        if self._batch is not None:
-            self._batch.done()
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(AskTimeout("deadline passed before the actor took the message"))
 
 
 class Remoting:
@@ -144,9 +77,7 @@ class Remoting:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
         self._cells: dict[str, ActorCell] = {}
-        # (node, path) -> the ref and the local cells watching it
-        self._watches: dict[tuple[str, str], tuple[RemoteActorRef, set[ActorCell]]] = {}
-        self._stop_waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
+        self.watches = RemoteWatches(self)
         # Ask ordering behind tells (see wire.py, ``after``).
         self._last_tell: dict[str, int] = {}
         self._tells_seen: dict[int, int] = {}
@@ -242,7 +173,7 @@ class Remoting:
     def on_commands(self, items: Sequence[Item], delivery: Delivery) -> None:
         if self.closing:
             return  # not acknowledged: the broker gives it to this node's next incarnation
-        batch = _Batch(delivery)
+        batch = Batch(delivery)
         refused: list[bytes] = []
         reasons: list[str] = []
         for raw in items:
@@ -281,7 +212,7 @@ class Remoting:
             delivery.dead_letter(refused, "; ".join(sorted(set(reasons))))
         batch.seal()
 
-    def _deliver(self, env: Envelope, message: Any, batch: _Batch | None) -> bool:
+    def _deliver(self, env: Envelope, message: Any, batch: Batch | None) -> bool:
         """Hand the message to its actor; False if there is no such actor."""
         cell = self._cell(env.target)
         if cell is None:
@@ -289,13 +220,13 @@ class Remoting:
             if env.kind == ASK:
                 self._reply(env, None, NotFound(f"no actor at {env.target} on {self.node}"))
             return False
-        completion = _Completion(self, batch, env)
+        completion = Completion(self, batch, env)
         if env.deadline:
             left = env.deadline - time.time()
             if left <= 0:
                 self.system.dead_letters.publish(env.target, message, "expired")
                 return True
-            completion.timer = self._loop.call_later(left, _expire, completion)
+            completion.timer = self._loop.call_later(left, expire, completion)
         if batch is not None:
             batch.pending += 1
         cell._enqueue(_Ask(message, completion))
@@ -377,61 +308,12 @@ class Remoting:
         if self.membership is not None:
             self.membership.connection(connected)
 
-    # ------------------------------------------------------------------ remote watch
-
-    def add_watcher(self, ref: RemoteActorRef, watcher: ActorCell) -> None:
-        key = (ref.node, ref.path)
-        if self._node_gone(ref.node):
-            watcher._enqueue(Terminated(actor=ref, reason="node-down"))
-            return
-        entry = self._watches.get(key)
-        if entry is None:
-            entry = self._watches[key] = (ref, set())
-            self.tell(ref.node, AGENT_PATH, Watch(path=ref.path, watcher_node=self.node))
-        entry[1].add(watcher)
-
-    def remove_watcher(self, ref: RemoteActorRef, watcher: ActorCell) -> None:
-        key = (ref.node, ref.path)
-        entry = self._watches.get(key)
-        if entry is None:
-            return
-        entry[1].discard(watcher)
-        if not entry[1] and key not in self._stop_waiters:
-            del self._watches[key]
-            self.tell(ref.node, AGENT_PATH, Unwatch(path=ref.path, watcher_node=self.node))
-
-    async def wait_stopped(self, ref: RemoteActorRef) -> None:
-        key = (ref.node, ref.path)
-        if self._node_gone(ref.node):
-            return
-        future: asyncio.Future[None] = self._loop.create_future()
-        self._stop_waiters.setdefault(key, []).append(future)
-        if key not in self._watches:
-            self._watches[key] = (ref, set())
-            self.tell(ref.node, AGENT_PATH, Watch(path=ref.path, watcher_node=self.node))
-        await future
-
-    def stop_remote(self, ref: RemoteActorRef) -> None:
-        self.tell(ref.node, AGENT_PATH, StopActor(path=ref.path))
-
-    def terminated(self, node: str, path: str, reason: str) -> None:
-        """The watched actor ``path`` on ``node`` stopped: tell its watchers."""
-        entry = self._watches.pop((node, path), None)
-        if entry is not None:
-            ref, watchers = entry
-            for cell in watchers:
-                cell._enqueue(Terminated(actor=ref, reason=reason))
-        for future in self._stop_waiters.pop((node, path), ()):
-            if not future.done():
-                future.set_result(None)
-
     def node_down(self, node: str, reason: str) -> None:
         """``node`` is down or left: its asks fail, its watched actors are Terminated."""
         for future, target in list(self._pending.values()):
             if target == node and not future.done():
                 future.set_exception(NodeDown(f"node {node} is down ({reason})"))
-        for key in [k for k in self._watches if k[0] == node]:
-            self.terminated(node, key[1], reason)
+        self.watches.node_down(node, reason)
 
     def _node_gone(self, node: str) -> bool:
         membership = self.membership

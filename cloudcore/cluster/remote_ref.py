@@ -41,16 +41,16 @@ class RemoteActorRef(ActorRef):
         return await self._remoting.ask(self._node, self.path, message, timeout)
 
     def stop(self) -> None:
-        self._remoting.stop_remote(self)
+        self._remoting.watches.stop(self)
 
     async def stopped(self) -> None:
-        await self._remoting.wait_stopped(self)
+        await self._remoting.watches.wait_stopped(self)
 
     def _add_watcher(self, watcher: ActorCell) -> None:
-        self._remoting.add_watcher(self, watcher)
+        self._remoting.watches.add(self, watcher)
 
     def _remove_watcher(self, watcher: ActorCell) -> None:
-        self._remoting.remove_watcher(self, watcher)
+        self._remoting.watches.remove(self, watcher)
 
     def __eq__(self, other: object) -> bool:
         return (
