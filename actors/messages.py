@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import msgspec
@@ -20,6 +21,8 @@ __all__ = [
     "OperationFinished",
     "PowerObserved",
     "Provision",
+    "Recover",
+    "RecoverVerb",
     "RequestOperation",
     "Sweep",
     "SweepReport",
@@ -51,6 +54,22 @@ class OperationFinished(Message, frozen=True, kw_only=True):
 
 class GetVM(Message, frozen=True, kw_only=True):
     pass
+
+
+class RecoverVerb(enum.StrEnum):
+    """What an operator does with a VM in ERROR."""
+
+    RETRY = "retry"  # run the failed task again
+    SUCCEED = "succeed"  # the task did what it should: the VM takes its target state
+    FAIL = "fail"  # the task failed for good: the VM takes what its hypervisor shows
+    DELETE = "delete"  # delete the VM
+
+
+class Recover(Message, frozen=True, kw_only=True):
+    """VM: an operator's verdict on a VM in ERROR and its last task. Replies with the VM."""
+
+    verb: RecoverVerb
+    task: Task | None
 
 
 class PowerObserved(Message, frozen=True, kw_only=True):

@@ -19,13 +19,30 @@ from typing import Any
 from actors.datacenter import AddHost, DatacenterActor
 from actors.journal import Journal
 from actors.lifecycle import Operation, transition
-from actors.messages import Deploy, RequestOperation, Sweep, SweepReport
+from actors.messages import (
+    Deploy,
+    Recover,
+    RecoverVerb,
+    RequestOperation,
+    Sweep,
+    SweepReport,
+)
 from actors.paging import all_records
+from actors.scheduler.messages import HostUpdated
 from actors.services import Services, new_vm_id
 from actors.supervision import DOMAIN_STRATEGY
-from cloudcore.errors import Conflict, NotFound
+from cloudcore.errors import Conflict, IllegalTransition, NotFound, VersionConflict
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
-from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState, VMSpec, VMState
+from cloudcore.store.records import (
+    VM,
+    AdminState,
+    Datacenter,
+    Host,
+    Task,
+    TaskState,
+    VMSpec,
+    VMState,
+)
 
 __all__ = ["Orchestrator"]
 
@@ -72,6 +89,25 @@ class Orchestrator:
         """Start managing a host that is in the store."""
         ref: ActorRef = await self.datacenter(host.datacenter_id).ask(AddHost(host=host))
         return ref
+
+    async def set_admin_state(self, host_id: str, state: AdminState) -> Host:
+        """Enable, disable or put a host in maintenance: the scheduler stops or resumes
+        placing VMs on it at once. VMs already there stay."""
+        for _ in range(3):
+            host = await self.store.get(Host, host_id)
+            try:
+                host = await self.store.update(
+                    Host, host_id, expected_version=host.version, admin_state=state
+                )
+                break
+            except VersionConflict:
+                continue  # a placement claimed capacity meanwhile: read again
+        scheduler = self.system.lookup(f"/user/dc/{host.datacenter_id}/scheduler")
+        scheduler.tell(HostUpdated(host=host))
+        await self.services.publish(
+            "host.admin_state_changed", f"host/{host_id}", None, {"admin_state": str(state)}
+        )
+        return host
 
     async def deploy(
         self,
@@ -141,8 +177,9 @@ class Orchestrator:
         vm = await self.store.get(VM, vm_id)
         if vm.host_id is None:
             return await self._operate_unplaced(vm, operation)
-        ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}/{vm.id}")
-        task: Task = await ref.ask(RequestOperation(operation=operation, params=params or {}))
+        task: Task = await self._vm_ref(vm).ask(
+            RequestOperation(operation=operation, params=params or {})
+        )
         return task
 
     async def _operate_unplaced(self, vm: VM, operation: Operation) -> Task:
@@ -159,6 +196,60 @@ class Orchestrator:
         )
         await self.store.update(VM, vm.id, expected_version=vm.version, state=VMState.DELETED)
         return await journal.finish(TaskState.SUCCEEDED)
+
+    async def recover(self, vm_id: str, verb: RecoverVerb) -> Task | None:
+        """An operator's verdict on a VM in ERROR: ``retry`` runs its failed task again (the
+        task that does is returned), ``succeed`` and ``fail`` settle it (None), ``delete``
+        deletes it (the delete task). IllegalTransition if the VM is not in ERROR."""
+        vm = await self.store.get(VM, vm_id)
+        if vm.state is not VMState.ERROR:
+            raise IllegalTransition(f"recover applies to a VM in ERROR; VM {vm_id} is {vm.state}")
+        if verb is RecoverVerb.DELETE:
+            return await self.operate(vm_id, Operation.DELETE)
+        last = await self._last_task(vm_id)
+        if vm.host_id is not None:
+            vm = await self._vm_ref(vm).ask(Recover(verb=verb, task=last))
+        elif verb is RecoverVerb.SUCCEED:
+            raise IllegalTransition(
+                f"VM {vm_id} is on no host: it can retry, fail or be deleted, not succeed"
+            )
+        elif verb is RecoverVerb.FAIL:  # on no host there is nothing to settle but the record
+            vm = await self.store.update(
+                VM,
+                vm.id,
+                expected_version=vm.version,
+                state=VMState.DEFINED,
+                fault=f"recovered: {vm.fault}",
+            )
+        if verb is not RecoverVerb.RETRY:
+            return None
+        redeploy = last is None or last.kind == "vm.deploy" or vm.state is VMState.PLACED
+        if not redeploy and last is not None:
+            op = Operation(last.kind.removeprefix("vm."))
+            return await self.operate(vm_id, op, dict(last.data))
+        if vm.host_id is None:
+            vm = await self.store.update(
+                VM, vm.id, expected_version=vm.version, state=VMState.DEFINED, fault=None
+            )
+        task = await self.store.create(
+            Task(
+                id=f"task-{new_vm_id()}",
+                tenant_id=vm.tenant_id,
+                kind="vm.deploy",
+                subject=f"vm/{vm.id}",
+                state=TaskState.RUNNING,
+                data={"start": vm.desired_state is VMState.RUNNING, "retry_of": last and last.id},
+            )
+        )
+        self.datacenter(vm.datacenter_id).tell(Deploy(task=task))
+        return task
+
+    async def _last_task(self, vm_id: str) -> Task | None:
+        tasks = [t async for t in all_records(self.store, Task, {"subject": f"vm/{vm_id}"})]
+        return max(tasks, key=lambda t: t.created_at, default=None)
+
+    def _vm_ref(self, vm: VM) -> ActorRef:
+        return self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}/{vm.id}")
 
     async def wait(self, task_id: str, timeout: float = 60.0) -> Task:
         """The task once it has ended (TimeoutError after ``timeout`` seconds)."""

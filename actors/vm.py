@@ -16,9 +16,17 @@ import msgspec
 from actors import monitor
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, Transition, transition
-from actors.messages import GetVM, OperationFinished, PowerObserved, Provision, RequestOperation
+from actors.messages import (
+    GetVM,
+    OperationFinished,
+    PowerObserved,
+    Provision,
+    Recover,
+    RecoverVerb,
+    RequestOperation,
+)
 from actors.services import Services, domain_name
-from cloudcore.errors import NotFound, UnsupportedOperation, VersionConflict
+from cloudcore.errors import IllegalTransition, NotFound, UnsupportedOperation, VersionConflict
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.runtime.cell import describe
@@ -55,7 +63,7 @@ class _Finish(Message, frozen=True, kw_only=True):
     reply_to: ActorRef | None
 
 
-VMMessage = GetVM | RequestOperation | Provision | PowerObserved | _Update | _Finish
+VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
 
 
 def to_power(power: DriverPower | None) -> PowerState:
@@ -132,6 +140,8 @@ class VMActor(Actor[VMMessage]):
         match message:
             case GetVM():
                 return self.vm
+            case Recover():
+                return await self._recover(message)
             case RequestOperation():
                 return await self._request(message)
             case Provision():
@@ -259,18 +269,13 @@ class VMActor(Actor[VMMessage]):
         else:
             changes = {"state": t.failure or message.source, "task_id": None, "fault": error}
         if op is Operation.DELETE and error is None:
-            self.vm = await self.services.store.unplace_vm(
-                self.vm.id, expected_version=self.vm.version, state=VMState.DELETED
-            )
-            await self._save(task_id=None, power=PowerState.UNKNOWN)
+            await self._deleted()
         else:
             await self._save(**changes)
         task = await journal.finish(TaskState.FAILED if error else TaskState.SUCCEEDED, error)
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
-        if op is Operation.DELETE and error is None:
-            self.context.stop(self.context.ref)
 
     # ----------------------------------------------------------------- provisioning
 
@@ -349,6 +354,55 @@ class VMActor(Actor[VMMessage]):
         except Exception as exc:
             _log.error("vm.rollback_failed", vm_id=self.vm.id, error=describe(exc))
 
+    async def _deleted(self) -> None:
+        """The VM is gone: release its claim, mark it DELETED, and stop this actor."""
+        self.vm = await self.services.store.unplace_vm(
+            self.vm.id, expected_version=self.vm.version, state=VMState.DELETED
+        )
+        await self._save(task_id=None, power=PowerState.UNKNOWN)
+        self.context.stop(self.context.ref)
+
+    # ----------------------------------------------------------------- operator recovery
+
+    async def _recover(self, message: Recover) -> VM:
+        """SUCCEED: the VM takes the target of its last task. FAIL and RETRY: it takes what its
+        hypervisor shows (PLACED when the hypervisor has no such VM), so the orchestrator can run
+        the task again from a legal state. DELETE goes through the delete operation."""
+        if self.vm.state is not VMState.ERROR:
+            allowed = "delete" if self.vm.state in TRANSITIONS[Operation.DELETE].sources else ""
+            raise IllegalTransition(
+                f"recover applies to a VM in ERROR; VM {self.vm.id} is {self.vm.state}"
+                + (f" (allowed now: {allowed})" if allowed else "")
+            )
+        task = message.task
+        if message.verb is RecoverVerb.SUCCEED and task is not None and task.kind == "vm.delete":
+            await self._deleted()  # the operator says it is gone: release its claim too
+        elif message.verb is RecoverVerb.SUCCEED:
+            target = _target_of(task, self.vm)
+            expected = _POWER_FOR_STATE.get(target, PowerState.UNKNOWN)
+            await self._save(state=target, power=expected, fault=None, task_id=None)
+            if task is not None:
+                await Journal(self.services.store, task, self.services.waiters).finish(
+                    TaskState.SUCCEEDED, None
+                )
+        else:
+            try:
+                power: PowerState | None = to_power(await self.driver.power_state(self.vm.id))
+            except NotFound:
+                power = None
+            settled = monitor.STATE_FOR_POWER.get(power) if power else None
+            fault = None if message.verb is RecoverVerb.RETRY else f"recovered: {self.vm.fault}"
+            await self._save(
+                state=settled or VMState.PLACED,
+                power=power or PowerState.UNKNOWN,
+                fault=fault,
+                task_id=None,
+            )
+        _log.info(
+            "vm.recovered", vm_id=self.vm.id, verb=str(message.verb), state=str(self.vm.state)
+        )
+        return self.vm
+
     # ----------------------------------------------------------------- observation
 
     async def _observed(self, message: PowerObserved) -> None:
@@ -398,6 +452,22 @@ class VMActor(Actor[VMMessage]):
                     "fault": self.vm.fault,
                 },
             )
+
+
+_POWER_FOR_STATE = {
+    VMState.RUNNING: PowerState.ON,
+    VMState.STOPPED: PowerState.OFF,
+    VMState.PAUSED: PowerState.PAUSED,
+    VMState.SUSPENDED: PowerState.SUSPENDED,
+}
+
+
+def _target_of(task: Task | None, vm: VM) -> VMState:
+    """The state a task leaves its VM in when it succeeds."""
+    if task is None or task.kind == "vm.deploy":
+        return vm.desired_state
+    t = TRANSITIONS[Operation(task.kind.removeprefix("vm."))]
+    return t.success or vm.desired_state
 
 
 def _checked_params(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
