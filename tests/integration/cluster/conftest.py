@@ -16,8 +16,8 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Literal
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -74,12 +74,20 @@ def wait_broker(timeout: float) -> None:
 class Nodes:
     """Node processes of one test: start, kill -9, restart; all stopped at the end."""
 
-    def __init__(self, url: str, exchange: str, data_dir: Path) -> None:
+    def __init__(self, url: str, exchange: str, data_dir: Path, queue_type: str) -> None:
+        self.queue_type = queue_type
         self.url = url
         self.exchange = exchange
         self.data_dir = data_dir
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.caps: dict[str, dict[str, str]] = {}
+
+    def queue_type_of(self, node: str) -> str:
+        """The type RabbitMQ gives the node's command queue (quorum or classic)."""
+        vhost = unquote(self.url.rsplit("/", 1)[1])
+        rows = rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "type").splitlines()
+        types = dict(row.split("\t") for row in rows if "\t" in row)
+        return types[f"{self.exchange}.node.{node}"]
 
     def log(self, node: str) -> str:
         return (self.data_dir / f"{node}.log").read_text()
@@ -105,6 +113,7 @@ class Nodes:
                     *(f"{k}={v}" for k, v in caps.items()),
                 ],
                 cwd=ROOT,
+                env={**os.environ, "CC_TEST_QUEUE_TYPE": self.queue_type},
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -144,8 +153,16 @@ def exchange() -> str:
 
 
 @pytest.fixture
-async def nodes(amqp_url: str, exchange: str, tmp_path: Path) -> AsyncIterator[Nodes]:
-    group = Nodes(amqp_url, exchange, tmp_path)
+def queue_type() -> Literal["quorum", "classic"]:
+    """The node queues' type; a test parametrizes it to run on classic queues too."""
+    return "quorum"
+
+
+@pytest.fixture
+async def nodes(
+    amqp_url: str, exchange: str, tmp_path: Path, queue_type: Literal["quorum", "classic"]
+) -> AsyncIterator[Nodes]:
+    group = Nodes(amqp_url, exchange, tmp_path, queue_type)
     try:
         yield group
     finally:
@@ -153,10 +170,12 @@ async def nodes(amqp_url: str, exchange: str, tmp_path: Path) -> AsyncIterator[N
 
 
 @pytest.fixture
-async def here(amqp_url: str, exchange: str, tmp_path: Path) -> AsyncIterator[ClusterNode]:
+async def here(
+    amqp_url: str, exchange: str, tmp_path: Path, queue_type: Literal["quorum", "classic"]
+) -> AsyncIterator[ClusterNode]:
     """This pytest process as a cluster node (the embedding API)."""
     node = ClusterNode(
-        settings("pytest", amqp_url, exchange, str(tmp_path), {"role": "api"}),
+        settings("pytest", amqp_url, exchange, str(tmp_path), {"role": "api"}, queue_type),
         kinds={"Counter": Counter},
     )
     async with node:

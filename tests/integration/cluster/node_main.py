@@ -9,9 +9,11 @@ prints ``ready`` once joined, and runs until SIGTERM (or SIGKILL, which is the p
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 from cloudcore.cluster import ClusterNode
 from cloudcore.config import ClusterSettings, NodeSettings, Settings, TransportSettings
@@ -22,11 +24,22 @@ HEARTBEAT = 0.25
 TIMEOUT = 1.5
 
 
-def settings(node: str, url: str, exchange: str, data_dir: str, caps: dict[str, str]) -> Settings:
+def settings(
+    node: str,
+    url: str,
+    exchange: str,
+    data_dir: str,
+    caps: dict[str, str],
+    queue_type: Literal["quorum", "classic"] = "quorum",
+) -> Settings:
     return Settings(
         node=NodeSettings(id=node, data_dir=data_dir, capabilities=caps),
         transport=TransportSettings(
-            kind="amqp", amqp_url=url, exchange=exchange, reconnect_max_delay=1.0
+            kind="amqp",
+            amqp_url=url,
+            exchange=exchange,
+            queue_type=queue_type,
+            reconnect_max_delay=1.0,
         ),
         cluster=ClusterSettings(heartbeat_interval=HEARTBEAT, node_timeout=TIMEOUT),
     )
@@ -41,8 +54,11 @@ async def main(argv: list[str]) -> None:
         node.spawn(Recorder, str(Path(data_dir) / f"{node_id}.sqlite"), name="recorder")
         node.spawn(Probe, node, name="probe")
 
+    queue_type = "classic" if os.environ.get("CC_TEST_QUEUE_TYPE") == "classic" else "quorum"
     node = ClusterNode(
-        settings(node_id, url, exchange, data_dir, caps), kinds={"Counter": Counter}, setup=setup
+        settings(node_id, url, exchange, data_dir, caps, queue_type),
+        kinds={"Counter": Counter},
+        setup=setup,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -32,7 +32,10 @@ async def start_three(nodes: Nodes, here: ClusterNode) -> None:
     await here.wait_for_nodes(["n1", "n2", "n3", "pytest"], 10)
 
 
-async def test_three_nodes_tell_ask_spawn_and_pass_refs(nodes: Nodes, here: ClusterNode) -> None:
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+async def test_three_nodes_tell_ask_spawn_and_pass_refs(
+    nodes: Nodes, here: ClusterNode, queue_type: str
+) -> None:
     await start_three(nodes, here)
 
     # remote tell and ask, in order from one sender
@@ -75,3 +78,4 @@ async def test_three_nodes_tell_ask_spawn_and_pass_refs(nodes: Nodes, here: Clus
     assert view["n1"].last_heartbeat > 0
     remote_view = await here.ref("n2", "/user/probe").ask(Members(), timeout=5)
     assert remote_view == {"n1": "up", "n2": "up", "n3": "up", "pytest": "up"}
+    assert await asyncio.to_thread(nodes.queue_type_of, "n1") == queue_type
