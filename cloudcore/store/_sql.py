@@ -21,7 +21,7 @@ from cloudcore.logging import get_logger
 from cloudcore.store import migrations
 from cloudcore.store._conn import Conn, check_limit, now
 from cloudcore.store._domain import DomainOps
-from cloudcore.store._table import decode_cursor, encode_cursor, table_of, validate
+from cloudcore.store._table import Table, decode_cursor, encode_cursor, table_of, validate
 from cloudcore.store.base import Store
 from cloudcore.store.records import Page, Record
 
@@ -94,13 +94,25 @@ class SqlStore(DomainOps, Store):
     ) -> R:
         table = table_of(kind)
         columns, values = table.encode_changes(changes)
-        async with self._writer() as conn:
-            row = await conn.fetchrow(
-                table.update_sql(columns), id, expected_version, now(), *values
-            )
-            if row is None:
+        row = await self._compare_and_set(table, columns, id, expected_version, values)
+        if row is None:
+            async with self._reader() as conn:
                 await self._explain_miss(conn, table.name, table.label, id, expected_version)
         return table.decode(row)
+
+    async def _compare_and_set(
+        self,
+        table: Table[Any],
+        columns: tuple[str, ...],
+        id: str,
+        expected_version: int,
+        values: builtins.list[Any],
+    ) -> Any:
+        """The updated row, or None if no row has that id and version. One statement."""
+        async with self._writer() as conn:
+            return await conn.fetchrow(
+                table.update_sql(columns), id, expected_version, now(), *values
+            )
 
     async def delete(
         self, kind: type[R], id: str, /, *, expected_version: int | None = None

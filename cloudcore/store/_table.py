@@ -12,7 +12,8 @@ import binascii
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Generic, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
@@ -131,6 +132,14 @@ class Table(Generic[R]):
         """CAS update: ``$1`` id, ``$2`` expected version, ``$3`` updated_at, then ``columns``."""
         return _update_sql(self.name, self.columns, columns)
 
+    def batch_update_sql(self, columns: tuple[str, ...]) -> str:
+        """PostgreSQL CAS update of many rows: ``$1`` updated_at, then arrays of ids, expected
+        versions and each of ``columns``; returns the rows that matched."""
+        return _batch_update_sql(self.name, self.columns, columns, self.pg_types(columns))
+
+    def pg_types(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple("jsonb" if c in self.json else _pg_type(self.types[c]) for c in columns)
+
     def list_sql(self, filters: tuple[tuple[str, bool], ...], cursor: bool) -> str:
         """A page: ``filters`` are (column, is_null) in order, then the cursor, then the limit."""
         return _list_sql(self.name, self.select, filters, cursor)
@@ -151,6 +160,32 @@ def _update_sql(table: str, all_columns: tuple[str, ...], columns: tuple[str, ..
         f"UPDATE {table} SET {sets}, version = version + 1, updated_at = $3 "
         f"WHERE id = $1 AND version = $2 RETURNING {', '.join(all_columns)}"
     )
+
+
+@lru_cache(maxsize=512)
+def _batch_update_sql(
+    table: str, all_columns: tuple[str, ...], columns: tuple[str, ...], types: tuple[str, ...]
+) -> str:
+    sets = ", ".join(f"{c} = v.{c}" for c in columns)
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=4))
+    returning = ", ".join(f"t.{c}" for c in all_columns)
+    return (
+        f"UPDATE {table} AS t SET {sets}, version = t.version + 1, updated_at = $1 "
+        f"FROM unnest($2::text[], $3::bigint[], {arrays}) AS v(id, expected, {', '.join(columns)}) "
+        f"WHERE t.id = v.id AND t.version = v.expected RETURNING {returning}"
+    )
+
+
+def _pg_type(annotation: Any) -> str:
+    while get_origin(annotation) in (Annotated, UnionType, Union):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if annotation is bool:
+        return "boolean"
+    if annotation is int:
+        return "bigint"
+    if annotation is datetime:
+        return "timestamptz"
+    return "text"
 
 
 @lru_cache(maxsize=512)

@@ -24,8 +24,10 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 from cloudcore.store._conn import Conn
+from cloudcore.store._pgbatch import CasBatcher
 from cloudcore.store._pgpool import Pool
 from cloudcore.store._sql import SqlStore
+from cloudcore.store._table import Table
 
 __all__ = ["PostgresStore", "redact_dsn"]
 
@@ -77,6 +79,18 @@ class PostgresStore(SqlStore):
     def __init__(self, pool: Pool, where: str) -> None:
         self._pool = pool
         self._where = where
+        self._batcher = CasBatcher(self._writer, super()._compare_and_set)
+
+    async def _compare_and_set(
+        self,
+        table: Table[Any],
+        columns: tuple[str, ...],
+        id: str,
+        expected_version: int,
+        values: list[Any],
+    ) -> Any:
+        # Concurrent updates share statements and commits (group commit): see _pgbatch.
+        return await self._batcher.update(table, columns, id, expected_version, values)
 
     @classmethod
     async def connect(

@@ -9,7 +9,18 @@ import pytest
 
 from cloudcore.errors import AlreadyExists, Conflict, InvalidRecord, NotFound, VersionConflict
 from cloudcore.store.base import Store
-from cloudcore.store.records import VM, PowerState, Task, Tenant, VMSpec, VMState, new_id
+from cloudcore.store.records import (
+    VM,
+    Host,
+    Network,
+    PowerState,
+    Task,
+    Tenant,
+    User,
+    VMSpec,
+    VMState,
+    new_id,
+)
 from tests.contract.store.factory import Factory
 
 
@@ -190,3 +201,45 @@ async def test_times_round_trip_as_the_same_instant_and_naive_times_are_refused(
 
     assert updated.observed_at == seen
     assert (await store.get(VM, vm.id)).observed_at == seen
+
+
+async def test_concurrent_updates_of_many_records_each_keep_their_own_outcome(
+    store: Store, make: Factory
+) -> None:
+    tenant, dc = await make.tenant(), await make.datacenter()
+    host = await make.host(dc)
+    vms = [await make.vm(tenant, dc) for _ in range(6)]
+
+    results = await asyncio.gather(
+        *(
+            store.update(VM, vm.id, expected_version=1, host_id=host.id, fault=f"f{i}")
+            for i, vm in enumerate(vms[:4])
+        ),
+        store.update(VM, vms[4].id, expected_version=1, host_id="no-such-host", fault="bad"),
+        store.update(VM, vms[5].id, expected_version=9, host_id=host.id, fault="stale"),
+        return_exceptions=True,
+    )
+
+    assert [r.fault for r in results[:4]] == ["f0", "f1", "f2", "f3"]  # type: ignore[union-attr]
+    assert isinstance(results[4], InvalidRecord)
+    assert isinstance(results[5], VersionConflict)
+    assert (await store.get(VM, vms[4].id)) == vms[4]
+    assert (await store.get(VM, vms[5].id)) == vms[5]
+    for vm in vms[:4]:
+        assert (await store.get(VM, vm.id)).host_id == host.id
+
+
+async def test_every_kind_of_field_survives_an_update(store: Store, make: Factory) -> None:
+    tenant = await make.tenant()
+    user = await store.create(User(id=new_id(), tenant_id=tenant.id, name="ann"))
+    host = await make.host(await make.datacenter())
+
+    disabled = await store.update(User, user.id, expected_version=1, disabled=True)
+    tagged = await store.update(Host, host.id, expected_version=1, capabilities={"gpu": "a100"})
+    network = await make.network(await make.datacenter())
+    tagged_net = await store.update(Network, network.id, expected_version=1, vlan=42)
+
+    assert (await store.get(User, user.id)) == disabled
+    assert disabled.disabled is True
+    assert (await store.get(Host, host.id)).capabilities == {"gpu": "a100"} == tagged.capabilities
+    assert (await store.get(Network, network.id)).vlan == 42 == tagged_net.vlan
