@@ -49,7 +49,10 @@ if TYPE_CHECKING:
     from cloudcore.cluster.membership import Membership
     from cloudcore.runtime import ActorCell
 
-__all__ = ["Remoting"]
+__all__ = ["ASK_BARRIER_WAIT", "Remoting"]
+
+#: How long an ask waits at the receiver for the tell its sender sent before it (seconds).
+ASK_BARRIER_WAIT = 1.0
 
 _log = get_logger("cloudcore.cluster")
 
@@ -192,6 +195,8 @@ class Remoting:
                 reasons.append(str(exc))
                 if env.kind == ASK:
                     self._reply(env, None, exc)
+                elif env.kind == TELL:
+                    self._tell_arrived(env)
                 continue
             if env.kind == TELL or env.kind == ASK:
                 if not self._deliver(env, message, batch):
@@ -247,20 +252,23 @@ class Remoting:
             and self._tells_seen.get(env.inc, 0) < after
             and (env.inc, after) not in self.dedup
         ):
-            # The tell sent before this ask is still on its way: wait for it, until the deadline.
+            # The tell sent before this ask is still on its way: wait for it, but not for
+            # ever — it may never come (dead-lettered as poison, or lost with a sender that
+            # died before the broker confirmed it).
             key = (env.inc, after)
             self._parked.setdefault(key, []).append((env, message))
-            left = max(0.0, env.deadline - time.time()) if env.deadline else 60.0
-            self._loop.call_later(left, self._unpark, key, env)
+            self._loop.call_later(ASK_BARRIER_WAIT, self._unpark, key, env, message)
             return
         self._deliver(env, message, None)
 
-    def _unpark(self, key: tuple[int, int], env: Envelope) -> None:
+    def _unpark(self, key: tuple[int, int], env: Envelope, message: Any) -> None:
         parked = self._parked.get(key)
-        if parked:
+        if parked and any(e is env for e, _ in parked):
             parked[:] = [(e, m) for e, m in parked if e is not env]
             if not parked:
                 del self._parked[key]
+            _log.debug("cluster.ask_unparked", node=self.node, sender=env.sender, after=key[1])
+            self._deliver(env, message, None)
 
     def _cell(self, path: str) -> ActorCell | None:
         cell = self._cells.get(path)

@@ -15,7 +15,8 @@ An envelope is a msgpack array (positional, so small)::
 - ``deadline``: for an ASK, ``time.time()`` after which nobody waits for the answer; 0 = none.
 - ``after``: for an ASK, the id of the last TELL its sender sent to the same node (0: none).
   Asks travel on the fast control queue, tells on the durable one; the receiver holds an ask
-  until that tell has arrived, so a tell followed by an ask from one node stay in order.
+  until that tell has arrived (at most ASK_BARRIER_WAIT, 1 s: the tell may have been
+  dead-lettered), so a tell followed by an ask from one node stay in order.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from cloudcore.cluster import MessageRegistry
 from cloudcore.runtime import Actor, ActorRef, Message, Terminated
 
 if TYPE_CHECKING:
@@ -41,6 +43,10 @@ class Sleep(Message, frozen=True, kw_only=True):
     seconds: float
 
 
+class Crash(Message, frozen=True, kw_only=True):
+    """Kill the whole node process while handling this (a poison message)."""
+
+
 class Command(Message, frozen=True, kw_only=True):
     """A state-changing command with an id the recorder writes down."""
 
@@ -51,11 +57,14 @@ class Members(Message, frozen=True, kw_only=True):
     pass
 
 
-class Counter(Actor[Add | Total | WhereAmI | AskOther | TellBack | Sleep]):
+CounterMessage = Add | Total | WhereAmI | AskOther | TellBack | Sleep | Crash
+
+
+class Counter(Actor[CounterMessage]):
     def __init__(self, start: int = 0) -> None:
         self.total = start
 
-    async def receive(self, message: Add | Total | WhereAmI | AskOther | TellBack | Sleep) -> Any:
+    async def receive(self, message: CounterMessage) -> Any:
         match message:
             case Add(n=n):
                 self.total += n
@@ -69,6 +78,8 @@ class Counter(Actor[Add | Total | WhereAmI | AskOther | TellBack | Sleep]):
                 to.tell(Add(n=n))
             case Sleep(seconds=seconds):
                 await asyncio.sleep(seconds)
+            case Crash():
+                os._exit(3)
         return None
 
 
@@ -106,6 +117,18 @@ class Probe(Actor[Members]):
 
     async def receive(self, message: Members) -> dict[str, str]:
         return {m.node: m.status for m in self.node.members()}
+
+
+MESSAGES = (Add, Total, WhereAmI, AskOther, TellBack, Sleep, Crash, Command, Members)
+
+
+def registry() -> MessageRegistry:
+    """A registry where these messages win over same-named ones of other test modules (the
+    pytest process imports them all)."""
+    registry = MessageRegistry()
+    for cls in MESSAGES:
+        registry.register(cls)
+    return registry
 
 
 def handled_ids(path: str) -> list[int]:

@@ -22,7 +22,8 @@ from urllib.parse import quote, unquote
 import pytest
 
 from cloudcore.cluster import ClusterNode
-from tests.integration.cluster.actors import Counter
+from cloudcore.logging import configure_logging
+from tests.integration.cluster.actors import Counter, registry
 from tests.integration.cluster.node_main import settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -147,6 +148,13 @@ class Nodes:
         self.procs.clear()
 
 
+@pytest.fixture(autouse=True)
+def _logging() -> None:
+    """Log to this test's stderr: an earlier test may have bound structlog to a stream that
+    pytest has closed since."""
+    configure_logging("info")
+
+
 @pytest.fixture
 def exchange() -> str:
     return f"cc-{secrets.token_hex(4)}"
@@ -177,6 +185,7 @@ async def here(
     node = ClusterNode(
         settings("pytest", amqp_url, exchange, str(tmp_path), {"role": "api"}, queue_type),
         kinds={"Counter": Counter},
+        registry=registry(),
     )
     async with node:
         yield node

@@ -22,6 +22,7 @@ from tests.integration.cluster.actors import Counter, Probe, Recorder
 
 HEARTBEAT = 0.25
 TIMEOUT = 1.5
+DELIVERY_LIMIT = 2
 
 
 def settings(
@@ -31,6 +32,7 @@ def settings(
     data_dir: str,
     caps: dict[str, str],
     queue_type: Literal["quorum", "classic"] = "quorum",
+    delivery_limit: int = 5,
 ) -> Settings:
     return Settings(
         node=NodeSettings(id=node, data_dir=data_dir, capabilities=caps),
@@ -39,6 +41,7 @@ def settings(
             amqp_url=url,
             exchange=exchange,
             queue_type=queue_type,
+            delivery_limit=delivery_limit,
             reconnect_max_delay=1.0,
         ),
         cluster=ClusterSettings(heartbeat_interval=HEARTBEAT, node_timeout=TIMEOUT),
@@ -54,9 +57,11 @@ async def main(argv: list[str]) -> None:
         node.spawn(Recorder, str(Path(data_dir) / f"{node_id}.sqlite"), name="recorder")
         node.spawn(Probe, node, name="probe")
 
-    queue_type = "classic" if os.environ.get("CC_TEST_QUEUE_TYPE") == "classic" else "quorum"
+    queue_type: Literal["quorum", "classic"] = (
+        "classic" if os.environ.get("CC_TEST_QUEUE_TYPE") == "classic" else "quorum"
+    )
     node = ClusterNode(
-        settings(node_id, url, exchange, data_dir, caps, queue_type),
+        settings(node_id, url, exchange, data_dir, caps, queue_type, DELIVERY_LIMIT),
         kinds={"Counter": Counter},
         setup=setup,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,9 +18,17 @@ from cloudcore.cluster.wire import TELL, Codec
 from cloudcore.errors import TransportUnavailable
 from cloudcore.runtime import ActorRef, Terminated
 from cloudcore.transport.amqp._batcher import frame
-from tests.integration.cluster.actors import Command, Members, Sleep, Total, Watcher, handled_ids
+from tests.integration.cluster.actors import (
+    Command,
+    Crash,
+    Members,
+    Sleep,
+    Total,
+    Watcher,
+    handled_ids,
+)
 from tests.integration.cluster.conftest import Nodes, eventually, rabbitmqctl, wait_broker
-from tests.integration.cluster.node_main import TIMEOUT
+from tests.integration.cluster.node_main import DELIVERY_LIMIT, TIMEOUT
 
 pytestmark = [pytest.mark.integration]
 
@@ -201,3 +210,35 @@ async def test_poison_messages_are_dead_lettered_and_the_node_keeps_serving(
     log = nodes.log("target")
     assert "transport.batch_undecodable" in log
     assert "cluster.messages_refused" in log
+
+
+@pytest.mark.timeout(90)
+async def test_a_message_that_kills_its_node_is_dead_lettered_after_the_delivery_limit(
+    nodes: Nodes, here: ClusterNode, amqp_url: str, exchange: str
+) -> None:
+    await nodes.start("fragile")
+    await here.wait_for_nodes(["fragile"], 10)
+    proc = nodes.procs.pop("fragile")
+    here.ref("fragile", "/user/counter").tell(Crash())
+    crashes = 0
+    while True:  # the broker gives the poison back after every crash, up to its limit
+        try:
+            code = await asyncio.to_thread(proc.wait, 4)
+        except subprocess.TimeoutExpired:
+            break  # it survived: the poison is gone
+        Nodes._close(proc)
+        assert code == 3
+        crashes += 1
+        assert crashes <= DELIVERY_LIMIT + 1, "the poison message was never dead-lettered"
+        proc = nodes._spawn("fragile", {})
+    nodes.procs["fragile"] = proc
+    assert crashes == DELIVERY_LIMIT + 1  # the first delivery and DELIVERY_LIMIT redeliveries
+    assert await here.ref("fragile", "/user/counter").ask(Total(), timeout=10) == 0
+
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dead = await channel.get_queue(f"{exchange}.dead-letters")
+        letter = await eventually(lambda: dead.get(fail=False, no_ack=True), timeout=10)
+    deaths = (letter.headers or {})["x-death"]
+    assert deaths[0]["reason"] == "delivery_limit"

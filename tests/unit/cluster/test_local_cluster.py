@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cloudcore.cluster import ClusterNode, RemoteActorRef
+from cloudcore.cluster import ClusterNode, MessageRegistry, RemoteActorRef
 from cloudcore.config import ClusterSettings, NodeSettings, Settings
 from cloudcore.errors import NodeDown, NoNodeMatches, RemoteError
 from cloudcore.runtime import Actor, ActorRef, Message, Terminated
@@ -71,11 +71,17 @@ def settings(node: str, **caps: str) -> Settings:
 async def cluster() -> AsyncIterator[tuple[LocalHub, ClusterNode, ClusterNode]]:
     hub = LocalHub()
     kinds = {"Counter": Counter}
-    a = ClusterNode(settings("a", role="api"), kinds=kinds, transport=LocalTransport(hub))
+    registry = MessageRegistry()
+    for cls in (Add, Total, ForwardTotal, Boom):  # over same-named messages of other tests
+        registry.register(cls)
+    a = ClusterNode(
+        settings("a", role="api"), kinds=kinds, transport=LocalTransport(hub), registry=registry
+    )
     b = ClusterNode(
         settings("b", datacenter="dc1", hypervisor="kvm"),
         kinds=kinds,
         transport=LocalTransport(hub),
+        registry=registry,
     )
     await a.start()
     await b.start()
@@ -173,3 +179,70 @@ async def test_the_cluster_view_lists_capabilities_and_status(
     assert view["b"].capabilities == {"datacenter": "dc1", "hypervisor": "kvm"}
     assert view["b"].kinds == ["Counter"]
     assert view["a"].capabilities == {"role": "api"}
+
+
+class HoldingHub(LocalHub):
+    """A hub that can hold back command batches, as a slow durable queue would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = False
+        self.held: list[tuple[str, list[Any]]] = []
+
+    def _commands(self, node: str, items: list[Any]) -> None:
+        if self.holding:
+            self.held.append((node, items))
+        else:
+            super()._commands(node, items)
+
+    def release(self) -> None:
+        self.holding = False
+        for node, items in self.held:
+            super()._commands(node, items)
+        self.held.clear()
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[tuple[HoldingHub, ClusterNode, ClusterNode]]:
+    hub = HoldingHub()
+    registry = MessageRegistry()
+    for cls in (Add, Total):
+        registry.register(cls)
+    a = ClusterNode(settings("a"), transport=LocalTransport(hub), registry=registry)
+    b = ClusterNode(settings("b"), transport=LocalTransport(hub), registry=registry)
+    await a.start()
+    await b.start()
+    await a.wait_for_nodes(["b"], 2)
+    b.spawn(Counter, name="c")
+    yield hub, a, b
+    hub.release()
+    await b.stop()
+    await a.stop()
+
+
+async def test_an_ask_waits_for_the_tell_its_sender_sent_before_it(
+    held: tuple[HoldingHub, ClusterNode, ClusterNode],
+) -> None:
+    hub, a, _ = held
+    ref = a.ref("b", "/user/c")
+    hub.holding = True
+    ref.tell(Add(n=1))  # held back, like a tell stuck behind a backlog
+    asking = asyncio.ensure_future(ref.ask(Total(), timeout=5))
+    await asyncio.sleep(0.1)
+    assert not asking.done()  # parked: answering now would skip the tell
+    hub.release()
+    assert await asking == 1
+
+
+async def test_an_ask_whose_earlier_tell_never_comes_is_answered_after_a_bounded_wait(
+    held: tuple[HoldingHub, ClusterNode, ClusterNode],
+) -> None:
+    hub, a, _ = held
+    ref = a.ref("b", "/user/c")
+    hub.holding = True
+    ref.tell(Add(n=1))  # as if dead-lettered: it never reaches b
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await ref.ask(Total(), timeout=5) == 0
+    assert 0.9 <= loop.time() - started < 2.0
+    hub.held.clear()
