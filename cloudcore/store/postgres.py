@@ -76,10 +76,10 @@ class PostgresStore(SqlStore):
 
     dialect = "postgres"
 
-    def __init__(self, pool: Pool, where: str) -> None:
+    def __init__(self, pool: Pool, where: str, *, group_commit: bool = True) -> None:
         self._pool = pool
         self._where = where
-        self._batcher = CasBatcher(self._writer, super()._compare_and_set)
+        self._batcher = CasBatcher(self._writer, super()._compare_and_set) if group_commit else None
 
     async def _compare_and_set(
         self,
@@ -89,16 +89,25 @@ class PostgresStore(SqlStore):
         expected_version: int,
         values: list[Any],
     ) -> Any:
+        if self._batcher is None:
+            return await super()._compare_and_set(table, columns, id, expected_version, values)
         # Concurrent updates share statements and commits (group commit): see _pgbatch.
         return await self._batcher.update(table, columns, id, expected_version, values)
 
     @classmethod
     async def connect(
-        cls, dsn: str, *, pool_size: int = 16, command_timeout: float = 10.0
+        cls,
+        dsn: str,
+        *,
+        pool_size: int = 16,
+        command_timeout: float = 10.0,
+        group_commit: bool = True,
     ) -> PostgresStore:
         """Connect to ``dsn`` (one connection now, up to ``pool_size`` on demand).
 
-        Raises BackendUnavailable if the server cannot be reached.
+        ``group_commit`` lets concurrent compare-and-set updates share statements and commits
+        (see ``_pgbatch``); False sends each on its own. Raises BackendUnavailable if the server
+        cannot be reached.
         """
         where = redact_dsn(dsn)
 
@@ -108,7 +117,7 @@ class PostgresStore(SqlStore):
             )
 
         pool = Pool(connect, pool_size)
-        store = cls(pool, where)
+        store = cls(pool, where, group_commit=group_commit)
         async with store._reader() as conn:  # fail now, not at the first call
             await conn.fetchrow("SELECT 1")
         _log.info("store.opened", backend="postgres", dsn=where, pool_size=pool_size)

@@ -193,6 +193,7 @@ async def events_per_s(bus: EventBus, count: int, publishers: int = 64) -> float
 async def main(rounds: int, seconds: float) -> dict[str, Any]:
     result: dict[str, Any] = {"rounds": rounds, "seconds_per_round": seconds, "writers": WRITERS}
     pg_updates: list[float] = []
+    pg_single: list[float] = []
     pgbench: list[float] = []
     sqlite_updates: list[float] = []
     async with scratch_database("cc_bench") as dsn, scratch_database("cc_pgbench") as bench_dsn:
@@ -200,17 +201,22 @@ async def main(rounds: int, seconds: float) -> dict[str, Any]:
         pg = await PostgresStore.connect(dsn, pool_size=WRITERS)
         await pg.upgrade()
         _, vms = await seed(pg, WRITERS)
+        single = await PostgresStore.connect(dsn, pool_size=WRITERS, group_commit=False)
         with tempfile.TemporaryDirectory() as tmp:
             lite = await SqliteStore.connect(Path(tmp) / "bench.db")
             await lite.upgrade()
             _, lite_vms = await seed(lite, WRITERS)
             for _ in range(rounds):  # interleaved, so a noisy moment hits both alike
                 pg_updates.append(await updates_per_s(pg, vms, seconds))
+                pg_single.append(await updates_per_s(single, vms, seconds))
                 pgbench.append(await asyncio.to_thread(pgbench_tps, bench_dsn, seconds))
                 sqlite_updates.append(await updates_per_s(lite, lite_vms, seconds))
             await lite.close()
         await pg.close()
+        await single.close()
     result["vm_update_per_s_postgres"] = round(statistics.median(pg_updates))
+    # The same updates, each its own statement and commit (no group commit), for reference.
+    result["vm_update_per_s_postgres_one_commit_each"] = round(statistics.median(pg_single))
     result["vm_update_per_s_sqlite"] = round(statistics.median(sqlite_updates))
     result["pgbench_tps"] = round(statistics.median(pgbench))
     result["vm_update_to_pgbench_ratio"] = round(
