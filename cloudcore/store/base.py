@@ -86,9 +86,12 @@ class Store(ABC):
     ) -> R:
         """Compare-and-set: apply ``changes`` if the stored version is ``expected_version``.
 
-        Returns the record as stored, its version one higher. One round trip. Raises NotFound,
-        VersionConflict (the record changed since it was read: read again and decide again),
-        InvalidRecord (unknown field, a field the store manages, or a malformed value).
+        Returns the record as stored, its version one higher, once committed. One statement
+        (PostgreSQL lets concurrent updates of the same fields share a statement and a commit,
+        each still compare-and-set on its own row). Raises NotFound, VersionConflict (the record
+        changed since it was read: read again and decide again), InvalidRecord (unknown field, a
+        field the store manages, or a malformed value). BackendUnavailable means the update may
+        or may not have been applied: retrying it is safe (VersionConflict if it was).
         """
 
     @abstractmethod
