@@ -124,3 +124,28 @@ async def test_the_event_bus_rides_out_a_redis_restart(redis_server: PrivateRedi
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
         await bus.close()
+
+
+async def test_a_consumer_group_keeps_its_unacknowledged_events_across_a_redis_restart(
+    redis_server: PrivateRedis,
+) -> None:
+    bus = await RedisEventBus.connect(redis_server.url, stream="cc:events", retention=10_000)
+    try:
+        sent = [await bus.publish("vm.drifted", f"vm/{i}") for i in range(3)]
+        consumer = bus.consume("reconciler", "node-1", after=START)
+        async with asyncio.timeout(10):
+            first = [await anext(consumer) for _ in range(3)]
+        await consumer.aclose()  # type: ignore[attr-defined]
+        await bus.ack("reconciler", first[0].position)
+
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.to_thread(redis_server.start)
+
+        again = bus.consume("reconciler", "node-1")
+        async with asyncio.timeout(20):
+            redelivered = [await anext(again) for _ in range(2)]
+        await again.aclose()  # type: ignore[attr-defined]
+        assert first == sent
+        assert redelivered == sent[1:]
+    finally:
+        await bus.close()
