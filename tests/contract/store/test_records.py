@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -243,3 +243,25 @@ async def test_every_kind_of_field_survives_an_update(store: Store, make: Factor
     assert disabled.disabled is True
     assert (await store.get(Host, host.id)).capabilities == {"gpu": "a100"} == tagged.capabilities
     assert (await store.get(Network, network.id)).vlan == 42 == tagged_net.vlan
+
+
+async def test_concurrent_updates_of_structured_and_time_fields_all_land(
+    store: Store, make: Factory
+) -> None:
+    dc = await make.datacenter()
+    hosts = [await make.host(dc) for _ in range(5)]
+    seen = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+
+    updated = await asyncio.gather(
+        *(
+            store.update(
+                Host, host.id, expected_version=1, capabilities={"n": str(i)}, observed_at=seen
+            )
+            for i, host in enumerate(hosts)
+        )
+    )
+
+    for i, host in enumerate(hosts):
+        stored = await store.get(Host, host.id)
+        assert stored == updated[i]
+        assert (stored.capabilities, stored.observed_at, stored.version) == ({"n": str(i)}, seen, 2)
