@@ -160,7 +160,9 @@ async def test_broker_restart_under_traffic(
             await asyncio.to_thread(rabbitmqctl, "start_app")
             await asyncio.to_thread(wait_broker, 60)
             await eventually(lambda: here.connected, timeout=20)
-            await here.wait_for_nodes(["steady"], 20)
+            back = time.time()
+            # the other node is back once we hear its heartbeats again
+            await eventually(lambda: _heard_since(here, "steady", back), timeout=20)
             assert await counter.ask(Total(), timeout=10) == 0
             await asyncio.sleep(0.3)
             await flow.stop()
@@ -172,6 +174,10 @@ async def test_broker_restart_under_traffic(
     await eventually(lambda: len(set(handled_ids(str(db)))) >= flow.sent, timeout=30)
     await asyncio.sleep(0.3)
     assert_each_once(db, flow.sent)
+
+
+def _heard_since(node: ClusterNode, other: str, since: float) -> bool:
+    return any(m.node == other and m.last_heartbeat > since for m in node.members())
 
 
 @pytest.mark.timeout(60)
