@@ -116,10 +116,7 @@ class VMActor(Actor[VMMessage]):
             task = None
         if task is not None and task.kind == "vm.deploy":
             return
-        try:
-            power = to_power(await self.driver.power_state(self.vm.id))
-        except NotFound:
-            power = None
+        power = await self._power_now()
         state = monitor.STATE_FOR_POWER.get(power) if power else None
         fault = f"interrupted by a restart; the hypervisor shows {power or 'no VM'}"
         await self._save(
@@ -386,10 +383,7 @@ class VMActor(Actor[VMMessage]):
                     TaskState.SUCCEEDED, None
                 )
         else:
-            try:
-                power: PowerState | None = to_power(await self.driver.power_state(self.vm.id))
-            except NotFound:
-                power = None
+            power = await self._power_now()
             settled = monitor.STATE_FOR_POWER.get(power) if power else None
             fault = None if message.verb is RecoverVerb.RETRY else f"recovered: {self.vm.fault}"
             await self._save(
@@ -407,13 +401,15 @@ class VMActor(Actor[VMMessage]):
 
     async def _observed(self, message: PowerObserved) -> None:
         power = to_power(message.power) if message.power is not None else None
-        if power is None:
-            self.missing_sweeps += 1
-        else:
-            self.missing_sweeps = 0
-        decision = monitor.reconcile(
-            self.vm, power, self.missing_sweeps, self.services.settings.drift_policy
-        )
+        if message.source == "sweep":  # only sweeps count absences: events are hints
+            self.missing_sweeps = self.missing_sweeps + 1 if power is None else 0
+        policy = self.services.settings.drift_policy
+        decision = monitor.reconcile(self.vm, power, self.missing_sweeps, policy)
+        if decision.action != "none" and power is not None:
+            # What was seen may be stale (an event queued behind the task that caused it):
+            # before acting on drift, ask the hypervisor what is true now.
+            power = await self._power_now()
+            decision = monitor.reconcile(self.vm, power, self.missing_sweeps, policy)
         if decision.changes:
             await self._save(**decision.changes)
             _log.warning(
@@ -426,6 +422,12 @@ class VMActor(Actor[VMMessage]):
             )
         if decision.enforce is not None:
             self.context.ref.tell(RequestOperation(operation=decision.enforce))
+
+    async def _power_now(self) -> PowerState | None:
+        try:
+            return to_power(await self.driver.power_state(self.vm.id))
+        except NotFound:
+            return None
 
     # ----------------------------------------------------------------- persistence
 

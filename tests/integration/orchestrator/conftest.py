@@ -7,8 +7,7 @@ test can act behind the orchestrator's back, as an administrator with virsh woul
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from cloudcore.store import Store
 from cloudcore.store.records import Host, HostHealth, Task
 from hypervisor_drivers.base import HypervisorDriver
 from tests.integration.libvirt.conftest import domain_type, libvirtd  # noqa: F401 - fixtures
+from tests.waiting import eventually
 
 
 class LastingDriver:
@@ -51,20 +51,6 @@ class Cloud:
 
     async def wait(self, task: Task, timeout: float = 20.0) -> Task:
         return await self.orchestrator.wait(task.id, timeout)
-
-
-async def eventually(
-    predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02
-) -> Any:
-    """Poll an async or plain predicate until it returns something truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = predicate()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(interval)
 
 
 def cloud_settings(tmp_path: Path, **orchestrator: Any) -> Settings:

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from actors.messages import GetVM
 from actors.registration import bootstrap_demo
 from cloudcore.store import Store
 from cloudcore.store.records import VM, PowerState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import VMSpec as DriverSpec
+from tests.waiting import eventually
 
-from .conftest import Cloud, cloud_settings, eventually, start_cloud
+from .conftest import Cloud, cloud_settings, start_cloud
 from .test_lifecycle import deploy
 
 
@@ -30,6 +32,20 @@ async def test_a_vm_powered_off_behind_our_back_is_seen_within_two_seconds_and_f
     seen = await eventually(followed, timeout=2.0)
     assert seen.power is PowerState.OFF
     assert "while RUNNING: followed" in (seen.fault or "")
+
+
+async def test_a_stale_event_that_contradicts_the_hypervisor_changes_nothing(cloud: Cloud) -> None:
+    from actors.messages import PowerObserved, Sweep
+    from hypervisor_drivers.types import PowerState as Seen
+
+    vm = await deploy(cloud)
+    host = cloud.orchestrator.system.lookup(f"/user/dc/dc1/{vm.host_id}")
+    # An event from before the VM started, delivered late (as under load).
+    host.tell(PowerObserved(vm_id=vm.id, power=Seen.STOPPED, source="event"))
+    await host.ask(Sweep())  # the event is forwarded before the sweep is handled
+    await _settled(cloud, vm)
+    after = await cloud.store.get(VM, vm.id)
+    assert (after.state, after.power, after.fault) == (VMState.RUNNING, PowerState.ON, None)
 
 
 async def test_the_enforce_policy_drives_the_vm_back(sqlite_store: Store, tmp_path: Path) -> None:
@@ -63,15 +79,13 @@ async def test_a_sweep_reports_orphans_and_calls_a_vm_missing_only_after_two_swe
     await driver.define_vm(DriverSpec(uuid=stranger, name="not-ours", vcpus=1, memory_mib=64))
     await driver.destroy_vm(vm.id)  # gone from the hypervisor behind our back
 
-    async def stop_followed() -> bool:  # the destroy's own "stopped" event arrives first
-        return (await cloud.store.get(VM, vm.id)).state is VMState.STOPPED
-
-    await eventually(stop_followed)
     first = await cloud.orchestrator.sweep("dc1", host_id)
     assert first.orphans_on_hypervisor == [stranger]
     assert first.missing_on_hypervisor == []
-    # One sweep without the VM does not make it missing yet.
-    assert (await cloud.store.get(VM, vm.id)).state is VMState.STOPPED
+    await _settled(cloud, vm)
+    # The destroy's "stopped" event was checked against the hypervisor, which no longer has the
+    # VM, and one sweep without it is not yet "missing": the store is unchanged.
+    assert (await cloud.store.get(VM, vm.id)).state is VMState.RUNNING
 
     second = await cloud.orchestrator.sweep("dc1", host_id)
     assert second.missing_on_hypervisor == [vm.id]
@@ -81,6 +95,11 @@ async def test_a_sweep_reports_orphans_and_calls_a_vm_missing_only_after_two_swe
 
     await eventually(errored)
     assert "missing" in ((await cloud.store.get(VM, vm.id)).fault or "")
+
+
+async def _settled(cloud: Cloud, vm: VM) -> None:
+    """Until the VM actor has handled everything queued for it so far."""
+    await cloud.orchestrator.system.lookup(f"/user/dc/dc1/{vm.host_id}/{vm.id}").ask(GetVM())
 
 
 async def test_drift_is_ignored_while_a_task_runs(cloud: Cloud) -> None:

@@ -34,8 +34,9 @@ from cloudcore.store.records import VM, Datacenter, Task, TaskState, Tenant, VMS
 from hypervisor_drivers.base import DriverSettings, HypervisorDriver
 from hypervisor_drivers.libvirt import LibvirtDriver
 from tests.integration.libvirt.conftest import virsh
+from tests.waiting import eventually
 
-from .conftest import Cloud, cloud_settings, eventually, start_cloud
+from .conftest import Cloud, cloud_settings, start_cloud
 
 pytestmark = pytest.mark.integration
 OURS = re.compile(r"^cc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -7,8 +7,9 @@ import pytest
 from actors.messages import RecoverVerb
 from cloudcore.errors import IllegalTransition
 from cloudcore.store.records import VM, AdminState, PowerState, TaskState, VMSpec, VMState
+from tests.waiting import eventually
 
-from .conftest import Cloud, eventually
+from .conftest import Cloud
 from .test_lifecycle import deploy
 
 
@@ -17,11 +18,6 @@ async def _missing(cloud: Cloud) -> VM:
     vm = await deploy(cloud)
     host_id = vm.host_id or ""
     await cloud.drivers[host_id].destroy_vm(vm.id)
-
-    async def stop_followed() -> bool:  # the destroy's own "stopped" event comes first
-        return (await cloud.store.get(VM, vm.id)).state is VMState.STOPPED
-
-    await eventually(stop_followed)
     for _ in range(2):
         await cloud.orchestrator.sweep("dc1", host_id)
 

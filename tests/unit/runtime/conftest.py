@@ -44,10 +44,3 @@ async def system() -> AsyncIterator[ActorSystem]:
     system = ActorSystem("test-node", RuntimeSettings(ask_timeout=2.0, shutdown_timeout=2.0))
     yield system
     await system.shutdown()
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Poll ``predicate`` until it holds, for state no event announces (restart counters)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - nothing announces these changes
-            await asyncio.sleep(0.005)

@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 from cloudcore.runtime import Actor, ActorSystem, Directive, SupervisorStrategy
+from tests.waiting import eventually
 
-from .conftest import Recorder, eventually
+from .conftest import Recorder
 from .messages import Fail, Get, Ping, Spawn
 from .probe import Probe, supervising
 
