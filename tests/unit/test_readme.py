@@ -1,7 +1,7 @@
 """The README's Python examples run as written, so the page stays true.
 
-A block whose first line is ``# needs: <servers>`` needs real servers and is run by the
-integration test that provides them instead.
+A block after an ``<!-- example: NAME -->`` marker is a copy of a file that an integration test
+runs with the servers it needs (and checks the copy against); it is not run here.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    """The README's python blocks, except those after an example marker."""
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"(<!-- example: [\w-]+ -->\s*)?```python\n(.*?)```", text, re.DOTALL)
+    return [code for marker, code in blocks if not marker]
 
 
 def test_the_readme_has_python_examples() -> None:
     assert python_blocks()
 
 
-@pytest.mark.parametrize(
-    "code", [b for b in python_blocks() if not b.startswith("# needs:")], ids=lambda b: b[:40]
-)
+@pytest.mark.parametrize("code", python_blocks(), ids=lambda b: b[:40])
 def test_a_readme_example_runs(code: str, tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
