@@ -65,8 +65,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
 
     async def receive(self, message: DatacenterMessage) -> Any:
         match message:
-            case Deploy(task=task):
-                await self._claim(task)
+            case Deploy(task=task, vm=vm):
+                await self._claim(task, vm)
             case AddHost(host=host):
                 ref = self._manage(host)
                 assert self.scheduler is not None
@@ -93,7 +93,7 @@ class DatacenterActor(Actor[DatacenterMessage]):
             HostActor, self.services, host, driver, self.scheduler, name=host.id
         )
 
-    async def _claim(self, task: Task) -> None:
+    async def _claim(self, task: Task, vm: VM | None = None) -> None:
         if task.state is TaskState.PENDING:
             try:
                 task = await self.services.store.update(
@@ -101,15 +101,15 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 )
             except VersionConflict:
                 return  # another node (or an earlier poll) took it
-        self._run(task)
+        self._run(task, vm)
 
-    def _run(self, task: Task) -> None:
+    def _run(self, task: Task, vm: VM | None = None) -> None:
         name = f"deploy-{task.id}"
         if self.context._children and name in self.context._children:
             return
         assert self.scheduler is not None
         self.context.spawn(
-            DeployRunner, self.services, task, self.scheduler, self.host_ref, name=name
+            DeployRunner, self.services, task, self.scheduler, self.host_ref, vm, name=name
         )
 
     async def _ours(self, task: Task) -> bool:

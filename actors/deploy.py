@@ -43,6 +43,7 @@ class DeployRunner(Actor[DeployMessage]):
         task: Task,
         scheduler: ActorRef,
         host_ref: Callable[[str], ActorRef],
+        vm: VM | None = None,
     ) -> None:
         self.services = services
         self.journal = Journal(services.store, task, services.waiters)
@@ -51,6 +52,7 @@ class DeployRunner(Actor[DeployMessage]):
         self.scheduler = scheduler
         self.host_ref = host_ref
         self.attempts = int(task.data.get("attempts", 0))
+        self.known: VM | None = vm  # the record as the deploy was submitted, used once
 
     async def started(self) -> None:
         self.context.ref.tell(_Advance())
@@ -65,7 +67,7 @@ class DeployRunner(Actor[DeployMessage]):
                 assert_never(message)
 
     async def _advance(self) -> None:
-        vm = await self.services.store.get(VM, self.vm_id)
+        vm, self.known = self.known or await self.services.store.get(VM, self.vm_id), None
         if vm.state in (VMState.DEFINED, VMState.SCHEDULING):
             placed = await self._schedule(vm)
             if placed is None:

@@ -110,6 +110,8 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Deploy(Message, frozen=True, kw_only=True):
-    """Datacenter: run the deploy task of a VM (written PENDING, claimed here)."""
+    """Datacenter: run the deploy task of a VM (claimed here if PENDING). ``vm``: the record as
+    just written, when the sender has it (saves the runner a read)."""
 
     task: Task
+    vm: VM | None = None

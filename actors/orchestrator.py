@@ -33,6 +33,7 @@ from actors.services import Services, new_vm_id
 from actors.supervision import DOMAIN_STRATEGY
 from cloudcore.errors import Conflict, IllegalTransition, NotFound, VersionConflict
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
+from cloudcore.store import Store
 from cloudcore.store.records import (
     VM,
     AdminState,
@@ -122,7 +123,7 @@ class Orchestrator:
         the task at once; ``wait`` for it, or watch the VM's events."""
         # Written RUNNING: this node runs it now, and a crash before it does is resumed like any
         # deploy in flight. (PENDING is for tasks submitted to whichever node picks them up.)
-        task = await self.submit_deploy(
+        vm, task = await _write_deploy(
             self.store,
             tenant_id=tenant_id,
             datacenter_id=datacenter_id,
@@ -131,42 +132,29 @@ class Orchestrator:
             start=start,
             state=TaskState.RUNNING,
         )
-        self.datacenter(datacenter_id).tell(Deploy(task=task))
+        self.datacenter(datacenter_id).tell(Deploy(task=task, vm=vm))
         return task
 
     @staticmethod
     async def submit_deploy(
-        store: Any,
+        store: Store,
         *,
         tenant_id: str,
         datacenter_id: str,
         name: str,
         spec: VMSpec,
         start: bool = True,
-        state: TaskState = TaskState.PENDING,
     ) -> Task:
-        """Write a VM and its deploy task, PENDING by default, for a running node to pick up."""
-        vm = await store.create(
-            VM(
-                id=new_vm_id(),
-                tenant_id=tenant_id,
-                datacenter_id=datacenter_id,
-                name=name,
-                spec=spec,
-                desired_state=VMState.RUNNING if start else VMState.STOPPED,
-            )
+        """Write a VM and its deploy task, PENDING, for a running node to pick up."""
+        _, task = await _write_deploy(
+            store,
+            tenant_id=tenant_id,
+            datacenter_id=datacenter_id,
+            name=name,
+            spec=spec,
+            start=start,
+            state=TaskState.PENDING,
         )
-        task = await store.create(
-            Task(
-                id=f"task-{vm.id}",
-                tenant_id=tenant_id,
-                kind="vm.deploy",
-                subject=f"vm/{vm.id}",
-                state=state,
-                data={"start": start},
-            )
-        )
-        assert isinstance(task, Task)
         return task
 
     async def operate(
@@ -266,3 +254,37 @@ class Orchestrator:
             raise NotFound(f"host {host_id} is not managed in {datacenter_id}") from None
         report: SweepReport = await ref.ask(Sweep(), timeout=60)
         return report
+
+
+async def _write_deploy(
+    store: Store,
+    *,
+    tenant_id: str,
+    datacenter_id: str,
+    name: str,
+    spec: VMSpec,
+    start: bool,
+    state: TaskState,
+) -> tuple[VM, Task]:
+    """A new VM (DEFINED) and its deploy task in ``state``."""
+    vm = await store.create(
+        VM(
+            id=new_vm_id(),
+            tenant_id=tenant_id,
+            datacenter_id=datacenter_id,
+            name=name,
+            spec=spec,
+            desired_state=VMState.RUNNING if start else VMState.STOPPED,
+        )
+    )
+    task = await store.create(
+        Task(
+            id=f"task-{vm.id}",
+            tenant_id=tenant_id,
+            kind="vm.deploy",
+            subject=f"vm/{vm.id}",
+            state=state,
+            data={"start": start},
+        )
+    )
+    return vm, task

@@ -15,7 +15,7 @@ import msgspec
 
 from actors import monitor
 from actors.journal import FINAL, Journal
-from actors.lifecycle import STABLE, TRANSITIONS, Operation, Transition, transition
+from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
 from actors.messages import (
     GetVM,
     OperationFinished,
@@ -179,7 +179,7 @@ class VMActor(Actor[VMMessage]):
         self._begin(journal.task.id)
         await self._save(state=t.transient, task_id=journal.task.id, fault=None)
         self.work = asyncio.create_task(
-            self._operate(op, t, source, journal, params, message.reply_to)
+            self._operate(op, source, journal, params, message.reply_to)
         )
         return journal.task
 
@@ -189,7 +189,6 @@ class VMActor(Actor[VMMessage]):
     async def _operate(
         self,
         op: Operation,
-        t: Transition,
         source: VMState,
         journal: Journal,
         params: dict[str, Any],

@@ -1,0 +1,53 @@
+"""Hosts: connection with backoff, health apart from admin state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from actors.orchestrator import Orchestrator
+from actors.registration import host_record
+from actors.services import Services
+from cloudcore.events.local import LocalEventBus
+from cloudcore.runtime import ActorSystem
+from cloudcore.store import Store
+from cloudcore.store.records import AdminState, Datacenter, Host, HostHealth, Tenant
+from hypervisor_drivers.libvirt import write_simulated_host
+from tests.waiting import eventually
+
+from .conftest import cloud_settings
+
+
+async def test_a_host_whose_hypervisor_is_not_there_yet_is_retried_until_it_is(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    settings = cloud_settings(tmp_path, reconnect_delay=0.05)
+    host_file = tmp_path / "late-host.xml"  # not written yet: the hypervisor is not there
+    await sqlite_store.create(Tenant(id="t1", name="t1"))
+    await sqlite_store.create(Datacenter(id="dc1", name="dc1"))
+    await sqlite_store.create(
+        host_record(
+            settings,
+            host_id="late",
+            datacenter_id="dc1",
+            hypervisor="libvirt",
+            uri=f"test://{host_file}",
+            physical_cpus=4,
+            physical_memory_mib=4096,
+        )
+    )
+    system = ActorSystem("test-node", settings.runtime)
+    try:
+        await Orchestrator.start(
+            system, Services(sqlite_store, LocalEventBus(), settings.orchestrator)
+        )
+
+        async def health_is(expected: HostHealth) -> bool:
+            return (await sqlite_store.get(Host, "late")).health is expected
+
+        await eventually(lambda: health_is(HostHealth.UNREACHABLE))
+        write_simulated_host(host_file, cpus=4, memory_kib=4096 * 1024)
+        await eventually(lambda: health_is(HostHealth.HEALTHY), timeout=10)
+        host = await sqlite_store.get(Host, "late")
+        assert host.admin_state is AdminState.ENABLED  # health never touches admin state
+    finally:
+        await system.shutdown()
