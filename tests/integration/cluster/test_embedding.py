@@ -14,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.cluster.conftest import ROOT, eventually
+from tests.integration.cluster.conftest import ROOT
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -93,7 +94,7 @@ async def test_the_embedding_example_serves_cluster_actors_over_http(
                 return False
             return bool(view.get("worker-1", {}).get("status") == "up")
 
-        await eventually(worker_up, timeout=20, step=0.1)
+        await eventually(worker_up, timeout=20, interval=0.1)
         totals = []
         for n in (2, 3):
             async with http.post(f"/add/{n}") as response:

@@ -27,8 +27,9 @@ from tests.integration.cluster.actors import (
     Watcher,
     handled_ids,
 )
-from tests.integration.cluster.conftest import Nodes, eventually, rabbitmqctl, wait_broker
+from tests.integration.cluster.conftest import Nodes, rabbitmqctl, wait_broker
 from tests.integration.cluster.node_main import DELIVERY_LIMIT, TIMEOUT
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration]
 

@@ -18,7 +18,8 @@ from tests.integration.cluster.actors import (
     Total,
     WhereAmI,
 )
-from tests.integration.cluster.conftest import Nodes, eventually
+from tests.integration.cluster.conftest import Nodes
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
