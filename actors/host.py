@@ -15,7 +15,7 @@ from typing import Any, assert_never
 
 from actors.messages import AdoptVM, Forget, GetHost, GetVM, PowerObserved, Sweep, SweepReport
 from actors.paging import all_records
-from actors.services import Services
+from actors.services import DriverSlot, Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMActor
 from cloudcore.errors import NotFound, VersionConflict
@@ -65,7 +65,7 @@ class HostActor(Actor[HostMessage]):
     ) -> None:
         self.services = services
         self.host = host
-        self.driver = driver
+        self.slot = DriverSlot(driver)
         self.on_update = on_update  # the scheduler, told of health changes
         self.connected = False
         self.delay = services.settings.reconnect_delay
@@ -81,6 +81,10 @@ class HostActor(Actor[HostMessage]):
         if self.pump is not None:
             self.pump.cancel()
         await self.driver.close()
+
+    @property
+    def driver(self) -> HypervisorDriver:
+        return self.slot.current
 
     async def receive(self, message: HostMessage) -> Any:
         match message:
@@ -136,6 +140,11 @@ class HostActor(Actor[HostMessage]):
             return
         self.connected = False
         _log.warning("host.disconnected", host_id=self.host.id, error=error)
+        if self.pump is not None:
+            self.pump.cancel()
+        with contextlib.suppress(Exception):
+            await self.driver.close()
+        self.slot.current = self.services.driver_factory(self.host)  # connected afresh below
         await self._set_health(HostHealth.UNREACHABLE)
         self.context.ref.tell(_Connect())
 
@@ -176,7 +185,7 @@ class HostActor(Actor[HostMessage]):
         children = self.context._children
         if children and vm.id in children:
             return self.context.child(vm.id)
-        return self.context.spawn(VMActor, self.services, vm, self.driver, name=vm.id)
+        return self.context.spawn(VMActor, self.services, vm, self.slot, name=vm.id)
 
     async def _adopt_stored(self) -> None:
         async for vm in all_records(self.services.store, VM, {"host_id": self.host.id}):

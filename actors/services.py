@@ -16,7 +16,7 @@ from cloudcore.store import Store
 from cloudcore.store.records import Host
 from hypervisor_drivers.base import DriverSettings, HypervisorDriver
 
-__all__ = ["OrchestratorSettings", "Services", "domain_name", "new_vm_id"]
+__all__ = ["DriverSlot", "OrchestratorSettings", "Services", "domain_name", "new_vm_id"]
 
 _log = get_logger("actors")
 
@@ -42,6 +42,16 @@ class Services:
 
 #: Prefix of host capabilities that are settings of the host's driver (``driver.domain_type``).
 DRIVER_OPTION = "driver."
+
+
+class DriverSlot:
+    """The live driver of one host, shared by the host actor and its VM actors. A driver whose
+    connection was lost is not reused: the host puts a fresh one in the slot and connects it."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, driver: HypervisorDriver) -> None:
+        self.current = driver
 
 
 def default_driver(host: Host) -> HypervisorDriver:

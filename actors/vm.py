@@ -25,7 +25,7 @@ from actors.messages import (
     RecoverVerb,
     RequestOperation,
 )
-from actors.services import Services, domain_name
+from actors.services import DriverSlot, Services, domain_name
 from cloudcore.errors import IllegalTransition, NotFound, UnsupportedOperation, VersionConflict
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
@@ -90,12 +90,17 @@ def driver_spec(vm: VM) -> DriverSpec:
 
 
 class VMActor(Actor[VMMessage]):
-    def __init__(self, services: Services, vm: VM, driver: HypervisorDriver) -> None:
+    def __init__(self, services: Services, vm: VM, driver: DriverSlot) -> None:
         self.services = services
         self.vm = vm
-        self.driver = driver
+        self._driver = driver
         self.work: asyncio.Task[None] | None = None
         self.missing_sweeps = 0
+
+    @property
+    def driver(self) -> HypervisorDriver:
+        """The host's live driver (a new one after its connection was lost)."""
+        return self._driver.current
 
     async def started(self) -> None:
         if self.context.restarts:  # the record given at spawn is stale: the store has the truth

@@ -1,4 +1,4 @@
-"""An orchestrator on the libvirt test driver, with a SQLite (or PostgreSQL) store.
+"""An orchestrator on the libvirt test driver, with a SQLite store.
 
 Each simulated host is a real libvirt test-driver connection (``test:///<file>.xml``), an
 in-memory hypervisor of its own. ``drivers`` gives tests the very driver a host actor uses, so a
@@ -26,20 +26,6 @@ from cloudcore.store.records import Host, HostHealth, Task
 from hypervisor_drivers.base import HypervisorDriver
 from tests.integration.libvirt.conftest import domain_type, libvirtd  # noqa: F401 - fixtures
 from tests.waiting import eventually
-
-
-class LastingDriver:
-    """A real driver whose close() keeps the connection: the simulated hypervisor outlives an
-    orchestrator that crashes and comes back, as a real one would."""
-
-    def __init__(self, inner: HypervisorDriver) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -70,12 +56,10 @@ def cloud_settings(tmp_path: Path, **orchestrator: Any) -> Settings:
 
 
 async def start_cloud(
-    store: Store, settings: Settings, drivers: dict[str, HypervisorDriver], lasting: bool
+    store: Store, settings: Settings, drivers: dict[str, HypervisorDriver]
 ) -> tuple[ActorSystem, Orchestrator]:
     def factory(host: Host) -> HypervisorDriver:
-        if host.id not in drivers:
-            real = default_driver(host)
-            drivers[host.id] = LastingDriver(real) if lasting else real  # type: ignore[assignment]
+        drivers[host.id] = default_driver(host)  # the latest: a lost connection gets a new one
         return drivers[host.id]
 
     system = ActorSystem("test-node", settings.runtime)
@@ -105,6 +89,6 @@ async def cloud(sqlite_store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
     settings = cloud_settings(tmp_path)
     await bootstrap_demo(sqlite_store, settings)
     drivers: dict[str, HypervisorDriver] = {}
-    system, orchestrator = await start_cloud(sqlite_store, settings, drivers, lasting=False)
+    system, orchestrator = await start_cloud(sqlite_store, settings, drivers)
     yield Cloud(orchestrator, sqlite_store, settings, drivers)
     await system.shutdown()

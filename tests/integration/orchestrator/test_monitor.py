@@ -52,7 +52,7 @@ async def test_the_enforce_policy_drives_the_vm_back(sqlite_store: Store, tmp_pa
     settings = cloud_settings(tmp_path, drift_policy="enforce")
     await bootstrap_demo(sqlite_store, settings)
     drivers: dict[str, HypervisorDriver] = {}
-    system, orchestrator = await start_cloud(sqlite_store, settings, drivers, lasting=False)
+    system, orchestrator = await start_cloud(sqlite_store, settings, drivers)
     try:
         cloud = Cloud(orchestrator, sqlite_store, settings, drivers)
         vm = await deploy(cloud)

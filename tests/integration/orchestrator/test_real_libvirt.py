@@ -30,7 +30,17 @@ from actors.orchestrator import Orchestrator
 from actors.registration import host_record
 from cloudcore.config import Settings
 from cloudcore.store import Store
-from cloudcore.store.records import VM, Datacenter, Task, TaskState, Tenant, VMSpec, VMState
+from cloudcore.store.records import (
+    VM,
+    Datacenter,
+    Host,
+    HostHealth,
+    Task,
+    TaskState,
+    Tenant,
+    VMSpec,
+    VMState,
+)
 from hypervisor_drivers.base import DriverSettings, HypervisorDriver
 from hypervisor_drivers.libvirt import LibvirtDriver
 from tests.integration.libvirt.conftest import virsh
@@ -79,7 +89,7 @@ async def qemu_cloud(
     settings = cloud_settings(tmp_path)
     await _datacenter_on(sqlite_store, settings, libvirtd, domain_type=domain_type)
     drivers: dict[str, HypervisorDriver] = {}
-    system, orchestrator = await start_cloud(sqlite_store, settings, drivers, lasting=False)
+    system, orchestrator = await start_cloud(sqlite_store, settings, drivers)
     cloud = Cloud(orchestrator, sqlite_store, settings, drivers)
     try:
         yield cloud
@@ -202,3 +212,61 @@ async def test_kill_9_during_50_deploys_then_restart_ends_every_task_with_no_orp
     in_store = {vm.id for vm in vms if vm.host_id == host_id}
     assert on_hypervisor == in_store  # no orphan either way
     assert len(in_store) == 50
+
+
+def _clients_of(pid: int) -> list[str]:
+    """libvirtd's client ids whose process is ``pid``."""
+    listed = subprocess.run(
+        ["virt-admin", "srv-clients-list", "libvirtd"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.splitlines()[2:]
+    ids = [line.split()[0] for line in listed if line.strip()]
+    ours = []
+    for client in ids:
+        info = subprocess.run(
+            ["virt-admin", "client-info", "libvirtd", client],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        if re.search(rf"unix_process_id\s*:\s*{pid}\b", info):
+            ours.append(client)
+    return ours
+
+
+def _cut_connections_of(pid: int) -> list[str]:
+    """Make libvirtd drop ``pid``'s connections, as a network cut or a restart would."""
+    cut = _clients_of(pid)
+    for client in cut:
+        subprocess.run(
+            ["virt-admin", "client-disconnect", "libvirtd", client],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    return cut
+
+
+async def test_a_host_whose_connection_is_cut_reconnects_with_a_fresh_driver(
+    libvirtd: str, sqlite_store: Store, tmp_path: Path
+) -> None:
+    settings = cloud_settings(tmp_path, sweep_interval=0.2)
+    host_id = await _datacenter_on(sqlite_store, settings, DAEMON_TEST_URI)
+    drivers: dict[str, HypervisorDriver] = {}
+    system, _ = await start_cloud(sqlite_store, settings, drivers)
+    try:
+        first = drivers[host_id]
+        assert _cut_connections_of(os.getpid())  # the host's connection is one of them
+
+        async def health_is(expected: HostHealth) -> bool:
+            return (await sqlite_store.get(Host, host_id)).health is expected
+
+        # The loss is seen (a sweep fails), a fresh driver replaces the dead one, and it connects.
+        await eventually(lambda: drivers[host_id] is not first, timeout=10)
+        await eventually(lambda: health_is(HostHealth.HEALTHY), timeout=10)
+        assert await drivers[host_id].list_vms() is not None
+    finally:
+        await system.shutdown()
