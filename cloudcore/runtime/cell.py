@@ -23,15 +23,32 @@ from cloudcore.errors import (
     ActorStopped,
     MailboxFull,
     NotFound,
-    RestartIntensityExceeded,
 )
 from cloudcore.logging import get_logger
+from cloudcore.runtime._status import (
+    RESTARTING as _RESTARTING,
+)
+from cloudcore.runtime._status import (
+    RUNNING as _RUNNING,
+)
+from cloudcore.runtime._status import (
+    STATUS_NAMES,
+)
+from cloudcore.runtime._status import (
+    STOPPED as _STOPPED,
+)
+from cloudcore.runtime._status import (
+    STOPPING as _STOPPING,
+)
+from cloudcore.runtime._status import (
+    StopRequest as _StopRequest,
+)
+from cloudcore.runtime._supervising import failed
 from cloudcore.runtime.actor import Actor, _constructing
 from cloudcore.runtime.mailbox import Mailbox, Overflow
 from cloudcore.runtime.message import check_message
 from cloudcore.runtime.ref import ActorRef, LocalActorRef, _Ask
 from cloudcore.runtime.signals import Terminated
-from cloudcore.runtime.supervision import Directive, SupervisorStrategy
 
 if TYPE_CHECKING:
     from cloudcore.runtime.system import ActorSystem
@@ -40,23 +57,7 @@ __all__ = ["STATUS_NAMES", "ActorCell", "ActorContext"]
 
 _log = get_logger("cloudcore.runtime")
 
-# Statuses, ordered: everything from _STOPPING on refuses new messages.
-_RUNNING, _SUSPENDED, _RESTARTING, _STOPPING, _STOPPED = range(5)
-STATUS_NAMES = ("running", "suspended", "restarting", "stopping", "stopped")
-
 ActorFactory = Callable[..., Actor[Any]]
-
-
-class _StopRequest:
-    __slots__ = ("drain", "reason")
-
-    def __init__(self, reason: str, drain: bool) -> None:
-        self.reason = reason
-        self.drain = drain
-
-
-def describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 class ActorCell:
@@ -302,7 +303,7 @@ class ActorCell:
                 try:
                     await self.actor.started()
                 except Exception as exc:
-                    if not self._failed(exc):
+                    if not failed(self, exc):
                         return
             await self._process()
         finally:
@@ -352,7 +353,7 @@ class ActorCell:
                     self.processed += 1
                     if future is not None and not future.done():
                         future.set_exception(exc)
-                    if not self._failed(exc):
+                    if not failed(self, exc):
                         return
                     continue
                 except asyncio.CancelledError as exc:
@@ -365,7 +366,7 @@ class ActorCell:
                     # receive raised CancelledError though nobody cancelled the actor
                     error = ActorError(f"receive of {self.path} raised CancelledError")
                     error.__cause__ = exc
-                    if not self._failed(error):
+                    if not failed(self, error):
                         return
                     continue
                 self._current = None
@@ -382,147 +383,6 @@ class ActorCell:
                 return
             waiter = self._waiter = loop.create_future()
             await waiter
-
-    # ------------------------------------------------------------------ failure and supervision
-
-    def _failed(self, error: Exception) -> bool:
-        """Called in the actor's task when it raised; True if it goes on (resume)."""
-        self.last_failure = describe(error)
-        assert self._parent is not None
-        resumed = self._parent._supervise(self, error)
-        if resumed:  # the decider took it as an answer (a refusal), not a fault
-            _log.info("actor.resumed", actor=self.path, error=self.last_failure)
-        else:
-            _log.error("actor.failed", actor=self.path, error=self.last_failure, exc_info=error)
-        return resumed
-
-    def _supervise(self, child: ActorCell, error: Exception) -> bool:
-        """Decide what happens to a failed child; True if the child resumes."""
-        strategy: SupervisorStrategy = self.actor.supervisor_strategy
-        try:
-            directive = strategy.decider(error)
-        except Exception as exc:
-            _log.error("actor.decider_failed", actor=self.path, exc_info=exc)
-            directive = Directive.ESCALATE
-        if directive is Directive.RESUME:
-            return True
-        child._status = _SUSPENDED
-        if self._stop is not None or self._status >= _STOPPING:
-            directive = Directive.STOP  # no restarts while the parent goes away
-        delay = 0.0
-        if directive is Directive.RESTART:
-            allowed = child._allow_restart(strategy)
-            if allowed is None:
-                cause = error
-                error = RestartIntensityExceeded(
-                    f"{child.path} failed more than {strategy.max_restarts} time(s) "
-                    f"within {strategy.within:g} s: {describe(cause)}"
-                )
-                error.__cause__ = cause
-                directive = Directive.ESCALATE
-            else:
-                delay = allowed
-        if directive is Directive.ESCALATE:
-            self._escalate(child, error)
-        elif directive is Directive.STOP:
-            child._request_stop(f"failed: {describe(error)}", drain=False)
-        else:
-            self._supervise_task(self._restart_children(child, error, delay))
-        return False
-
-    def _allow_restart(self, strategy: SupervisorStrategy) -> float | None:
-        """Record a restart; the backoff delay, or None if intensity is exceeded."""
-        now = self._loop.time()
-        times = self._restart_times
-        if times is None:
-            times = self._restart_times = deque()
-        while times and now - times[0] > strategy.within:
-            times.popleft()
-        if len(times) >= strategy.max_restarts:
-            return None
-        times.append(now)
-        return strategy.backoff.delay(len(times) - 1) if strategy.backoff else 0.0
-
-    def _escalate(self, child: ActorCell, error: Exception) -> None:
-        parent = self._parent
-        if parent is None or parent._parent is None:
-            # A guardian has no one to escalate to: the failing top-level actor stops.
-            _log.error("actor.escalated_to_guardian", actor=child.path, error=describe(error))
-            child._request_stop(f"failed: {describe(error)}", drain=False)
-            return
-        _log.warning("actor.escalated", actor=self.path, child=child.path, error=describe(error))
-        self.last_failure = describe(error)
-        task = self._task
-        self._status = _SUSPENDED
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-        if parent._supervise(self, error):  # the parent resumes us, and so our child
-            self._status = _RUNNING
-            child._status = _RUNNING
-            for cell in (self, child):
-                if cell._mailbox and (cell._task is None or cell._task.done()):
-                    cell._start_task(False)
-
-    def _supervise_task(self, coro: Any) -> None:
-        task = self._loop.create_task(coro)
-        if self._supervising is None:
-            self._supervising = set()
-        self._supervising.add(task)
-        task.add_done_callback(self._supervising.discard)
-
-    async def _restart_children(self, failed: ActorCell, error: Exception, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        if self._stop is not None or self._status >= _STOPPING:
-            return
-        strategy = self.actor.supervisor_strategy
-        siblings = list(self._children.values()) if self._children else []
-        group = [
-            c
-            for c in strategy.restart_group(siblings, failed)
-            if c._stop is None and c._status < _STOPPING
-        ]
-        for cell in reversed(group):
-            await cell._halt(error)
-        for cell in group:
-            cell._resume_fresh()
-
-    async def _halt(self, error: Exception) -> None:
-        """First half of a restart: interrupt, drop timers and watches, stop the children,
-        call ``before_restart`` on the old instance."""
-        self._status = _RESTARTING
-        await self._cancel_task()
-        self._cancel_timers()
-        self._unwatch_all()
-        if self._children:
-            for child in reversed(list(self._children.values())):
-                child._request_stop("stopped", drain=False)
-            await asyncio.gather(*(c._wait_stopped() for c in list(self._children.values())))
-        try:
-            await self.actor.before_restart(error)
-        except Exception as exc:
-            _log.error("actor.hook_failed", actor=self.path, hook="before_restart", exc_info=exc)
-
-    def _resume_fresh(self) -> None:
-        """Second half of a restart: a fresh instance, then ``started`` and the kept mailbox."""
-        if self._stop is not None:  # asked to stop while restarting
-            self._status = _STOPPING
-            self._finalize(self._stop.reason)
-            return
-        try:
-            self.actor = self._instantiate()
-        except Exception as exc:
-            self.last_failure = describe(exc)
-            _log.error("actor.restart_failed", actor=self.path, exc_info=exc)
-            self._stop = _StopRequest(f"failed: {describe(exc)}", drain=False)
-            self._status = _STOPPING
-            self._finalize(self._stop.reason)
-            return
-        self.restarts += 1
-        self._status = _RUNNING
-        _log.info("actor.restarted", actor=self.path, restarts=self.restarts)
-        if type(self.actor).started is not Actor.started or self._mailbox:
-            self._start_task(type(self.actor).started is not Actor.started)
 
     def _instantiate(self) -> Actor[Any]:
         factory, args, kwargs = self._factory
