@@ -16,10 +16,9 @@ from actors.journal import Journal
 from actors.messages import AdoptVM, Forget, OperationFinished, Provision
 from actors.scheduler.messages import PlaceVM, ReleaseVM
 from actors.services import Services
-from cloudcore.errors import NoValidHost, VersionConflict
+from cloudcore.errors import NoValidHost, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.runtime.cell import describe
 from cloudcore.store.records import VM, Task, TaskState, VMState
 
 __all__ = ["DeployRunner"]

@@ -18,10 +18,9 @@ from actors.paging import all_records
 from actors.services import DriverSlot, Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMActor
-from cloudcore.errors import NotFound, VersionConflict
+from cloudcore.errors import NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.runtime.cell import describe
 from cloudcore.store.records import VM, Host, HostHealth, VMState
 from hypervisor_drivers.base import HypervisorDriver
 

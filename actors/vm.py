@@ -26,10 +26,15 @@ from actors.messages import (
     RequestOperation,
 )
 from actors.services import DriverSlot, Services, domain_name
-from cloudcore.errors import IllegalTransition, NotFound, UnsupportedOperation, VersionConflict
+from cloudcore.errors import (
+    IllegalTransition,
+    NotFound,
+    UnsupportedOperation,
+    VersionConflict,
+    describe,
+)
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.runtime.cell import describe
 from cloudcore.store.records import VM, PowerState, Task, TaskState, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import PowerState as DriverPower

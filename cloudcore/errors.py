@@ -70,6 +70,7 @@ __all__ = [
     "TransportUnavailable",
     "UnsupportedOperation",
     "VersionConflict",
+    "describe",
 ]
 
 
@@ -227,3 +228,9 @@ class NoValidHost(Conflict):
     def __init__(self, message: str, *, explanation: Mapping[str, int] | None = None) -> None:
         super().__init__(message)
         self.explanation: dict[str, int] = dict(explanation or {})
+
+
+def describe(error: BaseException) -> str:
+    """An exception as ``Type: message`` (just ``Type`` when it has no message), for faults,
+    logs and error bodies."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

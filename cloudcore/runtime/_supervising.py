@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from cloudcore.errors import RestartIntensityExceeded
+from cloudcore.errors import RestartIntensityExceeded, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime._status import RESTARTING, RUNNING, STOPPING, SUSPENDED, StopRequest
 from cloudcore.runtime.actor import Actor
@@ -21,13 +21,9 @@ from cloudcore.runtime.supervision import Directive, SupervisorStrategy
 if TYPE_CHECKING:
     from cloudcore.runtime.cell import ActorCell
 
-__all__ = ["describe", "failed"]
+__all__ = ["failed"]
 
 _log = get_logger("cloudcore.runtime")
-
-
-def describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def failed(cell: ActorCell, error: Exception) -> bool:
