@@ -67,11 +67,17 @@ class Orchestrator:
         self._root: ActorRef | None = None
 
     @classmethod
-    async def start(cls, system: ActorSystem, services: Services) -> Orchestrator:
+    async def start(
+        cls, system: ActorSystem, services: Services, datacenter: str | None = None
+    ) -> Orchestrator:
+        """Run the actors of every datacenter in the store, or of ``datacenter`` alone: a node
+        whose capabilities name a datacenter serves that one (the remote-service node next to
+        its hypervisors). Deploys submitted on any node reach it through the store's tasks."""
         orchestrator = cls(system, services)
         orchestrator._root = system.spawn(_Group, name="dc")
         async for dc in all_records(services.store, Datacenter):
-            orchestrator._spawn_datacenter(dc)
+            if datacenter is None or dc.id == datacenter:
+                orchestrator._spawn_datacenter(dc)
         return orchestrator
 
     def _spawn_datacenter(self, dc: Datacenter) -> ActorRef:

@@ -41,7 +41,9 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
             services = Services(store, events, settings.orchestrator)
 
             async def start_actors(system: ActorSystem) -> None:
-                await Orchestrator.start(system, services)
+                await Orchestrator.start(
+                    system, services, settings.node.capabilities.get("datacenter")
+                )
 
             async with _actor_system(settings, start_actors):
                 _log.info(

@@ -51,3 +51,19 @@ async def test_a_host_whose_hypervisor_is_not_there_yet_is_retried_until_it_is(
         assert host.admin_state is AdminState.ENABLED  # health never touches admin state
     finally:
         await system.shutdown()
+
+
+async def test_a_node_with_a_datacenter_capability_serves_that_datacenter_alone(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    settings = cloud_settings(tmp_path)
+    await sqlite_store.create(Tenant(id="t1", name="t1"))
+    for dc in ("dc1", "dc2"):
+        await sqlite_store.create(Datacenter(id=dc, name=dc))
+    system = ActorSystem("dc2-node", settings.runtime)
+    try:
+        services = Services(sqlite_store, LocalEventBus(), settings.orchestrator)
+        await Orchestrator.start(system, services, datacenter="dc2")
+        assert [a.path for a in system.tree("/user/dc").children] == ["/user/dc/dc2"]
+    finally:
+        await system.shutdown()
