@@ -218,26 +218,42 @@ class DomainOps(SqlBase):
     ) -> TaskStep:
         if not name:
             raise InvalidRecord("a step needs a name")
-        stamp = now()
+        row = await self._insert_step(
+            task_id, name, StepState.PENDING.value, deadline, _json(data), now()
+        )
+        if row is None:
+            raise NotFound(f"Task {task_id!r} not found")
+        return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
+
+    async def _insert_step(
+        self,
+        task_id: str,
+        name: str,
+        state: str,
+        deadline: datetime | None,
+        data: str,
+        stamp: datetime,
+    ) -> Any:
+        """Number a step by its task's counter and insert it, atomically; None if no such task.
+        A transaction here; PostgreSQL does it in one statement."""
         async with self._transaction() as conn:
             row = await conn.fetchrow(
                 "UPDATE tasks SET step_count = step_count + 1 WHERE id = $1 RETURNING step_count",
                 task_id,
             )
             if row is None:
-                raise NotFound(f"Task {task_id!r} not found")
-            row = await conn.fetchrow(
+                return None
+            return await conn.fetchrow(
                 f"INSERT INTO task_steps ({_STEP_COLS}) VALUES ($1, $2, $3, $4, $5, NULL, $6, "
                 f"$7, $7) RETURNING {_STEP_COLS}",
                 task_id,
                 row["step_count"],
                 name,
-                StepState.PENDING.value,
+                state,
                 deadline,
-                _json(data),
+                data,
                 stamp,
             )
-        return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
 
     async def update_step(
         self,

@@ -8,7 +8,6 @@ connections and opens new ones once the server is back, so the node recovers wit
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -21,18 +20,16 @@ from cloudcore.errors import (
     BackendUnavailable,
     CloudcoreError,
     InvalidRecord,
-    NotFound,
     SchemaMismatch,
     VersionConflict,
 )
 from cloudcore.logging import get_logger
-from cloudcore.store._conn import Conn, now
-from cloudcore.store._domain import _STEP_COLS, _json, _struct
+from cloudcore.store._conn import Conn
+from cloudcore.store._domain import _STEP_COLS
 from cloudcore.store._pgbatch import CasBatcher
 from cloudcore.store._pgpool import Pool
 from cloudcore.store._sql import SqlStore
 from cloudcore.store._table import Table
-from cloudcore.store.records import StepState, TaskStep
 
 __all__ = ["PostgresStore", "redact_dsn"]
 
@@ -107,26 +104,18 @@ class PostgresStore(SqlStore):
         # Concurrent updates share statements and commits (group commit): see _pgbatch.
         return await self._batcher.update(table, columns, id, expected_version, values)
 
-    async def append_step(
+    async def _insert_step(
         self,
         task_id: str,
         name: str,
-        *,
-        deadline: datetime | None = None,
-        data: Mapping[str, Any] | None = None,
-    ) -> TaskStep:
-        # One statement instead of a four-round-trip transaction: the step is numbered by the
-        # task's counter and inserted atomically (a statement is atomic); no task, no step.
-        if not name:
-            raise InvalidRecord("a step needs a name")
-        stamp = now()
+        state: str,
+        deadline: datetime | None,
+        data: str,
+        stamp: datetime,
+    ) -> Any:
+        # One statement instead of a four-round-trip transaction (a statement is atomic).
         async with self._writer() as conn:
-            row = await conn.fetchrow(
-                _APPEND_STEP, task_id, name, StepState.PENDING.value, deadline, _json(data), stamp
-            )
-        if row is None:
-            raise NotFound(f"Task {task_id!r} not found")
-        return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
+            return await conn.fetchrow(_APPEND_STEP, task_id, name, state, deadline, data, stamp)
 
     @classmethod
     async def connect(
