@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import emit
+from _thespian_peers import TPinger, TPonger
 
 from cloudcore.cluster import ClusterNode
 from cloudcore.config import ClusterSettings, NodeSettings, Settings, TransportSettings
@@ -87,7 +88,6 @@ def node_settings(node: str, exchange: str, data_dir: str) -> Settings:
 # Thespian binds every interface by default: loopback only, set before any system starts.
 os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
 
-from thespian.actors import Actor as TActor  # noqa: E402
 from thespian.system.transport import IPBase  # noqa: E402
 
 _ip_address_init = IPBase.IPActorAddress.__init__
@@ -100,26 +100,6 @@ def _loopback_only(self: Any, *args: Any, **kwargs: Any) -> None:
 
 
 IPBase.IPActorAddress.__init__ = _loopback_only  # type: ignore[method-assign]
-
-
-class TPonger(TActor):  # type: ignore[misc]
-    def receiveMessage(self, message: Any, sender: Any) -> None:
-        if isinstance(message, int):
-            self.send(sender, message)
-
-
-class TPinger(TActor):  # type: ignore[misc]
-    def receiveMessage(self, message: Any, sender: Any) -> None:
-        if isinstance(message, tuple):
-            self.left, self.peer = message
-            self.origin = sender
-            self.send(self.peer, 0)
-        elif isinstance(message, int):
-            self.left -= 1
-            if self.left == 0:
-                self.send(self.origin, "done")
-            else:
-                self.send(self.peer, message)
 
 
 # ---------------------------------------------------------------------------- child roles

@@ -125,33 +125,15 @@ async def asyncio_oneway(count: int) -> float:
 
 
 def thespian_pingpong(count: int) -> float:
-    from thespian.actors import Actor as TActor
+    from _thespian_peers import TPinger, TPonger
     from thespian.actors import ActorSystem as TSystem
-
-    class TPonger(TActor):  # type: ignore[misc]
-        def receiveMessage(self, message: Any, sender: Any) -> None:
-            if isinstance(message, int):
-                self.send(sender, message)
-
-    class TPinger(TActor):  # type: ignore[misc]
-        def receiveMessage(self, message: Any, sender: Any) -> None:
-            if isinstance(message, tuple):
-                self.left, self.peer, _ = message
-                self.origin = sender
-                self.send(self.peer, 0)
-            elif isinstance(message, int):
-                self.left -= 1
-                if self.left == 0:
-                    self.send(self.origin, "done")
-                else:
-                    self.send(self.peer, message)
 
     system = TSystem("simpleSystemBase", logDefs={"version": 1, "loggers": {}})
     try:
         ponger = system.createActor(TPonger)
         pinger = system.createActor(TPinger)
         start = time.perf_counter()
-        reply = system.ask(pinger, (count, ponger, None), 600)
+        reply = system.ask(pinger, (count, ponger), 600)
         elapsed = time.perf_counter() - start
         if reply != "done":
             raise RuntimeError(f"thespian ping-pong ended with {reply!r}")
