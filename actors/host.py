@@ -15,10 +15,11 @@ from typing import Any, assert_never
 
 from actors.messages import AdoptVM, Forget, GetHost, GetVM, PowerObserved, Sweep, SweepReport
 from actors.paging import all_records
+from actors.registration import update_host
 from actors.services import DriverSlot, Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMActor
-from cloudcore.errors import NotFound, VersionConflict, describe
+from cloudcore.errors import NotFound, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Host, HostHealth, VMState
@@ -158,18 +159,9 @@ class HostActor(Actor[HostMessage]):
     async def _set_health(self, health: HostHealth) -> None:
         if self.host.health is health:
             return
-        for _ in range(3):
-            try:
-                self.host = await self.services.store.update(
-                    Host,
-                    self.host.id,
-                    expected_version=self.host.version,
-                    health=health,
-                    observed_at=datetime.now(UTC),
-                )
-                break
-            except VersionConflict:  # a placement claimed capacity meanwhile
-                self.host = await self.services.store.get(Host, self.host.id)
+        self.host = await update_host(
+            self.services.store, self.host, health=health, observed_at=datetime.now(UTC)
+        )
         await self.services.publish(
             "host.health_changed", f"host/{self.host.id}", None, {"health": str(health)}
         )

@@ -28,10 +28,11 @@ from actors.messages import (
     SweepReport,
 )
 from actors.paging import all_records
+from actors.registration import update_host
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services, new_vm_id
 from actors.supervision import DOMAIN_STRATEGY
-from cloudcore.errors import Conflict, IllegalTransition, NotFound, VersionConflict
+from cloudcore.errors import Conflict, IllegalTransition, NotFound
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import (
@@ -100,15 +101,7 @@ class Orchestrator:
     async def set_admin_state(self, host_id: str, state: AdminState) -> Host:
         """Enable, disable or put a host in maintenance: the scheduler stops or resumes
         placing VMs on it at once. VMs already there stay."""
-        for _ in range(3):
-            host = await self.store.get(Host, host_id)
-            try:
-                host = await self.store.update(
-                    Host, host_id, expected_version=host.version, admin_state=state
-                )
-                break
-            except VersionConflict:
-                continue  # a placement claimed capacity meanwhile: read again
+        host = await update_host(self.store, await self.store.get(Host, host_id), admin_state=state)
         scheduler = self.system.lookup(f"/user/dc/{host.datacenter_id}/scheduler")
         scheduler.tell(HostUpdated(host=host))
         await self.services.publish(

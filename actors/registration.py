@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from actors.scheduler.overcommit import PHYSICAL_CPUS, PHYSICAL_MEMORY_MIB, allocatable
 from cloudcore.config import Settings
-from cloudcore.errors import NotFound
+from cloudcore.errors import NotFound, VersionConflict
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
 from cloudcore.store.records import Datacenter, Host, Tenant
 
-__all__ = ["bootstrap_demo", "host_record"]
+__all__ = ["bootstrap_demo", "host_record", "update_host"]
 
 _log = get_logger("actors.registration")
 
@@ -45,6 +46,18 @@ def host_record(
             PHYSICAL_MEMORY_MIB: str(physical_memory_mib),
         },
     )
+
+
+async def update_host(store: Store, host: Host, **changes: Any) -> Host:
+    """Change a host record. Two writers share it (its actor writes health, the operator admin
+    state), so a version conflict reads the record again and retries; VersionConflict if it
+    still conflicts after three attempts."""
+    for _ in range(2):
+        try:
+            return await store.update(Host, host.id, expected_version=host.version, **changes)
+        except VersionConflict:
+            host = await store.get(Host, host.id)
+    return await store.update(Host, host.id, expected_version=host.version, **changes)
 
 
 async def bootstrap_demo(store: Store, settings: Settings) -> bool:
