@@ -15,7 +15,7 @@ from typing import Any
 from actors.lifecycle import Operation
 from cloudcore.store.records import VM, PowerState, VMState
 
-__all__ = ["STATE_FOR_POWER", "Decision", "reconcile"]
+__all__ = ["POWER_FOR_STATE", "STATE_FOR_POWER", "Decision", "reconcile"]
 
 STATE_FOR_POWER = {
     PowerState.ON: VMState.RUNNING,
@@ -23,7 +23,7 @@ STATE_FOR_POWER = {
     PowerState.PAUSED: VMState.PAUSED,
     PowerState.SUSPENDED: VMState.SUSPENDED,
 }
-_POWER_FOR_STATE = {state: power for power, state in STATE_FOR_POWER.items()}
+POWER_FOR_STATE = {state: power for power, state in STATE_FOR_POWER.items()}
 
 #: (state it should be in, power seen) -> the operation that brings it back.
 _ENFORCE = {
@@ -45,7 +45,7 @@ class Decision:
 
 def reconcile(vm: VM, power: PowerState | None, missing_sweeps: int, policy: str) -> Decision:
     """What to do about ``vm`` now that its hypervisor shows ``power`` (None: not there)."""
-    owned = vm.state in _POWER_FOR_STATE or vm.state in (VMState.UNKNOWN, VMState.ERROR)
+    owned = vm.state in POWER_FOR_STATE or vm.state in (VMState.UNKNOWN, VMState.ERROR)
     if vm.task_id is not None or not owned:
         return Decision()  # a task in flight owns the truth, or a state the monitor leaves alone
     if power is None:

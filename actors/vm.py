@@ -44,16 +44,6 @@ __all__ = ["VMActor", "driver_spec", "to_power"]
 
 _log = get_logger("actors.vm")
 
-#: Power each successful operation leaves the VM in.
-_POWER_AFTER = {
-    Operation.START: PowerState.ON,
-    Operation.STOP: PowerState.OFF,
-    Operation.REBOOT: PowerState.ON,
-    Operation.PAUSE: PowerState.PAUSED,
-    Operation.RESUME: PowerState.ON,
-    Operation.SUSPEND: PowerState.SUSPENDED,
-}
-
 
 class _Update(Message, frozen=True, kw_only=True):
     changes: dict[str, Any]
@@ -268,8 +258,8 @@ class VMActor(Actor[VMMessage]):
         if error is None:
             target = t.success or message.source
             changes: dict[str, Any] = {"state": target, "task_id": None, "fault": None}
-            if op in _POWER_AFTER:
-                changes["power"] = _POWER_AFTER[op]
+            if t.success in monitor.POWER_FOR_STATE:  # the power the operation left it in
+                changes["power"] = monitor.POWER_FOR_STATE[t.success]
             if op is Operation.RECONFIGURE:
                 changes["spec"] = _resized(self.vm, message.params)
         else:
@@ -385,7 +375,7 @@ class VMActor(Actor[VMMessage]):
             await self._deleted()  # the operator says it is gone: release its claim too
         elif message.verb is RecoverVerb.SUCCEED:
             target = _target_of(task, self.vm)
-            expected = _POWER_FOR_STATE.get(target, PowerState.UNKNOWN)
+            expected = monitor.POWER_FOR_STATE.get(target, PowerState.UNKNOWN)
             await self._save(state=target, power=expected, fault=None, task_id=None)
             if task is not None:
                 await Journal(self.services.store, task, self.services.waiters).finish(
@@ -463,14 +453,6 @@ class VMActor(Actor[VMMessage]):
                     "fault": self.vm.fault,
                 },
             )
-
-
-_POWER_FOR_STATE = {
-    VMState.RUNNING: PowerState.ON,
-    VMState.STOPPED: PowerState.OFF,
-    VMState.PAUSED: PowerState.PAUSED,
-    VMState.SUSPENDED: PowerState.SUSPENDED,
-}
 
 
 def _target_of(task: Task | None, vm: VM) -> VMState:
