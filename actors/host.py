@@ -46,11 +46,7 @@ class _Connect(Message, frozen=True, kw_only=True):
     pass
 
 
-class _Disconnected(Message, frozen=True, kw_only=True):
-    error: str
-
-
-HostMessage = AdoptVM | Forget | GetHost | PowerObserved | Sweep | _Connect | _Disconnected
+HostMessage = AdoptVM | Forget | GetHost | PowerObserved | Sweep | _Connect
 
 
 class HostActor(Actor[HostMessage]):
@@ -90,8 +86,6 @@ class HostActor(Actor[HostMessage]):
         match message:
             case _Connect():
                 await self._connect()
-            case _Disconnected(error=error):
-                await self._lost(error)
             case AdoptVM(vm=vm):
                 return self._adopt(vm)
             case Forget(vm_id=vm_id):
@@ -185,17 +179,16 @@ class HostActor(Actor[HostMessage]):
         self.adopted = True
 
     async def _sweep(self) -> SweepReport:
+        nothing = SweepReport(
+            host_id=self.host.id, orphans_on_hypervisor=[], missing_on_hypervisor=[]
+        )
         if not self.connected:
-            return SweepReport(
-                host_id=self.host.id, orphans_on_hypervisor=[], missing_on_hypervisor=[]
-            )
+            return nothing
         try:
             seen = {vm.uuid: vm for vm in await self.driver.list_vms()}
         except Exception as exc:
             await self._lost(describe(exc))
-            return SweepReport(
-                host_id=self.host.id, orphans_on_hypervisor=[], missing_on_hypervisor=[]
-            )
+            return nothing
         ours = dict(self.context._children or {})
         for vm_id, cell in ours.items():
             info = seen.get(vm_id)
