@@ -67,3 +67,48 @@ async def test_a_node_with_a_datacenter_capability_serves_that_datacenter_alone(
         assert [a.path for a in system.tree("/user/dc").children] == ["/user/dc/dc2"]
     finally:
         await system.shutdown()
+
+
+async def test_a_datacenter_and_a_host_registered_at_run_time_take_vms(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    from actors.messages import GetHost
+    from cloudcore.store.records import VM, TaskState, VMSpec
+
+    settings = cloud_settings(tmp_path)
+    await sqlite_store.create(Tenant(id="t1", name="t1"))
+    system = ActorSystem("test-node", settings.runtime)
+    try:
+        orchestrator = await Orchestrator.start(
+            system, Services(sqlite_store, LocalEventBus(), settings.orchestrator)
+        )
+        assert system.tree("/user/dc").children == ()  # an empty store: nothing to run
+        dc = await sqlite_store.create(Datacenter(id="dc9", name="dc9"))
+        await orchestrator.add_datacenter(dc)
+        uri = write_simulated_host(tmp_path / "new.xml", cpus=4, memory_kib=4096 * 1024)
+        host = await sqlite_store.create(
+            host_record(
+                settings,
+                host_id="new",
+                datacenter_id="dc9",
+                hypervisor="libvirt",
+                uri=uri,
+                physical_cpus=4,
+                physical_memory_mib=4096,
+            )
+        )
+        ref = await orchestrator.add_host(host)
+        assert ref == await orchestrator.add_host(host)  # registering twice changes nothing
+
+        async def healthy() -> bool:
+            seen: Host = await ref.ask(GetHost())
+            return seen.health is HostHealth.HEALTHY
+
+        await eventually(healthy)
+        task = await orchestrator.deploy(
+            tenant_id="t1", datacenter_id="dc9", name="first", spec=VMSpec(cpus=1, memory_mib=64)
+        )
+        assert (await orchestrator.wait(task.id, timeout=20)).state is TaskState.SUCCEEDED
+        assert (await sqlite_store.get(VM, task.subject.removeprefix("vm/"))).host_id == "new"
+    finally:
+        await system.shutdown()
