@@ -129,7 +129,7 @@ class DeployRunner(Actor[DeployMessage]):
 
     async def _provisioned(self, vm: VM, error: str | None) -> None:
         if error is None:
-            await self._done(None, vm)
+            await self._done(None)
         elif vm.state is VMState.PLACED:  # define failed and was rolled back: place elsewhere
             host_id = vm.host_id
             vm = await self.services.store.unplace_vm(vm.id, expected_version=vm.version)
@@ -138,21 +138,8 @@ class DeployRunner(Actor[DeployMessage]):
                 self.scheduler.tell(ReleaseVM.of(vm, host_id))
             await self._retry_or_fail(vm, error)
         else:
-            await self._done(error, vm)
+            await self._done(error)
 
-    async def _done(self, error: str | None, vm: VM | None = None) -> None:
+    async def _done(self, error: str | None) -> None:
         await self.journal.finish(TaskState.FAILED if error else TaskState.SUCCEEDED, error)
-        if vm is None:
-            vm = await self.services.store.get(VM, self.vm_id)
-        await self.services.publish(
-            "task.finished",
-            f"task/{self.journal.task.id}",
-            vm.tenant_id,
-            {
-                "kind": "vm.deploy",
-                "vm_id": vm.id,
-                "state": str(self.journal.task.state),
-                "error": error,
-            },
-        )
         self.context.stop(self.context.ref)

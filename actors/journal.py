@@ -16,7 +16,7 @@ from cloudcore.logging import get_logger
 from cloudcore.store import Store
 from cloudcore.store.records import StepState, Task, TaskState, new_id
 
-__all__ = ["Journal", "StepTimeout", "TaskWaiters"]
+__all__ = ["Journal", "StepTimeout", "TaskWaiters", "planned_steps", "progress_of"]
 
 T = TypeVar("T")
 _log = get_logger("actors.journal")
@@ -26,11 +26,16 @@ class StepTimeout(CloudcoreError, TimeoutError):
     """A task step did not finish before its deadline."""
 
 
-class TaskWaiters:
-    """In-process futures for "tell me when task X ends", resolved by Journal.finish."""
+Announce = Callable[[str, str, "str | None", dict[str, Any]], Awaitable[None]]
 
-    def __init__(self) -> None:
+
+class TaskWaiters:
+    """In-process futures for "tell me when task X ends", resolved by Journal.finish; and
+    where journals announce their progress (``task.step`` and ``task.finished`` events)."""
+
+    def __init__(self, announce: Announce | None = None) -> None:
         self._waiting: dict[str, list[asyncio.Future[Task]]] = {}
+        self.announce = announce
 
     async def wait(self, store: Store, task_id: str, timeout: float) -> Task:
         """The task once it is SUCCEEDED, FAILED, COMPENSATED or CANCELLED."""
@@ -106,6 +111,7 @@ class Journal:
         """
         due = datetime.now(UTC) + timedelta(seconds=deadline)
         step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
+        await self._announce_step(step.seq, name, StepState.RUNNING)
         try:
             async with asyncio.timeout(deadline):
                 result = await action()
@@ -114,14 +120,39 @@ class Journal:
             await self._store.update_step(
                 self.task.id, step.seq, state=StepState.FAILED, error=error
             )
+            await self._announce_step(step.seq, name, StepState.FAILED, error)
             raise StepTimeout(error) from exc
         except Exception as exc:
             await self._store.update_step(
                 self.task.id, step.seq, state=StepState.FAILED, error=_describe(exc)
             )
+            await self._announce_step(step.seq, name, StepState.FAILED, _describe(exc))
             raise
         await self._store.update_step(self.task.id, step.seq, state=StepState.DONE)
+        await self._announce_step(step.seq, name, StepState.DONE)
         return result
+
+    async def _announce_step(
+        self, seq: int, name: str, state: StepState, error: str | None = None
+    ) -> None:
+        done = seq if state is StepState.DONE else seq - 1
+        await self._announce(
+            "task.step",
+            {
+                "seq": seq,
+                "step": name,
+                "state": str(state),
+                "error": error,
+                "progress": _fraction(done, len(planned_steps(self.task))),
+            },
+        )
+
+    async def _announce(self, type: str, data: dict[str, Any]) -> None:
+        announce = self._waiters.announce if self._waiters is not None else None
+        if announce is not None:
+            task = self.task
+            data = {"task_id": task.id, "kind": task.kind, "subject": task.subject, **data}
+            await announce(type, f"task/{task.id}", task.tenant_id, data)
 
     async def finish(self, state: TaskState, error: str | None = None) -> Task:
         """Record the task's end (compare-and-set, re-read once if an operator changed it)."""
@@ -137,6 +168,10 @@ class Journal:
                     break
         if self._waiters is not None:
             self._waiters.resolve(self.task)
+        await self._announce(
+            "task.finished",
+            {"state": str(self.task.state), "error": self.task.error, "progress": 1.0},
+        )
         _log.info(
             "task.finished",
             task_id=self.task.id,
@@ -145,6 +180,32 @@ class Journal:
             error=error,
         )
         return self.task
+
+
+def planned_steps(task: Task) -> list[str]:
+    """The steps a task takes when all goes well (compensation may add more)."""
+    if task.kind == "vm.deploy":
+        return (
+            ["schedule", "define", "start"]
+            if task.data.get("start", True)
+            else [
+                "schedule",
+                "define",
+            ]
+        )
+    return [task.kind.removeprefix("vm.")]
+
+
+def progress_of(task: Task, steps_done: int) -> float:
+    """How far a task has come, 0 to 1: 1 once it has ended, whatever its outcome."""
+    if task.state in FINAL:
+        return 1.0
+    return _fraction(steps_done, len(planned_steps(task)))
+
+
+def _fraction(done: int, planned: int) -> float:
+    # A task that has not ended never shows 100 %, even when compensation adds steps.
+    return round(min(done / max(planned, 1), 0.99), 3)
 
 
 def _describe(error: BaseException) -> str:

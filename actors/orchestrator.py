@@ -28,6 +28,7 @@ from actors.messages import (
     SweepReport,
 )
 from actors.paging import all_records
+from actors.quotas import release_vm, vm_usage
 from actors.registration import update_host
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services, new_vm_id
@@ -120,8 +121,13 @@ class Orchestrator:
     ) -> Task:
         """Create a VM and the task that deploys it (schedule, claim, define, start). Returns
         the task at once; ``wait`` for it, or watch the VM's events."""
-        # Written RUNNING: this node runs it now, and a crash before it does is resumed like any
-        # deploy in flight. (PENDING is for tasks submitted to whichever node picks them up.)
+        # Written RUNNING when this node runs the datacenter: a crash before it starts is
+        # resumed like any deploy in flight. Otherwise PENDING, for the node that runs it.
+        try:
+            datacenter: ActorRef | None = self.datacenter(datacenter_id)
+        except NotFound:
+            await self.store.get(Datacenter, datacenter_id)  # NotFound names a wrong id
+            datacenter = None
         vm, task = await _write_deploy(
             self.store,
             tenant_id=tenant_id,
@@ -129,9 +135,10 @@ class Orchestrator:
             name=name,
             spec=spec,
             start=start,
-            state=TaskState.RUNNING,
+            state=TaskState.PENDING if datacenter is None else TaskState.RUNNING,
         )
-        self.datacenter(datacenter_id).tell(Deploy(task=task, vm=vm))
+        if datacenter is not None:
+            datacenter.tell(Deploy(task=task, vm=vm))
         return task
 
     @staticmethod
@@ -181,7 +188,8 @@ class Orchestrator:
             tenant_id=vm.tenant_id,
             waiters=self.services.waiters,
         )
-        await self.store.update(VM, vm.id, expected_version=vm.version, state=VMState.DELETED)
+        vm = await self.store.update(VM, vm.id, expected_version=vm.version, state=VMState.DELETED)
+        await release_vm(self.store, vm)
         return await journal.finish(TaskState.SUCCEEDED)
 
     async def recover(self, vm_id: str, verb: RecoverVerb) -> Task | None:
@@ -265,25 +273,31 @@ async def _write_deploy(
     start: bool,
     state: TaskState,
 ) -> tuple[VM, Task]:
-    """A new VM (DEFINED) and its deploy task in ``state``."""
-    vm = await store.create(
-        VM(
-            id=new_vm_id(),
-            tenant_id=tenant_id,
-            datacenter_id=datacenter_id,
-            name=name,
-            spec=spec,
-            desired_state=VMState.RUNNING if start else VMState.STOPPED,
-        )
+    """A new VM (DEFINED) and its deploy task in ``state``, counted against the tenant's
+    quotas first (QuotaExceeded names the resource; then nothing is written)."""
+    usage = vm_usage(spec)
+    await store.consume_quota(tenant_id, usage)
+    vm = VM(
+        id=new_vm_id(),
+        tenant_id=tenant_id,
+        datacenter_id=datacenter_id,
+        name=name,
+        spec=spec,
+        desired_state=VMState.RUNNING if start else VMState.STOPPED,
     )
-    task = await store.create(
-        Task(
-            id=f"task-{vm.id}",
-            tenant_id=tenant_id,
-            kind="vm.deploy",
-            subject=f"vm/{vm.id}",
-            state=state,
-            data={"start": start},
+    try:
+        vm = await store.create(vm)
+        task = await store.create(
+            Task(
+                id=f"task-{vm.id}",
+                tenant_id=tenant_id,
+                kind="vm.deploy",
+                subject=f"vm/{vm.id}",
+                state=state,
+                data={"start": start},
+            )
         )
-    )
+    except BaseException:
+        await release_vm(store, vm)
+        raise
     return vm, task

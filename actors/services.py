@@ -30,6 +30,10 @@ class Services:
     #: Makes the (unconnected) driver of a host; by default the plugin its record names.
     driver_factory: Callable[[Host], HypervisorDriver] = field(default=lambda h: default_driver(h))
 
+    def __post_init__(self) -> None:
+        if self.waiters.announce is None:
+            self.waiters.announce = self.publish
+
     async def publish(
         self, type: str, subject: str, tenant: str | None, data: dict[str, Any]
     ) -> None:

@@ -25,6 +25,7 @@ from actors.messages import (
     RecoverVerb,
     RequestOperation,
 )
+from actors.quotas import release_vm
 from actors.services import DriverSlot, Services, domain_name
 from cloudcore.errors import (
     IllegalTransition,
@@ -356,6 +357,7 @@ class VMActor(Actor[VMMessage]):
             self.vm.id, expected_version=self.vm.version, state=VMState.DELETED
         )
         await self._save(task_id=None, power=PowerState.UNKNOWN)
+        await release_vm(self.services.store, self.vm)
         self.context.stop(self.context.ref)
 
     # ----------------------------------------------------------------- operator recovery

@@ -19,6 +19,7 @@ import msgspec
 from cloudcore.errors import ConfigError
 
 __all__ = [
+    "ApiSettings",
     "ClusterSettings",
     "DemoSettings",
     "EventsSettings",
@@ -164,6 +165,24 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError("orchestrator.schedule_attempts must be >= 1")
 
 
+class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+    rate_limit: float = 100.0
+    rate_burst: int = 200
+    token_cache_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"api.port must be 0 to 65535, got {self.port}")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"api.max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        if self.rate_limit <= 0 or self.rate_burst < 1:
+            raise ValueError("api.rate_limit must be > 0 and api.rate_burst >= 1")
+
+
 class DemoSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     tenant: str = "demo"
@@ -186,6 +205,7 @@ class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     transport: TransportSettings = msgspec.field(default_factory=TransportSettings)
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     orchestrator: OrchestratorSettings = msgspec.field(default_factory=OrchestratorSettings)
+    api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
 
 

@@ -12,11 +12,15 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloudcore.config import Settings, load_settings
 from cloudcore.errors import BackendUnavailable, ConfigError, SchemaMismatch
 from cloudcore.logging import configure_logging, get_logger
 from cloudcore.runtime import ActorSystem
+
+if TYPE_CHECKING:
+    from actors.orchestrator import Orchestrator
 
 __all__ = ["run_node", "serve"]
 
@@ -39,13 +43,19 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
             if settings.demo.enabled:
                 await bootstrap_demo(store, settings)
             services = Services(store, events, settings.orchestrator)
+            started: list[Orchestrator] = []
 
             async def start_actors(system: ActorSystem) -> None:
-                await Orchestrator.start(
-                    system, services, settings.node.capabilities.get("datacenter")
+                started.append(
+                    await Orchestrator.start(
+                        system, services, settings.node.capabilities.get("datacenter")
+                    )
                 )
 
-            async with _actor_system(settings, start_actors):
+            async with (
+                _actor_system(settings, start_actors) as system,
+                _api(settings, system, started[0]),
+            ):
                 _log.info(
                     "node.started",
                     node=settings.node.id,
@@ -78,6 +88,39 @@ async def _actor_system(
         async with ActorSystem(settings.node.id, settings.runtime) as system:
             await start_actors(system)
             yield system
+
+
+@contextlib.asynccontextmanager
+async def _api(
+    settings: Settings, system: ActorSystem, orchestrator: Orchestrator
+) -> AsyncIterator[None]:
+    """The HTTP API of the node (``api.enabled``), with the first admin token made if the
+    store has none."""
+    if not settings.api.enabled:
+        yield
+        return
+    from cloudcore.gateway import Gateway, start_api
+    from cloudcore.gateway.auth import RateLimiter, TokenCache
+    from cloudcore.gateway.bootstrap import ensure_admin
+
+    store = orchestrator.store
+    written = await ensure_admin(store, settings.node.data_dir)
+    if written is not None:
+        print(f"cloudcore: the admin API token is in {written.resolve()}", flush=True)
+    gateway = Gateway(
+        settings=settings,
+        store=store,
+        events=orchestrator.services.events,
+        system=system,
+        orchestrator=orchestrator,
+        tokens=TokenCache(store, settings.api.token_cache_seconds),
+        limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
+    )
+    runner = await start_api(gateway)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def serve(config: str | None = None) -> int:

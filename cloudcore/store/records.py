@@ -175,8 +175,12 @@ class StepState(StrEnum):
 
 
 class Role(StrEnum):
+    """What a user may do. ``ADMIN``: everything, in every tenant. ``OPERATOR``: runs the
+    infrastructure: sees and operates every tenant's VMs, hosts and tasks, but does not manage
+    tenants, users or quotas. ``USER``: its own tenant's resources only."""
+
     ADMIN = "ADMIN"
-    TENANT_ADMIN = "TENANT_ADMIN"
+    OPERATOR = "OPERATOR"
     USER = "USER"
 
 

@@ -33,6 +33,7 @@ def test_serve_starts_a_node_and_stops_on_sigterm(tmp_path: Path) -> None:
         "CLOUDCORE_LOG__FORMAT": "json",
         "CLOUDCORE_NODE__DATA_DIR": str(tmp_path),
         "CLOUDCORE_STORE__AUTO_UPGRADE": "true",
+        "CLOUDCORE_API__PORT": "0",
     }
     with subprocess.Popen(
         [sys.executable, "-m", "cloudcore.cli", "serve"],

@@ -1,0 +1,123 @@
+"""The types of request bodies, query parameters and replies that are not store records.
+
+Records (:mod:`cloudcore.store.records`) are returned as they are: a VM reply is the VM record.
+Constraints (``Meta``) here are what the gateway validates, and what the OpenAPI document shows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from cloudcore.store.records import TaskState, TaskStep, VMState
+
+__all__ = [
+    "Cursor",
+    "Limit",
+    "ListQuery",
+    "MigrateBody",
+    "RebootBody",
+    "ReconfigureBody",
+    "SnapshotBody",
+    "StopBody",
+    "TaskQuery",
+    "TaskView",
+    "VMCreate",
+    "VMQuery",
+]
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Cpus = Annotated[int, msgspec.Meta(ge=1, le=1024)]
+MemoryMib = Annotated[int, msgspec.Meta(ge=16, le=16 * 1024 * 1024)]
+
+
+class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class _Query(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ListQuery(_Query, frozen=True, kw_only=True):
+    """Cursor pagination: ``cursor`` is the ``next_cursor`` of the previous page."""
+
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class VMCreate(_Body, frozen=True, kw_only=True):
+    """A new VM. ``tenant_id`` (admins and operators only) creates it for another tenant."""
+
+    name: Name
+    datacenter_id: Id
+    cpus: Cpus
+    memory_mib: MemoryMib
+    disk_gib: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 0
+    template_id: Id | None = None
+    network_ids: list[Id] = msgspec.field(default_factory=list)
+    start: bool = True
+    tenant_id: Id | None = None
+
+
+class VMQuery(ListQuery, frozen=True, kw_only=True):
+    tenant_id: Id | None = None
+    datacenter_id: Id | None = None
+    host_id: Id | None = None
+    state: VMState | None = None
+
+
+class StopBody(_Body, frozen=True, kw_only=True):
+    """Graceful stop; after ``timeout`` seconds (default: the node's stop_timeout) the VM is
+    powered off hard. ``hard``: power off at once."""
+
+    hard: bool = False
+    timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
+
+
+class RebootBody(_Body, frozen=True, kw_only=True):
+    hard: bool = False
+
+
+class ReconfigureBody(_Body, frozen=True, kw_only=True):
+    """New size; give one or both."""
+
+    cpus: Cpus | None = None
+    memory_mib: MemoryMib | None = None
+
+
+class SnapshotBody(_Body, frozen=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class MigrateBody(_Body, frozen=True, kw_only=True):
+    """Move the VM to ``host_id`` (None: the scheduler picks one)."""
+
+    host_id: Id | None = None
+
+
+class TaskQuery(ListQuery, frozen=True, kw_only=True):
+    state: TaskState | None = None
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    tenant_id: Id | None = None
+
+
+class TaskView(msgspec.Struct, frozen=True, kw_only=True):
+    """A task with its journaled steps and how far it has come (0 to 1)."""
+
+    id: str
+    kind: str
+    subject: str
+    state: TaskState
+    tenant_id: str | None
+    error: str | None
+    data: dict[str, Any]
+    progress: float
+    steps: list[TaskStep]
+    created_at: datetime
+    updated_at: datetime
