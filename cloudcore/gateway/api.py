@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from cloudcore.gateway.auth import ANONYMOUS, Principal, authenticate
-from cloudcore.gateway.context import GATEWAY, Gateway
+from cloudcore.gateway.context import GATEWAY, PRINCIPAL, Gateway
 from cloudcore.gateway.errors import ApiError
 
 __all__ = ["Api", "ApiRequest", "Handler", "Reply", "Route", "encode"]
@@ -157,7 +157,7 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
         else:
             gateway = request.app[GATEWAY]
             principal = await authenticate(request, gateway.tokens, gateway.limiter)
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         body: Any = None
         if body_decoder is not None:
             body = _decode_body(body_decoder, await request.read())

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from cloudcore.gateway.api import Route, aiohttp_handler
-from cloudcore.gateway.context import GATEWAY, Gateway
+from cloudcore.gateway.context import GATEWAY, REQUEST_ID, Gateway
 from cloudcore.gateway.errors import error_middleware
 from cloudcore.gateway.openapi import build_openapi
 from cloudcore.gateway.routes import all_apis
@@ -33,7 +33,7 @@ async def _request_id(
     """Take the caller's X-Request-Id if it is sane, else make one; echo it in the reply."""
     given = request.headers.get("X-Request-Id", "")
     request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     response = await handler(request)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
@@ -50,7 +50,6 @@ def create_app(gateway: Gateway) -> web.Application:
     )
     app[GATEWAY] = gateway
     app[METRICS] = Metrics()
-    app["max_body_bytes"] = gateway.settings.api.max_body_bytes
     routes: list[Route] = []
     for api in all_apis():
         for route in api.routes:
@@ -64,9 +63,11 @@ def create_app(gateway: Gateway) -> web.Application:
 async def start_api(gateway: Gateway) -> web.AppRunner:
     """Serve the API on ``api.host``:``api.port``; stop it with ``await runner.cleanup()``."""
     api = gateway.settings.api
-    runner = web.AppRunner(create_app(gateway), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=2.0
+    )
     await runner.setup()
-    site = web.TCPSite(runner, api.host, api.port, shutdown_timeout=2.0)
+    site = web.TCPSite(runner, api.host, api.port)
     await site.start()
     for address in runner.addresses:
         _log.info("api.listening", url=f"http://{_hostport(address)}{PREFIX}")

@@ -9,14 +9,14 @@ from aiohttp import web
 
 from cloudcore.config import Settings
 from cloudcore.events import EventBus
-from cloudcore.gateway.auth import RateLimiter, TokenCache
+from cloudcore.gateway.auth import Principal, RateLimiter, TokenCache
 from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
 
-__all__ = ["GATEWAY", "Gateway"]
+__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway"]
 
 
 @dataclass(slots=True)
@@ -33,3 +33,7 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+#: The caller of a request, once authenticated.
+PRINCIPAL = web.RequestKey("principal", Principal)
+#: The id of a request: the caller's X-Request-Id if sane, else a new one.
+REQUEST_ID = web.RequestKey("request_id", str)

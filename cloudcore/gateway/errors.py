@@ -35,6 +35,7 @@ from cloudcore.errors import (
     UnsupportedOperation,
     VersionConflict,
 )
+from cloudcore.gateway.context import REQUEST_ID
 from cloudcore.logging import get_logger
 
 __all__ = ["ApiError", "ErrorBody", "ErrorDetail", "error_middleware", "error_response"]
@@ -123,7 +124,7 @@ def error_response(
             code=code,
             message=message,
             details=details or {},
-            request_id=request.get("request_id", ""),
+            request_id=request.get(REQUEST_ID, ""),
         )
     )
     return web.Response(
@@ -155,7 +156,7 @@ async def error_middleware(
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason
         if exc.status == 413:
-            message = f"the request body is larger than {request.app['max_body_bytes']} bytes"
+            message = f"the request body is larger than {request.app._client_max_size} bytes"
         elif exc.status == 404:
             message = f"no endpoint {request.path}"
         elif exc.status == 405:
@@ -169,7 +170,7 @@ async def error_middleware(
     except Exception:
         _log.exception(
             "api.internal_error",
-            request_id=request.get("request_id"),
+            request_id=request.get(REQUEST_ID),
             method=request.method,
             path=request.path,
         )
@@ -187,7 +188,7 @@ def _domain_error(request: web.Request, exc: CloudcoreError) -> web.Response:
     if status == 500:
         _log.error(
             "api.unmapped_error",
-            request_id=request.get("request_id"),
+            request_id=request.get(REQUEST_ID),
             error_type=type(exc).__name__,
             error=str(exc),
         )
