@@ -7,7 +7,7 @@ datacenter ``dc1`` has two simulated hosts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from multidict import CIMultiDict
 
 from actors.orchestrator import Orchestrator
 from actors.registration import bootstrap_demo
@@ -48,7 +49,7 @@ ROLES = {
 class Reply:
     status: int
     body: Any
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-insensitive
 
     @property
     def error_code(self) -> str | None:
@@ -94,7 +95,7 @@ class ApiClient:
                 decoded = msgspec.json.decode(raw) if raw else None
             except msgspec.DecodeError:
                 decoded = raw.decode(errors="replace")
-            return Reply(r.status, decoded, dict(r.headers))
+            return Reply(r.status, decoded, CIMultiDict(r.headers))
 
     async def wait_task(self, task_id: str, who: str = "admin", timeout: float = 20.0) -> Any:
         return await self.orchestrator.wait(task_id, timeout)
