@@ -42,19 +42,28 @@ async def _request_id(
 
 def create_app(gateway: Gateway) -> web.Application:
     """The gateway application (not yet serving: see :func:`start_api`)."""
-    from cloudcore.gateway.metrics import METRICS, Metrics, metrics_middleware
+    from cloudcore.gateway.metrics import (
+        METRICS,
+        Metrics,
+        count_finished_tasks,
+        metrics_middleware,
+    )
+    from cloudcore.gateway.routes.metrics import api as metrics_api
 
     app = web.Application(
         client_max_size=gateway.settings.api.max_body_bytes,
         middlewares=[_request_id, metrics_middleware, error_middleware],
     )
     app[GATEWAY] = gateway
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(gateway)
+    app.cleanup_ctx.append(count_finished_tasks)
     routes: list[Route] = []
     for api in all_apis():
         for route in api.routes:
             app.router.add_route(route.method, PREFIX + route.path, aiohttp_handler(route))
             routes.append(route)
+    # Prometheus scrapes /metrics by default: serve the same route at the root too.
+    app.router.add_route("GET", "/metrics", aiohttp_handler(metrics_api.routes[0]))
     app[ROUTES] = routes
     app[OPENAPI] = build_openapi(routes, PREFIX)
     return app

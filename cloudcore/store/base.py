@@ -81,6 +81,16 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def count_by(self, kind: type[R], field: str, /) -> dict[str, int]:
+        """How many records of ``kind`` there are for each value of ``field`` (one grouped
+        query, e.g. VMs by ``state``, hosts by ``health``).
+
+        Values no record has are absent; records whose ``field`` is unset are counted under
+        ``""``. ``field`` must be one of the kind's filter fields (see :meth:`list`), else
+        InvalidRecord naming the allowed ones. Reads only; a snapshot, not a lock.
+        """
+
+    @abstractmethod
     async def update(
         self, kind: type[R], id: str, /, *, expected_version: int, **changes: Any
     ) -> R:
