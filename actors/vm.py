@@ -25,7 +25,7 @@ from actors.messages import (
     RecoverVerb,
     RequestOperation,
 )
-from actors.quotas import release_vm
+from actors.quotas import release, release_vm, resize_delta
 from actors.services import DriverSlot, Services, domain_name
 from cloudcore.errors import (
     IllegalTransition,
@@ -168,6 +168,10 @@ class VMActor(Actor[VMMessage]):
         if op is Operation.DEPLOY:
             raise UnsupportedOperation("deploy goes through the datacenter, not the VM actor")
         params = _checked_params(op, message.params)
+        if op is Operation.RECONFIGURE:  # a bigger VM counts against the quota before it grows
+            grow, _ = self._resize_delta(params)
+            if grow:
+                await self.services.store.consume_quota(self.vm.tenant_id, grow)
         journal = await Journal.begin(
             self.services.store,
             kind=f"vm.{op}",
@@ -265,6 +269,10 @@ class VMActor(Actor[VMMessage]):
                 changes["spec"] = _resized(self.vm, message.params)
         else:
             changes = {"state": t.failure or message.source, "task_id": None, "fault": error}
+        if op is Operation.RECONFIGURE:  # give back what was taken and not used, or freed
+            grow, shrink = self._resize_delta(message.params)
+            freed = grow if error is not None else shrink
+            await release(self.services.store, self.vm.tenant_id, freed, self.vm.id)
         if op is Operation.DELETE and error is None:
             await self._deleted()
         else:
@@ -273,6 +281,9 @@ class VMActor(Actor[VMMessage]):
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
+
+    def _resize_delta(self, params: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+        return resize_delta(self.vm.spec, params.get("cpus"), params.get("memory_mib"))
 
     # ----------------------------------------------------------------- provisioning
 

@@ -129,3 +129,23 @@ async def test_bad_action_bodies_are_422(api: ApiClient) -> None:
     ]:
         r = await api.call("POST", f"/vms/{vm_id}/{action}", "alice", body)
         assert r.status == 422, (action, body, r.body)
+
+
+async def test_growing_a_vm_counts_against_the_quota_and_shrinking_gives_back(
+    api: ApiClient,
+) -> None:
+    await api.store.set_quota("acme", "cpus", 2)
+    vm_id = await running_vm(api, start=False)  # a running VM cannot grow past its maxima
+    r = await api.call("POST", f"/vms/{vm_id}/reconfigure", "alice", {"cpus": 3})
+    assert r.status == 409 and r.error_code == "quota_exceeded", r.body
+    assert "cpus" in r.body["error"]["message"]
+    assert (await act(api, vm_id, "reconfigure", {"cpus": 2}))["spec"]["cpus"] == 2
+    used = {q.resource: q.used for q in await api.store.get_quotas("acme")}
+    assert used["cpus"] == 2
+    await act(api, vm_id, "reconfigure", {"cpus": 1})
+    used = {q.resource: q.used for q in await api.store.get_quotas("acme")}
+    assert used["cpus"] == 1
+    r = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    await api.wait_task(r.body["id"])
+    used = {q.resource: q.used for q in await api.store.get_quotas("acme")}
+    assert used["cpus"] == 0
