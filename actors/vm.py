@@ -167,6 +167,10 @@ class VMActor(Actor[VMMessage]):
         t = transition(op, self.vm.state, self.vm.id)
         if op is Operation.DEPLOY:
             raise UnsupportedOperation("deploy goes through the datacenter, not the VM actor")
+        if op is Operation.MIGRATE:  # refused whole, before the VM shows MIGRATING
+            raise UnsupportedOperation(
+                f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
+            )
         params = _checked_params(op, message.params)
         if op is Operation.RECONFIGURE:  # a bigger VM counts against the quota before it grows
             grow, _ = self._resize_delta(params)
@@ -247,10 +251,6 @@ class VMActor(Actor[VMMessage]):
             )
         elif op is Operation.SNAPSHOT:
             await d.create_snapshot(uuid, str(params["name"]))
-        elif op is Operation.MIGRATE:
-            raise UnsupportedOperation(
-                f"migration of VM {uuid} is not built yet (driver {d.name} at {d.settings.uri})"
-            )
         elif op is Operation.DELETE:
             await d.destroy_vm(uuid)
         else:
