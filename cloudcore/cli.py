@@ -31,6 +31,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from cloudcore.commands import vm
 
     vm.add_parser(sub)
+    from cloudcore.commands import token
+
+    token.add_parser(sub)
     from cloudcore import console
 
     console.add_parser(sub)
