@@ -7,11 +7,12 @@ message for an error reply, what to check when the node cannot be reached.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,26 +55,16 @@ class ApiClient:
     def post(self, path: str, body: Any, *, timeout: float | None = None) -> Any:
         return self._call("POST", self._url(path, None), body, timeout)
 
-    def stream(self, path: str, query: Mapping[str, Any] | None = None) -> Iterator[ServerEvent]:
-        """The events of a Server-Sent Events endpoint, as they come; ends when the server
-        closes the stream. Closing the iterator closes the connection."""
+    @contextlib.contextmanager
+    def stream(
+        self, path: str, query: Mapping[str, Any] | None = None
+    ) -> Iterator[Iterator[ServerEvent]]:
+        """Connect to a Server-Sent Events endpoint (an error reply raises here), then give
+        its events as they come; leaving the ``with`` closes the connection."""
         request = self._request("GET", self._url(path, query), None)
         request.add_header("Accept", "text/event-stream")
         with self._open(request, None) as response:
-            fields: dict[str, str] = {}
-            for raw in response:
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if line:
-                    if not line.startswith(":"):  # a comment: keep-alive
-                        name, _, value = line.partition(":")
-                        value = value.removeprefix(" ")
-                        fields[name] = f"{fields[name]}\n{value}" if name in fields else value
-                    continue
-                if "data" in fields:
-                    yield ServerEvent(
-                        fields.get("event", "message"), fields.get("id", ""), _json(fields["data"])
-                    )
-                fields = {}
+            yield _events(response)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -112,6 +103,22 @@ class ApiClient:
             ) from None
         except (TimeoutError, ConnectionError) as exc:
             raise ApiFailure(f"the API at {self.base} did not answer: {exc}") from None
+
+
+def _events(response: Iterable[bytes]) -> Iterator[ServerEvent]:
+    fields: dict[str, str] = {}
+    for raw in response:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if line:
+            if not line.startswith(":"):  # a comment: the keep-alive
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                fields[name] = f"{fields[name]}\n{value}" if name in fields else value
+            continue
+        if "data" in fields:
+            data = _json(fields["data"])
+            yield ServerEvent(fields.get("event", "message"), fields.get("id", ""), data)
+        fields = {}
 
 
 def _failure(status: int, raw: bytes) -> ApiFailure:

@@ -12,7 +12,7 @@ import cmd
 import collections
 import json
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from cloudcore.console import _render
@@ -154,18 +154,14 @@ class Console(cmd.Cmd):
                 self._say(_render.event_line(event))
             self._say(f"{len(latest)} latest event(s)")
             return
-        self._say("following events; Ctrl-C stops")
-        stream = self.client.stream("/events/stream")
-        try:
-            for sse in stream:
-                if isinstance(sse.data, dict):
-                    self._say(_render.event_line(sse.data))
-        except KeyboardInterrupt:
-            self._say("stopped following")
-        finally:
-            close: Callable[[], None] | None = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        with self.client.stream("/events/stream") as events:
+            try:
+                self._say("following events; Ctrl-C stops")
+                for sse in events:
+                    if isinstance(sse.data, dict):
+                        self._say(_render.event_line(sse.data))
+            except KeyboardInterrupt:
+                self._say("stopped following")
 
     def do_vms(self, arg: str) -> None:
         """vms: how many VMs in each state, and the latest few."""
