@@ -6,8 +6,9 @@ import asyncio
 from typing import Any, NoReturn
 
 from cloudcore.config import RuntimeSettings
-from cloudcore.errors import ActorError, NotFound
+from cloudcore.errors import ActorError, Conflict, NotFound
 from cloudcore.logging import get_logger
+from cloudcore.runtime._supervising import halt, resume_fresh, supervise_task
 from cloudcore.runtime.actor import Actor
 from cloudcore.runtime.cell import ActorCell, ActorFactory
 from cloudcore.runtime.deadletters import DeadLetters
@@ -97,6 +98,35 @@ class ActorSystem:
         """A snapshot of the subtree at ``path``: class, status, mailbox depth, processed
         count, restarts and last failure of every actor."""
         return snapshot(self._cell_at(path))
+
+    async def restart(self, path: str, timeout: float | None = None) -> None:
+        """Restart one actor as its supervisor would, for an operator: the message in hand is
+        interrupted (its asker gets ActorInterrupted), its children stop, a fresh instance
+        starts and keeps the mailbox. Returns once it runs again. NotFound (no such actor),
+        Conflict (it is stopping or restarting), ActorError (not running again in time)."""
+        cell = self._cell_at(path)
+        parent = cell._parent
+        if parent is None or cell._stop is not None or cell.status != "running":
+            raise Conflict(f"{cell.path} is {cell.status}; only a running actor can be restarted")
+        done = self._loop.create_future()
+        error = ActorError(f"{cell.path} restarted by an operator")
+
+        async def run() -> None:
+            # The two halves of a supervisor's restart, for this actor alone (not its group),
+            # in a supervision task of the parent, as supervision itself runs them.
+            try:
+                await halt(cell, error)
+                resume_fresh(cell)
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+        supervise_task(parent, run())
+        wait = self.ask_timeout if timeout is None else timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(done), wait)
+        except TimeoutError:
+            raise ActorError(f"{cell.path} did not restart within {wait:g} s") from None
 
     def _cell_at(self, path: str) -> ActorCell:
         if not path.startswith("/"):

@@ -21,13 +21,11 @@ from typing import Annotated, Any
 import msgspec
 
 from cloudcore.cluster.registry import MessageRegistry
-from cloudcore.errors import ActorError, CloudcoreError, Conflict, describe
+from cloudcore.errors import CloudcoreError, describe
 from cloudcore.gateway.api import Api, ApiRequest, Reply
 from cloudcore.gateway.auth import require
 from cloudcore.gateway.errors import ApiError
 from cloudcore.runtime import ActorSystem, Message
-from cloudcore.runtime._supervising import halt, resume_fresh, supervise_task
-from cloudcore.runtime.cell import ActorCell
 from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.store.records import Role
 
@@ -340,9 +338,9 @@ async def restart(req: ApiRequest[PathBody, None]) -> ActorView:
     ActorInterrupted), the children stop, a fresh instance starts and keeps the mailbox.
     Answers once it runs again. 409 if it is stopping or already restarting."""
     system = _operator(req)
-    cell = _user_cell(system, req.body.path)
-    await _restart(cell, system.ask_timeout)
-    return _actor_view(system, cell.path)
+    path = _user_path(req.body.path)
+    await system.restart(path)
+    return _actor_view(system, path)
 
 
 @api.post(
@@ -356,17 +354,16 @@ async def stop(req: ApiRequest[PathBody, None]) -> Reply:
     """Stops after the message in hand; what is still queued goes to dead letters. Answers
     200 once it has stopped, 202 if it is still stopping after the runtime's ask_timeout."""
     system = _operator(req)
-    cell = _user_cell(system, req.body.path)
-    ref = cell.ref
+    ref = system.lookup(_user_path(req.body.path))
     ref.stop()
     try:
         await asyncio.wait_for(ref.stopped(), system.ask_timeout)
     except TimeoutError:
-        return Reply(ActorStatus(path=ref.path, status=cell.status), 202)
-    return Reply(ActorStatus(path=ref.path, status=cell.status), 200)
+        return Reply(ActorStatus(path=ref.path, status="stopping"), 202)
+    return Reply(ActorStatus(path=ref.path, status="stopped"), 200)
 
 
-def _user_cell(system: ActorSystem, path: str) -> ActorCell:
+def _user_path(path: str) -> str:
     path = path.rstrip("/")
     if not path.startswith("/user/"):
         raise ApiError(
@@ -375,32 +372,7 @@ def _user_cell(system: ActorSystem, path: str) -> ActorCell:
             f"only actors under /user can be restarted or stopped, not {path or '/'}",
             {"path": path or "/"},
         )
-    return system._cell_at(path)
-
-
-async def _restart(cell: ActorCell, timeout: float) -> None:
-    if cell._stop is not None or cell.status != "running":
-        raise Conflict(f"{cell.path} is {cell.status}; only a running actor can be restarted")
-    parent = cell._parent
-    assert parent is not None  # under /user: never the root
-    done = cell._loop.create_future()
-    error = ActorError(f"{cell.path} restarted by an operator")
-
-    async def run() -> None:
-        # The two halves of a supervisor's restart, for this actor alone (not its group),
-        # in a supervision task of the parent, as supervision itself runs them.
-        try:
-            await halt(cell, error)
-            resume_fresh(cell)
-        finally:
-            if not done.done():
-                done.set_result(None)
-
-    supervise_task(parent, run())
-    try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
-    except TimeoutError:
-        raise ActorError(f"{cell.path} did not restart within {timeout:g} s") from None
+    return path
 
 
 # ------------------------------------------------------------------ dead letters

@@ -13,12 +13,12 @@ from tests.integration.gateway.conftest import ApiClient
 HOST = "/user/dc/dc1/dc1-h1"
 
 
-class Ping(Message, frozen=True, kw_only=True):
+class SystemApiProbe(Message, frozen=True, kw_only=True):
     n: int
 
 
-class Echo(Actor[Ping]):
-    async def receive(self, message: Ping) -> Any:
+class Echo(Actor[SystemApiProbe]):
+    async def receive(self, message: SystemApiProbe) -> Any:
         return message.n
 
 
@@ -176,12 +176,12 @@ async def test_stop_stops_the_actor_and_later_mail_is_a_dead_letter(api: ApiClie
     assert r.status == 200, r.body
     assert r.body == {"path": "/user/echo", "status": "stopped"}
     assert (await api.call("GET", "/system/actors?path=/user/echo")).status == 404
-    ref.tell(Ping(n=7))
+    ref.tell(SystemApiProbe(n=7))
     letters = await api.call("GET", "/system/deadletters?limit=5", "operator")
     assert letters.status == 200, letters.body
     last = letters.body["items"][-1]
     assert last["recipient"] == "/user/echo"
-    assert last["message_type"] == "Ping"
+    assert last["message_type"] == "SystemApiProbe"
     assert last["reason"] == "stopped"
     assert last["time"].endswith("Z")
     assert letters.body["total"] >= 1
@@ -190,11 +190,17 @@ async def test_stop_stops_the_actor_and_later_mail_is_a_dead_letter(api: ApiClie
 async def test_ask_converts_fields_and_encodes_a_plain_reply(api: ApiClient) -> None:
     api.system.spawn(Echo, name="echo")
     r = await api.call(
-        "POST", "/system/ask", "admin", {"path": "/user/echo", "message": {"type": "Ping", "n": 41}}
+        "POST",
+        "/system/ask",
+        "admin",
+        {"path": "/user/echo", "message": {"type": "SystemApiProbe", "n": 41}},
     )
     assert r.status == 200, r.body
     assert r.body == {"path": "/user/echo", "reply_type": "int", "reply": 41}
     missing = await api.call(
-        "POST", "/system/ask", "admin", {"path": "/user/echo", "message": {"type": "Ping"}}
+        "POST",
+        "/system/ask",
+        "admin",
+        {"path": "/user/echo", "message": {"type": "SystemApiProbe"}},
     )
     assert missing.status == 422 and "`n`" in missing.body["error"]["message"]
