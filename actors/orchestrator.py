@@ -34,6 +34,7 @@ from actors.scheduler.messages import HostUpdated
 from actors.services import Services, new_vm_id
 from actors.supervision import DOMAIN_STRATEGY
 from cloudcore.errors import Conflict, IllegalTransition, NotFound
+from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import (
@@ -48,6 +49,8 @@ from cloudcore.store.records import (
 )
 
 __all__ = ["Orchestrator"]
+
+_log = get_logger("actors.orchestrator")
 
 
 class _Group(Actor[Any]):
@@ -103,8 +106,12 @@ class Orchestrator:
         """Enable, disable or put a host in maintenance: the scheduler stops or resumes
         placing VMs on it at once. VMs already there stay."""
         host = await update_host(self.store, await self.store.get(Host, host_id), admin_state=state)
-        scheduler = self.system.lookup(f"/user/dc/{host.datacenter_id}/scheduler")
-        scheduler.tell(HostUpdated(host=host))
+        try:
+            scheduler = self.system.lookup(f"/user/dc/{host.datacenter_id}/scheduler")
+        except NotFound:  # the datacenter runs on another node: stored, its scheduler not told
+            _log.warning("host.admin_state_not_told", host_id=host_id, state=str(state))
+        else:
+            scheduler.tell(HostUpdated(host=host))
         await self.services.publish(
             "host.admin_state_changed", f"host/{host_id}", None, {"admin_state": str(state)}
         )

@@ -9,10 +9,10 @@ import msgspec
 from actors.messages import RecoverVerb
 from cloudcore.errors import IllegalTransition, NotFound
 from cloudcore.gateway.api import Api, ApiRequest, Reply
-from cloudcore.gateway.auth import visible_or_404
+from cloudcore.gateway.auth import require
 from cloudcore.gateway.schemas import TaskQuery, TaskView
 from cloudcore.gateway.tasks import accepted, task_view
-from cloudcore.store.records import Task
+from cloudcore.store.records import Role, Task
 
 __all__ = ["api"]
 
@@ -37,7 +37,9 @@ async def _visible_task(req: ApiRequest[Any, Any]) -> Task:
         task = await req.gateway.store.get(Task, task_id)
     except NotFound:
         raise NotFound(f"task {task_id} not found") from None
-    visible_or_404(req.principal, task.tenant_id, f"task {task_id}")
+    # A task of no tenant is the platform's own: admins and operators only.
+    if not (req.principal.sees_all or task.tenant_id == req.principal.tenant_id):
+        raise NotFound(f"task {task_id} not found")
     return task
 
 
@@ -74,9 +76,10 @@ async def list_tasks(req: ApiRequest[None, TaskQuery]) -> TaskPage:
     errors=(403, 404, 409),
 )
 async def recover_task(req: ApiRequest[RecoverBody, None]) -> Reply:
-    """For a VM in ERROR. ``retry`` and ``delete`` answer 202 with the task that does it;
-    ``succeed`` and ``fail`` answer 200 with this task, settled."""
+    """For a VM in ERROR; admins and operators only. ``retry`` and ``delete`` answer 202
+    with the task that does it; ``succeed`` and ``fail`` answer 200 with this task, settled."""
     task = await _visible_task(req)
+    require(req.principal, Role.ADMIN, Role.OPERATOR)
     if not task.subject.startswith("vm/"):
         raise IllegalTransition(f"task {task.id} is about {task.subject}, not a VM")
     orchestrator = req.gateway.orchestrator

@@ -149,3 +149,12 @@ async def test_growing_a_vm_counts_against_the_quota_and_shrinking_gives_back(
     await api.wait_task(r.body["id"])
     used = {q.resource: q.used for q in await api.store.get_quotas("acme")}
     assert used["cpus"] == 0
+
+
+async def test_recover_verbs_are_for_operators_not_users(api: ApiClient) -> None:
+    r = await api.call("POST", "/vms", "alice", WEB)
+    await api.wait_task(r.body["id"])
+    denied = await api.call("POST", f"/tasks/{r.body['id']}/recover", "alice", {"verb": "succeed"})
+    assert denied.status == 403 and denied.error_code == "forbidden"
+    allowed = await api.call("POST", f"/tasks/{r.body['id']}/recover", "operator", {"verb": "fail"})
+    assert allowed.status == 409 and "ERROR" in allowed.body["error"]["message"]  # VM not in ERROR
