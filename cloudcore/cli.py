@@ -7,6 +7,7 @@ that other parts of cloudcore add register themselves in ``_build_parser``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,18 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudcore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cloudcore {__version__}")
     parser.add_argument("--config", help="settings file (default: conf/default.toml)")
+    parser.add_argument(
+        "--api",
+        metavar="URL",
+        default=os.environ.get("CLOUDCORE_API_URL") or "http://127.0.0.1:8080/api/v1",
+        help="the API the vm, host, task and events commands use "
+        "(env CLOUDCORE_API_URL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CLOUDCORE_TOKEN"),
+        help="API token (env CLOUDCORE_TOKEN; default: <node.data_dir>/admin-token if readable)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a node (all-in-one on embedded defaults)")
@@ -28,12 +41,15 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "status"])
     db.set_defaults(handler=_db)
 
-    from cloudcore.commands import vm
+    from cloudcore.commands import events, host, task, vm
 
     vm.add_parser(sub)
     from cloudcore.commands import token
 
     token.add_parser(sub)
+    host.add_parser(sub)
+    task.add_parser(sub)
+    events.add_parser(sub)
     from cloudcore import console
 
     console.add_parser(sub)
