@@ -18,12 +18,21 @@ from cloudcore.commands._output import Column, add_output_option, show_list
 
 __all__ = ["add_parser"]
 
+_DATA_WIDTH = 100
+
+
+def _data(event: dict[str, Any]) -> str:
+    """The event's data on one line, cut to fit a terminal (-o json shows it all)."""
+    text = json.dumps(event.get("data") or {}, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= _DATA_WIDTH else text[: _DATA_WIDTH - 3] + "..."
+
+
 _COLUMNS: list[Column] = [
     ("POSITION", "position"),
     ("TIME", "time"),
     ("TYPE", "type"),
     ("SUBJECT", "subject"),
-    ("DATA", "data"),
+    ("DATA", _data),
 ]
 
 _RECONNECT_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -106,6 +115,5 @@ def _print(event: Any, output: str, header: bool) -> None:
         if header:
             print(f"{'POSITION':<20}  {'TYPE':<20}  {'SUBJECT':<44}  DATA")
         cells = [str(event.get(key, "")) for key in ("position", "type", "subject")]
-        data = json.dumps(event.get("data") or {}, separators=(",", ":"), sort_keys=True)
-        print(f"{cells[0]:<20}  {cells[1]:<20}  {cells[2]:<44}  {data}")
+        print(f"{cells[0]:<20}  {cells[1]:<20}  {cells[2]:<44}  {_data(event)}")
     sys.stdout.flush()

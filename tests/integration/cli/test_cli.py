@@ -186,3 +186,31 @@ def test_tasks_show_their_steps_and_hosts_are_listed(
     hosts = node.ok("host", "list").stdout.splitlines()
     assert hosts[0].split()[:2] == ["ID", "NAME"]
     assert any(line.startswith("dc1-h1") for line in hosts[1:])
+
+
+def test_a_task_that_fails_makes_wait_exit_1_with_the_tasks_error(node: Node) -> None:
+    result = node.cli(
+        "vm", "create", "--name", "huge", "--datacenter", "dc1", "--cpus", "1000", "--memory",
+        "256", "--wait",
+    )  # fmt: skip
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("100%") and "FAILED: NoValidHost" in last, result.stderr
+
+
+def test_on_a_terminal_wait_redraws_one_progress_line(node: Node) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "cloudcore.cli", "vm", "create", "--name", "tty", "--datacenter", "dc1",
+         "--cpus", "1", "--memory", "256", "--wait", "-o", "json"],
+        env=node.env(), encoding="utf-8", timeout=60,
+    )  # fmt: skip
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    output: str = child.before
+    progress = output[: output.index("{")]  # then the task, as JSON on stdout
+    assert progress.startswith("\r[") and progress.count("\r[") >= 2
+    assert "] 100% vm.deploy" in progress and "SUCCEEDED" in progress
+    assert progress.count("\n") == 1  # one line, redrawn, ended once
