@@ -72,6 +72,7 @@ class Journal:
         self._store = store
         self.task = task
         self._waiters = waiters
+        self._steps_done: int | None = None  # counted from the store at the first step
 
     @classmethod
     async def begin(
@@ -135,7 +136,14 @@ class Journal:
     async def _announce_step(
         self, seq: int, name: str, state: StepState, error: str | None = None
     ) -> None:
-        done = seq if state is StepState.DONE else seq - 1
+        if self._waiters is None or self._waiters.announce is None:
+            return
+        if self._steps_done is None:  # a resumed task has steps done before this journal
+            steps = await self._store.list_steps(self.task.id)
+            self._steps_done = sum(1 for s in steps if s.state is StepState.DONE)
+        elif state is StepState.DONE:
+            self._steps_done += 1
+        done = self._steps_done
         await self._announce(
             "task.step",
             {
