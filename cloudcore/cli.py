@@ -15,9 +15,13 @@ from cloudcore import __version__
 
 __all__ = ["main"]
 
+_DESCRIPTION = """cloudcore: an actor-model IaaS orchestrator. `cloudcore serve` runs a node; `vm`,
+`host`, `task` and `events` drive a running node through its HTTP API (--api, --token);
+`console` opens the operator console; `db` and `token` act on the store of this machine."""
+
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cloudcore", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cloudcore", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"cloudcore {__version__}")
     parser.add_argument("--config", help="settings file (default: conf/default.toml)")
     parser.add_argument(
