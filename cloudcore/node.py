@@ -100,22 +100,13 @@ async def _api(
         yield
         return
     from cloudcore.gateway import Gateway, start_api
-    from cloudcore.gateway.auth import RateLimiter, TokenCache
     from cloudcore.gateway.bootstrap import ensure_admin
 
     store = orchestrator.store
     written = await ensure_admin(store, settings.node.data_dir)
     if written is not None:
         print(f"cloudcore: the admin API token is in {written.resolve()}", flush=True)
-    gateway = Gateway(
-        settings=settings,
-        store=store,
-        events=orchestrator.services.events,
-        system=system,
-        orchestrator=orchestrator,
-        tokens=TokenCache(store, settings.api.token_cache_seconds),
-        limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
-    )
+    gateway = Gateway.of(settings, system, orchestrator)
     runner = await start_api(gateway)
     try:
         yield

@@ -37,6 +37,7 @@ __all__ = [
     "hash_token",
     "new_token",
     "require",
+    "tenant_filter",
     "visible_or_404",
 ]
 
@@ -69,6 +70,16 @@ class Principal:
     def scope(self) -> str | None:
         """The tenant a listing is limited to (None: all)."""
         return None if self.sees_all else self.tenant_id
+
+
+def tenant_filter(principal: Principal, requested: str | None) -> dict[str, object] | None:
+    """The ``where`` that limits a listing to what the caller may see and asked for: a user's
+    own tenant (None when it asked for another: an empty listing), the requested tenant for
+    admins and operators, or no filter."""
+    scope = principal.scope()
+    if scope is not None:
+        return {"tenant_id": scope} if requested in (None, scope) else None
+    return {} if requested is None else {"tenant_id": requested}
 
 
 def can_see(principal: Principal, tenant_id: str | None) -> bool:

@@ -31,6 +31,20 @@ class Gateway:
     tokens: TokenCache
     limiter: RateLimiter
 
+    @classmethod
+    def of(cls, settings: Settings, system: ActorSystem, orchestrator: Orchestrator) -> Gateway:
+        """The gateway of a node running ``orchestrator`` (its store and event bus)."""
+        store = orchestrator.store
+        return cls(
+            settings=settings,
+            store=store,
+            events=orchestrator.services.events,
+            system=system,
+            orchestrator=orchestrator,
+            tokens=TokenCache(store, settings.api.token_cache_seconds),
+            limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
+        )
+
 
 GATEWAY = web.AppKey("gateway", Gateway)
 #: The caller of a request, once authenticated.

@@ -63,6 +63,15 @@ class SqlStore(DomainOps, Store):
             raise NotFound(f"{table.label} {id!r} not found")
         return table.decode(row)
 
+    async def count_by(self, kind: type[R], field: str, /) -> dict[str, int]:
+        table = table_of(kind)
+        table.check_filters({field: None})  # the field is whitelisted: safe to name in SQL
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                f"SELECT {field} AS value, count(*) AS n FROM {table.name} GROUP BY {field}"
+            )
+        return {("" if r["value"] is None else str(r["value"])): int(r["n"]) for r in rows}
+
     async def list(
         self,
         kind: type[R],

@@ -29,7 +29,7 @@ from cloudcore.store._domain import _STEP_COLS
 from cloudcore.store._pgbatch import CasBatcher
 from cloudcore.store._pgpool import Pool
 from cloudcore.store._sql import SqlStore
-from cloudcore.store._table import Table, table_of
+from cloudcore.store._table import Table
 from cloudcore.store.records import Record
 
 __all__ = ["PostgresStore", "redact_dsn"]
@@ -164,15 +164,6 @@ class PostgresStore(SqlStore):
             self._pool.discard_idle()
             _log.warning("store.unavailable", backend="postgres", error=type(exc).__name__)
         return _translate(exc, self._where)
-
-    async def count_by(self, kind: type[R], field: str, /) -> dict[str, int]:
-        table = table_of(kind)
-        table.check_filters({field: None})  # the field is whitelisted: safe to name in SQL
-        async with self._reader() as conn:
-            rows = await conn.fetch(
-                f"SELECT {field} AS value, count(*) AS n FROM {table.name} GROUP BY {field}"
-            )
-        return {("" if r["value"] is None else str(r["value"])): int(r["n"]) for r in rows}
 
     async def _schema_table_exists(self, conn: Conn) -> bool:
         row = await conn.fetchrow("SELECT to_regclass('cloudcore_schema') IS NOT NULL AS e")

@@ -31,7 +31,6 @@ from cloudcore.errors import (
 from cloudcore.logging import get_logger
 from cloudcore.store._conn import Conn
 from cloudcore.store._sql import SqlStore
-from cloudcore.store._table import table_of
 from cloudcore.store.records import Record
 
 __all__ = ["SqliteStore"]
@@ -146,15 +145,6 @@ class SqliteStore(SqlStore):
                 await conn.execute("ROLLBACK")
                 raise
             await conn.execute("COMMIT")
-
-    async def count_by(self, kind: type[R], field: str, /) -> dict[str, int]:
-        table = table_of(kind)
-        table.check_filters({field: None})  # the field is whitelisted: safe to name in SQL
-        async with self._reader() as conn:
-            rows = await conn.fetch(
-                f"SELECT {field} AS value, count(*) AS n FROM {table.name} GROUP BY {field}"
-            )
-        return {("" if r["value"] is None else str(r["value"])): int(r["n"]) for r in rows}
 
     async def _schema_table_exists(self, conn: Conn) -> bool:
         row = await conn.fetchrow(

@@ -9,7 +9,7 @@ import msgspec
 from actors.messages import RecoverVerb
 from cloudcore.errors import IllegalTransition, NotFound
 from cloudcore.gateway.api import Api, ApiRequest, Reply
-from cloudcore.gateway.auth import require
+from cloudcore.gateway.auth import require, tenant_filter
 from cloudcore.gateway.schemas import TaskQuery, TaskView
 from cloudcore.gateway.tasks import accepted, task_view
 from cloudcore.store.records import Role, Task
@@ -51,14 +51,9 @@ async def get_task(req: ApiRequest[None, None]) -> TaskView:
 @api.get("/tasks", query=TaskQuery, reply=TaskPage, summary="List tasks")
 async def list_tasks(req: ApiRequest[None, TaskQuery]) -> TaskPage:
     q = req.query
-    where: dict[str, object] = {}
-    scope = req.principal.scope()
-    if scope is not None:
-        if q.tenant_id not in (None, scope):
-            return TaskPage(items=[])
-        where["tenant_id"] = scope
-    elif q.tenant_id is not None:
-        where["tenant_id"] = q.tenant_id
+    where = tenant_filter(req.principal, q.tenant_id)
+    if where is None:
+        return TaskPage(items=[])
     if q.state is not None:
         where["state"] = q.state
     if q.subject is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from actors.lifecycle import Operation
 from cloudcore.errors import InvalidRecord, NotFound
 from cloudcore.gateway.api import Api, ApiRequest, Reply
-from cloudcore.gateway.auth import Principal, visible_or_404
+from cloudcore.gateway.auth import Principal, tenant_filter, visible_or_404
 from cloudcore.gateway.errors import ApiError
 from cloudcore.gateway.schemas import (
     MigrateBody,
@@ -92,14 +92,9 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
 async def list_vms(req: ApiRequest[None, VMQuery]) -> Page[VM]:
     """In creation order, a page at a time. A user sees its own tenant's VMs only."""
     q = req.query
-    where: dict[str, object] = {}
-    scope = req.principal.scope()
-    if scope is not None:
-        if q.tenant_id not in (None, scope):
-            return Page(items=[])
-        where["tenant_id"] = scope
-    elif q.tenant_id is not None:
-        where["tenant_id"] = q.tenant_id
+    where = tenant_filter(req.principal, q.tenant_id)
+    if where is None:
+        return Page(items=[])
     for key in ("datacenter_id", "host_id", "state"):
         value = getattr(q, key)
         if value is not None:

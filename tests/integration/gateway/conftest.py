@@ -23,7 +23,6 @@ from actors.registration import bootstrap_demo
 from cloudcore.config import ApiSettings, Settings
 from cloudcore.gateway import Gateway, start_api
 from cloudcore.gateway.app import bound_port
-from cloudcore.gateway.auth import RateLimiter, TokenCache
 from cloudcore.gateway.bootstrap import issue_token
 from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
@@ -131,15 +130,7 @@ async def serve_api(store: Store, settings: Settings) -> AsyncIterator[ApiClient
     await bootstrap_demo(store, settings)
     drivers: dict[str, HypervisorDriver] = {}
     system, orchestrator = await start_cloud(store, settings, drivers)
-    gateway = Gateway(
-        settings=settings,
-        store=store,
-        events=orchestrator.services.events,
-        system=system,
-        orchestrator=orchestrator,
-        tokens=TokenCache(store, settings.api.token_cache_seconds),
-        limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
-    )
+    gateway = Gateway.of(settings, system, orchestrator)
     runner = await start_api(gateway)
     try:
         async with aiohttp.ClientSession() as session:
