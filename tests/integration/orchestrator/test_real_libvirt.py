@@ -29,6 +29,7 @@ from actors.lifecycle import Operation
 from actors.orchestrator import Orchestrator
 from actors.registration import host_record
 from cloudcore.config import Settings
+from cloudcore.errors import BackendUnavailable
 from cloudcore.store import Store
 from cloudcore.store.records import (
     VM,
@@ -264,9 +265,16 @@ async def test_a_host_whose_connection_is_cut_reconnects_with_a_fresh_driver(
         async def health_is(expected: HostHealth) -> bool:
             return (await sqlite_store.get(Host, host_id)).health is expected
 
+        async def fresh_driver_answers() -> bool:
+            try:
+                return await drivers[host_id].list_vms() is not None
+            except BackendUnavailable:  # made, not connected yet
+                return False
+
         # The loss is seen (a sweep fails), a fresh driver replaces the dead one, and it connects.
+        # (The record may still read HEALTHY from before the cut: wait on the driver itself.)
         await eventually(lambda: drivers[host_id] is not first, timeout=10)
+        await eventually(fresh_driver_answers, timeout=10)
         await eventually(lambda: health_is(HostHealth.HEALTHY), timeout=10)
-        assert await drivers[host_id].list_vms() is not None
     finally:
         await system.shutdown()
