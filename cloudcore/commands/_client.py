@@ -98,6 +98,24 @@ class Client:
         except TimeoutError:
             raise CommandFailed(f"the API at {self.base_url} did not answer within 60 s") from None
 
+    async def listing(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        all_pages: bool,
+        cursor: str = "cursor",
+    ) -> dict[str, Any]:
+        """A listing's first page, or every page (``all_pages``) joined into one:
+        ``{"items": [...], "next_cursor": ...}``. ``cursor``: the query parameter that takes the
+        previous page's ``next_cursor``."""
+        page: dict[str, Any] = await self.call("GET", path, params=params)
+        items: list[dict[str, Any]] = list(page["items"])
+        while all_pages and page.get("next_cursor"):
+            page = await self.call("GET", path, params={**params, cursor: page["next_cursor"]})
+            items += page["items"]
+        return {"items": items, "next_cursor": page.get("next_cursor")}
+
     @asynccontextmanager
     async def stream(
         self, path: str, params: Mapping[str, str], last_event_id: str | None = None

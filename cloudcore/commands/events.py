@@ -69,14 +69,8 @@ async def _events(client: Client, args: argparse.Namespace) -> int:
     params = _params(args)
     if args.limit:
         params["limit"] = str(args.limit)
-    page: dict[str, Any] = await client.call("GET", "/events", params=params)
-    items: list[dict[str, Any]] = list(page["items"])
-    while args.all_pages and page.get("next_cursor"):
-        page = await client.call("GET", "/events", params={**params, "after": page["next_cursor"]})
-        items += page["items"]
-    show_list(
-        items, args.output, _COLUMNS, {"items": items, "next_cursor": page.get("next_cursor")}
-    )
+    listing = await client.listing("/events", params, all_pages=args.all_pages, cursor="after")
+    show_list(listing["items"], args.output, _COLUMNS, listing)
     return 0
 
 

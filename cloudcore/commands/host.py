@@ -78,14 +78,8 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
         "admin_state": args.admin_state,
     }
     params = {key: value for key, value in wanted.items() if value}
-    page: dict[str, Any] = await client.call("GET", "/hosts", params=params)
-    items: list[dict[str, Any]] = list(page["items"])
-    while args.all_pages and page.get("next_cursor"):
-        page = await client.call("GET", "/hosts", params={**params, "cursor": page["next_cursor"]})
-        items += page["items"]
-    show_list(
-        items, args.output, _COLUMNS, {"items": items, "next_cursor": page.get("next_cursor")}
-    )
+    listing = await client.listing("/hosts", params, all_pages=args.all_pages)
+    show_list(listing["items"], args.output, _COLUMNS, listing)
     return 0
 
 

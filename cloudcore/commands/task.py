@@ -51,13 +51,9 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
         params["state"] = args.state
     if args.subject:
         params["subject"] = args.subject
-    page: dict[str, Any] = await client.call("GET", "/tasks", params=params)
-    items: list[dict[str, Any]] = list(page["items"])
-    while args.all_pages and page.get("next_cursor"):
-        page = await client.call("GET", "/tasks", params={**params, "cursor": page["next_cursor"]})
-        items += page["items"]
+    listing = await client.listing("/tasks", params, all_pages=args.all_pages)
     columns = [c for c in TASK_COLUMNS if c[0] != "PROGRESS"]  # a listing has no steps
-    show_list(items, args.output, columns, {"items": items, "next_cursor": page.get("next_cursor")})
+    show_list(listing["items"], args.output, columns, listing)
     return 0
 
 

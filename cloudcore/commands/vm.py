@@ -117,13 +117,8 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
     ):
         if value:
             params[key] = value
-    page: dict[str, Any] = await client.call("GET", "/vms", params=params)
-    items: list[dict[str, Any]] = list(page["items"])
-    while args.all_pages and page.get("next_cursor"):
-        page = await client.call("GET", "/vms", params={**params, "cursor": page["next_cursor"]})
-        items += page["items"]
-    raw = {"items": items, "next_cursor": page.get("next_cursor")}
-    show_list(items, args.output, _COLUMNS, raw)
+    listing = await client.listing("/vms", params, all_pages=args.all_pages)
+    show_list(listing["items"], args.output, _COLUMNS, listing)
     return 0
 
 
