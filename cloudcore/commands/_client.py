@@ -14,11 +14,12 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
+
+from cloudcore.commands.credentials import resolve_token
 
 __all__ = [
     "DEFAULT_API",
@@ -26,7 +27,6 @@ __all__ = [
     "CommandFailed",
     "ServerEvent",
     "api_command",
-    "resolve_token",
 ]
 
 DEFAULT_API = "http://127.0.0.1:8080/api/v1"
@@ -186,31 +186,13 @@ def _failure(status: int, raw: bytes) -> CommandFailed:
     return CommandFailed(f"{message} [{code}]", status, code)
 
 
-def resolve_token(args: argparse.Namespace) -> str | None:
-    """--token / CLOUDCORE_TOKEN, else the admin token a node on this machine wrote."""
-    given: str | None = getattr(args, "token", None)
-    if given:
-        return given.strip()
-    from cloudcore.config import load_settings
-    from cloudcore.errors import CloudcoreError
-    from cloudcore.gateway.bootstrap import ADMIN_TOKEN_FILE
-
-    try:
-        data_dir = load_settings(args.config).node.data_dir
-    except CloudcoreError:
-        return None
-    try:
-        return (Path(data_dir) / ADMIN_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
-
-
 def api_command(command: Command) -> Callable[[argparse.Namespace], int]:
     """A handler for argparse that runs ``command`` with a client, and reports failures."""
 
     def handler(args: argparse.Namespace) -> int:
         async def main() -> int:
-            async with Client(args.api, resolve_token(args)) as client:
+            token = resolve_token(getattr(args, "token", None), args.config)
+            async with Client(args.api, token) as client:
                 return await command(client, args)
 
         try:

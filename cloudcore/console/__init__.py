@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cloudcore.commands.credentials import resolve_token
 from cloudcore.console._client import ApiClient, ApiFailure
 from cloudcore.console.shell import Console
 
@@ -44,26 +45,6 @@ def add_parser(sub: Any) -> None:
         help="API token (default: $CLOUDCORE_TOKEN or <data_dir>/admin-token)",
     )
     console.set_defaults(handler=_console)
-
-
-def resolve_token(given: str | None, config: str | None) -> str | None:
-    """The token: given, else from the environment, else the node's admin-token file."""
-    if given:
-        return given
-    from_env = os.environ.get("CLOUDCORE_TOKEN", "").strip()
-    if from_env:
-        return from_env
-    from cloudcore.config import load_settings
-    from cloudcore.errors import ConfigError
-    from cloudcore.gateway.bootstrap import ADMIN_TOKEN_FILE
-
-    try:
-        data_dir = load_settings(config).node.data_dir
-    except ConfigError:
-        return None
-    with contextlib.suppress(OSError):
-        return (Path(data_dir) / ADMIN_TOKEN_FILE).read_text().strip() or None
-    return None
 
 
 def _console(args: argparse.Namespace) -> int:
