@@ -33,12 +33,10 @@ __all__ = [
     "RateLimiter",
     "TokenCache",
     "authenticate",
-    "can_see",
     "hash_token",
     "new_token",
     "require",
     "tenant_filter",
-    "visible_or_404",
 ]
 
 TOKEN_PREFIX = "cc_"
@@ -80,17 +78,6 @@ def tenant_filter(principal: Principal, requested: str | None) -> dict[str, obje
     if scope is not None:
         return {"tenant_id": scope} if requested in (None, scope) else None
     return {} if requested is None else {"tenant_id": requested}
-
-
-def can_see(principal: Principal, tenant_id: str | None) -> bool:
-    """Whether the caller may see a resource of ``tenant_id`` (None: a shared resource)."""
-    return principal.sees_all or tenant_id is None or tenant_id == principal.tenant_id
-
-
-def visible_or_404(principal: Principal, tenant_id: str | None, what: str) -> None:
-    """NotFound (404) for a resource of another tenant, worded as for a missing one."""
-    if not can_see(principal, tenant_id):
-        raise NotFound(f"{what} not found")
 
 
 def require(principal: Principal, *roles: Role) -> None:

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import msgspec
 
 from actors.registration import host_record
-from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.errors import NotFound
 from cloudcore.gateway.api import Api, ApiRequest, Reply
 from cloudcore.gateway.auth import require
+from cloudcore.gateway.lookup import referenced
 from cloudcore.gateway.schemas import ListQuery
 from cloudcore.logging import get_logger
 from cloudcore.store.records import AdminState, Datacenter, Host, HostHealth, Page, Role
@@ -88,10 +89,7 @@ async def register_host(req: ApiRequest[HostRegister, None]) -> Reply:
     managing it; it takes VMs once its monitor has seen it healthy."""
     require(req.principal, *_INFRA)
     body, store = req.body, req.gateway.store
-    try:
-        await store.get(Datacenter, body.datacenter_id)
-    except NotFound:
-        raise InvalidRecord(f"datacenter_id: no datacenter {body.datacenter_id!r}") from None
+    await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
     record = host_record(
         req.gateway.settings,
         host_id=body.id,

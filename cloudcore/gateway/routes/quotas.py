@@ -8,10 +8,11 @@ from typing import Annotated, Any
 import msgspec
 
 from actors.quotas import QUOTA_RESOURCES
-from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.errors import InvalidRecord
 from cloudcore.gateway.api import Api, ApiRequest
 from cloudcore.gateway.auth import require
-from cloudcore.store.records import Quota, Role, Tenant
+from cloudcore.gateway.lookup import visible_tenant
+from cloudcore.store.records import Quota, Role
 
 __all__ = ["QuotaList", "QuotaSet", "api"]
 
@@ -30,16 +31,7 @@ class QuotaList(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def _tenant_id(req: ApiRequest[Any, Any]) -> str:
-    """The tenant in the path, if the caller may see it (another tenant's: 404 for a user)."""
-    tenant_id = req.params["tenant_id"]
-    principal = req.principal
-    if not principal.sees_all and tenant_id != principal.tenant_id:
-        raise NotFound(f"tenant {tenant_id} not found")
-    try:
-        await req.gateway.store.get(Tenant, tenant_id)
-    except NotFound:
-        raise NotFound(f"tenant {tenant_id} not found") from None
-    return tenant_id
+    return (await visible_tenant(req)).id
 
 
 @api.get(

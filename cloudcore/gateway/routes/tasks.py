@@ -7,9 +7,10 @@ from typing import Any
 import msgspec
 
 from actors.messages import RecoverVerb
-from cloudcore.errors import IllegalTransition, NotFound
+from cloudcore.errors import IllegalTransition
 from cloudcore.gateway.api import Api, ApiRequest, Reply
 from cloudcore.gateway.auth import require, tenant_filter
+from cloudcore.gateway.lookup import visible
 from cloudcore.gateway.schemas import TaskQuery, TaskView
 from cloudcore.gateway.tasks import accepted, task_view
 from cloudcore.store.records import Role, Task
@@ -32,15 +33,8 @@ class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def _visible_task(req: ApiRequest[Any, Any]) -> Task:
-    task_id = req.params["task_id"]
-    try:
-        task = await req.gateway.store.get(Task, task_id)
-    except NotFound:
-        raise NotFound(f"task {task_id} not found") from None
     # A task of no tenant is the platform's own: admins and operators only.
-    if not (req.principal.sees_all or task.tenant_id == req.principal.tenant_id):
-        raise NotFound(f"task {task_id} not found")
-    return task
+    return await visible(req, Task, req.params["task_id"], "task", shared=False)
 
 
 @api.get("/tasks/{task_id}", reply=TaskView, summary="Get a task", errors=(404,))

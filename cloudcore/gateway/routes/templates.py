@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 import msgspec
 
-from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.errors import InvalidRecord
 from cloudcore.gateway.api import Api, ApiRequest, Reply
-from cloudcore.gateway.auth import Principal, visible_or_404
+from cloudcore.gateway.auth import Principal
 from cloudcore.gateway.errors import ApiError
+from cloudcore.gateway.lookup import referenced, visible
 from cloudcore.gateway.schemas import ListQuery
 from cloudcore.store import Store
 from cloudcore.store.records import Datacenter, Page, Role, Template, Tenant, new_id
@@ -55,13 +56,7 @@ def _owner(principal: Principal, requested: str | msgspec.UnsetType | None) -> s
 
 
 async def _visible(req: ApiRequest[Any, Any]) -> Template:
-    template_id = req.params["template_id"]
-    try:
-        template = await req.gateway.store.get(Template, template_id)
-    except NotFound:
-        raise NotFound(f"template {template_id} not found") from None
-    visible_or_404(req.principal, template.tenant_id, f"template {template_id}")
-    return template
+    return await visible(req, Template, req.params["template_id"], "template")
 
 
 @api.get("/templates", query=ListQuery, reply=Page[Template], summary="List templates")
@@ -141,15 +136,9 @@ async def create_template(req: ApiRequest[TemplateCreate, None]) -> Reply:
     body, store = req.body, req.gateway.store
     tenant_id = _owner(req.principal, body.tenant_id)
     if tenant_id is not None:
-        try:
-            await store.get(Tenant, tenant_id)
-        except NotFound:
-            raise InvalidRecord(f"tenant_id: no tenant {tenant_id!r}") from None
+        await referenced(store, Tenant, tenant_id, "tenant_id", "tenant")
     if body.datacenter_id is not None:
-        try:
-            await store.get(Datacenter, body.datacenter_id)
-        except NotFound:
-            raise InvalidRecord(f"datacenter_id: no datacenter {body.datacenter_id!r}") from None
+        await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
     template = await store.create(
         Template(
             id=new_id("tpl-"),

@@ -16,6 +16,7 @@ from cloudcore.errors import InvalidRecord, NotFound
 from cloudcore.gateway.api import Api, ApiRequest, Reply
 from cloudcore.gateway.auth import hash_token, new_token, require
 from cloudcore.gateway.errors import ApiError
+from cloudcore.gateway.lookup import referenced, visible_tenant
 from cloudcore.gateway.schemas import ListQuery
 from cloudcore.store.records import ApiToken, Page, Role, Tenant, User, new_id
 
@@ -117,18 +118,6 @@ def _view(token: ApiToken) -> TokenView:
     )
 
 
-async def _tenant(req: ApiRequest[Any, Any]) -> Tenant:
-    """The tenant in the path, if the caller may see it: admins, operators and its members."""
-    tenant_id = req.params["tenant_id"]
-    principal = req.principal
-    if not principal.sees_all and tenant_id != principal.tenant_id:
-        raise NotFound(f"tenant {tenant_id} not found")
-    try:
-        return await req.gateway.store.get(Tenant, tenant_id)
-    except NotFound:
-        raise NotFound(f"tenant {tenant_id} not found") from None
-
-
 # -- tenants ---------------------------------------------------------------------------------
 
 
@@ -160,7 +149,7 @@ async def create_tenant(req: ApiRequest[TenantCreate, None]) -> Reply:
 @api.get("/tenants/{tenant_id}", reply=Tenant, summary="Get a tenant", errors=(404,))
 async def get_tenant(req: ApiRequest[None, None]) -> Tenant:
     """Admins and operators see every tenant; a user its own (another one is a 404)."""
-    return await _tenant(req)
+    return await visible_tenant(req)
 
 
 # -- users -----------------------------------------------------------------------------------
@@ -175,7 +164,7 @@ async def get_tenant(req: ApiRequest[None, None]) -> Tenant:
 )
 async def list_users(req: ApiRequest[None, ListQuery]) -> Page[User]:
     require(req.principal, Role.ADMIN, Role.OPERATOR)
-    tenant = await _tenant(req)
+    tenant = await visible_tenant(req)
     q = req.query
     return await req.gateway.store.list(
         User, where={"tenant_id": tenant.id}, after=q.cursor, limit=q.limit
@@ -194,7 +183,7 @@ async def create_user(req: ApiRequest[UserCreate, None]) -> Reply:
     """409 if the tenant already has a user of that name. Issue it a token with
     ``POST /tokens`` and its ``user_id``."""
     require(req.principal, Role.ADMIN)
-    tenant = await _tenant(req)
+    tenant = await visible_tenant(req)
     body = req.body
     user = await req.gateway.store.create(
         User(
@@ -249,10 +238,7 @@ async def create_token(req: ApiRequest[TokenCreate, None]) -> Reply:
     user_id = body.user_id or principal.user_id
     if user_id != principal.user_id and principal.role is not Role.ADMIN:
         raise ApiError(403, "forbidden", "only admins issue tokens for another user")
-    try:
-        user = await store.get(User, user_id)
-    except NotFound:
-        raise InvalidRecord(f"user_id: no user {user_id!r}") from None
+    user = await referenced(store, User, user_id, "user_id", "user")
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise InvalidRecord("expires_at: the time is already past")
     secret = new_token()

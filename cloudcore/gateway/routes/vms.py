@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from actors.lifecycle import Operation
-from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.errors import InvalidRecord
 from cloudcore.gateway.api import Api, ApiRequest, Reply
-from cloudcore.gateway.auth import Principal, tenant_filter, visible_or_404
+from cloudcore.gateway.auth import Principal, tenant_filter
 from cloudcore.gateway.errors import ApiError
+from cloudcore.gateway.lookup import referenced, visible
 from cloudcore.gateway.schemas import (
     MigrateBody,
     RebootBody,
@@ -30,13 +31,7 @@ api = Api("vms")
 
 async def visible_vm(req: ApiRequest[Any, Any]) -> VM:
     """The VM named in the path, if the caller may see it (else 404, as for a missing one)."""
-    vm_id = req.params["vm_id"]
-    try:
-        vm = await req.gateway.store.get(VM, vm_id)
-    except NotFound:
-        raise NotFound(f"VM {vm_id} not found") from None
-    visible_or_404(req.principal, vm.tenant_id, f"VM {vm_id}")
-    return vm
+    return await visible(req, VM, req.params["vm_id"], "VM")
 
 
 def _owner(principal: Principal, requested: str | None) -> str:
@@ -60,16 +55,10 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
     with the deploy task; its Location header is the task. Follow it, or the VM's events."""
     body, store = req.body, req.gateway.store
     tenant_id = _owner(req.principal, body.tenant_id)
-    try:
-        await store.get(Datacenter, body.datacenter_id)
-    except NotFound:
-        raise InvalidRecord(f"datacenter_id: no datacenter {body.datacenter_id!r}") from None
+    await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
     if body.template_id is not None:
-        try:
-            template = await store.get(Template, body.template_id)
-        except NotFound:
-            template = None
-        if template is None or template.tenant_id not in (None, tenant_id):
+        template = await referenced(store, Template, body.template_id, "template_id", "template")
+        if template.tenant_id not in (None, tenant_id):  # another tenant's: as if none
             raise InvalidRecord(f"template_id: no template {body.template_id!r}")
     spec = VMSpec(
         cpus=body.cpus,
