@@ -35,7 +35,7 @@ from cloudcore.errors import (
     UnsupportedOperation,
     VersionConflict,
 )
-from cloudcore.gateway.context import REQUEST_ID
+from cloudcore.gateway.context import GATEWAY, REQUEST_ID
 from cloudcore.logging import get_logger
 
 __all__ = ["ApiError", "ErrorBody", "ErrorDetail", "error_middleware", "error_response"]
@@ -156,7 +156,8 @@ async def error_middleware(
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason
         if exc.status == 413:
-            message = f"the request body is larger than {request.app._client_max_size} bytes"
+            limit = request.app[GATEWAY].settings.api.max_body_bytes
+            message = f"the request body is larger than {limit} bytes"
         elif exc.status == 404:
             message = f"no endpoint {request.path}"
         elif exc.status == 405:
