@@ -147,6 +147,7 @@ class Api:
 
 def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Wrap a declared handler: decode and validate, call, encode."""
+    query_fields = frozenset(getattr(route.query, "__struct_fields__", ()))
     body_decoder: msgspec.json.Decoder[Any] | None = (
         msgspec.json.Decoder(route.body) if route.body is not None else None
     )
@@ -163,7 +164,7 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
             body = _decode_body(body_decoder, await request.read())
         query: Any = None
         if route.query is not None:
-            query = _decode_query(route.query, request.query)
+            query = _decode_query(route.query, query_fields, request.query)
         result = await route.handler(
             ApiRequest(request, principal, body, query, request.match_info)
         )
@@ -194,8 +195,7 @@ def _decode_body(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
         raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
 
 
-def _decode_query(kind: type, query: Mapping[str, str]) -> Any:
-    fields = set(getattr(kind, "__struct_fields__", ()))
+def _decode_query(kind: type, fields: frozenset[str], query: Mapping[str, str]) -> Any:
     unknown = sorted(set(query) - fields)
     if unknown:
         allowed = ", ".join(sorted(fields)) or "none"
