@@ -51,7 +51,7 @@ async def seed(dsn: str, vms: int) -> tuple[str, list[str]]:
     cursors of every page."""
     import asyncpg  # type: ignore[import-untyped]
 
-    from cloudcore.gateway.bootstrap import issue_token
+    from cloudcore.app.gateway.bootstrap import issue_token
     from cloudcore.store._table import encode_cursor, table_of
     from cloudcore.store.postgres import PostgresStore
     from cloudcore.store.records import (
@@ -126,11 +126,11 @@ async def _serve_gateway(dsn: str, ready: Connection) -> None:
 
     from actors.orchestrator import Orchestrator
     from actors.services import Services
+    from cloudcore.app.gateway import Gateway, start_api
+    from cloudcore.app.gateway.app import bound_port
+    from cloudcore.app.gateway.auth import RateLimiter, TokenCache
     from cloudcore.config import ApiSettings, OrchestratorSettings, Settings
     from cloudcore.events.local import LocalEventBus
-    from cloudcore.gateway import Gateway, start_api
-    from cloudcore.gateway.app import bound_port
-    from cloudcore.gateway.auth import RateLimiter, TokenCache
     from cloudcore.logging import configure_logging
     from cloudcore.runtime import ActorSystem
     from cloudcore.store.postgres import PostgresStore

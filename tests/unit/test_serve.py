@@ -36,7 +36,7 @@ def test_serve_starts_a_node_and_stops_on_sigterm(tmp_path: Path) -> None:
         "CLOUDCORE_API__PORT": "0",
     }
     with subprocess.Popen(
-        [sys.executable, "-m", "cloudcore.cli", "serve"],
+        [sys.executable, "-m", "cloudcore.app.cli", "serve"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -61,7 +61,7 @@ def _stop_cleanly(proc: subprocess.Popen[str]) -> None:
 def test_serve_refuses_a_bad_setting_naming_it() -> None:
     env = {**os.environ, "CLOUDCORE_RUNTIME__ASK_TIMEOUT": "never", "CLOUDCORE_LOG__FORMAT": "json"}
     result = subprocess.run(
-        [sys.executable, "-m", "cloudcore.cli", "serve"],
+        [sys.executable, "-m", "cloudcore.app.cli", "serve"],
         capture_output=True,
         text=True,
         env=env,

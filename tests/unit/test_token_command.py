@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudcore.cli import main
-from cloudcore.gateway.auth import hash_token
+from cloudcore.app.cli import main
+from cloudcore.app.gateway.auth import hash_token
 from cloudcore.store.records import ApiToken, Role, Tenant, User
 from cloudcore.store.sqlite import SqliteStore
 

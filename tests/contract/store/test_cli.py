@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudcore.cli import main
+from cloudcore.app.cli import main
 
 
 def test_db_status_says_to_upgrade_until_db_upgrade_ran(

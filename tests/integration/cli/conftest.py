@@ -36,7 +36,7 @@ class Node:
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cloudcore.cli", *args],
+            [sys.executable, "-m", "cloudcore.app.cli", *args],
             capture_output=True,
             text=True,
             env=self.env() if env is None else env,
@@ -83,7 +83,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         "CLOUDCORE_LOG__FORMAT": "json",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudcore.cli", "serve"],
+        [sys.executable, "-m", "cloudcore.app.cli", "serve"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

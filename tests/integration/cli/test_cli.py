@@ -149,7 +149,7 @@ def test_events_follow_prints_events_as_they_happen(node: Node) -> None:
     history = json.loads(node.ok("events", "--subject", f"vm/{vm_id}", "-o", "json").stdout)
     last = history["items"][-1]["position"]
     follow = subprocess.Popen(
-        [sys.executable, "-m", "cloudcore.cli", "events", "--follow", "-o", "json",
+        [sys.executable, "-m", "cloudcore.app.cli", "events", "--follow", "-o", "json",
          "--subject", f"vm/{vm_id}", "--after", last],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=node.env(),
     )  # fmt: skip
@@ -202,7 +202,7 @@ def test_on_a_terminal_wait_redraws_one_progress_line(node: Node) -> None:
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "cloudcore.cli", "vm", "create", "--name", "tty", "--datacenter", "dc1",
+        ["-m", "cloudcore.app.cli", "vm", "create", "--name", "tty", "--datacenter", "dc1",
          "--cpus", "1", "--memory", "256", "--wait", "-o", "json"],
         env=node.env(), encoding="utf-8", timeout=60,
     )  # fmt: skip

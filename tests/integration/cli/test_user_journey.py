@@ -24,7 +24,7 @@ def test_create_with_the_cli_see_it_in_the_console_tree_and_read_its_events(node
 
     shell = pexpect.spawn(
         sys.executable,
-        ["-m", "cloudcore.cli", "console"],
+        ["-m", "cloudcore.app.cli", "console"],
         env=node.env(CLOUDCORE_HISTORY=str(node.data_dir / "history")),
         encoding="utf-8",
         timeout=30,

@@ -20,10 +20,10 @@ from multidict import CIMultiDict
 
 from actors.orchestrator import Orchestrator
 from actors.registration import bootstrap_demo
+from cloudcore.app.gateway import Gateway, start_api
+from cloudcore.app.gateway.app import bound_port
+from cloudcore.app.gateway.bootstrap import issue_token
 from cloudcore.config import ApiSettings, Settings
-from cloudcore.gateway import Gateway, start_api
-from cloudcore.gateway.app import bound_port
-from cloudcore.gateway.bootstrap import issue_token
 from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import Role, Tenant, User, new_id

@@ -11,7 +11,7 @@ from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from cloudcore.gateway.routes.metrics import on_loopback
+from cloudcore.app.gateway.routes.metrics import on_loopback
 from cloudcore.store.records import Host
 from tests.integration.gateway.conftest import ApiClient
 

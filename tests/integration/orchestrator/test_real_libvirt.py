@@ -129,7 +129,7 @@ async def test_virsh_destroy_behind_our_back_is_observed_within_two_seconds(
 
 def _serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cloudcore.cli", "serve"],
+        [sys.executable, "-m", "cloudcore.app.cli", "serve"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

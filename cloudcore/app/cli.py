@@ -1,0 +1,86 @@
+"""The ``cloudcore`` command line.
+
+Each subcommand is a small function; ``main`` only parses arguments and dispatches. Subcommands
+that other parts of cloudcore add register themselves in ``_build_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from cloudcore import __version__
+
+__all__ = ["main"]
+
+_DESCRIPTION = """cloudcore: an actor-model IaaS orchestrator. `cloudcore serve` runs a node; `vm`,
+`host`, `task` and `events` drive a running node through its HTTP API (--api, --token);
+`console` opens the operator console; `db` and `token` act on the store of this machine."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudcore", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"cloudcore {__version__}")
+    parser.add_argument("--config", help="settings file (default: conf/default.toml)")
+    parser.add_argument(
+        "--api",
+        metavar="URL",
+        default=os.environ.get("CLOUDCORE_API_URL") or "http://127.0.0.1:8080/api/v1",
+        help="the API the vm, host, task and events commands use "
+        "(env CLOUDCORE_API_URL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CLOUDCORE_TOKEN"),
+        help="API token (env CLOUDCORE_TOKEN; default: <node.data_dir>/admin-token if readable)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node (all-in-one on embedded defaults)")
+    serve.set_defaults(handler=_serve)
+
+    db = sub.add_parser("db", help="the store's schema: upgrade it, or show its version")
+    db.add_argument("action", choices=["upgrade", "status"])
+    db.set_defaults(handler=_db)
+
+    from cloudcore.app.commands import events, host, task, vm
+
+    vm.add_parser(sub)
+    from cloudcore.app.commands import token
+
+    token.add_parser(sub)
+    host.add_parser(sub)
+    task.add_parser(sub)
+    events.add_parser(sub)
+    from cloudcore.app import console
+
+    console.add_parser(sub)
+    return parser
+
+
+def _db(args: argparse.Namespace) -> int:
+    from cloudcore.store.admin import db_command
+
+    config: str | None = args.config
+    return db_command(args.action, config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cloudcore.app.node import serve
+
+    config: str | None = args.config
+    return serve(config=config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler = args.handler
+    code: int = handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""``cloudcore host list|show|enable|disable|maintenance``: hypervisor hosts through the API
+(admins and operators)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+from urllib.parse import quote
+
+from cloudcore.app.commands._client import Client, api_command
+from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
+
+__all__ = ["add_parser"]
+
+
+def _usage(used: str, total: str) -> Any:
+    def cell(item: dict[str, Any]) -> str:
+        return f"{item.get(used, 0)}/{item.get(total, '?')}"
+
+    return cell
+
+
+_COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("DATACENTER", "datacenter_id"),
+    ("HYPERVISOR", "hypervisor"),
+    ("HEALTH", "health"),
+    ("ADMIN", "admin_state"),
+    ("CPUS", _usage("cpus_used", "cpus")),
+    ("MEMORY_MIB", _usage("memory_mib_used", "memory_mib")),
+]
+
+_FIELDS: list[Column] = [
+    *_COLUMNS,
+    ("ADDRESS", "address"),
+    ("OBSERVED", "observed_at"),
+    ("CAPABILITIES", "capabilities"),
+    ("CREATED", "created_at"),
+    ("UPDATED", "updated_at"),
+]
+
+_ADMIN = {
+    "enable": "let the scheduler place VMs on a host",
+    "disable": "place no new VMs on a host",
+    "maintenance": "put a host in maintenance",
+}
+
+
+def add_parser(sub: Any) -> None:
+    host = sub.add_parser("host", help="hypervisor hosts: list, show, enable, disable")
+    actions = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", help="list hosts")
+    add_output_option(listing)
+    listing.add_argument("--datacenter", help="only hosts in this datacenter")
+    listing.add_argument("--health", type=str.upper, help="only hosts this healthy (HEALTHY, ...)")
+    listing.add_argument("--admin-state", type=str.upper, help="ENABLED, DISABLED, MAINTENANCE")
+    listing.add_argument("--all-pages", action="store_true", help="follow every page")
+    listing.set_defaults(handler=api_command(_list))
+
+    show = actions.add_parser("show", help="show a host")
+    add_output_option(show)
+    show.add_argument("id")
+    show.set_defaults(handler=api_command(_show))
+
+    for name, help in _ADMIN.items():
+        parser = actions.add_parser(name, help=help, description=help)
+        add_output_option(parser)
+        parser.add_argument("id")
+        parser.set_defaults(handler=api_command(_admin))
+
+
+async def _list(client: Client, args: argparse.Namespace) -> int:
+    wanted = {
+        "datacenter_id": args.datacenter,
+        "health": args.health,
+        "admin_state": args.admin_state,
+    }
+    params = {key: value for key, value in wanted.items() if value}
+    listing = await client.listing("/hosts", params, all_pages=args.all_pages)
+    show_list(listing["items"], args.output, _COLUMNS, listing)
+    return 0
+
+
+async def _show(client: Client, args: argparse.Namespace) -> int:
+    show_one(await client.call("GET", f"/hosts/{quote(args.id, safe='')}"), args.output, _FIELDS)
+    return 0
+
+
+async def _admin(client: Client, args: argparse.Namespace) -> int:
+    """The host as it is now (the API answers with it)."""
+    host = await client.call("POST", f"/hosts/{quote(args.id, safe='')}/{args.host_command}")
+    show_one(host, args.output, _FIELDS)
+    return 0

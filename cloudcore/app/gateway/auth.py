@@ -1,0 +1,193 @@
+"""Who is calling, and what they may see: bearer tokens, roles, tenant scoping, rate limits.
+
+A token is ``cc_`` followed by 43 URL-safe characters (256 random bits). The store keeps only
+its SHA-256 (a token is as random as a key, so a slow password hash would add nothing but
+latency); the secret is shown once, when the token is issued.
+
+Rules (:class:`~cloudcore.store.records.Role`):
+
+- ``ADMIN`` sees and does everything, in every tenant.
+- ``OPERATOR`` sees and operates every tenant's VMs, hosts, datacenters and tasks; it does not
+  manage tenants, users or quotas.
+- ``USER`` sees and touches its own tenant's resources only. Another tenant's resource is
+  answered 404, exactly as one that does not exist, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from cloudcore.errors import NotFound
+from cloudcore.store import Store
+from cloudcore.store.records import ApiToken, Role, User
+
+__all__ = [
+    "ANONYMOUS",
+    "Principal",
+    "RateLimiter",
+    "TokenCache",
+    "authenticate",
+    "hash_token",
+    "new_token",
+    "require",
+    "tenant_filter",
+]
+
+TOKEN_PREFIX = "cc_"
+
+
+def new_token() -> str:
+    """A new token secret."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of a request."""
+
+    user_id: str
+    tenant_id: str
+    role: Role
+    token_id: str
+
+    @property
+    def sees_all(self) -> bool:
+        """Admins and operators see every tenant."""
+        return self.role is not Role.USER
+
+    def scope(self) -> str | None:
+        """The tenant a listing is limited to (None: all)."""
+        return None if self.sees_all else self.tenant_id
+
+
+def tenant_filter(principal: Principal, requested: str | None) -> dict[str, object] | None:
+    """The ``where`` that limits a listing to what the caller may see and asked for: a user's
+    own tenant (None when it asked for another: an empty listing), the requested tenant for
+    admins and operators, or no filter."""
+    scope = principal.scope()
+    if scope is not None:
+        return {"tenant_id": scope} if requested in (None, scope) else None
+    return {} if requested is None else {"tenant_id": requested}
+
+
+def require(principal: Principal, *roles: Role) -> None:
+    """403 unless the caller has one of ``roles``."""
+    from cloudcore.app.gateway.errors import ApiError
+
+    if principal.role not in roles:
+        names = " or ".join(r.value.lower() for r in roles)
+        raise ApiError(403, "forbidden", f"this needs the {names} role; you are {principal.role}")
+
+
+class TokenCache:
+    """Tokens checked recently, so most requests cost no store round trip. A revoked or
+    expired token, or a disabled user, stops working within ``ttl`` seconds."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._known: dict[str, tuple[Principal, float, datetime | None]] = {}
+
+    async def principal(self, secret: str) -> Principal | None:
+        digest = hash_token(secret)
+        now = time.monotonic()
+        hit = self._known.get(digest)
+        if hit is not None and hit[1] > now:
+            principal, _, expires = hit
+            if expires is None or expires > datetime.now(UTC):
+                return principal
+            return None
+        found = await self._lookup(digest)
+        if found is None:
+            self._known.pop(digest, None)
+            return None
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[digest] = (found[0], now + self._ttl, found[1])
+        return found[0]
+
+    async def _lookup(self, digest: str) -> tuple[Principal, datetime | None] | None:
+        page = await self._store.list(ApiToken, where={"token_hash": digest}, limit=1)
+        if not page.items:
+            return None
+        token = page.items[0]
+        if token.expires_at is not None and token.expires_at <= datetime.now(UTC):
+            return None
+        try:
+            user = await self._store.get(User, token.user_id)
+        except NotFound:
+            return None
+        if user.disabled:
+            return None
+        principal = Principal(user.id, user.tenant_id, user.role, token.id)
+        return principal, token.expires_at
+
+    def forget(self) -> None:
+        """Drop every cached token (after a revocation, to make it take effect at once here)."""
+        self._known.clear()
+
+
+class RateLimiter:
+    """A token bucket per API token: ``rate`` requests a second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def wait_time(self, key: str) -> float:
+        """0 if a request may go now (and it is counted), else the seconds until one may."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self._rate
+
+
+#: The caller of a public endpoint (no token): sees nothing of any tenant.
+ANONYMOUS = Principal(user_id="", tenant_id="", role=Role.USER, token_id="")
+
+
+async def authenticate(request: web.Request, tokens: TokenCache, limiter: RateLimiter) -> Principal:
+    """The caller named by the request's bearer token; 401 without a valid one, 429 when the
+    token is over its rate."""
+    from cloudcore.app.gateway.errors import RETRY_AFTER, ApiError
+
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="cloudcore"'}
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this needs an API token: send the header 'Authorization: Bearer <token>'",
+            headers=challenge,
+        )
+    principal = await tokens.principal(secret.strip())
+    if principal is None:
+        raise ApiError(
+            401, "unauthorized", "the API token is unknown, revoked or expired", headers=challenge
+        )
+    wait = limiter.wait_time(principal.token_id)
+    if wait > 0:
+        retry = max(1, min(RETRY_AFTER, int(wait + 0.999)))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests with this token; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
+    return principal

@@ -1,0 +1,53 @@
+"""What the gateway's handlers reach: the orchestrator, the store, the event bus, settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
+from cloudcore.config import Settings
+from cloudcore.events import EventBus
+from cloudcore.runtime import ActorSystem
+from cloudcore.store import Store
+
+if TYPE_CHECKING:
+    from actors.orchestrator import Orchestrator
+
+__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway"]
+
+
+@dataclass(slots=True)
+class Gateway:
+    """The node's services as the HTTP API sees them. One per application."""
+
+    settings: Settings
+    store: Store
+    events: EventBus
+    system: ActorSystem
+    orchestrator: Orchestrator
+    tokens: TokenCache
+    limiter: RateLimiter
+
+    @classmethod
+    def of(cls, settings: Settings, system: ActorSystem, orchestrator: Orchestrator) -> Gateway:
+        """The gateway of a node running ``orchestrator`` (its store and event bus)."""
+        store = orchestrator.store
+        return cls(
+            settings=settings,
+            store=store,
+            events=orchestrator.services.events,
+            system=system,
+            orchestrator=orchestrator,
+            tokens=TokenCache(store, settings.api.token_cache_seconds),
+            limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
+        )
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+#: The caller of a request, once authenticated.
+PRINCIPAL = web.RequestKey("principal", Principal)
+#: The id of a request: the caller's X-Request-Id if sane, else a new one.
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,197 @@
+"""One error body for every failure, and the one place that maps errors to HTTP statuses.
+
+Every error reply is::
+
+    {"error": {"code": "illegal_transition", "message": "...", "details": {...},
+               "request_id": "..."}}
+
+``code`` is stable (clients branch on it), ``message`` is for people and names what was wrong.
+No stack trace ever reaches a client: an unexpected exception is logged with its trace and the
+request id, and the client gets a 500 carrying that request id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from cloudcore.app.gateway.context import GATEWAY, REQUEST_ID
+from cloudcore.errors import (
+    ActorError,
+    AlreadyExists,
+    AskTimeout,
+    BackendUnavailable,
+    CloudcoreError,
+    Conflict,
+    IllegalTransition,
+    InvalidMessage,
+    InvalidRecord,
+    MailboxFull,
+    NotFound,
+    PositionExpired,
+    QuotaExceeded,
+    UnsupportedOperation,
+    VersionConflict,
+)
+from cloudcore.logging import get_logger
+
+__all__ = ["ApiError", "ErrorBody", "ErrorDetail", "error_middleware", "error_response"]
+
+_log = get_logger("cloudcore.app.gateway")
+
+#: Seconds a client is told to wait before retrying after a 503 or a 429.
+RETRY_AFTER = 5
+
+
+class ApiError(Exception):
+    """An error the gateway itself raises, with its status and stable code."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    request_id: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of every 4xx and 5xx reply."""
+
+    error: ErrorDetail
+
+
+# Most specific first: the first class an error is an instance of decides.
+_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
+    (NotFound, 404, "not_found"),
+    (IllegalTransition, 409, "illegal_transition"),
+    (QuotaExceeded, 409, "quota_exceeded"),
+    (AlreadyExists, 409, "already_exists"),
+    (VersionConflict, 409, "version_conflict"),
+    (PositionExpired, 409, "position_expired"),
+    (Conflict, 409, "conflict"),
+    (UnsupportedOperation, 409, "unsupported_operation"),
+    (InvalidRecord, 422, "invalid_value"),
+    (InvalidMessage, 422, "invalid_message"),
+    (MailboxFull, 503, "busy"),
+    (AskTimeout, 503, "timeout"),
+    (BackendUnavailable, 503, "backend_unavailable"),
+    (ActorError, 503, "unavailable"),
+    (ValueError, 422, "invalid_value"),
+)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+_encoder = msgspec.json.Encoder()
+
+
+def error_response(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = ErrorBody(
+        error=ErrorDetail(
+            code=code,
+            message=message,
+            details=details or {},
+            request_id=request.get(REQUEST_ID, ""),
+        )
+    )
+    return web.Response(
+        status=status,
+        body=_encoder.encode(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _classify(exc: Exception) -> tuple[int, str] | None:
+    for kind, status, code in _STATUS:
+        if isinstance(exc, kind):
+            return status, code
+    return None
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 413:
+            limit = request.app[GATEWAY].settings.api.max_body_bytes
+            message = f"the request body is larger than {limit} bytes"
+        elif exc.status == 404:
+            message = f"no endpoint {request.path}"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(request, exc.status, code, message, headers=headers)
+    except CloudcoreError as exc:
+        return _domain_error(request, exc)
+    except ValueError as exc:
+        return error_response(request, 422, "invalid_value", str(exc))
+    except Exception:
+        _log.exception(
+            "api.internal_error",
+            request_id=request.get(REQUEST_ID),
+            method=request.method,
+            path=request.path,
+        )
+        return error_response(
+            request,
+            500,
+            "internal_error",
+            "the server failed to handle this request; quote the request id when reporting it",
+        )
+
+
+def _domain_error(request: web.Request, exc: CloudcoreError) -> web.Response:
+    status, code = _classify(exc) or (500, "internal_error")
+    headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else None
+    if status == 500:
+        _log.error(
+            "api.unmapped_error",
+            request_id=request.get(REQUEST_ID),
+            error_type=type(exc).__name__,
+            error=str(exc),
+        )
+        return error_response(request, 500, code, "the server failed to handle this request")
+    return error_response(request, status, code, str(exc), headers=headers)

@@ -1,0 +1,214 @@
+"""Prometheus metrics of the gateway, in a registry of each application's own.
+
+- ``cloudcore_http_request_duration_seconds{route,method,status}``: a histogram, observed by
+  :func:`metrics_middleware` (the route is the template, ``/api/v1/vms/{vm_id}``, so ids do not
+  explode the label space).
+- ``cloudcore_actor_mailbox_depth{path}`` for actors down to the host level
+  (``/user/dc/<dc>/<host>``), ``cloudcore_actor_mailbox_messages`` (every mailbox together),
+  ``cloudcore_actors`` and ``cloudcore_actor_restarts_total{kind}``: read from
+  ``system.tree()`` at scrape time. The restarts are those of the actors alive now, so the sum
+  drops when a restarted actor stops; Prometheus' ``rate()`` reads that as a counter reset.
+- ``cloudcore_tasks_finished_total{kind,state}``: counted from ``task.finished`` events by
+  :func:`count_finished_tasks`, a background subscription running while the app serves.
+- ``cloudcore_vms{state}`` and ``cloudcore_hosts{health}``: ``store.count_by`` at scrape time,
+  cached for :data:`STORE_COUNTS_TTL` seconds so a scrape storm costs the store two queries a
+  TTL.
+
+Served by ``cloudcore.app.gateway.routes.metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cloudcore.app.gateway.context import GATEWAY, Gateway
+from cloudcore.errors import CloudcoreError
+from cloudcore.logging import get_logger
+from cloudcore.runtime import ActorSystem
+from cloudcore.store.records import VM, Host, HostHealth, VMState
+
+__all__ = [
+    "METRICS",
+    "STORE_COUNTS_TTL",
+    "Metrics",
+    "count_finished_tasks",
+    "metrics_middleware",
+]
+
+_log = get_logger("cloudcore.app.gateway")
+
+#: Seconds the VM and host counts of a scrape are reused by the next ones.
+STORE_COUNTS_TTL = 2.0
+#: Actors at most this many path segments deep get a mailbox gauge of their own
+#: (``/user/dc/<datacenter>/<host>``: not one series per VM).
+_PER_ACTOR_DEPTH = 4
+
+
+class Metrics:
+    """The metrics of one gateway application, in a registry of its own (so two gateways in
+    one process, as in tests, do not collide). Without a gateway, only request latency."""
+
+    def __init__(self, gateway: Gateway | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_seconds = Histogram(
+            "cloudcore_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+        )
+        self.tasks_finished = Counter(
+            "cloudcore_tasks_finished",
+            "Tasks finished since this gateway started, by kind and final state",
+            ["kind", "state"],
+            registry=self.registry,
+        )
+        self._counts = _StoreCounts(gateway) if gateway is not None else None
+        if gateway is not None:
+            self.registry.register(_ActorCollector(gateway.system))
+        if self._counts is not None:
+            self.registry.register(self._counts)
+
+    async def exposition(self) -> bytes:
+        """The registry in Prometheus' text format (refreshing the store counts if stale)."""
+        if self._counts is not None:
+            await self._counts.refresh()
+        return generate_latest(self.registry)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+class _ActorCollector(Collector):
+    """Mailboxes, restarts and the number of actors, from one snapshot of the actor tree."""
+
+    def __init__(self, system: ActorSystem) -> None:
+        self._system = system
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "cloudcore_actor_mailbox_depth",
+            "Messages waiting in an actor's mailbox (actors down to the host level)",
+            labels=["path"],
+        )
+        restarts = CounterMetricFamily(
+            "cloudcore_actor_restarts",
+            "Restarts of the live actors, summed by actor kind (class)",
+            labels=["kind"],
+        )
+        by_kind: dict[str, int] = {}
+        actors = queued = 0
+        for info in self._system.tree().walk():
+            actors += 1
+            queued += info.mailbox_depth
+            by_kind[info.class_name] = by_kind.get(info.class_name, 0) + info.restarts
+            if info.path.count("/") <= _PER_ACTOR_DEPTH:
+                depth.add_metric([info.path], info.mailbox_depth)
+        for kind, count in sorted(by_kind.items()):
+            restarts.add_metric([kind], count)
+        yield depth
+        yield GaugeMetricFamily(
+            "cloudcore_actor_mailbox_messages",
+            "Messages waiting in all actors' mailboxes together",
+            value=queued,
+        )
+        yield restarts
+        yield GaugeMetricFamily("cloudcore_actors", "Actors alive in this node", value=actors)
+
+
+class _StoreCounts(Collector):
+    """VMs by state and hosts by health, as last read from the store (see :meth:`refresh`)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._vms: dict[str, int] = {}
+        self._hosts: dict[str, int] = {}
+        self._read_at = -STORE_COUNTS_TTL
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        """Read the counts again if they are older than the TTL; concurrent scrapes share one
+        read. A store that cannot answer leaves the last counts (and is logged)."""
+        async with self._lock:
+            if time.monotonic() - self._read_at < STORE_COUNTS_TTL:
+                return
+            store = self._gateway.store
+            try:
+                self._vms = await store.count_by(VM, "state")
+                self._hosts = await store.count_by(Host, "health")
+            except CloudcoreError as exc:
+                _log.warning("metrics.store_unavailable", error=str(exc))
+                return
+            self._read_at = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        vms = GaugeMetricFamily("cloudcore_vms", "VMs by state", labels=["state"])
+        for state in VMState:  # every state, so a state that empties shows 0, not a gap
+            vms.add_metric([state.value], self._vms.get(state.value, 0))
+        hosts = GaugeMetricFamily("cloudcore_hosts", "Hosts by health", labels=["health"])
+        for health in HostHealth:
+            hosts.add_metric([health.value], self._hosts.get(health.value, 0))
+        yield vms
+        yield hosts
+
+
+async def count_finished_tasks(app: web.Application) -> AsyncIterator[None]:
+    """An ``app.cleanup_ctx``: count ``task.finished`` events into
+    ``cloudcore_tasks_finished_total`` from the app's start to its cleanup."""
+    gateway, metrics = app[GATEWAY], app[METRICS]
+    after = await gateway.events.last_position()  # from now, without missing the first ones
+    counting = asyncio.create_task(_count(gateway, metrics, after), name="metrics.tasks")
+    try:
+        yield
+    finally:
+        counting.cancel()
+        await asyncio.gather(counting, return_exceptions=True)
+
+
+async def _count(gateway: Gateway, metrics: Metrics, after: str) -> None:
+    while True:
+        try:
+            async for event in gateway.events.subscribe(after=after, types=("task.finished",)):
+                after = event.position
+                kind = str(event.data.get("kind", "unknown"))
+                metrics.tasks_finished.labels(kind, str(event.data.get("state", ""))).inc()
+        except CloudcoreError as exc:
+            # PositionExpired (fell behind the retained history) or the bus failing: go on
+            # from the present; the counts miss what was skipped.
+            _log.warning("metrics.tasks_resubscribing", error=str(exc))
+            await asyncio.sleep(1.0)
+            after = await _last_position(gateway, after)
+
+
+async def _last_position(gateway: Gateway, fallback: str) -> str:
+    try:
+        return await gateway.events.last_position()
+    except CloudcoreError:
+        return fallback
+
+
+@web.middleware
+async def metrics_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            metrics.request_seconds.labels(route, request.method, str(status)).observe(
+                time.perf_counter() - started
+            )

@@ -1,0 +1,59 @@
+"""Datacenters: every role lists and reads them; an admin registers a new one, which this node
+starts running at once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from cloudcore.app.gateway.api import Api, ApiRequest, Reply
+from cloudcore.app.gateway.auth import require
+from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.store.records import Datacenter, Page, Role
+
+__all__ = ["DatacenterCreate", "api"]
+
+api = Api("datacenters")
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class DatacenterCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A new datacenter. ``id`` and ``name`` are unique."""
+
+    id: _Id
+    name: _Name
+    location: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+@api.get("/datacenters", query=ListQuery, reply=Page[Datacenter], summary="List datacenters")
+async def list_datacenters(req: ApiRequest[None, ListQuery]) -> Page[Datacenter]:
+    q = req.query
+    return await req.gateway.store.list(Datacenter, after=q.cursor, limit=q.limit)
+
+
+@api.get("/datacenters/{dc_id}", reply=Datacenter, summary="Get a datacenter", errors=(404,))
+async def get_datacenter(req: ApiRequest[None, None]) -> Datacenter:
+    return await req.gateway.store.get(Datacenter, req.params["dc_id"])
+
+
+@api.post(
+    "/datacenters",
+    body=DatacenterCreate,
+    reply=Datacenter,
+    status=201,
+    summary="Register a datacenter (admin)",
+    errors=(403, 409),
+)
+async def create_datacenter(req: ApiRequest[DatacenterCreate, None]) -> Reply:
+    """Stores it (409 if the id or the name is taken), then runs its actors on this node; its
+    hosts are registered with ``POST /hosts``."""
+    require(req.principal, Role.ADMIN)
+    body = req.body
+    dc = await req.gateway.store.create(
+        Datacenter(id=body.id, name=body.name, location=body.location)
+    )
+    await req.gateway.orchestrator.add_datacenter(dc)
+    return Reply(dc, 201, {"Location": f"/api/v1/datacenters/{dc.id}"})

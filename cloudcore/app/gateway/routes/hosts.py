@@ -1,0 +1,142 @@
+"""Hypervisor hosts: infrastructure, for admins and operators only (a user gets 403). List with
+filters, get, register a new one (this node starts managing it at once), and set what the
+operator allows on it: enabled, disabled, in maintenance."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from actors.registration import host_record
+from cloudcore.app.gateway.api import Api, ApiRequest, Reply
+from cloudcore.app.gateway.auth import require
+from cloudcore.app.gateway.lookup import referenced
+from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.errors import NotFound
+from cloudcore.logging import get_logger
+from cloudcore.store.records import AdminState, Datacenter, Host, HostHealth, Page, Role
+
+__all__ = ["HostQuery", "HostRegister", "api"]
+
+api = Api("hosts")
+
+_log = get_logger("cloudcore.app.gateway")
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class HostRegister(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A hypervisor host to manage. ``cpus`` and ``memory_mib`` are what it physically has;
+    the host offers them times the datacenter's overcommit ratios. ``address`` is the
+    driver's connection URI (libvirt: ``qemu+ssh://root@host/system``). ``name`` defaults to
+    the id."""
+
+    id: _Id
+    datacenter_id: _Id
+    name: _Name | None = None
+    hypervisor: _Name
+    address: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    cpus: Annotated[int, msgspec.Meta(ge=1, le=65536)]
+    memory_mib: Annotated[int, msgspec.Meta(ge=16, le=1024 * 1024 * 1024)]
+    capabilities: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class HostQuery(ListQuery, frozen=True, kw_only=True):
+    datacenter_id: _Id | None = None
+    health: HostHealth | None = None
+    admin_state: AdminState | None = None
+
+
+_INFRA = (Role.ADMIN, Role.OPERATOR)
+
+
+@api.get(
+    "/hosts",
+    query=HostQuery,
+    reply=Page[Host],
+    summary="List hosts (admin, operator)",
+    errors=(403,),
+)
+async def list_hosts(req: ApiRequest[None, HostQuery]) -> Page[Host]:
+    require(req.principal, *_INFRA)
+    q = req.query
+    where = {
+        key: value
+        for key in ("datacenter_id", "health", "admin_state")
+        if (value := getattr(q, key)) is not None
+    }
+    return await req.gateway.store.list(Host, where=where, after=q.cursor, limit=q.limit)
+
+
+@api.get("/hosts/{host_id}", reply=Host, summary="Get a host", errors=(403, 404))
+async def get_host(req: ApiRequest[None, None]) -> Host:
+    require(req.principal, *_INFRA)
+    return await req.gateway.store.get(Host, req.params["host_id"])
+
+
+@api.post(
+    "/hosts",
+    body=HostRegister,
+    reply=Host,
+    status=201,
+    summary="Register a host (admin, operator)",
+    errors=(403, 409),
+)
+async def register_host(req: ApiRequest[HostRegister, None]) -> Reply:
+    """Stores the host (409 if its id, or its name in the datacenter, is taken), then starts
+    managing it; it takes VMs once its monitor has seen it healthy."""
+    require(req.principal, *_INFRA)
+    body, store = req.body, req.gateway.store
+    await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
+    record = host_record(
+        req.gateway.settings,
+        host_id=body.id,
+        datacenter_id=body.datacenter_id,
+        hypervisor=body.hypervisor,
+        uri=body.address,
+        physical_cpus=body.cpus,
+        physical_memory_mib=body.memory_mib,
+    )
+    record = msgspec.structs.replace(
+        record,
+        name=body.name or body.id,
+        capabilities={**body.capabilities, **record.capabilities},  # physical sizes win
+    )
+    host = await store.create(record)
+    try:
+        await req.gateway.orchestrator.add_host(host)
+    except NotFound:
+        # Another node runs this datacenter: it manages the host from its next start.
+        _log.warning("host.registered_elsewhere", host_id=host.id, datacenter=host.datacenter_id)
+    return Reply(host, 201, {"Location": f"/api/v1/hosts/{host.id}"})
+
+
+async def _set_admin_state(req: ApiRequest[Any, Any], state: AdminState) -> Host:
+    require(req.principal, *_INFRA)
+    host_id = req.params["host_id"]
+    await req.gateway.store.get(Host, host_id)  # 404 before anything changes
+    return await req.gateway.orchestrator.set_admin_state(host_id, state)
+
+
+_ADMIN_STATE = {"reply": Host, "errors": (403, 404, 409)}
+
+
+@api.post(
+    "/hosts/{host_id}/enable", summary="Let the scheduler place VMs on a host", **_ADMIN_STATE
+)
+async def enable_host(req: ApiRequest[None, None]) -> Host:
+    return await _set_admin_state(req, AdminState.ENABLED)
+
+
+@api.post("/hosts/{host_id}/disable", summary="Place no new VMs on a host", **_ADMIN_STATE)
+async def disable_host(req: ApiRequest[None, None]) -> Host:
+    """VMs already on the host stay and keep running."""
+    return await _set_admin_state(req, AdminState.DISABLED)
+
+
+@api.post("/hosts/{host_id}/maintenance", summary="Put a host in maintenance", **_ADMIN_STATE)
+async def maintain_host(req: ApiRequest[None, None]) -> Host:
+    """No new VMs are placed on it; those already there stay until moved."""
+    return await _set_admin_state(req, AdminState.MAINTENANCE)

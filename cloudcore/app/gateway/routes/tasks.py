@@ -1,0 +1,79 @@
+"""Tasks: get one (with its steps and progress), list, and an operator's recover verbs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from actors.messages import RecoverVerb
+from cloudcore.app.gateway.api import Api, ApiRequest, Reply
+from cloudcore.app.gateway.auth import require, tenant_filter
+from cloudcore.app.gateway.lookup import visible
+from cloudcore.app.gateway.schemas import TaskQuery, TaskView
+from cloudcore.app.gateway.tasks import accepted, task_view
+from cloudcore.errors import IllegalTransition
+from cloudcore.store.records import Role, Task
+
+__all__ = ["api"]
+
+api = Api("tasks")
+
+
+class RecoverBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``retry`` runs the failed task again; ``succeed`` and ``fail`` settle it; ``delete``
+    deletes the VM."""
+
+    verb: RecoverVerb
+
+
+class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Task]
+    next_cursor: str | None = None
+
+
+async def _visible_task(req: ApiRequest[Any, Any]) -> Task:
+    # A task of no tenant is the platform's own: admins and operators only.
+    return await visible(req, Task, req.params["task_id"], "task", shared=False)
+
+
+@api.get("/tasks/{task_id}", reply=TaskView, summary="Get a task", errors=(404,))
+async def get_task(req: ApiRequest[None, None]) -> TaskView:
+    return await task_view(req.gateway.store, await _visible_task(req))
+
+
+@api.get("/tasks", query=TaskQuery, reply=TaskPage, summary="List tasks")
+async def list_tasks(req: ApiRequest[None, TaskQuery]) -> TaskPage:
+    q = req.query
+    where = tenant_filter(req.principal, q.tenant_id)
+    if where is None:
+        return TaskPage(items=[])
+    if q.state is not None:
+        where["state"] = q.state
+    if q.subject is not None:
+        where["subject"] = q.subject
+    page = await req.gateway.store.list(Task, where=where, after=q.cursor, limit=q.limit)
+    return TaskPage(items=page.items, next_cursor=page.next_cursor)
+
+
+@api.post(
+    "/tasks/{task_id}/recover",
+    body=RecoverBody,
+    reply=TaskView,
+    status=202,
+    summary="Recover the VM of a failed task",
+    errors=(403, 404, 409),
+)
+async def recover_task(req: ApiRequest[RecoverBody, None]) -> Reply:
+    """For a VM in ERROR; admins and operators only. ``retry`` and ``delete`` answer 202
+    with the task that does it; ``succeed`` and ``fail`` answer 200 with this task, settled."""
+    task = await _visible_task(req)
+    require(req.principal, Role.ADMIN, Role.OPERATOR)
+    if not task.subject.startswith("vm/"):
+        raise IllegalTransition(f"task {task.id} is about {task.subject}, not a VM")
+    orchestrator = req.gateway.orchestrator
+    follow = await orchestrator.recover(task.subject.removeprefix("vm/"), req.body.verb)
+    if follow is not None:
+        return await accepted(req, follow)
+    settled = await req.gateway.store.get(Task, task.id)
+    return Reply(await task_view(req.gateway.store, settled), 200)

@@ -1,0 +1,170 @@
+"""Templates: disk images of the library. A tenant's own, or public (``tenant_id`` null, made by
+admins) for everyone. A user sees its tenant's and the public ones; admins and operators all."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+import msgspec
+
+from cloudcore.app.gateway.api import Api, ApiRequest, Reply
+from cloudcore.app.gateway.auth import Principal
+from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.lookup import referenced, visible
+from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.errors import InvalidRecord
+from cloudcore.store import Store
+from cloudcore.store.records import Datacenter, Page, Role, Template, Tenant, new_id
+
+__all__ = ["TemplateCreate", "api"]
+
+api = Api("templates")
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+_Short = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class TemplateCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A new template. ``tenant_id`` left out: the caller's tenant; another tenant: admins and
+    operators only; null: a public template, admins only. ``datacenter_id`` null: usable in
+    every datacenter."""
+
+    name: _Name
+    datacenter_id: _Id | None = None
+    os_type: _Short = ""
+    disk_format: _Short = "qcow2"
+    source: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    size_gib: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 0
+    tenant_id: _Id | msgspec.UnsetType | None = msgspec.UNSET
+
+
+def _owner(principal: Principal, requested: str | msgspec.UnsetType | None) -> str | None:
+    if requested is msgspec.UNSET or requested == principal.tenant_id:
+        return principal.tenant_id
+    if requested is None:
+        if principal.role is not Role.ADMIN:
+            raise ApiError(403, "forbidden", "only admins create public templates")
+        return None
+    if not principal.sees_all:
+        raise ApiError(
+            403, "forbidden", "only admins and operators create templates for another tenant"
+        )
+    return requested
+
+
+async def _visible(req: ApiRequest[Any, Any]) -> Template:
+    return await visible(req, Template, req.params["template_id"], "template")
+
+
+@api.get("/templates", query=ListQuery, reply=Page[Template], summary="List templates")
+async def list_templates(req: ApiRequest[None, ListQuery]) -> Page[Template]:
+    """In creation order. A user's pages interleave its tenant's templates with the public
+    ones."""
+    q, store = req.query, req.gateway.store
+    scope = req.principal.scope()
+    if scope is None:
+        return await store.list(Template, after=q.cursor, limit=q.limit)
+    return await _own_and_public(store, scope, q.cursor, q.limit)
+
+
+_DONE = "-"  # a source the cursor has read to its end
+
+
+async def _own_and_public(
+    store: Store, tenant_id: str, cursor: str | None, limit: int
+) -> Page[Template]:
+    """Two listings merged in id order. The cursor holds the store's cursor of each."""
+    sources: list[dict[str, object]] = [{"tenant_id": tenant_id}, {"tenant_id": None}]
+    positions = _decode_cursor(cursor)
+    pages = [
+        await store.list(Template, where=where, after=pos or None, limit=limit)
+        if pos != _DONE
+        else Page[Template](items=[])
+        for where, pos in zip(sources, positions, strict=True)
+    ]
+    merged = sorted((t for p in pages for t in p.items), key=lambda t: t.id)[:limit]
+    taken = {t.id for t in merged}
+    after: list[str] = []
+    for where, pos, page in zip(sources, positions, pages, strict=True):
+        used = sum(1 for t in page.items if t.id in taken)
+        if pos == _DONE or used == len(page.items):
+            after.append(_DONE if pos == _DONE or page.next_cursor is None else page.next_cursor)
+        elif used == 0:
+            after.append(pos)
+        else:  # the cursor just past the last one shown: the page of only those
+            again = await store.list(Template, where=where, after=pos or None, limit=used)
+            after.append(again.next_cursor or _DONE)
+    done = all(a == _DONE for a in after)
+    return Page(items=merged, next_cursor=None if done else _encode_cursor(after))
+
+
+def _encode_cursor(positions: list[str]) -> str:
+    raw = msgspec.json.encode(positions)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> list[str]:
+    if cursor is None:
+        return ["", ""]
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        positions = msgspec.json.decode(raw, type=list[str])
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        positions = []
+    if len(positions) != 2:
+        raise InvalidRecord(f"cursor {cursor!r} is malformed")
+    return positions
+
+
+@api.get("/templates/{template_id}", reply=Template, summary="Get a template", errors=(404,))
+async def get_template(req: ApiRequest[None, None]) -> Template:
+    return await _visible(req)
+
+
+@api.post(
+    "/templates",
+    body=TemplateCreate,
+    reply=Template,
+    status=201,
+    summary="Add a template to the library",
+    errors=(403,),
+)
+async def create_template(req: ApiRequest[TemplateCreate, None]) -> Reply:
+    body, store = req.body, req.gateway.store
+    tenant_id = _owner(req.principal, body.tenant_id)
+    if tenant_id is not None:
+        await referenced(store, Tenant, tenant_id, "tenant_id", "tenant")
+    if body.datacenter_id is not None:
+        await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
+    template = await store.create(
+        Template(
+            id=new_id("tpl-"),
+            tenant_id=tenant_id,
+            datacenter_id=body.datacenter_id,
+            name=body.name,
+            os_type=body.os_type,
+            disk_format=body.disk_format,
+            source=body.source,
+            size_gib=body.size_gib,
+        )
+    )
+    return Reply(template, 201, {"Location": f"/api/v1/templates/{template.id}"})
+
+
+@api.delete(
+    "/templates/{template_id}",
+    status=204,
+    summary="Delete a template",
+    errors=(403, 404, 409),
+)
+async def delete_template(req: ApiRequest[None, None]) -> Reply:
+    """By its tenant's users, or an admin; a public template by an admin only."""
+    template = await _visible(req)
+    principal = req.principal
+    if principal.role is not Role.ADMIN and template.tenant_id != principal.tenant_id:
+        raise ApiError(403, "forbidden", "only admins delete public or other tenants' templates")
+    await req.gateway.store.delete(Template, template.id, expected_version=template.version)
+    return Reply(None, 204)

@@ -1,0 +1,165 @@
+"""VMs: create (202 and a task), get, list with filters and cursor pages, the power and
+lifecycle actions (each 202 and a task), delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.lifecycle import Operation
+from cloudcore.app.gateway.api import Api, ApiRequest, Reply
+from cloudcore.app.gateway.auth import Principal, tenant_filter
+from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.lookup import referenced, visible
+from cloudcore.app.gateway.schemas import (
+    MigrateBody,
+    RebootBody,
+    ReconfigureBody,
+    SnapshotBody,
+    StopBody,
+    TaskView,
+    VMCreate,
+    VMQuery,
+)
+from cloudcore.app.gateway.tasks import accepted
+from cloudcore.errors import InvalidRecord
+from cloudcore.store.records import VM, Datacenter, Page, Template, VMSpec
+
+__all__ = ["api"]
+
+api = Api("vms")
+
+
+async def visible_vm(req: ApiRequest[Any, Any]) -> VM:
+    """The VM named in the path, if the caller may see it (else 404, as for a missing one)."""
+    return await visible(req, VM, req.params["vm_id"], "VM")
+
+
+def _owner(principal: Principal, requested: str | None) -> str:
+    if requested is None or requested == principal.tenant_id:
+        return principal.tenant_id
+    if not principal.sees_all:
+        raise ApiError(403, "forbidden", "only admins and operators create VMs for another tenant")
+    return requested
+
+
+@api.post(
+    "/vms",
+    body=VMCreate,
+    reply=TaskView,
+    status=202,
+    summary="Create a VM (and deploy it)",
+    errors=(403, 404, 409),
+)
+async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
+    """Checks the tenant's quotas (409 quota_exceeded naming the resource), then answers 202
+    with the deploy task; its Location header is the task. Follow it, or the VM's events."""
+    body, store = req.body, req.gateway.store
+    tenant_id = _owner(req.principal, body.tenant_id)
+    await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
+    if body.template_id is not None:
+        template = await referenced(store, Template, body.template_id, "template_id", "template")
+        if template.tenant_id not in (None, tenant_id):  # another tenant's: as if none
+            raise InvalidRecord(f"template_id: no template {body.template_id!r}")
+    spec = VMSpec(
+        cpus=body.cpus,
+        memory_mib=body.memory_mib,
+        disk_gib=body.disk_gib,
+        template_id=body.template_id,
+        network_ids=tuple(body.network_ids),
+    )
+    task = await req.gateway.orchestrator.deploy(
+        tenant_id=tenant_id,
+        datacenter_id=body.datacenter_id,
+        name=body.name,
+        spec=spec,
+        start=body.start,
+    )
+    return await accepted(req, task)
+
+
+@api.get("/vms", query=VMQuery, reply=Page[VM], summary="List VMs")
+async def list_vms(req: ApiRequest[None, VMQuery]) -> Page[VM]:
+    """In creation order, a page at a time. A user sees its own tenant's VMs only."""
+    q = req.query
+    where = tenant_filter(req.principal, q.tenant_id)
+    if where is None:
+        return Page(items=[])
+    for key in ("datacenter_id", "host_id", "state"):
+        value = getattr(q, key)
+        if value is not None:
+            where[key] = value
+    return await req.gateway.store.list(VM, where=where, after=q.cursor, limit=q.limit)
+
+
+@api.get("/vms/{vm_id}", reply=VM, summary="Get a VM", errors=(404,))
+async def get_vm(req: ApiRequest[None, None]) -> VM:
+    return await visible_vm(req)
+
+
+async def _operate(
+    req: ApiRequest[Any, Any], operation: Operation, params: dict[str, Any] | None = None
+) -> Reply:
+    vm = await visible_vm(req)
+    task = await req.gateway.orchestrator.operate(vm.id, operation, params)
+    return await accepted(req, task)
+
+
+_ACTION = {"reply": TaskView, "status": 202, "errors": (404, 409)}
+
+
+@api.post("/vms/{vm_id}/start", summary="Power a VM on", **_ACTION)
+async def start_vm(req: ApiRequest[None, None]) -> Reply:
+    return await _operate(req, Operation.START)
+
+
+@api.post("/vms/{vm_id}/stop", body=StopBody, summary="Power a VM off", **_ACTION)
+async def stop_vm(req: ApiRequest[StopBody, None]) -> Reply:
+    """Graceful (ACPI) with a hard power-off when the timeout passes; ``hard`` at once."""
+    timeout = 0.0 if req.body.hard else req.body.timeout
+    return await _operate(req, Operation.STOP, {} if timeout is None else {"timeout": timeout})
+
+
+@api.post("/vms/{vm_id}/reboot", body=RebootBody, summary="Reboot a VM", **_ACTION)
+async def reboot_vm(req: ApiRequest[RebootBody, None]) -> Reply:
+    return await _operate(req, Operation.REBOOT, {"hard": req.body.hard})
+
+
+@api.post("/vms/{vm_id}/pause", summary="Pause a VM (in memory)", **_ACTION)
+async def pause_vm(req: ApiRequest[None, None]) -> Reply:
+    return await _operate(req, Operation.PAUSE)
+
+
+@api.post("/vms/{vm_id}/resume", summary="Resume a paused or suspended VM", **_ACTION)
+async def resume_vm(req: ApiRequest[None, None]) -> Reply:
+    return await _operate(req, Operation.RESUME)
+
+
+@api.post("/vms/{vm_id}/suspend", summary="Suspend a VM (to disk)", **_ACTION)
+async def suspend_vm(req: ApiRequest[None, None]) -> Reply:
+    return await _operate(req, Operation.SUSPEND)
+
+
+@api.post("/vms/{vm_id}/reconfigure", body=ReconfigureBody, summary="Resize a VM", **_ACTION)
+async def reconfigure_vm(req: ApiRequest[ReconfigureBody, None]) -> Reply:
+    body = req.body
+    if body.cpus is None and body.memory_mib is None:
+        raise InvalidRecord("give cpus, memory_mib or both")
+    params = {k: v for k, v in (("cpus", body.cpus), ("memory_mib", body.memory_mib)) if v}
+    return await _operate(req, Operation.RECONFIGURE, params)
+
+
+@api.post("/vms/{vm_id}/snapshot", body=SnapshotBody, summary="Snapshot a VM", **_ACTION)
+async def snapshot_vm(req: ApiRequest[SnapshotBody, None]) -> Reply:
+    return await _operate(req, Operation.SNAPSHOT, {"name": req.body.name})
+
+
+@api.post("/vms/{vm_id}/migrate", body=MigrateBody, summary="Move a VM to another host", **_ACTION)
+async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
+    params = {} if req.body.host_id is None else {"host_id": req.body.host_id}
+    return await _operate(req, Operation.MIGRATE, params)
+
+
+@api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
+async def delete_vm(req: ApiRequest[None, None]) -> Reply:
+    """Destroys the VM on its host, releases its capacity and quota; 202 and the task."""
+    return await _operate(req, Operation.DELETE)
