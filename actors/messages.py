@@ -10,7 +10,7 @@ import msgspec
 from actors.lifecycle import Operation
 from cloudcore.runtime import ActorRef, Message
 from cloudcore.store.records import VM, Task
-from hypervisor_drivers.types import PowerState
+from hypervisor_drivers.types import GuestPower
 
 __all__ = [
     "AdoptVM",
@@ -76,7 +76,7 @@ class PowerObserved(Message, frozen=True, kw_only=True):
     """What the hypervisor showed of a VM, from an event or a sweep; ``power`` None: not there."""
 
     vm_id: str
-    power: PowerState | None
+    power: GuestPower | None
     source: str  # "event" or "sweep"
 
 

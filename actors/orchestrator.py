@@ -31,7 +31,7 @@ from actors.paging import all_records
 from actors.quotas import release_vm, vm_usage
 from actors.registration import update_host
 from actors.scheduler.messages import HostUpdated
-from actors.services import Services, new_vm_id
+from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
 from cloudcore.errors import Conflict, IllegalTransition, NotFound
 from cloudcore.logging import get_logger
@@ -46,6 +46,7 @@ from cloudcore.store.records import (
     TaskState,
     VMSpec,
     VMState,
+    new_id,
 )
 
 __all__ = ["Orchestrator"]
@@ -235,7 +236,7 @@ class Orchestrator:
             )
         task = await self.store.create(
             Task(
-                id=f"task-{new_vm_id()}",
+                id=new_id("task-"),
                 tenant_id=vm.tenant_id,
                 kind="vm.deploy",
                 subject=f"vm/{vm.id}",
@@ -285,7 +286,7 @@ async def _write_deploy(
     usage = vm_usage(spec)
     await store.consume_quota(tenant_id, usage)
     vm = VM(
-        id=new_vm_id(),
+        id=new_id(uuid=True),
         tenant_id=tenant_id,
         datacenter_id=datacenter_id,
         name=name,

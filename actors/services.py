@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +14,7 @@ from cloudcore.store import Store
 from cloudcore.store.records import Host
 from hypervisor_drivers.base import DriverSettings, HypervisorDriver
 
-__all__ = ["DriverSlot", "OrchestratorSettings", "Services", "domain_name", "new_vm_id"]
+__all__ = ["DriverSlot", "OrchestratorSettings", "Services"]
 
 _log = get_logger("actors")
 
@@ -69,15 +67,3 @@ def default_driver(host: Host) -> HypervisorDriver:
         if key.startswith(DRIVER_OPTION)
     }
     return create_driver(host.hypervisor, DriverSettings(uri=host.address, extra=extra))
-
-
-def new_vm_id() -> str:
-    """A VM id that is also the hypervisor's UUID, ordered by creation time."""
-    import time
-
-    return str(uuid.UUID(hex=f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"))
-
-
-def domain_name(vm_id: str) -> str:
-    """The VM's name on the hypervisor: unique, and recognisably cloudcore's."""
-    return f"cc-{vm_id}"

@@ -14,6 +14,7 @@ from typing import Any, assert_never
 import msgspec
 
 from actors import monitor
+from actors.guest import domain_spec, to_power
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
 from actors.messages import (
@@ -26,7 +27,7 @@ from actors.messages import (
     RequestOperation,
 )
 from actors.quotas import release, release_vm, resize_delta
-from actors.services import DriverSlot, Services, domain_name
+from actors.services import DriverSlot, Services
 from cloudcore.errors import (
     IllegalTransition,
     NotFound,
@@ -38,10 +39,9 @@ from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, PowerState, Task, TaskState, VMState
 from hypervisor_drivers.base import HypervisorDriver
-from hypervisor_drivers.types import PowerState as DriverPower
-from hypervisor_drivers.types import VMSpec as DriverSpec
+from hypervisor_drivers.types import GuestPower
 
-__all__ = ["VMActor", "driver_spec", "to_power"]
+__all__ = ["VMActor"]
 
 _log = get_logger("actors.vm")
 
@@ -60,29 +60,6 @@ class _Finish(Message, frozen=True, kw_only=True):
 
 
 VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
-
-
-def to_power(power: DriverPower | None) -> PowerState:
-    """The store's power state for what a driver reports."""
-    if power is None:
-        return PowerState.UNKNOWN
-    return {
-        DriverPower.RUNNING: PowerState.ON,
-        DriverPower.PAUSED: PowerState.PAUSED,
-        DriverPower.SUSPENDED: PowerState.SUSPENDED,
-        DriverPower.STOPPED: PowerState.OFF,
-        DriverPower.CRASHED: PowerState.OFF,
-    }.get(power, PowerState.UNKNOWN)
-
-
-def driver_spec(vm: VM) -> DriverSpec:
-    return DriverSpec(
-        uuid=vm.id,
-        name=domain_name(vm.id),
-        vcpus=vm.spec.cpus,
-        memory_mib=vm.spec.memory_mib,
-        extra=dict(vm.spec.extra),
-    )
 
 
 class VMActor(Actor[VMMessage]):
@@ -297,7 +274,7 @@ class VMActor(Actor[VMMessage]):
             error = await self._define(journal)
             if error is None:
                 running = resuming and (
-                    await self.driver.power_state(self.vm.id) is DriverPower.RUNNING
+                    await self.driver.power_state(self.vm.id) is GuestPower.RUNNING
                 )
                 if running:
                     await self._update(state=VMState.RUNNING, power=PowerState.ON, task_id=None)
@@ -319,7 +296,7 @@ class VMActor(Actor[VMMessage]):
         await self.context.ref.ask(_Update(changes=changes))
 
     async def _define(self, journal: Journal) -> str | None:
-        spec = driver_spec(self.vm)
+        spec = domain_spec(self.vm)
         try:
             await journal.step(
                 "define",

@@ -31,39 +31,39 @@ from hypervisor_drivers.events import EventHub, EventStream
 from hypervisor_drivers.types import (
     Capability,
     DiskSpec,
+    DomainSpec,
     DriverSettings,
     EventKind,
     FileDisk,
+    GuestPower,
     HostCapacity,
     HostInventory,
     IscsiDisk,
     LifecycleEvent,
     NicSpec,
-    PowerState,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
-    VMSpec,
 )
 
 __all__ = [
     "Capability",
     "DiskSpec",
+    "DomainSpec",
     "DriverSettings",
     "EventKind",
     "EventStream",
     "FileDisk",
+    "GuestPower",
     "HostCapacity",
     "HostInventory",
     "HypervisorDriver",
     "IscsiDisk",
     "LifecycleEvent",
     "NicSpec",
-    "PowerState",
     "SnapshotInfo",
     "StopOutcome",
     "VMInfo",
-    "VMSpec",
 ]
 
 _STOP_POLL_INTERVAL = 0.1
@@ -158,14 +158,14 @@ class HypervisorDriver(abc.ABC):
     async def get_vm(self, uuid: str) -> VMInfo:
         """The VM with this uuid. Raises ``NotFound``."""
 
-    async def power_state(self, uuid: str) -> PowerState:
+    async def power_state(self, uuid: str) -> GuestPower:
         """The VM's power state now. Raises ``NotFound``."""
         return (await self.get_vm(uuid)).power
 
     # -- VMs: lifecycle ----------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def define_vm(self, spec: VMSpec) -> VMInfo:
+    async def define_vm(self, spec: DomainSpec) -> VMInfo:
         """Create the VM's persistent definition, stopped, or replace the definition of the VM
         with the same uuid (a running VM picks the new definition up at its next start). Disk
         images must exist; they are referenced, never created or deleted by the driver.
@@ -281,18 +281,18 @@ class HypervisorDriver(abc.ABC):
         """The common shape of ``stop_vm``: check the state, ask the guest, poll the power state
         until the deadline, then power off hard."""
         power = await self.power_state(uuid)
-        if power in (PowerState.STOPPED, PowerState.CRASHED):
+        if power in (GuestPower.STOPPED, GuestPower.CRASHED):
             return StopOutcome.ALREADY_STOPPED
-        if power is PowerState.SUSPENDED:
+        if power is GuestPower.SUSPENDED:
             raise IllegalTransition(f"VM {uuid} is suspended; destroy it to discard its state")
         graceful = (
-            timeout > 0 and power is PowerState.RUNNING and self.supports(Capability.GRACEFUL_STOP)
+            timeout > 0 and power is GuestPower.RUNNING and self.supports(Capability.GRACEFUL_STOP)
         )
         if graceful:
             await request_shutdown()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                if await self.power_state(uuid) in (PowerState.STOPPED, PowerState.CRASHED):
+                if await self.power_state(uuid) in (GuestPower.STOPPED, GuestPower.CRASHED):
                     return StopOutcome.GRACEFUL
                 await asyncio.sleep(min(_STOP_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
         await power_off()

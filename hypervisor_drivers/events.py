@@ -21,7 +21,7 @@ from typing import Final
 
 import structlog
 
-from hypervisor_drivers.types import EventKind, LifecycleEvent, PowerState, VMInfo
+from hypervisor_drivers.types import EventKind, GuestPower, LifecycleEvent, VMInfo
 
 __all__ = ["EventHub", "EventStream", "PowerPoller"]
 
@@ -128,10 +128,10 @@ class EventHub:
 
 
 _POLLED_KIND = {
-    PowerState.PAUSED: EventKind.PAUSED,
-    PowerState.SUSPENDED: EventKind.SUSPENDED,
-    PowerState.STOPPED: EventKind.STOPPED,
-    PowerState.CRASHED: EventKind.CRASHED,
+    GuestPower.PAUSED: EventKind.PAUSED,
+    GuestPower.SUSPENDED: EventKind.SUSPENDED,
+    GuestPower.STOPPED: EventKind.STOPPED,
+    GuestPower.CRASHED: EventKind.CRASHED,
 }
 
 
@@ -142,12 +142,12 @@ def _changes(before: dict[str, VMInfo], after: dict[str, VMInfo]) -> list[Lifecy
         old = before.get(uuid)
         if old is None:
             events.append(_polled(vm, EventKind.DEFINED, vm.power, now))
-            if vm.power is PowerState.STOPPED:
+            if vm.power is GuestPower.STOPPED:
                 continue
         elif old.power is vm.power:
             continue
-        if vm.power is PowerState.RUNNING:
-            paused = old is not None and old.power is PowerState.PAUSED
+        if vm.power is GuestPower.RUNNING:
+            paused = old is not None and old.power is GuestPower.PAUSED
             kind = EventKind.RESUMED if paused else EventKind.STARTED
         else:
             kind = _POLLED_KIND.get(vm.power, EventKind.STOPPED)
@@ -158,7 +158,7 @@ def _changes(before: dict[str, VMInfo], after: dict[str, VMInfo]) -> list[Lifecy
     return events
 
 
-def _polled(vm: VMInfo, kind: EventKind, power: PowerState | None, at: datetime) -> LifecycleEvent:
+def _polled(vm: VMInfo, kind: EventKind, power: GuestPower | None, at: datetime) -> LifecycleEvent:
     return LifecycleEvent(
         vm_uuid=vm.uuid, vm_name=vm.name, kind=kind, power=power, detail="polled", at=at
     )

@@ -15,19 +15,19 @@ import msgspec
 __all__ = [
     "Capability",
     "DiskSpec",
+    "DomainSpec",
     "DriverSettings",
     "EventKind",
     "FileDisk",
+    "GuestPower",
     "HostCapacity",
     "HostInventory",
     "IscsiDisk",
     "LifecycleEvent",
     "NicSpec",
-    "PowerState",
     "SnapshotInfo",
     "StopOutcome",
     "VMInfo",
-    "VMSpec",
 ]
 
 
@@ -52,7 +52,7 @@ class Capability(enum.StrEnum):
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
 
 
-class PowerState(enum.StrEnum):
+class GuestPower(enum.StrEnum):
     """The power state of a VM as last observed on the hypervisor."""
 
     RUNNING = "running"  # includes blocked and shutting down: the guest still runs
@@ -177,7 +177,7 @@ class NicSpec(_Value, frozen=True, kw_only=True):
     model: str = "virtio"
 
 
-class VMSpec(_Value, frozen=True, kw_only=True):
+class DomainSpec(_Value, frozen=True, kw_only=True):
     """What a VM is made of. The orchestrator owns the identity: ``uuid`` is always given."""
 
     uuid: str
@@ -204,7 +204,7 @@ class VMInfo(_Value, frozen=True, kw_only=True):
 
     uuid: str
     name: str
-    power: PowerState
+    power: GuestPower
     vcpus: int
     memory_mib: int
 
@@ -214,7 +214,7 @@ class SnapshotInfo(_Value, frozen=True, kw_only=True):
 
     name: str
     created_at: datetime
-    power: PowerState  # the VM's power state when the snapshot was taken
+    power: GuestPower  # the VM's power state when the snapshot was taken
 
 
 class LifecycleEvent(_Value, frozen=True, kw_only=True):
@@ -225,6 +225,6 @@ class LifecycleEvent(_Value, frozen=True, kw_only=True):
     vm_uuid: str
     vm_name: str
     kind: EventKind
-    power: PowerState | None
+    power: GuestPower | None
     detail: str
     at: datetime

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid as _uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
@@ -60,20 +61,24 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 Time = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-def new_id(prefix: str = "") -> str:
-    """A new unique id, hex: a 48-bit millisecond clock and 64 random bits.
+def new_id(prefix: str = "", *, uuid: bool = False) -> str:
+    """A new unique id: a 48-bit millisecond clock and random bits, the one id maker.
 
     Ids sort by creation time; within one process they are strictly increasing (in the same
-    millisecond the random part counts up, as ULIDs do).
+    millisecond the random part counts up, as ULIDs do). Plain ids are 28 hex digits after
+    ``prefix``; with ``uuid`` the id is a UUID string (80 random bits), for a VM whose id is
+    also its guest's UUID on the hypervisor.
     """
     ms = time.time_ns() // 1_000_000
     last_ms, last_random = _last_id
     if ms <= last_ms:
         ms, random = last_ms, last_random + 1
     else:
-        random = int.from_bytes(os.urandom(8)) >> 1  # leaves room to count up
+        random = int.from_bytes(os.urandom(10)) >> 1  # leaves room to count up
     _last_id[:] = [ms, random]
-    return f"{prefix}{ms:012x}{random:016x}"
+    if uuid:
+        return prefix + str(_uuid.UUID(hex=f"{ms:012x}{random:020x}"))
+    return f"{prefix}{ms:012x}{random & (2**64 - 1):016x}"
 
 
 _last_id = [0, 0]

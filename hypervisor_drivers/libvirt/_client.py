@@ -22,15 +22,15 @@ from hypervisor_drivers.libvirt import _xml
 from hypervisor_drivers.libvirt._events import LifecycleCallbacks, ensure_event_loop
 from hypervisor_drivers.types import (
     DiskSpec,
+    DomainSpec,
     DriverSettings,
+    GuestPower,
     HostCapacity,
     HostInventory,
     IscsiDisk,
     LifecycleEvent,
-    PowerState,
     SnapshotInfo,
     VMInfo,
-    VMSpec,
 )
 
 __all__ = ["LibvirtClient"]
@@ -50,25 +50,25 @@ _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by the client",
 }
 _STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: PowerState.UNKNOWN,
-    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
-    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+    libvirt.VIR_DOMAIN_NOSTATE: GuestPower.UNKNOWN,
+    libvirt.VIR_DOMAIN_RUNNING: GuestPower.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: GuestPower.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: GuestPower.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: GuestPower.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: GuestPower.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: GuestPower.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: GuestPower.SUSPENDED,
 }
 
 
-def _power(dom: Any) -> PowerState:
+def _power(dom: Any) -> GuestPower:
     state, reason = dom.state()
-    power = _STATES.get(state, PowerState.UNKNOWN)
-    if power is PowerState.STOPPED:
+    power = _STATES.get(state, GuestPower.UNKNOWN)
+    if power is GuestPower.STOPPED:
         if reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
-            return PowerState.CRASHED
+            return GuestPower.CRASHED
         if dom.hasManagedSaveImage(0):
-            return PowerState.SUSPENDED
+            return GuestPower.SUSPENDED
     return power
 
 
@@ -215,17 +215,17 @@ class LibvirtClient:
     def get_vm(self, uuid: str) -> VMInfo:
         return _vm_info(self._domain(uuid))
 
-    def power(self, uuid: str) -> PowerState:
+    def power(self, uuid: str) -> GuestPower:
         return _power(self._domain(uuid))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def define(self, spec: VMSpec) -> VMInfo:
+    def define(self, spec: DomainSpec) -> VMInfo:
         for disk in spec.disks:
             self._ensure_chap_secret(disk)
         return _vm_info(self._conn.defineXML(_xml.domain_xml(spec, self.domain_type)))
 
-    def _require_power(self, dom: Any, allowed: set[PowerState], action: str) -> PowerState:
+    def _require_power(self, dom: Any, allowed: set[GuestPower], action: str) -> GuestPower:
         power = _power(dom)
         if power not in allowed:
             raise IllegalTransition(f"cannot {action} VM {dom.UUIDString()}: it is {power.value}")
@@ -233,7 +233,7 @@ class LibvirtClient:
 
     def start(self, uuid: str) -> None:
         dom = self._domain(uuid)
-        running, stopped = {PowerState.RUNNING}, {PowerState.STOPPED, PowerState.CRASHED}
+        running, stopped = {GuestPower.RUNNING}, {GuestPower.STOPPED, GuestPower.CRASHED}
         if self._require_power(dom, running | stopped, "start") not in running:
             dom.create()
 
@@ -250,7 +250,7 @@ class LibvirtClient:
 
     def reboot(self, uuid: str, hard: bool) -> None:
         dom = self._domain(uuid)
-        self._require_power(dom, {PowerState.RUNNING}, "reboot")
+        self._require_power(dom, {GuestPower.RUNNING}, "reboot")
         if hard:
             dom.reset(0)
         else:
@@ -258,28 +258,28 @@ class LibvirtClient:
 
     def pause(self, uuid: str) -> None:
         dom = self._domain(uuid)
-        if self._require_power(dom, {PowerState.RUNNING, PowerState.PAUSED}, "pause") is (
-            PowerState.RUNNING
+        if self._require_power(dom, {GuestPower.RUNNING, GuestPower.PAUSED}, "pause") is (
+            GuestPower.RUNNING
         ):
             dom.suspend()  # libvirt's "suspend" stops the vCPUs: our pause
 
     def unpause(self, uuid: str) -> None:
         dom = self._domain(uuid)
-        if self._require_power(dom, {PowerState.RUNNING, PowerState.PAUSED}, "unpause") is (
-            PowerState.PAUSED
+        if self._require_power(dom, {GuestPower.RUNNING, GuestPower.PAUSED}, "unpause") is (
+            GuestPower.PAUSED
         ):
             dom.resume()
 
     def suspend(self, uuid: str) -> None:
         dom = self._domain(uuid)
-        allowed = {PowerState.RUNNING, PowerState.PAUSED, PowerState.SUSPENDED}
-        if self._require_power(dom, allowed, "suspend") is not PowerState.SUSPENDED:
+        allowed = {GuestPower.RUNNING, GuestPower.PAUSED, GuestPower.SUSPENDED}
+        if self._require_power(dom, allowed, "suspend") is not GuestPower.SUSPENDED:
             dom.managedSave(0)
 
     def resume(self, uuid: str) -> None:
         dom = self._domain(uuid)
-        allowed = {PowerState.RUNNING, PowerState.SUSPENDED}
-        if self._require_power(dom, allowed, "resume") is PowerState.RUNNING:
+        allowed = {GuestPower.RUNNING, GuestPower.SUSPENDED}
+        if self._require_power(dom, allowed, "resume") is GuestPower.RUNNING:
             return
         if dom.state()[0] == libvirt.VIR_DOMAIN_PMSUSPENDED:
             dom.pMWakeup(0)
@@ -319,11 +319,11 @@ class LibvirtClient:
     ) -> VMInfo:
         dom = self._domain(uuid)
         power = self._require_power(
-            dom, {PowerState.STOPPED, PowerState.RUNNING, PowerState.PAUSED}, "reconfigure"
+            dom, {GuestPower.STOPPED, GuestPower.RUNNING, GuestPower.PAUSED}, "reconfigure"
         )
         facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         memory_kib = None if memory_mib is None else memory_mib * 1024
-        if power is PowerState.STOPPED:
+        if power is GuestPower.STOPPED:
             self._resize_stopped(dom, facts, vcpus, memory_kib)
             return _vm_info(dom)
         if not live:
@@ -424,9 +424,9 @@ def _snapshot_info(snapshot: Any) -> SnapshotInfo:
     root = ET.fromstring(snapshot.getXMLDesc(0))
     state = root.findtext("state", "")
     power = {
-        "running": PowerState.RUNNING,
-        "paused": PowerState.PAUSED,
-        "shutoff": PowerState.STOPPED,
-    }.get(state, PowerState.UNKNOWN)
+        "running": GuestPower.RUNNING,
+        "paused": GuestPower.PAUSED,
+        "shutoff": GuestPower.STOPPED,
+    }.get(state, GuestPower.UNKNOWN)
     created = datetime.fromtimestamp(int(root.findtext("creationTime", "0")), UTC)
     return SnapshotInfo(name=snapshot.getName(), created_at=created, power=power)

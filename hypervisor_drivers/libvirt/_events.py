@@ -28,7 +28,7 @@ from typing import Any
 import libvirt
 import structlog
 
-from hypervisor_drivers.types import EventKind, LifecycleEvent, PowerState
+from hypervisor_drivers.types import EventKind, GuestPower, LifecycleEvent
 
 __all__ = ["LifecycleCallbacks", "ensure_event_loop"]
 
@@ -56,16 +56,16 @@ def _run() -> None:
 
 
 # libvirt event type -> (our kind, implied power state); details refine STOPPED and DEFINED.
-_KINDS: dict[int, tuple[EventKind, PowerState | None]] = {
+_KINDS: dict[int, tuple[EventKind, GuestPower | None]] = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: (EventKind.DEFINED, None),
     libvirt.VIR_DOMAIN_EVENT_UNDEFINED: (EventKind.UNDEFINED, None),
-    libvirt.VIR_DOMAIN_EVENT_STARTED: (EventKind.STARTED, PowerState.RUNNING),
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: (EventKind.PAUSED, PowerState.PAUSED),
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: (EventKind.RESUMED, PowerState.RUNNING),
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: (EventKind.STOPPED, PowerState.STOPPED),
+    libvirt.VIR_DOMAIN_EVENT_STARTED: (EventKind.STARTED, GuestPower.RUNNING),
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: (EventKind.PAUSED, GuestPower.PAUSED),
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: (EventKind.RESUMED, GuestPower.RUNNING),
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: (EventKind.STOPPED, GuestPower.STOPPED),
     libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: (EventKind.SHUTTING_DOWN, None),
-    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: (EventKind.SUSPENDED, PowerState.SUSPENDED),
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: (EventKind.CRASHED, PowerState.CRASHED),
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: (EventKind.SUSPENDED, GuestPower.SUSPENDED),
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: (EventKind.CRASHED, GuestPower.CRASHED),
 }
 _TYPE_NAMES = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: "DEFINED",
@@ -98,13 +98,13 @@ def lifecycle_event(uuid: str, name: str, event: int, detail: int) -> LifecycleE
     detail_name = _DETAILS.get(event, {}).get(detail, str(detail))
     if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
         if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED:
-            kind, power = EventKind.SUSPENDED, PowerState.SUSPENDED
+            kind, power = EventKind.SUSPENDED, GuestPower.SUSPENDED
         elif detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED:
-            kind, power = EventKind.CRASHED, PowerState.CRASHED
+            kind, power = EventKind.CRASHED, GuestPower.CRASHED
     elif event == libvirt.VIR_DOMAIN_EVENT_DEFINED and detail == (
         libvirt.VIR_DOMAIN_EVENT_DEFINED_ADDED
     ):
-        power = PowerState.STOPPED
+        power = GuestPower.STOPPED
     return LifecycleEvent(
         vm_uuid=uuid,
         vm_name=name,

@@ -1,4 +1,4 @@
-"""libvirt XML: domain definitions from a VMSpec, disk devices, test-driver host files, and the
+"""libvirt XML: domain definitions from a DomainSpec, disk devices, test-driver host files, and the
 few facts read back from a domain's XML. Built with ElementTree, so user values are always
 escaped, never pasted into markup."""
 
@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypervisor_drivers.types import DiskSpec, FileDisk, IscsiDisk, NicSpec, VMSpec
+from hypervisor_drivers.types import DiskSpec, DomainSpec, FileDisk, IscsiDisk, NicSpec
 
 __all__ = [
     "DomainFacts",
@@ -134,7 +134,7 @@ def _nic_element(nic: NicSpec) -> ET.Element:
     return element
 
 
-def domain_xml(spec: VMSpec, domain_type: str) -> str:
+def domain_xml(spec: DomainSpec, domain_type: str) -> str:
     """The persistent definition of ``spec`` for a ``domain_type`` (``kvm``, ``qemu``,
     ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``."""
     domain = ET.Element("domain", type=domain_type)

@@ -21,16 +21,16 @@ from cloudcore.errors import BackendUnavailable
 from hypervisor_drivers.base import (
     Capability,
     DiskSpec,
+    DomainSpec,
     DriverSettings,
+    GuestPower,
     HostCapacity,
     HostInventory,
     HypervisorDriver,
     IscsiDisk,
-    PowerState,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
-    VMSpec,
 )
 from hypervisor_drivers.libvirt._client import LibvirtClient
 from hypervisor_drivers.libvirt._errors import call_translated
@@ -146,12 +146,12 @@ class LibvirtDriver(HypervisorDriver):
     async def get_vm(self, uuid: str) -> VMInfo:
         return await self._call(lambda c: c.get_vm(uuid))
 
-    async def power_state(self, uuid: str) -> PowerState:
+    async def power_state(self, uuid: str) -> GuestPower:
         return await self._call(lambda c: c.power(uuid))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def define_vm(self, spec: VMSpec) -> VMInfo:
+    async def define_vm(self, spec: DomainSpec) -> VMInfo:
         if any(isinstance(disk, IscsiDisk) for disk in spec.disks):
             self._require(Capability.ISCSI_DISKS)
         return await self._call(lambda c: c.define(spec))

@@ -15,14 +15,14 @@ import pytest
 
 from hypervisor_drivers.base import (
     Capability,
+    DomainSpec,
     DriverSettings,
     EventKind,
     EventStream,
     FileDisk,
+    GuestPower,
     HypervisorDriver,
     LifecycleEvent,
-    PowerState,
-    VMSpec,
 )
 
 EVENT_TIMEOUT = 5.0
@@ -37,7 +37,7 @@ class Harness:
     unreachable: DriverSettings  # settings of a host that cannot be reached
     created: list[str] = field(default_factory=list)
 
-    def spec(self, **overrides: object) -> VMSpec:
+    def spec(self, **overrides: object) -> DomainSpec:
         """A small VM with one disk and a unique name; ``overrides`` replace fields."""
         vm_uuid = str(overrides.pop("uuid", uuid_module.uuid4()))
         values: dict[str, object] = {
@@ -48,20 +48,20 @@ class Harness:
             "disks": [FileDisk(path=self.disk_path(vm_uuid), serial=f"root-{vm_uuid[:8]}")],
         }
         values.update(overrides)
-        return VMSpec(**values)  # type: ignore[arg-type]
+        return DomainSpec(**values)  # type: ignore[arg-type]
 
     def needs(self, capability: Capability) -> None:
         """Skip the test when the driver lacks ``capability``."""
         if not self.driver.supports(capability):
             pytest.skip(f"no {capability.value} capability")
 
-    async def define(self, **overrides: object) -> VMSpec:
+    async def define(self, **overrides: object) -> DomainSpec:
         spec = self.spec(**overrides)
         await self.driver.define_vm(spec)
         self.created.append(spec.uuid)
         return spec
 
-    async def running(self, **overrides: object) -> VMSpec:
+    async def running(self, **overrides: object) -> DomainSpec:
         spec = await self.define(**overrides)
         await self.driver.start_vm(spec.uuid)
         return spec
@@ -72,7 +72,7 @@ async def next_event(
     vm_uuid: str,
     *,
     kind: EventKind | None = None,
-    power: PowerState | None = None,
+    power: GuestPower | None = None,
     timeout: float = EVENT_TIMEOUT,
 ) -> LifecycleEvent:
     """The next event of ``vm_uuid`` matching ``kind`` and ``power``; earlier ones are skipped.

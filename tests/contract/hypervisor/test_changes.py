@@ -10,9 +10,9 @@ from cloudcore.errors import Conflict, IllegalTransition, NotFound, UnsupportedO
 from hypervisor_drivers.base import (
     Capability,
     FileDisk,
+    GuestPower,
     HypervisorDriver,
     IscsiDisk,
-    PowerState,
 )
 from tests.contract.hypervisor.harness import Harness
 
@@ -36,7 +36,7 @@ async def test_a_running_vm_is_resized_live_within_its_maxima(harness: Harness) 
     harness.needs(Capability.LIVE_RECONFIGURE)
     spec = await harness.running(vcpus=1, max_vcpus=4, memory_mib=128, max_memory_mib=512)
     vm = await harness.driver.reconfigure_vm(spec.uuid, vcpus=2, memory_mib=256)
-    assert (vm.power, vm.vcpus, vm.memory_mib) == (PowerState.RUNNING, 2, 256)
+    assert (vm.power, vm.vcpus, vm.memory_mib) == (GuestPower.RUNNING, 2, 256)
     with pytest.raises(IllegalTransition, match="maxima"):
         await harness.driver.reconfigure_vm(spec.uuid, vcpus=8)
     await harness.driver.stop_vm(spec.uuid, timeout=0)
@@ -47,7 +47,7 @@ async def test_snapshots_are_created_listed_reverted_and_deleted(harness: Harnes
     harness.needs(Capability.SNAPSHOT)
     spec = await harness.running()
     first = await harness.driver.create_snapshot(spec.uuid, "before")
-    assert (first.name, first.power) == ("before", PowerState.RUNNING)
+    assert (first.name, first.power) == ("before", GuestPower.RUNNING)
     with pytest.raises(Conflict):
         await harness.driver.create_snapshot(spec.uuid, "before")
     await harness.driver.stop_vm(spec.uuid, timeout=0)
@@ -55,7 +55,7 @@ async def test_snapshots_are_created_listed_reverted_and_deleted(harness: Harnes
     names = [s.name for s in await harness.driver.list_snapshots(spec.uuid)]
     assert names == ["before", "after"]
     await harness.driver.revert_snapshot(spec.uuid, "before")
-    assert await harness.driver.power_state(spec.uuid) is PowerState.RUNNING
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.RUNNING
     with pytest.raises(NotFound):
         await harness.driver.revert_snapshot(spec.uuid, "never")
     await harness.driver.delete_snapshot(spec.uuid, "after")
@@ -70,7 +70,7 @@ async def test_a_vm_with_an_iscsi_disk_is_defined(harness: Harness) -> None:
             await harness.define(disks=[lun])
         return
     spec = await harness.define(disks=[lun])
-    assert (await harness.driver.get_vm(spec.uuid)).power is PowerState.STOPPED
+    assert (await harness.driver.get_vm(spec.uuid)).power is GuestPower.STOPPED
 
 
 async def test_volumes_attach_and_detach_idempotently(harness: Harness) -> None:
@@ -107,4 +107,4 @@ async def test_every_undeclared_capability_is_refused_as_unsupported(harness: Ha
     for capability in missing:
         with pytest.raises(UnsupportedOperation, match=capability.value):
             await calls[capability]()
-    assert await harness.driver.power_state(spec.uuid) is PowerState.RUNNING
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.RUNNING

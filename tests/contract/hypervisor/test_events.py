@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hypervisor_drivers.base import Capability, EventKind, PowerState
+from hypervisor_drivers.base import Capability, EventKind, GuestPower
 from hypervisor_drivers.events import EventHub, PowerPoller
 from tests.contract.hypervisor.harness import Harness, next_event
 
@@ -15,20 +15,20 @@ async def test_each_power_change_is_an_event_with_the_new_power_state(harness: H
         defined = await next_event(events, spec.uuid, kind=EventKind.DEFINED)
         assert defined.vm_name == spec.name
         await harness.driver.start_vm(spec.uuid)
-        await next_event(events, spec.uuid, kind=EventKind.STARTED, power=PowerState.RUNNING)
+        await next_event(events, spec.uuid, kind=EventKind.STARTED, power=GuestPower.RUNNING)
         if harness.driver.supports(Capability.PAUSE):
             await harness.driver.pause_vm(spec.uuid)
-            await next_event(events, spec.uuid, kind=EventKind.PAUSED, power=PowerState.PAUSED)
+            await next_event(events, spec.uuid, kind=EventKind.PAUSED, power=GuestPower.PAUSED)
             await harness.driver.unpause_vm(spec.uuid)
-            await next_event(events, spec.uuid, kind=EventKind.RESUMED, power=PowerState.RUNNING)
+            await next_event(events, spec.uuid, kind=EventKind.RESUMED, power=GuestPower.RUNNING)
         if harness.driver.supports(Capability.SUSPEND):
             await harness.driver.suspend_vm(spec.uuid)
-            await next_event(events, spec.uuid, power=PowerState.SUSPENDED)
+            await next_event(events, spec.uuid, power=GuestPower.SUSPENDED)
             await harness.driver.resume_vm(spec.uuid)
-            await next_event(events, spec.uuid, power=PowerState.RUNNING)
+            await next_event(events, spec.uuid, power=GuestPower.RUNNING)
         await harness.driver.stop_vm(spec.uuid, timeout=0)
         stopped = await next_event(events, spec.uuid, kind=EventKind.STOPPED)
-        assert stopped.power is PowerState.STOPPED
+        assert stopped.power is GuestPower.STOPPED
         await harness.driver.destroy_vm(spec.uuid)
         undefined = await next_event(events, spec.uuid, kind=EventKind.UNDEFINED)
         assert undefined.power is None
@@ -67,9 +67,9 @@ async def test_the_poller_turns_list_vms_differences_into_events(harness: Harnes
         async with hub.subscribe() as events:
             spec = await harness.define()
             defined = await next_event(events, spec.uuid, kind=EventKind.DEFINED)
-            assert (defined.power, defined.detail) == (PowerState.STOPPED, "polled")
+            assert (defined.power, defined.detail) == (GuestPower.STOPPED, "polled")
             await harness.driver.start_vm(spec.uuid)
-            await next_event(events, spec.uuid, kind=EventKind.STARTED, power=PowerState.RUNNING)
+            await next_event(events, spec.uuid, kind=EventKind.STARTED, power=GuestPower.RUNNING)
             if harness.driver.supports(Capability.PAUSE):
                 await harness.driver.pause_vm(spec.uuid)
                 await next_event(events, spec.uuid, kind=EventKind.PAUSED)

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from cloudcore.errors import Conflict, IllegalTransition, NotFound
-from hypervisor_drivers.base import Capability, PowerState, StopOutcome
+from hypervisor_drivers.base import Capability, GuestPower, StopOutcome
 from tests.contract.hypervisor.harness import Harness
 
 
@@ -17,7 +17,7 @@ async def test_a_defined_vm_is_listed_stopped_with_its_size(harness: Harness) ->
     assert (vm.uuid, vm.name, vm.power, vm.vcpus, vm.memory_mib) == (
         spec.uuid,
         spec.name,
-        PowerState.STOPPED,
+        GuestPower.STOPPED,
         2,
         256,
     )
@@ -65,7 +65,7 @@ async def test_start_runs_the_vm_and_is_idempotent(harness: Harness) -> None:
     spec = await harness.define()
     await harness.driver.start_vm(spec.uuid)
     await harness.driver.start_vm(spec.uuid)
-    assert await harness.driver.power_state(spec.uuid) is PowerState.RUNNING
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.RUNNING
 
 
 async def test_stop_with_zero_timeout_forces_and_stop_of_a_stopped_vm_is_a_no_op(
@@ -73,7 +73,7 @@ async def test_stop_with_zero_timeout_forces_and_stop_of_a_stopped_vm_is_a_no_op
 ) -> None:
     spec = await harness.running()
     assert await harness.driver.stop_vm(spec.uuid, timeout=0) is StopOutcome.FORCED
-    assert await harness.driver.power_state(spec.uuid) is PowerState.STOPPED
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.STOPPED
     assert await harness.driver.stop_vm(spec.uuid, timeout=0) is StopOutcome.ALREADY_STOPPED
 
 
@@ -84,7 +84,7 @@ async def test_stop_with_a_deadline_ends_stopped(harness: Harness) -> None:
     if not harness.driver.supports(Capability.GRACEFUL_STOP):
         expected = {StopOutcome.FORCED}
     assert outcome in expected
-    assert await harness.driver.power_state(spec.uuid) is PowerState.STOPPED
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.STOPPED
 
 
 async def test_pause_and_unpause_are_idempotent(harness: Harness) -> None:
@@ -92,12 +92,12 @@ async def test_pause_and_unpause_are_idempotent(harness: Harness) -> None:
     spec = await harness.running()
     await harness.driver.pause_vm(spec.uuid)
     await harness.driver.pause_vm(spec.uuid)
-    assert await harness.driver.power_state(spec.uuid) is PowerState.PAUSED
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.PAUSED
     with pytest.raises(IllegalTransition):
         await harness.driver.start_vm(spec.uuid)
     await harness.driver.unpause_vm(spec.uuid)
     await harness.driver.unpause_vm(spec.uuid)
-    assert await harness.driver.power_state(spec.uuid) is PowerState.RUNNING
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.RUNNING
 
 
 async def test_a_paused_vm_is_stopped_hard(harness: Harness) -> None:
@@ -105,7 +105,7 @@ async def test_a_paused_vm_is_stopped_hard(harness: Harness) -> None:
     spec = await harness.running()
     await harness.driver.pause_vm(spec.uuid)
     assert await harness.driver.stop_vm(spec.uuid, timeout=5) is StopOutcome.FORCED
-    assert await harness.driver.power_state(spec.uuid) is PowerState.STOPPED
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.STOPPED
 
 
 async def test_suspend_saves_and_resume_restores(harness: Harness) -> None:
@@ -113,7 +113,7 @@ async def test_suspend_saves_and_resume_restores(harness: Harness) -> None:
     spec = await harness.running()
     await harness.driver.suspend_vm(spec.uuid)
     await harness.driver.suspend_vm(spec.uuid)
-    assert await harness.driver.power_state(spec.uuid) is PowerState.SUSPENDED
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.SUSPENDED
     for refused in (harness.driver.start_vm, harness.driver.pause_vm):
         with pytest.raises(IllegalTransition):
             await refused(spec.uuid)
@@ -121,7 +121,7 @@ async def test_suspend_saves_and_resume_restores(harness: Harness) -> None:
         await harness.driver.stop_vm(spec.uuid, timeout=0)
     await harness.driver.resume_vm(spec.uuid)
     await harness.driver.resume_vm(spec.uuid)
-    assert await harness.driver.power_state(spec.uuid) is PowerState.RUNNING
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.RUNNING
 
 
 async def test_a_suspended_vm_can_be_destroyed(harness: Harness) -> None:
@@ -147,7 +147,7 @@ async def test_operations_that_need_a_running_vm_refuse_a_stopped_one(harness: H
                 with pytest.raises(IllegalTransition):
                     await call(spec.uuid)
                 checked += 1
-    assert await harness.driver.power_state(spec.uuid) is PowerState.STOPPED
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.STOPPED
     if checked == 0:
         pytest.skip("no optional power operations to check")
 
@@ -157,4 +157,4 @@ async def test_reboot_keeps_the_vm_running(harness: Harness) -> None:
     spec = await harness.running()
     await harness.driver.reboot_vm(spec.uuid)
     await harness.driver.reboot_vm(spec.uuid, hard=True)
-    assert await harness.driver.power_state(spec.uuid) is PowerState.RUNNING
+    assert await harness.driver.power_state(spec.uuid) is GuestPower.RUNNING

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_drivers.base import DriverSettings, FileDisk, VMSpec
+from hypervisor_drivers.base import DomainSpec, DriverSettings, FileDisk
 from hypervisor_drivers.libvirt import LibvirtDriver
 from hypervisor_drivers.libvirt._xml import domain_xml
 
@@ -131,7 +131,7 @@ def domain_type(libvirtd: str) -> str:
         return forced
     path = make_image()
     name = f"cc-test-probe-{uuid.uuid4().hex[:8]}"
-    spec = VMSpec(
+    spec = DomainSpec(
         uuid=str(uuid.uuid4()), name=name, vcpus=1, memory_mib=32, disks=[FileDisk(path=str(path))]
     )
     xml = IMAGES / f"{name}.xml"
@@ -160,10 +160,10 @@ class Vms:
     """Makes VM specs with unique names and fresh images; forgets every VM and image after."""
 
     def __init__(self) -> None:
-        self.specs: list[VMSpec] = []
+        self.specs: list[DomainSpec] = []
         self.images: list[Path] = []
 
-    def spec(self, **overrides: object) -> VMSpec:
+    def spec(self, **overrides: object) -> DomainSpec:
         image = make_image()
         self.images.append(image)
         vm_uuid = str(uuid.uuid4())
@@ -175,7 +175,7 @@ class Vms:
             "disks": [FileDisk(path=str(image), serial=f"root-{vm_uuid[:8]}")],
         }
         values.update(overrides)
-        spec = VMSpec(**values)  # type: ignore[arg-type]
+        spec = DomainSpec(**values)  # type: ignore[arg-type]
         self.specs.append(spec)
         return spec
 

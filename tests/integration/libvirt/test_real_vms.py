@@ -10,12 +10,12 @@ import pytest
 
 from cloudcore.errors import BackendUnavailable, DriverError, IllegalTransition
 from hypervisor_drivers.base import (
+    DomainSpec,
     DriverSettings,
     EventKind,
     FileDisk,
-    PowerState,
+    GuestPower,
     StopOutcome,
-    VMSpec,
 )
 from hypervisor_drivers.libvirt import LibvirtDriver
 from tests.contract.hypervisor.harness import next_event
@@ -24,7 +24,7 @@ from tests.integration.libvirt.conftest import Vms, virsh, virt_admin
 pytestmark = pytest.mark.integration
 
 
-async def _running_vm(driver: LibvirtDriver, vms: Vms) -> VMSpec:
+async def _running_vm(driver: LibvirtDriver, vms: Vms) -> DomainSpec:
     spec = vms.spec()
     await driver.define_vm(spec)
     await driver.start_vm(spec.uuid)
@@ -40,30 +40,30 @@ async def test_a_real_vm_runs_through_its_lifecycle_with_real_events(
     async with driver.subscribe() as events:
         await driver.define_vm(spec)
         defined = await next_event(events, spec.uuid, kind=EventKind.DEFINED)
-        assert defined.power is PowerState.STOPPED
+        assert defined.power is GuestPower.STOPPED
 
         await driver.start_vm(spec.uuid)
         started = await next_event(events, spec.uuid, kind=EventKind.STARTED)
-        assert (started.power, started.detail) == (PowerState.RUNNING, "booted")
+        assert (started.power, started.detail) == (GuestPower.RUNNING, "booted")
         assert virsh("domstate", spec.name).stdout.strip() == "running"
         capacity = await driver.host_capacity()
         assert capacity.running_vms >= 1 and capacity.allocated_memory_kib >= 64 * 1024
 
         await driver.pause_vm(spec.uuid)
-        await next_event(events, spec.uuid, kind=EventKind.PAUSED, power=PowerState.PAUSED)
+        await next_event(events, spec.uuid, kind=EventKind.PAUSED, power=GuestPower.PAUSED)
         assert virsh("domstate", spec.name).stdout.strip() == "paused"
         await driver.unpause_vm(spec.uuid)
-        await next_event(events, spec.uuid, kind=EventKind.RESUMED, power=PowerState.RUNNING)
+        await next_event(events, spec.uuid, kind=EventKind.RESUMED, power=GuestPower.RUNNING)
 
         await driver.reboot_vm(spec.uuid, hard=True)
-        assert await driver.power_state(spec.uuid) is PowerState.RUNNING
+        assert await driver.power_state(spec.uuid) is GuestPower.RUNNING
 
         # No OS answers the ACPI request: the deadline passes and the VM is powered off.
         began = time.monotonic()
         assert await driver.stop_vm(spec.uuid, timeout=1.5) is StopOutcome.FORCED
         assert time.monotonic() - began >= 1.5
         stopped = await next_event(events, spec.uuid, kind=EventKind.STOPPED)
-        assert (stopped.power, stopped.detail) == (PowerState.STOPPED, "destroyed")
+        assert (stopped.power, stopped.detail) == (GuestPower.STOPPED, "destroyed")
 
         await driver.destroy_vm(spec.uuid)
         await next_event(events, spec.uuid, kind=EventKind.UNDEFINED)
@@ -85,8 +85,8 @@ async def test_a_vm_powered_off_behind_the_drivers_back_is_seen_within_two_secon
         powered_off = time.monotonic()
         stopped = await asyncio.wait_for(seen, timeout=2)
         assert time.monotonic() - powered_off < 2
-    assert (stopped.power, stopped.detail) == (PowerState.STOPPED, "destroyed")
-    assert await driver.power_state(spec.uuid) is PowerState.STOPPED
+    assert (stopped.power, stopped.detail) == (GuestPower.STOPPED, "destroyed")
+    assert await driver.power_state(spec.uuid) is GuestPower.STOPPED
 
 
 async def test_a_real_vm_is_suspended_to_disk_and_resumed(driver: LibvirtDriver, vms: Vms) -> None:
@@ -94,12 +94,12 @@ async def test_a_real_vm_is_suspended_to_disk_and_resumed(driver: LibvirtDriver,
     async with driver.subscribe() as events:
         await driver.suspend_vm(spec.uuid)
         saved = await next_event(events, spec.uuid, kind=EventKind.SUSPENDED)
-        assert (saved.power, saved.detail) == (PowerState.SUSPENDED, "saved")
-        assert await driver.power_state(spec.uuid) is PowerState.SUSPENDED
+        assert (saved.power, saved.detail) == (GuestPower.SUSPENDED, "saved")
+        assert await driver.power_state(spec.uuid) is GuestPower.SUSPENDED
         await driver.resume_vm(spec.uuid)
         restored = await next_event(events, spec.uuid, kind=EventKind.STARTED)
-        assert (restored.power, restored.detail) == (PowerState.RUNNING, "restored")
-    assert await driver.power_state(spec.uuid) is PowerState.RUNNING
+        assert (restored.power, restored.detail) == (GuestPower.RUNNING, "restored")
+    assert await driver.power_state(spec.uuid) is GuestPower.RUNNING
 
 
 def _disk_serials(name: str, *flags: str) -> dict[str, str]:
@@ -134,7 +134,7 @@ async def test_a_stopped_vm_is_resized_and_snapshotted(driver: LibvirtDriver, vm
     info = virsh("dominfo", spec.name).stdout
     assert "CPU(s):         2" in info and "131072 KiB" in info
     snapshot = await driver.create_snapshot(spec.uuid, "base")
-    assert (snapshot.name, snapshot.power) == ("base", PowerState.STOPPED)
+    assert (snapshot.name, snapshot.power) == ("base", GuestPower.STOPPED)
     assert [s.name for s in await driver.list_snapshots(spec.uuid)] == ["base"]
     await driver.delete_snapshot(spec.uuid, "base")
     assert await driver.list_snapshots(spec.uuid) == []
@@ -147,7 +147,7 @@ async def test_a_running_vm_is_resized_live_within_its_maxima(
     await driver.define_vm(spec)
     await driver.start_vm(spec.uuid)
     vm = await driver.reconfigure_vm(spec.uuid, vcpus=2, memory_mib=96)
-    assert (vm.power, vm.vcpus, vm.memory_mib) == (PowerState.RUNNING, 2, 96)
+    assert (vm.power, vm.vcpus, vm.memory_mib) == (GuestPower.RUNNING, 2, 96)
     assert "<vcpu placement='static'>2</vcpu>" in virsh("dumpxml", spec.name).stdout
     with pytest.raises(IllegalTransition, match="maxima"):
         await driver.reconfigure_vm(spec.uuid, memory_mib=256)
@@ -158,10 +158,10 @@ async def test_a_running_vm_is_snapshotted_with_its_memory_and_reverted(
 ) -> None:
     spec = await _running_vm(driver, vms)
     snapshot = await driver.create_snapshot(spec.uuid, "live")
-    assert snapshot.power is PowerState.RUNNING
+    assert snapshot.power is GuestPower.RUNNING
     await driver.stop_vm(spec.uuid, timeout=0)
     await driver.revert_snapshot(spec.uuid, "live")
-    assert await driver.power_state(spec.uuid) is PowerState.RUNNING
+    assert await driver.power_state(spec.uuid) is GuestPower.RUNNING
 
 
 async def test_a_missing_disk_image_fails_the_start_with_a_driver_error(
@@ -171,7 +171,7 @@ async def test_a_missing_disk_image_fails_the_start_with_a_driver_error(
     await driver.define_vm(spec)
     with pytest.raises(DriverError, match=r"cc-test-missing\.qcow2"):
         await driver.start_vm(spec.uuid)
-    assert await driver.power_state(spec.uuid) is PowerState.STOPPED
+    assert await driver.power_state(spec.uuid) is GuestPower.STOPPED
 
 
 def _daemon_clients() -> set[str]:

@@ -11,7 +11,7 @@ from actors.registration import bootstrap_demo
 from cloudcore.store import Store
 from cloudcore.store.records import VM, PowerState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
-from hypervisor_drivers.types import VMSpec as DriverSpec
+from hypervisor_drivers.types import DomainSpec
 from tests.waiting import eventually
 
 from .conftest import Cloud, cloud_settings, start_cloud
@@ -36,7 +36,7 @@ async def test_a_vm_powered_off_behind_our_back_is_seen_within_two_seconds_and_f
 
 async def test_a_stale_event_that_contradicts_the_hypervisor_changes_nothing(cloud: Cloud) -> None:
     from actors.messages import PowerObserved, Sweep
-    from hypervisor_drivers.types import PowerState as Seen
+    from hypervisor_drivers.types import GuestPower as Seen
 
     vm = await deploy(cloud)
     host = cloud.orchestrator.system.lookup(f"/user/dc/dc1/{vm.host_id}")
@@ -76,7 +76,7 @@ async def test_a_sweep_reports_orphans_and_calls_a_vm_missing_only_after_two_swe
     host_id = vm.host_id or ""
     driver = cloud.drivers[host_id]
     stranger = "5f0c6f5e-0000-4000-8000-00000000beef"
-    await driver.define_vm(DriverSpec(uuid=stranger, name="not-ours", vcpus=1, memory_mib=64))
+    await driver.define_vm(DomainSpec(uuid=stranger, name="not-ours", vcpus=1, memory_mib=64))
     await driver.destroy_vm(vm.id)  # gone from the hypervisor behind our back
 
     first = await cloud.orchestrator.sweep("dc1", host_id)

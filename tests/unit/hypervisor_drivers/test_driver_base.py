@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloudcore.errors import ConfigError
-from hypervisor_drivers.base import DriverSettings, HypervisorDriver, IscsiDisk, VMSpec
+from hypervisor_drivers.base import DomainSpec, DriverSettings, HypervisorDriver, IscsiDisk
 from hypervisor_drivers.libvirt import LibvirtDriver
 from hypervisor_drivers.registry import available_drivers, create_driver, load_driver
 
@@ -78,4 +78,4 @@ def test_secrets_are_not_shown_by_repr() -> None:
 
 def test_a_spec_below_its_own_minimum_is_refused() -> None:
     with pytest.raises(ValueError, match="max_vcpus"):
-        VMSpec(uuid="u", name="n", vcpus=4, max_vcpus=2, memory_mib=64)
+        DomainSpec(uuid="u", name="n", vcpus=4, max_vcpus=2, memory_mib=64)

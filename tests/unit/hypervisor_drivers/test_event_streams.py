@@ -6,7 +6,7 @@ import asyncio
 import threading
 from datetime import UTC, datetime
 
-from hypervisor_drivers.base import EventKind, LifecycleEvent, PowerState
+from hypervisor_drivers.base import EventKind, GuestPower, LifecycleEvent
 from hypervisor_drivers.events import EventHub
 
 
@@ -15,7 +15,7 @@ def _event(n: int) -> LifecycleEvent:
         vm_uuid=f"vm-{n}",
         vm_name=f"vm-{n}",
         kind=EventKind.STARTED,
-        power=PowerState.RUNNING,
+        power=GuestPower.RUNNING,
         detail="booted",
         at=datetime.now(UTC),
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_drivers.base import DriverSettings, FileDisk, IscsiDisk, NicSpec, VMSpec
+from hypervisor_drivers.base import DomainSpec, DriverSettings, FileDisk, IscsiDisk, NicSpec
 from hypervisor_drivers.libvirt import LibvirtDriver, simulated_host_xml, write_simulated_host
 from hypervisor_drivers.libvirt._xml import domain_xml, target_dev
 
@@ -22,7 +22,7 @@ async def test_each_simulated_host_is_an_independent_hypervisor(tmp_path: Path) 
     try:
         assert ((await a.host_inventory()).cpus, (await b.host_inventory()).cpus) == (2, 32)
         assert (await b.host_inventory()).memory_kib == 256 * 1024 * 1024
-        spec = VMSpec(uuid=str(uuid.uuid4()), name="only-on-a", vcpus=1, memory_mib=64)
+        spec = DomainSpec(uuid=str(uuid.uuid4()), name="only-on-a", vcpus=1, memory_mib=64)
         await a.define_vm(spec)
         assert [vm.name for vm in await a.list_vms()] == ["only-on-a"]
         assert await b.list_vms() == []
@@ -38,7 +38,7 @@ def test_a_simulated_host_needs_a_cpu_and_a_mebibyte() -> None:
 
 def test_user_values_are_escaped_in_domain_xml() -> None:
     hostile = "x'/><evil a='"
-    spec = VMSpec(
+    spec = DomainSpec(
         uuid=str(uuid.uuid4()),
         name=f"vm<&>{hostile}",
         vcpus=2,
