@@ -13,7 +13,16 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
-from actors.messages import AdoptVM, Forget, GetHost, GetVM, PowerObserved, Sweep, SweepReport
+from actors.messages import (
+    AdoptVM,
+    Forget,
+    GetHost,
+    GetVM,
+    Observation,
+    PowerObserved,
+    Sweep,
+    SweepReport,
+)
 from actors.paging import all_records
 from actors.registration import update_host
 from actors.services import DriverSlot, Services
@@ -148,7 +157,11 @@ class HostActor(Actor[HostMessage]):
         async with self.driver.subscribe() as events:
             async for event in events:
                 if event.power is not None:
-                    ref.tell(PowerObserved(vm_id=event.vm_uuid, power=event.power, source="event"))
+                    ref.tell(
+                        PowerObserved(
+                            vm_id=event.vm_uuid, power=event.power, source=Observation.EVENT
+                        )
+                    )
 
     async def _set_health(self, health: HostHealth) -> None:
         if self.host.health is health:
@@ -193,7 +206,9 @@ class HostActor(Actor[HostMessage]):
         for vm_id, cell in ours.items():
             info = seen.get(vm_id)
             cell.ref.tell(
-                PowerObserved(vm_id=vm_id, power=info.power if info else None, source="sweep")
+                PowerObserved(
+                    vm_id=vm_id, power=info.power if info else None, source=Observation.SWEEP
+                )
             )
         missing = []
         for vm_id, cell in ours.items():

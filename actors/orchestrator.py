@@ -27,6 +27,7 @@ from actors.messages import (
     Sweep,
     SweepReport,
 )
+from actors.operations import OperationParams, decode_params
 from actors.paging import all_records
 from actors.quotas import release_vm, vm_usage
 from actors.registration import update_host
@@ -172,15 +173,17 @@ class Orchestrator:
         return task
 
     async def operate(
-        self, vm_id: str, operation: Operation, params: dict[str, Any] | None = None
+        self, vm_id: str, operation: Operation, params: OperationParams | None = None
     ) -> Task:
         """Start an operation on a VM; the task at once. IllegalTransition if its state does
-        not allow it (the message names the state and what is allowed)."""
+        not allow it (the message names the state and what is allowed); InvalidRequest if
+        ``params`` are not ``operation``'s, or are None and it needs some (checked after the
+        state). None: the operation's defaults."""
         vm = await self.store.get(VM, vm_id)
         if vm.host_id is None:
             return await self._operate_unplaced(vm, operation)
         task: Task = await self._vm_ref(vm).ask(
-            RequestOperation(operation=operation, params=params or {})
+            RequestOperation(operation=operation, params=params)
         )
         return task
 
@@ -229,7 +232,7 @@ class Orchestrator:
         redeploy = last is None or last.kind == "vm.deploy" or vm.state is VMState.PLACED
         if not redeploy and last is not None:
             op = Operation(last.kind.removeprefix("vm."))
-            return await self.operate(vm_id, op, dict(last.data))
+            return await self.operate(vm_id, op, decode_params(op, last.data))
         if vm.host_id is None:
             vm = await self.store.update(
                 VM, vm.id, expected_version=vm.version, state=VMState.DEFINED, fault=None
