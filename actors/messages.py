@@ -35,7 +35,7 @@ class RequestOperation(Message, frozen=True, kw_only=True):
 
     operation: Operation
     params: dict[str, Any] = msgspec.field(default_factory=dict)
-    reply_to: ActorRef | None = None
+    reply_to: ActorRef[OperationFinished] | None = None
 
 
 class Provision(Message, frozen=True, kw_only=True):
@@ -43,7 +43,7 @@ class Provision(Message, frozen=True, kw_only=True):
 
     task: Task
     start: bool
-    reply_to: ActorRef | None = None
+    reply_to: ActorRef[OperationFinished] | None = None
 
 
 class OperationFinished(Message, frozen=True, kw_only=True):

@@ -56,7 +56,7 @@ class _Finish(Message, frozen=True, kw_only=True):
     journal: Any  # Journal: local only, never crosses a node
     error: str | None
     params: dict[str, Any]
-    reply_to: ActorRef | None
+    reply_to: ActorRef[OperationFinished] | None
 
 
 VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
@@ -178,7 +178,7 @@ class VMActor(Actor[VMMessage]):
         source: VMState,
         journal: Journal,
         params: dict[str, Any],
-        reply_to: ActorRef | None,
+        reply_to: ActorRef[OperationFinished] | None,
     ) -> None:
         error: str | None = None
         try:
@@ -189,7 +189,7 @@ class VMActor(Actor[VMMessage]):
             )
         except Exception as exc:
             error = describe(exc)
-        await self.context.ref.ask(
+        await self.context.self_ref.ask(
             _Finish(
                 operation=op,
                 source=source,
@@ -287,13 +287,13 @@ class VMActor(Actor[VMMessage]):
         except Exception as exc:  # the store failed under us: report; the task stays resumable
             error = describe(exc)
         if message.reply_to is not None:
-            vm = await self.context.ref.ask(GetVM())
+            vm = await self.context.self_ref.ask(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
         self.work = None
 
     async def _update(self, **changes: Any) -> None:
         """Change the record from background work: through the mailbox, like every change."""
-        await self.context.ref.ask(_Update(changes=changes))
+        await self.context.self_ref.ask(_Update(changes=changes))
 
     async def _define(self, journal: Journal) -> str | None:
         spec = domain_spec(self.vm)
@@ -346,7 +346,7 @@ class VMActor(Actor[VMMessage]):
         )
         await self._save(task_id=None, power=PowerState.UNKNOWN)
         await release_vm(self.services.store, self.vm)
-        self.context.stop(self.context.ref)
+        self.context.stop(self.context.self_ref)
 
     # ----------------------------------------------------------------- operator recovery
 
@@ -410,7 +410,7 @@ class VMActor(Actor[VMMessage]):
                 action=decision.action,
             )
         if decision.enforce is not None:
-            self.context.ref.tell(RequestOperation(operation=decision.enforce))
+            self.context.self_ref.tell(RequestOperation(operation=decision.enforce))
 
     async def _power_now(self) -> PowerState | None:
         try:
