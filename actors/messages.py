@@ -40,7 +40,7 @@ class RequestOperation(Message, frozen=True, kw_only=True):
 
     operation: Operation
     params: OperationParams | None = None
-    reply_to: ActorRef | None = None
+    reply_to: ActorRef[OperationFinished] | None = None
 
 
 class Provision(Message, frozen=True, kw_only=True):
@@ -48,7 +48,7 @@ class Provision(Message, frozen=True, kw_only=True):
 
     task: Task
     start: bool
-    reply_to: ActorRef | None = None
+    reply_to: ActorRef[OperationFinished] | None = None
 
 
 class OperationFinished(Message, frozen=True, kw_only=True):

@@ -80,7 +80,7 @@ class _Finish(Message, frozen=True, kw_only=True):
     journal: Journal
     error: str | None
     params: OperationParams
-    reply_to: ActorRef | None
+    reply_to: ActorRef[OperationFinished] | None
 
 
 VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
@@ -203,7 +203,7 @@ class VMActor(Actor[VMMessage]):
         source: VMState,
         journal: Journal,
         params: OperationParams,
-        reply_to: ActorRef | None,
+        reply_to: ActorRef[OperationFinished] | None,
     ) -> None:
         error: str | None = None
         try:
@@ -214,7 +214,7 @@ class VMActor(Actor[VMMessage]):
             )
         except Exception as exc:
             error = describe(exc)
-        await self.context.ref.ask(
+        await self.context.self_ref.ask(
             _Finish(
                 source=source,
                 journal=journal,
@@ -319,13 +319,13 @@ class VMActor(Actor[VMMessage]):
         except Exception as exc:  # the store failed under us: report; the task stays resumable
             error = describe(exc)
         if message.reply_to is not None:
-            vm = await self.context.ref.ask(GetVM())
+            vm = await self.context.self_ref.ask(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
         self.work = None
 
     async def _update(self, change: VMChange) -> None:
         """Change the record from background work: through the mailbox, like every change."""
-        await self.context.ref.ask(_Update(change=change))
+        await self.context.self_ref.ask(_Update(change=change))
 
     async def _define(self, journal: Journal) -> str | None:
         spec = domain_spec(self.vm)
@@ -378,7 +378,7 @@ class VMActor(Actor[VMMessage]):
         )
         await self._save(VMChange(task_id=None, power=PowerState.UNKNOWN))
         await release_vm(self.services.store, self.vm)
-        self.context.stop(self.context.ref)
+        self.context.stop(self.context.self_ref)
 
     # ----------------------------------------------------------------- operator recovery
 
@@ -444,7 +444,7 @@ class VMActor(Actor[VMMessage]):
                 action=decision.action,
             )
         if decision.enforce is not None:
-            self.context.ref.tell(RequestOperation(operation=decision.enforce))
+            self.context.self_ref.tell(RequestOperation(operation=decision.enforce))
 
     async def _power_now(self) -> PowerState | None:
         try:
