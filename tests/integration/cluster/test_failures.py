@@ -31,8 +31,6 @@ from tests.integration.cluster.conftest import Nodes, rabbitmqctl, wait_broker
 from tests.integration.cluster.node_main import DELIVERY_LIMIT, TIMEOUT
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.integration]
-
 
 class Traffic:
     """Persistent commands to one recorder, a few hundred a second, numbered from 0."""

@@ -1,0 +1,28 @@
+"""The test tiers, one directory each, each marked after its directory (``-m component``):
+
+- ``tests/unit``: one unit in-process, no server, no subprocess of ours.
+- ``tests/contract``: one suite per interface over every implementation (the store on SQLite and
+  PostgreSQL, the event bus in-process and on Redis, the hypervisor driver on libvirt's test
+  driver); the server-backed implementations need their server.
+- ``tests/component``: several real components together in-process or as ``cloudcore serve``
+  subprocesses, on SQLite, the in-process event bus and transport, and libvirt's in-process
+  ``test:///`` driver: no external server.
+- ``tests/integration``: real external servers (PostgreSQL, Redis, RabbitMQ, libvirtd with QEMU),
+  started when absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TIERS = ("unit", "contract", "component", "integration")
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.resolve().relative_to(_HERE).parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
