@@ -13,9 +13,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from tests.clock import LoopClock
 
 TIERS = ("unit", "contract", "component", "integration")
 _HERE = Path(__file__).resolve().parent
@@ -26,3 +30,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = item.path.resolve().relative_to(_HERE).parts
         if parts and parts[0] in TIERS:
             item.add_marker(parts[0])
+
+
+@pytest.fixture
+async def loop_clock() -> AsyncIterator[LoopClock]:
+    """The test's event loop with a clock the test pushes forward (see tests/clock.py)."""
+    clock = LoopClock(asyncio.get_running_loop())
+    yield clock
+    clock.restore()
