@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.clock import LoopClock
 
@@ -38,3 +40,22 @@ async def loop_clock() -> AsyncIterator[LoopClock]:
     clock = LoopClock(asyncio.get_running_loop())
     yield clock
     clock.restore()
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Undo the logging set-up a test makes, so tests pass in any order.
+
+    ``configure_logging`` (which the CLI's ``main`` and ``cloudcore serve`` call) binds structlog
+    and a root handler to the ``sys.stderr`` of the moment: under ``capsys`` a stream that pytest
+    closes after the test, so a later test's first log line would raise ``ValueError: I/O
+    operation on closed file``."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler not in handlers:
+            root.removeHandler(handler)  # basicConfig's (pytest's own are subclasses)
+    root.setLevel(level)
