@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
+from cloudcore.logging import configure_logging
 from tests.clock import LoopClock
 
 TIERS = ("unit", "contract", "component", "integration")
@@ -40,6 +42,21 @@ async def loop_clock() -> AsyncIterator[LoopClock]:
     clock = LoopClock(asyncio.get_running_loop())
     yield clock
     clock.restore()
+
+
+class _CurrentStderr:
+    """A structlog logger factory writing to whatever ``sys.stderr`` is at each log call."""
+
+    def __call__(self, *args: object) -> structlog.PrintLogger:
+        return structlog.PrintLogger(sys.stderr)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_logging() -> None:
+    """The suite logs at info (as ``cloudcore serve`` does by default), to the stderr of the
+    test running at the time: its captured output."""
+    configure_logging("info")
+    structlog.configure(logger_factory=_CurrentStderr())
 
 
 @pytest.fixture(autouse=True)

@@ -51,7 +51,13 @@ class Broker:
         return int(declared.message_count or 0)
 
     async def get(self, queue: str) -> aiormq.abc.DeliveredMessage:
-        return await eventually(lambda: self.plain.basic_get(queue, no_ack=False), timeout=5)
+        return await eventually(lambda: taken(self.plain, queue), timeout=5)
+
+
+async def taken(channel: aiormq.Channel, queue: str) -> aiormq.abc.DeliveredMessage | None:
+    """The next message of ``queue``, unacknowledged; None while it is empty (GetEmpty)."""
+    got = await channel.basic_get(queue, no_ack=False)
+    return got if isinstance(got.delivery, spec.Basic.GetOk) else None
 
 
 @pytest.fixture
@@ -114,8 +120,8 @@ async def test_an_unacknowledged_message_comes_back_redelivered(
     other = await aio_pika.connect(amqp_url)
     async with other:
         channel = concrete(await (await other.channel()).get_underlay_channel())
-        taken = await eventually(lambda: channel.basic_get(broker.queue, no_ack=False), timeout=5)
-        assert redelivered(taken) is False
+        first = await eventually(lambda: taken(channel, broker.queue), timeout=5)
+        assert redelivered(first) is False
     # that connection closed without acknowledging: the broker gives the message back
     again = await broker.get(broker.queue)
     assert again.body == b"x"
