@@ -19,8 +19,8 @@ import msgspec
 from cloudcore.errors import Conflict, InvalidRecord, NotFound, VersionConflict
 from cloudcore.logging import get_logger
 from cloudcore.store import migrations
+from cloudcore.store._claims import ClaimOps
 from cloudcore.store._conn import Conn, check_limit, now
-from cloudcore.store._domain import DomainOps
 from cloudcore.store._table import Table, decode_cursor, encode_cursor, table_of, validate
 from cloudcore.store.base import Store
 from cloudcore.store.records import Page, Record
@@ -32,7 +32,7 @@ R = TypeVar("R", bound=Record)
 _log = get_logger("cloudcore.store")
 
 
-class SqlStore(DomainOps, Store):
+class SqlStore(ClaimOps, Store):
     """Store operations in portable SQL; subclasses provide connections and the dialect."""
 
     dialect: migrations.Dialect

@@ -84,9 +84,9 @@ class Table(Generic[R]):
     def encode(self, record: R) -> list[Any]:
         """Parameter values of ``record`` in column order."""
         raw = msgspec.to_builtins(record, builtin_types=(datetime,))
-        return [self._encode_value(c, raw[c]) for c in self.columns]
+        return [self.encode_value(c, raw[c]) for c in self.columns]
 
-    def _encode_value(self, column: str, value: Any) -> Any:
+    def encode_value(self, column: str, value: Any) -> Any:
         if column in self.json:
             return msgspec.json.encode(value).decode()
         return value
@@ -114,18 +114,18 @@ class Table(Generic[R]):
         for c in columns:
             if c not in self.types:
                 raise InvalidRecord(f"{self.label} has no field {c!r}")
-            if c in self.managed:
-                raise InvalidRecord(
-                    f"{self.label}.{c} is changed only by the store's own calls, not by update"
-                )
             raw = msgspec.to_builtins(changes[c], builtin_types=(datetime,))
-            try:
+            try:  # a malformed value is named first, even for a field update may not change
                 msgspec.convert(raw, self.types[c])
             except msgspec.ValidationError as exc:
                 raise InvalidRecord(
                     f"invalid {self.label}.{c}: {_describe(exc, c + '.')}"
                 ) from None
-            values.append(self._encode_value(c, raw))
+            if c in self.managed:
+                raise InvalidRecord(
+                    f"{self.label}.{c} is changed only by the store's own calls, not by update"
+                )
+            values.append(self.encode_value(c, raw))
         return columns, values
 
     def update_sql(self, columns: tuple[str, ...]) -> str:
@@ -240,6 +240,7 @@ _TABLES: dict[type[Any], Table[Any]] = {
             "vms",
             json=frozenset({"spec"}),
             filters=("tenant_id", "datacenter_id", "host_id", "state"),
+            managed=frozenset({"spec"}),  # the claim on its host: Store.resize_vm
         ),
         Table(Volume, "volumes", filters=("tenant_id", "datacenter_id", "vm_id", "state")),
         Table(Network, "networks", filters=("tenant_id", "datacenter_id")),

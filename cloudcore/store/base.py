@@ -37,6 +37,7 @@ from cloudcore.store.records import (
     Record,
     StepState,
     TaskStep,
+    VMSpec,
     VMState,
 )
 
@@ -138,16 +139,57 @@ class Store(ABC):
         state: VMState = VMState.PLACED,
     ) -> tuple[VM, Host]:
         """In one transaction: claim the VM's spec on ``host_id`` and set the VM's host and
-        ``state`` (compare-and-set on the VM). Raises NotFound, VersionConflict,
+        ``state`` (compare-and-set on the VM). A host's claim is always the sum of the specs of
+        the VMs on it: this, :meth:`unplace_vm`, :meth:`resize_vm` and :meth:`move_vm` are the
+        only calls that change a VM's host or spec. Raises NotFound, VersionConflict,
         InsufficientCapacity, Conflict (the VM is already on a host); then nothing changed.
         """
 
     @abstractmethod
     async def unplace_vm(
-        self, vm_id: str, *, expected_version: int, state: VMState = VMState.DEFINED
+        self,
+        vm_id: str,
+        *,
+        expected_version: int,
+        state: VMState = VMState.DEFINED,
+        give_back: Mapping[str, int] | None = None,
+        **changes: Any,
     ) -> VM:
-        """In one transaction: release the VM's claim on its host, clear its host, set
-        ``state``. A VM without a host only gets its state set. Raises NotFound, VersionConflict.
+        """In one transaction: release exactly the VM's claim (its spec) on its host, clear its
+        host, set ``state`` and ``changes`` (fields as :meth:`update` takes them), and give
+        ``give_back`` back to the tenant's quotas (a deleted VM's usage). A VM without a host
+        only gets its record changed (and the quota). Raises NotFound, VersionConflict,
+        InvalidRecord; then nothing changed.
+        """
+
+    @abstractmethod
+    async def resize_vm(
+        self,
+        vm_id: str,
+        spec: VMSpec,
+        *,
+        expected_version: int,
+        consume: Mapping[str, int] | None = None,
+        give_back: Mapping[str, int] | None = None,
+        **changes: Any,
+    ) -> VM:
+        """In one transaction: set the VM's ``spec`` (and ``changes``), move its host's claim by
+        the difference (growth must fit the host's free capacity, whatever the host's state: the
+        VM is there already; a shrink gives back), and consume and give back the tenant's
+        quotas. The only way to change a VM's spec (``update`` refuses it). Raises NotFound,
+        VersionConflict, InsufficientCapacity (naming the host, what is free and what the VM
+        needs), QuotaExceeded, InvalidRecord; then nothing changed.
+        """
+
+    @abstractmethod
+    async def move_vm(
+        self, vm_id: str, host_id: str, *, expected_version: int, **changes: Any
+    ) -> tuple[VM, Host]:
+        """In one transaction: claim the VM's spec on ``host_id`` (ENABLED, HEALTHY, fits: as
+        :meth:`place_vm`), release it on the VM's current host, set the VM's host and
+        ``changes``. Returns the VM and the target host. Raises NotFound, VersionConflict,
+        InsufficientCapacity, Conflict (the VM is on no host, or already on ``host_id``);
+        then nothing changed.
         """
 
     # -- quotas -----------------------------------------------------------------------------
