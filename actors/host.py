@@ -92,7 +92,7 @@ class HostActor(Actor[HostMessage]):
                 if self.context._children and vm_id in self.context._children:
                     self.context.stop(self.context.child(vm_id))
             case GetHost():
-                return self.host
+                return await self._fresh()
             case PowerObserved(vm_id=vm_id):
                 with contextlib.suppress(NotFound):  # not ours: the sweep reports the orphan
                     self.context.child(vm_id).tell(message)
@@ -164,13 +164,21 @@ class HostActor(Actor[HostMessage]):
 
             self.on_update.tell(HostUpdated(host=self.host))
 
+    async def _fresh(self) -> Host:
+        """The host as the store has it now: its claims change with every placement, resize
+        and release, none of which goes through this actor."""
+        host = await self.services.store.get(Host, self.host.id)
+        if host.version >= self.host.version:
+            self.host = host
+        return self.host
+
     # ----------------------------------------------------------------- VMs
 
     def _adopt(self, vm: VM) -> ActorRef:
         children = self.context._children
         if children and vm.id in children:
             return self.context.child(vm.id)
-        return self.context.spawn(VMActor, self.services, vm, self.slot, name=vm.id)
+        return self.context.spawn(VMActor, self.services, vm, self.slot, self.on_update, name=vm.id)
 
     async def _adopt_stored(self) -> None:
         async for vm in all_records(self.services.store, VM, {"host_id": self.host.id}):

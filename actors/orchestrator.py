@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import claims
 from actors.datacenter import AddHost, DatacenterActor
 from actors.journal import Journal
 from actors.lifecycle import Operation, transition
@@ -196,8 +197,7 @@ class Orchestrator:
             tenant_id=vm.tenant_id,
             waiters=self.services.waiters,
         )
-        vm = await self.store.update(VM, vm.id, expected_version=vm.version, state=VMState.DELETED)
-        await release_vm(self.store, vm)
+        await claims.delete(self.store, vm, None)  # on no host: its quota alone goes back
         return await journal.finish(TaskState.SUCCEEDED)
 
     async def recover(self, vm_id: str, verb: RecoverVerb) -> Task | None:

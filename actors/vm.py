@@ -9,11 +9,10 @@ instead of queueing them behind the lock.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, assert_never
 
-import msgspec
-
-from actors import monitor
+from actors import claims, monitor
 from actors.guest import domain_spec, to_power
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
@@ -26,7 +25,6 @@ from actors.messages import (
     RecoverVerb,
     RequestOperation,
 )
-from actors.quotas import release, release_vm, resize_delta
 from actors.services import DriverSlot, Services
 from cloudcore.errors import (
     IllegalTransition,
@@ -37,7 +35,7 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, PowerState, Task, TaskState, VMState
+from cloudcore.store.records import VM, PowerState, Task, TaskState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import GuestPower
 
@@ -57,16 +55,20 @@ class _Finish(Message, frozen=True, kw_only=True):
     error: str | None
     params: dict[str, Any]
     reply_to: ActorRef | None
+    spec_before: VMSpec  # the size a failed reconfigure goes back to
 
 
 VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
 
 
 class VMActor(Actor[VMMessage]):
-    def __init__(self, services: Services, vm: VM, driver: DriverSlot) -> None:
+    def __init__(
+        self, services: Services, vm: VM, driver: DriverSlot, view: ActorRef | None = None
+    ) -> None:
         self.services = services
         self.vm = vm
         self._driver = driver
+        self.view = view  # the datacenter's scheduler, told of every change of the VM's claim
         self.work: asyncio.Task[None] | None = None
         self.missing_sweeps = 0
 
@@ -149,23 +151,32 @@ class VMActor(Actor[VMMessage]):
                 f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
             )
         params = _checked_params(op, message.params)
-        if op is Operation.RECONFIGURE:  # a bigger VM counts against the quota before it grows
-            grow, _ = self._resize_delta(params)
-            if grow:
-                await self.services.store.consume_quota(self.vm.tenant_id, grow)
-        journal = await Journal.begin(
-            self.services.store,
-            kind=f"vm.{op}",
-            subject=f"vm/{self.vm.id}",
-            tenant_id=self.vm.tenant_id,
-            data=params,
-            waiters=self.services.waiters,
-        )
-        source = self.vm.state
-        self._begin(journal.task.id)
-        await self._save(state=t.transient, task_id=journal.task.id, fault=None)
+        spec_before = self.vm.spec
+        if op is Operation.RECONFIGURE:  # growth is claimed (host and quota) before any task
+            target = claims.resized(spec_before, params.get("cpus"), params.get("memory_mib"))
+            await self._commit(
+                lambda vm: claims.begin_resize(self.services.store, vm, target, self.view)
+            )
+        try:
+            journal = await Journal.begin(
+                self.services.store,
+                kind=f"vm.{op}",
+                subject=f"vm/{self.vm.id}",
+                tenant_id=self.vm.tenant_id,
+                data=params,
+                waiters=self.services.waiters,
+            )
+            source = self.vm.state
+            self._begin(journal.task.id)
+            await self._save(state=t.transient, task_id=journal.task.id, fault=None)
+        except BaseException:
+            if op is Operation.RECONFIGURE:  # give the growth back: the resize never started
+                await self._commit(
+                    lambda vm: claims.end_resize(self.services.store, vm, spec_before, self.view)
+                )
+            raise
         self.work = asyncio.create_task(
-            self._operate(op, source, journal, params, message.reply_to)
+            self._operate(op, source, journal, params, message.reply_to, spec_before)
         )
         return journal.task
 
@@ -179,6 +190,7 @@ class VMActor(Actor[VMMessage]):
         journal: Journal,
         params: dict[str, Any],
         reply_to: ActorRef | None,
+        spec_before: VMSpec,
     ) -> None:
         error: str | None = None
         try:
@@ -197,6 +209,7 @@ class VMActor(Actor[VMMessage]):
                 error=error,
                 params=params,
                 reply_to=reply_to,
+                spec_before=spec_before,
             ),
             timeout=self.services.settings.step_deadline,
         )
@@ -242,15 +255,18 @@ class VMActor(Actor[VMMessage]):
             changes: dict[str, Any] = {"state": target, "task_id": None, "fault": None}
             if t.success in monitor.POWER_FOR_STATE:  # the power the operation left it in
                 changes["power"] = monitor.POWER_FOR_STATE[t.success]
-            if op is Operation.RECONFIGURE:
-                changes["spec"] = _resized(self.vm, message.params)
         else:
             changes = {"state": t.failure or message.source, "task_id": None, "fault": error}
-        if op is Operation.RECONFIGURE:  # give back what was taken and not used, or freed
-            grow, shrink = self._resize_delta(message.params)
-            freed = grow if error is not None else shrink
-            await release(self.services.store, self.vm.tenant_id, freed, self.vm.id)
-        if op is Operation.DELETE and error is None:
+        if op is Operation.RECONFIGURE:  # settle the claim and the record in one transaction
+            params = message.params
+            final = message.spec_before
+            if error is None:
+                final = claims.resized(self.vm.spec, params.get("cpus"), params.get("memory_mib"))
+            await self._commit(
+                lambda vm: claims.end_resize(self.services.store, vm, final, self.view, **changes),
+                "power" in changes,
+            )
+        elif op is Operation.DELETE and error is None:
             await self._deleted()
         else:
             await self._save(**changes)
@@ -258,9 +274,6 @@ class VMActor(Actor[VMMessage]):
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
-
-    def _resize_delta(self, params: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
-        return resize_delta(self.vm.spec, params.get("cpus"), params.get("memory_mib"))
 
     # ----------------------------------------------------------------- provisioning
 
@@ -340,12 +353,14 @@ class VMActor(Actor[VMMessage]):
             _log.error("vm.rollback_failed", vm_id=self.vm.id, error=describe(exc))
 
     async def _deleted(self) -> None:
-        """The VM is gone: release its claim, mark it DELETED, and stop this actor."""
-        self.vm = await self.services.store.unplace_vm(
-            self.vm.id, expected_version=self.vm.version, state=VMState.DELETED
+        """The VM is gone: mark it DELETED, releasing exactly its claim and its quota in the same
+        transaction, and stop this actor."""
+        await self._commit(
+            lambda vm: claims.delete(
+                self.services.store, vm, self.view, task_id=None, power=PowerState.UNKNOWN
+            ),
+            True,
         )
-        await self._save(task_id=None, power=PowerState.UNKNOWN)
-        await release_vm(self.services.store, self.vm)
         self.context.stop(self.context.ref)
 
     # ----------------------------------------------------------------- operator recovery
@@ -423,15 +438,22 @@ class VMActor(Actor[VMMessage]):
     async def _save(self, **changes: Any) -> None:
         if not changes:
             return
+        store = self.services.store
+        await self._commit(
+            lambda vm: store.update(VM, vm.id, expected_version=vm.version, **changes),
+            "power" in changes,
+        )
+
+    async def _commit(self, write: Callable[[VM], Awaitable[VM]], power: bool = False) -> None:
+        """Write the record through ``write`` (given the record as held) and publish the change
+        of state (or of ``power``)."""
         before = self.vm.state
         try:
-            self.vm = await self.services.store.update(
-                VM, self.vm.id, expected_version=self.vm.version, **changes
-            )
+            self.vm = await write(self.vm)
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-        if self.vm.state is not before or "power" in changes:
+        if self.vm.state is not before or power:
             await self.services.publish(
                 "vm.state_changed",
                 f"vm/{self.vm.id}",
@@ -471,11 +493,3 @@ def _checked_params(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(timeout, int | float) or timeout < 0:
             raise ValueError(f"stop: timeout must be a number of seconds >= 0, got {timeout!r}")
     return dict(params)
-
-
-def _resized(vm: VM, params: dict[str, Any]) -> Any:
-    return msgspec.structs.replace(
-        vm.spec,
-        cpus=params.get("cpus") or vm.spec.cpus,
-        memory_mib=params.get("memory_mib") or vm.spec.memory_mib,
-    )
