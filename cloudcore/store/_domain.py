@@ -175,25 +175,29 @@ class DomainOps(SqlBase):
 
     async def consume_quota(self, tenant_id: str, amounts: Mapping[str, int]) -> list[Quota]:
         check_amounts(**amounts)
-        changed: list[Quota] = []
         async with self._transaction() as conn:
-            for resource in sorted(amounts):  # one order everywhere: no deadlock
-                amount = amounts[resource]
-                row = await conn.fetchrow(_CONSUME, tenant_id, resource, amount)
-                if row is not None:
-                    changed.append(_struct(row, Quota))
-                    continue
-                have = await conn.fetchrow(
-                    f"SELECT {_QUOTA_COLS} FROM quotas WHERE tenant_id = $1 AND resource = $2",
-                    tenant_id,
-                    resource,
+            return await self._consume(conn, tenant_id, amounts)
+
+    async def _consume(self, conn: Conn, tenant_id: str, amounts: Mapping[str, int]) -> list[Quota]:
+        """Consume inside the caller's transaction; QuotaExceeded (the caller rolls back)."""
+        changed: list[Quota] = []
+        for resource in sorted(amounts):  # one order everywhere: no deadlock
+            amount = amounts[resource]
+            row = await conn.fetchrow(_CONSUME, tenant_id, resource, amount)
+            if row is not None:
+                changed.append(_struct(row, Quota))
+                continue
+            have = await conn.fetchrow(
+                f"SELECT {_QUOTA_COLS} FROM quotas WHERE tenant_id = $1 AND resource = $2",
+                tenant_id,
+                resource,
+            )
+            if have is not None:
+                quota: Quota = _struct(have, Quota)
+                raise QuotaExceeded(
+                    f"tenant {tenant_id!r} may use {quota.maximum} {resource}, uses "
+                    f"{quota.used}, asked {amount} more"
                 )
-                if have is not None:
-                    quota: Quota = _struct(have, Quota)
-                    raise QuotaExceeded(
-                        f"tenant {tenant_id!r} may use {quota.maximum} {resource}, uses "
-                        f"{quota.used}, asked {amount} more"
-                    )
         return changed
 
     async def release_quota(self, tenant_id: str, amounts: Mapping[str, int]) -> list[Quota]:
