@@ -36,7 +36,8 @@ async def _node(data_dir: Path) -> AsyncIterator[tuple[subprocess.Popen[str], st
         "CLOUDCORE_API__RATE_BURST": "100000",
         "CLOUDCORE_LOG__FORMAT": "json",
     }
-    proc = subprocess.Popen(
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
         [sys.executable, "-m", "cloudcore.app.cli", "serve"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -126,9 +127,12 @@ async def test_kill_9_during_creates_leaves_no_orphan_and_no_quota_drift(tmp_pat
     assert await _check_store(tmp_path) >= (3 * _IN_FLIGHT, 3 * _IN_FLIGHT)
 
     async with _node(tmp_path) as (proc, url, token):  # the node restarts on what was left
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
-            async with session.get(f"{url}/tenants/demo/quotas") as reply:
-                assert reply.status == 200
+        auth = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession(headers=auth) as session,
+            session.get(f"{url}/tenants/demo/quotas") as reply,
+        ):
+            assert reply.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     await _check_store(tmp_path)
