@@ -29,7 +29,7 @@ from actors.messages import (
     SweepReport,
 )
 from actors.paging import all_records
-from actors.quotas import release_vm, vm_usage
+from actors.quotas import vm_usage
 from actors.registration import update_host
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services
@@ -43,6 +43,7 @@ from cloudcore.store.records import (
     AdminState,
     Datacenter,
     Host,
+    IdempotencyKey,
     Task,
     TaskState,
     VMSpec,
@@ -127,9 +128,11 @@ class Orchestrator:
         name: str,
         spec: VMSpec,
         start: bool = True,
+        claim: IdempotencyKey | None = None,
     ) -> Task:
         """Create a VM and the task that deploys it (schedule, claim, define, start). Returns
-        the task at once; ``wait`` for it, or watch the VM's events."""
+        the task at once; ``wait`` for it, or watch the VM's events. ``claim``: the
+        Idempotency-Key the create was asked under (see :meth:`Store.create_vm`)."""
         # Written RUNNING when this node runs the datacenter: a crash before it starts is
         # resumed like any deploy in flight. Otherwise PENDING, for the node that runs it.
         try:
@@ -145,6 +148,7 @@ class Orchestrator:
             spec=spec,
             start=start,
             state=TaskState.PENDING if datacenter is None else TaskState.RUNNING,
+            claim=claim,
         )
         if datacenter is not None:
             datacenter.tell(Deploy(task=task, vm=vm))
@@ -280,11 +284,11 @@ async def _write_deploy(
     spec: VMSpec,
     start: bool,
     state: TaskState,
+    claim: IdempotencyKey | None = None,
 ) -> tuple[VM, Task]:
     """A new VM (DEFINED) and its deploy task in ``state``, counted against the tenant's
-    quotas first (QuotaExceeded names the resource; then nothing is written)."""
-    usage = vm_usage(spec)
-    await store.consume_quota(tenant_id, usage)
+    quotas, in one transaction (QuotaExceeded names the resource; then nothing is written).
+    ``claim``: the Idempotency-Key the create was asked under, recorded with the task."""
     vm = VM(
         id=new_id(uuid=True),
         tenant_id=tenant_id,
@@ -293,19 +297,12 @@ async def _write_deploy(
         spec=spec,
         desired_state=VMState.RUNNING if start else VMState.STOPPED,
     )
-    try:
-        vm = await store.create(vm)
-        task = await store.create(
-            Task(
-                id=f"task-{vm.id}",
-                tenant_id=tenant_id,
-                kind="vm.deploy",
-                subject=f"vm/{vm.id}",
-                state=state,
-                data={"start": start},
-            )
-        )
-    except BaseException:
-        await release_vm(store, vm)
-        raise
-    return vm, task
+    task = Task(
+        id=f"task-{vm.id}",
+        tenant_id=tenant_id,
+        kind="vm.deploy",
+        subject=f"vm/{vm.id}",
+        state=state,
+        data={"start": start},
+    )
+    return await store.create_vm(vm, task, vm_usage(spec), claim=claim)
