@@ -21,7 +21,7 @@ import msgspec
 
 from actors.quotas import vm_usage
 from actors.scheduler.affinity import group_key
-from actors.scheduler.messages import ClaimChanged, VMClaim
+from actors.scheduler.messages import ClaimChanged, SchedulerMessage, VMClaim
 from cloudcore.runtime import ActorRef
 from cloudcore.store import Store
 from cloudcore.store.records import VM, VMSpec, VMState
@@ -50,7 +50,7 @@ def _difference(old: VMSpec, new: VMSpec) -> tuple[dict[str, int], dict[str, int
     return more, less
 
 
-def tell_view(view: ActorRef | None, before: VM, after: VM) -> None:
+def tell_view(view: ActorRef[SchedulerMessage] | None, before: VM, after: VM) -> None:
     """Tell the scheduler ``view`` that a VM's claim went from ``before`` to ``after``."""
     if view is None:
         return
@@ -65,7 +65,7 @@ def tell_view(view: ActorRef | None, before: VM, after: VM) -> None:
 
 
 async def begin_resize(
-    store: Store, vm: VM, target: VMSpec, view: ActorRef | None, **changes: Any
+    store: Store, vm: VM, target: VMSpec, view: ActorRef[SchedulerMessage] | None, **changes: Any
 ) -> VM:
     """Hold the larger of ``vm``'s size and ``target`` (claim and quota of the growth), with
     ``changes``, in one transaction. Raises InsufficientCapacity, QuotaExceeded,
@@ -80,7 +80,7 @@ async def begin_resize(
 
 
 async def end_resize(
-    store: Store, vm: VM, final: VMSpec, view: ActorRef | None, **changes: Any
+    store: Store, vm: VM, final: VMSpec, view: ActorRef[SchedulerMessage] | None, **changes: Any
 ) -> VM:
     """Settle a resize :func:`begin_resize` started at ``final`` (the new size on success, the
     old one on failure), giving back what ``vm`` holds beyond it, with ``changes``."""
@@ -95,7 +95,7 @@ async def end_resize(
 async def release(
     store: Store,
     vm: VM,
-    view: ActorRef | None,
+    view: ActorRef[SchedulerMessage] | None,
     *,
     state: VMState = VMState.DEFINED,
     **changes: Any,
@@ -106,7 +106,9 @@ async def release(
     return after
 
 
-async def delete(store: Store, vm: VM, view: ActorRef | None, **changes: Any) -> VM:
+async def delete(
+    store: Store, vm: VM, view: ActorRef[SchedulerMessage] | None, **changes: Any
+) -> VM:
     """Mark ``vm`` DELETED, releasing exactly what it holds on its host and giving its usage
     back to the tenant's quotas, in one transaction."""
     after = await store.unplace_vm(
@@ -120,7 +122,9 @@ async def delete(store: Store, vm: VM, view: ActorRef | None, **changes: Any) ->
     return after
 
 
-async def move(store: Store, vm: VM, host_id: str, view: ActorRef | None, **changes: Any) -> VM:
+async def move(
+    store: Store, vm: VM, host_id: str, view: ActorRef[SchedulerMessage] | None, **changes: Any
+) -> VM:
     """Move ``vm``'s claim to ``host_id`` (claimed there, released where it was) with
     ``changes``, in one transaction. Raises InsufficientCapacity, Conflict, VersionConflict."""
     after, _ = await store.move_vm(vm.id, host_id, expected_version=vm.version, **changes)
