@@ -10,8 +10,7 @@ from actors.messages import GetHost
 from actors.operations import ReconfigureParams
 from cloudcore.errors import InsufficientCapacity
 from cloudcore.store.records import VM, Host, Task, TaskState, VMSpec, VMState
-
-from .conftest import Cloud
+from tests.cloud import Cloud
 
 # The demo hosts of the fixture: 4 CPUs (16 allocatable at 4x) and 4096 MiB (1x) each.
 _FULL_HOST = VMSpec(cpus=4, memory_mib=4096)
