@@ -1,8 +1,9 @@
 """The hypervisor contract suite runs every test on every backend in ``BACKENDS``.
 
 Today: the libvirt driver on a libvirt test-driver host generated for the test (an independent
-in-memory hypervisor per connection). vSphere (vcsim), XenServer and Hyper-V (protocol
-simulators) join by adding a factory here.
+in-memory hypervisor per connection); the XenServer driver against the XAPI simulator in
+``tests/simulators/xapi`` (a fresh two-host pool per test, driven through the real
+``XenAPI.Session`` over loopback HTTP). vSphere (vcsim) and Hyper-V join by adding a factory here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import pytest
 from hypervisor_drivers.base import DriverSettings
 from hypervisor_drivers.libvirt import write_simulated_host
 from hypervisor_drivers.registry import create_driver
+from hypervisor_drivers.xenserver import XenServerDriver
 from tests.contract.hypervisor.harness import Harness
+from tests.simulators.xapi import Xapi, running_xapi
 
 HOST_CPUS = 8
 HOST_MEMORY_KIB = 16 * 1024 * 1024
@@ -41,8 +44,31 @@ async def _libvirt_test_host(tmp_path: Path) -> AsyncIterator[Harness]:
         await driver.close()
 
 
+@contextlib.asynccontextmanager
+async def _xenserver_simulator(tmp_path: Path) -> AsyncIterator[Harness]:
+    xapi = Xapi(host_cpus=HOST_CPUS, host_memory_kib=HOST_MEMORY_KIB)
+    with running_xapi(xapi) as server:
+        settings = DriverSettings(
+            uri=server.url, username="root", password="secret", extra={"host": "xs-host-1"}
+        )
+        driver = XenServerDriver(settings)
+        await driver.connect()
+        try:
+            # Disks name VDIs on the host's SR: the harness makes them, as storage would.
+            yield Harness(
+                driver,
+                HOST_CPUS,
+                HOST_MEMORY_KIB,
+                disk_path=lambda v: xapi.add_vdi(f"disk-{v}"),
+                unreachable=DriverSettings(uri="http://127.0.0.1:9", password="x"),
+            )
+        finally:
+            await driver.close()
+
+
 BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Harness]]] = {
     "libvirt-test": _libvirt_test_host,
+    "xenserver-sim": _xenserver_simulator,
 }
 
 
