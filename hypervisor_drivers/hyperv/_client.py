@@ -1,0 +1,471 @@
+"""Blocking Hyper-V calls through pywinrm: each operation is one or two PowerShell scripts
+(``_script.framed``) whose output is JSON, parsed and validated here. Runs in the driver's worker
+thread, never on the event loop.
+
+Hyper-V chooses a VM's Id itself, so a VM cloudcore defines carries the orchestrator's uuid, and
+the volumes attached to it (serial -> path and SCSI slot), as JSON in its ``Notes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import winrm
+
+from cloudcore.errors import (
+    ConfigError,
+    Conflict,
+    DriverError,
+    IllegalTransition,
+    NotFound,
+    UnsupportedOperation,
+)
+from hypervisor_drivers.hyperv._errors import MALFORMED, script_error
+from hypervisor_drivers.hyperv._script import framed
+from hypervisor_drivers.types import (
+    DiskSpec,
+    DomainSpec,
+    DriverSettings,
+    FileDisk,
+    GuestPower,
+    HostCapacity,
+    HostInventory,
+    SnapshotInfo,
+    VMInfo,
+)
+
+__all__ = ["HyperVClient"]
+
+MiB = 1024 * 1024
+# VMState as ConvertTo-Json writes it (a number), and as its name; transitional states read as
+# the state the guest is still in.
+_STATES: dict[object, GuestPower] = {
+    2: GuestPower.RUNNING,
+    3: GuestPower.STOPPED,
+    4: GuestPower.RUNNING,  # Stopping
+    6: GuestPower.SUSPENDED,  # Saved
+    9: GuestPower.PAUSED,
+    10: GuestPower.RUNNING,  # Starting
+    32773: GuestPower.RUNNING,  # Saving
+    32776: GuestPower.RUNNING,  # Pausing
+    32777: GuestPower.PAUSED,  # Resuming
+}
+_STATES.update({"Running": GuestPower.RUNNING, "Off": GuestPower.STOPPED})
+_STATES.update({"Saved": GuestPower.SUSPENDED, "Paused": GuestPower.PAUSED})
+_VM_FIELDS = "Id, Name, State, ProcessorCount, MemoryStartup, Notes"
+_BY_ID = "$vm = Get-VM -Id $a.id"
+
+
+def _field(obj: Any, name: str, kind: type, what: str) -> Any:
+    value = obj.get(name) if isinstance(obj, dict) else None
+    if kind is str and isinstance(value, dict) and "Guid" in value:  # a Guid, in some versions
+        value = value["Guid"]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DriverError(
+            f"malformed reply from Hyper-V: {what} has {name}={value!r}, expected {kind.__name__}",
+            code=MALFORMED,
+        )
+    return value
+
+
+def _notes(vm: dict[str, Any]) -> dict[str, Any]:
+    try:
+        notes = json.loads(vm.get("Notes") or "{}")
+    except ValueError:
+        return {}  # notes someone wrote by hand: not ours
+    return notes if isinstance(notes, dict) else {}
+
+
+def _power(vm: dict[str, Any]) -> GuestPower:
+    return _STATES.get(vm.get("State"), GuestPower.UNKNOWN)
+
+
+def _vm_info(vm: dict[str, Any]) -> VMInfo:
+    vm_id = _field(vm, "Id", str, "a VM")
+    return VMInfo(
+        uuid=str(_notes(vm).get("cloudcore_uuid") or vm_id).lower(),
+        name=_field(vm, "Name", str, "a VM"),
+        power=_power(vm),
+        vcpus=_field(vm, "ProcessorCount", int, "a VM"),
+        memory_mib=_field(vm, "MemoryStartup", int, "a VM") // MiB,
+    )
+
+
+def _date(value: Any) -> datetime:
+    if isinstance(value, str) and (m := re.fullmatch(r"/Date\((-?\d+)\)/", value)):
+        return datetime.fromtimestamp(int(m.group(1)) / 1000, UTC)
+    try:
+        return datetime.fromisoformat(str(value)).astimezone(UTC)
+    except ValueError:
+        raise DriverError(f"malformed Hyper-V date {value!r}", code=MALFORMED) from None
+
+
+def password(settings: DriverSettings) -> str:
+    if settings.password is not None:
+        return settings.password
+    variable = settings.extra.get("password_env")
+    if variable is None or variable not in os.environ:
+        raise ConfigError("hyperv driver: set password, or extra.password_env to a set variable")
+    return os.environ[variable]
+
+
+class HyperVClient:
+    """One WinRM endpoint of a Hyper-V server."""
+
+    def __init__(self, settings: DriverSettings) -> None:
+        self.settings = settings
+        timeout = max(1, int(float(settings.extra.get("timeout", "30"))))
+        self._session = winrm.Session(
+            settings.uri,
+            auth=(settings.username or "Administrator", password(settings)),
+            transport=settings.extra.get("transport", "ntlm"),
+            server_cert_validation=settings.extra.get("cert_validation", "validate"),
+            ca_trust_path=settings.extra.get("ca_trust_path"),
+            proxy=None,
+            operation_timeout_sec=timeout,
+            read_timeout_sec=timeout + 1,
+        )
+        self.computer_name = str(
+            self._one(
+                ["Get-VMHost | Select-Object ComputerName | ConvertTo-Json -Compress"],
+                {},
+                "the host",
+            )["ComputerName"]
+        )
+
+    def ps(self, body: list[str], args: dict[str, Any] | None = None) -> Any:
+        """Run ``body`` with ``args``; the JSON it printed, parsed (None when it printed
+        nothing). Raises the translated error record when it failed."""
+        result = self._session.run_ps(framed(body, args))
+        if result.status_code != 0:
+            raise script_error(result.std_err, result.status_code)
+        text = result.std_out.decode("utf-8", "replace").strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise DriverError(
+                f"malformed reply from Hyper-V: not JSON: {text[:200]!r}", code=MALFORMED
+            ) from None
+
+    def _many(self, body: list[str], args: dict[str, Any], what: str) -> list[dict[str, Any]]:
+        value = self.ps(body, args)
+        items = [] if value is None else value if isinstance(value, list) else [value]
+        if not all(isinstance(item, dict) for item in items):
+            raise DriverError(
+                f"malformed reply from Hyper-V: {what} is not objects", code=MALFORMED
+            )
+        return items
+
+    def _one(self, body: list[str], args: dict[str, Any], what: str) -> dict[str, Any]:
+        items = self._many(body, args, what)
+        if len(items) != 1:
+            raise DriverError(
+                f"malformed reply from Hyper-V: {len(items)} x {what}", code=MALFORMED
+            )
+        return items[0]
+
+    # -- host ----------------------------------------------------------------------------------
+
+    def inventory(self) -> HostInventory:
+        host = self._one(["Get-VMHost | ConvertTo-Json -Compress"], {}, "the host")
+        os_info = self._one(
+            ["Get-CimInstance -ClassName Win32_OperatingSystem | ConvertTo-Json -Compress"],
+            {},
+            "os",
+        )
+        cpu = self._many(
+            ["Get-CimInstance -ClassName Win32_Processor | ConvertTo-Json -Compress"], {}, "cpu"
+        )
+        return HostInventory(
+            hostname=_field(host, "ComputerName", str, "the host"),
+            hypervisor_type="Hyper-V",
+            hypervisor_version=_field(os_info, "Version", str, "the OS"),
+            cpu_model=str(cpu[0].get("Name", "")) if cpu else "",
+            cpus=_field(host, "LogicalProcessorCount", int, "the host"),
+            memory_kib=_field(host, "MemoryCapacity", int, "the host") // 1024,
+            extra={"os": str(os_info.get("Caption", ""))},
+        )
+
+    def capacity(self) -> HostCapacity:
+        host = self._one(["Get-VMHost | ConvertTo-Json -Compress"], {}, "the host")
+        os_info = self._one(
+            ["Get-CimInstance -ClassName Win32_OperatingSystem | ConvertTo-Json -Compress"],
+            {},
+            "os",
+        )
+        active = [
+            vm for vm in self.list_vms() if vm.power in (GuestPower.RUNNING, GuestPower.PAUSED)
+        ]
+        return HostCapacity(
+            cpus=_field(host, "LogicalProcessorCount", int, "the host"),
+            memory_kib=_field(host, "MemoryCapacity", int, "the host") // 1024,
+            allocated_vcpus=sum(vm.vcpus for vm in active),
+            allocated_memory_kib=sum(vm.memory_mib * 1024 for vm in active),
+            running_vms=len(active),
+            free_memory_kib=_field(os_info, "FreePhysicalMemory", int, "the OS"),
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _raw_vms(self) -> list[dict[str, Any]]:
+        return self._many(
+            [f"Get-VM | Select-Object {_VM_FIELDS} | ConvertTo-Json -Compress"], {}, "Get-VM"
+        )
+
+    def list_vms(self) -> list[VMInfo]:
+        return [_vm_info(vm) for vm in self._raw_vms()]
+
+    def find(self, uuid: str) -> dict[str, Any]:
+        """The raw VM record whose orchestrator uuid is ``uuid``. Raises ``NotFound``."""
+        for vm in self._raw_vms():
+            if _vm_info(vm).uuid == uuid.lower():
+                return vm
+        raise NotFound(f"no VM {uuid} on Hyper-V host {self.computer_name}")
+
+    def get_vm(self, uuid: str) -> VMInfo:
+        return _vm_info(self.find(uuid))
+
+    def _act(self, vm: dict[str, Any], lines: list[str], **args: Any) -> Any:
+        return self.ps([_BY_ID, *lines], {"id": vm["Id"], **args})
+
+    # -- define --------------------------------------------------------------------------------
+
+    def define(self, spec: DomainSpec) -> VMInfo:
+        paths = []
+        for disk in spec.disks:
+            if not isinstance(disk, FileDisk):
+                raise UnsupportedOperation("the hyperv driver takes disks as VHD(X) paths")
+            paths.append(disk.path)
+        existing = None
+        for vm in self._raw_vms():
+            info = _vm_info(vm)
+            if info.uuid == spec.uuid.lower():
+                existing = vm
+            elif info.name == spec.name:
+                raise Conflict(f"another VM on {self.computer_name} is named {spec.name!r}")
+        disks = {
+            d.serial: {"path": d.path, "number": 0, "location": i}
+            for i, d in enumerate(spec.disks)
+            if d.serial and isinstance(d, FileDisk)
+        }
+        args = {
+            "name": spec.name,
+            "memory": spec.memory_mib * MiB,
+            "vcpus": spec.vcpus,
+            "notes": json.dumps({"cloudcore_uuid": spec.uuid, "disks": disks}),
+            "disks": paths,
+            "nics": [nic.source for nic in spec.nics],
+        }
+        lines = self._define_lines(existing, args)
+        lines += [
+            f"$vm | Add-VMHardDiskDrive -ControllerType SCSI -Path $a.disks[{i}]"
+            for i in range(len(paths))
+        ]
+        if existing is None:
+            lines += [
+                f"$vm | Add-VMNetworkAdapter -SwitchName $a.nics[{i}]"
+                for i in range(len(spec.nics))
+            ]
+        lines.append(f"Get-VM -Id $vm.Id | Select-Object {_VM_FIELDS} | ConvertTo-Json -Compress")
+        return _vm_info(self._one(lines, {**args, "id": (existing or {}).get("Id")}, "a VM"))
+
+    @staticmethod
+    def _define_lines(existing: dict[str, Any] | None, args: dict[str, Any]) -> list[str]:
+        common = [
+            "$vm | Set-VMProcessor -Count $a.vcpus",
+            "$vm | Set-VM -Notes $a.notes",
+        ]
+        if existing is None:
+            return [
+                "$vm = New-VM -Name $a.name -MemoryStartupBytes $a.memory -Generation 2 -NoVHD",
+                *common,
+            ]
+        if _power(existing) is not GuestPower.STOPPED:
+            raise IllegalTransition("a Hyper-V VM must be off to be redefined")
+        return [
+            _BY_ID,
+            "$vm | Set-VM -NewVMName $a.name",
+            "$vm | Set-VMMemory -StartupBytes $a.memory",
+            *common,
+            "$vm | Get-VMHardDiskDrive | Remove-VMHardDiskDrive",
+        ]
+
+    # -- power ---------------------------------------------------------------------------------
+
+    def state(self, uuid: str) -> tuple[dict[str, Any], GuestPower]:
+        vm = self.find(uuid)
+        return vm, _power(vm)
+
+    def start(self, uuid: str) -> None:
+        vm, power = self.state(uuid)
+        if power is GuestPower.RUNNING:
+            return
+        if power is not GuestPower.STOPPED:
+            raise IllegalTransition(f"cannot start VM {uuid}: it is {power.value}")
+        self._act(vm, ["$vm | Start-VM"])
+
+    def request_shutdown(self, uuid: str) -> None:
+        self._act(self.find(uuid), ["$vm | Stop-VM -Force -AsJob | Out-Null"])
+
+    def power_off(self, uuid: str) -> None:
+        vm = self.find(uuid)
+        try:
+            self._act(vm, ["$vm | Stop-VM -TurnOff -Force"])
+        except IllegalTransition:
+            if self.state(uuid)[1] is not GuestPower.STOPPED:
+                raise  # else it stopped by itself meanwhile
+
+    def reboot(self, uuid: str, hard: bool) -> None:
+        kind = "" if hard else " -Type Reboot"  # Restart-VM alone resets the virtual hardware
+        self._act(self.find(uuid), [f"$vm | Restart-VM{kind} -Force"])
+
+    def _transition(self, uuid: str, done: GuestPower, line: str) -> None:
+        vm, power = self.state(uuid)
+        if power is not done:
+            self._act(vm, [line])  # Hyper-V refuses a wrong state: InvalidState
+
+    def pause(self, uuid: str) -> None:
+        self._transition(uuid, GuestPower.PAUSED, "$vm | Suspend-VM")
+
+    def unpause(self, uuid: str) -> None:
+        self._transition(uuid, GuestPower.RUNNING, "$vm | Resume-VM")
+
+    def suspend(self, uuid: str) -> None:
+        self._transition(uuid, GuestPower.SUSPENDED, "$vm | Save-VM")
+
+    def resume(self, uuid: str) -> None:
+        vm, power = self.state(uuid)
+        if power is GuestPower.RUNNING:
+            return
+        if power is not GuestPower.SUSPENDED:
+            raise IllegalTransition(f"cannot resume VM {uuid}: it is {power.value}")
+        self._act(vm, ["$vm | Start-VM"])  # a saved VM starts where it left off
+
+    def destroy(self, uuid: str) -> None:
+        try:
+            vm, power = self.state(uuid)
+        except NotFound:
+            return
+        if power in (GuestPower.RUNNING, GuestPower.PAUSED):
+            self.power_off(uuid)
+        self._act(vm, ["$vm | Remove-VM -Force"])  # checkpoints go with it; VHDs stay
+
+    def migrate(self, uuid: str, destination: DriverSettings, live: bool) -> None:
+        target = destination.extra.get("computer_name") or urlsplit(destination.uri).hostname
+        vm, power = self.state(uuid)
+        if not live and power is GuestPower.RUNNING:
+            raise IllegalTransition("Hyper-V moves a running VM live; stop it for a cold move")
+        self._act(vm, ["$vm | Move-VM -DestinationHost $a.host"], host=target)
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def reconfigure(self, uuid: str, vcpus: int | None, memory_mib: int | None) -> VMInfo:
+        vm, power = self.state(uuid)
+        if power is not GuestPower.STOPPED:
+            raise IllegalTransition(f"VM {uuid} is {power.value}; Hyper-V resizes it only off")
+        lines = []
+        if vcpus is not None:
+            lines.append("$vm | Set-VMProcessor -Count $a.vcpus")
+        if memory_mib is not None:
+            lines.append("$vm | Set-VMMemory -StartupBytes $a.memory")
+        self._act(vm, lines, vcpus=vcpus, memory=(memory_mib or 0) * MiB)
+        return self.get_vm(uuid)
+
+    def _snapshots(self, vm: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._many(
+            [
+                _BY_ID,
+                "$vm | Get-VMSnapshot | Select-Object Name, CreationTime, State"
+                " | ConvertTo-Json -Compress",
+            ],
+            {"id": vm["Id"]},
+            "Get-VMSnapshot",
+        )
+
+    @staticmethod
+    def _snapshot_info(snapshot: dict[str, Any]) -> SnapshotInfo:
+        return SnapshotInfo(
+            name=_field(snapshot, "Name", str, "a checkpoint"),
+            created_at=_date(snapshot.get("CreationTime")),
+            power=_power(snapshot),
+        )
+
+    def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
+        vm = self.find(uuid)
+        if any(s.get("Name") == name for s in self._snapshots(vm)):
+            raise Conflict(f"VM {uuid} already has a checkpoint named {name!r}")
+        self._act(vm, ["$vm | Checkpoint-VM -SnapshotName $a.name"], name=name)
+        return next(self._snapshot_info(s) for s in self._snapshots(vm) if s.get("Name") == name)
+
+    def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
+        infos = [self._snapshot_info(s) for s in self._snapshots(self.find(uuid))]
+        return sorted(infos, key=lambda s: s.created_at)  # stable: Hyper-V lists oldest first
+
+    def revert_snapshot(self, uuid: str, name: str) -> None:
+        vm = self.find(uuid)
+        match = [s for s in self._snapshots(vm) if s.get("Name") == name]
+        if not match:
+            raise NotFound(f"VM {uuid} has no checkpoint named {name!r}")
+        self._act(
+            vm,
+            ["$vm | Get-VMSnapshot -Name $a.name | Restore-VMSnapshot -Confirm:$false"],
+            name=name,
+        )
+        if _power(match[0]) is GuestPower.RUNNING:  # restored saved: bring it back running
+            self._act(vm, ["$vm | Start-VM"])
+
+    def delete_snapshot(self, uuid: str, name: str) -> None:
+        vm = self.find(uuid)
+        if any(s.get("Name") == name for s in self._snapshots(vm)):
+            self._act(vm, ["$vm | Get-VMSnapshot -Name $a.name | Remove-VMSnapshot"], name=name)
+
+    # -- volumes -------------------------------------------------------------------------------
+
+    def attach(self, uuid: str, disk: DiskSpec) -> str:
+        if not isinstance(disk, FileDisk) or disk.serial is None:
+            raise UnsupportedOperation("the hyperv driver attaches VHD(X) files with a serial")
+        vm = self.find(uuid)
+        notes = _notes(vm)
+        disks = notes.setdefault("disks", {})
+        if disk.serial in disks:
+            slot = disks[disk.serial]
+            return f"scsi{slot['number']}:{slot['location']}"
+        drive = self._one(
+            [
+                _BY_ID,
+                "$vm | Add-VMHardDiskDrive -ControllerType SCSI -Path $a.path -Passthru"
+                " | Select-Object ControllerNumber, ControllerLocation | ConvertTo-Json -Compress",
+            ],
+            {"id": vm["Id"], "path": disk.path},
+            "a disk drive",
+        )
+        number = _field(drive, "ControllerNumber", int, "a disk drive")
+        location = _field(drive, "ControllerLocation", int, "a disk drive")
+        disks[disk.serial] = {"path": disk.path, "number": number, "location": location}
+        self._act(vm, ["$vm | Set-VM -Notes $a.notes"], notes=json.dumps(notes))
+        return f"scsi{number}:{location}"
+
+    def detach(self, uuid: str, serial: str) -> None:
+        vm = self.find(uuid)
+        notes = _notes(vm)
+        slot = notes.get("disks", {}).pop(serial, None)
+        if slot is None:
+            return
+        self._act(
+            vm,
+            [
+                "$vm | Get-VMHardDiskDrive -ControllerType SCSI -ControllerNumber $a.number"
+                " -ControllerLocation $a.location | Remove-VMHardDiskDrive",
+                "$vm | Set-VM -Notes $a.notes",
+            ],
+            number=slot["number"],
+            location=slot["location"],
+            notes=json.dumps(notes),
+        )
