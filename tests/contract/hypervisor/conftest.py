@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from hypervisor_drivers.base import DriverSettings
+from hypervisor_drivers.hyperv import HyperVDriver
 from hypervisor_drivers.libvirt import write_simulated_host
 from hypervisor_drivers.registry import create_driver
-from hypervisor_drivers.hyperv import HyperVDriver
 from hypervisor_drivers.xenserver import XenServerDriver
 from tests.contract.hypervisor.harness import Harness
 from tests.simulators.winrm import HyperVHost, running_winrm

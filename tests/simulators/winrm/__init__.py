@@ -87,7 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if fault == "slow":
             time.sleep(owner.slow_delay)
-        code, body = owner.handle(data, malformed=fault == "malformed", http500=fault == "http500")
+        code, body = owner.handle(data, http500=fault == "http500")
         return self._reply(code, body)
 
 
@@ -105,7 +105,7 @@ class WinRMServer:
         *,
         username: str = "Administrator",
         password: str = "Passw0rd!",
-        ids: Callable[[], str] | None = None,
+        ids: Callable[[], str] | None = None,  # shell and command ids (golden tests fix them)
     ) -> None:
         self.host = host or HyperVHost()
         self.authorization = "Basic " + _b64(f"{username}:{password}".encode())
@@ -114,6 +114,7 @@ class WinRMServer:
         self.slow_delay = 2.0
         self._ids = ids or (lambda: str(uuid.uuid4()).upper())
         self._faults: list[str] = []
+        self._malformed = 0
         self._lock = threading.Lock()
         self._server = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._server.owner = self
@@ -137,15 +138,23 @@ class WinRMServer:
     def inject(self, kind: str, count: int = 1) -> None:
         assert kind in ("drop", "slow", "malformed", "http500")
         with self._lock:
-            self._faults.extend([kind] * count)
+            if kind == "malformed":  # applies to the next commands, not the next requests
+                self._malformed += count
+            else:
+                self._faults.extend([kind] * count)
 
     def take_fault(self) -> str | None:
         with self._lock:
             return self._faults.pop(0) if self._faults else None
 
+    def _take_malformed(self) -> bool:
+        with self._lock:
+            taken, self._malformed = self._malformed > 0, max(0, self._malformed - 1)
+            return taken
+
     # -- WS-Man ------------------------------------------------------------------------------
 
-    def handle(self, data: bytes, *, malformed: bool, http500: bool) -> tuple[int, bytes]:
+    def handle(self, data: bytes, *, http500: bool) -> tuple[int, bytes]:
         root = ET.fromstring(data)
         action = root.findtext("s:Header/a:Action", namespaces=NS) or ""
         message_id = root.findtext("s:Header/a:MessageID", namespaces=NS) or ""
@@ -154,7 +163,7 @@ class WinRMServer:
 
         def envelope(reply_action: str, body: str) -> bytes:
             return _ENVELOPE.format(
-                action=reply_action, mid=self._ids(), rel=message_id, body=body
+                action=reply_action, mid=str(uuid.uuid4()), rel=message_id, body=body
             ).encode()
 
         if http500 or (shell_id is not None and shell_id not in self.shells):
@@ -174,7 +183,7 @@ class WinRMServer:
         assert shell_id is not None
         if action == f"{SHELL}/Command":
             command = self._ids()
-            self.shells[shell_id][command] = self._run(root, malformed)
+            self.shells[shell_id][command] = self._run(root, self._take_malformed())
             body = (
                 f"<rsp:CommandResponse><rsp:CommandId>{command}</rsp:CommandId>"
                 "</rsp:CommandResponse>"

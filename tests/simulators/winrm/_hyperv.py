@@ -380,4 +380,9 @@ class HyperVHost:
     @staticmethod
     def _write_error(items: list[Any], params: dict[str, Any]) -> list[Any]:
         message = " ".join(str(p) for p in params.get("", []))
-        raise PSError("Microsoft.PowerShell.Commands.WriteErrorException", "NotSpecified", message)
+        raise PSError(
+            "Microsoft.PowerShell.Commands.WriteErrorException",
+            "NotSpecified",
+            message,
+            exception="WriteErrorException",
+        )

@@ -42,9 +42,14 @@ SWITCHES = {"Force", "TurnOff", "NoVHD", "AsJob", "Compress", "Passthru", "Confi
 class PSError(Exception):
     """A terminating PowerShell error record."""
 
-    def __init__(self, fqid: str, category: str, message: str) -> None:
+    def __init__(
+        self, fqid: str, category: str, message: str, exception: str = "RuntimeException"
+    ) -> None:
         super().__init__(message)
         self.fqid, self.category, self.message = fqid, category, message
+        self.exception = exception
+        self.line = ""  # the script line that failed, set by the interpreter
+        self.cmdlet = ""
 
 
 @dataclass
@@ -63,12 +68,32 @@ class Result:
     exit_code: int
 
 
-def clixml_error(message: str) -> bytes:
-    """An error as powershell.exe writes it to stderr over WinRM."""
+_WIDTH = 78  # powershell.exe wraps its console error view at this many characters
+
+
+def _wrapped(text: str) -> list[str]:
+    chunks = []
+    while len(text) > _WIDTH:
+        chunks.append(text[:_WIDTH] + " ")
+        text = "   " + text[_WIDTH:]
+    return [*chunks, text]
+
+
+def clixml_error(error: PSError) -> bytes:
+    """An error record as powershell.exe writes it to stderr over WinRM: CLIXML holding the
+    console's error view (message, CategoryInfo, FullyQualifiedErrorId), wrapped as it wraps."""
+    lines = [
+        f"{error.line} : {error.message}",
+        f"    + CategoryInfo          : {error.category}: (:) [{error.cmdlet}], {error.exception}",
+        f"    + FullyQualifiedErrorId : {error.fqid}",
+        " ",
+    ]
+    chunks = [chunk for line in lines for chunk in _wrapped(line)]
+    body = "".join(f'<S S="Error">{chunk}_x000D__x000A_</S>' for chunk in chunks)
     return (
         "#< CLIXML\r\n"
-        '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
-        f'<S S="Error">{message}_x000D__x000A_</S></Objs>'
+        f'<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">{body}'
+        "</Objs>"
     ).encode()
 
 
@@ -87,7 +112,7 @@ class Interpreter:
             output = self._body(body, {"a": args})
         except PSError as exc:
             if not framed:
-                return Result(b"", clixml_error(f"{exc.message}"), 1)
+                return Result(b"", clixml_error(exc), 1)
             record = {
                 "FullyQualifiedErrorId": exc.fqid,
                 "Category": exc.category,
@@ -120,7 +145,11 @@ class Interpreter:
             target = None
             if m := re.match(r"^\$(\w+) = (.*)$", line):
                 target, line = m.group(1), m.group(2)
-            result = self._pipeline(self._parse(line, variables))
+            try:
+                result = self._pipeline(self._parse(line, variables))
+            except PSError as exc:
+                exc.line = exc.line or line
+                raise
             if target is not None:
                 variables[target] = result[0] if len(result) == 1 else result
             else:
@@ -196,5 +225,9 @@ class Interpreter:
                     "ObjectNotFound",
                     f"The term '{command.name}' is not recognized as the name of a cmdlet",
                 )
-            items = cmdlet(items, command.params)
+            try:
+                items = cmdlet(items, command.params)
+            except PSError as exc:
+                exc.cmdlet = exc.cmdlet or command.name
+                raise
         return items
