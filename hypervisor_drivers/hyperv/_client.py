@@ -8,6 +8,8 @@ the volumes attached to it (serial -> path and SCSI slot), as JSON in its ``Note
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import re
@@ -16,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import winrm
+from winrm.exceptions import WSManFaultError
 
 from cloudcore.errors import (
     ConfigError,
@@ -59,6 +62,7 @@ _STATES.update({"Running": GuestPower.RUNNING, "Off": GuestPower.STOPPED})
 _STATES.update({"Saved": GuestPower.SUSPENDED, "Paused": GuestPower.PAUSED})
 _VM_FIELDS = "Id, Name, State, ProcessorCount, MemoryStartup, Notes"
 _BY_ID = "$vm = Get-VM -Id $a.id"
+_INVALID_SELECTORS = 2150858843  # WS-Man's fault for a shell id the server does not know
 
 
 def _field(obj: Any, name: str, kind: type, what: str) -> Any:
@@ -130,6 +134,8 @@ class HyperVClient:
             operation_timeout_sec=timeout,
             read_timeout_sec=timeout + 1,
         )
+        self._protocol = self._session.protocol
+        self._shell: str | None = None
         self.computer_name = str(
             self._one(
                 ["Get-VMHost | Select-Object ComputerName | ConvertTo-Json -Compress"],
@@ -141,10 +147,10 @@ class HyperVClient:
     def ps(self, body: list[str], args: dict[str, Any] | None = None) -> Any:
         """Run ``body`` with ``args``; the JSON it printed, parsed (None when it printed
         nothing). Raises the translated error record when it failed."""
-        result = self._session.run_ps(framed(body, args))
-        if result.status_code != 0:
-            raise script_error(result.std_err, result.status_code)
-        text = result.std_out.decode("utf-8", "replace").strip()
+        stdout, stderr, exit_code = self._run(framed(body, args))
+        if exit_code != 0:
+            raise script_error(stderr, exit_code)
+        text = stdout.decode("utf-8", "replace").strip()
         if not text:
             return None
         try:
@@ -153,6 +159,35 @@ class HyperVClient:
             raise DriverError(
                 f"malformed reply from Hyper-V: not JSON: {text[:200]!r}", code=MALFORMED
             ) from None
+
+    def _run(self, script: str) -> tuple[bytes, bytes, int]:
+        """Run ``script`` as pywinrm's ``run_ps`` does, in a shell kept open between calls
+        (three WS-Man requests a script instead of five); a shell the server dropped (idle
+        timeout, restart) is opened again once."""
+        encoded = base64.b64encode(script.encode("utf_16_le")).decode("ascii")
+        command = f"powershell -encodedcommand {encoded}"
+        for attempt in (1, 2):
+            if self._shell is None:
+                self._shell = self._protocol.open_shell()
+            shell = self._shell
+            try:
+                command_id = self._protocol.run_command(shell, command)
+            except WSManFaultError as exc:
+                if attempt == 2 or exc.wsman_fault_code != _INVALID_SELECTORS:
+                    raise
+                self._shell = None
+                continue
+            try:
+                return self._protocol.get_command_output(shell, command_id)
+            finally:
+                self._protocol.cleanup_command(shell, command_id)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        shell, self._shell = self._shell, None
+        if shell is not None:
+            with contextlib.suppress(Exception):  # the host may be gone already
+                self._protocol.close_shell(shell)
 
     def _many(self, body: list[str], args: dict[str, Any], what: str) -> list[dict[str, Any]]:
         value = self.ps(body, args)

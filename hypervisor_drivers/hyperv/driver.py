@@ -119,10 +119,12 @@ class HyperVDriver(HypervisorDriver):
         self._closed = True
         if poller is not None:
             await poller.stop()
-        self._client = None
+        client, self._client = self._client, None
         executor, self._executor = self._executor, None
         self._events.close()
         if executor is not None:
+            if client is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, client.close)
             executor.shutdown(wait=False)
             _log.info("hypervisor.closed", uri=self._settings.uri)
 

@@ -43,7 +43,7 @@ __all__ = ["XenClient"]
 _log = structlog.get_logger("hypervisor_drivers.xenserver")
 MiB = 1024 * 1024
 SERIAL_KEY = "cloudcore_serial"
-_TASK_POLL = 0.02
+_TASK_POLL = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)  # then every 0.25 s
 
 
 class XenClient:
@@ -134,32 +134,36 @@ class XenClient:
         self._refs = {rec.vm_uuid(r): ref for ref, r in guests.items()}
         return guests
 
-    def ref(self, uuid: str) -> str:
-        """The XAPI ref of the guest ``uuid`` names, on this host. Raises ``NotFound``."""
+    def lookup(self, uuid: str) -> tuple[str, dict[str, Any]]:
+        """The XAPI ref and record of the guest ``uuid`` names, on this host: one call when the
+        ref is cached and still right, else a sweep. Raises ``NotFound``."""
         ref = self._refs.get(uuid)
         if ref is not None:
             try:
                 record = self.x.VM.get_record(ref)
-                if rec.vm_uuid(record) == uuid and rec.belongs_to(
-                    record, self.host, self.host == self.master
-                ):
-                    return ref
             except XenAPI.Failure as exc:
                 if failure_code(exc) != "HANDLE_INVALID":
                     raise
-        self._guests()
-        if uuid not in self._refs:
-            raise NotFound(f"no VM {uuid} on XenServer host {self.settings.extra.get('host')}")
-        return self._refs[uuid]
+            else:
+                ours = rec.belongs_to(record, self.host, self.host == self.master)
+                if ours and rec.vm_uuid(record) == uuid:
+                    return ref, record
+        for ref, record in self._guests().items():
+            if rec.vm_uuid(record) == uuid:
+                return ref, record
+        raise NotFound(f"no VM {uuid} on XenServer host {self.settings.extra.get('host')}")
+
+    def ref(self, uuid: str) -> str:
+        return self.lookup(uuid)[0]
 
     def list_vms(self) -> list[VMInfo]:
         return [rec.vm_info(r) for r in self._guests().values()]
 
     def get_vm(self, uuid: str) -> VMInfo:
-        return rec.vm_info(self.x.VM.get_record(self.ref(uuid)))
+        return rec.vm_info(self.lookup(uuid)[1])
 
     def power(self, uuid: str) -> GuestPower:
-        return rec.power({"power_state": self.x.VM.get_power_state(self.ref(uuid))})
+        return rec.power(self.lookup(uuid)[1])
 
     # -- define --------------------------------------------------------------------------------
 
@@ -272,11 +276,12 @@ class XenClient:
     # -- power ---------------------------------------------------------------------------------
 
     def state(self, uuid: str) -> tuple[str, GuestPower]:
-        ref = self.ref(uuid)
-        return ref, rec.power({"power_state": self.x.VM.get_power_state(ref)})
+        ref, record = self.lookup(uuid)
+        return ref, rec.power(record)
 
     def run_task(self, task: str, deadline: float | None) -> None:
         """Wait for an ``Async.*`` task; cancel it at the deadline. Raises its failure."""
+        pauses = iter(_TASK_POLL)
         try:
             while True:
                 record = self.x.task.get_record(task)
@@ -288,7 +293,7 @@ class XenClient:
                 if deadline is not None and time.monotonic() >= deadline:
                     self.x.task.cancel(task)
                     deadline = None
-                time.sleep(_TASK_POLL)
+                time.sleep(next(pauses, _TASK_POLL[-1]))
         finally:
             with contextlib.suppress(XenAPI.Failure):
                 self.x.task.destroy(task)

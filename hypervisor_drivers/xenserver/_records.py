@@ -55,6 +55,8 @@ class _TimeoutMixin:
     def _tune(self, connection: http.client.HTTPConnection) -> http.client.HTTPConnection:
         if self._aborted:  # xmlrpc.client retries once on a new connection: refuse it
             raise ConnectionAbortedError("the XAPI session was closed")
+        if connection is self._live:  # xmlrpc.client reuses its connection: tuned already
+            return connection
         connection.timeout = self._timeout
         self._live = connection
         connect = connection.connect

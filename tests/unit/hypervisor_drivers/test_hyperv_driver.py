@@ -170,3 +170,15 @@ async def test_move_vm_hands_the_vm_to_the_other_host(
             assert (await other.get_vm(spec.uuid)).power is GuestPower.RUNNING
         finally:
             await other.close()
+
+
+async def test_a_shell_the_server_forgot_is_opened_again(
+    driver: HyperVDriver, server: WinRMServer
+) -> None:
+    assert await driver.list_vms() == []
+    assert len(server.shells) == 1  # one shell kept open between scripts
+    server.shells.clear()  # the server restarted, or the shell idled out
+    assert await driver.list_vms() == []
+    assert len(server.shells) == 1
+    await driver.close()
+    assert server.shells == {}  # closed with the driver
