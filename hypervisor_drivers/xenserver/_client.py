@@ -311,8 +311,10 @@ class XenClient:
         return str(self.x.Async.VM.clean_shutdown(self.ref(uuid)))
 
     def cancel_task(self, task: str) -> None:
-        with contextlib.suppress(XenAPI.Failure):  # finished or gone meanwhile
+        """Cancel (if still running) and destroy a task. Idempotent."""
+        with contextlib.suppress(XenAPI.Failure):  # finished meanwhile
             self.x.task.cancel(task)
+        with contextlib.suppress(XenAPI.Failure):  # destroyed already
             self.x.task.destroy(task)
 
     def power_off(self, uuid: str) -> None:

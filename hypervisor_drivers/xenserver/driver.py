@@ -168,7 +168,11 @@ class XenServerDriver(HypervisorDriver):
                 await self._call(lambda c: c.cancel_task(task))  # noqa: B023
             await self._call(lambda c: c.power_off(uuid))
 
-        return await self._stop_with_deadline(uuid, timeout, request_shutdown, power_off)
+        try:
+            return await self._stop_with_deadline(uuid, timeout, request_shutdown, power_off)
+        finally:
+            for task in tasks:  # a finished task is still a record on the pool master
+                await self._call(lambda c: c.cancel_task(task))  # noqa: B023
 
     async def reboot_vm(self, uuid: str, *, hard: bool = False) -> None:
         self._require(Capability.REBOOT)

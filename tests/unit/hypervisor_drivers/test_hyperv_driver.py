@@ -22,7 +22,7 @@ from cloudcore.errors import (
     InsufficientCapacity,
     NotFound,
 )
-from hypervisor_drivers.base import DomainSpec, FileDisk, GuestPower, StopOutcome
+from hypervisor_drivers.base import DomainSpec, FileDisk, GuestPower, NicSpec, StopOutcome
 from hypervisor_drivers.hyperv import HyperVDriver
 from tests.contract.hypervisor.conftest import hyperv_settings
 from tests.simulators.winrm import HyperVHost, WinRMServer, running_winrm
@@ -182,3 +182,16 @@ async def test_a_shell_the_server_forgot_is_opened_again(
     assert len(server.shells) == 1
     await driver.close()
     assert server.shells == {}  # closed with the driver
+
+
+async def test_nics_are_network_adapters_on_the_named_switch(
+    driver: HyperVDriver, server: WinRMServer
+) -> None:
+    vm = str(uuid.uuid4())
+    spec = DomainSpec(
+        uuid=vm, name="with-nic", vcpus=2, memory_mib=128, nics=[NicSpec(source="External")]
+    )
+    info = await driver.define_vm(spec)
+    assert (info.uuid, info.vcpus, info.memory_mib) == (vm, 2, 128)
+    (simulated,) = server.host.vms.values()
+    assert simulated["nics"] == [{"SwitchName": "External"}]

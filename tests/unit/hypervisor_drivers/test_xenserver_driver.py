@@ -22,6 +22,7 @@ from cloudcore.errors import (
     DriverError,
     IllegalTransition,
     InsufficientCapacity,
+    NotFound,
 )
 from hypervisor_drivers.base import (
     DomainSpec,
@@ -29,6 +30,7 @@ from hypervisor_drivers.base import (
     EventKind,
     FileDisk,
     GuestPower,
+    NicSpec,
     StopOutcome,
 )
 from hypervisor_drivers.xenserver import XenServerDriver
@@ -165,6 +167,7 @@ async def test_a_guest_that_shuts_down_in_time_stops_gracefully(
     assert await driver.stop_vm(spec.uuid, timeout=5) is StopOutcome.GRACEFUL
     assert "Async.VM.clean_shutdown" in server.xapi.calls
     assert "VM.hard_shutdown" not in server.xapi.calls
+    assert server.xapi.store.tables["task"] == {}  # no task left behind
 
 
 async def test_a_guest_that_ignores_shutdown_is_powered_off_at_the_deadline(
@@ -221,3 +224,24 @@ async def test_events_keep_coming_after_the_sessions_were_lost(
         await driver.start_vm(spec.uuid)
         started = await next_event(events, spec.uuid, kind=EventKind.STARTED)
     assert started.detail.startswith("event.from")
+
+
+async def test_nics_are_vifs_on_the_named_network(
+    driver: XenServerDriver, server: XapiServer
+) -> None:
+    spec = _spec(server)
+    with_nic = DomainSpec(
+        uuid=spec.uuid,
+        name=spec.name,
+        vcpus=1,
+        memory_mib=64,
+        nics=[NicSpec(kind="bridge", source="xenbr0", mac="52:54:00:00:00:01")],
+    )
+    await driver.define_vm(with_nic)
+    (vif,) = server.xapi.store.tables["VIF"].values()
+    assert (vif["MAC"], vif["network"]) == ("52:54:00:00:00:01", server.xapi.network)
+    unknown = DomainSpec(
+        uuid=str(uuid.uuid4()), name="x", vcpus=1, memory_mib=64, nics=[NicSpec(source="nope")]
+    )
+    with pytest.raises(NotFound, match="nope"):
+        await driver.define_vm(unknown)
