@@ -11,9 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import re
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,14 +18,15 @@ import winrm
 from winrm.exceptions import WSManFaultError
 
 from cloudcore.errors import (
-    ConfigError,
     Conflict,
     DriverError,
     IllegalTransition,
     NotFound,
     UnsupportedOperation,
 )
+from hypervisor_drivers.hyperv import _records as rec
 from hypervisor_drivers.hyperv._errors import MALFORMED, script_error
+from hypervisor_drivers.hyperv._records import MiB
 from hypervisor_drivers.hyperv._script import framed
 from hypervisor_drivers.types import (
     DiskSpec,
@@ -44,78 +42,9 @@ from hypervisor_drivers.types import (
 
 __all__ = ["HyperVClient"]
 
-MiB = 1024 * 1024
-# VMState as ConvertTo-Json writes it (a number), and as its name; transitional states read as
-# the state the guest is still in.
-_STATES: dict[object, GuestPower] = {
-    2: GuestPower.RUNNING,
-    3: GuestPower.STOPPED,
-    4: GuestPower.RUNNING,  # Stopping
-    6: GuestPower.SUSPENDED,  # Saved
-    9: GuestPower.PAUSED,
-    10: GuestPower.RUNNING,  # Starting
-    32773: GuestPower.RUNNING,  # Saving
-    32776: GuestPower.RUNNING,  # Pausing
-    32777: GuestPower.PAUSED,  # Resuming
-}
-_STATES.update({"Running": GuestPower.RUNNING, "Off": GuestPower.STOPPED})
-_STATES.update({"Saved": GuestPower.SUSPENDED, "Paused": GuestPower.PAUSED})
 _VM_FIELDS = "Id, Name, State, ProcessorCount, MemoryStartup, Notes"
 _BY_ID = "$vm = Get-VM -Id $a.id"
 _INVALID_SELECTORS = 2150858843  # WS-Man's fault for a shell id the server does not know
-
-
-def _field(obj: Any, name: str, kind: type, what: str) -> Any:
-    value = obj.get(name) if isinstance(obj, dict) else None
-    if kind is str and isinstance(value, dict) and "Guid" in value:  # a Guid, in some versions
-        value = value["Guid"]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise DriverError(
-            f"malformed reply from Hyper-V: {what} has {name}={value!r}, expected {kind.__name__}",
-            code=MALFORMED,
-        )
-    return value
-
-
-def _notes(vm: dict[str, Any]) -> dict[str, Any]:
-    try:
-        notes = json.loads(vm.get("Notes") or "{}")
-    except ValueError:
-        return {}  # notes someone wrote by hand: not ours
-    return notes if isinstance(notes, dict) else {}
-
-
-def _power(vm: dict[str, Any]) -> GuestPower:
-    return _STATES.get(vm.get("State"), GuestPower.UNKNOWN)
-
-
-def _vm_info(vm: dict[str, Any]) -> VMInfo:
-    vm_id = _field(vm, "Id", str, "a VM")
-    return VMInfo(
-        uuid=str(_notes(vm).get("cloudcore_uuid") or vm_id).lower(),
-        name=_field(vm, "Name", str, "a VM"),
-        power=_power(vm),
-        vcpus=_field(vm, "ProcessorCount", int, "a VM"),
-        memory_mib=_field(vm, "MemoryStartup", int, "a VM") // MiB,
-    )
-
-
-def _date(value: Any) -> datetime:
-    if isinstance(value, str) and (m := re.fullmatch(r"/Date\((-?\d+)\)/", value)):
-        return datetime.fromtimestamp(int(m.group(1)) / 1000, UTC)
-    try:
-        return datetime.fromisoformat(str(value)).astimezone(UTC)
-    except ValueError:
-        raise DriverError(f"malformed Hyper-V date {value!r}", code=MALFORMED) from None
-
-
-def password(settings: DriverSettings) -> str:
-    if settings.password is not None:
-        return settings.password
-    variable = settings.extra.get("password_env")
-    if variable is None or variable not in os.environ:
-        raise ConfigError("hyperv driver: set password, or extra.password_env to a set variable")
-    return os.environ[variable]
 
 
 class HyperVClient:
@@ -126,7 +55,7 @@ class HyperVClient:
         timeout = max(1, int(float(settings.extra.get("timeout", "30"))))
         self._session = winrm.Session(
             settings.uri,
-            auth=(settings.username or "Administrator", password(settings)),
+            auth=(settings.username or "Administrator", rec.password(settings)),
             transport=settings.extra.get("transport", "ntlm"),
             server_cert_validation=settings.extra.get("cert_validation", "validate"),
             ca_trust_path=settings.extra.get("ca_trust_path"),
@@ -219,12 +148,12 @@ class HyperVClient:
             ["Get-CimInstance -ClassName Win32_Processor | ConvertTo-Json -Compress"], {}, "cpu"
         )
         return HostInventory(
-            hostname=_field(host, "ComputerName", str, "the host"),
+            hostname=rec.field(host, "ComputerName", str, "the host"),
             hypervisor_type="Hyper-V",
-            hypervisor_version=_field(os_info, "Version", str, "the OS"),
+            hypervisor_version=rec.field(os_info, "Version", str, "the OS"),
             cpu_model=str(cpu[0].get("Name", "")) if cpu else "",
-            cpus=_field(host, "LogicalProcessorCount", int, "the host"),
-            memory_kib=_field(host, "MemoryCapacity", int, "the host") // 1024,
+            cpus=rec.field(host, "LogicalProcessorCount", int, "the host"),
+            memory_kib=rec.field(host, "MemoryCapacity", int, "the host") // 1024,
             extra={"os": str(os_info.get("Caption", ""))},
         )
 
@@ -239,12 +168,12 @@ class HyperVClient:
             vm for vm in self.list_vms() if vm.power in (GuestPower.RUNNING, GuestPower.PAUSED)
         ]
         return HostCapacity(
-            cpus=_field(host, "LogicalProcessorCount", int, "the host"),
-            memory_kib=_field(host, "MemoryCapacity", int, "the host") // 1024,
+            cpus=rec.field(host, "LogicalProcessorCount", int, "the host"),
+            memory_kib=rec.field(host, "MemoryCapacity", int, "the host") // 1024,
             allocated_vcpus=sum(vm.vcpus for vm in active),
             allocated_memory_kib=sum(vm.memory_mib * 1024 for vm in active),
             running_vms=len(active),
-            free_memory_kib=_field(os_info, "FreePhysicalMemory", int, "the OS"),
+            free_memory_kib=rec.field(os_info, "FreePhysicalMemory", int, "the OS"),
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -255,17 +184,17 @@ class HyperVClient:
         )
 
     def list_vms(self) -> list[VMInfo]:
-        return [_vm_info(vm) for vm in self._raw_vms()]
+        return [rec.vm_info(vm) for vm in self._raw_vms()]
 
     def find(self, uuid: str) -> dict[str, Any]:
         """The raw VM record whose orchestrator uuid is ``uuid``. Raises ``NotFound``."""
         for vm in self._raw_vms():
-            if _vm_info(vm).uuid == uuid.lower():
+            if rec.vm_info(vm).uuid == uuid.lower():
                 return vm
         raise NotFound(f"no VM {uuid} on Hyper-V host {self.computer_name}")
 
     def get_vm(self, uuid: str) -> VMInfo:
-        return _vm_info(self.find(uuid))
+        return rec.vm_info(self.find(uuid))
 
     def _act(self, vm: dict[str, Any], lines: list[str], **args: Any) -> Any:
         return self.ps([_BY_ID, *lines], {"id": vm["Id"], **args})
@@ -280,7 +209,7 @@ class HyperVClient:
             paths.append(disk.path)
         existing = None
         for vm in self._raw_vms():
-            info = _vm_info(vm)
+            info = rec.vm_info(vm)
             if info.uuid == spec.uuid.lower():
                 existing = vm
             elif info.name == spec.name:
@@ -309,7 +238,7 @@ class HyperVClient:
                 for i in range(len(spec.nics))
             ]
         lines.append(f"Get-VM -Id $vm.Id | Select-Object {_VM_FIELDS} | ConvertTo-Json -Compress")
-        return _vm_info(self._one(lines, {**args, "id": (existing or {}).get("Id")}, "a VM"))
+        return rec.vm_info(self._one(lines, {**args, "id": (existing or {}).get("Id")}, "a VM"))
 
     @staticmethod
     def _define_lines(existing: dict[str, Any] | None, args: dict[str, Any]) -> list[str]:
@@ -322,7 +251,7 @@ class HyperVClient:
                 "$vm = New-VM -Name $a.name -MemoryStartupBytes $a.memory -Generation 2 -NoVHD",
                 *common,
             ]
-        if _power(existing) is not GuestPower.STOPPED:
+        if rec.power(existing) is not GuestPower.STOPPED:
             raise IllegalTransition("a Hyper-V VM must be off to be redefined")
         return [
             _BY_ID,
@@ -336,7 +265,7 @@ class HyperVClient:
 
     def state(self, uuid: str) -> tuple[dict[str, Any], GuestPower]:
         vm = self.find(uuid)
-        return vm, _power(vm)
+        return vm, rec.power(vm)
 
     def start(self, uuid: str) -> None:
         vm, power = self.state(uuid)
@@ -427,9 +356,9 @@ class HyperVClient:
     @staticmethod
     def _snapshot_info(snapshot: dict[str, Any]) -> SnapshotInfo:
         return SnapshotInfo(
-            name=_field(snapshot, "Name", str, "a checkpoint"),
-            created_at=_date(snapshot.get("CreationTime")),
-            power=_power(snapshot),
+            name=rec.field(snapshot, "Name", str, "a checkpoint"),
+            created_at=rec.date(snapshot.get("CreationTime")),
+            power=rec.power(snapshot),
         )
 
     def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
@@ -453,7 +382,7 @@ class HyperVClient:
             ["$vm | Get-VMSnapshot -Name $a.name | Restore-VMSnapshot -Confirm:$false"],
             name=name,
         )
-        if _power(match[0]) is GuestPower.RUNNING:  # restored saved: bring it back running
+        if rec.power(match[0]) is GuestPower.RUNNING:  # restored saved: bring it back running
             self._act(vm, ["$vm | Start-VM"])
 
     def delete_snapshot(self, uuid: str, name: str) -> None:
@@ -467,7 +396,7 @@ class HyperVClient:
         if not isinstance(disk, FileDisk) or disk.serial is None:
             raise UnsupportedOperation("the hyperv driver attaches VHD(X) files with a serial")
         vm = self.find(uuid)
-        notes = _notes(vm)
+        notes = rec.notes(vm)
         disks = notes.setdefault("disks", {})
         if disk.serial in disks:
             slot = disks[disk.serial]
@@ -481,15 +410,15 @@ class HyperVClient:
             {"id": vm["Id"], "path": disk.path},
             "a disk drive",
         )
-        number = _field(drive, "ControllerNumber", int, "a disk drive")
-        location = _field(drive, "ControllerLocation", int, "a disk drive")
+        number = rec.field(drive, "ControllerNumber", int, "a disk drive")
+        location = rec.field(drive, "ControllerLocation", int, "a disk drive")
         disks[disk.serial] = {"path": disk.path, "number": number, "location": location}
         self._act(vm, ["$vm | Set-VM -Notes $a.notes"], notes=json.dumps(notes))
         return f"scsi{number}:{location}"
 
     def detach(self, uuid: str, serial: str) -> None:
         vm = self.find(uuid)
-        notes = _notes(vm)
+        notes = rec.notes(vm)
         slot = notes.get("disks", {}).pop(serial, None)
         if slot is None:
             return

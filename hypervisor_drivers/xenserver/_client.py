@@ -176,7 +176,7 @@ class XenClient:
         try:
             ref = self.ref(spec.uuid)
         except NotFound:
-            ref = self.x.VM.create(self._vm_record(spec))
+            ref = self.x.VM.create(rec.vm_record(spec, self.host))
             self._refs[spec.uuid] = ref
         else:
             self._redefine(ref, spec)
@@ -196,38 +196,6 @@ class XenClient:
                 }
             )
         return rec.vm_info(self.x.VM.get_record(ref))
-
-    def _vm_record(self, spec: DomainSpec) -> dict[str, Any]:
-        memory = str(spec.memory_mib * MiB)
-        return {
-            "name_label": spec.name,
-            "name_description": "defined by cloudcore",
-            "is_a_template": False,
-            "affinity": self.host,
-            "memory_static_max": str((spec.max_memory_mib or spec.memory_mib) * MiB),
-            "memory_dynamic_max": memory,
-            "memory_dynamic_min": memory,
-            "memory_static_min": memory,
-            "VCPUs_max": str(spec.max_vcpus or spec.vcpus),
-            "VCPUs_at_startup": str(spec.vcpus),
-            "VCPUs_params": {},
-            "actions_after_shutdown": "destroy",
-            "actions_after_reboot": "restart",
-            "actions_after_crash": "destroy",
-            "HVM_boot_policy": "BIOS order",
-            "HVM_boot_params": {"order": "dc"},
-            "PV_bootloader": "",
-            "PV_kernel": "",
-            "PV_ramdisk": "",
-            "PV_args": "",
-            "PV_bootloader_args": "",
-            "PV_legacy_args": "",
-            "platform": {"acpi": "1", "apic": "true", "pae": "true", "viridian": "false"},
-            "user_version": "1",
-            "PCI_bus": "",
-            "recommendations": "",
-            "other_config": {rec.UUID_KEY: spec.uuid, **spec.extra},
-        }
 
     def _redefine(self, ref: str, spec: DomainSpec) -> None:
         # XAPI has no "replace the definition": a halted VM takes the new sizes and devices.

@@ -17,7 +17,7 @@ from typing import Any
 import XenAPI
 
 from cloudcore.errors import ConfigError, DriverError
-from hypervisor_drivers.types import DriverSettings, GuestPower, SnapshotInfo, VMInfo
+from hypervisor_drivers.types import DomainSpec, DriverSettings, GuestPower, SnapshotInfo, VMInfo
 
 __all__ = [
     "NULL",
@@ -28,6 +28,7 @@ __all__ = [
     "power",
     "snapshot_info",
     "vm_info",
+    "vm_record",
     "vm_uuid",
 ]
 
@@ -198,3 +199,38 @@ def snapshot_order(record: dict[str, Any]) -> tuple[str, int]:
     text = taken.value if isinstance(taken, xmlrpc.client.DateTime) else str(taken)
     seq = (record.get("other_config") or {}).get(SNAPSHOT_SEQ_KEY, "0")
     return text, int(seq) if str(seq).isdigit() else 0
+
+
+def vm_record(spec: DomainSpec, host: str) -> dict[str, Any]:
+    """The record ``VM.create`` takes for ``spec``, with affinity for ``host``."""
+    mib = 1024 * 1024
+    memory = str(spec.memory_mib * mib)
+    return {
+        "name_label": spec.name,
+        "name_description": "defined by cloudcore",
+        "is_a_template": False,
+        "affinity": host,
+        "memory_static_max": str((spec.max_memory_mib or spec.memory_mib) * mib),
+        "memory_dynamic_max": memory,
+        "memory_dynamic_min": memory,
+        "memory_static_min": memory,
+        "VCPUs_max": str(spec.max_vcpus or spec.vcpus),
+        "VCPUs_at_startup": str(spec.vcpus),
+        "VCPUs_params": {},
+        "actions_after_shutdown": "destroy",
+        "actions_after_reboot": "restart",
+        "actions_after_crash": "destroy",
+        "HVM_boot_policy": "BIOS order",
+        "HVM_boot_params": {"order": "dc"},
+        "PV_bootloader": "",
+        "PV_kernel": "",
+        "PV_ramdisk": "",
+        "PV_args": "",
+        "PV_bootloader_args": "",
+        "PV_legacy_args": "",
+        "platform": {"acpi": "1", "apic": "true", "pae": "true", "viridian": "false"},
+        "user_version": "1",
+        "PCI_bus": "",
+        "recommendations": "",
+        "other_config": {UUID_KEY: spec.uuid, **spec.extra},
+    }
