@@ -13,6 +13,7 @@ Topology (``X`` is the configured exchange):
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -21,6 +22,7 @@ import aiormq
 from yarl import URL
 
 from cloudcore.config import TransportSettings
+from cloudcore.transport.amqp._aiormq_adapter import concrete
 
 __all__ = ["BROADCAST_KEY", "Link", "Names", "amqp_url", "open_link", "redacted"]
 
@@ -64,19 +66,20 @@ class Names:
 
 class Link:
     """An open connection: ``main`` consumes, acks and publishes transient batches; ``confirm``
-    publishes persistent ones with publisher confirms."""
+    publishes persistent ones with publisher confirms. Both are aiormq's own channels, which the
+    hot path drives through _aiormq_adapter."""
 
     def __init__(
         self,
         connection: aio_pika.abc.AbstractConnection,
-        main: aiormq.abc.AbstractChannel,
-        confirm: aiormq.abc.AbstractChannel,
+        main: aiormq.Channel,
+        confirm: aiormq.Channel,
     ) -> None:
         self.connection = connection
         self.main = main
         self.confirm = confirm
 
-    def closing(self) -> list[Any]:
+    def closing(self) -> list[asyncio.Future[Any]]:
         """Futures that complete when the connection or either channel closes."""
         return [self.main.closing, self.confirm.closing]
 
@@ -112,8 +115,8 @@ async def open_link(url: str, settings: TransportSettings, names: Names, node: s
         await control.bind(exchange, routing_key=BROADCAST_KEY)
         return Link(
             connection,
-            await main_ch.get_underlay_channel(),
-            await confirm_ch.get_underlay_channel(),
+            concrete(await main_ch.get_underlay_channel()),
+            concrete(await confirm_ch.get_underlay_channel()),
         )
     except BaseException:
         await connection.close()

@@ -10,7 +10,7 @@ import pytest
 
 from cloudcore.store.records import TaskState
 from hypervisor_drivers.libvirt import write_simulated_host
-from tests.integration.gateway.conftest import ApiClient
+from tests.component.gateway.conftest import ApiClient
 from tests.waiting import eventually
 
 ROLES = ["admin", "operator", "alice", "bob"]

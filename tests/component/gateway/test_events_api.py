@@ -7,8 +7,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from tests.integration.gateway.conftest import ApiClient
-from tests.integration.gateway.test_vms_api import running_vm
+from tests.component.gateway.conftest import ApiClient
+from tests.component.gateway.test_vms_api import running_vm
 
 
 async def read_sse(

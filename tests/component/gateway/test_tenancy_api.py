@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cloudcore.store.records import TaskState
-from tests.integration.gateway.conftest import ApiClient
+from tests.component.gateway.conftest import ApiClient
 
 ROLES = ["admin", "operator", "alice", "bob"]
 SMALL_VM = {"datacenter_id": "dc1", "cpus": 1, "memory_mib": 64}

@@ -7,9 +7,9 @@ import pytest
 from actors.messages import RecoverVerb
 from cloudcore.errors import IllegalTransition
 from cloudcore.store.records import VM, AdminState, PowerState, TaskState, VMSpec, VMState
+from tests.cloud import Cloud
 from tests.waiting import eventually
 
-from .conftest import Cloud
 from .test_lifecycle import deploy
 
 

@@ -28,13 +28,7 @@ from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import Role, Tenant, User, new_id
 from hypervisor_drivers.base import HypervisorDriver
-from tests.integration.orchestrator.conftest import (  # noqa: F401 - fixtures
-    cloud_settings,
-    domain_type,
-    libvirtd,
-    sqlite_store,
-    start_cloud,
-)
+from tests.cloud import cloud_settings, sqlite_store, start_cloud  # noqa: F401 - fixtures
 
 ROLES = {
     "admin": ("system", Role.ADMIN),

@@ -13,7 +13,7 @@ from prometheus_client.samples import Sample
 
 from cloudcore.app.gateway.routes.metrics import on_loopback
 from cloudcore.store.records import Host
-from tests.integration.gateway.conftest import ApiClient
+from tests.component.gateway.conftest import ApiClient
 
 WEB = {"name": "web", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 256}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.gateway.conftest import ApiClient
+from tests.component.gateway.conftest import ApiClient
 
 WEB = {"name": "web", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 256}
 

@@ -12,9 +12,8 @@ from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import AdminState, Datacenter, Host, HostHealth, Tenant
 from hypervisor_drivers.libvirt import write_simulated_host
+from tests.cloud import cloud_settings
 from tests.waiting import eventually
-
-from .conftest import cloud_settings
 
 
 async def test_a_host_whose_hypervisor_is_not_there_yet_is_retried_until_it_is(

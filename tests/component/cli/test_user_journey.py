@@ -9,7 +9,7 @@ import sys
 
 import pexpect
 
-from tests.integration.cli.conftest import Node
+from tests.component.cli.conftest import Node
 
 
 def test_create_with_the_cli_see_it_in_the_console_tree_and_read_its_events(node: Node) -> None:

@@ -12,9 +12,9 @@ from cloudcore.store import Store
 from cloudcore.store.records import VM, PowerState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import DomainSpec
+from tests.cloud import Cloud, cloud_settings, start_cloud
 from tests.waiting import eventually
 
-from .conftest import Cloud, cloud_settings, start_cloud
 from .test_lifecycle import deploy
 
 

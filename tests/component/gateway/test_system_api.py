@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cloudcore.runtime import Actor, Message
-from tests.integration.gateway.conftest import ApiClient
+from tests.component.gateway.conftest import ApiClient
 
 HOST = "/user/dc/dc1/dc1-h1"
 

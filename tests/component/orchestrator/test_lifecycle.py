@@ -8,8 +8,7 @@ from actors.lifecycle import TRANSITIONS, Operation, allowed_operations
 from actors.operations import StopParams, decode_params
 from cloudcore.errors import IllegalTransition, InvalidRequest
 from cloudcore.store.records import VM, Host, PowerState, StepState, TaskState, VMSpec, VMState
-
-from .conftest import Cloud
+from tests.cloud import Cloud
 
 
 async def deploy(cloud: Cloud, name: str = "web", start: bool = True, cpus: int = 1) -> VM:

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.integration.gateway.conftest import ApiClient
+from tests.component.gateway.conftest import ApiClient
 
 #: Per operation: 15 keeps the run under a minute on two cores; set more for a deeper hunt.
 EXAMPLES = int(os.environ.get("CLOUDCORE_FUZZ_EXAMPLES", "15"))

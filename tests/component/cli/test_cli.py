@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.cli.conftest import Lines, Node
+from tests.component.cli.conftest import Lines, Node
 
 
 def _create(node: Node, name: str, *extra: str) -> str:

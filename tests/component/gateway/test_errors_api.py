@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloudcore.store import Store
-from tests.integration.gateway.conftest import ApiClient, api_settings, serve_api
+from tests.component.gateway.conftest import ApiClient, api_settings, serve_api
 
 
 def assert_error_body(body: object, code: str) -> None:
