@@ -32,6 +32,7 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
     ├── UnsupportedOperation (NotImplementedError)  a driver lacks the capability
     ├── BackendUnavailable (ConnectionError)  retryable: database, broker, event bus, hypervisor
     │   └── TransportUnavailable   retryable the cluster transport lost its broker connection
+    ├── BusClosed                            the event bus was closed: no publish, no new reader
     ├── DriverError                          a hypervisor or storage backend failed the operation
     ├── InvalidRecord (ValueError)           a record or change is malformed; names the field
     └── SchemaMismatch                       the database schema is not the version this code knows
@@ -49,6 +50,7 @@ __all__ = [
     "AlreadyExists",
     "AskTimeout",
     "BackendUnavailable",
+    "BusClosed",
     "CloudcoreError",
     "ConfigError",
     "Conflict",
@@ -138,6 +140,11 @@ class BackendUnavailable(CloudcoreError, ConnectionError):
     """A backend (database, broker, event bus, hypervisor) cannot be reached right now."""
 
     retryable = True
+
+
+class BusClosed(CloudcoreError):
+    """The event bus was closed (the node is stopping): publishing and subscribing are refused,
+    and subscriptions that were open end. Not retryable on this bus: open a new one."""
 
 
 class AlreadyExists(Conflict):
