@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cloudcore.errors import BackendUnavailable, CloudcoreError, PositionExpired
+from cloudcore.errors import BackendUnavailable, BusClosed, CloudcoreError, PositionExpired
 from cloudcore.events._lua import APPEND, RANGE, split_range
 from cloudcore.events._wire import (
     Corrupt,
@@ -35,6 +35,7 @@ from cloudcore.events._wire import (
 )
 from cloudcore.events.base import START, Event, EventBus, EventFilter
 from cloudcore.logging import get_logger
+from cloudcore.store.records import new_id
 
 __all__ = ["RedisEventBus"]
 
@@ -98,11 +99,13 @@ class RedisEventBus(EventBus):
         *,
         tenant: str | None = None,
         data: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        time: datetime | None = None,
     ) -> Event:
-        if self._closed:
-            raise CloudcoreError("the event bus is closed")
-        time = datetime.now(UTC)
-        payload = encode_event(type, subject, tenant, time, data)
+        self._check_open()
+        time = time or datetime.now(UTC)
+        id = id or new_id("evt-")
+        payload = encode_event(type, subject, tenant, time, data, id)
         done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._queue.append((payload, done))
         if self._flusher is None:
@@ -115,6 +118,7 @@ class RedisEventBus(EventBus):
             time=time,
             position=from_stream_id(stream_id),
             data=dict(data or {}),
+            id=id,
         )
 
     async def _flush(self) -> None:
@@ -197,6 +201,7 @@ class RedisEventBus(EventBus):
         subject_prefix: str | None = None,
         tenant: str | None = None,
     ) -> AsyncIterator[Event]:
+        self._check_open()
         wanted = EventFilter.of(types, subject_prefix, tenant)
         cursor = await self.last_position() if after is None else after
         check_position(cursor)
@@ -229,6 +234,7 @@ class RedisEventBus(EventBus):
     async def consume(
         self, group: str, consumer: str, *, after: str | None = None
     ) -> AsyncIterator[Event]:
+        self._check_open()
         start = "$" if after is None else "0" if after == START else to_stream_id(after)
         cursor: str | None = "0"  # first this consumer's pending entries, then new ones (None)
         made, pause = False, _Backoff()
@@ -283,6 +289,10 @@ class RedisEventBus(EventBus):
             await self._redis.xack(self._key, group, *(to_stream_id(p) for p in positions))
         except RedisError as exc:
             raise _failure(exc, self._url) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed(f"the event bus on Redis at {self._url} is closed")
 
     async def close(self) -> None:
         if self._closed:

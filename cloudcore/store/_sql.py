@@ -18,9 +18,8 @@ import msgspec
 
 from cloudcore.errors import Conflict, InvalidRecord, NotFound, VersionConflict
 from cloudcore.logging import get_logger
-from cloudcore.store import migrations
+from cloudcore.store import _outbox, migrations
 from cloudcore.store._conn import Conn, check_limit, now
-from cloudcore.store import _outbox
 from cloudcore.store._domain import DomainOps
 from cloudcore.store._outbox import OutboxOps
 from cloudcore.store._table import Table, decode_cursor, encode_cursor, table_of, validate
