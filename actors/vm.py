@@ -37,7 +37,7 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, PowerState, Task, TaskState, VMState
+from cloudcore.store.records import VM, OutboxEvent, PowerState, Task, TaskState, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import GuestPower
 
@@ -421,28 +421,33 @@ class VMActor(Actor[VMMessage]):
     # ----------------------------------------------------------------- persistence
 
     async def _save(self, **changes: Any) -> None:
+        """Write ``changes`` (compare-and-set) with their ``vm.state_changed`` event, if the
+        state or the power changes, in the same transaction."""
         if not changes:
             return
-        before = self.vm.state
+        state = VMState(changes.get("state", self.vm.state))
+        events = []
+        if state is not self.vm.state or "power" in changes:
+            events.append(
+                OutboxEvent(
+                    type="vm.state_changed",
+                    subject=f"vm/{self.vm.id}",
+                    tenant_id=self.vm.tenant_id,
+                    data={
+                        "state": str(state),
+                        "power": str(PowerState(changes.get("power", self.vm.power))),
+                        "task_id": changes.get("task_id", self.vm.task_id),
+                        "fault": changes.get("fault", self.vm.fault),
+                    },
+                )
+            )
         try:
             self.vm = await self.services.store.update(
-                VM, self.vm.id, expected_version=self.vm.version, **changes
+                VM, self.vm.id, expected_version=self.vm.version, events=events, **changes
             )
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-        if self.vm.state is not before or "power" in changes:
-            await self.services.publish(
-                "vm.state_changed",
-                f"vm/{self.vm.id}",
-                self.vm.tenant_id,
-                {
-                    "state": str(self.vm.state),
-                    "power": str(self.vm.power),
-                    "task_id": self.vm.task_id,
-                    "fault": self.vm.fault,
-                },
-            )
 
 
 def _target_of(task: Task | None, vm: VM) -> VMState:

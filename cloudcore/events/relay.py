@@ -27,10 +27,11 @@ from types import TracebackType
 from cloudcore.errors import BusClosed, InvalidRecord
 from cloudcore.events.base import EventBus
 from cloudcore.logging import get_logger
+from cloudcore.runtime import Actor, Message
 from cloudcore.store.base import Store
 from cloudcore.store.records import OutboxEvent
 
-__all__ = ["OutboxRelay"]
+__all__ = ["OutboxRelay", "OutboxRelayActor", "RelayNow"]
 
 _log = get_logger("cloudcore.events.relay")
 
@@ -42,9 +43,7 @@ class OutboxRelay:
     """Relays ``store``'s outbox to ``bus``. ``async with`` it, or :meth:`start` and
     :meth:`stop`; it runs as a task of its own that survives every error but a closed bus."""
 
-    def __init__(
-        self, store: Store, bus: EventBus, *, batch: int = 500, poll: float = 5.0
-    ) -> None:
+    def __init__(self, store: Store, bus: EventBus, *, batch: int = 500, poll: float = 5.0) -> None:
         self._store = store
         self._bus = bus
         self._batch = batch
@@ -145,3 +144,27 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll):
                     await self._wake.wait()
+
+
+class RelayNow(Message, frozen=True, kw_only=True):
+    """Look at the outbox now (an operator's nudge; the store nudges by itself)."""
+
+
+class OutboxRelayActor(Actor[RelayNow]):
+    """An :class:`OutboxRelay` as an actor of the node's tree, so it starts and stops with the
+    actor system: ``system.spawn(OutboxRelayActor, store, bus, name="outbox-relay")``."""
+
+    def __init__(self, store: Store, bus: EventBus, poll: float = 5.0) -> None:
+        self.relay = OutboxRelay(store, bus, poll=poll)
+
+    async def started(self) -> None:
+        self.relay.start()
+
+    async def stopping(self) -> None:
+        await self.relay.stop()
+
+    async def before_restart(self, error: Exception) -> None:
+        await self.relay.stop()
+
+    async def receive(self, message: RelayNow) -> None:
+        self.relay.nudge()

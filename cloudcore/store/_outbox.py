@@ -25,8 +25,7 @@ __all__ = ["OutboxOps", "batch_args", "batch_sql", "insert", "stamp"]
 
 _COLS = "seq, id, time, type, subject, tenant_id, data"
 _INSERT = (
-    "INSERT INTO outbox (id, time, type, subject, tenant_id, data) "
-    "VALUES ($1, $2, $3, $4, $5, $6)"
+    "INSERT INTO outbox (id, time, type, subject, tenant_id, data) VALUES ($1, $2, $3, $4, $5, $6)"
 )
 
 
