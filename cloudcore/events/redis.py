@@ -12,6 +12,7 @@ resume from their position once it is back. Entries that do not decode are logge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -218,7 +219,7 @@ class RedisEventBus(EventBus):
             except RedisError as exc:
                 _honour_cancellation()
                 if self.closed:
-                    return
+                    break
                 await pause.wait(exc)
                 check = True  # Redis may have lost or trimmed the stream meanwhile
                 continue
@@ -230,6 +231,7 @@ class RedisEventBus(EventBus):
             for event in self._decode(entries):
                 if wanted.matches(event):
                     yield event
+        await self._disconnect_after_close()
 
     async def consume(
         self, group: str, consumer: str, *, after: str | None = None
@@ -253,7 +255,7 @@ class RedisEventBus(EventBus):
             except RedisError as exc:
                 _honour_cancellation()
                 if self.closed:
-                    return
+                    break
                 made = made and "NOGROUP" not in str(exc)
                 await pause.wait(exc)
                 continue
@@ -274,6 +276,13 @@ class RedisEventBus(EventBus):
                 await self._redis.xack(self._key, group, *bad)
             for event in events:
                 yield event
+        await self._disconnect_after_close()
+
+    async def _disconnect_after_close(self) -> None:
+        # A reader that was waiting when the bus closed may have reconnected (redis-py retries)
+        # or given its connection back to the pool after close emptied it: close those too.
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.connection_pool.disconnect()
 
     async def _create_group(self, group: str, start: str) -> None:
         try:

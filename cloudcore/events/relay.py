@@ -10,6 +10,8 @@ again: consumers de-duplicate by id (:mod:`cloudcore.events.dedup`).
 
 Order: rows are published in ``seq`` order, a batch at a time, and a batch is retried from its
 first failure, so events of one subject (written one after the other) reach the bus in order.
+This relies on the bus sending publishes queued together in one round trip, all or none (the
+Redis bus: one script per batch; the relay is the node's only publisher).
 
 Waking: the store calls :meth:`OutboxRelay.nudge` after each commit that wrote events, so an
 event leaves within a loop turn; a slow poll (``poll`` seconds) picks up rows written by other
