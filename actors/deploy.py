@@ -10,16 +10,20 @@ released) and scheduled again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from actors.journal import Journal
 from actors.messages import AdoptVM, Forget, OperationFinished, Provision
-from actors.scheduler.messages import PlaceVM, ReleaseVM
+from actors.scheduler.messages import PlaceVM, ReleaseVM, SchedulerMessage
 from actors.services import Services
 from cloudcore.errors import NoValidHost, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Task, TaskState, VMState
+
+if TYPE_CHECKING:
+    from actors.host import HostMessage
+    from actors.vm import VMMessage
 
 __all__ = ["DeployRunner"]
 
@@ -40,8 +44,8 @@ class DeployRunner(Actor[DeployMessage]):
         self,
         services: Services,
         task: Task,
-        scheduler: ActorRef,
-        host_ref: Callable[[str], ActorRef],
+        scheduler: ActorRef[SchedulerMessage],
+        host_ref: Callable[[str], ActorRef[HostMessage]],
         vm: VM | None = None,
     ) -> None:
         self.services = services
@@ -54,7 +58,7 @@ class DeployRunner(Actor[DeployMessage]):
         self.known: VM | None = vm  # the record as the deploy was submitted, used once
 
     async def started(self) -> None:
-        self.context.ref.tell(_Advance())
+        self.context.self_ref.tell(_Advance())
 
     async def receive(self, message: DeployMessage) -> Any:
         match message:
@@ -74,9 +78,9 @@ class DeployRunner(Actor[DeployMessage]):
             vm = placed
         if vm.state in _PROVISIONING or (vm.state is VMState.STOPPED and self.start and vm.task_id):
             host = self.host_ref(vm.host_id or "")
-            vm_ref: ActorRef = await host.ask(AdoptVM(vm=vm))
+            vm_ref: ActorRef[VMMessage] = await host.ask(AdoptVM(vm=vm))
             vm_ref.tell(
-                Provision(task=self.journal.task, start=self.start, reply_to=self.context.ref)
+                Provision(task=self.journal.task, start=self.start, reply_to=self.context.self_ref)
             )
             return
         if vm.state in (VMState.RUNNING, VMState.STOPPED):
@@ -107,7 +111,7 @@ class DeployRunner(Actor[DeployMessage]):
             await self._retry_or_fail(vm, describe(exc))
             return None
         except VersionConflict:
-            self.context.ref.tell(_Advance())  # someone changed the VM: read it again
+            self.context.self_ref.tell(_Advance())  # someone changed the VM: read it again
             return None
 
     async def _retry_or_fail(self, vm: VM, fault: str) -> None:
@@ -142,4 +146,4 @@ class DeployRunner(Actor[DeployMessage]):
 
     async def _done(self, error: str | None) -> None:
         await self.journal.finish(TaskState.FAILED if error else TaskState.SUCCEEDED, error)
-        self.context.stop(self.context.ref)
+        self.context.stop(self.context.self_ref)

@@ -122,7 +122,8 @@ class EventBus(ABC):
 
         The iterator outlives a backend outage: it waits and resumes from its last position.
         It raises PositionExpired if it starts (or falls) behind the retained history, and
-        BusClosed if the bus is closed when it starts; it ends when the bus is closed.
+        BusClosed once the bus is closed (at once if it was closed already), so a consumer that
+        loops on it ends instead of spinning.
         """
 
     @abstractmethod
@@ -133,8 +134,7 @@ class EventBus(ABC):
 
         The group is created on first use, starting after ``after`` (None: new events only).
         This consumer's unacknowledged events are delivered again first. Acknowledge each with
-        :meth:`ack` once handled. Raises BusClosed if the bus is closed when it starts; ends
-        when the bus is closed.
+        :meth:`ack` once handled. Raises BusClosed once the bus is closed, like :meth:`subscribe`.
         """
 
     @abstractmethod
@@ -147,4 +147,5 @@ class EventBus(ABC):
 
     @abstractmethod
     async def close(self) -> None:
-        """Stop publishing, flush what is queued, release connections. Idempotent."""
+        """Stop publishing (a publish after it raises BusClosed), flush what is queued, end every
+        subscriber with BusClosed, release connections. Idempotent."""

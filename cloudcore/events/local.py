@@ -111,6 +111,7 @@ class LocalEventBus(EventBus):
                     yield event
             if not batch:
                 await changed.wait()
+        raise BusClosed("the event bus is closed")
 
     async def consume(
         self, group: str, consumer: str, *, after: str | None = None
@@ -134,6 +135,7 @@ class LocalEventBus(EventBus):
             state.last = event.position
             mine[event.position] = event
             yield event
+        raise BusClosed("the event bus is closed")
 
     async def ack(self, group: str, *positions: str) -> None:
         state = self._groups.get(group)

@@ -232,6 +232,7 @@ class RedisEventBus(EventBus):
                 if wanted.matches(event):
                     yield event
         await self._disconnect_after_close()
+        raise BusClosed("the event bus is closed")
 
     async def consume(
         self, group: str, consumer: str, *, after: str | None = None
@@ -277,6 +278,7 @@ class RedisEventBus(EventBus):
             for event in events:
                 yield event
         await self._disconnect_after_close()
+        raise BusClosed("the event bus is closed")
 
     async def _disconnect_after_close(self) -> None:
         # A reader that was waiting when the bus closed may have reconnected (redis-py retries)

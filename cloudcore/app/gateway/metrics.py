@@ -184,15 +184,13 @@ async def _count(gateway: Gateway, metrics: Metrics, after: str) -> None:
                 kind = str(event.data.get("kind", "unknown"))
                 metrics.tasks_finished.labels(kind, str(event.data.get("state", ""))).inc()
         except BusClosed:
-            return
+            return  # the node is shutting down
         except CloudcoreError as exc:
             # PositionExpired (fell behind the retained history) or the bus failing: go on
             # from the present; the counts miss what was skipped.
             _log.warning("metrics.tasks_resubscribing", error=str(exc))
             await asyncio.sleep(1.0)
             after = await _last_position(gateway, after)
-        else:
-            return  # the bus was closed: its subscriptions end, and so does counting
 
 
 async def _last_position(gateway: Gateway, fallback: str) -> str:
