@@ -42,6 +42,7 @@ def volatile_redis() -> Iterator[PrivateRedis]:
         server.remove()
 
 
+@pytest.mark.timeout(150)
 async def test_every_task_finished_is_delivered_once_across_a_redis_outage(
     sqlite_store: Store,  # noqa: F811 - the imported fixture
     volatile_redis: PrivateRedis,
@@ -79,7 +80,7 @@ async def test_every_task_finished_is_delivered_once_across_a_redis_outage(
         task = await orchestrator.deploy(
             tenant_id="demo", datacenter_id="dc1", name=f"vm{n}", spec=VMSpec(cpus=1, memory_mib=64)
         )
-        return await orchestrator.wait(task.id, 60)
+        return await orchestrator.wait(task.id, 40)
 
     listener = asyncio.create_task(listen())
     try:
@@ -95,7 +96,15 @@ async def test_every_task_finished_is_delivered_once_across_a_redis_outage(
 
         tasks = await asyncio.gather(*load)
         assert all(t.state is TaskState.SUCCEEDED for t in tasks), [t.error for t in tasks]
-        await until_finished(TASKS, 60)
+        try:
+            await until_finished(TASKS, 40)
+        except TimeoutError:
+            missing = {t.id for t in tasks} - set(finished)
+            outbox = await sqlite_store.read_outbox(1000)
+            raise AssertionError(
+                f"{len(missing)} task.finished never arrived; outbox holds {len(outbox)} events, "
+                f"{sum(e.type == 'task.finished' for e in outbox)} task.finished"
+            ) from None
         await eventually(lambda: _empty(sqlite_store), timeout=30)
     finally:
         listener.cancel()
