@@ -31,7 +31,7 @@ from actors.vm import VMActor, VMMessage
 from cloudcore.errors import describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, Host, HostHealth, VMState
+from cloudcore.store.records import VM, Host, HostHealth, OutboxEvent, VMState
 from hypervisor_drivers.base import HypervisorDriver
 
 if TYPE_CHECKING:
@@ -170,11 +170,15 @@ class HostActor(Actor[HostMessage]):
     async def _set_health(self, health: HostHealth) -> None:
         if self.host.health is health:
             return
-        self.host = await update_host(
-            self.services.store, self.host, health=health, observed_at=datetime.now(UTC)
+        changed = OutboxEvent(
+            type="host.health_changed", subject=f"host/{self.host.id}", data={"health": str(health)}
         )
-        await self.services.publish(
-            "host.health_changed", f"host/{self.host.id}", None, {"health": str(health)}
+        self.host = await update_host(
+            self.services.store,
+            self.host,
+            events=[changed],
+            health=health,
+            observed_at=datetime.now(UTC),
         )
         if self.on_update is not None:
             from actors.scheduler.messages import HostUpdated

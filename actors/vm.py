@@ -56,7 +56,7 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, PowerState, Task, TaskState, VMSpec, VMState
+from cloudcore.store.records import VM, OutboxEvent, PowerState, Task, TaskState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import GuestPower
 
@@ -190,7 +190,10 @@ class VMActor(Actor[VMMessage]):
         if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
             target = claims.resized(spec_before, params.cpus, params.memory_mib)
             await self._commit(
-                lambda vm: claims.begin_resize(self.services.store, vm, target, self.view)
+                {},
+                lambda vm, events: claims.begin_resize(
+                    self.services.store, vm, target, self.view, events=events
+                ),
             )
         try:
             journal = await Journal.begin(
@@ -207,7 +210,10 @@ class VMActor(Actor[VMMessage]):
         except BaseException:
             if isinstance(params, ReconfigureParams):  # give the growth back: it never started
                 await self._commit(
-                    lambda vm: claims.end_resize(self.services.store, vm, spec_before, self.view)
+                    {},
+                    lambda vm, events: claims.end_resize(
+                        self.services.store, vm, spec_before, self.view, events=events
+                    ),
                 )
             raise
         self.work = asyncio.create_task(
@@ -298,8 +304,10 @@ class VMActor(Actor[VMMessage]):
                 final = claims.resized(self.vm.spec, params.cpus, params.memory_mib)
             changes = change.fields()
             await self._commit(
-                lambda vm: claims.end_resize(self.services.store, vm, final, self.view, **changes),
-                "power" in changes,
+                changes,
+                lambda vm, events: claims.end_resize(
+                    self.services.store, vm, final, self.view, events=events, **changes
+                ),
             )
         elif isinstance(params, DeleteParams) and error is None:
             await self._deleted()
@@ -396,11 +404,17 @@ class VMActor(Actor[VMMessage]):
     async def _deleted(self) -> None:
         """The VM is gone: mark it DELETED, releasing exactly its claim and its quota in the same
         transaction, and stop this actor."""
+        gone = {"state": VMState.DELETED, "task_id": None, "power": PowerState.UNKNOWN}
         await self._commit(
-            lambda vm: claims.delete(
-                self.services.store, vm, self.view, task_id=None, power=PowerState.UNKNOWN
+            gone,
+            lambda vm, events: claims.delete(
+                self.services.store,
+                vm,
+                self.view,
+                events=events,
+                task_id=None,
+                power=PowerState.UNKNOWN,
             ),
-            True,
         )
         self.context.stop(self.context.self_ref)
 
@@ -479,36 +493,50 @@ class VMActor(Actor[VMMessage]):
     # ----------------------------------------------------------------- persistence
 
     async def _save(self, change: VMChange) -> None:
+        """Write ``change`` (compare-and-set) with its ``vm.state_changed`` event, if the
+        state or the power changes, in the same transaction."""
         changes = change.fields()
         if not changes:
             return
         store = self.services.store
         await self._commit(
-            lambda vm: store.update(VM, vm.id, expected_version=vm.version, **changes),
-            "power" in changes,
+            changes,
+            lambda vm, events: store.update(
+                VM, vm.id, expected_version=vm.version, events=events, **changes
+            ),
         )
 
-    async def _commit(self, write: Callable[[VM], Awaitable[VM]], power: bool = False) -> None:
-        """Write the record through ``write`` (given the record as held) and publish the change
-        of state (or of ``power``)."""
-        before = self.vm.state
+    async def _commit(
+        self,
+        changes: dict[str, Any],
+        write: Callable[[VM, list[OutboxEvent]], Awaitable[VM]],
+    ) -> None:
+        """Write the record through ``write``, given the record as held and the events the
+        change causes (``vm.state_changed`` when ``changes`` move its state or power), which it
+        writes to the outbox in the same transaction."""
         try:
-            self.vm = await write(self.vm)
+            self.vm = await write(self.vm, self._state_events(changes))
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-        if self.vm.state is not before or power:
-            await self.services.publish(
-                "vm.state_changed",
-                f"vm/{self.vm.id}",
-                self.vm.tenant_id,
-                {
-                    "state": str(self.vm.state),
-                    "power": str(self.vm.power),
-                    "task_id": self.vm.task_id,
-                    "fault": self.vm.fault,
+
+    def _state_events(self, changes: dict[str, Any]) -> list[OutboxEvent]:
+        state = VMState(changes.get("state", self.vm.state))
+        if state is self.vm.state and "power" not in changes:
+            return []
+        return [
+            OutboxEvent(
+                type="vm.state_changed",
+                subject=f"vm/{self.vm.id}",
+                tenant_id=self.vm.tenant_id,
+                data={
+                    "state": str(state),
+                    "power": str(PowerState(changes.get("power", self.vm.power))),
+                    "task_id": changes.get("task_id", self.vm.task_id),
+                    "fault": changes.get("fault", self.vm.fault),
                 },
             )
+        ]
 
 
 def _target_of(task: Task | None, vm: VM) -> VMState:

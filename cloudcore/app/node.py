@@ -41,6 +41,7 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
     from actors.registration import bootstrap_demo
     from actors.services import Services
     from cloudcore.events import open_event_bus
+    from cloudcore.events.relay import OutboxRelayActor
     from cloudcore.store import open_store
 
     await asyncio.to_thread(Path(settings.node.data_dir).mkdir, parents=True, exist_ok=True)
@@ -58,6 +59,8 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
             started: list[Orchestrator] = []
 
             async def start_actors(system: ActorSystem) -> None:
+                # Events are written with their changes; this actor publishes them.
+                system.spawn(OutboxRelayActor, store, events, name="outbox-relay")
                 started.append(
                     await Orchestrator.start(
                         system, services, settings.node.capabilities.get("datacenter")

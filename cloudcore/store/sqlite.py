@@ -102,6 +102,7 @@ class SqliteStore(SqlStore):
         self._raw = (writer, reader)
         self._path = path
         self._lock = asyncio.Lock()
+        self._outbox_listeners = []
 
     @classmethod
     async def connect(cls, path: str | Path) -> SqliteStore:
