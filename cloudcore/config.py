@@ -175,8 +175,17 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     token_cache_seconds: float = 5.0
     idempotency_key_seconds: float = 86400.0
     idempotency_lease_seconds: float = 30.0
+    idle_timeout: float = 30.0
+    auth_failures_per_second: float = 5.0
+    auth_failure_burst: int = 20
 
     def __post_init__(self) -> None:
+        if self.idle_timeout <= 0:
+            raise ValueError("api.idle_timeout must be > 0")
+        if self.auth_failures_per_second <= 0 or self.auth_failure_burst < 1:
+            raise ValueError(
+                "api.auth_failures_per_second must be > 0 and api.auth_failure_burst >= 1"
+            )
         if self.idempotency_key_seconds <= 0 or self.idempotency_lease_seconds <= 0:
             raise ValueError(
                 "api.idempotency_key_seconds and api.idempotency_lease_seconds must be > 0"
