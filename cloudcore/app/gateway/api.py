@@ -162,7 +162,9 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
             principal = ANONYMOUS
         else:
             gateway = request.app[GATEWAY]
-            principal = await authenticate(request, gateway.tokens, gateway.limiter)
+            principal = await authenticate(
+                request, gateway.tokens, gateway.limiter, gateway.failures
+            )
         request[PRINCIPAL] = principal
         raw = await request.read() if body_decoder is not None or route.method == "POST" else b""
 
