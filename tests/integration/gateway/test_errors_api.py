@@ -115,3 +115,14 @@ async def test_a_store_that_is_down_is_503_with_retry_after(api: ApiClient) -> N
     assert r.status == 503, r.body
     assert_error_body(r.body, "backend_unavailable")
     assert r.headers["Retry-After"] == "5"
+
+
+async def test_the_document_marks_a_body_required_only_if_the_server_needs_one(
+    api: ApiClient,
+) -> None:
+    paths = (await api.call("GET", "/openapi.json", None)).body["paths"]
+    for action in ("stop", "reboot"):
+        operation = paths[f"/api/v1/vms/{{vm_id}}/{action}"]["post"]
+        assert operation["requestBody"]["required"] is False
+    assert paths["/api/v1/vms"]["post"]["requestBody"]["required"] is True
+    assert paths["/api/v1/tenants"]["post"]["requestBody"]["required"] is True
