@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from actors.lifecycle import Operation
+from actors.operations import ReconfigureParams
 from actors.messages import GetHost
 from cloudcore.errors import InsufficientCapacity
 from cloudcore.store.records import VM, Host, Task, TaskState, VMSpec, VMState
@@ -54,7 +55,7 @@ async def test_a_grown_vm_moves_its_host_claim_and_its_delete_releases_exactly_t
     assert await _claim(cloud, host_id) == (1, 256)
 
     grow = await cloud.orchestrator.operate(
-        vm.id, Operation.RECONFIGURE, {"cpus": 3, "memory_mib": 1024}
+        vm.id, Operation.RECONFIGURE, ReconfigureParams(cpus=3, memory_mib=1024)
     )
     assert (await cloud.wait(grow)).state is TaskState.SUCCEEDED
     assert await _claim(cloud, host_id) == (3, 1024)
@@ -62,7 +63,9 @@ async def test_a_grown_vm_moves_its_host_claim_and_its_delete_releases_exactly_t
     seen: Host = await host_actor.ask(GetHost())
     assert (seen.cpus_used, seen.memory_mib_used) == (3, 1024)
 
-    shrink = await cloud.orchestrator.operate(vm.id, Operation.RECONFIGURE, {"memory_mib": 512})
+    shrink = await cloud.orchestrator.operate(
+        vm.id, Operation.RECONFIGURE, ReconfigureParams(memory_mib=512)
+    )
     assert (await cloud.wait(shrink)).state is TaskState.SUCCEEDED
     assert await _claim(cloud, host_id) == (3, 512)
 
@@ -78,7 +81,9 @@ async def test_a_growth_the_host_cannot_take_is_refused_before_any_task(cloud: C
     tasks_before = (await cloud.store.list(Task)).items
 
     with pytest.raises(InsufficientCapacity, match=rf"{host_id}.*3840 MiB free.*7936 more MiB"):
-        await cloud.orchestrator.operate(vm.id, Operation.RECONFIGURE, {"memory_mib": 8192})
+        await cloud.orchestrator.operate(
+            vm.id, Operation.RECONFIGURE, ReconfigureParams(memory_mib=8192)
+        )
 
     assert (await cloud.store.list(Task)).items == tasks_before
     assert await _claim(cloud, host_id) == (1, 256)
