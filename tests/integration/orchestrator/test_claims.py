@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from actors.lifecycle import Operation
-from actors.operations import ReconfigureParams
 from actors.messages import GetHost
+from actors.operations import ReconfigureParams
 from cloudcore.errors import InsufficientCapacity
 from cloudcore.store.records import VM, Host, Task, TaskState, VMSpec, VMState
 
