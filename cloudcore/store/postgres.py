@@ -39,7 +39,12 @@ _log = get_logger("cloudcore.store.postgres")
 
 R = TypeVar("R", bound=Record)
 
-# Errors that mean "the server cannot be reached or is going away": retry later.
+# Errors that mean "the server cannot be reached or is going away": retry later. Among them
+# InternalClientError ("cannot switch to state 12; another operation (2) is in progress"): no
+# second borrower, but a connection whose server sent its FATAL "terminating connection" while
+# it sat idle in the pool; asyncpg's protocol is then stuck consuming an error, and the socket's
+# end has not been read yet, so the connection does not look closed. The call fails before
+# anything is sent; the connection is dropped with the other idle ones (see _failed).
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
@@ -47,6 +52,7 @@ _UNAVAILABLE = (
     pg.OperatorInterventionError,
     pg.InsufficientResourcesError,
     pg.InterfaceError,
+    pg.InternalClientError,
 )
 _DRIVER = (*_UNAVAILABLE, pg.PostgresError)
 _SCHEMA_LOCK = 0x636C6F7564  # "cloud": the advisory lock that serialises upgrades
