@@ -70,6 +70,7 @@ class Journal:
         self.task = task
         self._waiters = waiters
         self._steps_done: int | None = None  # counted from the store at the first step
+        self._running: tuple[int, str, dict[str, Any]] | None = None  # seq, name, data
 
     @classmethod
     async def begin(
@@ -110,6 +111,7 @@ class Journal:
         due = datetime.now(UTC) + timedelta(seconds=deadline)
         step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
         await self._record_step(step.seq, name, StepState.RUNNING)
+        self._running = (step.seq, name, dict(data or {}))
         try:
             async with asyncio.timeout(deadline):
                 result = await action()
@@ -120,8 +122,37 @@ class Journal:
         except Exception as exc:
             await self._record_step(step.seq, name, StepState.FAILED, _describe(exc))
             raise
+        finally:
+            self._running = None
         await self._record_step(step.seq, name, StepState.DONE)
         return result
+
+    async def report(self, fraction: float) -> None:
+        """How far the running step has come (0 to 1): kept in the step's data as
+        ``progress`` and announced by a ``task.step`` event. Nothing if no step runs."""
+        if self._running is None:
+            return
+        seq, name, data = self._running
+        fraction = round(min(max(fraction, 0.0), 1.0), 3)
+        done = (self._steps_done or 0) + fraction
+        event = self._event(
+            "task.step",
+            {
+                "seq": seq,
+                "step": name,
+                "state": str(StepState.RUNNING),
+                "error": None,
+                "progress": _fraction(done, len(planned_steps(self.task))),
+                "step_progress": fraction,
+            },
+        )
+        await self._store.update_step(
+            self.task.id,
+            seq,
+            state=StepState.RUNNING,
+            data={**data, "progress": fraction},
+            events=[event],
+        )
 
     async def _record_step(
         self, seq: int, name: str, state: StepState, error: str | None = None
@@ -197,17 +228,19 @@ def planned_steps(task: Task) -> list[str]:
                 "define",
             ]
         )
+    if task.kind == "template.convert":
+        return ["convert", "compare", "store"]
     return [task.kind.removeprefix("vm.")]
 
 
-def progress_of(task: Task, steps_done: int) -> float:
+def progress_of(task: Task, steps_done: float) -> float:
     """How far a task has come, 0 to 1: 1 once it has ended, whatever its outcome."""
     if task.state in FINAL:
         return 1.0
     return _fraction(steps_done, len(planned_steps(task)))
 
 
-def _fraction(done: int, planned: int) -> float:
+def _fraction(done: float, planned: int) -> float:
     # A task that has not ended never shows 100 %, even when compensation adds steps.
     return round(min(done / max(planned, 1), 0.99), 3)
 

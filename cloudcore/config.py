@@ -23,6 +23,7 @@ __all__ = [
     "ClusterSettings",
     "DemoSettings",
     "EventsSettings",
+    "ImagesSettings",
     "LogSettings",
     "NodeSettings",
     "OrchestratorSettings",
@@ -215,6 +216,30 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("api.rate_limit must be > 0 and api.rate_burst >= 1")
 
 
+class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The image library (see cloudcore.images)."""
+
+    # Empty: <node.data_dir>/images. One directory per datacenter below it. In production this
+    # is an NFS export every host of the datacenter mounts at the same path.
+    repository_dir: str = ""
+    # The largest image an upload may declare (bytes); the JSON limit api.max_body_bytes does
+    # not apply to the streamed upload.
+    max_upload_bytes: int = 64 * 1024**3
+    # Conversions (qemu-img convert) a node runs at once; more wait their turn.
+    max_conversions: int = 1
+    # Seconds a conversion, or its comparison, may take before it is killed.
+    convert_deadline: float = 3600.0
+    # Seconds qemu-img info / check may take on an uploaded image.
+    inspect_deadline: float = 120.0
+    qemu_img: str = "qemu-img"
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1 or self.max_conversions < 1:
+            raise ValueError("images.max_upload_bytes and images.max_conversions must be >= 1")
+        if self.convert_deadline <= 0 or self.inspect_deadline <= 0:
+            raise ValueError("images.convert_deadline and images.inspect_deadline must be > 0")
+
+
 class DemoSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     tenant: str = "demo"
@@ -239,6 +264,7 @@ class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     orchestrator: OrchestratorSettings = msgspec.field(default_factory=OrchestratorSettings)
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
+    images: ImagesSettings = msgspec.field(default_factory=ImagesSettings)
 
 
 def default_config_path() -> Path:

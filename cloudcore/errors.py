@@ -40,7 +40,9 @@ id at the gateway, a restart in an actor. Code that means "the caller's input is
     │   └── TransportUnavailable   retryable the cluster transport lost its broker connection
     ├── DriverError                          a hypervisor or storage backend failed the operation
     ├── InvalidRequest (ValueError)          the caller's input is bad; names the field
-    │   └── InvalidRecord                    a record or change is malformed; nothing stored
+    │   ├── InvalidRecord                    a record or change is malformed; nothing stored
+    │   └── ImageRejected                    an image is not what it claims, has a backing file,
+    │                                        fails its checksum or qemu-img check; not stored
     ├── BusClosed                            the event bus is closed: no publish, no subscriber
     ├── SchemaMismatch                       the database schema is not the version this code knows
     ├── ApiError                             (cloudcore.app.gateway.errors) the gateway's own
@@ -70,6 +72,7 @@ __all__ = [
     "Conflict",
     "DriverError",
     "IllegalTransition",
+    "ImageRejected",
     "InsufficientCapacity",
     "InvalidMessage",
     "InvalidRecord",
@@ -190,6 +193,11 @@ class InvalidRequest(CloudcoreError, ValueError):
 
 class InvalidRecord(InvalidRequest):
     """A record or a change has a malformed value; the message names the field. Nothing stored."""
+
+
+class ImageRejected(InvalidRequest):
+    """An uploaded or converted disk image is refused: a wrong size or checksum, a format not
+    accepted, a backing file, a failed ``qemu-img check``. Nothing of it is kept in the library."""
 
 
 class BusClosed(CloudcoreError):

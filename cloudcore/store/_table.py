@@ -281,7 +281,8 @@ _TABLES: dict[type[Any], Table[Any]] = {
         Table(
             Template,
             "templates",
-            filters=("tenant_id", "datacenter_id"),
+            json=frozenset({"formats"}),
+            filters=("tenant_id", "datacenter_id", "checksum"),
             refs=(_TENANT, _DATACENTER),
         ),
         Table(

@@ -250,12 +250,26 @@ CREATE TABLE outbox (
 )
 """
 
+# Version 8: templates carry their image: the real format, sizes, checksum, the formats it is
+# available in (format -> sha256 of the file in the repository) and the progress of an upload.
+_V8 = """
+ALTER TABLE templates ADD COLUMN virtual_size BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE templates ADD COLUMN actual_size BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE templates ADD COLUMN checksum TEXT NOT NULL DEFAULT '';
+ALTER TABLE templates ADD COLUMN formats %JSON% NOT NULL DEFAULT '{}';
+ALTER TABLE templates ADD COLUMN upload_size BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE templates ADD COLUMN upload_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE templates ADD COLUMN uploaded_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE templates ADD COLUMN error TEXT
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(3, "idempotency keys", _V3),
     Migration(4, "transactional outbox of events", _V4),
+    Migration(8, "template images: format, sizes, checksum, formats, upload progress", _V8),
 )
 
 #: The schema version this code runs on.

@@ -44,6 +44,7 @@ __all__ = [
     "TaskState",
     "TaskStep",
     "Template",
+    "TemplateState",
     "Tenant",
     "User",
     "VMSpec",
@@ -290,8 +291,24 @@ class Network(Record, frozen=True, kw_only=True):
     vlan: Annotated[int, msgspec.Meta(ge=0, le=4094)] | None = None
 
 
+class TemplateState(StrEnum):
+    """Where a template's image stands (the machine is in actors/template_lifecycle.py)."""
+
+    NEW = "NEW"  # a record without an image yet
+    UPLOADING = "UPLOADING"  # bytes arriving; the partial file is outside the library
+    CONVERTING = "CONVERTING"  # its image is being converted to another format
+    AVAILABLE = "AVAILABLE"  # an inspected image in the library
+    ERROR = "ERROR"  # the last upload was refused; ``error`` says why
+    DELETING = "DELETING"
+
+
 class Template(Record, frozen=True, kw_only=True):
-    """A disk image in the library. ``tenant_id`` None: public."""
+    """A disk image in the library. ``tenant_id`` None: public.
+
+    ``disk_format`` is the format the uploaded image really has (qemu-img's, whatever its name
+    said); ``formats`` maps each format the image is available in to the sha256 of that file in
+    the datacenter's repository. While UPLOADING, ``upload_size``/``upload_sha256`` are what the
+    uploader declared and ``uploaded_bytes`` how much of it has arrived."""
 
     tenant_id: str | None = None
     datacenter_id: str | None = None
@@ -300,7 +317,15 @@ class Template(Record, frozen=True, kw_only=True):
     disk_format: str = "qcow2"
     source: str = ""
     size_gib: Count = 0
-    state: str = "AVAILABLE"
+    state: TemplateState = TemplateState.AVAILABLE
+    virtual_size: Count = 0
+    actual_size: Count = 0
+    checksum: str = ""
+    formats: dict[str, str] = msgspec.field(default_factory=dict)
+    upload_size: Count = 0
+    upload_sha256: str = ""
+    uploaded_bytes: Count = 0
+    error: str | None = None
 
 
 class Task(Record, frozen=True, kw_only=True):

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from actors.converter import ImageConverter
 from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
 from cloudcore.cluster import Member
 from cloudcore.config import Settings
 from cloudcore.events import EventBus
+from cloudcore.images import ImageLibrary, QemuImg
 from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
 
-__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway"]
+__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway", "image_root"]
 
 
 @dataclass(slots=True)
@@ -37,6 +40,10 @@ class Gateway:
     members: Callable[[], Sequence[Member]] = field(default=lambda: ())
     #: Failed authentications by client address (``api.auth_failures_per_second``).
     failures: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20))
+    #: The image library (``[images]``), its qemu-img and the conversions of this node.
+    images: ImageLibrary | None = None
+    qemu: QemuImg = field(default_factory=QemuImg)
+    converter: ImageConverter | None = None
 
     @classmethod
     def of(
@@ -49,6 +56,8 @@ class Gateway:
         """The gateway of a node running ``orchestrator`` (its store and event bus);
         ``members`` gives the cluster view when the node belongs to a cluster."""
         store = orchestrator.store
+        images = ImageLibrary(image_root(settings))
+        qemu = QemuImg(settings.images.qemu_img)
         return cls(
             settings=settings,
             store=store,
@@ -61,7 +70,17 @@ class Gateway:
             failures=RateLimiter(
                 settings.api.auth_failures_per_second, settings.api.auth_failure_burst
             ),
+            images=images,
+            qemu=qemu,
+            converter=ImageConverter(
+                store, images, qemu, settings.images, orchestrator.services.waiters
+            ),
         )
+
+
+def image_root(settings: Settings) -> Path:
+    """``images.repository_dir``, or ``<node.data_dir>/images``."""
+    return Path(settings.images.repository_dir or Path(settings.node.data_dir) / "images")
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

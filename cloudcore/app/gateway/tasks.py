@@ -15,7 +15,13 @@ __all__ = ["accepted", "task_view"]
 
 async def task_view(store: Store, task: Task) -> TaskView:
     steps = await store.list_steps(task.id)
-    done = sum(1 for step in steps if step.state is StepState.DONE)
+    done: float = sum(1 for step in steps if step.state is StepState.DONE)
+    # A step that reports its own progress (a conversion) counts for the part it has done.
+    done += sum(
+        float(step.data.get("progress", 0.0))
+        for step in steps
+        if step.state is StepState.RUNNING and step.data
+    )
     return TaskView(
         id=task.id,
         kind=task.kind,

@@ -9,14 +9,24 @@ from typing import Annotated, Any
 
 import msgspec
 
+from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.lookup import referenced, visible
 from cloudcore.app.gateway.schemas import ListQuery
 from cloudcore.errors import InvalidRecord
+from cloudcore.images import ImageLibrary
 from cloudcore.store import Store
-from cloudcore.store.records import Datacenter, Page, Role, Template, Tenant, new_id
+from cloudcore.store.records import (
+    Datacenter,
+    Page,
+    Role,
+    Template,
+    TemplateState,
+    Tenant,
+    new_id,
+)
 
 __all__ = ["TemplateCreate", "api"]
 
@@ -149,6 +159,7 @@ async def create_template(req: ApiRequest[TemplateCreate, None]) -> Reply:
             disk_format=body.disk_format,
             source=body.source,
             size_gib=body.size_gib,
+            state=TemplateState.NEW,  # no image until one is uploaded
         )
     )
     return Reply(template, 201, {"Location": f"/api/v1/templates/{template.id}"})
@@ -166,5 +177,25 @@ async def delete_template(req: ApiRequest[None, None]) -> Reply:
     principal = req.principal
     if principal.role is not Role.ADMIN and template.tenant_id != principal.tenant_id:
         raise ApiError(403, "forbidden", "only admins delete public or other tenants' templates")
-    await req.gateway.store.delete(Template, template.id, expected_version=template.version)
+    transition(TemplateOperation.DELETE, template.state, template.id)
+    store = req.gateway.store
+    await store.delete(Template, template.id, expected_version=template.version)
+    if req.gateway.images is not None:
+        await _remove_files(store, req.gateway.images, template)
     return Reply(None, 204)
+
+
+async def _remove_files(store: Store, library: ImageLibrary, template: Template) -> None:
+    """The partial upload, and the library files no other template has: a file is named by its
+    content, so another template with the same checksum shares it (and its conversions)."""
+    repo = library.repository(template.datacenter_id)
+    await repo.discard_partial(template.id)
+    if not template.checksum:
+        return
+    others = await store.list(
+        Template, where={"checksum": template.checksum, "datacenter_id": template.datacenter_id}
+    )
+    if others.items:
+        return
+    for sha in {template.checksum, *template.formats.values()}:
+        await repo.remove(sha)
