@@ -176,10 +176,15 @@ async def _follow_progress(stream: asyncio.StreamReader | None, sink: ProgressSi
     while chunk := await stream.read(4096):
         buffer += chunk
         *records, buffer = buffer.split(b"\r")
-        for record in records:
-            found = _PROGRESS.search(record)
-            if found is not None and sink is not None:
-                await sink(float(found[1]) / 100.0)
+        await _report(records, sink)
+    await _report([buffer], sink)  # the last record may end without a carriage return
+
+
+async def _report(records: list[bytes], sink: ProgressSink | None) -> None:
+    for record in records:
+        found = _PROGRESS.search(record)
+        if found is not None and sink is not None:
+            await sink(float(found[1]) / 100.0)
 
 
 def _extents(specific: dict[str, Any], image: Path) -> tuple[str, ...]:
