@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, assert_never
 
+from actors import claims
 from actors.journal import Journal
 from actors.messages import AdoptVM, Forget, OperationFinished, Provision
-from actors.scheduler.messages import PlaceVM, ReleaseVM, SchedulerMessage
+from actors.scheduler.messages import PlaceVM, SchedulerMessage
 from actors.services import Services
 from cloudcore.errors import NoValidHost, VersionConflict, describe
 from cloudcore.logging import get_logger
@@ -136,10 +137,9 @@ class DeployRunner(Actor[DeployMessage]):
             await self._done(None)
         elif vm.state is VMState.PLACED:  # define failed and was rolled back: place elsewhere
             host_id = vm.host_id
-            vm = await self.services.store.unplace_vm(vm.id, expected_version=vm.version)
+            vm = await claims.release(self.services.store, vm, self.scheduler)
             if host_id is not None:
                 self.host_ref(host_id).tell(Forget(vm_id=vm.id))
-                self.scheduler.tell(ReleaseVM.of(vm, host_id))
             await self._retry_or_fail(vm, error)
         else:
             await self._done(error)

@@ -104,7 +104,7 @@ class HostActor(Actor[HostMessage]):
                 if (child := self.context.child(vm_id)) is not None:
                     self.context.stop(child)
             case GetHost():
-                return self.host
+                return await self._fresh()
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:
@@ -181,13 +181,21 @@ class HostActor(Actor[HostMessage]):
 
             self.on_update.tell(HostUpdated(host=self.host))
 
+    async def _fresh(self) -> Host:
+        """The host as the store has it now: its claims change with every placement, resize
+        and release, none of which goes through this actor."""
+        host = await self.services.store.get(Host, self.host.id)
+        if host.version >= self.host.version:
+            self.host = host
+        return self.host
+
     # ----------------------------------------------------------------- VMs
 
     def _adopt(self, vm: VM) -> ActorRef[VMMessage]:
         child: ActorRef[VMMessage] | None = self.context.child(vm.id)
         if child is not None:
             return child
-        return self.context.spawn(VMActor, self.services, vm, self.slot, name=vm.id)
+        return self.context.spawn(VMActor, self.services, vm, self.slot, self.on_update, name=vm.id)
 
     async def _adopt_stored(self) -> None:
         async for vm in all_records(self.services.store, VM, {"host_id": self.host.id}):

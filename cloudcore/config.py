@@ -173,8 +173,14 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     rate_limit: float = 100.0
     rate_burst: int = 200
     token_cache_seconds: float = 5.0
+    idempotency_key_seconds: float = 86400.0
+    idempotency_lease_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.idempotency_key_seconds <= 0 or self.idempotency_lease_seconds <= 0:
+            raise ValueError(
+                "api.idempotency_key_seconds and api.idempotency_lease_seconds must be > 0"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"api.port must be 0 to 65535, got {self.port}")
         if self.max_body_bytes < 1024:

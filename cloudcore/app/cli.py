@@ -41,8 +41,13 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a node (all-in-one on embedded defaults)")
     serve.set_defaults(handler=_serve)
 
-    db = sub.add_parser("db", help="the store's schema: upgrade it, or show its version")
-    db.add_argument("action", choices=["upgrade", "status"])
+    db = sub.add_parser(
+        "db",
+        help="the store: upgrade its schema, show its version, or reconcile quota usage with "
+        "what exists (--dry-run: report only)",
+    )
+    db.add_argument("action", choices=["upgrade", "status", "reconcile"])
+    db.add_argument("--dry-run", action="store_true", help="reconcile: report drift, fix none")
     db.set_defaults(handler=_db)
 
     from cloudcore.app.commands import events, host, task, vm
@@ -64,7 +69,7 @@ def _db(args: argparse.Namespace) -> int:
     from cloudcore.store.admin import db_command
 
     config: str | None = args.config
-    return db_command(args.action, config)
+    return db_command(args.action, config, dry_run=args.dry_run)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -50,6 +50,10 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
         try:
             if settings.demo.enabled:
                 await bootstrap_demo(store, settings)
+            # Usage drifts only by a bug or an old release's half-done create: fix it before
+            # taking requests (logged as quota.drift_fixed), and forget expired keys.
+            await store.reconcile_quotas()
+            await store.purge_idempotency_keys()
             services = Services(store, events, settings.orchestrator)
             started: list[Orchestrator] = []
 

@@ -19,8 +19,10 @@ import msgspec
 from cloudcore.errors import Conflict, InvalidRecord, NotFound, VersionConflict
 from cloudcore.logging import get_logger
 from cloudcore.store import migrations
+from cloudcore.store._accounting import AccountingOps
+from cloudcore.store._claims import ClaimOps
 from cloudcore.store._conn import Conn, check_limit, now
-from cloudcore.store._domain import DomainOps
+from cloudcore.store._idempotency import IdempotencyOps
 from cloudcore.store._table import Table, decode_cursor, encode_cursor, table_of, validate
 from cloudcore.store.base import Store
 from cloudcore.store.records import Page, Record
@@ -32,7 +34,7 @@ R = TypeVar("R", bound=Record)
 _log = get_logger("cloudcore.store")
 
 
-class SqlStore(DomainOps, Store):
+class SqlStore(ClaimOps, AccountingOps, IdempotencyOps, Store):
     """Store operations in portable SQL; subclasses provide connections and the dialect."""
 
     dialect: migrations.Dialect
@@ -51,8 +53,12 @@ class SqlStore(DomainOps, Store):
         stored = msgspec.structs.replace(
             validate(record), version=1, created_at=stamp, updated_at=stamp
         )
-        async with self._writer() as conn:
-            await conn.execute(table.insert_sql, *table.encode(stored))
+        try:
+            async with self._writer() as conn:
+                await conn.execute(table.insert_sql, *table.encode(stored))
+        except InvalidRecord:
+            await self._name_missing_reference(table, stored)
+            raise
         return stored
 
     async def get(self, kind: type[R], id: str, /) -> R:
@@ -163,6 +169,11 @@ class SqlStore(DomainOps, Store):
         row = await conn.fetchrow("SELECT max(version) AS v FROM cloudcore_schema")
         return int(row["v"] or 0)
 
+    async def _applied(self, conn: Conn) -> set[int]:
+        if not await self._schema_table_exists(conn):
+            return set()
+        return {int(r["version"]) for r in await conn.fetch("SELECT version FROM cloudcore_schema")}
+
     async def upgrade(self) -> builtins.list[int]:
         applied: builtins.list[int] = []
         for migration in migrations.MIGRATIONS:
@@ -171,7 +182,9 @@ class SqlStore(DomainOps, Store):
                 current = await self._read_version(conn)
                 if current > migrations.LATEST:
                     migrations.check_version(current)
-                if current >= migration.version:
+                # By the versions recorded, not the highest: numbers are handed out per change,
+                # so a database may hold 1 and 3 and still lack 2.
+                if migration.version in await self._applied(conn):
                     continue
                 for statement in migrations.statements(migration, self.dialect):
                     await conn.execute(statement)

@@ -31,12 +31,16 @@ from cloudcore.store.records import (
     VM,
     AuditEvent,
     Host,
+    IdempotencyKey,
     IpAllocation,
     Page,
     Quota,
+    QuotaDrift,
     Record,
     StepState,
+    Task,
     TaskStep,
+    VMSpec,
     VMState,
 )
 
@@ -138,16 +142,57 @@ class Store(ABC):
         state: VMState = VMState.PLACED,
     ) -> tuple[VM, Host]:
         """In one transaction: claim the VM's spec on ``host_id`` and set the VM's host and
-        ``state`` (compare-and-set on the VM). Raises NotFound, VersionConflict,
+        ``state`` (compare-and-set on the VM). A host's claim is always the sum of the specs of
+        the VMs on it: this, :meth:`unplace_vm`, :meth:`resize_vm` and :meth:`move_vm` are the
+        only calls that change a VM's host or spec. Raises NotFound, VersionConflict,
         InsufficientCapacity, Conflict (the VM is already on a host); then nothing changed.
         """
 
     @abstractmethod
     async def unplace_vm(
-        self, vm_id: str, *, expected_version: int, state: VMState = VMState.DEFINED
+        self,
+        vm_id: str,
+        *,
+        expected_version: int,
+        state: VMState = VMState.DEFINED,
+        give_back: Mapping[str, int] | None = None,
+        **changes: Any,
     ) -> VM:
-        """In one transaction: release the VM's claim on its host, clear its host, set
-        ``state``. A VM without a host only gets its state set. Raises NotFound, VersionConflict.
+        """In one transaction: release exactly the VM's claim (its spec) on its host, clear its
+        host, set ``state`` and ``changes`` (fields as :meth:`update` takes them), and give
+        ``give_back`` back to the tenant's quotas (a deleted VM's usage). A VM without a host
+        only gets its record changed (and the quota). Raises NotFound, VersionConflict,
+        InvalidRecord; then nothing changed.
+        """
+
+    @abstractmethod
+    async def resize_vm(
+        self,
+        vm_id: str,
+        spec: VMSpec,
+        *,
+        expected_version: int,
+        consume: Mapping[str, int] | None = None,
+        give_back: Mapping[str, int] | None = None,
+        **changes: Any,
+    ) -> VM:
+        """In one transaction: set the VM's ``spec`` (and ``changes``), move its host's claim by
+        the difference (growth must fit the host's free capacity, whatever the host's state: the
+        VM is there already; a shrink gives back), and consume and give back the tenant's
+        quotas. The only way to change a VM's spec (``update`` refuses it). Raises NotFound,
+        VersionConflict, InsufficientCapacity (naming the host, what is free and what the VM
+        needs), QuotaExceeded, InvalidRecord; then nothing changed.
+        """
+
+    @abstractmethod
+    async def move_vm(
+        self, vm_id: str, host_id: str, *, expected_version: int, **changes: Any
+    ) -> tuple[VM, Host]:
+        """In one transaction: claim the VM's spec on ``host_id`` (ENABLED, HEALTHY, fits: as
+        :meth:`place_vm`), release it on the VM's current host, set the VM's host and
+        ``changes``. Returns the VM and the target host. Raises NotFound, VersionConflict,
+        InsufficientCapacity, Conflict (the VM is on no host, or already on ``host_id``);
+        then nothing changed.
         """
 
     # -- quotas -----------------------------------------------------------------------------
@@ -175,6 +220,70 @@ class Store(ABC):
         self, tenant_id: str, amounts: Mapping[str, int]
     ) -> builtins.list[Quota]:
         """Give back ``amounts`` (usage never goes below zero), all in one transaction."""
+
+    @abstractmethod
+    async def create_vm(
+        self,
+        vm: VM,
+        task: Task,
+        usage: Mapping[str, int],
+        *,
+        claim: IdempotencyKey | None = None,
+    ) -> tuple[VM, Task]:
+        """In one transaction: consume ``usage`` of the VM's tenant's quotas, store ``vm`` and
+        its deploy ``task`` and, with ``claim`` (held by this request, see
+        :meth:`claim_idempotency_key`), record the task against that Idempotency-Key. Returns
+        both as stored. All or nothing: QuotaExceeded names the resource, InvalidRecord the
+        field (``tenant_id``, ``datacenter_id``, ... naming a record that does not exist),
+        AlreadyExists a taken id, Conflict a ``claim`` this request no longer holds; then
+        nothing is written. BackendUnavailable: committed or not, never half.
+        """
+
+    @abstractmethod
+    async def reconcile_quotas(
+        self, tenant_id: str | None = None, *, fix: bool = True
+    ) -> builtins.list[QuotaDrift]:
+        """Recompute the usage of every quota (of ``tenant_id``, or of every tenant) from what
+        exists (:mod:`cloudcore.store.usage`: VMs not DELETED, the larger size of a VM whose
+        resize is in flight, volumes not DELETED) and return each usage that differs; with
+        ``fix`` set it to what exists, tenant by tenant in one transaction each, so a create
+        or delete running meanwhile is counted once. Resources the rule does not know are
+        left alone.
+        """
+
+    # -- idempotent requests ------------------------------------------------------------------
+
+    @abstractmethod
+    async def claim_idempotency_key(
+        self, principal: str, key: str, fingerprint: str, *, ttl: float, lease: float
+    ) -> tuple[IdempotencyKey, bool]:
+        """Hold ``key`` of ``principal`` for one attempt of a request, or find who holds it.
+
+        ``(record, True)``: this attempt holds it (the key is new, expired, or was held by an
+        attempt that left neither a task nor an answer for ``lease`` seconds, and
+        ``fingerprint`` matches); it lives ``ttl`` seconds. ``(record, False)``: another
+        attempt holds it or has answered; the caller compares ``fingerprint``, gives the
+        stored answer again, or waits. Atomic: of concurrent attempts one holds the key.
+        """
+
+    @abstractmethod
+    async def get_idempotency_key(self, principal: str, key: str) -> IdempotencyKey | None:
+        """The key as stored, None if unknown or expired."""
+
+    @abstractmethod
+    async def answer_idempotency_key(
+        self, claim: IdempotencyKey, *, status: int, location: str | None, body: str
+    ) -> bool:
+        """Store the answer given under a key this attempt holds; False if it no longer does."""
+
+    @abstractmethod
+    async def release_idempotency_key(self, claim: IdempotencyKey) -> None:
+        """Let go of a key this attempt holds and did nothing durable under (no task, no
+        answer): a retry runs the request again. A no-op otherwise."""
+
+    @abstractmethod
+    async def purge_idempotency_keys(self) -> int:
+        """Forget expired keys; how many."""
 
     # -- task journal -----------------------------------------------------------------------
 

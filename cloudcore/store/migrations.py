@@ -217,7 +217,29 @@ CREATE TABLE quotas (
 )
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+# Version 3 (numbers are handed out per change, so a gap is fine): the answers of requests
+# made with an Idempotency-Key, and the task a create made under one.
+_V3 = """
+CREATE TABLE idempotency_keys (
+    principal TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    task_id TEXT,
+    status INTEGER,
+    location TEXT,
+    body TEXT,
+    claimed_at %TIME% NOT NULL,
+    expires_at %TIME% NOT NULL,
+    PRIMARY KEY (principal, key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(3, "idempotency keys", _V3),
+)
 
 #: The schema version this code runs on.
 LATEST = MIGRATIONS[-1].version

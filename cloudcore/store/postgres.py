@@ -88,6 +88,7 @@ class PostgresStore(SqlStore):
     """A :class:`~cloudcore.store.base.Store` on PostgreSQL. Make one with :meth:`connect`."""
 
     dialect = "postgres"
+    _row_lock = " FOR UPDATE"
 
     def __init__(self, pool: Pool, where: str, *, group_commit: bool = True) -> None:
         self._pool = pool

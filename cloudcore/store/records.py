@@ -29,11 +29,13 @@ __all__ = [
     "Datacenter",
     "Host",
     "HostHealth",
+    "IdempotencyKey",
     "IpAllocation",
     "Network",
     "Page",
     "PowerState",
     "Quota",
+    "QuotaDrift",
     "Record",
     "Role",
     "StepState",
@@ -347,6 +349,32 @@ class Quota(_Struct, frozen=True, kw_only=True):
     maximum: Count
     used: Count = 0
     version: int = 0
+
+
+class QuotaDrift(_Struct, frozen=True, kw_only=True):
+    """A tenant's recorded usage of a resource that differs from what exists."""
+
+    tenant_id: str
+    resource: str
+    recorded: int
+    actual: int
+
+
+class IdempotencyKey(_Struct, frozen=True, kw_only=True):
+    """A request sent with an ``Idempotency-Key``: who sent it (``principal``), a digest of
+    what it asked (``fingerprint``), the attempt that holds it (``owner``), the task a create
+    made under it (written in the create's transaction) and, once given, the answer."""
+
+    principal: str
+    key: str
+    fingerprint: str
+    owner: str
+    task_id: str | None = None
+    status: int | None = None
+    location: str | None = None
+    body: str | None = None
+    claimed_at: Time = EPOCH
+    expires_at: Time = EPOCH
 
 
 class IpAllocation(_Struct, frozen=True, kw_only=True):

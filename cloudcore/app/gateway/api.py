@@ -27,6 +27,8 @@ from aiohttp import web
 from cloudcore.app.gateway.auth import ANONYMOUS, Principal, authenticate
 from cloudcore.app.gateway.context import GATEWAY, PRINCIPAL, Gateway
 from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.idempotency import idempotent
+from cloudcore.store.records import IdempotencyKey
 
 __all__ = ["Api", "ApiRequest", "Handler", "Reply", "Route", "encode"]
 
@@ -58,6 +60,9 @@ class ApiRequest(Generic[B, Q]):
     body: B
     query: Q
     params: Mapping[str, str]
+    #: The Idempotency-Key this attempt holds (None: sent without one); a create records
+    #: what it made against it in its own transaction (see :mod:`.idempotency`).
+    idempotency: IdempotencyKey | None = None
 
     @property
     def gateway(self) -> Gateway:
@@ -159,29 +164,40 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
             gateway = request.app[GATEWAY]
             principal = await authenticate(request, gateway.tokens, gateway.limiter)
         request[PRINCIPAL] = principal
-        body: Any = None
-        if body_decoder is not None:
-            body = _decode_body(body_decoder, await request.read())
-        query: Any = None
-        if route.query is not None:
-            query = _decode_query(route.query, query_fields, request.query)
-        result = await route.handler(
-            ApiRequest(request, principal, body, query, request.match_info)
-        )
-        if isinstance(result, web.StreamResponse):
-            return result
-        reply = result if isinstance(result, Reply) else Reply(result, route.status)
-        if reply.body is None:
-            return web.Response(status=reply.status, headers=reply.headers)
-        return web.Response(
-            body=encode(reply.body),
-            status=reply.status,
-            headers=reply.headers,
-            content_type="application/json",
-        )
+        raw = await request.read() if body_decoder is not None or route.method == "POST" else b""
+
+        async def respond(claim: IdempotencyKey | None) -> web.StreamResponse:
+            body: Any = None
+            if body_decoder is not None:
+                body = _decode_body(body_decoder, raw)
+            query: Any = None
+            if route.query is not None:
+                query = _decode_query(route.query, query_fields, request.query)
+            result = await route.handler(
+                ApiRequest(request, principal, body, query, request.match_info, claim)
+            )
+            return _response(route, result)
+
+        if route.method == "POST" and not route.public:  # every POST creates or acts
+            return await idempotent(request, principal, raw, respond)
+        return await respond(None)
 
     handle.__name__ = route.name
     return handle
+
+
+def _response(route: Route, result: Any) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    reply = result if isinstance(result, Reply) else Reply(result, route.status)
+    if reply.body is None:
+        return web.Response(status=reply.status, headers=reply.headers)
+    return web.Response(
+        body=encode(reply.body),
+        status=reply.status,
+        headers=reply.headers,
+        content_type="application/json",
+    )
 
 
 def _decode_body(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
