@@ -102,10 +102,12 @@ class HostClient:
     # -- reading VMs ---------------------------------------------------------------------------
 
     def list_vms(self) -> list[VMInfo]:
+        # runtime.host guards against a stale host.vm (vcsim keeps a relocated VM there).
         return [
             _vm_info(p)
             for p in vm_props(self.session.content, self.refs.host)
             if p.get("config.instanceUuid")  # a VM being created has no config yet
+            and p.get("runtime.host") == self.refs.host
         ]
 
     def find(self, uuid: str) -> Any | None:

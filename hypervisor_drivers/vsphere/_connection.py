@@ -161,6 +161,8 @@ def release(session: Session) -> None:
             del _sessions[session.key]
     with contextlib.suppress(Exception):  # the session may be gone with its server
         Disconnect(session.si)
+    with contextlib.suppress(Exception):
+        session.si._stub.DropConnections()  # close the pooled sockets now, not at GC
     _log.info("hypervisor.session_closed", host=session.key.host, port=session.key.port)
 
 

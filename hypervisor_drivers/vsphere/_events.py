@@ -25,7 +25,7 @@ import structlog
 from pyVmomi import vmodl
 
 from hypervisor_drivers.types import EventKind, GuestPower, LifecycleEvent
-from hypervisor_drivers.vsphere._inventory import host_vms_filter
+from hypervisor_drivers.vsphere._inventory import host_vms_filter, vm_props
 from hypervisor_drivers.vsphere._power import POWER
 
 __all__ = ["Watcher"]
@@ -117,7 +117,8 @@ class Watcher:
         self.ready.set()
         while not self._stop.is_set():
             update = self._collector.WaitForUpdatesEx(version, options)
-            if update is None:
+            if update is None:  # a quiet second: sweep for what the collector did not send
+                self._reconcile(self._sweep(), "polled")
                 continue
             version = update.version
             for filter_update in update.filterSet:
@@ -131,19 +132,34 @@ class Watcher:
         for filter_update in update.filterSet if update is not None else []:
             for change in filter_update.objectSet:
                 self._enter(change, announce=False)
-        if baseline:
-            return
-        for moid, seen in self._seen.items():
+        if not baseline:
+            current, self._seen = self._seen, before
+            self._reconcile(current, "resync")
+
+    def _sweep(self) -> dict[str, _Seen]:
+        """The VMs on the host now, read in one call (vcsim can keep a VM relocated away in
+        the host's ``vm`` list: ``runtime.host`` decides)."""
+        found = {}
+        for props in vm_props(self._content, self._host):
+            uuid = props.get("config.instanceUuid")
+            if uuid and props.get("runtime.host") == self._host:
+                power = POWER.get(str(props.get("runtime.powerState")), GuestPower.UNKNOWN)
+                found[props["_ref"]._moId] = _Seen(uuid, props.get("name", ""), power, self._host)
+        return found
+
+    def _reconcile(self, current: dict[str, _Seen], detail: str) -> None:
+        """Publish what differs between what the watcher knew and ``current``; keep ``current``."""
+        before, self._seen = self._seen, current
+        for moid, seen in current.items():
             old = before.get(moid)
             if old is None:
                 self._announce_new(seen)
             elif old.power is not seen.power:
-                self._publish(
-                    _event(seen, _power_kind(old.power, seen.power), seen.power, "resync")
-                )
+                kind = _power_kind(old.power, seen.power)
+                self._publish(_event(seen, kind, seen.power, detail))
         for moid, old in before.items():
-            if moid not in self._seen:
-                self._publish(_event(old, EventKind.UNDEFINED, None, "resync"))
+            if moid not in current:
+                self._publish(_event(old, EventKind.UNDEFINED, None, detail))
 
     def _apply(self, change: Any) -> None:
         kind = str(change.kind)
