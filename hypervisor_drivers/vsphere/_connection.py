@@ -21,12 +21,13 @@ import contextlib
 import os
 import ssl
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect, SmartStubAdapter
+from pyVmomi import vim
 
 from cloudcore.errors import BackendUnavailable, ConfigError
 from hypervisor_drivers.types import DriverSettings
@@ -100,7 +101,6 @@ class Session:
     si: Any
     users: int = 0
     lost: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def content(self) -> Any:
@@ -119,36 +119,53 @@ _registry_lock = threading.Lock()
 _sessions: dict[SessionKey, Session] = {}
 
 
+_login_locks: dict[SessionKey, threading.Lock] = {}  # one login at a time per vCenter
+
+
 def _login(key: SessionKey, password: str) -> Any:
+    """Blocking. A logged-in service instance. The stub is made here rather than by pyvmomi's
+    ``SmartConnect`` so that a refused login closes its socket instead of leaving it to the GC
+    (and no module-global service instance is kept)."""
     options: dict[str, Any] = {}
     if key.verify_tls:
         options["sslContext"] = ssl.create_default_context(cafile=key.ca_file)
     else:
         options["disableSslCertValidation"] = True
-    return SmartConnect(
-        protocol="https",
+    stub = SmartStubAdapter(
         host=key.host,
         port=key.port,
         path=key.path,
-        user=key.username,
-        pwd=password,
         httpConnectionTimeout=key.timeout,
         **options,
     )
+    try:
+        si: Any = vim.ServiceInstance("ServiceInstance", stub)
+        si.content.sessionManager.Login(key.username, password, None)
+    except BaseException:
+        stub.DropConnections()
+        raise
+    return si
 
 
 def acquire(settings: DriverSettings) -> Session:
     """Blocking. The shared session for ``settings``' vCenter, logging in when there is none.
-    Raises ``ConfigError`` for bad settings; pyvmomi and transport errors pass through."""
+    Logins to one vCenter wait for each other (the second driver shares the first's session);
+    logins to other vCenters do not wait. Raises ``ConfigError`` for bad settings; pyvmomi and
+    transport errors pass through."""
     key, password = session_key(settings)
     with _registry_lock:
-        session = _sessions.get(key)
-        if session is None:
-            session = Session(key=key, si=_login(key, password))
+        login_lock = _login_locks.setdefault(key, threading.Lock())
+    with login_lock:
+        with _registry_lock:
+            session = _sessions.get(key)
+            if session is not None:
+                session.users += 1
+                return session
+        session = Session(key=key, si=_login(key, password), users=1)
+        with _registry_lock:
             _sessions[key] = session
-            _log.info("hypervisor.session_opened", host=key.host, port=key.port)
-        session.users += 1
-        return session
+    _log.info("hypervisor.session_opened", host=key.host, port=key.port)
+    return session
 
 
 def release(session: Session) -> None:

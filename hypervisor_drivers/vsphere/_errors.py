@@ -25,7 +25,7 @@ from cloudcore.errors import (
     UnsupportedOperation,
 )
 
-__all__ = ["TRANSPORT_ERRORS", "call_translated", "translate"]
+__all__ = ["FAULT_RULES", "TRANSPORT_ERRORS", "call_translated", "rule_for", "translate"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -33,34 +33,34 @@ _T = TypeVar("_T")
 #: What the transport raises when vCenter cannot be reached or replies with something else.
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (OSError, http.client.HTTPException, ExpatError)
 
-_NOT_FOUND: tuple[type[Exception], ...] = (
-    vmodl.fault.ManagedObjectNotFound,
-    vim.fault.NotFound,
-    vim.fault.FileNotFound,
-)
-_ILLEGAL: tuple[type[Exception], ...] = (vim.fault.InvalidPowerState, vim.fault.InvalidState)
-_CONFLICT: tuple[type[Exception], ...] = (
-    vim.fault.DuplicateName,
-    vim.fault.AlreadyExists,
-    vim.fault.FileAlreadyExists,
-)
-_UNSUPPORTED: tuple[type[Exception], ...] = (
-    vmodl.fault.NotSupported,
-    vmodl.fault.NotImplemented,
-    vmodl.fault.MethodNotFound,
-)
-_UNAVAILABLE: tuple[type[Exception], ...] = (
-    vim.fault.NotAuthenticated,
-    vim.fault.InvalidLogin,
-    vmodl.fault.HostCommunication,
-    vmodl.fault.RequestCanceled,
-)
-
+#: Each fault class and the cloudcore error it becomes. A fault takes the rule of its most
+#: specific class in this table (its own class first, then its bases in MRO order).
+FAULT_RULES: dict[type[Exception], type[CloudcoreError]] = {
+    vmodl.fault.ManagedObjectNotFound: NotFound,
+    vim.fault.NotFound: NotFound,
+    vim.fault.FileNotFound: NotFound,
+    vim.fault.InvalidState: IllegalTransition,
+    vim.fault.InvalidPowerState: IllegalTransition,  # says which state it is in and needs
+    vim.fault.DuplicateName: Conflict,
+    vim.fault.AlreadyExists: Conflict,
+    vim.fault.FileAlreadyExists: Conflict,
+    vmodl.fault.NotSupported: UnsupportedOperation,
+    vmodl.fault.NotImplemented: UnsupportedOperation,
+    vmodl.fault.MethodNotFound: UnsupportedOperation,
+    vim.fault.NotAuthenticated: BackendUnavailable,
+    vim.fault.InvalidLogin: BackendUnavailable,
+    vmodl.fault.HostCommunication: BackendUnavailable,
+    vmodl.fault.RequestCanceled: BackendUnavailable,
+}
 
 _TRANSLATED: tuple[type[Exception], ...] = (vmodl.MethodFault, *TRANSPORT_ERRORS)
 
 
 def _message(exc: BaseException) -> str:
+    if isinstance(exc, vim.fault.InvalidPowerState):
+        existing = exc.existingState or "in another power state"
+        needed = exc.requestedState or "another power state"
+        return f"the VM is {existing}; the operation needs it {needed}"
     msg = getattr(exc, "msg", None)
     if isinstance(msg, str) and msg:
         return msg
@@ -69,6 +69,11 @@ def _message(exc: BaseException) -> str:
 
 def _fault_name(exc: BaseException) -> str:
     return type(exc).__name__.rpartition(".")[2]
+
+
+def rule_for(exc: Exception) -> type[Exception] | None:
+    """The most specific class of ``exc`` that :data:`FAULT_RULES` names, or None."""
+    return next((cls for cls in type(exc).__mro__ if cls in FAULT_RULES), None)
 
 
 def translate(exc: Exception) -> CloudcoreError:
@@ -83,17 +88,10 @@ def translate(exc: Exception) -> CloudcoreError:
         kind = "malformed reply" if isinstance(exc, ExpatError) else "unreachable"
         return BackendUnavailable(f"vSphere: {kind}: {type(exc).__name__}: {exc}")
     message = f"vSphere {_fault_name(exc)}: {_message(exc)}"
-    if isinstance(exc, _NOT_FOUND):
-        return NotFound(message)
-    if isinstance(exc, _ILLEGAL):
-        return IllegalTransition(message)
-    if isinstance(exc, _CONFLICT):
-        return Conflict(message)
-    if isinstance(exc, _UNSUPPORTED):
-        return UnsupportedOperation(message)
-    if isinstance(exc, _UNAVAILABLE):
-        return BackendUnavailable(message)
-    return DriverError(message, code=_fault_name(exc))
+    rule = rule_for(exc)
+    if rule is None:
+        return DriverError(message, code=_fault_name(exc))
+    return FAULT_RULES[rule](message)
 
 
 def call_translated(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:

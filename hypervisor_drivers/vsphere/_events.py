@@ -173,15 +173,35 @@ class Watcher:
             self._modify(change)
 
     def _enter(self, change: Any, *, announce: bool) -> None:
+        """A VM entering the filter through the host's ``vm`` list. In the first update (the
+        baseline) it counts only where ``runtime.host`` agrees (vcsim keeps a VM relocated away
+        in the list). Later it was here, whatever ``runtime.host`` says by now: vcsim reads an
+        entering VM's properties at the end of its batch, so a VM created, started and moved
+        away between two waits enters with the host it moved to, followed by the batch's
+        (older) changes. It is announced, and reported gone at once if it left."""
         props = {c.name: c.val for c in change.changeSet}
         uuid = props.get("config.instanceUuid")
-        if not uuid or props.get("runtime.host") != self._host:
+        moid = change.obj._moId
+        if not uuid:
             return
-        power = POWER.get(str(props.get("runtime.powerState")), GuestPower.UNKNOWN)
-        seen = _Seen(uuid=uuid, name=props.get("name", ""), power=power, host=self._host)
-        self._seen[change.obj._moId] = seen
-        if announce:
+        here = props.get("runtime.host") == self._host
+        if not announce:
+            if here:
+                self._seen[moid] = self._seen_from(uuid, props)
+            return
+        seen = self._seen.get(moid)
+        if seen is None:
+            seen = self._seen[moid] = self._seen_from(uuid, props)
             self._announce_new(seen)
+        else:  # already found by a sweep: report only a power change since
+            self._set_power(seen, self._seen_from(uuid, props).power, "added")
+        if not here:
+            gone = self._seen.pop(moid)
+            self._publish(_event(gone, EventKind.UNDEFINED, None, "migrated"))
+
+    def _seen_from(self, uuid: str, props: dict[str, Any]) -> _Seen:
+        power = POWER.get(str(props.get("runtime.powerState")), GuestPower.UNKNOWN)
+        return _Seen(uuid=uuid, name=props.get("name", ""), power=power, host=self._host)
 
     def _announce_new(self, seen: _Seen) -> None:
         self._publish(_event(seen, EventKind.DEFINED, GuestPower.STOPPED, "added"))
@@ -191,8 +211,9 @@ class Watcher:
     def _modify(self, change: Any) -> None:
         seen = self._seen.get(change.obj._moId)
         if seen is None:
-            # A VM that entered the host by a change (relocated here): treat it as new.
-            self._enter(change, announce=True)
+            # A VM that came to the host by a change (relocated here, with every property).
+            if any(c.name == "runtime.host" and c.val == self._host for c in change.changeSet):
+                self._enter(change, announce=True)
             return
         for prop in change.changeSet:
             if prop.name == "name" and prop.val:
@@ -203,7 +224,10 @@ class Watcher:
                 return
             elif prop.name == "runtime.powerState":
                 power = POWER.get(str(prop.val), GuestPower.UNKNOWN)
-                if power is not seen.power:
-                    kind = _power_kind(seen.power, power)
-                    seen.power = power
-                    self._publish(_event(seen, kind, power, str(prop.val)))
+                self._set_power(seen, power, str(prop.val))
+
+    def _set_power(self, seen: _Seen, power: GuestPower, detail: str) -> None:
+        if power is not seen.power:
+            kind = _power_kind(seen.power, power)
+            seen.power = power
+            self._publish(_event(seen, kind, power, detail))

@@ -3,8 +3,11 @@ verification, login failures and vSphere faults translated into cloudcore errors
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from xml.parsers.expat import ExpatError
 
 import pytest
@@ -13,10 +16,18 @@ pytest.importorskip("pyVmomi", reason="the vsphere extra (pyvmomi) is not instal
 
 from pyVmomi import vim, vmodl
 
-from cloudcore.errors import BackendUnavailable, Conflict, IllegalTransition, NotFound
+from cloudcore.errors import (
+    BackendUnavailable,
+    Conflict,
+    DriverError,
+    IllegalTransition,
+    NotFound,
+    UnsupportedOperation,
+)
 from hypervisor_drivers.base import DomainSpec, EventKind, GuestPower, HypervisorDriver
 from hypervisor_drivers.registry import create_driver
-from hypervisor_drivers.vsphere._errors import translate
+from hypervisor_drivers.vsphere import _connection
+from hypervisor_drivers.vsphere._errors import FAULT_RULES, rule_for, translate
 from tests import vcsim
 from tests.contract.hypervisor.harness import next_event
 
@@ -74,6 +85,41 @@ async def test_vmotion_moves_a_running_vm_to_the_other_host(
         await source.destroy_vm(spec.uuid)
 
 
+async def test_a_vm_made_and_moved_away_between_two_waits_is_reported(
+    pair: tuple[HypervisorDriver, HypervisorDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vcsim gathers what happened between two WaitForUpdatesEx calls into one batch and reads
+    an entering VM's properties at the end of it: a VM created, started and moved away meanwhile
+    enters with the host it went to, followed by its older changes. Hold the watcher between
+    two waits (in its sweep) to make that batch every time."""
+    source, target = pair
+    watcher = source._watcher  # type: ignore[attr-defined]
+    held, release = threading.Event(), threading.Event()
+    sweep = watcher._sweep
+
+    def held_sweep() -> object:
+        held.set()
+        release.wait(30)
+        return sweep()
+
+    monkeypatch.setattr(watcher, "_sweep", held_sweep)
+    spec = _spec("cc-batched")
+    try:
+        async with source.subscribe() as events:
+            assert await asyncio.to_thread(held.wait, 30)
+            await source.define_vm(spec)
+            await source.start_vm(spec.uuid)
+            await source.migrate_vm(spec.uuid, target.settings)
+            release.set()
+            await next_event(events, spec.uuid, kind=EventKind.DEFINED)
+            await next_event(events, spec.uuid, kind=EventKind.STARTED)
+            gone = await next_event(events, spec.uuid, kind=EventKind.UNDEFINED)
+            assert gone.detail == "migrated"
+    finally:
+        release.set()
+        await target.destroy_vm(spec.uuid)
+
+
 async def test_two_hosts_of_one_vcenter_share_one_session(
     pair: tuple[HypervisorDriver, HypervisorDriver],
 ) -> None:
@@ -104,10 +150,6 @@ async def test_wrong_credentials_are_refused_without_showing_them(sim: vcsim.Vcs
     assert "not-the-password" not in repr(driver.settings)
 
 
-# pyvmomi's version probe at login leaves a socket to the GC when the login is dropped at once.
-@pytest.mark.filterwarnings(
-    "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
-)
 async def test_an_unknown_host_is_not_found(sim: vcsim.Vcsim) -> None:
     with pytest.raises(NotFound, match="no ESXi host"):
         await _connected(sim, "DC0_C0_H99")
@@ -120,7 +162,9 @@ async def test_a_fault_from_vcenter_is_translated_by_type(sim: vcsim.Vcsim) -> N
         await driver.define_vm(spec)
         client = driver._client  # type: ignore[attr-defined]
         # ShutdownGuest on a stopped VM: vcsim answers with an InvalidPowerState fault.
-        with pytest.raises(IllegalTransition, match="InvalidPowerState") as raised:
+        with pytest.raises(
+            IllegalTransition, match="InvalidPowerState: the VM is poweredOff"
+        ) as raised:
             await driver._call(lambda c: c.request_shutdown(spec.uuid))  # type: ignore[attr-defined]
         assert isinstance(raised.value.__cause__, vim.fault.InvalidPowerState)
         assert client is not None
@@ -129,18 +173,98 @@ async def test_a_fault_from_vcenter_is_translated_by_type(sim: vcsim.Vcsim) -> N
         await driver.close()
 
 
+#: One case per rule of FAULT_RULES: the fault, the error it becomes, a part of the message.
+_FAULT_CASES: list[tuple[Exception, type[Exception], str]] = [
+    (vmodl.fault.ManagedObjectNotFound(msg="gone"), NotFound, "ManagedObjectNotFound: gone"),
+    (vim.fault.NotFound(msg="no such"), NotFound, "NotFound: no such"),
+    (vim.fault.FileNotFound(file="[ds] a.vmdk"), NotFound, "FileNotFound"),
+    (vim.fault.InvalidState(msg="busy"), IllegalTransition, "InvalidState: busy"),
+    (
+        vim.fault.InvalidPowerState(requestedState="poweredOn", existingState="poweredOff"),
+        IllegalTransition,
+        "InvalidPowerState: the VM is poweredOff; the operation needs it poweredOn",
+    ),
+    (vim.fault.DuplicateName(name="cc"), Conflict, "DuplicateName"),
+    (vim.fault.AlreadyExists(name="cc"), Conflict, "AlreadyExists"),
+    (vim.fault.FileAlreadyExists(file="a"), Conflict, "FileAlreadyExists"),
+    (vmodl.fault.NotSupported(), UnsupportedOperation, "NotSupported"),
+    (vmodl.fault.NotImplemented(), UnsupportedOperation, "NotImplemented"),
+    (vmodl.fault.MethodNotFound(method="X"), UnsupportedOperation, "MethodNotFound"),
+    (vim.fault.NotAuthenticated(), BackendUnavailable, "NotAuthenticated"),
+    (vim.fault.InvalidLogin(), BackendUnavailable, "InvalidLogin"),
+    (vmodl.fault.HostCommunication(), BackendUnavailable, "HostCommunication"),
+    (vmodl.fault.RequestCanceled(), BackendUnavailable, "RequestCanceled"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected", "message"),
+    _FAULT_CASES,
+    ids=[type(f).__name__.rpartition(".")[2] for f, _, _ in _FAULT_CASES],
+)
+def test_each_fault_rule_translates_its_own_fault(
+    fault: Exception, expected: type[Exception], message: str
+) -> None:
+    # The fault's own class decides, not a base class's rule that would give the same error
+    # (InvalidPowerState is an InvalidState).
+    assert rule_for(fault) is type(fault)
+    error = translate(fault)
+    assert type(error) is expected
+    assert message in str(error)
+
+
+def test_every_fault_rule_has_its_case() -> None:
+    assert [type(f) for f, _, _ in _FAULT_CASES] == list(FAULT_RULES)
+
+
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
         (vim.fault.InvalidPowerState(), IllegalTransition),
-        (vmodl.fault.ManagedObjectNotFound(), NotFound),
-        (vim.fault.DuplicateName(), Conflict),
-        (vim.fault.NotAuthenticated(), BackendUnavailable),
         (ConnectionRefusedError("refused"), BackendUnavailable),
         (ExpatError("not well-formed (invalid token)"), BackendUnavailable),
+        (vim.fault.TaskInProgress(), DriverError),  # no rule: a DriverError with its code
     ],
 )
-def test_faults_and_bad_replies_map_to_cloudcore_errors(
+def test_bad_replies_and_unknown_faults_map_to_cloudcore_errors(
     fault: Exception, expected: type[Exception]
 ) -> None:
     assert type(translate(fault)) is expected
+
+
+def test_a_slow_login_holds_up_its_own_vcenter_only(
+    sim: vcsim.Vcsim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_uri = "https://vcenter-slow.invalid/sdk"
+    entered, release = threading.Event(), threading.Event()
+    real_login = _connection._login
+
+    def login(key: _connection.SessionKey, password: str) -> object:
+        if key.host == "vcenter-slow.invalid":
+            entered.set()
+            release.wait(30)
+            raise ConnectionRefusedError("the slow vCenter gives up")
+        return real_login(key, password)
+
+    monkeypatch.setattr(_connection, "_login", login)
+    fast = sim.settings("DC0_C0_H0")
+    slow = fast.__class__(uri=slow_uri, extra=fast.extra)
+    waiting = threading.Thread(target=lambda: _quietly(_connection.acquire, slow))
+    waiting.start()
+    try:
+        assert entered.wait(30)
+        # vcsim's login is not held up by the slow one (a shared lock would hold it 30 s).
+        opened: list[_connection.Session] = []
+        other = threading.Thread(target=lambda: opened.append(_connection.acquire(fast)))
+        other.start()
+        other.join(10)
+        assert opened, "a login to another vCenter waited for the slow one"
+        _connection.release(opened[0])
+    finally:
+        release.set()
+        waiting.join(30)
+
+
+def _quietly(fn: Callable[..., object], *args: object) -> None:
+    with contextlib.suppress(Exception):
+        fn(*args)
