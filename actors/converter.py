@@ -6,7 +6,8 @@ compare of the result against the source: the same guest-visible bytes or the ta
 ``store`` (hashed, fsynced, renamed into the library under its sha256). The template is
 CONVERTING meanwhile and AVAILABLE afterwards whatever the outcome; on success its ``formats``
 names the new file. A failure, a deadline or a cancellation removes the scratch file; a crash
-leaves it in ``tmp/``, which is emptied when the repository is next opened, never in the library.
+leaves it in the node's ``tmp/``, which is emptied when the node next opens the repository, and
+:meth:`ImageConverter.recover` fails the task it left RUNNING: never a half file in the library.
 
 At most ``images.max_conversions`` run at once on a node (Abiquo's BPM ran one); more wait for a
 slot, their task RUNNING without steps.
@@ -20,7 +21,13 @@ from pathlib import Path
 from actors.journal import Journal, TaskWaiters
 from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.config import ImagesSettings
-from cloudcore.errors import AlreadyExists, DriverError, InvalidRequest, VersionConflict
+from cloudcore.errors import (
+    AlreadyExists,
+    DriverError,
+    InvalidRequest,
+    NotFound,
+    VersionConflict,
+)
 from cloudcore.images import FORMATS, ImageLibrary, QemuImg, sha256_of
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
@@ -71,13 +78,38 @@ class ImageConverter:
             kind="template.convert",
             subject=f"template/{template.id}",
             tenant_id=template.tenant_id,
-            data={"template_id": template.id, "format": fmt},
+            data={"template_id": template.id, "format": fmt, "node": self._library.node},
             waiters=self._waiters,
         )
         job = asyncio.create_task(self._run(journal, template, fmt))
         self._running.add(job)
         job.add_done_callback(self._running.discard)
         return journal.task
+
+    async def recover(self) -> int:
+        """After a restart: fail the conversions this node was running when it stopped (their
+        scratch files went with the repository's opening) and make their templates AVAILABLE
+        again. A conversion is not resumed: it is asked for again. Returns how many."""
+        found = 0
+        after: str | None = None
+        while True:
+            page = await self._store.list(
+                Task, where={"state": TaskState.RUNNING}, after=after, limit=500
+            )
+            for task in page.items:
+                if task.kind == "template.convert" and task.data.get("node") == self._library.node:
+                    found += 1
+                    await self._end(
+                        Journal(self._store, task, self._waiters),
+                        str(task.data["template_id"]),
+                        str(task.data["format"]),
+                        None,
+                        TaskState.FAILED,
+                        "interrupted: the node stopped during the conversion; ask again",
+                    )
+            if page.next_cursor is None:
+                return found
+            after = page.next_cursor
 
     async def close(self) -> None:
         """Cancel the conversions running (their scratch files are removed) and wait."""
@@ -147,7 +179,12 @@ class ImageConverter:
     ) -> None:
         """Back to AVAILABLE (with the new format on success), then the task's end."""
         for _ in range(5):
-            current = await self._store.get(Template, template_id)
+            try:
+                current = await self._store.get(Template, template_id)
+            except NotFound:
+                break
+            if current.state is not TemplateState.CONVERTING:
+                break
             formats = {**current.formats, fmt: sha} if sha else current.formats
             try:
                 await self._store.update(

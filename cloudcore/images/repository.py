@@ -5,7 +5,7 @@ every host of the datacenter; a local directory here)::
 
     objects/<sha256>          the library: one file per content, named by the sha256 of its bytes
     uploads/<template>.part   an upload in progress, kept between requests so it can resume
-    tmp/                      conversions in progress; emptied when the repository is opened
+    tmp/<node>/               a node's conversions in progress; emptied when that node opens it
 
 A file enters ``objects/`` only whole: it is written elsewhere in the same file system, fsynced,
 then renamed (atomic), and the directory fsynced. A crash leaves a partial file in ``uploads/``
@@ -48,11 +48,12 @@ class Capacity:
 class ImageRepository:
     """One datacenter's directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, node: str = "node") -> None:
         self.root = root
         self.objects = root / "objects"
         self.uploads = root / "uploads"
-        self.tmp = root / "tmp"
+        # Per node: the directory may be shared (NFS) and each node clears only its own.
+        self.tmp = root / "tmp" / node
         for directory in (self.objects, self.uploads, self.tmp):
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -175,8 +176,11 @@ class ImageLibrary:
 
     SHARED = "_shared"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, node: str = "node") -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]*", node):
+            raise InvalidRequest(f"node id {node!r} cannot name a scratch directory")
         self.root = root
+        self.node = node
         self._repos: dict[str, ImageRepository] = {}
         #: Templates an upload request of this node is writing (one request at a time each).
         self.uploading: set[str] = set()
@@ -188,7 +192,7 @@ class ImageLibrary:
         if repo is None:
             if name != self.SHARED and not re.fullmatch(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]*", name):
                 raise InvalidRequest(f"datacenter_id: {name!r} cannot name a repository")
-            repo = ImageRepository(self.root / name)
+            repo = ImageRepository(self.root / name, self.node)
             repo.clear_scratch()
             self._repos[name] = repo
         return repo

@@ -60,6 +60,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     app[METRICS] = Metrics(gateway)
     app.cleanup_ctx.append(count_finished_tasks)
+    app.on_startup.append(_recover_conversions)
     app.on_cleanup.append(_stop_conversions)
     routes: list[Route] = []
     for api in all_apis():
@@ -71,6 +72,12 @@ def create_app(gateway: Gateway) -> web.Application:
     app[ROUTES] = routes
     app[OPENAPI] = build_openapi(routes, PREFIX)
     return app
+
+
+async def _recover_conversions(app: web.Application) -> None:
+    converter = app[GATEWAY].converter
+    if converter is not None:
+        await converter.recover()
 
 
 async def _stop_conversions(app: web.Application) -> None:

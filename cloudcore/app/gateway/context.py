@@ -56,7 +56,7 @@ class Gateway:
         """The gateway of a node running ``orchestrator`` (its store and event bus);
         ``members`` gives the cluster view when the node belongs to a cluster."""
         store = orchestrator.store
-        images = ImageLibrary(image_root(settings))
+        images = ImageLibrary(image_root(settings), settings.node.id)
         qemu = QemuImg(settings.images.qemu_img)
         return cls(
             settings=settings,

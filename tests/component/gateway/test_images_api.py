@@ -87,7 +87,8 @@ def library_files(api: ApiClient) -> list[str]:
 
 
 def leftovers(api: ApiClient) -> list[str]:
-    return sorted(p.name for d in ("uploads", "tmp") for p in (repo(api) / d).iterdir())
+    scratch = repo(api) / "tmp" / api.settings.node.id
+    return sorted(p.name for d in (repo(api) / "uploads", scratch) for p in d.iterdir())
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:

@@ -128,3 +128,46 @@ async def test_conversions_beyond_the_limit_wait_for_a_slot(
     await converter.close()
     for task in (first, second):
         assert (await sqlite_store.get(Task, task.id)).state is TaskState.CANCELLED
+
+
+async def test_a_conversion_cut_off_by_a_crash_is_failed_and_its_template_freed_at_restart(
+    sqlite_store: Store,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    library = ImageLibrary(tmp_path / "images", "node-a")
+    template = await available_template(sqlite_store, library, tmp_path)
+    converting = await sqlite_store.update(
+        Template, template.id, expected_version=template.version, state=TemplateState.CONVERTING
+    )
+    # What a node killed -9 mid-conversion leaves: its task RUNNING, a half file in its scratch.
+    crashed = await sqlite_store.create(
+        Task(
+            id="task-crashed",
+            kind="template.convert",
+            subject="template/tpl-1",
+            state=TaskState.RUNNING,
+            data={"template_id": converting.id, "format": "vmdk", "node": "node-a"},
+        )
+    )
+    elsewhere = await sqlite_store.create(
+        Task(
+            id="task-elsewhere",
+            kind="template.convert",
+            subject="template/tpl-9",
+            state=TaskState.RUNNING,
+            data={"template_id": "tpl-9", "format": "vmdk", "node": "node-b"},
+        )
+    )
+    (library.repository(None).tmp / "half.vmdk").write_bytes(b"half")
+
+    restarted = ImageLibrary(tmp_path / "images", "node-a")
+    converter = ImageConverter(sqlite_store, restarted, QemuImg(), ImagesSettings())
+    assert list(restarted.repository(None).tmp.iterdir()) == []
+    assert await converter.recover() == 1
+    failed = await sqlite_store.get(Task, crashed.id)
+    assert failed.state is TaskState.FAILED and "interrupted" in (failed.error or "")
+    # Another node's conversion is that node's to recover.
+    assert (await sqlite_store.get(Task, elsewhere.id)).state is TaskState.RUNNING
+    freed = await sqlite_store.get(Template, template.id)
+    assert freed.state is TemplateState.AVAILABLE and freed.formats == {"qcow2": template.checksum}
+    assert [p.name for p in restarted.repository(None).objects.iterdir()] == [template.checksum]
