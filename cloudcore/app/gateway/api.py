@@ -86,6 +86,9 @@ class Route:
     public: bool = False  # no token needed
     content_type: str = "application/json"
     errors: tuple[int, ...] = ()
+    #: The media type of a body the handler streams itself (``request.content``), not decoded
+    #: and not bound by ``api.max_body_bytes``; documented as binary.
+    stream_body: str | None = None
 
     @property
     def name(self) -> str:
@@ -112,7 +115,11 @@ class Api:
         public: bool = False,
         content_type: str = "application/json",
         errors: tuple[int, ...] = (),
+        stream_body: str | None = None,
     ) -> Callable[[Handler], Handler]:
+        if stream_body is not None and (body is not None or method == "POST"):
+            raise ValueError("a streamed body is for PUT/PATCH routes without a decoded body")
+
         def register(handler: Handler) -> Handler:
             self.routes.append(
                 Route(
@@ -128,6 +135,7 @@ class Api:
                     public,
                     content_type,
                     errors,
+                    stream_body,
                 )
             )
             return handler

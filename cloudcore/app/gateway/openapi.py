@@ -92,6 +92,16 @@ def _operation(
                 "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
             }
         )
+    if route.stream_body is not None:
+        parameters.append(
+            {
+                "name": "Content-Range",
+                "in": "header",
+                "required": False,
+                "description": "bytes START-END/TOTAL: resume at START (what the server holds)",
+                "schema": {"type": "string", "pattern": "^bytes \\d+-\\d+/\\d+$"},
+            }
+        )
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
@@ -99,6 +109,11 @@ def _operation(
             # A body whose fields all have defaults may be left out (the server reads it as {}).
             "required": any(f.required for f in msgspec.structs.fields(route.body)),
             "content": {"application/json": {"schema": schema_of[id(route.body)]}},
+        }
+    elif route.stream_body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {route.stream_body: {"schema": {"type": "string", "format": "binary"}}},
         }
     operation["responses"] = _responses(route, schema_of)
     if route.public:

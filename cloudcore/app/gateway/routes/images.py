@@ -93,6 +93,7 @@ async def _modifiable(req: ApiRequest[Any, Any]) -> Template:
     reply=Template,
     summary="Upload a template's disk image (streamed, resumable with Content-Range)",
     errors=(403, 404, 409, 413, 416, 422),
+    stream_body="application/octet-stream",
 )
 async def upload_image(req: ApiRequest[None, UploadQuery]) -> Template:
     gateway, q = req.gateway, req.query
@@ -115,7 +116,7 @@ async def upload_image(req: ApiRequest[None, UploadQuery]) -> Template:
                 "range_not_satisfiable",
                 f"the upload holds {held} bytes: resume at byte {held}",
                 {"offset": held},
-                {"Range": f"bytes=0-{held - 1}" if held else "bytes=0-0"},
+                {"Range": f"bytes=0-{held - 1}"} if held else None,
             )
         upload = await repo.open_upload(template.id, start)
         template = await _receive(req, gateway.store, template, upload, end)
