@@ -28,6 +28,7 @@ from actors.messages import (
 )
 from actors.quotas import release, release_vm, resize_delta
 from actors.services import DriverSlot, Services
+from actors.watchdog import Resume
 from cloudcore.errors import (
     IllegalTransition,
     NotFound,
@@ -59,7 +60,9 @@ class _Finish(Message, frozen=True, kw_only=True):
     reply_to: ActorRef | None
 
 
-VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
+VMMessage = (
+    GetVM | RequestOperation | Provision | PowerObserved | Recover | Resume | _Update | _Finish
+)
 
 
 class VMActor(Actor[VMMessage]):
@@ -84,6 +87,11 @@ class VMActor(Actor[VMMessage]):
     async def stopping(self) -> None:
         if self.work is not None:
             self.work.cancel()
+
+    @property
+    def working(self) -> bool:
+        """Whether an operation's background work runs now."""
+        return self.work is not None and not self.work.done()
 
     async def _settle_interrupted(self, task_id: str) -> None:
         """An operation a crash cut short: ask the hypervisor what is true and end the task.
@@ -120,10 +128,16 @@ class VMActor(Actor[VMMessage]):
             case RequestOperation():
                 return await self._request(message)
             case Provision():
+                if self.working:  # the deploy's runner asks again: the work under way reports
+                    return None
                 self._begin(message.task.id)
                 journal = Journal(self.services.store, message.task, self.services.waiters)
                 resuming = self.vm.state is not VMState.PLACED
                 self.work = asyncio.create_task(self._provision(journal, message, resuming))
+                return None
+            case Resume(task_id=task_id):
+                if not self.working:
+                    await self._resume(task_id)
                 return None
             case PowerObserved():
                 await self._observed(message)
@@ -162,15 +176,30 @@ class VMActor(Actor[VMMessage]):
             waiters=self.services.waiters,
         )
         source = self.vm.state
-        self._begin(journal.task.id)
         await self._save(state=t.transient, task_id=journal.task.id, fault=None)
+        self._begin(journal.task.id)
         self.work = asyncio.create_task(
             self._operate(op, source, journal, params, message.reply_to)
         )
         return journal.task
 
     def _begin(self, task_id: str) -> None:
+        """The background work about to start drives ``task_id``: so the watchdog knows, until
+        the work ends."""
         _log.info("vm.task_started", vm_id=self.vm.id, task_id=task_id)
+        self.services.runners.add(task_id)
+
+    async def _resume(self, task_id: str) -> None:
+        """The watchdog found ``task_id`` RUNNING with nothing driving it: settle it from what
+        the hypervisor shows if the VM is at it, else end it (the VM has moved on)."""
+        if self.vm.task_id == task_id:
+            await self._settle_interrupted(task_id)
+            return
+        task = await self.services.store.get(Task, task_id)
+        if task.state not in FINAL:
+            await Journal(self.services.store, task, self.services.waiters).finish(
+                TaskState.FAILED, f"interrupted; VM {self.vm.id} is {self.vm.state} now"
+            )
 
     async def _operate(
         self,
@@ -189,17 +218,20 @@ class VMActor(Actor[VMMessage]):
             )
         except Exception as exc:
             error = describe(exc)
-        await self.context.ref.ask(
-            _Finish(
-                operation=op,
-                source=source,
-                journal=journal,
-                error=error,
-                params=params,
-                reply_to=reply_to,
-            ),
-            timeout=self.services.settings.step_deadline,
-        )
+        try:
+            await self.context.ref.ask(
+                _Finish(
+                    operation=op,
+                    source=source,
+                    journal=journal,
+                    error=error,
+                    params=params,
+                    reply_to=reply_to,
+                ),
+                timeout=self.services.settings.step_deadline,
+            )
+        finally:
+            self.services.runners.discard(journal.task.id)
 
     def _deadline(self, op: Operation, params: dict[str, Any]) -> float:
         base = self.services.settings.step_deadline
@@ -286,6 +318,8 @@ class VMActor(Actor[VMMessage]):
             raise
         except Exception as exc:  # the store failed under us: report; the task stays resumable
             error = describe(exc)
+        finally:
+            self.services.runners.discard(journal.task.id)
         if message.reply_to is not None:
             vm = await self.context.ref.ask(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
