@@ -16,13 +16,13 @@ from __future__ import annotations
 from typing import Any, assert_never
 
 from actors.deploy import DeployRunner
-from actors.host import HostActor
+from actors.host import HostActor, HostMessage
 from actors.journal import Journal
 from actors.lifecycle import STABLE
 from actors.messages import Deploy
 from actors.paging import all_records
 from actors.scheduler.actor import SchedulerActor
-from actors.scheduler.messages import HostUpdated
+from actors.scheduler.messages import HostUpdated, SchedulerMessage
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.watchdog import Resume, undriven
@@ -62,7 +62,7 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.services = services
         self.datacenter = datacenter
         self.poll_interval = poll_interval
-        self.scheduler: ActorRef | None = None
+        self.scheduler: ActorRef[SchedulerMessage] | None = None
 
     async def started(self) -> None:
         store = self.services.store
@@ -100,12 +100,17 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 assert_never(message)
         return None
 
-    def host_ref(self, host_id: str) -> ActorRef:
-        return self.context.child(host_id)
+    def host_ref(self, host_id: str) -> ActorRef[HostMessage]:
+        """The actor of a host of this datacenter; NotFound if it is not managed here."""
+        ref: ActorRef[HostMessage] | None = self.context.child(host_id)
+        if ref is None:
+            raise NotFound(f"{self.context.path} has no child {host_id!r}")
+        return ref
 
-    def _manage(self, host: Host) -> ActorRef:
-        if self.context._children and host.id in self.context._children:
-            return self.context.child(host.id)
+    def _manage(self, host: Host) -> ActorRef[HostMessage]:
+        managed: ActorRef[HostMessage] | None = self.context.child(host.id)
+        if managed is not None:
+            return managed
         driver = self.services.driver_factory(host)
         return self.context.spawn(
             HostActor, self.services, host, driver, self.scheduler, name=host.id
@@ -123,7 +128,7 @@ class DatacenterActor(Actor[DatacenterMessage]):
 
     def _run(self, task: Task, vm: VM | None = None) -> None:
         name = f"deploy-{task.id}"
-        if self.context._children and name in self.context._children:
+        if self.context.child(name) is not None:
             return
         assert self.scheduler is not None
         self.context.spawn(

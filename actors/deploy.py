@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from actors.journal import Journal, backoff, retryable
 from actors.messages import AdoptVM, Forget, OperationFinished, Provision
-from actors.scheduler.messages import PlaceVM, ReleaseVM
+from actors.scheduler.messages import PlaceVM, ReleaseVM, SchedulerMessage
 from actors.services import Services
 from cloudcore.errors import NotFound, NoValidHost, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Task, TaskState, VMState
+
+if TYPE_CHECKING:
+    from actors.host import HostMessage
+    from actors.vm import VMMessage
 
 __all__ = ["DeployRunner"]
 
@@ -54,8 +58,8 @@ class DeployRunner(Actor[DeployMessage]):
         self,
         services: Services,
         task: Task,
-        scheduler: ActorRef,
-        host_ref: Callable[[str], ActorRef],
+        scheduler: ActorRef[SchedulerMessage],
+        host_ref: Callable[[str], ActorRef[HostMessage]],
         vm: VM | None = None,
     ) -> None:
         self.services = services
@@ -77,7 +81,7 @@ class DeployRunner(Actor[DeployMessage]):
 
     async def started(self) -> None:
         self.services.runners.add(self.journal.task.id)
-        self.context.ref.tell(_Advance())
+        self.context.self_ref.tell(_Advance())
 
     async def stopping(self) -> None:
         self.services.runners.discard(self.journal.task.id)
@@ -123,10 +127,12 @@ class DeployRunner(Actor[DeployMessage]):
     async def _provision(self, vm: VM) -> None:
         """Hand the placed VM to its host's VM actor, and expect its report in time."""
         host = self.host_ref(vm.host_id or "")  # NotFound: the host's actor is not running
-        vm_ref: ActorRef = await host.ask(AdoptVM(vm=vm), timeout=self.deadline)
+        vm_ref: ActorRef[VMMessage] = await host.ask(AdoptVM(vm=vm), timeout=self.deadline)
         self.sent += 1
         self.waiting = self.sent
-        vm_ref.tell(Provision(task=self.journal.task, start=self.start, reply_to=self.context.ref))
+        vm_ref.tell(
+            Provision(task=self.journal.task, start=self.start, reply_to=self.context.self_ref)
+        )
         self.context.schedule_once(
             f"overdue-{self.sent}", self._provision_deadline(), _Overdue(sent=self.sent)
         )
@@ -161,7 +167,7 @@ class DeployRunner(Actor[DeployMessage]):
             await self._retry_or_fail(vm, describe(exc))
             return None
         except VersionConflict:
-            self.context.ref.tell(_Advance())  # someone changed the VM: read it again
+            self.context.self_ref.tell(_Advance())  # someone changed the VM: read it again
             return None
 
     async def _retry_or_fail(self, vm: VM, fault: str) -> None:
@@ -201,7 +207,7 @@ class DeployRunner(Actor[DeployMessage]):
             self.scheduler.tell(ReleaseVM.of(vm, host_id))
         await self._retry_or_fail(vm, fault)
 
-    def _host(self, host_id: str) -> ActorRef | None:
+    def _host(self, host_id: str) -> ActorRef[HostMessage] | None:
         try:
             return self.host_ref(host_id)
         except NotFound:
@@ -233,7 +239,7 @@ class DeployRunner(Actor[DeployMessage]):
             _log.error(
                 "deploy.unsettled", task_id=self.journal.task.id, error=describe(exc), cause=error
             )
-            self.context.stop(self.context.ref)
+            self.context.stop(self.context.self_ref)
         self.failures, self.retry_until = 0, None
 
     async def _settle(self, fault: str) -> None:
@@ -266,7 +272,7 @@ class DeployRunner(Actor[DeployMessage]):
 
     async def _done(self, error: str | None) -> None:
         await self.journal.finish(TaskState.FAILED if error else TaskState.SUCCEEDED, error)
-        self.context.stop(self.context.ref)
+        self.context.stop(self.context.self_ref)
 
 
 class _Unrecorded(Exception):

@@ -11,19 +11,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
-from actors.messages import AdoptVM, Forget, GetHost, GetVM, PowerObserved, Sweep, SweepReport
+from actors.messages import (
+    AdoptVM,
+    Forget,
+    GetHost,
+    GetVM,
+    Observation,
+    PowerObserved,
+    Sweep,
+    SweepReport,
+)
 from actors.paging import all_records
 from actors.registration import update_host
 from actors.services import DriverSlot, Services
 from actors.supervision import DOMAIN_STRATEGY
-from actors.vm import VMActor
-from cloudcore.errors import NotFound, describe
+from actors.vm import VMActor, VMMessage
+from cloudcore.errors import describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Host, HostHealth, VMState
 from hypervisor_drivers.base import HypervisorDriver
+
+if TYPE_CHECKING:
+    from actors.scheduler.messages import SchedulerMessage
 
 __all__ = ["HostActor"]
 
@@ -59,7 +71,7 @@ class HostActor(Actor[HostMessage]):
         services: Services,
         host: Host,
         driver: HypervisorDriver,
-        on_update: ActorRef | None = None,
+        on_update: ActorRef[SchedulerMessage] | None = None,
     ) -> None:
         self.services = services
         self.host = host
@@ -72,7 +84,7 @@ class HostActor(Actor[HostMessage]):
         self.adopted = False
 
     async def started(self) -> None:
-        self.context.ref.tell(_Connect())
+        self.context.self_ref.tell(_Connect())
         self.context.schedule_periodic("sweep", self.services.settings.sweep_interval, Sweep())
 
     async def stopping(self) -> None:
@@ -104,13 +116,14 @@ class HostActor(Actor[HostMessage]):
             case AdoptVM(vm=vm):
                 return self._adopt(vm)
             case Forget(vm_id=vm_id):
-                if self.context._children and vm_id in self.context._children:
-                    self.context.stop(self.context.child(vm_id))
+                if (child := self.context.child(vm_id)) is not None:
+                    self.context.stop(child)
             case GetHost():
                 return self.host
             case PowerObserved(vm_id=vm_id):
-                with contextlib.suppress(NotFound):  # not ours: the sweep reports the orphan
-                    self.context.child(vm_id).tell(message)
+                # Not ours (None): the sweep reports the orphan.
+                if (child := self.context.child(vm_id)) is not None:
+                    child.tell(message)
             case Sweep():
                 return await self._sweep()
             case _:
@@ -155,15 +168,19 @@ class HostActor(Actor[HostMessage]):
             await self.driver.close()
         self.slot.current = self.services.driver_factory(self.host)  # connected afresh below
         await self._set_health(HostHealth.UNREACHABLE)
-        self.context.ref.tell(_Connect())
+        self.context.self_ref.tell(_Connect())
 
     async def _pump_events(self) -> None:
         """Forward the hypervisor's events to the VM actors, through this actor's mailbox."""
-        ref = self.context.ref
+        ref = self.context.self_ref
         async with self.driver.subscribe() as events:
             async for event in events:
                 if event.power is not None:
-                    ref.tell(PowerObserved(vm_id=event.vm_uuid, power=event.power, source="event"))
+                    ref.tell(
+                        PowerObserved(
+                            vm_id=event.vm_uuid, power=event.power, source=Observation.EVENT
+                        )
+                    )
 
     async def _set_health(self, health: HostHealth) -> None:
         if self.host.health is health:
@@ -181,10 +198,10 @@ class HostActor(Actor[HostMessage]):
 
     # ----------------------------------------------------------------- VMs
 
-    def _adopt(self, vm: VM) -> ActorRef:
-        children = self.context._children
-        if children and vm.id in children:
-            return self.context.child(vm.id)
+    def _adopt(self, vm: VM) -> ActorRef[VMMessage]:
+        child: ActorRef[VMMessage] | None = self.context.child(vm.id)
+        if child is not None:
+            return child
         return self.context.spawn(VMActor, self.services, vm, self.slot, name=vm.id)
 
     async def _adopt_stored(self) -> None:
@@ -204,18 +221,22 @@ class HostActor(Actor[HostMessage]):
         except Exception as exc:
             await self._lost(describe(exc))
             return nothing
-        ours = dict(self.context._children or {})
-        for vm_id, cell in ours.items():
+        # The VM actors by their names (VM ids), through their refs: a snapshot, as children
+        # may stop while the asks below wait.
+        ours: dict[str, ActorRef[VMMessage]] = {ref.name: ref for ref in self.context.children}
+        for vm_id, ref in ours.items():
             info = seen.get(vm_id)
-            cell.ref.tell(
-                PowerObserved(vm_id=vm_id, power=info.power if info else None, source="sweep")
+            ref.tell(
+                PowerObserved(
+                    vm_id=vm_id, power=info.power if info else None, source=Observation.SWEEP
+                )
             )
         missing = []
-        for vm_id, cell in ours.items():
+        for vm_id, ref in ours.items():
             if vm_id in seen:
                 self.missing.pop(vm_id, None)
                 continue
-            vm: VM = await cell.ref.ask(GetVM())
+            vm: VM = await ref.ask(GetVM())
             if vm.state in _DEFINED_STATES and vm.task_id is None:
                 self.missing[vm_id] = self.missing.get(vm_id, 0) + 1
                 if self.missing[vm_id] >= 2:

@@ -8,8 +8,9 @@ from typing import Any
 import msgspec
 
 from actors.lifecycle import Operation
+from actors.operations import OperationParams
 from cloudcore.runtime import ActorRef, Message
-from cloudcore.store.records import VM, Task
+from cloudcore.store.records import VM, PowerState, Task, VMSpec, VMState
 from hypervisor_drivers.types import GuestPower
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Forget",
     "GetHost",
     "GetVM",
+    "Observation",
     "OperationFinished",
     "PowerObserved",
     "Provision",
@@ -26,16 +28,19 @@ __all__ = [
     "RequestOperation",
     "Sweep",
     "SweepReport",
+    "VMChange",
 ]
 
 
 class RequestOperation(Message, frozen=True, kw_only=True):
     """Run ``operation`` on the VM. Replies at once with the operation's Task (journal);
-    IllegalTransition if the VM's state does not allow it. ``reply_to`` hears OperationFinished."""
+    IllegalTransition if the VM's state does not allow it; InvalidRequest if ``params`` are not
+    ``operation``'s (None: its defaults; a reconfigure has none). ``reply_to`` hears
+    OperationFinished."""
 
     operation: Operation
-    params: dict[str, Any] = msgspec.field(default_factory=dict)
-    reply_to: ActorRef | None = None
+    params: OperationParams | None = None
+    reply_to: ActorRef[OperationFinished] | None = None
 
 
 class Provision(Message, frozen=True, kw_only=True):
@@ -43,7 +48,7 @@ class Provision(Message, frozen=True, kw_only=True):
 
     task: Task
     start: bool
-    reply_to: ActorRef | None = None
+    reply_to: ActorRef[OperationFinished] | None = None
 
 
 class OperationFinished(Message, frozen=True, kw_only=True):
@@ -72,12 +77,38 @@ class Recover(Message, frozen=True, kw_only=True):
     task: Task | None
 
 
+class Observation(enum.StrEnum):
+    """Where a PowerObserved comes from. Only sweeps count a VM's absences: events are hints."""
+
+    EVENT = "event"  # the hypervisor's event stream
+    SWEEP = "sweep"  # a host's periodic comparison of the hypervisor with the store
+
+
 class PowerObserved(Message, frozen=True, kw_only=True):
     """What the hypervisor showed of a VM, from an event or a sweep; ``power`` None: not there."""
 
     vm_id: str
     power: GuestPower | None
-    source: str  # "event" or "sweep"
+    source: Observation
+
+
+class VMChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A change to a VM's record: the fields given (UNSET: unchanged; None clears the optional
+    ``task_id`` and ``fault``)."""
+
+    state: VMState | msgspec.UnsetType = msgspec.UNSET
+    power: PowerState | msgspec.UnsetType = msgspec.UNSET
+    task_id: str | msgspec.UnsetType | None = msgspec.UNSET
+    fault: str | msgspec.UnsetType | None = msgspec.UNSET
+    spec: VMSpec | msgspec.UnsetType = msgspec.UNSET
+
+    def fields(self) -> dict[str, Any]:
+        """The fields given, by name, as the store's ``update`` takes them."""
+        return {
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not msgspec.UNSET
+        }
 
 
 class AdoptVM(Message, frozen=True, kw_only=True):

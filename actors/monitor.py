@@ -10,9 +10,9 @@ something other than what the store says. Pure functions; the VM actor applies t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from actors.lifecycle import Operation
+from actors.messages import VMChange
 from cloudcore.store.records import VM, PowerState, VMState
 
 __all__ = ["POWER_FOR_STATE", "STATE_FOR_POWER", "Decision", "reconcile"]
@@ -38,7 +38,7 @@ _ENFORCE = {
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    changes: dict[str, Any] = field(default_factory=dict)
+    changes: VMChange = field(default_factory=VMChange)
     enforce: Operation | None = None
     action: str = "none"
 
@@ -53,23 +53,23 @@ def reconcile(vm: VM, power: PowerState | None, missing_sweeps: int, policy: str
             return Decision()
         fault = "missing on its hypervisor for two sweeps"
         return Decision(
-            {"state": VMState.ERROR, "power": PowerState.UNKNOWN, "fault": fault}, action="missing"
+            VMChange(state=VMState.ERROR, power=PowerState.UNKNOWN, fault=fault), action="missing"
         )
     seen = STATE_FOR_POWER.get(power)
     if seen is None:
         return Decision()
     if vm.state in (VMState.UNKNOWN, VMState.ERROR) and vm.fault and "missing" in vm.fault:
-        return Decision({"state": seen, "power": power, "fault": None}, action="found")
+        return Decision(VMChange(state=seen, power=power, fault=None), action="found")
     if vm.state is VMState.UNKNOWN:
-        return Decision({"state": seen, "power": power}, action="observed")
+        return Decision(VMChange(state=seen, power=power), action="observed")
     if vm.state is seen or vm.state is VMState.ERROR:
-        return Decision({"power": power} if vm.power is not power else {})
+        return Decision(VMChange(power=power) if vm.power is not power else VMChange())
     enforce = _ENFORCE.get((vm.state, power)) if policy == "enforce" else None
     verb = "enforcing" if enforce else "followed"
     # Record what is true first, so the operation that enforces starts from a legal state.
     fault = f"{power.value.lower()} on the hypervisor while {vm.state.value}: {verb}"
     return Decision(
-        {"state": seen, "power": power, "fault": fault},
+        VMChange(state=seen, power=power, fault=fault),
         enforce=enforce,
         action="enforce" if enforce else "follow",
     )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.datacenter import AddHost, DatacenterActor
+from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage
+from actors.host import HostMessage
 from actors.journal import Journal
 from actors.lifecycle import Operation, transition
 from actors.messages import (
@@ -27,12 +28,14 @@ from actors.messages import (
     Sweep,
     SweepReport,
 )
+from actors.operations import OperationParams, decode_params
 from actors.paging import all_records
 from actors.quotas import release_vm, vm_usage
 from actors.registration import update_host
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
+from actors.vm import VMMessage
 from cloudcore.errors import Conflict, IllegalTransition, NotFound
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
@@ -70,7 +73,7 @@ class Orchestrator:
         self.system = system
         self.services = services
         self.store = services.store
-        self._root: ActorRef | None = None
+        self._root: ActorRef[Any] | None = None
 
     @classmethod
     async def start(
@@ -86,21 +89,26 @@ class Orchestrator:
                 orchestrator._spawn_datacenter(dc)
         return orchestrator
 
-    def _spawn_datacenter(self, dc: Datacenter) -> ActorRef:
+    def _spawn_datacenter(self, dc: Datacenter) -> ActorRef[DatacenterMessage]:
         assert self._root is not None
-        cell = self.system._cell_at(self._root.path)
-        return cell.spawn(DatacenterActor, self.services, dc, name=dc.id)
+        return self.system.spawn_under(
+            self._root.path, DatacenterActor, self.services, dc, name=dc.id
+        )
 
-    def datacenter(self, datacenter_id: str) -> ActorRef:
-        return self.system.lookup(f"/user/dc/{datacenter_id}")
+    def datacenter(self, datacenter_id: str) -> ActorRef[DatacenterMessage]:
+        """The actor of a datacenter run on this node; NotFound if it runs elsewhere."""
+        ref: ActorRef[DatacenterMessage] = self.system.lookup(f"/user/dc/{datacenter_id}")
+        return ref
 
-    async def add_datacenter(self, dc: Datacenter) -> ActorRef:
+    async def add_datacenter(self, dc: Datacenter) -> ActorRef[DatacenterMessage]:
         """Start managing a datacenter that is in the store."""
         return self._spawn_datacenter(dc)
 
-    async def add_host(self, host: Host) -> ActorRef:
+    async def add_host(self, host: Host) -> ActorRef[HostMessage]:
         """Start managing a host that is in the store."""
-        ref: ActorRef = await self.datacenter(host.datacenter_id).ask(AddHost(host=host))
+        ref: ActorRef[HostMessage] = await self.datacenter(host.datacenter_id).ask(
+            AddHost(host=host)
+        )
         return ref
 
     async def set_admin_state(self, host_id: str, state: AdminState) -> Host:
@@ -132,7 +140,7 @@ class Orchestrator:
         # Written RUNNING when this node runs the datacenter: a crash before it starts is
         # resumed like any deploy in flight. Otherwise PENDING, for the node that runs it.
         try:
-            datacenter: ActorRef | None = self.datacenter(datacenter_id)
+            datacenter: ActorRef[DatacenterMessage] | None = self.datacenter(datacenter_id)
         except NotFound:
             await self.store.get(Datacenter, datacenter_id)  # NotFound names a wrong id
             datacenter = None
@@ -172,15 +180,17 @@ class Orchestrator:
         return task
 
     async def operate(
-        self, vm_id: str, operation: Operation, params: dict[str, Any] | None = None
+        self, vm_id: str, operation: Operation, params: OperationParams | None = None
     ) -> Task:
         """Start an operation on a VM; the task at once. IllegalTransition if its state does
-        not allow it (the message names the state and what is allowed)."""
+        not allow it (the message names the state and what is allowed); InvalidRequest if
+        ``params`` are not ``operation``'s, or are None and it needs some (checked after the
+        state). None: the operation's defaults."""
         vm = await self.store.get(VM, vm_id)
         if vm.host_id is None:
             return await self._operate_unplaced(vm, operation)
         task: Task = await self._vm_ref(vm).ask(
-            RequestOperation(operation=operation, params=params or {})
+            RequestOperation(operation=operation, params=params)
         )
         return task
 
@@ -229,7 +239,7 @@ class Orchestrator:
         redeploy = last is None or last.kind == "vm.deploy" or vm.state is VMState.PLACED
         if not redeploy and last is not None:
             op = Operation(last.kind.removeprefix("vm."))
-            return await self.operate(vm_id, op, dict(last.data))
+            return await self.operate(vm_id, op, decode_params(op, last.data))
         if vm.host_id is None:
             vm = await self.store.update(
                 VM, vm.id, expected_version=vm.version, state=VMState.DEFINED, fault=None
@@ -251,8 +261,11 @@ class Orchestrator:
         tasks = [t async for t in all_records(self.store, Task, {"subject": f"vm/{vm_id}"})]
         return max(tasks, key=lambda t: t.created_at, default=None)
 
-    def _vm_ref(self, vm: VM) -> ActorRef:
-        return self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}/{vm.id}")
+    def _vm_ref(self, vm: VM) -> ActorRef[VMMessage]:
+        ref: ActorRef[VMMessage] = self.system.lookup(
+            f"/user/dc/{vm.datacenter_id}/{vm.host_id}/{vm.id}"
+        )
+        return ref
 
     async def wait(self, task_id: str, timeout: float = 60.0) -> Task:
         """The task once it has ended (TimeoutError after ``timeout`` seconds)."""

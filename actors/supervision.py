@@ -10,10 +10,11 @@ __all__ = ["DOMAIN_STRATEGY", "refusals_resume"]
 
 def refusals_resume(error: Exception) -> Directive:
     """A refusal is the answer to a request, not a fault of the actor: an illegal transition, a
-    bad parameter, a missing record, a version conflict, a backend that is down. The asker gets
-    the error and the actor goes on (an actor whose own record changed under it reloads it
-    itself). Anything else is a bug: restart."""
-    if isinstance(error, CloudcoreError | ValueError):
+    bad parameter (InvalidRequest), a missing record, a version conflict, a backend that is down
+    -- a CloudcoreError. The asker gets the error and the actor goes on (an actor whose own
+    record changed under it reloads it itself). Anything else, a bare ValueError from
+    ``int("x")`` included, is a bug: restart, so the actor starts again from the store."""
+    if isinstance(error, CloudcoreError):
         return Directive.RESUME
     return Directive.RESTART
 

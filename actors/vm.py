@@ -19,18 +19,36 @@ from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
 from actors.messages import (
     GetVM,
+    Observation,
     OperationFinished,
     PowerObserved,
     Provision,
     Recover,
     RecoverVerb,
     RequestOperation,
+    VMChange,
+)
+from actors.operations import (
+    DeleteParams,
+    MigrateParams,
+    OperationParams,
+    PauseParams,
+    RebootParams,
+    ReconfigureParams,
+    ResumeParams,
+    SnapshotParams,
+    StartParams,
+    StopParams,
+    SuspendParams,
+    default_params,
+    task_data,
 )
 from actors.quotas import release, release_vm, resize_delta
 from actors.services import DriverSlot, Services
 from actors.watchdog import Resume
 from cloudcore.errors import (
     IllegalTransition,
+    InvalidRequest,
     NotFound,
     UnsupportedOperation,
     VersionConflict,
@@ -38,7 +56,7 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, PowerState, Task, TaskState, VMState
+from cloudcore.store.records import VM, PowerState, Task, TaskState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import GuestPower
 
@@ -48,16 +66,22 @@ _log = get_logger("actors.vm")
 
 
 class _Update(Message, frozen=True, kw_only=True):
-    changes: dict[str, Any]
+    """From the actor's own background work: apply ``change`` to the record."""
+
+    change: VMChange
 
 
 class _Finish(Message, frozen=True, kw_only=True):
-    operation: Operation
+    """From the actor's own background work: the operation ended (``error`` None: it did).
+
+    Told only by the actor to itself, so it never crosses a node: ``journal`` is the live
+    Journal object, which no wire could carry (the transport would refuse to encode it)."""
+
     source: VMState
-    journal: Any  # Journal: local only, never crosses a node
+    journal: Journal
     error: str | None
-    params: dict[str, Any]
-    reply_to: ActorRef | None
+    params: OperationParams
+    reply_to: ActorRef[OperationFinished] | None
 
 
 VMMessage = (
@@ -106,10 +130,12 @@ class VMActor(Actor[VMMessage]):
         state = monitor.STATE_FOR_POWER.get(power) if power else None
         fault = f"interrupted by a restart; the hypervisor shows {power or 'no VM'}"
         await self._save(
-            state=state or VMState.ERROR,
-            power=power or PowerState.UNKNOWN,
-            task_id=None,
-            fault=fault,
+            VMChange(
+                state=state or VMState.ERROR,
+                power=power or PowerState.UNKNOWN,
+                task_id=None,
+                fault=fault,
+            )
         )
         if task is not None and task.state not in FINAL:
             op = Operation(task.kind.removeprefix("vm."))
@@ -142,8 +168,8 @@ class VMActor(Actor[VMMessage]):
             case PowerObserved():
                 await self._observed(message)
                 return None
-            case _Update(changes=changes):
-                await self._save(**changes)
+            case _Update(change=change):
+                await self._save(change)
                 return self.vm
             case _Finish():
                 await self._finish(message)
@@ -158,12 +184,14 @@ class VMActor(Actor[VMMessage]):
         t = transition(op, self.vm.state, self.vm.id)
         if op is Operation.DEPLOY:
             raise UnsupportedOperation("deploy goes through the datacenter, not the VM actor")
-        if op is Operation.MIGRATE:  # refused whole, before the VM shows MIGRATING
+        params = default_params(op) if message.params is None else message.params
+        if params.operation is not op:
+            raise InvalidRequest(f"{op} does not take {type(params).__name__}")
+        if isinstance(params, MigrateParams):  # refused whole, before the VM shows MIGRATING
             raise UnsupportedOperation(
                 f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
             )
-        params = _checked_params(op, message.params)
-        if op is Operation.RECONFIGURE:  # a bigger VM counts against the quota before it grows
+        if isinstance(params, ReconfigureParams):  # a bigger VM counts before it grows
             grow, _ = self._resize_delta(params)
             if grow:
                 await self.services.store.consume_quota(self.vm.tenant_id, grow)
@@ -172,15 +200,13 @@ class VMActor(Actor[VMMessage]):
             kind=f"vm.{op}",
             subject=f"vm/{self.vm.id}",
             tenant_id=self.vm.tenant_id,
-            data=params,
+            data=task_data(params),
             waiters=self.services.waiters,
         )
         source = self.vm.state
-        await self._save(state=t.transient, task_id=journal.task.id, fault=None)
+        await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
         self._begin(journal.task.id)
-        self.work = asyncio.create_task(
-            self._operate(op, source, journal, params, message.reply_to)
-        )
+        self.work = asyncio.create_task(self._operate(source, journal, params, message.reply_to))
         return journal.task
 
     def _begin(self, task_id: str) -> None:
@@ -203,25 +229,23 @@ class VMActor(Actor[VMMessage]):
 
     async def _operate(
         self,
-        op: Operation,
         source: VMState,
         journal: Journal,
-        params: dict[str, Any],
-        reply_to: ActorRef | None,
+        params: OperationParams,
+        reply_to: ActorRef[OperationFinished] | None,
     ) -> None:
         error: str | None = None
         try:
             await journal.step(
-                op.value,
-                lambda: self._drive(op, source, params),
-                deadline=self._deadline(op, params),
+                params.operation.value,
+                lambda: self._drive(source, params),
+                deadline=self._deadline(params),
             )
         except Exception as exc:
             error = describe(exc)
         try:
-            await self.context.ref.ask(
+            await self.context.self_ref.ask(
                 _Finish(
-                    operation=op,
                     source=source,
                     journal=journal,
                     error=error,
@@ -233,66 +257,70 @@ class VMActor(Actor[VMMessage]):
         finally:
             self.services.runners.discard(journal.task.id)
 
-    def _deadline(self, op: Operation, params: dict[str, Any]) -> float:
+    def _stop_timeout(self, params: StopParams) -> float:
+        return self.services.settings.stop_timeout if params.timeout is None else params.timeout
+
+    def _deadline(self, params: OperationParams) -> float:
         base = self.services.settings.step_deadline
-        if op is Operation.STOP:
-            return base + float(params.get("timeout", self.services.settings.stop_timeout))
+        if isinstance(params, StopParams):
+            return base + self._stop_timeout(params)
         return base
 
-    async def _drive(self, op: Operation, source: VMState, params: dict[str, Any]) -> None:
+    async def _drive(self, source: VMState, params: OperationParams) -> None:
         d, uuid = self.driver, self.vm.id
-        if op is Operation.START:
-            await d.start_vm(uuid)
-        elif op is Operation.STOP:
-            timeout = float(params.get("timeout", self.services.settings.stop_timeout))
-            await d.stop_vm(uuid, timeout=timeout)
-        elif op is Operation.REBOOT:
-            await d.reboot_vm(uuid, hard=bool(params.get("hard", False)))
-        elif op is Operation.PAUSE:
-            await d.pause_vm(uuid)
-        elif op is Operation.RESUME:
-            await (d.unpause_vm(uuid) if source is VMState.PAUSED else d.resume_vm(uuid))
-        elif op is Operation.SUSPEND:
-            await d.suspend_vm(uuid)
-        elif op is Operation.RECONFIGURE:
-            await d.reconfigure_vm(
-                uuid, vcpus=params.get("cpus"), memory_mib=params.get("memory_mib")
-            )
-        elif op is Operation.SNAPSHOT:
-            await d.create_snapshot(uuid, str(params["name"]))
-        elif op is Operation.DELETE:
-            await d.destroy_vm(uuid)
-        else:
-            raise UnsupportedOperation(f"{op} is not an operation of a placed VM")
+        match params:
+            case StartParams():
+                await d.start_vm(uuid)
+            case StopParams():
+                await d.stop_vm(uuid, timeout=self._stop_timeout(params))
+            case RebootParams(hard=hard):
+                await d.reboot_vm(uuid, hard=hard)
+            case PauseParams():
+                await d.pause_vm(uuid)
+            case ResumeParams():
+                await (d.unpause_vm(uuid) if source is VMState.PAUSED else d.resume_vm(uuid))
+            case SuspendParams():
+                await d.suspend_vm(uuid)
+            case ReconfigureParams(cpus=cpus, memory_mib=memory_mib):
+                await d.reconfigure_vm(uuid, vcpus=cpus, memory_mib=memory_mib)
+            case SnapshotParams(name=name):
+                await d.create_snapshot(uuid, name)
+            case DeleteParams():
+                await d.destroy_vm(uuid)
+            case MigrateParams():  # refused in _request; here so the match is whole
+                raise UnsupportedOperation("migration between hosts is not built yet")
+            case _:
+                assert_never(params)
 
     async def _finish(self, message: _Finish) -> None:
-        op, error = message.operation, message.error
+        params, error = message.params, message.error
+        op = params.operation
         t = TRANSITIONS[op]
-        journal: Journal = message.journal
         if error is None:
-            target = t.success or message.source
-            changes: dict[str, Any] = {"state": target, "task_id": None, "fault": None}
+            change = VMChange(state=t.success or message.source, task_id=None, fault=None)
             if t.success in monitor.POWER_FOR_STATE:  # the power the operation left it in
-                changes["power"] = monitor.POWER_FOR_STATE[t.success]
-            if op is Operation.RECONFIGURE:
-                changes["spec"] = _resized(self.vm, message.params)
+                change = msgspec.structs.replace(change, power=monitor.POWER_FOR_STATE[t.success])
+            if isinstance(params, ReconfigureParams):
+                change = msgspec.structs.replace(change, spec=_resized(self.vm.spec, params))
         else:
-            changes = {"state": t.failure or message.source, "task_id": None, "fault": error}
-        if op is Operation.RECONFIGURE:  # give back what was taken and not used, or freed
-            grow, shrink = self._resize_delta(message.params)
+            change = VMChange(state=t.failure or message.source, task_id=None, fault=error)
+        if isinstance(params, ReconfigureParams):  # give back what was taken and not used
+            grow, shrink = self._resize_delta(params)
             freed = grow if error is not None else shrink
             await release(self.services.store, self.vm.tenant_id, freed, self.vm.id)
-        if op is Operation.DELETE and error is None:
+        if isinstance(params, DeleteParams) and error is None:
             await self._deleted()
         else:
-            await self._save(**changes)
-        task = await journal.finish(TaskState.FAILED if error else TaskState.SUCCEEDED, error)
+            await self._save(change)
+        task = await message.journal.finish(
+            TaskState.FAILED if error else TaskState.SUCCEEDED, error
+        )
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
 
-    def _resize_delta(self, params: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
-        return resize_delta(self.vm.spec, params.get("cpus"), params.get("memory_mib"))
+    def _resize_delta(self, params: ReconfigureParams) -> tuple[dict[str, int], dict[str, int]]:
+        return resize_delta(self.vm.spec, params.cpus, params.memory_mib)
 
     # ----------------------------------------------------------------- provisioning
 
@@ -302,18 +330,22 @@ class VMActor(Actor[VMMessage]):
         crash interrupted, whose VM may already be defined or running."""
         error: str | None = None
         try:
-            await self._update(state=VMState.PROVISIONING, task_id=journal.task.id)
+            await self._update(VMChange(state=VMState.PROVISIONING, task_id=journal.task.id))
             error = await self._define(journal)
             if error is None:
                 running = resuming and (
                     await self.driver.power_state(self.vm.id) is GuestPower.RUNNING
                 )
                 if running:
-                    await self._update(state=VMState.RUNNING, power=PowerState.ON, task_id=None)
+                    await self._update(
+                        VMChange(state=VMState.RUNNING, power=PowerState.ON, task_id=None)
+                    )
                 elif message.start:
                     error = await self._start_defined(journal)
                 else:
-                    await self._update(state=VMState.STOPPED, power=PowerState.OFF, task_id=None)
+                    await self._update(
+                        VMChange(state=VMState.STOPPED, power=PowerState.OFF, task_id=None)
+                    )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the store failed under us: report; the task stays resumable
@@ -321,13 +353,13 @@ class VMActor(Actor[VMMessage]):
         finally:
             self.services.runners.discard(journal.task.id)
         if message.reply_to is not None:
-            vm = await self.context.ref.ask(GetVM())
+            vm = await self.context.self_ref.ask(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
         self.work = None
 
-    async def _update(self, **changes: Any) -> None:
+    async def _update(self, change: VMChange) -> None:
         """Change the record from background work: through the mailbox, like every change."""
-        await self.context.ref.ask(_Update(changes=changes))
+        await self.context.self_ref.ask(_Update(change=change))
 
     async def _define(self, journal: Journal) -> str | None:
         spec = domain_spec(self.vm)
@@ -341,13 +373,13 @@ class VMActor(Actor[VMMessage]):
             error = describe(exc)
             await self._roll_back(journal)
             await self._update(
-                state=VMState.PLACED, task_id=None, fault=error, power=PowerState.UNKNOWN
+                VMChange(state=VMState.PLACED, task_id=None, fault=error, power=PowerState.UNKNOWN)
             )
             return error
         return None
 
     async def _start_defined(self, journal: Journal) -> str | None:
-        await self._update(state=VMState.STARTING)
+        await self._update(VMChange(state=VMState.STARTING))
         try:
             await journal.step(
                 "start",
@@ -357,10 +389,10 @@ class VMActor(Actor[VMMessage]):
         except Exception as exc:
             error = describe(exc)
             await self._update(
-                state=VMState.STOPPED, power=PowerState.OFF, task_id=None, fault=error
+                VMChange(state=VMState.STOPPED, power=PowerState.OFF, task_id=None, fault=error)
             )
             return error
-        await self._update(state=VMState.RUNNING, power=PowerState.ON, task_id=None)
+        await self._update(VMChange(state=VMState.RUNNING, power=PowerState.ON, task_id=None))
         return None
 
     async def _roll_back(self, journal: Journal) -> None:
@@ -378,9 +410,9 @@ class VMActor(Actor[VMMessage]):
         self.vm = await self.services.store.unplace_vm(
             self.vm.id, expected_version=self.vm.version, state=VMState.DELETED
         )
-        await self._save(task_id=None, power=PowerState.UNKNOWN)
+        await self._save(VMChange(task_id=None, power=PowerState.UNKNOWN))
         await release_vm(self.services.store, self.vm)
-        self.context.stop(self.context.ref)
+        self.context.stop(self.context.self_ref)
 
     # ----------------------------------------------------------------- operator recovery
 
@@ -400,7 +432,7 @@ class VMActor(Actor[VMMessage]):
         elif message.verb is RecoverVerb.SUCCEED:
             target = _target_of(task, self.vm)
             expected = monitor.POWER_FOR_STATE.get(target, PowerState.UNKNOWN)
-            await self._save(state=target, power=expected, fault=None, task_id=None)
+            await self._save(VMChange(state=target, power=expected, fault=None, task_id=None))
             if task is not None:
                 await Journal(self.services.store, task, self.services.waiters).finish(
                     TaskState.SUCCEEDED, None
@@ -410,10 +442,12 @@ class VMActor(Actor[VMMessage]):
             settled = monitor.STATE_FOR_POWER.get(power) if power else None
             fault = None if message.verb is RecoverVerb.RETRY else f"recovered: {self.vm.fault}"
             await self._save(
-                state=settled or VMState.PLACED,
-                power=power or PowerState.UNKNOWN,
-                fault=fault,
-                task_id=None,
+                VMChange(
+                    state=settled or VMState.PLACED,
+                    power=power or PowerState.UNKNOWN,
+                    fault=fault,
+                    task_id=None,
+                )
             )
         _log.info(
             "vm.recovered", vm_id=self.vm.id, verb=str(message.verb), state=str(self.vm.state)
@@ -424,7 +458,7 @@ class VMActor(Actor[VMMessage]):
 
     async def _observed(self, message: PowerObserved) -> None:
         power = to_power(message.power) if message.power is not None else None
-        if message.source == "sweep":  # only sweeps count absences: events are hints
+        if message.source is Observation.SWEEP:  # only sweeps count absences: events are hints
             self.missing_sweeps = self.missing_sweeps + 1 if power is None else 0
         policy = self.services.settings.drift_policy
         decision = monitor.reconcile(self.vm, power, self.missing_sweeps, policy)
@@ -433,8 +467,8 @@ class VMActor(Actor[VMMessage]):
             # before acting on drift, ask the hypervisor what is true now.
             power = await self._power_now()
             decision = monitor.reconcile(self.vm, power, self.missing_sweeps, policy)
-        if decision.changes:
-            await self._save(**decision.changes)
+        if decision.changes.fields():
+            await self._save(decision.changes)
             _log.warning(
                 "vm.drift",
                 vm_id=self.vm.id,
@@ -444,7 +478,7 @@ class VMActor(Actor[VMMessage]):
                 action=decision.action,
             )
         if decision.enforce is not None:
-            self.context.ref.tell(RequestOperation(operation=decision.enforce))
+            self.context.self_ref.tell(RequestOperation(operation=decision.enforce))
 
     async def _power_now(self) -> PowerState | None:
         try:
@@ -454,7 +488,8 @@ class VMActor(Actor[VMMessage]):
 
     # ----------------------------------------------------------------- persistence
 
-    async def _save(self, **changes: Any) -> None:
+    async def _save(self, change: VMChange) -> None:
+        changes = change.fields()
         if not changes:
             return
         before = self.vm.state
@@ -487,29 +522,9 @@ def _target_of(task: Task | None, vm: VM) -> VMState:
     return t.success or vm.desired_state
 
 
-def _checked_params(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate an operation's parameters before anything is written."""
-    if op is Operation.RECONFIGURE:
-        cpus, memory = params.get("cpus"), params.get("memory_mib")
-        if cpus is None and memory is None:
-            raise ValueError("reconfigure needs cpus and/or memory_mib")
-        for name, value in (("cpus", cpus), ("memory_mib", memory)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"reconfigure: {name} must be a whole number >= 1, got {value!r}")
-    if op is Operation.SNAPSHOT:
-        snapshot = params.get("name")
-        if not isinstance(snapshot, str) or not snapshot or len(snapshot) > 100:
-            raise ValueError("snapshot needs a name of 1 to 100 characters")
-    if op is Operation.STOP and "timeout" in params:
-        timeout = params["timeout"]
-        if not isinstance(timeout, int | float) or timeout < 0:
-            raise ValueError(f"stop: timeout must be a number of seconds >= 0, got {timeout!r}")
-    return dict(params)
-
-
-def _resized(vm: VM, params: dict[str, Any]) -> Any:
+def _resized(spec: VMSpec, params: ReconfigureParams) -> VMSpec:
     return msgspec.structs.replace(
-        vm.spec,
-        cpus=params.get("cpus") or vm.spec.cpus,
-        memory_mib=params.get("memory_mib") or vm.spec.memory_mib,
+        spec,
+        cpus=params.cpus or spec.cpus,
+        memory_mib=params.memory_mib or spec.memory_mib,
     )

@@ -5,6 +5,12 @@ standard exception we inherit from it too, so callers can catch ``LookupError`` 
 ``TimeoutError`` without knowing cloudcore. ``retryable`` says whether the same call may succeed
 if tried again later (a backend was down, a mailbox was full), not whether it is safe to repeat.
 
+Only these errors mean something to a client: the gateway maps each to a status and a stable
+code, and an actor's supervisor resumes the actor after one (the asker gets the refusal). Any
+other exception, a bare ``ValueError`` from ``int("x")`` included, is a bug: a 500 with a request
+id at the gateway, a restart in an actor. Code that means "the caller's input is bad" raises
+:class:`InvalidRequest` (a ``ValueError`` too, for callers that catch that).
+
 ::
 
     CloudcoreError
@@ -33,8 +39,17 @@ if tried again later (a backend was down, a mailbox was full), not whether it is
     ├── BackendUnavailable (ConnectionError)  retryable: database, broker, event bus, hypervisor
     │   └── TransportUnavailable   retryable the cluster transport lost its broker connection
     ├── DriverError                          a hypervisor or storage backend failed the operation
-    ├── InvalidRecord (ValueError)           a record or change is malformed; names the field
-    └── SchemaMismatch                       the database schema is not the version this code knows
+    ├── InvalidRequest (ValueError)          the caller's input is bad; names the field
+    │   └── InvalidRecord                    a record or change is malformed; nothing stored
+    ├── BusClosed                            the event bus is closed: no publish, no subscriber
+    ├── SchemaMismatch                       the database schema is not the version this code knows
+    ├── ApiError                             (cloudcore.app.gateway.errors) the gateway's own
+    │                                        refusal, with its HTTP status and stable code
+    └── ApiFailure                           (cloudcore.app.client) a call to the API failed, as
+                                             the CLI and the console tell their user
+
+The event wire's ``Corrupt`` (cloudcore.events._wire) is deliberately outside the tree: it never
+leaves the bus, which logs the entry it names and skips it, so no caller can meet it.
 """
 
 from __future__ import annotations
@@ -49,6 +64,7 @@ __all__ = [
     "AlreadyExists",
     "AskTimeout",
     "BackendUnavailable",
+    "BusClosed",
     "CloudcoreError",
     "ConfigError",
     "Conflict",
@@ -57,6 +73,7 @@ __all__ = [
     "InsufficientCapacity",
     "InvalidMessage",
     "InvalidRecord",
+    "InvalidRequest",
     "MailboxFull",
     "NoNodeMatches",
     "NoValidHost",
@@ -166,8 +183,18 @@ class PositionExpired(Conflict):
     """
 
 
-class InvalidRecord(CloudcoreError, ValueError):
+class InvalidRequest(CloudcoreError, ValueError):
+    """The caller's input is bad (a parameter out of range, a missing field, a malformed cursor);
+    the message names the field. Nothing was changed."""
+
+
+class InvalidRecord(InvalidRequest):
     """A record or a change has a malformed value; the message names the field. Nothing stored."""
+
+
+class BusClosed(CloudcoreError):
+    """The event bus is closed: a publish is refused, and every subscription and consumer ends
+    with this error (at once if it starts after the close)."""
 
 
 class SchemaMismatch(CloudcoreError):

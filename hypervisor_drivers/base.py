@@ -229,7 +229,7 @@ class HypervisorDriver(abc.ABC):
         its maxima grow with it); a RUNNING or PAUSED VM changes live within its maxima
         (``LIVE_RECONFIGURE``), the definition too. Returns the VM as it is afterwards.
         ``IllegalTransition`` when live change is impossible (SUSPENDED, or beyond a maximum);
-        ``ValueError`` for sizes below 1."""
+        ``InvalidRequest`` (a ValueError) for sizes below 1."""
 
     @abc.abstractmethod
     async def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:

@@ -12,6 +12,8 @@ from datetime import datetime
 
 import msgspec
 
+from cloudcore.errors import InvalidRequest
+
 __all__ = [
     "Capability",
     "DiskSpec",
@@ -192,11 +194,11 @@ class DomainSpec(_Value, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.vcpus < 1 or self.memory_mib < 1:
-            raise ValueError("a VM needs at least 1 vCPU and 1 MiB of memory")
+            raise InvalidRequest("a VM needs at least 1 vCPU and 1 MiB of memory")
         if self.max_vcpus is not None and self.max_vcpus < self.vcpus:
-            raise ValueError("max_vcpus is below vcpus")
+            raise InvalidRequest("max_vcpus is below vcpus")
         if self.max_memory_mib is not None and self.max_memory_mib < self.memory_mib:
-            raise ValueError("max_memory_mib is below memory_mib")
+            raise InvalidRequest("max_memory_mib is below memory_mib")
 
 
 class VMInfo(_Value, frozen=True, kw_only=True):

@@ -29,7 +29,14 @@ from actors.scheduler.messages import (
 )
 from actors.scheduler.request import PlacementRequest
 from actors.scheduler.weighers import Weigher
-from cloudcore.errors import Conflict, InsufficientCapacity, NotFound, NoValidHost
+from cloudcore.errors import (
+    ConfigError,
+    Conflict,
+    InsufficientCapacity,
+    InvalidRequest,
+    NotFound,
+    NoValidHost,
+)
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, Directive
 from cloudcore.store import Store
@@ -43,10 +50,11 @@ _PAGE = 1000
 
 
 def resume_on_conflict(error: Exception) -> Directive:
-    """A supervisor decider for schedulers: a refusal (Conflict, NotFound, a ValueError such as
-    InvalidRecord) is an answer to the asker, not a fault, so the actor resumes; anything else
-    restarts it (and so reloads its view from the store)."""
-    if isinstance(error, Conflict | NotFound | ValueError):
+    """A supervisor decider for schedulers: a refusal (Conflict, NotFound, InvalidRequest such
+    as InvalidRecord, ConfigError) is an answer to the asker, not a fault, so the actor resumes;
+    anything else, a bare ValueError included, restarts it (and so reloads its view from the
+    store)."""
+    if isinstance(error, Conflict | NotFound | InvalidRequest | ConfigError):
         return Directive.RESUME
     return Directive.RESTART
 

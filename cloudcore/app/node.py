@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,10 +21,18 @@ from cloudcore.runtime import ActorSystem
 
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
+    from cloudcore.cluster import Member
 
 __all__ = ["run_node", "serve"]
 
 _log = get_logger("cloudcore.app.node")
+
+#: The cluster view the gateway shows at /system/nodes.
+Members = Callable[[], "Sequence[Member]"]
+
+
+def _alone() -> Sequence[Member]:
+    return ()
 
 
 async def run_node(settings: Settings, stop: asyncio.Event) -> None:
@@ -53,8 +61,8 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
                 )
 
             async with (
-                _actor_system(settings, start_actors) as system,
-                _api(settings, system, started[0]),
+                _actor_system(settings, start_actors) as (system, members),
+                _api(settings, system, started[0], members),
             ):
                 _log.info(
                     "node.started",
@@ -75,24 +83,24 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
 @contextlib.asynccontextmanager
 async def _actor_system(
     settings: Settings, start_actors: Callable[[ActorSystem], Awaitable[None]]
-) -> AsyncIterator[ActorSystem]:
-    """The node's actor system with its actors started: on its own with the local transport,
-    or joined to the cluster (transport.kind = "amqp"), where the actors start before the
-    node takes commands from its queue."""
+) -> AsyncIterator[tuple[ActorSystem, Members]]:
+    """The node's actor system with its actors started, and its cluster view: on its own with
+    the local transport (no view), or joined to the cluster (transport.kind = "amqp"), where
+    the actors start before the node takes commands from its queue."""
     if settings.transport.kind == "amqp":
         from cloudcore.cluster import ClusterNode
 
         async with ClusterNode(settings, setup=lambda node: start_actors(node.system)) as node:
-            yield node.system
+            yield node.system, node.members
     else:
         async with ActorSystem(settings.node.id, settings.runtime) as system:
             await start_actors(system)
-            yield system
+            yield system, _alone
 
 
 @contextlib.asynccontextmanager
 async def _api(
-    settings: Settings, system: ActorSystem, orchestrator: Orchestrator
+    settings: Settings, system: ActorSystem, orchestrator: Orchestrator, members: Members
 ) -> AsyncIterator[None]:
     """The HTTP API of the node (``api.enabled``), with the first admin token made if the
     store has none."""
@@ -106,7 +114,7 @@ async def _api(
     written = await ensure_admin(store, settings.node.data_dir)
     if written is not None:
         print(f"cloudcore: the admin API token is in {written.resolve()}", flush=True)
-    gateway = Gateway.of(settings, system, orchestrator)
+    gateway = Gateway.of(settings, system, orchestrator, members)
     runner = await start_api(gateway)
     try:
         yield

@@ -33,7 +33,7 @@ class ClusterAgent(Actor[_AgentMessage]):
         self._remoting = remoting
         self._placement = placement
         self._remote_watchers: dict[str, set[str]] = {}
-        self._refs: dict[str, ActorRef] = {}
+        self._refs: dict[str, ActorRef[Any]] = {}
 
     async def receive(self, message: _AgentMessage) -> Any:
         match message:

@@ -70,4 +70,4 @@ class Spawn(Message, frozen=True, kw_only=True, tag="cloudcore.Spawn"):
 
 
 class Spawned(Message, frozen=True, kw_only=True, tag="cloudcore.Spawned"):
-    ref: ActorRef
+    ref: ActorRef[Any]

@@ -88,7 +88,7 @@ class Remoting:
 
     # ------------------------------------------------------------------ refs
 
-    def resolve_ref(self, node: str, path: str) -> ActorRef:
+    def resolve_ref(self, node: str, path: str) -> ActorRef[Any]:
         """The ref for an actor named on the wire: local if it lives here, remote otherwise."""
         if node == self.node:
             try:

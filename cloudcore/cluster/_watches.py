@@ -8,7 +8,7 @@ goes down or leaves first, every local watcher gets ``Terminated`` with that rea
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cloudcore.cluster._protocol import AGENT_PATH, StopActor, Unwatch, Watch
 from cloudcore.runtime import Terminated
@@ -27,16 +27,16 @@ class RemoteWatches:
     def __init__(self, remoting: Remoting) -> None:
         self._remoting = remoting
         # (node, path) -> the ref and the local cells watching it
-        self._watches: dict[tuple[str, str], tuple[RemoteActorRef, set[ActorCell]]] = {}
+        self._watches: dict[tuple[str, str], tuple[RemoteActorRef[Any], set[ActorCell]]] = {}
         self._stop_waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
 
-    def add(self, ref: RemoteActorRef, watcher: ActorCell) -> None:
+    def add(self, ref: RemoteActorRef[Any], watcher: ActorCell) -> None:
         if self._node_gone(ref.node):
             watcher._enqueue(Terminated(actor=ref, reason="node-down"))
             return
         self._entry(ref)[1].add(watcher)
 
-    def remove(self, ref: RemoteActorRef, watcher: ActorCell) -> None:
+    def remove(self, ref: RemoteActorRef[Any], watcher: ActorCell) -> None:
         key = (ref.node, ref.path)
         entry = self._watches.get(key)
         if entry is None:
@@ -47,7 +47,7 @@ class RemoteWatches:
             remoting = self._remoting
             remoting.tell(ref.node, AGENT_PATH, Unwatch(path=ref.path, watcher_node=remoting.node))
 
-    async def wait_stopped(self, ref: RemoteActorRef) -> None:
+    async def wait_stopped(self, ref: RemoteActorRef[Any]) -> None:
         if self._node_gone(ref.node):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -55,7 +55,7 @@ class RemoteWatches:
         self._entry(ref)
         await future
 
-    def stop(self, ref: RemoteActorRef) -> None:
+    def stop(self, ref: RemoteActorRef[Any]) -> None:
         self._remoting.tell(ref.node, AGENT_PATH, StopActor(path=ref.path))
 
     def terminated(self, node: str, path: str, reason: str) -> None:
@@ -73,7 +73,7 @@ class RemoteWatches:
         for key in [k for k in self._watches if k[0] == node]:
             self.terminated(node, key[1], reason)
 
-    def _entry(self, ref: RemoteActorRef) -> tuple[RemoteActorRef, set[ActorCell]]:
+    def _entry(self, ref: RemoteActorRef[Any]) -> tuple[RemoteActorRef[Any], set[ActorCell]]:
         key = (ref.node, ref.path)
         entry = self._watches.get(key)
         if entry is None:

@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cloudcore.cluster._agent import ClusterAgent
 from cloudcore.cluster._protocol import AGENT_PATH, Heartbeat, Spawn, Spawned
@@ -31,12 +31,14 @@ from cloudcore.cluster.remote_ref import RemoteActorRef
 from cloudcore.config import Settings
 from cloudcore.errors import ActorError, AskTimeout
 from cloudcore.logging import get_logger
-from cloudcore.runtime import ActorRef, ActorSystem
+from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.runtime.cell import ActorFactory
 from cloudcore.runtime.mailbox import Mailbox
 from cloudcore.transport import Transport, create_transport
 
 __all__ = ["ClusterNode"]
+
+C = TypeVar("C")
 
 _log = get_logger("cloudcore.cluster")
 
@@ -149,13 +151,13 @@ class ClusterNode:
 
     def spawn(
         self,
-        factory: ActorFactory,
+        factory: Callable[..., Actor[C]],
         /,
         *args: Any,
         name: str | None = None,
         mailbox: Mailbox | None = None,
         **kwargs: Any,
-    ) -> ActorRef:
+    ) -> ActorRef[C]:
         """Spawn a top-level actor on this node; see ActorSystem.spawn."""
         return self.system.spawn(factory, *args, name=name, mailbox=mailbox, **kwargs)
 
@@ -173,7 +175,7 @@ class ClusterNode:
         name: str | None = None,
         timeout: float | None = None,
         **kwargs: Any,
-    ) -> ActorRef:
+    ) -> ActorRef[Any]:
         """Create an actor of the registered ``kind`` on an up node whose capabilities satisfy
         ``requirements`` (every key with that value), and return its ref.
 
@@ -190,7 +192,7 @@ class ClusterNode:
         assert isinstance(reply, Spawned)
         return reply.ref
 
-    def ref(self, node: str, path: str) -> ActorRef:
+    def ref(self, node: str, path: str) -> ActorRef[Any]:
         """A ref to the actor at ``path`` on ``node`` (no check that it exists)."""
         if self._remoting is None:
             raise ActorError(f"cluster node {self.node_id} is not started")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cloudcore.runtime import ActorRef
 
@@ -12,8 +12,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RemoteActorRef"]
 
+M = TypeVar("M", contravariant=True)
 
-class RemoteActorRef(ActorRef):
+
+class RemoteActorRef(ActorRef[M]):
     """An actor at ``path`` on node ``node``, reached through the cluster transport.
 
     ``tell`` is persistent: it survives a broker restart and waits in the node's queue while the
@@ -34,10 +36,10 @@ class RemoteActorRef(ActorRef):
     def node(self) -> str:
         return self._node
 
-    def tell(self, message: Any) -> None:
+    def tell(self, message: M) -> None:
         self._remoting.tell(self._node, self.path, message)
 
-    async def ask(self, message: Any, timeout: float | None = None) -> Any:
+    async def ask(self, message: M, timeout: float | None = None) -> Any:
         return await self._remoting.ask(self._node, self.path, message, timeout)
 
     def stop(self) -> None:

@@ -21,6 +21,7 @@ An envelope is a msgpack array (positional, so small)::
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -110,7 +111,7 @@ class Codec:
     the wire back into an ActorRef bound to this node."""
 
     def __init__(
-        self, registry: MessageRegistry, resolve_ref: Callable[[str, str], ActorRef]
+        self, registry: MessageRegistry, resolve_ref: Callable[[str, str], ActorRef[Any]]
     ) -> None:
         self._registry = registry
         self._resolve_ref = resolve_ref
@@ -168,7 +169,8 @@ class Codec:
         except msgspec.DecodeError as exc:
             raise WireError(f"undecodable {tag} payload: {exc}") from exc
 
-    def _dec_hook(self, cls: type, obj: Any) -> Any:
+    def _dec_hook(self, cls: Any, obj: Any) -> Any:
+        cls = typing.get_origin(cls) or cls  # an ActorRef[M] field comes as the generic alias
         if isinstance(cls, type) and issubclass(cls, ActorRef):
             node, path = obj
             return self._resolve_ref(str(node), str(path))

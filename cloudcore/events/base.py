@@ -108,7 +108,9 @@ class EventBus(ABC):
         in order, without gap or duplicate, filtered by type, subject prefix and tenant.
 
         The iterator outlives a backend outage: it waits and resumes from its last position.
-        It raises PositionExpired if it starts (or falls) behind the retained history.
+        It raises PositionExpired if it starts (or falls) behind the retained history, and
+        BusClosed once the bus is closed (at once if it was closed already), so a consumer that
+        loops on it ends instead of spinning.
         """
 
     @abstractmethod
@@ -119,7 +121,7 @@ class EventBus(ABC):
 
         The group is created on first use, starting after ``after`` (None: new events only).
         This consumer's unacknowledged events are delivered again first. Acknowledge each with
-        :meth:`ack` once handled.
+        :meth:`ack` once handled. Raises BusClosed once the bus is closed, like :meth:`subscribe`.
         """
 
     @abstractmethod
@@ -132,4 +134,5 @@ class EventBus(ABC):
 
     @abstractmethod
     async def close(self) -> None:
-        """Stop publishing, flush what is queued, release connections. Idempotent."""
+        """Stop publishing (a publish after it raises BusClosed), flush what is queued, end every
+        subscriber with BusClosed, release connections. Idempotent."""

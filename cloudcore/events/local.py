@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudcore.errors import CloudcoreError, InvalidRecord, PositionExpired
+from cloudcore.errors import BusClosed, InvalidRecord, PositionExpired
 from cloudcore.events._wire import (
     check_position,
     decode_event,
@@ -57,7 +57,7 @@ class LocalEventBus(EventBus):
         data: Mapping[str, Any] | None = None,
     ) -> Event:
         if self._closed:
-            raise CloudcoreError("the event bus is closed")
+            raise BusClosed("the event bus is closed")
         ms = time.time_ns() // 1_000_000
         last_ms, last_seq = self._last
         self._last = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
@@ -94,6 +94,8 @@ class LocalEventBus(EventBus):
         subject_prefix: str | None = None,
         tenant: str | None = None,
     ) -> AsyncIterator[Event]:
+        if self._closed:
+            raise BusClosed("the event bus is closed")
         wanted = EventFilter.of(types, subject_prefix, tenant)
         cursor = await self.last_position() if after is None else after
         while not self._closed:
@@ -105,6 +107,7 @@ class LocalEventBus(EventBus):
                     yield event
             if not batch:
                 await changed.wait()
+        raise BusClosed("the event bus is closed")
 
     async def consume(
         self, group: str, consumer: str, *, after: str | None = None
@@ -127,6 +130,7 @@ class LocalEventBus(EventBus):
             state.last = event.position
             mine[event.position] = event
             yield event
+        raise BusClosed("the event bus is closed")
 
     async def ack(self, group: str, *positions: str) -> None:
         state = self._groups.get(group)

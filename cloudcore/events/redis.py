@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cloudcore.errors import BackendUnavailable, CloudcoreError, PositionExpired
+from cloudcore.errors import BackendUnavailable, BusClosed, CloudcoreError, PositionExpired
 from cloudcore.events._lua import APPEND, RANGE, split_range
 from cloudcore.events._wire import (
     Corrupt,
@@ -100,7 +100,7 @@ class RedisEventBus(EventBus):
         data: Mapping[str, Any] | None = None,
     ) -> Event:
         if self._closed:
-            raise CloudcoreError("the event bus is closed")
+            raise BusClosed("the event bus is closed")
         time = datetime.now(UTC)
         payload = encode_event(type, subject, tenant, time, data)
         done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -197,6 +197,8 @@ class RedisEventBus(EventBus):
         subject_prefix: str | None = None,
         tenant: str | None = None,
     ) -> AsyncIterator[Event]:
+        if self._closed:
+            raise BusClosed("the event bus is closed")
         wanted = EventFilter.of(types, subject_prefix, tenant)
         cursor = await self.last_position() if after is None else after
         check_position(cursor)
@@ -213,7 +215,7 @@ class RedisEventBus(EventBus):
             except RedisError as exc:
                 _honour_cancellation()
                 if self.closed:
-                    return
+                    break
                 await pause.wait(exc)
                 check = True  # Redis may have lost or trimmed the stream meanwhile
                 continue
@@ -225,6 +227,7 @@ class RedisEventBus(EventBus):
             for event in self._decode(entries):
                 if wanted.matches(event):
                     yield event
+        raise BusClosed("the event bus is closed")
 
     async def consume(
         self, group: str, consumer: str, *, after: str | None = None
@@ -247,7 +250,7 @@ class RedisEventBus(EventBus):
             except RedisError as exc:
                 _honour_cancellation()
                 if self.closed:
-                    return
+                    break
                 made = made and "NOGROUP" not in str(exc)
                 await pause.wait(exc)
                 continue
@@ -268,6 +271,7 @@ class RedisEventBus(EventBus):
                 await self._redis.xack(self._key, group, *bad)
             for event in events:
                 yield event
+        raise BusClosed("the event bus is closed")
 
     async def _create_group(self, group: str, start: str) -> None:
         try:

@@ -9,7 +9,8 @@
 """
 
 from cloudcore.runtime.actor import Actor
-from cloudcore.runtime.cell import ActorCell, ActorContext
+from cloudcore.runtime.cell import ActorCell
+from cloudcore.runtime.context import ActorContext
 from cloudcore.runtime.deadletters import DeadLetter, DeadLetters
 from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.runtime.mailbox import Mailbox, Overflow

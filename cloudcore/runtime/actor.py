@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from typing import Self
 
     from cloudcore.runtime.cell import ActorCell
+    from cloudcore.runtime.context import ActorContext
 
 __all__ = ["Actor"]
 
@@ -38,8 +39,8 @@ class Actor(ABC, Generic[M]):
     #: How this actor supervises its children.
     supervisor_strategy: ClassVar[SupervisorStrategy] = SupervisorStrategy()
 
-    #: The runtime side: spawn children, watch, timers, own ref, parent. See ActorCell.
-    context: ActorCell
+    #: The runtime side: own ref, parent, children, watch, timers. See ActorContext.
+    context: ActorContext[M]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         cell = _constructing.get()

@@ -35,7 +35,7 @@ class ActorInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 def snapshot(cell: ActorCell) -> ActorInfo:
     """The subtree rooted at ``cell``."""
-    children = tuple(snapshot(c) for c in list(cell._children.values())) if cell._children else ()
+    children = tuple(snapshot(c) for c in cell.child_cells())
     return ActorInfo(
         path=cell.path,
         name=cell.name,

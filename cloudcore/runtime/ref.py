@@ -2,12 +2,22 @@
 
 A ref stays valid across restarts of its actor (it names the actor, not the instance), is
 hashable, prints as the actor's path and can travel inside messages.
+
+``ActorRef[M]`` is generic in the messages the actor accepts, so mypy checks what is sent:
+``spawn(HostActor, ...)`` returns an ``ActorRef[HostMessage]`` and ``tell(GetVM())`` to it is
+a type error unless ``GetVM`` is in that union. The parameter is contravariant: a ref that takes
+``A | B`` can stand where a ref that takes ``A`` is wanted (a ``reply_to`` field names only
+the reply it gets). Refs found at run time (``lookup``, ``children``, a ``Terminated``) are
+``ActorRef[Any]``: the runtime cannot know what they accept.
+
+What runs where: ``tell`` and ``ask`` only append to the mailbox, in the caller's task; the
+message is handled later in the actor's own task. ``ask`` waits in the caller's task.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cloudcore.errors import AskTimeout
 from cloudcore.runtime.message import _valid_types, check_message
@@ -17,8 +27,11 @@ if TYPE_CHECKING:
 
 __all__ = ["ActorRef", "LocalActorRef"]
 
+#: The messages a ref accepts (contravariant: see the module docstring).
+M = TypeVar("M", contravariant=True)
 
-class ActorRef:
+
+class ActorRef(Generic[M]):
     """The interface every reference implements, whatever node the actor lives on."""
 
     __slots__ = ("path",)
@@ -30,7 +43,7 @@ class ActorRef:
         """The id of the node the actor lives on."""
         raise NotImplementedError
 
-    def tell(self, message: Any) -> None:
+    def tell(self, message: M) -> None:
         """Send ``message`` and return at once.
 
         Raises InvalidMessage (a TypeError) if it is not a frozen, tagged msgspec.Struct, and
@@ -39,8 +52,11 @@ class ActorRef:
         """
         raise NotImplementedError
 
-    async def ask(self, message: Any, timeout: float | None = None) -> Any:
+    async def ask(self, message: M, timeout: float | None = None) -> Any:
         """Send ``message`` and wait for the value the actor's ``receive`` returns.
+
+        The reply is typed ``Any``: ``receive`` answers each message type with its own type,
+        which a union of messages cannot express; annotate the variable that takes it.
 
         Raises AskTimeout (a TimeoutError) after ``timeout`` seconds (default: the runtime's
         ask_timeout), ActorStopped at once if the actor is stopped, or the exception ``receive``
@@ -63,6 +79,11 @@ class ActorRef:
     def _remove_watcher(self, watcher: ActorCell) -> None:
         raise NotImplementedError
 
+    @property
+    def name(self) -> str:
+        """The actor's name among its siblings: the last segment of its path."""
+        return self.path.rpartition("/")[2]
+
     def __str__(self) -> str:
         return self.path
 
@@ -70,7 +91,7 @@ class ActorRef:
         return f"<{type(self).__name__} {self.node}:{self.path}>"
 
 
-class LocalActorRef(ActorRef):
+class LocalActorRef(ActorRef[M]):
     """A reference to an actor in this process."""
 
     __slots__ = ("_cell",)
@@ -83,12 +104,12 @@ class LocalActorRef(ActorRef):
     def node(self) -> str:
         return self._cell.system.node_id
 
-    def tell(self, message: Any) -> None:
+    def tell(self, message: M) -> None:
         if type(message) not in _valid_types:
             check_message(message)
         self._cell._enqueue(message)
 
-    async def ask(self, message: Any, timeout: float | None = None) -> Any:
+    async def ask(self, message: M, timeout: float | None = None) -> Any:
         if type(message) not in _valid_types:
             check_message(message)
         cell = self._cell
@@ -106,16 +127,16 @@ class LocalActorRef(ActorRef):
             timer.cancel()
 
     def stop(self) -> None:
-        self._cell._request_stop("stopped", drain=False)
+        self._cell.request_stop("stopped", drain=False)
 
     async def stopped(self) -> None:
-        await self._cell._wait_stopped()
+        await self._cell.wait_stopped()
 
     def _add_watcher(self, watcher: ActorCell) -> None:
-        watcher._watch_cell(self._cell)
+        watcher.watch_cell(self._cell)
 
     def _remove_watcher(self, watcher: ActorCell) -> None:
-        watcher._unwatch_cell(self._cell)
+        watcher.unwatch_cell(self._cell)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LocalActorRef) and other._cell is self._cell

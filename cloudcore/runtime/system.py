@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 from cloudcore.config import RuntimeSettings
 from cloudcore.errors import ActorError, Conflict, NotFound
 from cloudcore.logging import get_logger
-from cloudcore.runtime._supervising import halt, resume_fresh, supervise_task
+from cloudcore.runtime._supervising import halt
 from cloudcore.runtime.actor import Actor
 from cloudcore.runtime.cell import ActorCell, ActorFactory
 from cloudcore.runtime.deadletters import DeadLetters
@@ -18,6 +19,8 @@ from cloudcore.runtime.ref import ActorRef
 from cloudcore.runtime.supervision import SupervisorStrategy
 
 __all__ = ["ActorSystem"]
+
+C = TypeVar("C")
 
 _log = get_logger("cloudcore.runtime")
 
@@ -62,9 +65,7 @@ class ActorSystem:
         self._shutdown: asyncio.Task[None] | None = None
 
     def _root_child(self, factory: ActorFactory, name: str) -> ActorCell:
-        self._root.spawn(factory, name=name)
-        assert self._root._children is not None
-        return self._root._children[name]
+        return self._root.spawn_cell(factory, (), {}, name, None)
 
     async def __aenter__(self) -> ActorSystem:
         return self
@@ -74,25 +75,46 @@ class ActorSystem:
 
     def spawn(
         self,
-        factory: ActorFactory,
+        factory: Callable[..., Actor[C]],
         /,
         *args: Any,
         name: str | None = None,
         mailbox: Mailbox | None = None,
         **kwargs: Any,
-    ) -> ActorRef:
-        """Spawn a top-level actor under ``/user``; see ActorCell.spawn."""
+    ) -> ActorRef[C]:
+        """Spawn a top-level actor under ``/user``; see ActorContext.spawn."""
         return self._user.spawn(factory, *args, name=name, mailbox=mailbox, **kwargs)
 
     def spawn_system(
-        self, factory: ActorFactory, /, *args: Any, name: str, **kwargs: Any
-    ) -> ActorRef:
+        self, factory: Callable[..., Actor[C]], /, *args: Any, name: str, **kwargs: Any
+    ) -> ActorRef[C]:
         """Spawn a runtime actor under ``/system``."""
         return self._system.spawn(factory, *args, name=name, **kwargs)
 
-    def lookup(self, path: str) -> ActorRef:
+    def spawn_under(
+        self,
+        parent: str,
+        factory: Callable[..., Actor[C]],
+        /,
+        *args: Any,
+        name: str | None = None,
+        mailbox: Mailbox | None = None,
+        **kwargs: Any,
+    ) -> ActorRef[C]:
+        """Spawn a child of the actor at path ``parent``, from outside it (the orchestrator
+        adds a datacenter to the tree it built); the parent supervises it as any child. The
+        same as the parent's ``context.spawn``, and safe from another task because a spawn
+        does not await. NotFound (no actor there), ActorStopped (it is stopping)."""
+        return self._cell_at(parent).spawn(factory, *args, name=name, mailbox=mailbox, **kwargs)
+
+    def lookup(self, path: str) -> ActorRef[Any]:
         """The ref of the actor at ``path`` (``/user/dc/dc1``); NotFound if none lives there."""
         return self._cell_at(path).ref
+
+    def stop(self, path: str) -> None:
+        """Ask the actor at ``path`` to stop after the message it is handling (its children
+        first); NotFound if none lives there. ``await lookup(path).stopped()`` to wait."""
+        self._cell_at(path).request_stop("stopped", drain=False)
 
     def tree(self, path: str = "/") -> ActorInfo:
         """A snapshot of the subtree at ``path``: class, status, mailbox depth, processed
@@ -105,8 +127,8 @@ class ActorSystem:
         starts and keeps the mailbox. Returns once it runs again. NotFound (no such actor),
         Conflict (it is stopping or restarting), ActorError (not running again in time)."""
         cell = self._cell_at(path)
-        parent = cell._parent
-        if parent is None or cell._stop is not None or cell.status != "running":
+        parent = cell.parent_cell
+        if parent is None or cell.leaving or cell.status != "running":
             raise Conflict(f"{cell.path} is {cell.status}; only a running actor can be restarted")
         done = self._loop.create_future()
         error = ActorError(f"{cell.path} restarted by an operator")
@@ -116,12 +138,12 @@ class ActorSystem:
             # in a supervision task of the parent, as supervision itself runs them.
             try:
                 await halt(cell, error)
-                resume_fresh(cell)
+                cell.renew()
             finally:
                 if not done.done():
                     done.set_result(None)
 
-        supervise_task(parent, run())
+        parent.run_supervision(run())
         wait = self.ask_timeout if timeout is None else timeout
         try:
             await asyncio.wait_for(asyncio.shield(done), wait)
@@ -129,11 +151,12 @@ class ActorSystem:
             raise ActorError(f"{cell.path} did not restart within {wait:g} s") from None
 
     def _cell_at(self, path: str) -> ActorCell:
+        """The cell at ``path``; for the runtime and the cluster layer only."""
         if not path.startswith("/"):
             raise NotFound(f"actor path must be absolute, got {path!r}")
         cell = self._root
         for name in path.strip("/").split("/") if path.strip("/") else ():
-            child = cell._children.get(name) if cell._children else None
+            child = cell.child_cell(name)
             if child is None:
                 raise NotFound(f"no actor at {path}")
             cell = child
@@ -154,12 +177,12 @@ class ActorSystem:
     async def _stop_all(self, timeout: float | None) -> None:
         deadline = self.settings.shutdown_timeout if timeout is None else timeout
         root = self._root
-        root._request_stop("shutdown", drain=True)
+        root.request_stop("shutdown", drain=True)
         try:
-            await asyncio.wait_for(root._wait_stopped(), deadline)
+            await asyncio.wait_for(root.wait_stopped(), deadline)
         except TimeoutError:
             _log.warning("system.shutdown_timeout", node=self.node_id, timeout=deadline)
             cancelled: list[asyncio.Task[Any]] = []
-            root._force_stop("shutdown", cancelled)
+            root.force_stop("shutdown", cancelled)
             if cancelled:
                 await asyncio.wait(cancelled, timeout=1.0)

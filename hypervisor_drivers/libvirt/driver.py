@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from cloudcore.errors import BackendUnavailable
+from cloudcore.errors import BackendUnavailable, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
     DiskSpec,
@@ -204,7 +204,7 @@ class LibvirtDriver(HypervisorDriver):
     ) -> VMInfo:
         self._require(Capability.RECONFIGURE)
         if (vcpus is not None and vcpus < 1) or (memory_mib is not None and memory_mib < 1):
-            raise ValueError("a VM needs at least 1 vCPU and 1 MiB of memory")
+            raise InvalidRequest("a VM needs at least 1 vCPU and 1 MiB of memory")
         live = self.supports(Capability.LIVE_RECONFIGURE)
         return await self._call(lambda c: c.reconfigure(uuid, vcpus, memory_mib, live))
 
@@ -229,7 +229,7 @@ class LibvirtDriver(HypervisorDriver):
         if isinstance(disk, IscsiDisk):
             self._require(Capability.ISCSI_DISKS)
         if disk.serial is None:
-            raise ValueError("attach_volume needs disk.serial (the volume id)")
+            raise InvalidRequest("attach_volume needs disk.serial (the volume id)")
         return await self._call(lambda c: c.attach(uuid, disk))
 
     async def detach_volume(self, uuid: str, serial: str) -> None:

@@ -1,13 +1,16 @@
-"""What the gateway's handlers reach: the orchestrator, the store, the event bus, settings."""
+"""What the gateway's handlers reach: the orchestrator, the store, the event bus, settings,
+and the cluster view."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
+from cloudcore.cluster import Member
 from cloudcore.config import Settings
 from cloudcore.events import EventBus
 from cloudcore.runtime import ActorSystem
@@ -30,10 +33,19 @@ class Gateway:
     orchestrator: Orchestrator
     tokens: TokenCache
     limiter: RateLimiter
+    #: The cluster view (ClusterNode.members) of a clustered node; a node on its own has none.
+    members: Callable[[], Sequence[Member]] = field(default=lambda: ())
 
     @classmethod
-    def of(cls, settings: Settings, system: ActorSystem, orchestrator: Orchestrator) -> Gateway:
-        """The gateway of a node running ``orchestrator`` (its store and event bus)."""
+    def of(
+        cls,
+        settings: Settings,
+        system: ActorSystem,
+        orchestrator: Orchestrator,
+        members: Callable[[], Sequence[Member]] | None = None,
+    ) -> Gateway:
+        """The gateway of a node running ``orchestrator`` (its store and event bus);
+        ``members`` gives the cluster view when the node belongs to a cluster."""
         store = orchestrator.store
         return cls(
             settings=settings,
@@ -43,6 +55,7 @@ class Gateway:
             orchestrator=orchestrator,
             tokens=TokenCache(store, settings.api.token_cache_seconds),
             limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
+            members=members or (lambda: ()),
         )
 
 

@@ -6,8 +6,11 @@ Every error reply is::
                "request_id": "..."}}
 
 ``code`` is stable (clients branch on it), ``message`` is for people and names what was wrong.
-No stack trace ever reaches a client: an unexpected exception is logged with its trace and the
-request id, and the client gets a 500 carrying that request id.
+Only :class:`~cloudcore.errors.CloudcoreError` subclasses map to a 4xx or a 503: they are what the
+platform means a client to see. Anything else (a bare ``ValueError`` from ``int("x")`` included)
+is a bug: logged with its trace and the request id, and the client gets a 500 carrying that
+request id and no trace. What msgspec refuses at the edge is translated there (400 for a body
+that is not JSON, 422 naming the field), in :mod:`cloudcore.app.gateway.api`.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from cloudcore.errors import (
     AlreadyExists,
     AskTimeout,
     BackendUnavailable,
+    BusClosed,
     CloudcoreError,
     Conflict,
     IllegalTransition,
     InvalidMessage,
-    InvalidRecord,
+    InvalidRequest,
     MailboxFull,
     NotFound,
     PositionExpired,
@@ -46,7 +50,7 @@ _log = get_logger("cloudcore.app.gateway")
 RETRY_AFTER = 5
 
 
-class ApiError(Exception):
+class ApiError(CloudcoreError):
     """An error the gateway itself raises, with its status and stable code."""
 
     def __init__(
@@ -88,13 +92,13 @@ _STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (PositionExpired, 409, "position_expired"),
     (Conflict, 409, "conflict"),
     (UnsupportedOperation, 409, "unsupported_operation"),
-    (InvalidRecord, 422, "invalid_value"),
+    (InvalidRequest, 422, "invalid_value"),
     (InvalidMessage, 422, "invalid_message"),
     (MailboxFull, 503, "busy"),
     (AskTimeout, 503, "timeout"),
     (BackendUnavailable, 503, "backend_unavailable"),
     (ActorError, 503, "unavailable"),
-    (ValueError, 422, "invalid_value"),
+    (BusClosed, 503, "unavailable"),
 )
 
 _HTTP_CODES = {
@@ -166,8 +170,6 @@ async def error_middleware(
         return error_response(request, exc.status, code, message, headers=headers)
     except CloudcoreError as exc:
         return _domain_error(request, exc)
-    except ValueError as exc:
-        return error_response(request, 422, "invalid_value", str(exc))
     except Exception:
         _log.exception(
             "api.internal_error",

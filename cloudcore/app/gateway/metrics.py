@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from cloudcore.app.gateway.context import GATEWAY, Gateway
-from cloudcore.errors import CloudcoreError
+from cloudcore.errors import BusClosed, CloudcoreError
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorSystem
 from cloudcore.store.records import VM, Host, HostHealth, VMState
@@ -179,6 +179,8 @@ async def _count(gateway: Gateway, metrics: Metrics, after: str) -> None:
                 after = event.position
                 kind = str(event.data.get("kind", "unknown"))
                 metrics.tasks_finished.labels(kind, str(event.data.get("state", ""))).inc()
+        except BusClosed:
+            return  # the node is shutting down
         except CloudcoreError as exc:
             # PositionExpired (fell behind the retained history) or the bus failing: go on
             # from the present; the counts miss what was skipped.

@@ -2,6 +2,8 @@
 
 Records (:mod:`cloudcore.store.records`) are returned as they are: a VM reply is the VM record.
 Constraints (``Meta``) here are what the gateway validates, and what the OpenAPI document shows.
+The bodies of the VM actions take their constrained types from :mod:`actors.operations`, whose
+parameter structs carry the same limits across the actor boundary.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from actors.operations import Cpus, HostId, MemoryMib, SnapshotName, StopTimeout
 from cloudcore.store.records import TaskState, TaskStep, VMState
 
 __all__ = [
@@ -32,8 +35,6 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Cpus = Annotated[int, msgspec.Meta(ge=1, le=1024)]
-MemoryMib = Annotated[int, msgspec.Meta(ge=16, le=16 * 1024 * 1024)]
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -77,7 +78,7 @@ class StopBody(_Body, frozen=True, kw_only=True):
     powered off hard. ``hard``: power off at once."""
 
     hard: bool = False
-    timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
+    timeout: StopTimeout | None = None
 
 
 class RebootBody(_Body, frozen=True, kw_only=True):
@@ -92,13 +93,13 @@ class ReconfigureBody(_Body, frozen=True, kw_only=True):
 
 
 class SnapshotBody(_Body, frozen=True, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+    name: SnapshotName
 
 
 class MigrateBody(_Body, frozen=True, kw_only=True):
     """Move the VM to ``host_id`` (None: the scheduler picks one)."""
 
-    host_id: Id | None = None
+    host_id: HostId | None = None
 
 
 class TaskQuery(ListQuery, frozen=True, kw_only=True):

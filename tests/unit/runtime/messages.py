@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cloudcore.runtime import ActorRef, Message
 
 
@@ -22,9 +24,49 @@ class Sleep(Message, frozen=True, kw_only=True):
 
 
 class Forward(Message, frozen=True, kw_only=True):
-    to: ActorRef
+    to: ActorRef[Any]
     n: int
 
 
 class Spawn(Message, frozen=True, kw_only=True):
     name: str
+
+
+class Watch(Message, frozen=True, kw_only=True):
+    """Watch ``ref`` (through the actor's context)."""
+
+    ref: ActorRef[Any]
+
+
+class Unwatch(Message, frozen=True, kw_only=True):
+    ref: ActorRef[Any]
+
+
+class Children(Message, frozen=True, kw_only=True):
+    """Reply with ``context.children``."""
+
+
+class Child(Message, frozen=True, kw_only=True):
+    """Reply with ``context.child(name)``."""
+
+    name: str
+
+
+class Every(Message, frozen=True, kw_only=True):
+    """Start a periodic timer ``key`` sending ``message``."""
+
+    key: str
+    interval: float
+    message: Ping
+
+
+class Once(Message, frozen=True, kw_only=True):
+    key: str
+    delay: float
+    message: Ping
+
+
+class Cancel(Message, frozen=True, kw_only=True):
+    """Cancel the timer ``key``; replies with what cancel_timer returned."""
+
+    key: str

@@ -8,7 +8,21 @@ from typing import Any, ClassVar
 
 from cloudcore.runtime import Actor, SupervisorStrategy, Terminated
 
-from .messages import Fail, Forward, Get, Ping, Sleep, Spawn
+from .messages import (
+    Cancel,
+    Child,
+    Children,
+    Every,
+    Fail,
+    Forward,
+    Get,
+    Once,
+    Ping,
+    Sleep,
+    Spawn,
+    Unwatch,
+    Watch,
+)
 
 
 class Probe(Actor[Any]):
@@ -48,6 +62,20 @@ class Probe(Actor[Any]):
                 return self.context.spawn(type(self), self.record, name=name)
             case Terminated(actor=actor, reason=reason):
                 self.record(("terminated", actor.path, reason))
+            case Watch(ref=ref):
+                self.context.watch(ref)
+            case Unwatch(ref=ref):
+                self.context.unwatch(ref)
+            case Children():
+                return self.context.children
+            case Child(name=name):
+                return self.context.child(name)
+            case Once(key=key, delay=delay, message=tick):
+                self.context.schedule_once(key, delay, tick)
+            case Every(key=key, interval=interval, message=tick):
+                self.context.schedule_periodic(key, interval, tick)
+            case Cancel(key=key):
+                return self.context.cancel_timer(key)
         return None
 
 

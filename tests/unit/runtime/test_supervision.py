@@ -17,7 +17,7 @@ from cloudcore.runtime import (
 )
 
 from .conftest import Recorder
-from .messages import Fail, Get, Ping, Sleep, Spawn
+from .messages import Fail, Get, Ping, Sleep, Spawn, Watch
 from .probe import Probe, supervising
 
 
@@ -76,10 +76,9 @@ async def test_restarts_beyond_the_intensity_escalate_to_the_parent(
 async def test_a_top_level_actor_past_its_intensity_is_stopped(
     system: ActorSystem, rec: Recorder
 ) -> None:
-    system.spawn(Probe, rec, name="watcher")
+    watcher = system.spawn(Probe, rec, name="watcher")
     probe = system.spawn(Probe, rec, name="flaky")
-    watcher_cell = system._cell_at("/user/watcher")
-    watcher_cell.watch(probe)
+    await watcher.ask(Watch(ref=probe))
     probe.tell(Fail())
     await rec.count(("started", "/user/flaky"), 2)
     probe.tell(Fail())
@@ -193,7 +192,7 @@ async def test_escalate_directive_fails_the_parent_with_the_childs_error(
 ) -> None:
     strategy = SupervisorStrategy(decider=lambda error: Directive.ESCALATE)
     system.spawn(Probe, rec, name="grand")
-    sup = system._cell_at("/user/grand").spawn(supervising(strategy), rec, name="sup")
+    sup = system.spawn_under("/user/grand", supervising(strategy), rec, name="sup")
     child = await sup.ask(Spawn(name="child"))
     child.tell(Fail(reason="disk gone"))
     await rec.until(lambda items: ("before_restart", sup.path, "RuntimeError") in items)

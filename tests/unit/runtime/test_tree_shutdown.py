@@ -12,7 +12,7 @@ from cloudcore.errors import ActorNameTaken, ActorStopped, NotFound
 from cloudcore.runtime import ActorSystem
 
 from .conftest import Recorder
-from .messages import Fail, Get, Ping, Sleep, Spawn
+from .messages import Child, Children, Fail, Get, Ping, Sleep, Spawn
 from .probe import Probe
 
 
@@ -25,8 +25,9 @@ async def test_actors_have_hierarchical_paths_and_can_be_looked_up(
     assert host.path == "/user/dc/dc1/h7"
     assert system.lookup("/user/dc/dc1/h7") == host
     assert system.lookup("/user/dc/dc1/h7/") == host
-    assert system._cell_at("/user/dc/dc1").child("h7") == host
-    assert system._cell_at("/user/dc").children == [dc1]
+    assert await dc1.ask(Child(name="h7")) == host
+    assert await dc1.ask(Child(name="h8")) is None
+    assert await dc.ask(Children()) == [dc1]
     with pytest.raises(NotFound, match="/user/dc/nope"):
         system.lookup("/user/dc/nope")
     with pytest.raises(LookupError):
@@ -116,3 +117,19 @@ async def test_spawning_on_a_shut_down_system_is_refused(rec: Recorder) -> None:
     await system.shutdown()
     with pytest.raises(ActorStopped):
         system.spawn(Probe, rec)
+
+
+async def test_the_system_spawns_under_and_stops_an_actor_by_path(
+    system: ActorSystem, rec: Recorder
+) -> None:
+    system.spawn(Probe, rec, name="dc")
+    dc1 = system.spawn_under("/user/dc", Probe, rec, name="dc1")
+    assert (dc1.path, dc1.name) == ("/user/dc/dc1", "dc1")
+    assert await dc1.ask(Ping(n=1)) == 1
+    with pytest.raises(NotFound):
+        system.spawn_under("/user/nope", Probe, rec, name="x")
+    system.stop("/user/dc/dc1")
+    await dc1.stopped()
+    assert system.tree("/user/dc").children == ()
+    with pytest.raises(NotFound):
+        system.stop("/user/dc/dc1")

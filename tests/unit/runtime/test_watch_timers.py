@@ -9,7 +9,7 @@ from cloudcore.runtime import Actor, ActorSystem, Directive, SupervisorStrategy
 from tests.waiting import eventually
 
 from .conftest import Recorder
-from .messages import Fail, Get, Ping, Spawn
+from .messages import Cancel, Every, Fail, Get, Once, Ping, Spawn, Unwatch, Watch
 from .probe import Probe, supervising
 
 
@@ -20,9 +20,9 @@ def terminations(items: list[Any]) -> list[tuple[str, str]]:
 async def test_a_watcher_gets_terminated_with_the_reason_when_the_actor_stops(
     system: ActorSystem, rec: Recorder
 ) -> None:
-    system.spawn(Probe, rec, name="watcher")
+    watcher = system.spawn(Probe, rec, name="watcher")
     target = system.spawn(Probe, rec, name="target")
-    system._cell_at("/user/watcher").watch(target)
+    await watcher.ask(Watch(ref=target))
     target.stop()
     await rec.until(lambda items: terminations(items) == [("/user/target", "stopped")])
 
@@ -30,20 +30,19 @@ async def test_a_watcher_gets_terminated_with_the_reason_when_the_actor_stops(
 async def test_watching_an_actor_that_is_already_dead_delivers_terminated_at_once(
     system: ActorSystem, rec: Recorder
 ) -> None:
-    system.spawn(Probe, rec, name="watcher")
+    watcher = system.spawn(Probe, rec, name="watcher")
     target = system.spawn(Probe, rec, name="target")
     target.stop()
     await target.stopped()
-    system._cell_at("/user/watcher").watch(target)
+    await watcher.ask(Watch(ref=target))
     await rec.until(lambda items: terminations(items) == [("/user/target", "stopped")])
 
 
 async def test_unwatch_stops_the_notification(system: ActorSystem, rec: Recorder) -> None:
     watcher = system.spawn(Probe, rec, name="watcher")
     target = system.spawn(Probe, rec, name="target")
-    cell = system._cell_at("/user/watcher")
-    cell.watch(target)
-    cell.unwatch(target)
+    await watcher.ask(Watch(ref=target))
+    await watcher.ask(Unwatch(ref=target))
     target.stop()
     await target.stopped()
     watcher.tell(Ping(n=1))  # anything queued before this would have been handled first
@@ -58,7 +57,7 @@ async def test_a_child_stopped_by_its_supervisor_reports_the_failure(
         supervising(SupervisorStrategy(decider=lambda e: Directive.STOP)), rec, name="sup"
     )
     child = await sup.ask(Spawn(name="child"))
-    system._cell_at("/user/sup").watch(child)
+    await sup.ask(Watch(ref=child))
     child.tell(Fail(reason="disk full"))
     await rec.until(
         lambda items: terminations(items) == [(child.path, "failed: RuntimeError: disk full")]
@@ -70,7 +69,7 @@ class Tick(Ping, frozen=True, kw_only=True):
 
 
 class Clock(Actor[Any]):
-    """Counts timer ticks; messages start, stop and replace timers."""
+    """Counts timer ticks; messages start and cancel timers through the context."""
 
     def __init__(self, record: Any) -> None:
         self.record = record
@@ -85,12 +84,18 @@ class Clock(Actor[Any]):
                 return self.ticks
             case Fail():
                 raise RuntimeError("clock broke")
+            case Once(key=key, delay=delay, message=tick):
+                self.context.schedule_once(key, delay, tick)
+            case Every(key=key, interval=interval, message=tick):
+                self.context.schedule_periodic(key, interval, tick)
+            case Cancel(key=key):
+                return self.context.cancel_timer(key)
         return None
 
 
 async def test_a_one_shot_timer_fires_once(system: ActorSystem, rec: Recorder) -> None:
     clock = system.spawn(Clock, rec)
-    system._cell_at(clock.path).schedule_once("once", 0.01, Tick(n=1))
+    await clock.ask(Once(key="once", delay=0.01, message=Tick(n=1)))
     await rec.count(("tick", 1))
     await asyncio.sleep(0.05)  # give a wrongly repeating timer the chance to fire again
     assert await clock.ask(Get()) == 1
@@ -98,25 +103,23 @@ async def test_a_one_shot_timer_fires_once(system: ActorSystem, rec: Recorder) -
 
 async def test_a_periodic_timer_repeats_until_cancelled(system: ActorSystem, rec: Recorder) -> None:
     clock = system.spawn(Clock, rec)
-    cell = system._cell_at(clock.path)
-    cell.schedule_periodic("beat", 0.01, Tick(n=2))
+    await clock.ask(Every(key="beat", interval=0.01, message=Tick(n=2)))
     await rec.count(("tick", 2), 3)
-    assert cell.cancel_timer("beat") is True
+    assert await clock.ask(Cancel(key="beat")) is True
     seen = await clock.ask(Get())
     await asyncio.sleep(0.05)
     assert await clock.ask(Get()) == seen
-    assert cell.cancel_timer("beat") is False
+    assert await clock.ask(Cancel(key="beat")) is False
 
 
 async def test_timers_are_cancelled_when_the_actor_restarts(
     system: ActorSystem, rec: Recorder
 ) -> None:
     clock = system.spawn(Clock, rec)
-    cell = system._cell_at(clock.path)
-    cell.schedule_periodic("beat", 0.01, Tick(n=3))
+    await clock.ask(Every(key="beat", interval=0.01, message=Tick(n=3)))
     await rec.count(("tick", 3), 1)
     clock.tell(Fail())
-    await eventually(lambda: cell.restarts == 1)
+    await eventually(lambda: system.tree(clock.path).restarts == 1)
     await asyncio.sleep(0.05)  # long enough for five ticks of a timer that was not cancelled
     assert await clock.ask(Get()) == 0
 
@@ -125,7 +128,7 @@ async def test_timers_are_cancelled_when_the_actor_stops(
     system: ActorSystem, rec: Recorder
 ) -> None:
     clock = system.spawn(Clock, rec)
-    system._cell_at(clock.path).schedule_periodic("beat", 0.01, Tick(n=4))
+    await clock.ask(Every(key="beat", interval=0.01, message=Tick(n=4)))
     await rec.count(("tick", 4), 1)
     clock.stop()
     await clock.stopped()

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from cloudcore.app.gateway.api import Api, ApiRequest
 from cloudcore.app.gateway.auth import Principal
+from cloudcore.errors import BusClosed
 from cloudcore.events import START, Event
 
 __all__ = ["api"]
@@ -119,6 +120,8 @@ async def stream_events(req: ApiRequest[None, StreamQuery]) -> web.StreamRespons
             await response.write(_frame(event))
     except ConnectionResetError:
         pass  # the client went away
+    except BusClosed:
+        pass  # the node is shutting down: end the stream; the client reconnects elsewhere
     finally:
         keepalive.cancel()
         with contextlib.suppress(BaseException):

@@ -13,9 +13,10 @@ from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require
 from cloudcore.app.gateway.lookup import referenced
 from cloudcore.app.gateway.schemas import ListQuery
-from cloudcore.errors import NotFound
+from cloudcore.errors import ConfigError, InvalidRequest, NotFound
 from cloudcore.logging import get_logger
 from cloudcore.store.records import AdminState, Datacenter, Host, HostHealth, Page, Role
+from hypervisor_drivers.registry import load_driver
 
 __all__ = ["HostQuery", "HostRegister", "api"]
 
@@ -90,6 +91,10 @@ async def register_host(req: ApiRequest[HostRegister, None]) -> Reply:
     require(req.principal, *_INFRA)
     body, store = req.body, req.gateway.store
     await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
+    try:  # refused before anything is stored: the node could not manage the host
+        load_driver(body.hypervisor)
+    except ConfigError as exc:
+        raise InvalidRequest(f"hypervisor: {exc}") from exc
     record = host_record(
         req.gateway.settings,
         host_id=body.id,

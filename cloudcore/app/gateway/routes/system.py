@@ -154,7 +154,7 @@ async def list_nodes(req: ApiRequest[None, None]) -> NodeList:
         capabilities=dict(settings.node.capabilities),
     )
     items = [me]
-    for member in _cluster_members(system):
+    for member in req.gateway.members():
         view = NodeView(
             id=member.node,
             this=member.node == system.node_id,
@@ -169,22 +169,6 @@ async def list_nodes(req: ApiRequest[None, None]) -> NodeList:
         else:
             items.append(view)
     return NodeList(items=items)
-
-
-def _cluster_members(system: ActorSystem) -> list[Any]:
-    """The cluster view, if this system belongs to a ClusterNode (else empty).
-
-    The gateway holds the actor system, not the ClusterNode, so the view is read from the
-    cluster agent every clustered system runs at ``/system/cluster``.
-    """
-    from cloudcore.cluster._protocol import AGENT_PATH
-
-    try:
-        agent = system._cell_at(AGENT_PATH).actor
-    except LookupError:
-        return []
-    membership = getattr(getattr(agent, "_remoting", None), "membership", None)
-    return list(membership.view()) if membership is not None else []
 
 
 # ------------------------------------------------------------------ the tree and one actor

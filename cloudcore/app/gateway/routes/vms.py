@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.lifecycle import Operation
+from actors.operations import (
+    DeleteParams,
+    MigrateParams,
+    OperationParams,
+    PauseParams,
+    RebootParams,
+    ReconfigureParams,
+    ResumeParams,
+    SnapshotParams,
+    StartParams,
+    StopParams,
+    SuspendParams,
+)
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import Principal, tenant_filter
 from cloudcore.app.gateway.errors import ApiError
@@ -96,11 +108,9 @@ async def get_vm(req: ApiRequest[None, None]) -> VM:
     return await visible_vm(req)
 
 
-async def _operate(
-    req: ApiRequest[Any, Any], operation: Operation, params: dict[str, Any] | None = None
-) -> Reply:
+async def _operate(req: ApiRequest[Any, Any], params: OperationParams) -> Reply:
     vm = await visible_vm(req)
-    task = await req.gateway.orchestrator.operate(vm.id, operation, params)
+    task = await req.gateway.orchestrator.operate(vm.id, params.operation, params)
     return await accepted(req, task)
 
 
@@ -109,34 +119,33 @@ _ACTION = {"reply": TaskView, "status": 202, "errors": (404, 409)}
 
 @api.post("/vms/{vm_id}/start", summary="Power a VM on", **_ACTION)
 async def start_vm(req: ApiRequest[None, None]) -> Reply:
-    return await _operate(req, Operation.START)
+    return await _operate(req, StartParams())
 
 
 @api.post("/vms/{vm_id}/stop", body=StopBody, summary="Power a VM off", **_ACTION)
 async def stop_vm(req: ApiRequest[StopBody, None]) -> Reply:
     """Graceful (ACPI) with a hard power-off when the timeout passes; ``hard`` at once."""
-    timeout = 0.0 if req.body.hard else req.body.timeout
-    return await _operate(req, Operation.STOP, {} if timeout is None else {"timeout": timeout})
+    return await _operate(req, StopParams(timeout=0.0 if req.body.hard else req.body.timeout))
 
 
 @api.post("/vms/{vm_id}/reboot", body=RebootBody, summary="Reboot a VM", **_ACTION)
 async def reboot_vm(req: ApiRequest[RebootBody, None]) -> Reply:
-    return await _operate(req, Operation.REBOOT, {"hard": req.body.hard})
+    return await _operate(req, RebootParams(hard=req.body.hard))
 
 
 @api.post("/vms/{vm_id}/pause", summary="Pause a VM (in memory)", **_ACTION)
 async def pause_vm(req: ApiRequest[None, None]) -> Reply:
-    return await _operate(req, Operation.PAUSE)
+    return await _operate(req, PauseParams())
 
 
 @api.post("/vms/{vm_id}/resume", summary="Resume a paused or suspended VM", **_ACTION)
 async def resume_vm(req: ApiRequest[None, None]) -> Reply:
-    return await _operate(req, Operation.RESUME)
+    return await _operate(req, ResumeParams())
 
 
 @api.post("/vms/{vm_id}/suspend", summary="Suspend a VM (to disk)", **_ACTION)
 async def suspend_vm(req: ApiRequest[None, None]) -> Reply:
-    return await _operate(req, Operation.SUSPEND)
+    return await _operate(req, SuspendParams())
 
 
 @api.post("/vms/{vm_id}/reconfigure", body=ReconfigureBody, summary="Resize a VM", **_ACTION)
@@ -144,22 +153,20 @@ async def reconfigure_vm(req: ApiRequest[ReconfigureBody, None]) -> Reply:
     body = req.body
     if body.cpus is None and body.memory_mib is None:
         raise InvalidRecord("give cpus, memory_mib or both")
-    params = {k: v for k, v in (("cpus", body.cpus), ("memory_mib", body.memory_mib)) if v}
-    return await _operate(req, Operation.RECONFIGURE, params)
+    return await _operate(req, ReconfigureParams(cpus=body.cpus, memory_mib=body.memory_mib))
 
 
 @api.post("/vms/{vm_id}/snapshot", body=SnapshotBody, summary="Snapshot a VM", **_ACTION)
 async def snapshot_vm(req: ApiRequest[SnapshotBody, None]) -> Reply:
-    return await _operate(req, Operation.SNAPSHOT, {"name": req.body.name})
+    return await _operate(req, SnapshotParams(name=req.body.name))
 
 
 @api.post("/vms/{vm_id}/migrate", body=MigrateBody, summary="Move a VM to another host", **_ACTION)
 async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
-    params = {} if req.body.host_id is None else {"host_id": req.body.host_id}
-    return await _operate(req, Operation.MIGRATE, params)
+    return await _operate(req, MigrateParams(host_id=req.body.host_id))
 
 
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
 async def delete_vm(req: ApiRequest[None, None]) -> Reply:
     """Destroys the VM on its host, releases its capacity and quota; 202 and the task."""
-    return await _operate(req, Operation.DELETE)
+    return await _operate(req, DeleteParams())
