@@ -20,9 +20,10 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, assert_never
 
+from actors import claims
 from actors.journal import Journal, backoff, retryable
 from actors.messages import AdoptVM, Forget, OperationFinished, Provision
-from actors.scheduler.messages import PlaceVM, ReleaseVM, SchedulerMessage
+from actors.scheduler.messages import PlaceVM, SchedulerMessage
 from actors.services import Services
 from cloudcore.errors import NotFound, NoValidHost, VersionConflict, describe
 from cloudcore.logging import get_logger
@@ -200,11 +201,9 @@ class DeployRunner(Actor[DeployMessage]):
     async def _unplace(self, vm: VM, fault: str) -> None:
         """Take the VM off its host (nothing is defined there) and schedule it again."""
         host_id = vm.host_id
-        vm = await self.services.store.unplace_vm(vm.id, expected_version=vm.version)
-        if host_id is not None:
-            if (host := self._host(host_id)) is not None:
-                host.tell(Forget(vm_id=vm.id))
-            self.scheduler.tell(ReleaseVM.of(vm, host_id))
+        vm = await claims.release(self.services.store, vm, self.scheduler)
+        if host_id is not None and (host := self._host(host_id)) is not None:
+            host.tell(Forget(vm_id=vm.id))
         await self._retry_or_fail(vm, fault)
 
     def _host(self, host_id: str) -> ActorRef[HostMessage] | None:

@@ -31,7 +31,7 @@ from actors.vm import VMActor, VMMessage
 from cloudcore.errors import describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, Host, HostHealth, VMState
+from cloudcore.store.records import VM, Host, HostHealth, OutboxEvent, VMState
 from hypervisor_drivers.base import HypervisorDriver
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class HostActor(Actor[HostMessage]):
                 if (child := self.context.child(vm_id)) is not None:
                     self.context.stop(child)
             case GetHost():
-                return self.host
+                return await self._fresh()
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:
@@ -185,16 +185,28 @@ class HostActor(Actor[HostMessage]):
     async def _set_health(self, health: HostHealth) -> None:
         if self.host.health is health:
             return
-        self.host = await update_host(
-            self.services.store, self.host, health=health, observed_at=datetime.now(UTC)
+        changed = OutboxEvent(
+            type="host.health_changed", subject=f"host/{self.host.id}", data={"health": str(health)}
         )
-        await self.services.publish(
-            "host.health_changed", f"host/{self.host.id}", None, {"health": str(health)}
+        self.host = await update_host(
+            self.services.store,
+            self.host,
+            events=[changed],
+            health=health,
+            observed_at=datetime.now(UTC),
         )
         if self.on_update is not None:
             from actors.scheduler.messages import HostUpdated
 
             self.on_update.tell(HostUpdated(host=self.host))
+
+    async def _fresh(self) -> Host:
+        """The host as the store has it now: its claims change with every placement, resize
+        and release, none of which goes through this actor."""
+        host = await self.services.store.get(Host, self.host.id)
+        if host.version >= self.host.version:
+            self.host = host
+        return self.host
 
     # ----------------------------------------------------------------- VMs
 
@@ -202,7 +214,7 @@ class HostActor(Actor[HostMessage]):
         child: ActorRef[VMMessage] | None = self.context.child(vm.id)
         if child is not None:
             return child
-        return self.context.spawn(VMActor, self.services, vm, self.slot, name=vm.id)
+        return self.context.spawn(VMActor, self.services, vm, self.slot, self.on_update, name=vm.id)
 
     async def _adopt_stored(self) -> None:
         async for vm in all_records(self.services.store, VM, {"host_id": self.host.id}):

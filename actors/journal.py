@@ -4,7 +4,9 @@ A restarted orchestrator finds the steps of unfinished tasks in the store and re
 compensates them. Every step has a deadline; a step past it fails with StepTimeout. Within it, an
 error the action raises that is marked ``retryable`` (a backend down, a full mailbox) runs the
 action again after a backoff; a timeout inside the action (an ask with no reply) is reported with
-its own figure, not as the step's deadline.
+its own figure, not as the step's deadline. Progress is announced by ``task.step`` and
+``task.finished`` events, each written in the same transaction as the step's or the task's change
+(the store's outbox), so none is lost.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 from cloudcore.errors import CloudcoreError, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
-from cloudcore.store.records import StepState, Task, TaskState, new_id
+from cloudcore.store.records import OutboxEvent, StepState, Task, TaskState, new_id
 
 __all__ = [
     "Journal",
@@ -40,16 +42,11 @@ class StepTimeout(CloudcoreError, TimeoutError):
     """A task step did not finish before its deadline."""
 
 
-Announce = Callable[[str, str, "str | None", dict[str, Any]], Awaitable[None]]
-
-
 class TaskWaiters:
-    """In-process futures for "tell me when task X ends", resolved by Journal.finish; and
-    where journals announce their progress (``task.step`` and ``task.finished`` events)."""
+    """In-process futures for "tell me when task X ends", resolved by Journal.finish."""
 
-    def __init__(self, announce: Announce | None = None) -> None:
+    def __init__(self) -> None:
         self._waiting: dict[str, list[asyncio.Future[Task]]] = {}
-        self.announce = announce
 
     async def wait(self, store: Store, task_id: str, timeout: float) -> Task:
         """The task once it is SUCCEEDED, FAILED, COMPENSATED or CANCELLED."""
@@ -128,41 +125,33 @@ class Journal:
         """
         due = datetime.now(UTC) + timedelta(seconds=deadline)
         step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
-        await self._announce_step(step.seq, name, StepState.RUNNING)
+        await self._record_step(step.seq, name, StepState.RUNNING)
         scope = asyncio.timeout(deadline)
         try:
             async with scope:
                 result = await _with_retries(name, self.task.id, action, deadline)
         except TimeoutError as exc:
             if not scope.expired():  # a timeout of the action's own, e.g. an ask: its figure
-                await self._failed(step.seq, name, describe(exc))
+                await self._record_step(step.seq, name, StepState.FAILED, describe(exc))
                 raise
             error = f"step {name} passed its deadline of {deadline:g} s"
-            await self._failed(step.seq, name, error)
+            await self._record_step(step.seq, name, StepState.FAILED, error)
             raise StepTimeout(error) from exc
         except Exception as exc:
-            await self._failed(step.seq, name, describe(exc))
+            await self._record_step(step.seq, name, StepState.FAILED, describe(exc))
             raise
-        await self._store.update_step(self.task.id, step.seq, state=StepState.DONE)
-        await self._announce_step(step.seq, name, StepState.DONE)
+        await self._record_step(step.seq, name, StepState.DONE)
         return result
 
-    async def _failed(self, seq: int, name: str, error: str) -> None:
-        await self._store.update_step(self.task.id, seq, state=StepState.FAILED, error=error)
-        await self._announce_step(seq, name, StepState.FAILED, error)
-
-    async def _announce_step(
+    async def _record_step(
         self, seq: int, name: str, state: StepState, error: str | None = None
     ) -> None:
-        if self._waiters is None or self._waiters.announce is None:
-            return
+        """Write the step's state with its ``task.step`` event, in one transaction."""
         if self._steps_done is None:  # a resumed task has steps done before this journal
             steps = await self._store.list_steps(self.task.id)
             self._steps_done = sum(1 for s in steps if s.state is StepState.DONE)
-        elif state is StepState.DONE:
-            self._steps_done += 1
-        done = self._steps_done
-        await self._announce(
+        done = self._steps_done + (state is StepState.DONE)
+        event = self._event(
             "task.step",
             {
                 "seq": seq,
@@ -172,32 +161,41 @@ class Journal:
                 "progress": _fraction(done, len(planned_steps(self.task))),
             },
         )
+        await self._store.update_step(self.task.id, seq, state=state, error=error, events=[event])
+        self._steps_done = done
 
-    async def _announce(self, type: str, data: dict[str, Any]) -> None:
-        announce = self._waiters.announce if self._waiters is not None else None
-        if announce is not None:
-            task = self.task
-            data = {"task_id": task.id, "kind": task.kind, "subject": task.subject, **data}
-            await announce(type, f"task/{task.id}", task.tenant_id, data)
+    def _event(self, type: str, data: dict[str, Any]) -> OutboxEvent:
+        task = self.task
+        return OutboxEvent(
+            type=type,
+            subject=f"task/{task.id}",
+            tenant_id=task.tenant_id,
+            data={"task_id": task.id, "kind": task.kind, "subject": task.subject, **data},
+        )
 
     async def finish(self, state: TaskState, error: str | None = None) -> Task:
         """Record the task's end (compare-and-set, re-read once if an operator changed it)."""
+        finished = self._event(
+            "task.finished", {"state": str(state), "error": error, "progress": 1.0}
+        )
         for _ in range(3):
             try:
                 self.task = await self._store.update(
-                    Task, self.task.id, expected_version=self.task.version, state=state, error=error
+                    Task,
+                    self.task.id,
+                    expected_version=self.task.version,
+                    events=[finished],
+                    state=state,
+                    error=error,
                 )
                 break
             except VersionConflict:
+                # Another writer changed it; if it ended it, that writer wrote its event.
                 self.task = await self._store.get(Task, self.task.id)
                 if self.task.state in FINAL:
                     break
         if self._waiters is not None:
             self._waiters.resolve(self.task)
-        await self._announce(
-            "task.finished",
-            {"state": str(self.task.state), "error": self.task.error, "progress": 1.0},
-        )
         _log.info(
             "task.finished",
             task_id=self.task.id,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import claims
 from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage
 from actors.host import HostMessage
 from actors.journal import Journal
@@ -30,7 +31,7 @@ from actors.messages import (
 )
 from actors.operations import OperationParams, decode_params
 from actors.paging import all_records
-from actors.quotas import release_vm, vm_usage
+from actors.quotas import vm_usage
 from actors.registration import update_host
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services
@@ -45,6 +46,8 @@ from cloudcore.store.records import (
     AdminState,
     Datacenter,
     Host,
+    IdempotencyKey,
+    OutboxEvent,
     Task,
     TaskState,
     VMSpec,
@@ -114,16 +117,19 @@ class Orchestrator:
     async def set_admin_state(self, host_id: str, state: AdminState) -> Host:
         """Enable, disable or put a host in maintenance: the scheduler stops or resumes
         placing VMs on it at once. VMs already there stay."""
-        host = await update_host(self.store, await self.store.get(Host, host_id), admin_state=state)
+        changed = OutboxEvent(
+            type="host.admin_state_changed",
+            subject=f"host/{host_id}",
+            data={"admin_state": str(state)},
+        )
+        host = await self.store.get(Host, host_id)
+        host = await update_host(self.store, host, events=[changed], admin_state=state)
         try:
             scheduler = self.system.lookup(f"/user/dc/{host.datacenter_id}/scheduler")
         except NotFound:  # the datacenter runs on another node: stored, its scheduler not told
             _log.warning("host.admin_state_not_told", host_id=host_id, state=str(state))
         else:
             scheduler.tell(HostUpdated(host=host))
-        await self.services.publish(
-            "host.admin_state_changed", f"host/{host_id}", None, {"admin_state": str(state)}
-        )
         return host
 
     async def deploy(
@@ -134,9 +140,11 @@ class Orchestrator:
         name: str,
         spec: VMSpec,
         start: bool = True,
+        claim: IdempotencyKey | None = None,
     ) -> Task:
         """Create a VM and the task that deploys it (schedule, claim, define, start). Returns
-        the task at once; ``wait`` for it, or watch the VM's events."""
+        the task at once; ``wait`` for it, or watch the VM's events. ``claim``: the
+        Idempotency-Key the create was asked under (see :meth:`Store.create_vm`)."""
         # Written RUNNING when this node runs the datacenter: a crash before it starts is
         # resumed like any deploy in flight. Otherwise PENDING, for the node that runs it.
         try:
@@ -152,6 +160,7 @@ class Orchestrator:
             spec=spec,
             start=start,
             state=TaskState.PENDING if datacenter is None else TaskState.RUNNING,
+            claim=claim,
         )
         if datacenter is not None:
             datacenter.tell(Deploy(task=task, vm=vm))
@@ -206,8 +215,7 @@ class Orchestrator:
             tenant_id=vm.tenant_id,
             waiters=self.services.waiters,
         )
-        vm = await self.store.update(VM, vm.id, expected_version=vm.version, state=VMState.DELETED)
-        await release_vm(self.store, vm)
+        await claims.delete(self.store, vm, None)  # on no host: its quota alone goes back
         return await journal.finish(TaskState.SUCCEEDED)
 
     async def recover(self, vm_id: str, verb: RecoverVerb) -> Task | None:
@@ -293,11 +301,11 @@ async def _write_deploy(
     spec: VMSpec,
     start: bool,
     state: TaskState,
+    claim: IdempotencyKey | None = None,
 ) -> tuple[VM, Task]:
     """A new VM (DEFINED) and its deploy task in ``state``, counted against the tenant's
-    quotas first (QuotaExceeded names the resource; then nothing is written)."""
-    usage = vm_usage(spec)
-    await store.consume_quota(tenant_id, usage)
+    quotas, in one transaction (QuotaExceeded names the resource; then nothing is written).
+    ``claim``: the Idempotency-Key the create was asked under, recorded with the task."""
     vm = VM(
         id=new_id(uuid=True),
         tenant_id=tenant_id,
@@ -306,19 +314,12 @@ async def _write_deploy(
         spec=spec,
         desired_state=VMState.RUNNING if start else VMState.STOPPED,
     )
-    try:
-        vm = await store.create(vm)
-        task = await store.create(
-            Task(
-                id=f"task-{vm.id}",
-                tenant_id=tenant_id,
-                kind="vm.deploy",
-                subject=f"vm/{vm.id}",
-                state=state,
-                data={"start": start},
-            )
-        )
-    except BaseException:
-        await release_vm(store, vm)
-        raise
-    return vm, task
+    task = Task(
+        id=f"task-{vm.id}",
+        tenant_id=tenant_id,
+        kind="vm.deploy",
+        subject=f"vm/{vm.id}",
+        state=state,
+        data={"start": start},
+    )
+    return await store.create_vm(vm, task, vm_usage(spec), claim=claim)

@@ -1,22 +1,17 @@
-"""What a VM counts against its tenant's quotas, taken when it is created and given back when
-it is deleted (the store checks and counts atomically: :meth:`Store.consume_quota`)."""
+"""What a VM counts against its tenant's quotas, taken when it is created (in the create's own
+transaction: :meth:`Store.create_vm`) and given back when it is deleted. The rule of what counts
+is the store's (:mod:`cloudcore.store.usage`), so a reconciliation recomputes the same."""
 
 from __future__ import annotations
 
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
 from cloudcore.store.records import VM, VMSpec
+from cloudcore.store.usage import QUOTA_RESOURCES, vm_usage
 
 __all__ = ["QUOTA_RESOURCES", "release", "release_vm", "resize_delta", "vm_usage"]
 
-#: The resources a tenant's quotas may limit.
-QUOTA_RESOURCES = ("vms", "cpus", "memory_mib", "volumes")
-
 _log = get_logger("actors.quotas")
-
-
-def vm_usage(spec: VMSpec) -> dict[str, int]:
-    return {"vms": 1, "cpus": spec.cpus, "memory_mib": spec.memory_mib}
 
 
 def resize_delta(

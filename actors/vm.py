@@ -9,11 +9,12 @@ instead of queueing them behind the lock.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, assert_never
 
 import msgspec
 
-from actors import monitor
+from actors import claims, monitor
 from actors.guest import domain_spec, to_power
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
@@ -43,7 +44,7 @@ from actors.operations import (
     default_params,
     task_data,
 )
-from actors.quotas import release, release_vm, resize_delta
+from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
 from actors.watchdog import Resume
 from cloudcore.errors import (
@@ -56,7 +57,7 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, PowerState, Task, TaskState, VMSpec, VMState
+from cloudcore.store.records import VM, OutboxEvent, PowerState, Task, TaskState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import GuestPower
 
@@ -82,6 +83,7 @@ class _Finish(Message, frozen=True, kw_only=True):
     error: str | None
     params: OperationParams
     reply_to: ActorRef[OperationFinished] | None
+    spec_before: VMSpec  # the size a failed reconfigure goes back to
 
 
 VMMessage = (
@@ -90,10 +92,17 @@ VMMessage = (
 
 
 class VMActor(Actor[VMMessage]):
-    def __init__(self, services: Services, vm: VM, driver: DriverSlot) -> None:
+    def __init__(
+        self,
+        services: Services,
+        vm: VM,
+        driver: DriverSlot,
+        view: ActorRef[SchedulerMessage] | None = None,
+    ) -> None:
         self.services = services
         self.vm = vm
         self._driver = driver
+        self.view = view  # the datacenter's scheduler, told of every change of the VM's claim
         self.work: asyncio.Task[None] | None = None
         self.missing_sweeps = 0
 
@@ -191,22 +200,39 @@ class VMActor(Actor[VMMessage]):
             raise UnsupportedOperation(
                 f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
             )
-        if isinstance(params, ReconfigureParams):  # a bigger VM counts before it grows
-            grow, _ = self._resize_delta(params)
-            if grow:
-                await self.services.store.consume_quota(self.vm.tenant_id, grow)
-        journal = await Journal.begin(
-            self.services.store,
-            kind=f"vm.{op}",
-            subject=f"vm/{self.vm.id}",
-            tenant_id=self.vm.tenant_id,
-            data=task_data(params),
-            waiters=self.services.waiters,
+        spec_before = self.vm.spec
+        if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
+            target = claims.resized(spec_before, params.cpus, params.memory_mib)
+            await self._commit(
+                {},
+                lambda vm, events: claims.begin_resize(
+                    self.services.store, vm, target, self.view, events=events
+                ),
+            )
+        try:
+            journal = await Journal.begin(
+                self.services.store,
+                kind=f"vm.{op}",
+                subject=f"vm/{self.vm.id}",
+                tenant_id=self.vm.tenant_id,
+                data=task_data(params),
+                waiters=self.services.waiters,
+            )
+            source = self.vm.state
+            await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
+            self._begin(journal.task.id)
+        except BaseException:
+            if isinstance(params, ReconfigureParams):  # give the growth back: it never started
+                await self._commit(
+                    {},
+                    lambda vm, events: claims.end_resize(
+                        self.services.store, vm, spec_before, self.view, events=events
+                    ),
+                )
+            raise
+        self.work = asyncio.create_task(
+            self._operate(source, journal, params, message.reply_to, spec_before)
         )
-        source = self.vm.state
-        await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
-        self._begin(journal.task.id)
-        self.work = asyncio.create_task(self._operate(source, journal, params, message.reply_to))
         return journal.task
 
     def _begin(self, task_id: str) -> None:
@@ -233,6 +259,7 @@ class VMActor(Actor[VMMessage]):
         journal: Journal,
         params: OperationParams,
         reply_to: ActorRef[OperationFinished] | None,
+        spec_before: VMSpec,
     ) -> None:
         error: str | None = None
         try:
@@ -251,6 +278,7 @@ class VMActor(Actor[VMMessage]):
                     error=error,
                     params=params,
                     reply_to=reply_to,
+                    spec_before=spec_before,
                 ),
                 timeout=self.services.settings.step_deadline,
             )
@@ -300,15 +328,20 @@ class VMActor(Actor[VMMessage]):
             change = VMChange(state=t.success or message.source, task_id=None, fault=None)
             if t.success in monitor.POWER_FOR_STATE:  # the power the operation left it in
                 change = msgspec.structs.replace(change, power=monitor.POWER_FOR_STATE[t.success])
-            if isinstance(params, ReconfigureParams):
-                change = msgspec.structs.replace(change, spec=_resized(self.vm.spec, params))
         else:
             change = VMChange(state=t.failure or message.source, task_id=None, fault=error)
-        if isinstance(params, ReconfigureParams):  # give back what was taken and not used
-            grow, shrink = self._resize_delta(params)
-            freed = grow if error is not None else shrink
-            await release(self.services.store, self.vm.tenant_id, freed, self.vm.id)
-        if isinstance(params, DeleteParams) and error is None:
+        if isinstance(params, ReconfigureParams):  # settle claim and record in one transaction
+            final = message.spec_before
+            if error is None:
+                final = claims.resized(self.vm.spec, params.cpus, params.memory_mib)
+            changes = change.fields()
+            await self._commit(
+                changes,
+                lambda vm, events: claims.end_resize(
+                    self.services.store, vm, final, self.view, events=events, **changes
+                ),
+            )
+        elif isinstance(params, DeleteParams) and error is None:
             await self._deleted()
         else:
             await self._save(change)
@@ -318,9 +351,6 @@ class VMActor(Actor[VMMessage]):
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
-
-    def _resize_delta(self, params: ReconfigureParams) -> tuple[dict[str, int], dict[str, int]]:
-        return resize_delta(self.vm.spec, params.cpus, params.memory_mib)
 
     # ----------------------------------------------------------------- provisioning
 
@@ -406,12 +436,20 @@ class VMActor(Actor[VMMessage]):
             _log.error("vm.rollback_failed", vm_id=self.vm.id, error=describe(exc))
 
     async def _deleted(self) -> None:
-        """The VM is gone: release its claim, mark it DELETED, and stop this actor."""
-        self.vm = await self.services.store.unplace_vm(
-            self.vm.id, expected_version=self.vm.version, state=VMState.DELETED
+        """The VM is gone: mark it DELETED, releasing exactly its claim and its quota in the same
+        transaction, and stop this actor."""
+        gone = {"state": VMState.DELETED, "task_id": None, "power": PowerState.UNKNOWN}
+        await self._commit(
+            gone,
+            lambda vm, events: claims.delete(
+                self.services.store,
+                vm,
+                self.view,
+                events=events,
+                task_id=None,
+                power=PowerState.UNKNOWN,
+            ),
         )
-        await self._save(VMChange(task_id=None, power=PowerState.UNKNOWN))
-        await release_vm(self.services.store, self.vm)
         self.context.stop(self.context.self_ref)
 
     # ----------------------------------------------------------------- operator recovery
@@ -489,29 +527,50 @@ class VMActor(Actor[VMMessage]):
     # ----------------------------------------------------------------- persistence
 
     async def _save(self, change: VMChange) -> None:
+        """Write ``change`` (compare-and-set) with its ``vm.state_changed`` event, if the
+        state or the power changes, in the same transaction."""
         changes = change.fields()
         if not changes:
             return
-        before = self.vm.state
+        store = self.services.store
+        await self._commit(
+            changes,
+            lambda vm, events: store.update(
+                VM, vm.id, expected_version=vm.version, events=events, **changes
+            ),
+        )
+
+    async def _commit(
+        self,
+        changes: dict[str, Any],
+        write: Callable[[VM, list[OutboxEvent]], Awaitable[VM]],
+    ) -> None:
+        """Write the record through ``write``, given the record as held and the events the
+        change causes (``vm.state_changed`` when ``changes`` move its state or power), which it
+        writes to the outbox in the same transaction."""
         try:
-            self.vm = await self.services.store.update(
-                VM, self.vm.id, expected_version=self.vm.version, **changes
-            )
+            self.vm = await write(self.vm, self._state_events(changes))
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-        if self.vm.state is not before or "power" in changes:
-            await self.services.publish(
-                "vm.state_changed",
-                f"vm/{self.vm.id}",
-                self.vm.tenant_id,
-                {
-                    "state": str(self.vm.state),
-                    "power": str(self.vm.power),
-                    "task_id": self.vm.task_id,
-                    "fault": self.vm.fault,
+
+    def _state_events(self, changes: dict[str, Any]) -> list[OutboxEvent]:
+        state = VMState(changes.get("state", self.vm.state))
+        if state is self.vm.state and "power" not in changes:
+            return []
+        return [
+            OutboxEvent(
+                type="vm.state_changed",
+                subject=f"vm/{self.vm.id}",
+                tenant_id=self.vm.tenant_id,
+                data={
+                    "state": str(state),
+                    "power": str(PowerState(changes.get("power", self.vm.power))),
+                    "task_id": changes.get("task_id", self.vm.task_id),
+                    "fault": changes.get("fault", self.vm.fault),
                 },
             )
+        ]
 
 
 def _target_of(task: Task | None, vm: VM) -> VMState:
@@ -520,11 +579,3 @@ def _target_of(task: Task | None, vm: VM) -> VMState:
         return vm.desired_state
     t = TRANSITIONS[Operation(task.kind.removeprefix("vm."))]
     return t.success or vm.desired_state
-
-
-def _resized(spec: VMSpec, params: ReconfigureParams) -> VMSpec:
-    return msgspec.structs.replace(
-        spec,
-        cpus=params.cpus or spec.cpus,
-        memory_mib=params.memory_mib or spec.memory_mib,
-    )

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["eventually"]
+__all__ = ["eventually", "never"]
 
 
 async def eventually(
@@ -22,3 +22,19 @@ async def eventually(
             if value:
                 return value
             await asyncio.sleep(interval)
+
+
+async def never(predicate: Callable[[], Any], within: float, interval: float = 0.02) -> None:
+    """Wait ``within`` seconds for something that must not happen: AssertionError as soon as
+    ``predicate`` (plain or async) returns something truthy. The bounded wait is the test (a
+    late duplicate, a timer that should be gone), not a way to let something finish."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        assert not value, f"happened within {within} s: {value!r}"
+        if loop.time() >= deadline:
+            return
+        await asyncio.sleep(min(interval, max(deadline - loop.time(), 0)))

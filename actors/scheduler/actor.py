@@ -15,16 +15,19 @@ does not restart it.
 
 from __future__ import annotations
 
-from typing import assert_never
+from collections.abc import AsyncIterator
+from typing import TypeVar, assert_never
 
 from actors.scheduler.affinity import group_key
 from actors.scheduler.engine import Explanation, SchedulerEngine
 from actors.scheduler.messages import (
+    ClaimChanged,
     Explain,
     HostRemoved,
     HostUpdated,
     PlaceVM,
     ReleaseVM,
+    Resync,
     SchedulerMessage,
 )
 from actors.scheduler.request import PlacementRequest
@@ -47,6 +50,8 @@ __all__ = ["SchedulerActor", "resume_on_conflict"]
 _log = get_logger("actors.scheduler")
 
 _PAGE = 1000
+
+R = TypeVar("R", VM, Host)
 
 
 def resume_on_conflict(error: Exception) -> Directive:
@@ -86,37 +91,48 @@ class SchedulerActor(Actor[SchedulerMessage]):
         return self._engine
 
     async def started(self) -> None:
-        dc = self._engine.datacenter_id
-        after: str | None = None
-        while True:
-            hosts = await self._store.list(
-                Host, where={"datacenter_id": dc}, after=after, limit=_PAGE
-            )
-            for host in hosts.items:
-                self._engine.upsert_host(host)
-            if (after := hosts.next_cursor) is None:
-                break
-        placed = 0
-        while True:
-            vms = await self._store.list(VM, where={"datacenter_id": dc}, after=after, limit=_PAGE)
-            for vm in vms.items:
-                if vm.host_id is not None:
-                    spec = vm.spec
-                    self._engine.adopt(
-                        vm.id, vm.host_id, spec.cpus, spec.memory_mib, group_key(vm.tenant_id, spec)
-                    )
-                    placed += 1
-            if (after := vms.next_cursor) is None:
-                break
-        self._log.info("scheduler.loaded", hosts=len(self._engine), placed_vms=placed)
+        await self._load()
 
-    async def receive(self, message: SchedulerMessage) -> VM | Explanation | None:
+    async def _load(self) -> int:
+        """Build the view afresh from the store: every host of the datacenter, every VM placed.
+        Claims changed while it loads reach the new view as messages, after it."""
+        dc = self._engine.datacenter_id
+        engine = SchedulerEngine(
+            dc, weigher=self._engine.weigher, candidates=self._engine.candidates
+        )
+        async for host in _all(self._store, Host, dc):
+            engine.upsert_host(host)
+        placed = 0
+        async for vm in _all(self._store, VM, dc):
+            if vm.host_id is not None and vm.state is not VMState.DELETED:
+                spec = vm.spec
+                engine.adopt(
+                    vm.id, vm.host_id, spec.cpus, spec.memory_mib, group_key(vm.tenant_id, spec)
+                )
+                placed += 1
+        self._engine = engine
+        self._log.info("scheduler.loaded", hosts=len(engine), placed_vms=placed)
+        return len(engine)
+
+    async def receive(self, message: SchedulerMessage) -> VM | Explanation | int | None:
         match message:
             case PlaceVM():
                 return await self._place(message)
             case ReleaseVM(vm_id=vm_id, host_id=host_id, group=group):
                 self._engine.released(vm_id, host_id, message.cpus, message.memory_mib, group)
                 return None
+            case ClaimChanged(vm_id=vm_id, group=group, before=before, after=after):
+                if before is None:
+                    self._engine.released(vm_id)
+                else:
+                    self._engine.released(
+                        vm_id, before.host_id, before.cpus, before.memory_mib, group
+                    )
+                if after is not None:
+                    self._engine.claimed(after.host_id, after.cpus, after.memory_mib, vm_id, group)
+                return None
+            case Resync():
+                return await self._load()
             case HostUpdated(host=host):
                 self._engine.upsert_host(host)
                 return None
@@ -182,3 +198,15 @@ class SchedulerActor(Actor[SchedulerMessage]):
             return False
         self._engine.upsert_host(host)
         return True
+
+
+async def _all(store: Store, kind: type[R], datacenter_id: str) -> AsyncIterator[R]:
+    after: str | None = None
+    while True:
+        page = await store.list(
+            kind, where={"datacenter_id": datacenter_id}, after=after, limit=_PAGE
+        )
+        for record in page.items:
+            yield record
+        if (after := page.next_cursor) is None:
+            return

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from actors.scheduler.affinity import group_key
 from cloudcore.runtime import Message
-from cloudcore.store.records import VM, Host, VMSpec
+from cloudcore.store.records import VM, Host, VMSpec, VMState
 
 __all__ = [
+    "ClaimChanged",
     "Explain",
     "HostRemoved",
     "HostUpdated",
     "PlaceVM",
     "ReleaseVM",
+    "Resync",
     "SchedulerMessage",
+    "VMClaim",
 ]
 
 
@@ -59,6 +64,41 @@ class ReleaseVM(Message, frozen=True, kw_only=True):
         )
 
 
+class VMClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """What a VM holds on a host: its spec's CPUs and memory."""
+
+    host_id: str
+    cpus: int
+    memory_mib: int
+
+    @classmethod
+    def of(cls, vm: VM) -> VMClaim | None:
+        """The claim ``vm`` holds as stored: None if it is on no host (or deleted)."""
+        if vm.host_id is None or vm.state is VMState.DELETED:
+            return None
+        return cls(host_id=vm.host_id, cpus=vm.spec.cpus, memory_mib=vm.spec.memory_mib)
+
+
+class ClaimChanged(Message, frozen=True, kw_only=True):
+    """A VM's claim changed in the store (resized, moved, released): update the view.
+
+    Tell it after the store's transaction (:mod:`actors.claims` does). ``before`` is what the VM
+    held, ``after`` what it holds now (None: nothing). The scheduler's own record of the VM wins
+    over ``before``, which matters for a VM another scheduler placed. Replies None; telling the
+    same change twice changes nothing the second time for a VM the scheduler knows.
+    """
+
+    vm_id: str
+    group: str | None = None
+    before: VMClaim | None = None
+    after: VMClaim | None = None
+
+
+class Resync(Message, frozen=True, kw_only=True):
+    """Reload the view (hosts, their claims, the VMs placed) from the store. Replies with the
+    number of hosts loaded."""
+
+
 class HostUpdated(Message, frozen=True, kw_only=True):
     """A host was registered or changed (capacity, claims, health, admin state). Replies None.
 
@@ -82,4 +122,4 @@ class Explain(Message, frozen=True, kw_only=True):
     tenant_id: str
 
 
-SchedulerMessage = PlaceVM | ReleaseVM | HostUpdated | HostRemoved | Explain
+SchedulerMessage = PlaceVM | ReleaseVM | ClaimChanged | Resync | HostUpdated | HostRemoved | Explain

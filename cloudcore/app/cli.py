@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from cloudcore import __version__
+from cloudcore.app.client import API_URL_ENV, DEFAULT_API
 
 __all__ = ["main"]
 
@@ -27,9 +28,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--api",
         metavar="URL",
-        default=os.environ.get("CLOUDCORE_API_URL") or "http://127.0.0.1:8080/api/v1",
-        help="the API the vm, host, task and events commands use "
-        "(env CLOUDCORE_API_URL; default %(default)s)",
+        help="the API the vm, host, task, events and console commands use "
+        f"(default: ${API_URL_ENV}, else {DEFAULT_API})",
     )
     parser.add_argument(
         "--token",
@@ -41,8 +41,13 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a node (all-in-one on embedded defaults)")
     serve.set_defaults(handler=_serve)
 
-    db = sub.add_parser("db", help="the store's schema: upgrade it, or show its version")
-    db.add_argument("action", choices=["upgrade", "status"])
+    db = sub.add_parser(
+        "db",
+        help="the store: upgrade its schema, show its version, or reconcile quota usage with "
+        "what exists (--dry-run: report only)",
+    )
+    db.add_argument("action", choices=["upgrade", "status", "reconcile"])
+    db.add_argument("--dry-run", action="store_true", help="reconcile: report drift, fix none")
     db.set_defaults(handler=_db)
 
     from cloudcore.app.commands import events, host, task, vm
@@ -64,7 +69,7 @@ def _db(args: argparse.Namespace) -> int:
     from cloudcore.store.admin import db_command
 
     config: str | None = args.config
-    return db_command(args.action, config)
+    return db_command(args.action, config, dry_run=args.dry_run)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,62 +1,43 @@
-"""Targeted store operations: capacity claims, placement, quotas, the task journal, the audit
-trail and IP addresses. Each is one conditional statement or one transaction, so concurrent
-callers cannot overbook, overspend or half-apply.
+"""Targeted store operations: quotas, the task journal, the audit trail and IP addresses (host
+claims and placement are in :mod:`cloudcore.store._claims`). Each is one conditional statement
+or one transaction, so concurrent callers cannot overspend or half-apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from cloudcore.errors import (
-    Conflict,
-    InsufficientCapacity,
-    InvalidRecord,
-    NotFound,
-    QuotaExceeded,
-    VersionConflict,
-)
+from cloudcore.errors import InvalidRecord, NotFound, QuotaExceeded
+from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, SqlBase, check_amounts, check_limit, now
-from cloudcore.store._table import decode_cursor, encode_cursor, table_of
+from cloudcore.store._table import decode_cursor, encode_cursor
 from cloudcore.store.records import (
-    VM,
     AuditEvent,
-    Host,
     IpAllocation,
+    OutboxEvent,
     Page,
     Quota,
     StepState,
     TaskStep,
-    VMState,
 )
 
 __all__ = ["DomainOps"]
 
-_HOSTS = table_of(Host)
-_VMS = table_of(VM)
-_HOST_COLS = ", ".join(_HOSTS.columns)
-_VM_COLS = ", ".join(_VMS.columns)
 _QUOTA_COLS = "tenant_id, resource, maximum, used, version"
 _STEP_COLS = "task_id, seq, name, state, deadline, error, data, created_at, updated_at"
 _EVENT_COLS = "id, time, type, subject, tenant_id, actor, data"
 _IP_COLS = "network_id, address, vm_id, tenant_id, created_at"
 
-_CLAIM = f"""UPDATE hosts SET cpus_used = cpus_used + $2, memory_mib_used = memory_mib_used + $3
-WHERE id = $1 AND admin_state = 'ENABLED' AND health = 'HEALTHY'
-AND cpus_used + $2 <= cpus AND memory_mib_used + $3 <= memory_mib RETURNING {_HOST_COLS}"""
-_RELEASE = f"""UPDATE hosts SET cpus_used = cpus_used - $2, memory_mib_used = memory_mib_used - $3
-WHERE id = $1 AND cpus_used >= $2 AND memory_mib_used >= $3 RETURNING {_HOST_COLS}"""
-_PLACE = f"""UPDATE vms SET host_id = $3, state = $4, version = version + 1, updated_at = $5
-WHERE id = $1 AND version = $2 AND host_id IS NULL RETURNING {_VM_COLS}"""
-_UNPLACE = f"""UPDATE vms SET host_id = NULL, state = $3, version = version + 1, updated_at = $4
-WHERE id = $1 AND version = $2 RETURNING {_VM_COLS}"""
 _CONSUME = f"""UPDATE quotas SET used = used + $3, version = version + 1
 WHERE tenant_id = $1 AND resource = $2 AND used + $3 <= maximum RETURNING {_QUOTA_COLS}"""
 _GIVE_BACK = f"""UPDATE quotas SET used = CASE WHEN used > $3 THEN used - $3 ELSE 0 END,
 version = version + 1 WHERE tenant_id = $1 AND resource = $2 RETURNING {_QUOTA_COLS}"""
+_UPDATE_STEP = f"""UPDATE task_steps SET state = $3, error = $4, data = COALESCE($5, data),
+updated_at = $6 WHERE task_id = $1 AND seq = $2 RETURNING {_STEP_COLS}"""
 
 
 def _json(value: Mapping[str, Any] | None) -> str:
@@ -72,76 +53,6 @@ def _struct(row: Any, kind: type[Any], json: tuple[str, ...] = ()) -> Any:
 
 class DomainOps(SqlBase):
     """The store's targeted operations, in portable SQL."""
-
-    # -- hosts and placement ----------------------------------------------------------------
-
-    async def claim_host_capacity(self, host_id: str, *, cpus: int, memory_mib: int) -> Host:
-        check_amounts(cpus=cpus, memory_mib=memory_mib)
-        async with self._writer() as conn:
-            return await self._claim(conn, host_id, cpus, memory_mib)
-
-    async def _claim(self, conn: Conn, host_id: str, cpus: int, memory_mib: int) -> Host:
-        row = await conn.fetchrow(_CLAIM, host_id, cpus, memory_mib)
-        if row is not None:
-            return _HOSTS.decode(row)
-        host = _HOSTS.decode(await self._must(conn, _HOSTS.get_sql, "Host", host_id))
-        raise InsufficientCapacity(
-            f"host {host_id!r} ({host.admin_state}, {host.health}) has "
-            f"{host.cpus - host.cpus_used} CPUs and {host.memory_mib - host.memory_mib_used} MiB "
-            f"free, asked {cpus} CPUs and {memory_mib} MiB"
-        )
-
-    async def release_host_capacity(self, host_id: str, *, cpus: int, memory_mib: int) -> Host:
-        check_amounts(cpus=cpus, memory_mib=memory_mib)
-        async with self._writer() as conn:
-            return await self._release(conn, host_id, cpus, memory_mib)
-
-    async def _release(self, conn: Conn, host_id: str, cpus: int, memory_mib: int) -> Host:
-        row = await conn.fetchrow(_RELEASE, host_id, cpus, memory_mib)
-        if row is not None:
-            return _HOSTS.decode(row)
-        host = _HOSTS.decode(await self._must(conn, _HOSTS.get_sql, "Host", host_id))
-        raise Conflict(
-            f"host {host_id!r} has {host.cpus_used} CPUs and {host.memory_mib_used} MiB claimed, "
-            f"cannot release {cpus} CPUs and {memory_mib} MiB"
-        )
-
-    async def place_vm(
-        self,
-        vm_id: str,
-        host_id: str,
-        *,
-        expected_version: int,
-        state: VMState = VMState.PLACED,
-    ) -> tuple[VM, Host]:
-        state = VMState(state)
-        async with self._transaction() as conn:
-            row = await conn.fetchrow(_PLACE, vm_id, expected_version, host_id, state.value, now())
-            if row is None:
-                old = _VMS.decode(await self._must(conn, _VMS.get_sql, "VM", vm_id))
-                if old.version != expected_version:
-                    raise VersionConflict(
-                        f"VM {vm_id!r} is at version {old.version}, not {expected_version}"
-                    )
-                raise Conflict(f"VM {vm_id!r} is already placed on host {old.host_id!r}")
-            vm = _VMS.decode(row)
-            host = await self._claim(conn, host_id, vm.spec.cpus, vm.spec.memory_mib)
-        return vm, host
-
-    async def unplace_vm(
-        self, vm_id: str, *, expected_version: int, state: VMState = VMState.DEFINED
-    ) -> VM:
-        state = VMState(state)
-        async with self._transaction() as conn:
-            old = _VMS.decode(await self._must(conn, _VMS.get_sql, "VM", vm_id))
-            row = await conn.fetchrow(_UNPLACE, vm_id, expected_version, state.value, now())
-            if row is None:
-                raise VersionConflict(
-                    f"VM {vm_id!r} is at version {old.version}, not {expected_version}"
-                )
-            if old.host_id is not None:
-                await self._release(conn, old.host_id, old.spec.cpus, old.spec.memory_mib)
-        return _VMS.decode(row)
 
     async def _must(self, conn: Conn, sql: str, label: str, *key: Any) -> Any:
         row = await conn.fetchrow(sql, *key)
@@ -175,35 +86,46 @@ class DomainOps(SqlBase):
 
     async def consume_quota(self, tenant_id: str, amounts: Mapping[str, int]) -> list[Quota]:
         check_amounts(**amounts)
-        changed: list[Quota] = []
         async with self._transaction() as conn:
-            for resource in sorted(amounts):  # one order everywhere: no deadlock
-                amount = amounts[resource]
-                row = await conn.fetchrow(_CONSUME, tenant_id, resource, amount)
-                if row is not None:
-                    changed.append(_struct(row, Quota))
-                    continue
-                have = await conn.fetchrow(
-                    f"SELECT {_QUOTA_COLS} FROM quotas WHERE tenant_id = $1 AND resource = $2",
-                    tenant_id,
-                    resource,
+            return await self._consume(conn, tenant_id, amounts)
+
+    async def _consume(self, conn: Conn, tenant_id: str, amounts: Mapping[str, int]) -> list[Quota]:
+        """Consume inside the caller's transaction; QuotaExceeded if one resource does not fit
+        (the caller's transaction then rolls back)."""
+        changed: list[Quota] = []
+        for resource in sorted(amounts):  # one order everywhere: no deadlock
+            amount = amounts[resource]
+            row = await conn.fetchrow(_CONSUME, tenant_id, resource, amount)
+            if row is not None:
+                changed.append(_struct(row, Quota))
+                continue
+            have = await conn.fetchrow(
+                f"SELECT {_QUOTA_COLS} FROM quotas WHERE tenant_id = $1 AND resource = $2",
+                tenant_id,
+                resource,
+            )
+            if have is not None:
+                quota: Quota = _struct(have, Quota)
+                raise QuotaExceeded(
+                    f"tenant {tenant_id!r} may use {quota.maximum} {resource}, uses "
+                    f"{quota.used}, asked {amount} more"
                 )
-                if have is not None:
-                    quota: Quota = _struct(have, Quota)
-                    raise QuotaExceeded(
-                        f"tenant {tenant_id!r} may use {quota.maximum} {resource}, uses "
-                        f"{quota.used}, asked {amount} more"
-                    )
         return changed
 
     async def release_quota(self, tenant_id: str, amounts: Mapping[str, int]) -> list[Quota]:
         check_amounts(**amounts)
-        changed: list[Quota] = []
         async with self._transaction() as conn:
-            for resource in sorted(amounts):
-                row = await conn.fetchrow(_GIVE_BACK, tenant_id, resource, amounts[resource])
-                if row is not None:
-                    changed.append(_struct(row, Quota))
+            return await self._give_back(conn, tenant_id, amounts)
+
+    async def _give_back(
+        self, conn: Conn, tenant_id: str, amounts: Mapping[str, int]
+    ) -> list[Quota]:
+        """Give back inside the caller's transaction (usage never below zero)."""
+        changed: list[Quota] = []
+        for resource in sorted(amounts):
+            row = await conn.fetchrow(_GIVE_BACK, tenant_id, resource, amounts[resource])
+            if row is not None:
+                changed.append(_struct(row, Quota))
         return changed
 
     # -- task journal -----------------------------------------------------------------------
@@ -263,21 +185,23 @@ class DomainOps(SqlBase):
         state: StepState,
         error: str | None = None,
         data: Mapping[str, Any] | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> TaskStep:
         state = StepState(state)
-        async with self._writer() as conn:
-            row = await conn.fetchrow(
-                "UPDATE task_steps SET state = $3, error = $4, data = COALESCE($5, data), "
-                f"updated_at = $6 WHERE task_id = $1 AND seq = $2 RETURNING {_STEP_COLS}",
-                task_id,
-                seq,
-                state.value,
-                error,
-                None if data is None else _json(data),
-                now(),
-            )
+        stamped = _outbox.stamp(events)
+        args = (task_id, seq, state.value, error, None if data is None else _json(data), now())
+        if not stamped:
+            async with self._writer() as conn:
+                row = await conn.fetchrow(_UPDATE_STEP, *args)
+        else:
+            async with self._transaction() as conn:
+                row = await conn.fetchrow(_UPDATE_STEP, *args)
+                if row is not None:
+                    await _outbox.insert(conn, stamped)
         if row is None:
             raise NotFound(f"step {seq} of task {task_id!r} not found")
+        if stamped:
+            self._outbox_written()
         return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
 
     async def list_steps(self, task_id: str) -> list[TaskStep]:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 import msgspec
 
 from cloudcore.errors import InvalidRecord
+from cloudcore.store._conn import Conn
 from cloudcore.store.records import (
     VM,
     ApiToken,
@@ -64,8 +65,12 @@ class Table(Generic[R]):
         json: frozenset[str] = frozenset(),
         filters: tuple[str, ...] = (),
         managed: frozenset[str] = frozenset(),
+        refs: tuple[tuple[str, str, str], ...] = (),
     ) -> None:
         self.kind = kind
+        #: (column, table, label) of each reference to another record: to name the field
+        #: when the database refuses a row for a record that does not exist.
+        self.refs = refs
         self.name = name
         self.label = kind.__name__
         fields = msgspec.structs.fields(kind)
@@ -84,9 +89,9 @@ class Table(Generic[R]):
     def encode(self, record: R) -> list[Any]:
         """Parameter values of ``record`` in column order."""
         raw = msgspec.to_builtins(record, builtin_types=(datetime,))
-        return [self._encode_value(c, raw[c]) for c in self.columns]
+        return [self.encode_value(c, raw[c]) for c in self.columns]
 
-    def _encode_value(self, column: str, value: Any) -> Any:
+    def encode_value(self, column: str, value: Any) -> Any:
         if column in self.json:
             return msgspec.json.encode(value).decode()
         return value
@@ -105,6 +110,18 @@ class Table(Generic[R]):
                 f"stored {self.label} {raw.get('id')!r} is malformed: {exc}"
             ) from exc
 
+    async def missing_reference(self, conn: Conn, record: R) -> InvalidRecord | None:
+        """The error naming the field of ``record`` that refers to a record that does not
+        exist, or None: the database's own refusal does not say which (SQLite's says only
+        "FOREIGN KEY constraint failed")."""
+        for column, table, label in self.refs:
+            value = getattr(record, column)
+            if value is None:
+                continue
+            if await conn.fetchrow(f"SELECT id FROM {table} WHERE id = $1", value) is None:
+                return InvalidRecord(f"{column}: no {label} {value!r}")
+        return None
+
     def encode_changes(self, changes: Mapping[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
         """Validate ``changes`` field by field; return the sorted columns and their values."""
         if not changes:
@@ -114,18 +131,18 @@ class Table(Generic[R]):
         for c in columns:
             if c not in self.types:
                 raise InvalidRecord(f"{self.label} has no field {c!r}")
-            if c in self.managed:
-                raise InvalidRecord(
-                    f"{self.label}.{c} is changed only by the store's own calls, not by update"
-                )
             raw = msgspec.to_builtins(changes[c], builtin_types=(datetime,))
-            try:
+            try:  # a malformed value is named first, even for a field update may not change
                 msgspec.convert(raw, self.types[c])
             except msgspec.ValidationError as exc:
                 raise InvalidRecord(
                     f"invalid {self.label}.{c}: {_describe(exc, c + '.')}"
                 ) from None
-            values.append(self._encode_value(c, raw))
+            if c in self.managed:
+                raise InvalidRecord(
+                    f"{self.label}.{c} is changed only by the store's own calls, not by update"
+                )
+            values.append(self.encode_value(c, raw))
         return columns, values
 
     def update_sql(self, columns: tuple[str, ...]) -> str:
@@ -221,12 +238,20 @@ def decode_cursor(cursor: str) -> str:
     return last_id
 
 
+_TENANT = ("tenant_id", "tenants", "tenant")
+_DATACENTER = ("datacenter_id", "datacenters", "datacenter")
+
 _TABLES: dict[type[Any], Table[Any]] = {
     t.kind: t
     for t in (
         Table(Tenant, "tenants", filters=("name",)),
-        Table(User, "users", filters=("tenant_id", "name")),
-        Table(ApiToken, "api_tokens", filters=("tenant_id", "user_id", "token_hash")),
+        Table(User, "users", filters=("tenant_id", "name"), refs=(_TENANT,)),
+        Table(
+            ApiToken,
+            "api_tokens",
+            filters=("tenant_id", "user_id", "token_hash"),
+            refs=(_TENANT, ("user_id", "users", "user")),
+        ),
         Table(Datacenter, "datacenters", filters=("name",)),
         Table(
             Host,
@@ -234,16 +259,31 @@ _TABLES: dict[type[Any], Table[Any]] = {
             json=frozenset({"capabilities"}),
             filters=("datacenter_id", "health", "admin_state"),
             managed=frozenset({"cpus_used", "memory_mib_used"}),
+            refs=(_DATACENTER,),
         ),
         Table(
             VM,
             "vms",
             json=frozenset({"spec"}),
             filters=("tenant_id", "datacenter_id", "host_id", "state"),
+            managed=frozenset({"spec"}),  # the claim on its host: Store.resize_vm
+            refs=(_TENANT, _DATACENTER, ("host_id", "hosts", "host")),
         ),
-        Table(Volume, "volumes", filters=("tenant_id", "datacenter_id", "vm_id", "state")),
-        Table(Network, "networks", filters=("tenant_id", "datacenter_id")),
-        Table(Template, "templates", filters=("tenant_id", "datacenter_id")),
+        Table(
+            Volume,
+            "volumes",
+            filters=("tenant_id", "datacenter_id", "vm_id", "state"),
+            refs=(_TENANT, _DATACENTER),
+        ),
+        Table(
+            Network, "networks", filters=("tenant_id", "datacenter_id"), refs=(_TENANT, _DATACENTER)
+        ),
+        Table(
+            Template,
+            "templates",
+            filters=("tenant_id", "datacenter_id"),
+            refs=(_TENANT, _DATACENTER),
+        ),
         Table(
             Task,
             "tasks",

@@ -17,13 +17,17 @@ Rules every implementation keeps:
   (``retryable``); the store reconnects by itself once it is back.
 - Listings page by an opaque cursor in id order; ids made by
   :func:`~cloudcore.store.records.new_id` sort by creation time.
+- Events live in the store first (a transactional outbox): a write that takes ``events``
+  stores them in the same transaction as its change, both or neither, each with a new unique
+  id. A relay (:class:`cloudcore.events.relay.OutboxRelay`) publishes them to the event bus at
+  least once, in the order written, and removes them; consumers de-duplicate by id.
 """
 
 from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,12 +35,17 @@ from cloudcore.store.records import (
     VM,
     AuditEvent,
     Host,
+    IdempotencyKey,
     IpAllocation,
+    OutboxEvent,
     Page,
     Quota,
+    QuotaDrift,
     Record,
     StepState,
+    Task,
     TaskStep,
+    VMSpec,
     VMState,
 )
 
@@ -51,11 +60,12 @@ class Store(ABC):
     # -- generic records -------------------------------------------------------------------
 
     @abstractmethod
-    async def create(self, record: R) -> R:
+    async def create(self, record: R, *, events: Sequence[OutboxEvent] = ()) -> R:
         """Store a new record; return it as stored (``version`` 1, times set).
 
-        Raises AlreadyExists (same id or unique name), InvalidRecord (a field is malformed or
-        references a record that does not exist).
+        ``events`` are written to the outbox in the same transaction. Raises AlreadyExists
+        (same id or unique name), InvalidRecord (a field is malformed or references a record
+        that does not exist, or an event is malformed); then nothing is written.
         """
 
     @abstractmethod
@@ -92,9 +102,17 @@ class Store(ABC):
 
     @abstractmethod
     async def update(
-        self, kind: type[R], id: str, /, *, expected_version: int, **changes: Any
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
     ) -> R:
-        """Compare-and-set: apply ``changes`` if the stored version is ``expected_version``.
+        """Compare-and-set: apply ``changes`` if the stored version is ``expected_version``,
+        and write ``events`` to the outbox in the same transaction (none if it fails).
 
         Returns the record as stored, its version one higher, once committed. One statement
         (PostgreSQL lets concurrent updates of the same fields share a statement and a commit,
@@ -138,16 +156,68 @@ class Store(ABC):
         state: VMState = VMState.PLACED,
     ) -> tuple[VM, Host]:
         """In one transaction: claim the VM's spec on ``host_id`` and set the VM's host and
-        ``state`` (compare-and-set on the VM). Raises NotFound, VersionConflict,
+        ``state`` (compare-and-set on the VM). A host's claim is always the sum of the specs of
+        the VMs on it: this, :meth:`unplace_vm`, :meth:`resize_vm` and :meth:`move_vm` are the
+        only calls that change a VM's host or spec. Raises NotFound, VersionConflict,
         InsufficientCapacity, Conflict (the VM is already on a host); then nothing changed.
         """
 
     @abstractmethod
     async def unplace_vm(
-        self, vm_id: str, *, expected_version: int, state: VMState = VMState.DEFINED
+        self,
+        vm_id: str,
+        *,
+        expected_version: int,
+        state: VMState = VMState.DEFINED,
+        give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
     ) -> VM:
-        """In one transaction: release the VM's claim on its host, clear its host, set
-        ``state``. A VM without a host only gets its state set. Raises NotFound, VersionConflict.
+        """In one transaction: release exactly the VM's claim (its spec) on its host, clear its
+        host, set ``state`` and ``changes`` (fields as :meth:`update` takes them), give
+        ``give_back`` back to the tenant's quotas (a deleted VM's usage) and write ``events``
+        to the outbox (as :meth:`update` does). A VM without a host
+        only gets its record changed (and the quota). Raises NotFound, VersionConflict,
+        InvalidRecord; then nothing changed.
+        """
+
+    @abstractmethod
+    async def resize_vm(
+        self,
+        vm_id: str,
+        spec: VMSpec,
+        *,
+        expected_version: int,
+        consume: Mapping[str, int] | None = None,
+        give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> VM:
+        """In one transaction: set the VM's ``spec`` (and ``changes``, with ``events``), move its
+        host's claim by
+        the difference (growth must fit the host's free capacity, whatever the host's state: the
+        VM is there already; a shrink gives back), and consume and give back the tenant's
+        quotas. The only way to change a VM's spec (``update`` refuses it). Raises NotFound,
+        VersionConflict, InsufficientCapacity (naming the host, what is free and what the VM
+        needs), QuotaExceeded, InvalidRecord; then nothing changed.
+        """
+
+    @abstractmethod
+    async def move_vm(
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> tuple[VM, Host]:
+        """In one transaction: claim the VM's spec on ``host_id`` (ENABLED, HEALTHY, fits: as
+        :meth:`place_vm`), release it on the VM's current host, set the VM's host and
+        ``changes``, and write ``events``. Returns the VM and the target host. Raises NotFound,
+        VersionConflict,
+        InsufficientCapacity, Conflict (the VM is on no host, or already on ``host_id``);
+        then nothing changed.
         """
 
     # -- quotas -----------------------------------------------------------------------------
@@ -176,6 +246,70 @@ class Store(ABC):
     ) -> builtins.list[Quota]:
         """Give back ``amounts`` (usage never goes below zero), all in one transaction."""
 
+    @abstractmethod
+    async def create_vm(
+        self,
+        vm: VM,
+        task: Task,
+        usage: Mapping[str, int],
+        *,
+        claim: IdempotencyKey | None = None,
+    ) -> tuple[VM, Task]:
+        """In one transaction: consume ``usage`` of the VM's tenant's quotas, store ``vm`` and
+        its deploy ``task`` and, with ``claim`` (held by this request, see
+        :meth:`claim_idempotency_key`), record the task against that Idempotency-Key. Returns
+        both as stored. All or nothing: QuotaExceeded names the resource, InvalidRecord the
+        field (``tenant_id``, ``datacenter_id``, ... naming a record that does not exist),
+        AlreadyExists a taken id, Conflict a ``claim`` this request no longer holds; then
+        nothing is written. BackendUnavailable: committed or not, never half.
+        """
+
+    @abstractmethod
+    async def reconcile_quotas(
+        self, tenant_id: str | None = None, *, fix: bool = True
+    ) -> builtins.list[QuotaDrift]:
+        """Recompute the usage of every quota (of ``tenant_id``, or of every tenant) from what
+        exists (:mod:`cloudcore.store.usage`: VMs not DELETED, the larger size of a VM whose
+        resize is in flight, volumes not DELETED) and return each usage that differs; with
+        ``fix`` set it to what exists, tenant by tenant in one transaction each, so a create
+        or delete running meanwhile is counted once. Resources the rule does not know are
+        left alone.
+        """
+
+    # -- idempotent requests ------------------------------------------------------------------
+
+    @abstractmethod
+    async def claim_idempotency_key(
+        self, principal: str, key: str, fingerprint: str, *, ttl: float, lease: float
+    ) -> tuple[IdempotencyKey, bool]:
+        """Hold ``key`` of ``principal`` for one attempt of a request, or find who holds it.
+
+        ``(record, True)``: this attempt holds it (the key is new, expired, or was held by an
+        attempt that left neither a task nor an answer for ``lease`` seconds, and
+        ``fingerprint`` matches); it lives ``ttl`` seconds. ``(record, False)``: another
+        attempt holds it or has answered; the caller compares ``fingerprint``, gives the
+        stored answer again, or waits. Atomic: of concurrent attempts one holds the key.
+        """
+
+    @abstractmethod
+    async def get_idempotency_key(self, principal: str, key: str) -> IdempotencyKey | None:
+        """The key as stored, None if unknown or expired."""
+
+    @abstractmethod
+    async def answer_idempotency_key(
+        self, claim: IdempotencyKey, *, status: int, location: str | None, body: str
+    ) -> bool:
+        """Store the answer given under a key this attempt holds; False if it no longer does."""
+
+    @abstractmethod
+    async def release_idempotency_key(self, claim: IdempotencyKey) -> None:
+        """Let go of a key this attempt holds and did nothing durable under (no task, no
+        answer): a retry runs the request again. A no-op otherwise."""
+
+    @abstractmethod
+    async def purge_idempotency_keys(self) -> int:
+        """Forget expired keys; how many."""
+
     # -- task journal -----------------------------------------------------------------------
 
     @abstractmethod
@@ -202,12 +336,37 @@ class Store(ABC):
         state: StepState,
         error: str | None = None,
         data: Mapping[str, Any] | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> TaskStep:
-        """Record the outcome (or progress) of a step; ``data`` None keeps it. Raises NotFound."""
+        """Record the outcome (or progress) of a step; ``data`` None keeps it. ``events`` are
+        written to the outbox in the same transaction. Raises NotFound (nothing written)."""
 
     @abstractmethod
     async def list_steps(self, task_id: str) -> builtins.list[TaskStep]:
         """The journaled steps of a task, in order (empty for an unknown task)."""
+
+    # -- outbox of events --------------------------------------------------------------------
+
+    @abstractmethod
+    async def write_events(self, events: Sequence[OutboxEvent]) -> builtins.list[OutboxEvent]:
+        """Write events that come with no change of a record, in one transaction; return them
+        as stored (ids and times set). Raises InvalidRecord (nothing written)."""
+
+    @abstractmethod
+    async def read_outbox(self, limit: int = 500) -> builtins.list[OutboxEvent]:
+        """Up to ``limit`` events not yet removed, in the order written (``seq``). A row that
+        commits late may carry a lower ``seq`` than one already read: read from the head again
+        rather than after the last ``seq``."""
+
+    @abstractmethod
+    async def remove_from_outbox(self, seqs: Sequence[int]) -> None:
+        """Remove the events of these ``seq`` (published). Idempotent."""
+
+    @abstractmethod
+    def watch_outbox(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (in the event loop, no arguments) after every commit of this store
+        object that wrote events; returns the function that stops watching. Writes of other
+        processes are not seen: a relay also polls."""
 
     # -- audit trail ------------------------------------------------------------------------
 

@@ -217,7 +217,46 @@ CREATE TABLE quotas (
 )
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+# Version 3 (numbers are handed out per change, so a gap is fine): the answers of requests
+# made with an Idempotency-Key, and the task a create made under one.
+_V3 = """
+CREATE TABLE idempotency_keys (
+    principal TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    task_id TEXT,
+    status INTEGER,
+    location TEXT,
+    body TEXT,
+    claimed_at %TIME% NOT NULL,
+    expires_at %TIME% NOT NULL,
+    PRIMARY KEY (principal, key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)
+"""
+
+# Events written with the change that causes them, until the relay has published them. ``seq``
+# orders them; ``id`` is the event's id on the bus.
+_V4 = """
+CREATE TABLE outbox (
+    seq %SERIAL%,
+    id TEXT NOT NULL UNIQUE,
+    time %TIME% NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    tenant_id TEXT,
+    data %JSON% NOT NULL
+)
+"""
+
+# Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
+# migration it lacks, whatever its number (see SqlStore.upgrade).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(3, "idempotency keys", _V3),
+    Migration(4, "transactional outbox of events", _V4),
+)
 
 #: The schema version this code runs on.
 LATEST = MIGRATIONS[-1].version

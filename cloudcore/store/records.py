@@ -29,11 +29,14 @@ __all__ = [
     "Datacenter",
     "Host",
     "HostHealth",
+    "IdempotencyKey",
     "IpAllocation",
     "Network",
+    "OutboxEvent",
     "Page",
     "PowerState",
     "Quota",
+    "QuotaDrift",
     "Record",
     "Role",
     "StepState",
@@ -339,6 +342,24 @@ class AuditEvent(_Struct, frozen=True, kw_only=True):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class OutboxEvent(_Struct, frozen=True, kw_only=True):
+    """An event written in the same transaction as the change that causes it (the outbox), kept
+    until the relay has published it to the event bus.
+
+    Callers give ``type``, ``subject``, ``tenant_id`` and ``data``; the store sets ``id`` (made
+    by :func:`new_id` when it is written, the event's id on the bus, by which consumers
+    de-duplicate), ``time`` and ``seq`` (the order of writing).
+    """
+
+    type: Name
+    subject: Name
+    tenant_id: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    id: str = ""
+    time: Time = EPOCH
+    seq: int = 0
+
+
 class Quota(_Struct, frozen=True, kw_only=True):
     """How much of ``resource`` (``vms``, ``cpus``, ``memory_mib``, ...) a tenant may use."""
 
@@ -347,6 +368,32 @@ class Quota(_Struct, frozen=True, kw_only=True):
     maximum: Count
     used: Count = 0
     version: int = 0
+
+
+class QuotaDrift(_Struct, frozen=True, kw_only=True):
+    """A tenant's recorded usage of a resource that differs from what exists."""
+
+    tenant_id: str
+    resource: str
+    recorded: int
+    actual: int
+
+
+class IdempotencyKey(_Struct, frozen=True, kw_only=True):
+    """A request sent with an ``Idempotency-Key``: who sent it (``principal``), a digest of
+    what it asked (``fingerprint``), the attempt that holds it (``owner``), the task a create
+    made under it (written in the create's transaction) and, once given, the answer."""
+
+    principal: str
+    key: str
+    fingerprint: str
+    owner: str
+    task_id: str | None = None
+    status: int | None = None
+    location: str | None = None
+    body: str | None = None
+    claimed_at: Time = EPOCH
+    expires_at: Time = EPOCH
 
 
 class IpAllocation(_Struct, frozen=True, kw_only=True):

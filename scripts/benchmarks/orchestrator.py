@@ -29,6 +29,7 @@ from actors.registration import host_record
 from actors.services import Services
 from cloudcore.config import OrchestratorSettings, Settings
 from cloudcore.events.local import LocalEventBus
+from cloudcore.events.relay import OutboxRelayActor
 from cloudcore.logging import configure_logging
 from cloudcore.runtime import ActorSystem
 from cloudcore.store.base import Store
@@ -86,6 +87,7 @@ async def deploy_run(store: Store, hosts: int, vms: int) -> dict[str, float]:
         system = ActorSystem("bench")
         try:
             services = Services(store, LocalEventBus(), settings)
+            system.spawn(OutboxRelayActor, store, services.events, name="outbox-relay")
             orchestrator = await Orchestrator.start(system, services)
             await _healthy(store, hosts)
             slots = asyncio.Semaphore(WINDOW)

@@ -26,7 +26,9 @@ from aiohttp import web
 
 from cloudcore.app.gateway.auth import ANONYMOUS, Principal, authenticate
 from cloudcore.app.gateway.context import GATEWAY, PRINCIPAL, Gateway
-from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.errors import ApiError, field_details
+from cloudcore.app.gateway.idempotency import idempotent
+from cloudcore.store.records import IdempotencyKey
 
 __all__ = ["Api", "ApiRequest", "Handler", "Reply", "Route", "encode"]
 
@@ -58,6 +60,9 @@ class ApiRequest(Generic[B, Q]):
     body: B
     query: Q
     params: Mapping[str, str]
+    #: The Idempotency-Key this attempt holds (None: sent without one); a create records
+    #: what it made against it in its own transaction (see :mod:`.idempotency`).
+    idempotency: IdempotencyKey | None = None
 
     @property
     def gateway(self) -> Gateway:
@@ -157,31 +162,44 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
             principal = ANONYMOUS
         else:
             gateway = request.app[GATEWAY]
-            principal = await authenticate(request, gateway.tokens, gateway.limiter)
+            principal = await authenticate(
+                request, gateway.tokens, gateway.limiter, gateway.failures
+            )
         request[PRINCIPAL] = principal
-        body: Any = None
-        if body_decoder is not None:
-            body = _decode_body(body_decoder, await request.read())
-        query: Any = None
-        if route.query is not None:
-            query = _decode_query(route.query, query_fields, request.query)
-        result = await route.handler(
-            ApiRequest(request, principal, body, query, request.match_info)
-        )
-        if isinstance(result, web.StreamResponse):
-            return result
-        reply = result if isinstance(result, Reply) else Reply(result, route.status)
-        if reply.body is None:
-            return web.Response(status=reply.status, headers=reply.headers)
-        return web.Response(
-            body=encode(reply.body),
-            status=reply.status,
-            headers=reply.headers,
-            content_type="application/json",
-        )
+        raw = await request.read() if body_decoder is not None or route.method == "POST" else b""
+
+        async def respond(claim: IdempotencyKey | None) -> web.StreamResponse:
+            body: Any = None
+            if body_decoder is not None:
+                body = _decode_body(body_decoder, raw)
+            query: Any = None
+            if route.query is not None:
+                query = _decode_query(route.query, query_fields, request.query)
+            result = await route.handler(
+                ApiRequest(request, principal, body, query, request.match_info, claim)
+            )
+            return _response(route, result)
+
+        if route.method == "POST" and not route.public:  # every POST creates or acts
+            return await idempotent(request, principal, raw, respond)
+        return await respond(None)
 
     handle.__name__ = route.name
     return handle
+
+
+def _response(route: Route, result: Any) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    reply = result if isinstance(result, Reply) else Reply(result, route.status)
+    if reply.body is None:
+        return web.Response(status=reply.status, headers=reply.headers)
+    return web.Response(
+        body=encode(reply.body),
+        status=reply.status,
+        headers=reply.headers,
+        content_type="application/json",
+    )
 
 
 def _decode_body(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
@@ -190,7 +208,19 @@ def _decode_body(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid_body", f"the body is not valid: {exc}") from None
+        # Validation stops at the first bad field, before the end of the text is read: a body
+        # that is not JSON at all (`{"name": "x"}}`) must say so, not name a missing field.
+        _check_json(raw)
+        raise ApiError(
+            422, "invalid_body", f"the body is not valid: {exc}", field_details(str(exc))
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+
+
+def _check_json(raw: bytes) -> None:
+    try:
+        msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
 
@@ -203,13 +233,20 @@ def _decode_query(kind: type, fields: frozenset[str], query: Mapping[str, str]) 
             422,
             "invalid_query",
             f"unknown query parameter {unknown[0]!r} (allowed: {allowed})",
-            {"parameter": unknown[0]},
+            {"parameter": unknown[0], "field": unknown[0], "reason": "unknown parameter"},
         )
     repeated = [key for key in fields if len(query.getall(key, [])) > 1]  # type: ignore[attr-defined]
     if repeated:
-        raise ApiError(422, "invalid_query", f"query parameter {repeated[0]!r} is given twice")
+        raise ApiError(
+            422,
+            "invalid_query",
+            f"query parameter {repeated[0]!r} is given twice",
+            {"field": repeated[0], "reason": "given twice"},
+        )
     try:
         return msgspec.convert(dict(query), kind, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc).replace("$.", "query parameter ")
-        raise ApiError(422, "invalid_query", f"the query is not valid: {message}") from None
+        raise ApiError(
+            422, "invalid_query", f"the query is not valid: {message}", field_details(str(exc))
+        ) from None

@@ -15,6 +15,7 @@ import msgspec
 from cloudcore import __version__
 from cloudcore.app.gateway.api import Route
 from cloudcore.app.gateway.errors import ErrorBody
+from cloudcore.app.gateway.idempotency import HEADER, MAX_KEY
 
 __all__ = ["build_openapi"]
 
@@ -80,17 +81,33 @@ def _operation(
     ]
     if route.query is not None:
         parameters.extend(_query_parameters(route.query, components))
+    if _idempotent(route):
+        parameters.append(
+            {
+                "name": HEADER,
+                "in": "header",
+                "required": False,
+                "description": "The same key from the same user gets the first answer again; "
+                "a different request under it is a 409.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+            }
+        )
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            # A body whose fields all have defaults may be left out (the server reads it as {}).
+            "required": any(f.required for f in msgspec.structs.fields(route.body)),
             "content": {"application/json": {"schema": schema_of[id(route.body)]}},
         }
     operation["responses"] = _responses(route, schema_of)
     if route.public:
         operation["security"] = []
     return operation
+
+
+def _idempotent(route: Route) -> bool:
+    return route.method == "POST" and not route.public
 
 
 def _query_parameters(kind: type, components: dict[str, Any]) -> list[dict[str, Any]]:
@@ -123,6 +140,8 @@ def _responses(route: Route, schema_of: dict[int, Any]) -> dict[str, Any]:
         errors |= {400, 413, 422}
     if route.query is not None:
         errors.add(422)
+    if _idempotent(route):
+        errors |= {409, 422}
     error_schema = {"$ref": _REF.format(name="ErrorBody")}
     for status in sorted(errors):
         responses[str(status)] = {

@@ -22,7 +22,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import msgspec
 from aiormq.abc import DeliveredMessage
@@ -31,6 +30,13 @@ from pamqp.commands import Basic
 from cloudcore.config import TransportSettings
 from cloudcore.errors import TransportUnavailable
 from cloudcore.logging import get_logger
+from cloudcore.transport.amqp._aiormq_adapter import (
+    ack_now,
+    publish_confirmed,
+    publish_now,
+    redelivered,
+    reject_now,
+)
 from cloudcore.transport.amqp._batcher import Batch, Batcher
 from cloudcore.transport.amqp._connection import (
     BROADCAST_KEY,
@@ -40,7 +46,6 @@ from cloudcore.transport.amqp._connection import (
     open_link,
     redacted,
 )
-from cloudcore.transport.amqp._frames import ack_now, publish_now, reject_now
 from cloudcore.transport.base import InboundHandler, Transport
 
 __all__ = ["AmqpTransport"]
@@ -94,7 +99,8 @@ class AmqpTransport(Transport):
         self._unsent: deque[Batch] = deque()
         self._inflight: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor: asyncio.Task[None] | None = None  # reconnects
+        self._writer: asyncio.Task[None] | None = None  # the one task that writes
         self._closing = False
         self._draining = False
         self._ids = itertools.count(1)
@@ -114,10 +120,8 @@ class AmqpTransport(Transport):
         await self._attach(link)
         _log.info("transport.connected", node=node_id, broker=redacted(self._url))
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._supervise(link), name=f"amqp-link-{node_id}"),
-            loop.create_task(self._write(), name=f"amqp-writer-{node_id}"),
-        ]
+        self._supervisor = loop.create_task(self._supervise(link), name=f"amqp-link-{node_id}")
+        self._writer = loop.create_task(self._write(), name=f"amqp-writer-{node_id}")
         handler.on_connection(True)
 
     @property
@@ -158,14 +162,11 @@ class AmqpTransport(Transport):
             return
         self._closing = True
         self._batcher.flush()
-        writer = self._tasks[1] if len(self._tasks) > 1 else None
-        for task in self._tasks:
-            if task is not writer:
-                task.cancel()
+        tasks = [t for t in (self._supervisor, self._writer) if t is not None]
+        for task in tasks:
+            task.cancel()
         link = self._link
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if link is not None and self._link is link:
             try:
                 await asyncio.wait_for(self._drain(link), 5.0)
@@ -200,8 +201,6 @@ class AmqpTransport(Transport):
     async def _on_commands(self, generation: int, message: DeliveredMessage) -> None:
         assert self._handler is not None
         tag = message.delivery_tag or 0
-        delivery = message.delivery
-        redelivered = bool(getattr(delivery, "redelivered", False))
         try:
             items = _frames.decode(message.body)
         except msgspec.DecodeError as exc:
@@ -213,7 +212,7 @@ class AmqpTransport(Transport):
             )
             self._settle(generation, tag, False)
             return
-        self._handler.on_commands(items, _Delivery(self, generation, tag, redelivered))
+        self._handler.on_commands(items, _Delivery(self, generation, tag, redelivered(message)))
 
     async def _on_control(self, message: DeliveredMessage) -> None:
         assert self._handler is not None
@@ -394,16 +393,13 @@ class AmqpTransport(Transport):
         task.add_done_callback(self._inflight.discard)
 
     async def _confirm(self, link: Link, batch: Batch, properties: Basic.Properties) -> None:
-        # The concrete aiormq channel takes wait=False (the abstract signature lacks it): queue
-        # the frames without waiting for the socket to drain, then wait for the confirm only.
-        publish: Any = link.confirm.basic_publish
         try:
-            result = await publish(
+            result = await publish_confirmed(
+                link.confirm,
                 batch.body(),
                 exchange=batch.exchange,
                 routing_key=batch.routing_key,
                 properties=properties,
-                wait=False,
             )
         except Exception as exc:
             if batch.persistent:

@@ -50,6 +50,11 @@ class Harness:
         values.update(overrides)
         return DomainSpec(**values)  # type: ignore[arg-type]
 
+    def fresh(self, settings: DriverSettings) -> HypervisorDriver:
+        """A new, unconnected driver of the same class (the registry is tested on its own: a
+        worktree's entry points are not installed)."""
+        return type(self.driver)(settings)
+
     def needs(self, capability: Capability) -> None:
         """Skip the test when the driver lacks ``capability``."""
         if not self.driver.supports(capability):

@@ -6,7 +6,6 @@ import pytest
 
 from cloudcore.errors import BackendUnavailable
 from hypervisor_drivers.base import Capability, HostInventory
-from hypervisor_drivers.registry import create_driver
 from tests.contract.hypervisor.harness import Harness
 
 
@@ -48,7 +47,7 @@ async def test_capacity_counts_running_vms_only(harness: Harness) -> None:
 async def test_calls_before_connect_and_after_close_raise_backend_unavailable(
     harness: Harness,
 ) -> None:
-    fresh = create_driver(harness.driver.name, harness.driver.settings)
+    fresh = harness.fresh(harness.driver.settings)
     with pytest.raises(BackendUnavailable) as before:
         await fresh.list_vms()
     assert before.value.retryable
@@ -60,7 +59,7 @@ async def test_calls_before_connect_and_after_close_raise_backend_unavailable(
 
 
 async def test_close_ends_every_event_stream(harness: Harness) -> None:
-    fresh = create_driver(harness.driver.name, harness.driver.settings)
+    fresh = harness.fresh(harness.driver.settings)
     await fresh.connect()
     stream = fresh.subscribe()
     await fresh.close()
@@ -69,6 +68,6 @@ async def test_close_ends_every_event_stream(harness: Harness) -> None:
 
 
 async def test_an_unreachable_host_raises_backend_unavailable(harness: Harness) -> None:
-    unreachable = create_driver(harness.driver.name, harness.unreachable)
+    unreachable = harness.fresh(harness.unreachable)
     with pytest.raises(BackendUnavailable):
         await unreachable.connect()

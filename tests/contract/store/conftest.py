@@ -20,8 +20,8 @@ from tests.contract.store.factory import Factory
 T = TypeVar("T")
 
 _TABLES = (
-    "events, task_steps, tasks, ip_allocations, networks, templates, volumes, vms, hosts, "
-    "quotas, api_tokens, users, datacenters, tenants"
+    "outbox, events, task_steps, tasks, ip_allocations, networks, templates, volumes, vms, hosts, "
+    "quotas, api_tokens, users, datacenters, tenants, idempotency_keys"
 )
 
 

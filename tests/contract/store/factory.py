@@ -64,6 +64,6 @@ class Factory:
         )
 
     async def task(self, subject: str = "vm/x", **fields: Any) -> Task:
-        return await self.store.create(
-            Task(id=new_id("task-"), kind="create_vm", subject=subject, **fields)
-        )
+        values: dict[str, Any] = {"id": new_id("task-"), "kind": "create_vm"}
+        values.update(fields)
+        return await self.store.create(Task(subject=subject, **values))

@@ -40,7 +40,16 @@ class TellBack(Message, frozen=True, kw_only=True):
 
 
 class Sleep(Message, frozen=True, kw_only=True):
+    """Sleep ``seconds`` in the handler; tell ``started`` Sleeping first, if given."""
+
     seconds: float
+    started: ActorRef | None = None
+
+
+class Sleeping(Message, frozen=True, kw_only=True):
+    """An actor has started handling a Sleep."""
+
+    node: str
 
 
 class Crash(Message, frozen=True, kw_only=True):
@@ -76,8 +85,10 @@ class Counter(Actor[CounterMessage]):
                 return await other.ask(Total(), timeout=5)
             case TellBack(to=to, n=n):
                 to.tell(Add(n=n))
-            case Sleep(seconds=seconds):
-                await asyncio.sleep(seconds)
+            case Sleep(seconds=seconds, started=started):
+                if started is not None:
+                    started.tell(Sleeping(node=self.context.system.node_id))
+                await asyncio.sleep(seconds)  # a long handler: the test's point
             case Crash():
                 os._exit(3)
         return None
@@ -109,6 +120,16 @@ class Watcher(Actor[Terminated]):
         self.seen.put_nowait(message)
 
 
+class Inbox(Actor[Sleeping]):
+    """Puts every message it gets on ``seen``."""
+
+    def __init__(self, seen: asyncio.Queue[Sleeping]) -> None:
+        self.seen = seen
+
+    async def receive(self, message: Sleeping) -> None:
+        self.seen.put_nowait(message)
+
+
 class Probe(Actor[Members]):
     """Answers with this node's cluster view: {node: status}."""
 
@@ -119,7 +140,7 @@ class Probe(Actor[Members]):
         return {m.node: m.status for m in self.node.members()}
 
 
-MESSAGES = (Add, Total, WhereAmI, AskOther, TellBack, Sleep, Crash, Command, Members)
+MESSAGES = (Add, Total, WhereAmI, AskOther, TellBack, Sleep, Sleeping, Crash, Command, Members)
 
 
 def registry() -> MessageRegistry:

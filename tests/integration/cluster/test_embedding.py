@@ -17,7 +17,7 @@ import pytest
 from tests.integration.cluster.conftest import ROOT
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 EXAMPLE = Path(__file__).with_name("embedding_example.py")
 MARKER = "<!-- example: cluster-embedding -->"

@@ -21,7 +21,7 @@ from tests.integration.cluster.actors import (
 from tests.integration.cluster.conftest import Nodes
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = pytest.mark.timeout(90)
 
 
 async def start_three(nodes: Nodes, here: ClusterNode) -> None:

@@ -21,8 +21,6 @@ from hypervisor_drivers.libvirt import LibvirtDriver
 from tests.contract.hypervisor.harness import next_event
 from tests.integration.libvirt.conftest import Vms, virsh, virt_admin
 
-pytestmark = pytest.mark.integration
-
 
 async def _running_vm(driver: LibvirtDriver, vms: Vms) -> DomainSpec:
     spec = vms.spec()

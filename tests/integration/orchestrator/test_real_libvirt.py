@@ -44,12 +44,10 @@ from cloudcore.store.records import (
 )
 from hypervisor_drivers.base import DriverSettings, HypervisorDriver
 from hypervisor_drivers.libvirt import LibvirtDriver
+from tests.cloud import Cloud, cloud_settings, start_cloud
 from tests.integration.libvirt.conftest import virsh
 from tests.waiting import eventually
 
-from .conftest import Cloud, cloud_settings, start_cloud
-
-pytestmark = pytest.mark.integration
 OURS = re.compile(r"^cc-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 

@@ -18,7 +18,7 @@ from actors.registration import bootstrap_demo
 from cloudcore.store.postgres import PostgresStore
 from cloudcore.store.records import VM, Task, TaskState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
-from tests.integration.orchestrator.conftest import cloud_settings, start_cloud
+from tests.cloud import cloud_settings, start_cloud
 from tests.integration.state.servers import PrivatePostgres
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,6 @@ from cloudcore.store.postgres import PostgresStore
 from cloudcore.store.records import VM, Datacenter, Tenant, VMSpec, VMState, new_id
 from tests.integration.state.servers import PrivatePostgres, PrivateRedis
 
-pytestmark = pytest.mark.integration
-
 T = TypeVar("T")
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from cloudcore.runtime import Actor, ActorSystem, Directive, SupervisorStrategy
+from tests.clock import LoopClock
 from tests.waiting import eventually
 
 from .conftest import Recorder
@@ -93,39 +93,43 @@ class Clock(Actor[Any]):
         return None
 
 
-async def test_a_one_shot_timer_fires_once(system: ActorSystem, rec: Recorder) -> None:
+async def test_a_one_shot_timer_fires_once(
+    system: ActorSystem, rec: Recorder, loop_clock: LoopClock
+) -> None:
     clock = system.spawn(Clock, rec)
     await clock.ask(Once(key="once", delay=0.01, message=Tick(n=1)))
     await rec.count(("tick", 1))
-    await asyncio.sleep(0.05)  # give a wrongly repeating timer the chance to fire again
+    await loop_clock.advance(0.05)  # five periods on: a wrongly repeating timer fired again
     assert await clock.ask(Get()) == 1
 
 
-async def test_a_periodic_timer_repeats_until_cancelled(system: ActorSystem, rec: Recorder) -> None:
+async def test_a_periodic_timer_repeats_until_cancelled(
+    system: ActorSystem, rec: Recorder, loop_clock: LoopClock
+) -> None:
     clock = system.spawn(Clock, rec)
     await clock.ask(Every(key="beat", interval=0.01, message=Tick(n=2)))
     await rec.count(("tick", 2), 3)
     assert await clock.ask(Cancel(key="beat")) is True
     seen = await clock.ask(Get())
-    await asyncio.sleep(0.05)
+    await loop_clock.advance(0.05)  # five periods on: a timer not cancelled would have ticked
     assert await clock.ask(Get()) == seen
     assert await clock.ask(Cancel(key="beat")) is False
 
 
 async def test_timers_are_cancelled_when_the_actor_restarts(
-    system: ActorSystem, rec: Recorder
+    system: ActorSystem, rec: Recorder, loop_clock: LoopClock
 ) -> None:
     clock = system.spawn(Clock, rec)
     await clock.ask(Every(key="beat", interval=0.01, message=Tick(n=3)))
     await rec.count(("tick", 3), 1)
     clock.tell(Fail())
     await eventually(lambda: system.tree(clock.path).restarts == 1)
-    await asyncio.sleep(0.05)  # long enough for five ticks of a timer that was not cancelled
+    await loop_clock.advance(0.05)  # five periods on: a timer not cancelled would have ticked
     assert await clock.ask(Get()) == 0
 
 
 async def test_timers_are_cancelled_when_the_actor_stops(
-    system: ActorSystem, rec: Recorder
+    system: ActorSystem, rec: Recorder, loop_clock: LoopClock
 ) -> None:
     clock = system.spawn(Clock, rec)
     await clock.ask(Every(key="beat", interval=0.01, message=Tick(n=4)))
@@ -133,5 +137,5 @@ async def test_timers_are_cancelled_when_the_actor_stops(
     clock.stop()
     await clock.stopped()
     before = system.dead_letters.count
-    await asyncio.sleep(0.05)
+    await loop_clock.advance(0.05)  # five periods on: a timer not cancelled would have sent
     assert system.dead_letters.count == before  # no tick was sent to the stopped actor

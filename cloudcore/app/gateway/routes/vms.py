@@ -34,7 +34,7 @@ from cloudcore.app.gateway.schemas import (
 )
 from cloudcore.app.gateway.tasks import accepted
 from cloudcore.errors import InvalidRecord
-from cloudcore.store.records import VM, Datacenter, Page, Template, VMSpec
+from cloudcore.store.records import VM, Datacenter, Page, Template, Tenant, VMSpec
 
 __all__ = ["api"]
 
@@ -64,9 +64,13 @@ def _owner(principal: Principal, requested: str | None) -> str:
 )
 async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
     """Checks the tenant's quotas (409 quota_exceeded naming the resource), then answers 202
-    with the deploy task; its Location header is the task. Follow it, or the VM's events."""
+    with the deploy task; its Location header is the task. Follow it, or the VM's events.
+    With an ``Idempotency-Key`` the VM, its task and the key are written in one transaction:
+    the same key again answers with that task, even after a crash cut the first answer off."""
     body, store = req.body, req.gateway.store
     tenant_id = _owner(req.principal, body.tenant_id)
+    if tenant_id != req.principal.tenant_id:
+        await referenced(store, Tenant, tenant_id, "tenant_id", "tenant")
     await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
     if body.template_id is not None:
         template = await referenced(store, Template, body.template_id, "template_id", "template")
@@ -85,6 +89,7 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         name=body.name,
         spec=spec,
         start=body.start,
+        claim=req.idempotency,
     )
     return await accepted(req, task)
 

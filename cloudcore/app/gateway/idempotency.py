@@ -1,0 +1,162 @@
+"""``Idempotency-Key``: a POST sent again with the same key by the same user gets the first
+answer (status, body, Location) instead of running again.
+
+The first attempt holds the key in the store (:meth:`Store.claim_idempotency_key`); a create
+records its task against the key in the create's own transaction, so a retry after a crash that
+cut the answer off still finds what was made and answers with it. Once answered, the answer is
+stored. An attempt that fails (a 4xx or 5xx) lets the key go, so a retry runs again. A second
+attempt while the first is running waits for it (up to the lease); a request that differs from
+the first under the same key is a 409 naming the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from cloudcore.app.gateway.auth import Principal
+from cloudcore.app.gateway.context import GATEWAY
+from cloudcore.app.gateway.errors import ApiError
+from cloudcore.errors import NotFound
+from cloudcore.store.records import IdempotencyKey, Task
+
+__all__ = ["HEADER", "MAX_KEY", "idempotent"]
+
+HEADER = "Idempotency-Key"
+MAX_KEY = 255
+_POLL = (0.02, 0.5)  # first and longest pause between looks at a key held on another node
+
+# Attempts running on this node, by (user, key): a second attempt awaits the first's end.
+_running: dict[tuple[str, str], asyncio.Event] = {}
+
+Respond = Callable[[IdempotencyKey | None], Awaitable[web.StreamResponse]]
+
+
+def _fingerprint(request: web.Request, body: bytes) -> str:
+    digest = hashlib.sha256(f"{request.method} {request.path_qs}\n".encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def _key_of(request: web.Request) -> str | None:
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_KEY:
+        raise ApiError(
+            422,
+            "invalid_header",
+            f"the {HEADER} header must be 1 to {MAX_KEY} characters",
+            {"header": HEADER},
+        )
+    return key
+
+
+async def idempotent(
+    request: web.Request, principal: Principal, body: bytes, respond: Respond
+) -> web.StreamResponse:
+    """Answer ``request`` through ``respond`` once per key (``respond(None)`` without one)."""
+    key = _key_of(request)
+    if key is None:
+        return await respond(None)
+    gateway = request.app[GATEWAY]
+    settings, store = gateway.settings.api, gateway.store
+    fingerprint = _fingerprint(request, body)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.idempotency_lease_seconds
+    pause = _POLL[0]
+    while True:
+        claim, held = await store.claim_idempotency_key(
+            principal.user_id,
+            key,
+            fingerprint,
+            ttl=settings.idempotency_key_seconds,
+            lease=settings.idempotency_lease_seconds,
+        )
+        if claim.fingerprint != fingerprint:
+            raise ApiError(
+                409,
+                "idempotency_key_reused",
+                f"{HEADER} {key!r} was sent with a different request: use a new key",
+                {"header": HEADER, "key": key},
+            )
+        if held:
+            return await _run(request, claim, respond)
+        running = _running.get((claim.principal, key))
+        if running is None:
+            replay = await _replay(request, claim)
+            if replay is not None:
+                return replay
+        if loop.time() >= deadline:
+            raise ApiError(
+                409,
+                "idempotency_key_in_use",
+                f"a request with {HEADER} {key!r} is still running: retry later",
+                {"header": HEADER, "key": key},
+            )
+        if running is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(running.wait(), deadline - loop.time())
+        else:  # held on another node, or by an attempt that died: look again
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _POLL[1])
+
+
+async def _run(request: web.Request, claim: IdempotencyKey, respond: Respond) -> web.StreamResponse:
+    store = request.app[GATEWAY].store
+    slot = (claim.principal, claim.key)
+    done = _running[slot] = asyncio.Event()
+    answered = False
+    try:
+        response = await respond(claim)
+        if isinstance(response, web.Response) and response.status < 400:
+            body = response.body if isinstance(response.body, bytes) else b""
+            answered = await store.answer_idempotency_key(
+                claim,
+                status=response.status,
+                location=response.headers.get("Location"),
+                body=body.decode(),
+            )
+        return response
+    finally:
+        if not answered:  # failed, or nothing to replay: a retry runs again
+            await asyncio.shield(store.release_idempotency_key(claim))
+        if _running.get(slot) is done:
+            del _running[slot]
+        done.set()
+
+
+async def _replay(request: web.Request, claim: IdempotencyKey) -> web.Response | None:
+    """The first answer again, or None if there is none yet."""
+    headers = {HEADER: claim.key, "Idempotent-Replayed": "true"}
+    if claim.status is not None:
+        if claim.location is not None:
+            headers["Location"] = claim.location
+        return web.Response(
+            status=claim.status,
+            body=(claim.body or "").encode(),
+            headers=headers,
+            content_type="application/json",
+        )
+    if claim.task_id is None:
+        return None
+    # The create committed but its answer was cut off (a crash): answer from its task.
+    store = request.app[GATEWAY].store
+    try:
+        task = await store.get(Task, claim.task_id)
+    except NotFound:
+        return None
+    from cloudcore.app.gateway.tasks import task_view  # tasks imports api, which imports us
+
+    headers["Location"] = f"/api/v1/tasks/{task.id}"
+    return web.Response(
+        status=202,
+        body=msgspec.json.encode(await task_view(store, task)),
+        headers=headers,
+        content_type="application/json",
+    )

@@ -1,0 +1,151 @@
+"""Creating a VM in one transaction (quota, VM, deploy task, and the Idempotency-Key it was
+asked under), and recomputing quota usage from what exists."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from cloudcore.errors import Conflict, InvalidRecord
+from cloudcore.logging import get_logger
+from cloudcore.store._conn import Conn, check_amounts, now
+from cloudcore.store._domain import _QUOTA_COLS, DomainOps, _struct
+from cloudcore.store._table import Table, table_of, validate
+from cloudcore.store.records import VM, IdempotencyKey, Quota, QuotaDrift, Task, VMSpec, VMState
+from cloudcore.store.usage import QUOTA_RESOURCES, RESIZING_KIND, vm_usage, vm_usage_resizing
+
+__all__ = ["AccountingOps"]
+
+_log = get_logger("cloudcore.store")
+
+_VMS = table_of(VM)
+_TASKS = table_of(Task)
+_HOLD_TASK = """UPDATE idempotency_keys SET task_id = $4
+WHERE principal = $1 AND key = $2 AND owner = $3 AND task_id IS NULL RETURNING key"""
+_SET_USED = """UPDATE quotas SET used = $3, version = version + 1
+WHERE tenant_id = $1 AND resource = $2"""
+
+
+class AccountingOps(DomainOps):
+    """Changes that span records, each one transaction."""
+
+    #: Appended to a SELECT that must lock its rows to the end of the transaction
+    #: (PostgreSQL; SQLite's transactions already hold the one write lock).
+    _row_lock = ""
+
+    async def _name_missing_reference(self, table: Table[Any], record: Any) -> None:
+        """Raise InvalidRecord naming the field if ``record`` refers to a missing record."""
+        async with self._reader() as conn:
+            missing = await table.missing_reference(conn, record)
+        if missing is not None:
+            raise missing from None
+
+    async def create_vm(
+        self,
+        vm: VM,
+        task: Task,
+        usage: Mapping[str, int],
+        *,
+        claim: IdempotencyKey | None = None,
+    ) -> tuple[VM, Task]:
+        check_amounts(**usage)
+        stamp = now()
+        vm = msgspec.structs.replace(validate(vm), version=1, created_at=stamp, updated_at=stamp)
+        task = msgspec.structs.replace(
+            validate(task), version=1, created_at=stamp, updated_at=stamp
+        )
+        try:
+            async with self._transaction() as conn:
+                await self._consume(conn, vm.tenant_id, usage)
+                await conn.execute(_VMS.insert_sql, *_VMS.encode(vm))
+                await conn.execute(_TASKS.insert_sql, *_TASKS.encode(task))
+                if claim is not None:
+                    await self._hold_task(conn, claim, task.id)
+        except InvalidRecord:
+            await self._name_missing_reference(_VMS, vm)
+            raise
+        return vm, task
+
+    async def _hold_task(self, conn: Conn, claim: IdempotencyKey, task_id: str) -> None:
+        args = (claim.principal, claim.key, claim.owner, task_id)
+        if await conn.fetchrow(_HOLD_TASK, *args) is None:
+            raise Conflict(
+                f"Idempotency-Key {claim.key!r} is no longer held by this request "
+                "(it expired, or another request with it went on): nothing was created"
+            )
+
+    async def reconcile_quotas(
+        self, tenant_id: str | None = None, *, fix: bool = True
+    ) -> list[QuotaDrift]:
+        if tenant_id is not None:
+            tenants = [tenant_id]
+        else:
+            async with self._reader() as conn:
+                rows = await conn.fetch("SELECT DISTINCT tenant_id FROM quotas ORDER BY tenant_id")
+            tenants = [r["tenant_id"] for r in rows]
+        drift: list[QuotaDrift] = []
+        for tenant in tenants:
+            drift.extend(await self._reconcile_tenant(tenant, fix))
+        for d in drift:
+            _log.warning(
+                "quota.drift_fixed" if fix else "quota.drift_found",
+                tenant_id=d.tenant_id,
+                resource=d.resource,
+                recorded=d.recorded,
+                actual=d.actual,
+            )
+        return drift
+
+    async def _reconcile_tenant(self, tenant_id: str, fix: bool) -> list[QuotaDrift]:
+        drift: list[QuotaDrift] = []
+        # One transaction: the quota rows are locked first (a create takes them before it
+        # writes its VM), so no create or delete lands between the count and the fix.
+        async with self._transaction() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_QUOTA_COLS} FROM quotas WHERE tenant_id = $1 "
+                f"ORDER BY resource{self._row_lock}",
+                tenant_id,
+            )
+            actual = await self._usage_of(conn, tenant_id)
+            for quota in (_struct(r, Quota) for r in rows):
+                if quota.resource not in actual or actual[quota.resource] == quota.used:
+                    continue
+                real = actual[quota.resource]
+                drift.append(
+                    QuotaDrift(
+                        tenant_id=tenant_id,
+                        resource=quota.resource,
+                        recorded=quota.used,
+                        actual=real,
+                    )
+                )
+                if fix:
+                    await conn.execute(_SET_USED, tenant_id, quota.resource, real)
+        return drift
+
+    async def _usage_of(self, conn: Conn, tenant_id: str) -> dict[str, int]:
+        """What the tenant's VMs that are not deleted and volumes hold, by resource."""
+        usage = dict.fromkeys(QUOTA_RESOURCES, 0)
+        rows = await conn.fetch(
+            "SELECT v.spec AS spec, v.state AS state, t.kind AS kind, t.data AS data "
+            "FROM vms v LEFT JOIN tasks t ON t.id = v.task_id "
+            "WHERE v.tenant_id = $1 AND v.state <> $2",
+            tenant_id,
+            VMState.DELETED.value,
+        )
+        for row in rows:
+            spec = msgspec.json.decode(row["spec"], type=VMSpec)
+            if row["state"] == VMState.RECONFIGURING.value and row["kind"] == RESIZING_KIND:
+                held = vm_usage_resizing(spec, msgspec.json.decode(row["data"]))
+            else:
+                held = vm_usage(spec)
+            for resource, amount in held.items():
+                usage[resource] += amount
+        volumes = await conn.fetchrow(
+            "SELECT count(*) AS n FROM volumes WHERE tenant_id = $1 AND state <> 'DELETED'",
+            tenant_id,
+        )
+        usage["volumes"] = int(volumes["n"])
+        return usage

@@ -1,0 +1,35 @@
+"""What counts against a tenant's quotas: one rule, used when a VM is created (the caller hands
+its usage to :meth:`Store.create_vm`) and when usage is recomputed from what exists
+(:meth:`Store.reconcile_quotas`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cloudcore.store.records import VMSpec
+
+__all__ = ["QUOTA_RESOURCES", "RESIZING_KIND", "vm_usage", "vm_usage_resizing"]
+
+#: The resources a tenant's quotas may limit, each recomputed from what exists.
+QUOTA_RESOURCES = ("vms", "cpus", "memory_mib", "volumes")
+
+#: The task kind of a resize in flight: it has taken the larger size already.
+RESIZING_KIND = "vm.reconfigure"
+
+
+def vm_usage(spec: VMSpec) -> dict[str, int]:
+    """What a VM that is not deleted holds."""
+    return {"vms": 1, "cpus": spec.cpus, "memory_mib": spec.memory_mib}
+
+
+def vm_usage_resizing(spec: VMSpec, asked: Mapping[str, Any]) -> dict[str, int]:
+    """What a VM with a resize in flight holds: a grow is taken when it is asked for and a
+    shrink given back when it has succeeded, so the larger of both sizes, resource by resource.
+    ``asked`` is the resize task's data (``cpus``, ``memory_mib``, either may be absent)."""
+    held = vm_usage(spec)
+    for resource in ("cpus", "memory_mib"):
+        value = asked.get(resource)
+        if isinstance(value, int) and value > held[resource]:
+            held[resource] = value
+    return held

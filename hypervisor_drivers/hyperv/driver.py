@@ -1,0 +1,232 @@
+"""The Hyper-V driver: PowerShell's Hyper-V cmdlets over WinRM, through pywinrm.
+
+``settings.uri`` is the WinRM endpoint (``https://hv01:5986/wsman``); ``username``, and the
+password in ``password`` or in the environment variable named by ``extra["password_env"]`` (never
+logged). ``extra``: ``transport`` (pywinrm's: ``ntlm`` by default, ``kerberos``, ``credssp``,
+``basic``...), ``cert_validation`` (``validate``/``ignore``), ``ca_trust_path``, ``timeout``
+(seconds per call), ``poll_interval`` (seconds between power sweeps: Hyper-V pushes no events over
+WinRM), and on a migration destination ``computer_name`` (default: the uri's host name).
+
+Calls run in one worker thread; every script is framed by ``_script`` (arguments as data, errors
+as JSON records), its JSON output validated by ``_client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import structlog
+
+from cloudcore.errors import BackendUnavailable
+from hypervisor_drivers.base import (
+    Capability,
+    DiskSpec,
+    DomainSpec,
+    DriverSettings,
+    GuestPower,
+    HostCapacity,
+    HostInventory,
+    HypervisorDriver,
+    IscsiDisk,
+    SnapshotInfo,
+    StopOutcome,
+    VMInfo,
+)
+from hypervisor_drivers.events import PowerPoller
+from hypervisor_drivers.hyperv._client import HyperVClient
+from hypervisor_drivers.hyperv._errors import call_translated
+
+__all__ = ["HyperVDriver"]
+
+_T = TypeVar("_T")
+_log = structlog.get_logger("hypervisor_drivers.hyperv")
+
+# No LIFECYCLE_EVENTS (polled), no LIVE_RECONFIGURE (kept simple: sizes change while off), no
+# ISCSI_DISKS (Hyper-V opens LUNs through the host's initiator, which storage would set up).
+_CAPABILITIES = frozenset(
+    {
+        Capability.GRACEFUL_STOP,
+        Capability.REBOOT,
+        Capability.PAUSE,
+        Capability.SUSPEND,
+        Capability.RECONFIGURE,
+        Capability.SNAPSHOT,
+        Capability.ATTACH_VOLUME,
+        Capability.MIGRATE,
+    }
+)
+
+
+class HyperVDriver(HypervisorDriver):
+    """One Hyper-V server, reached through WinRM."""
+
+    name = "hyperv"
+
+    def __init__(self, settings: DriverSettings) -> None:
+        super().__init__(settings)
+        self._client: HyperVClient | None = None
+        self._poller: PowerPoller | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return _CAPABILITIES
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _connected(self) -> HyperVClient:
+        if self._client is None:
+            state = "closed" if self._closed else "not connected"
+            raise BackendUnavailable(f"hyperv driver for {self._settings.uri} is {state}")
+        return self._client
+
+    async def _call(self, operation: Callable[[HyperVClient], _T]) -> _T:
+        client = self._connected()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(call_translated, operation, client)
+        )
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        if self._closed:
+            raise BackendUnavailable("a closed driver cannot reconnect; create a new one")
+        executor = ThreadPoolExecutor(1, thread_name_prefix="winrm")
+        try:
+            client = await asyncio.get_running_loop().run_in_executor(
+                executor, call_translated, HyperVClient, self._settings
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._client, self._executor = client, executor
+        interval = float(self._settings.extra.get("poll_interval", "2"))
+        self._poller = PowerPoller(self.list_vms, self._events, interval)
+        try:
+            await self._poller.start()
+        except BaseException:
+            await self.close()
+            raise
+        _log.info("hypervisor.connected", uri=self._settings.uri, host=client.computer_name)
+
+    async def close(self) -> None:
+        poller, self._poller = self._poller, None
+        self._closed = True
+        if poller is not None:
+            await poller.stop()
+        client, self._client = self._client, None
+        executor, self._executor = self._executor, None
+        self._events.close()
+        if executor is not None:
+            if client is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, client.close)
+            executor.shutdown(wait=False)
+            _log.info("hypervisor.closed", uri=self._settings.uri)
+
+    # -- host and reading ----------------------------------------------------------------------
+
+    async def host_inventory(self) -> HostInventory:
+        return await self._call(lambda c: c.inventory())
+
+    async def host_capacity(self) -> HostCapacity:
+        return await self._call(lambda c: c.capacity())
+
+    async def list_vms(self) -> list[VMInfo]:
+        return await self._call(lambda c: c.list_vms())
+
+    async def get_vm(self, uuid: str) -> VMInfo:
+        return await self._call(lambda c: c.get_vm(uuid))
+
+    async def power_state(self, uuid: str) -> GuestPower:
+        return await self._call(lambda c: c.state(uuid)[1])
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def define_vm(self, spec: DomainSpec) -> VMInfo:
+        if any(isinstance(disk, IscsiDisk) for disk in spec.disks):
+            self._require(Capability.ISCSI_DISKS)
+        return await self._call(lambda c: c.define(spec))
+
+    async def start_vm(self, uuid: str) -> None:
+        await self._call(lambda c: c.start(uuid))
+
+    async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
+        async def request_shutdown() -> None:
+            await self._call(lambda c: c.request_shutdown(uuid))
+
+        async def power_off() -> None:
+            await self._call(lambda c: c.power_off(uuid))
+
+        return await self._stop_with_deadline(uuid, timeout, request_shutdown, power_off)
+
+    async def reboot_vm(self, uuid: str, *, hard: bool = False) -> None:
+        self._require(Capability.REBOOT)
+        await self._call(lambda c: c.reboot(uuid, hard))
+
+    async def pause_vm(self, uuid: str) -> None:
+        self._require(Capability.PAUSE)
+        await self._call(lambda c: c.pause(uuid))
+
+    async def unpause_vm(self, uuid: str) -> None:
+        self._require(Capability.PAUSE)
+        await self._call(lambda c: c.unpause(uuid))
+
+    async def suspend_vm(self, uuid: str) -> None:
+        self._require(Capability.SUSPEND)
+        await self._call(lambda c: c.suspend(uuid))
+
+    async def resume_vm(self, uuid: str) -> None:
+        self._require(Capability.SUSPEND)
+        await self._call(lambda c: c.resume(uuid))
+
+    async def destroy_vm(self, uuid: str) -> None:
+        await self._call(lambda c: c.destroy(uuid))
+
+    async def migrate_vm(
+        self, uuid: str, destination: DriverSettings, *, live: bool = True
+    ) -> None:
+        self._require(Capability.MIGRATE)
+        await self._call(lambda c: c.migrate(uuid, destination, live))
+
+    # -- changes -------------------------------------------------------------------------------
+
+    async def reconfigure_vm(
+        self, uuid: str, *, vcpus: int | None = None, memory_mib: int | None = None
+    ) -> VMInfo:
+        self._require(Capability.RECONFIGURE)
+        if (vcpus is not None and vcpus < 1) or (memory_mib is not None and memory_mib < 1):
+            raise ValueError("a VM needs at least 1 vCPU and 1 MiB of memory")
+        return await self._call(lambda c: c.reconfigure(uuid, vcpus, memory_mib))
+
+    async def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
+        self._require(Capability.SNAPSHOT)
+        return await self._call(lambda c: c.create_snapshot(uuid, name))
+
+    async def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
+        self._require(Capability.SNAPSHOT)
+        return await self._call(lambda c: c.list_snapshots(uuid))
+
+    async def revert_snapshot(self, uuid: str, name: str) -> None:
+        self._require(Capability.SNAPSHOT)
+        await self._call(lambda c: c.revert_snapshot(uuid, name))
+
+    async def delete_snapshot(self, uuid: str, name: str) -> None:
+        self._require(Capability.SNAPSHOT)
+        await self._call(lambda c: c.delete_snapshot(uuid, name))
+
+    async def attach_volume(self, uuid: str, disk: DiskSpec) -> str:
+        self._require(Capability.ATTACH_VOLUME)
+        if isinstance(disk, IscsiDisk):
+            self._require(Capability.ISCSI_DISKS)
+        if disk.serial is None:
+            raise ValueError("attach_volume needs disk.serial (the volume id)")
+        return await self._call(lambda c: c.attach(uuid, disk))
+
+    async def detach_volume(self, uuid: str, serial: str) -> None:
+        self._require(Capability.ATTACH_VOLUME)
+        await self._call(lambda c: c.detach(uuid, serial))

@@ -1,0 +1,242 @@
+"""The XenServer / XCP-ng driver: XAPI through ``XenAPI.Session`` to the pool master.
+
+One driver is one host of a pool: ``settings.uri`` is the pool master's URL
+(``https://xen-master``), ``settings.extra["host"]`` the host's name label or uuid (default: the
+master), ``extra["sr"]`` the SR whose VDIs disks name (default: the host's local SR, else the
+pool's default SR). The password is ``settings.password`` or the environment variable named by
+``extra["password_env"]``; it is never logged. ``extra["timeout"]`` bounds every call (seconds).
+
+XAPI calls run in one worker thread (a session is one XML-RPC connection); lifecycle events come
+from ``event.from`` on a second session in its own thread (``_events``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import structlog
+
+from cloudcore.errors import BackendUnavailable
+from hypervisor_drivers.base import (
+    Capability,
+    DiskSpec,
+    DomainSpec,
+    DriverSettings,
+    GuestPower,
+    HostCapacity,
+    HostInventory,
+    HypervisorDriver,
+    IscsiDisk,
+    SnapshotInfo,
+    StopOutcome,
+    VMInfo,
+)
+from hypervisor_drivers.xenserver._client import XenClient
+from hypervisor_drivers.xenserver._errors import call_translated
+from hypervisor_drivers.xenserver._events import EventWatcher
+
+__all__ = ["XenServerDriver"]
+
+_T = TypeVar("_T")
+_log = structlog.get_logger("hypervisor_drivers.xenserver")
+
+# No ISCSI_DISKS: on XenServer a LUN is an lvmoiscsi SR made by storage, whose VDIs disks name.
+_CAPABILITIES = frozenset(
+    {
+        Capability.LIFECYCLE_EVENTS,
+        Capability.GRACEFUL_STOP,
+        Capability.REBOOT,
+        Capability.PAUSE,
+        Capability.SUSPEND,
+        Capability.RECONFIGURE,
+        Capability.LIVE_RECONFIGURE,
+        Capability.SNAPSHOT,
+        Capability.ATTACH_VOLUME,
+        Capability.MIGRATE,
+    }
+)
+
+
+class XenServerDriver(HypervisorDriver):
+    """One XenServer host, reached through its pool master."""
+
+    name = "xenserver"
+
+    def __init__(self, settings: DriverSettings) -> None:
+        super().__init__(settings)
+        self._client: XenClient | None = None
+        self._watcher: EventWatcher | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return _CAPABILITIES
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _connected(self) -> XenClient:
+        if self._client is None:
+            state = "closed" if self._closed else "not connected"
+            raise BackendUnavailable(f"xenserver driver for {self._settings.uri} is {state}")
+        return self._client
+
+    async def _call(self, operation: Callable[[XenClient], _T]) -> _T:
+        client = self._connected()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(call_translated, operation, client)
+        )
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        if self._closed:
+            raise BackendUnavailable("a closed driver cannot reconnect; create a new one")
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="xapi")
+        try:
+            client = await loop.run_in_executor(
+                executor, call_translated, XenClient, self._settings
+            )
+            watcher = EventWatcher(
+                self._settings, client.host, client.host == client.master, self._publish
+            )
+            try:
+                await loop.run_in_executor(executor, call_translated, watcher.start)
+            except BaseException:
+                await loop.run_in_executor(executor, client.close)
+                raise
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._client, self._watcher, self._executor = client, watcher, executor
+        _log.info("hypervisor.connected", uri=self._settings.uri, host=client.host)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        watcher, self._watcher = self._watcher, None
+        executor, self._executor = self._executor, None
+        self._closed = True
+        self._events.close()
+        loop = asyncio.get_running_loop()
+        if watcher is not None:
+            await loop.run_in_executor(None, watcher.stop)
+        if client is not None and executor is not None:
+            await loop.run_in_executor(executor, client.close)
+            executor.shutdown(wait=False)
+            _log.info("hypervisor.closed", uri=self._settings.uri)
+
+    # -- host and reading ----------------------------------------------------------------------
+
+    async def host_inventory(self) -> HostInventory:
+        return await self._call(lambda c: c.inventory())
+
+    async def host_capacity(self) -> HostCapacity:
+        return await self._call(lambda c: c.capacity())
+
+    async def list_vms(self) -> list[VMInfo]:
+        return await self._call(lambda c: c.list_vms())
+
+    async def get_vm(self, uuid: str) -> VMInfo:
+        return await self._call(lambda c: c.get_vm(uuid))
+
+    async def power_state(self, uuid: str) -> GuestPower:
+        return await self._call(lambda c: c.power(uuid))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def define_vm(self, spec: DomainSpec) -> VMInfo:
+        if any(isinstance(disk, IscsiDisk) for disk in spec.disks):
+            self._require(Capability.ISCSI_DISKS)
+        return await self._call(lambda c: c.define(spec))
+
+    async def start_vm(self, uuid: str) -> None:
+        await self._call(lambda c: c.start(uuid))
+
+    async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
+        tasks: list[str] = []
+
+        async def request_shutdown() -> None:
+            tasks.append(await self._call(lambda c: c.request_shutdown(uuid)))
+
+        async def power_off() -> None:
+            for task in tasks:  # the guest did not make it: stop asking
+                await self._call(lambda c: c.cancel_task(task))  # noqa: B023
+            await self._call(lambda c: c.power_off(uuid))
+
+        try:
+            return await self._stop_with_deadline(uuid, timeout, request_shutdown, power_off)
+        finally:
+            for task in tasks:  # a finished task is still a record on the pool master
+                await self._call(lambda c: c.cancel_task(task))  # noqa: B023
+
+    async def reboot_vm(self, uuid: str, *, hard: bool = False) -> None:
+        self._require(Capability.REBOOT)
+        await self._call(lambda c: c.reboot(uuid, hard))
+
+    async def pause_vm(self, uuid: str) -> None:
+        self._require(Capability.PAUSE)
+        await self._call(lambda c: c.pause(uuid))
+
+    async def unpause_vm(self, uuid: str) -> None:
+        self._require(Capability.PAUSE)
+        await self._call(lambda c: c.unpause(uuid))
+
+    async def suspend_vm(self, uuid: str) -> None:
+        self._require(Capability.SUSPEND)
+        await self._call(lambda c: c.suspend(uuid))
+
+    async def resume_vm(self, uuid: str) -> None:
+        self._require(Capability.SUSPEND)
+        await self._call(lambda c: c.resume(uuid))
+
+    async def destroy_vm(self, uuid: str) -> None:
+        await self._call(lambda c: c.destroy(uuid))
+
+    async def migrate_vm(
+        self, uuid: str, destination: DriverSettings, *, live: bool = True
+    ) -> None:
+        self._require(Capability.MIGRATE)
+        await self._call(lambda c: c.migrate(uuid, destination, live))
+
+    # -- changes -------------------------------------------------------------------------------
+
+    async def reconfigure_vm(
+        self, uuid: str, *, vcpus: int | None = None, memory_mib: int | None = None
+    ) -> VMInfo:
+        self._require(Capability.RECONFIGURE)
+        if (vcpus is not None and vcpus < 1) or (memory_mib is not None and memory_mib < 1):
+            raise ValueError("a VM needs at least 1 vCPU and 1 MiB of memory")
+        return await self._call(lambda c: c.reconfigure(uuid, vcpus, memory_mib))
+
+    async def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
+        self._require(Capability.SNAPSHOT)
+        return await self._call(lambda c: c.create_snapshot(uuid, name))
+
+    async def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
+        self._require(Capability.SNAPSHOT)
+        return await self._call(lambda c: c.list_snapshots(uuid))
+
+    async def revert_snapshot(self, uuid: str, name: str) -> None:
+        self._require(Capability.SNAPSHOT)
+        await self._call(lambda c: c.revert_snapshot(uuid, name))
+
+    async def delete_snapshot(self, uuid: str, name: str) -> None:
+        self._require(Capability.SNAPSHOT)
+        await self._call(lambda c: c.delete_snapshot(uuid, name))
+
+    async def attach_volume(self, uuid: str, disk: DiskSpec) -> str:
+        self._require(Capability.ATTACH_VOLUME)
+        if isinstance(disk, IscsiDisk):
+            self._require(Capability.ISCSI_DISKS)
+        if disk.serial is None:
+            raise ValueError("attach_volume needs disk.serial (the volume id)")
+        return await self._call(lambda c: c.attach(uuid, disk))
+
+    async def detach_volume(self, uuid: str, serial: str) -> None:
+        self._require(Capability.ATTACH_VOLUME)
+        await self._call(lambda c: c.detach(uuid, serial))

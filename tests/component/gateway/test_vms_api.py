@@ -1,0 +1,160 @@
+"""VMs through the HTTP API: create (202 and a task), get, list, every action, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.component.gateway.conftest import ApiClient
+
+WEB = {"name": "web", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 256}
+
+
+async def running_vm(api: ApiClient, who: str = "alice", **fields: Any) -> str:
+    r = await api.call("POST", "/vms", who, {**WEB, **fields})
+    assert r.status == 202, r.body
+    task = await api.wait_task(r.body["id"])
+    assert task.state == "SUCCEEDED", task.error
+    return str(r.body["subject"].removeprefix("vm/"))
+
+
+async def act(api: ApiClient, vm_id: str, action: str, body: Any = None) -> Any:
+    r = await api.call("POST", f"/vms/{vm_id}/{action}", "alice", body)
+    assert r.status == 202, r.body
+    task = await api.wait_task(r.body["id"])
+    assert task.state == "SUCCEEDED", task.error
+    return (await api.call("GET", f"/vms/{vm_id}", "alice")).body
+
+
+async def test_create_answers_202_with_the_task_location_and_the_vm_runs(api: ApiClient) -> None:
+    r = await api.call("POST", "/vms", "alice", WEB)
+    assert r.status == 202, r.body
+    assert r.headers["Location"] == f"/api/v1/tasks/{r.body['id']}"
+    assert r.body["kind"] == "vm.deploy" and r.body["state"] in ("RUNNING", "SUCCEEDED")
+    task = await api.wait_task(r.body["id"])
+    assert task.state == "SUCCEEDED"
+    vm_id = r.body["subject"].removeprefix("vm/")
+    got = await api.call("GET", f"/vms/{vm_id}", "alice")
+    assert got.status == 200 and got.body["state"] == "RUNNING"
+    assert got.body["tenant_id"] == "acme" and got.body["power"] == "ON"
+    shown = await api.call("GET", f"/tasks/{task.id}", "alice")
+    assert shown.body["progress"] == 1.0
+    assert [s["name"] for s in shown.body["steps"]] == ["schedule", "define", "start"]
+
+
+async def test_create_without_start_leaves_the_vm_stopped(api: ApiClient) -> None:
+    vm_id = await running_vm(api, start=False)
+    assert (await api.call("GET", f"/vms/{vm_id}", "alice")).body["state"] == "STOPPED"
+
+
+async def test_every_power_action_reaches_its_state(api: ApiClient) -> None:
+    vm_id = await running_vm(api)
+    assert (await act(api, vm_id, "pause"))["state"] == "PAUSED"
+    assert (await act(api, vm_id, "resume"))["state"] == "RUNNING"
+    assert (await act(api, vm_id, "reboot", {"hard": False}))["state"] == "RUNNING"
+    assert (await act(api, vm_id, "suspend"))["state"] == "SUSPENDED"
+    assert (await act(api, vm_id, "resume"))["state"] == "RUNNING"
+    assert (await act(api, vm_id, "snapshot", {"name": "before-upgrade"}))["state"] == "RUNNING"
+    assert (await act(api, vm_id, "stop", {"timeout": 0.2}))["state"] == "STOPPED"
+    resized = await act(api, vm_id, "reconfigure", {"cpus": 2, "memory_mib": 512})
+    assert resized["spec"]["cpus"] == 2 and resized["spec"]["memory_mib"] == 512
+    assert (await act(api, vm_id, "start"))["state"] == "RUNNING"
+    assert (await act(api, vm_id, "stop", {"hard": True}))["state"] == "STOPPED"
+
+
+async def test_an_illegal_action_is_409_naming_the_state(api: ApiClient) -> None:
+    vm_id = await running_vm(api, start=False)
+    r = await api.call("POST", f"/vms/{vm_id}/pause", "alice")
+    assert r.status == 409 and r.error_code == "illegal_transition"
+    assert "STOPPED" in r.body["error"]["message"]
+    assert (await api.call("GET", f"/vms/{vm_id}", "alice")).body["state"] == "STOPPED"
+
+
+async def test_migrate_is_refused_whole_while_migration_is_not_built(api: ApiClient) -> None:
+    vm_id = await running_vm(api)
+    r = await api.call("POST", f"/vms/{vm_id}/migrate", "alice", {})
+    assert r.status == 409 and r.error_code == "unsupported_operation"
+    assert "migrat" in r.body["error"]["message"]
+    vm = (await api.call("GET", f"/vms/{vm_id}", "alice")).body
+    assert vm["state"] == "RUNNING" and vm["fault"] is None
+
+
+async def test_delete_answers_202_and_the_vm_ends_deleted(api: ApiClient) -> None:
+    vm_id = await running_vm(api)
+    r = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    assert r.status == 202 and r.body["kind"] == "vm.delete"
+    assert (await api.wait_task(r.body["id"])).state == "SUCCEEDED"
+    assert (await api.call("GET", f"/vms/{vm_id}", "alice")).body["state"] == "DELETED"
+
+
+async def test_list_filters_and_pages_with_a_cursor(api: ApiClient) -> None:
+    ids = [await running_vm(api, start=False, name=f"vm{n}") for n in range(3)]
+    first = await api.call("GET", "/vms?limit=2", "alice")
+    assert first.status == 200 and len(first.body["items"]) == 2
+    second = await api.call("GET", f"/vms?limit=2&cursor={first.body['next_cursor']}", "alice")
+    assert [v["id"] for v in first.body["items"] + second.body["items"]] == ids
+    assert second.body["next_cursor"] is None
+    stopped = await api.call("GET", "/vms?state=STOPPED&datacenter_id=dc1", "alice")
+    assert len(stopped.body["items"]) == 3
+    assert (await api.call("GET", "/vms?state=RUNNING", "alice")).body["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**WEB, "cpus": 0}, "cpus"),
+        ({**WEB, "memory_mib": "lots"}, "memory_mib"),
+        ({k: v for k, v in WEB.items() if k != "name"}, "name"),
+        ({**WEB, "colour": "blue"}, "colour"),
+        ({**WEB, "datacenter_id": "nowhere"}, "datacenter_id"),
+    ],
+)
+async def test_a_bad_create_body_is_422_naming_the_field(
+    api: ApiClient, body: dict[str, Any], field: str
+) -> None:
+    r = await api.call("POST", "/vms", "alice", body)
+    assert r.status == 422, r.body
+    assert field in r.body["error"]["message"]
+    assert (await api.call("GET", "/vms", "alice")).body["items"] == []
+
+
+async def test_bad_action_bodies_are_422(api: ApiClient) -> None:
+    vm_id = await running_vm(api)
+    for action, body in [
+        ("reconfigure", {}),
+        ("reconfigure", {"cpus": -1}),
+        ("snapshot", {"name": ""}),
+        ("stop", {"timeout": -5}),
+    ]:
+        r = await api.call("POST", f"/vms/{vm_id}/{action}", "alice", body)
+        assert r.status == 422, (action, body, r.body)
+
+
+async def test_growing_a_vm_counts_against_the_quota_and_shrinking_gives_back(
+    api: ApiClient,
+) -> None:
+    await api.store.set_quota("acme", "cpus", 2)
+    vm_id = await running_vm(api, start=False)  # a running VM cannot grow past its maxima
+    r = await api.call("POST", f"/vms/{vm_id}/reconfigure", "alice", {"cpus": 3})
+    assert r.status == 409 and r.error_code == "quota_exceeded", r.body
+    assert "cpus" in r.body["error"]["message"]
+    assert (await act(api, vm_id, "reconfigure", {"cpus": 2}))["spec"]["cpus"] == 2
+    used = {q.resource: q.used for q in await api.store.get_quotas("acme")}
+    assert used["cpus"] == 2
+    await act(api, vm_id, "reconfigure", {"cpus": 1})
+    used = {q.resource: q.used for q in await api.store.get_quotas("acme")}
+    assert used["cpus"] == 1
+    r = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    await api.wait_task(r.body["id"])
+    used = {q.resource: q.used for q in await api.store.get_quotas("acme")}
+    assert used["cpus"] == 0
+
+
+async def test_recover_verbs_are_for_operators_not_users(api: ApiClient) -> None:
+    r = await api.call("POST", "/vms", "alice", WEB)
+    await api.wait_task(r.body["id"])
+    denied = await api.call("POST", f"/tasks/{r.body['id']}/recover", "alice", {"verb": "succeed"})
+    assert denied.status == 403 and denied.error_code == "forbidden"
+    allowed = await api.call("POST", f"/tasks/{r.body['id']}/recover", "operator", {"verb": "fail"})
+    assert allowed.status == 409 and "ERROR" in allowed.body["error"]["message"]  # VM not in ERROR
