@@ -25,6 +25,7 @@ from actors.scheduler.actor import SchedulerActor
 from actors.scheduler.messages import HostUpdated, SchedulerMessage
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
+from actors.vm_events import state_changed
 from actors.watchdog import Resume, undriven
 from cloudcore.errors import NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
@@ -166,13 +167,9 @@ class DatacenterActor(Actor[DatacenterMessage]):
         the VM, if the task left it between states, goes to ERROR for an operator."""
         fault = f"task {task.id} interrupted and its VM has no actor on this node"
         if vm.task_id == task.id and vm.state not in STABLE:
+            failed = {"state": VMState.ERROR, "fault": fault, "task_id": None}
             await self.services.store.update(
-                VM,
-                vm.id,
-                expected_version=vm.version,
-                state=VMState.ERROR,
-                fault=fault,
-                task_id=None,
+                VM, vm.id, expected_version=vm.version, events=state_changed(vm, failed), **failed
             )
         await Journal(self.services.store, task, self.services.waiters).finish(
             TaskState.FAILED, fault

@@ -25,6 +25,7 @@ from actors.journal import Journal, backoff, retryable
 from actors.messages import AdoptVM, Forget, OperationFinished, Provision
 from actors.scheduler.messages import PlaceVM, SchedulerMessage
 from actors.services import Services
+from actors.vm_events import state_changed
 from cloudcore.errors import NotFound, NoValidHost, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
@@ -146,12 +147,13 @@ class DeployRunner(Actor[DeployMessage]):
         """Place the VM; None if it must wait for another attempt or failed for good."""
         store = self.services.store
         if vm.state is VMState.DEFINED:
+            scheduling = {"state": VMState.SCHEDULING, "task_id": self.journal.task.id}
             vm = await store.update(
                 VM,
                 vm.id,
                 expected_version=vm.version,
-                state=VMState.SCHEDULING,
-                task_id=self.journal.task.id,
+                events=state_changed(vm, scheduling),
+                **scheduling,
             )
         # The scheduler answers in turn: under a burst its mailbox is long, so the ask waits as
         # long as the step may, not the runtime's default ask timeout.
@@ -176,15 +178,17 @@ class DeployRunner(Actor[DeployMessage]):
         self.attempts += 1
         vm = await store.get(VM, vm.id)
         if self.attempts < self.services.settings.schedule_attempts:
+            again = {"state": VMState.DEFINED, "fault": fault}
             await store.update(
-                VM, vm.id, expected_version=vm.version, state=VMState.DEFINED, fault=fault
+                VM, vm.id, expected_version=vm.version, events=state_changed(vm, again), **again
             )
             delay = 0.5 * self.attempts
             _log.info("deploy.retry", vm_id=vm.id, attempt=self.attempts, delay=delay, fault=fault)
             self.context.schedule_once("retry", delay, _Advance())
             return
+        failed = {"state": VMState.ERROR, "fault": fault, "task_id": None}
         await store.update(
-            VM, vm.id, expected_version=vm.version, state=VMState.ERROR, fault=fault, task_id=None
+            VM, vm.id, expected_version=vm.version, events=state_changed(vm, failed), **failed
         )
         await self._done(fault)
 
@@ -257,13 +261,9 @@ class DeployRunner(Actor[DeployMessage]):
         elif vm.state in _PROVISIONING:
             where = "its host's actor is not running" if not alive else "no report from its host"
             fault = f"{fault}; {where}: the hypervisor may hold the VM (recover it)"
+            failed = {"state": VMState.ERROR, "fault": fault, "task_id": None}
             await self.services.store.update(
-                VM,
-                vm.id,
-                expected_version=vm.version,
-                state=VMState.ERROR,
-                fault=fault,
-                task_id=None,
+                VM, vm.id, expected_version=vm.version, events=state_changed(vm, failed), **failed
             )
             await self._done(fault)
         else:

@@ -46,6 +46,7 @@ from actors.operations import (
 )
 from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
+from actors.vm_events import state_changed
 from actors.watchdog import Resume
 from cloudcore.errors import (
     IllegalTransition,
@@ -549,28 +550,10 @@ class VMActor(Actor[VMMessage]):
         change causes (``vm.state_changed`` when ``changes`` move its state or power), which it
         writes to the outbox in the same transaction."""
         try:
-            self.vm = await write(self.vm, self._state_events(changes))
+            self.vm = await write(self.vm, state_changed(self.vm, changes))
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-
-    def _state_events(self, changes: dict[str, Any]) -> list[OutboxEvent]:
-        state = VMState(changes.get("state", self.vm.state))
-        if state is self.vm.state and "power" not in changes:
-            return []
-        return [
-            OutboxEvent(
-                type="vm.state_changed",
-                subject=f"vm/{self.vm.id}",
-                tenant_id=self.vm.tenant_id,
-                data={
-                    "state": str(state),
-                    "power": str(PowerState(changes.get("power", self.vm.power))),
-                    "task_id": changes.get("task_id", self.vm.task_id),
-                    "fault": changes.get("fault", self.vm.fault),
-                },
-            )
-        ]
 
 
 def _target_of(task: Task | None, vm: VM) -> VMState:
