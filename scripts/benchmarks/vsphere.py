@@ -23,6 +23,7 @@ Goals: ``driver_power_cycle_p50_ms <= 1.2 x raw``; ``deploys_per_s_vcsim >= 50``
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import statistics
 import sys
@@ -121,7 +122,7 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=150, help="at most 4 per host (2 CPUs, x4)")
     parser.add_argument("--window", type=int, default=64)
     args = parser.parse_args()
-    configure_logging(level="error")
+    configure_logging(level=os.environ.get("BENCH_LOG", "error"))
     result: dict[str, Any] = {"suite": "vsphere"}
     with vcsim.running_vcsim("-cluster-host", "1", "-host", "0", "-ds", "1") as sim:
         result.update(asyncio.run(power_cycles(sim, args.cycles)))
