@@ -23,8 +23,8 @@ Goals: ``driver_power_cycle_p50_ms <= 1.2 x raw``; ``deploys_per_s_vcsim >= 50``
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
