@@ -220,7 +220,7 @@ async def settle(
         tenant_id=vm.tenant_id,
         data={"source": plan.source_id, "target": plan.target.id, "live": plan.live},
     )
-    return await claims.move(
+    after = await claims.move(
         services.store,
         vm,
         plan.target.id,
@@ -229,6 +229,9 @@ async def settle(
         events=[*events, moved],
         **changes,
     )
+    if view is not None:  # the view counted the hold, then the claim again: the store's truth
+        view.tell(HostUpdated(host=await services.store.get(Host, plan.target.id)))
+    return after
 
 
 async def hand_over(system: ActorSystem, vm: VM, source: ActorRef[Any] | None) -> None:
