@@ -14,7 +14,7 @@ from typing import Any, assert_never
 
 import msgspec
 
-from actors import claims, monitor
+from actors import claims, migration, monitor
 from actors.guest import domain_spec, to_power
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
@@ -49,6 +49,7 @@ from actors.services import DriverSlot, Services
 from actors.vm_events import state_changed
 from actors.watchdog import Resume
 from cloudcore.errors import (
+    CloudcoreError,
     IllegalTransition,
     InvalidRequest,
     NotFound,
@@ -106,6 +107,7 @@ class VMActor(Actor[VMMessage]):
         self.view = view  # the datacenter's scheduler, told of every change of the VM's claim
         self.work: asyncio.Task[None] | None = None
         self.missing_sweeps = 0
+        self.migration: migration.MigrationPlan | None = None  # of the migration in flight
 
     @property
     def driver(self) -> HypervisorDriver:
@@ -197,10 +199,12 @@ class VMActor(Actor[VMMessage]):
         params = default_params(op) if message.params is None else message.params
         if params.operation is not op:
             raise InvalidRequest(f"{op} does not take {type(params).__name__}")
-        if isinstance(params, MigrateParams):  # refused whole, before the VM shows MIGRATING
-            raise UnsupportedOperation(
-                f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
+        data = task_data(params)
+        if isinstance(params, MigrateParams):  # target chosen and held before the task begins
+            self.migration = await migration.prepare(
+                self.services, self.context.system, self.vm, params, self.driver, self.view
             )
+            data.update(self.migration.task_data())
         spec_before = self.vm.spec
         if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
             target = claims.resized(spec_before, params.cpus, params.memory_mib)
@@ -216,13 +220,14 @@ class VMActor(Actor[VMMessage]):
                 kind=f"vm.{op}",
                 subject=f"vm/{self.vm.id}",
                 tenant_id=self.vm.tenant_id,
-                data=task_data(params),
+                data=data,
                 waiters=self.services.waiters,
             )
             source = self.vm.state
             await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
             self._begin(journal.task.id)
         except BaseException:
+            await self._release_hold()
             if isinstance(params, ReconfigureParams):  # give the growth back: it never started
                 await self._commit(
                     {},
@@ -263,11 +268,17 @@ class VMActor(Actor[VMMessage]):
         spec_before: VMSpec,
     ) -> None:
         error: str | None = None
+        plan = self.migration
         try:
             await journal.step(
                 params.operation.value,
-                lambda: self._drive(source, params),
+                lambda: (
+                    migration.drive(self.driver, self.vm.id, plan, journal)
+                    if plan is not None
+                    else self._drive(source, params)
+                ),
                 deadline=self._deadline(params),
+                data=None if plan is None else plan.task_data(),
             )
         except Exception as exc:
             error = describe(exc)
@@ -293,6 +304,8 @@ class VMActor(Actor[VMMessage]):
         base = self.services.settings.step_deadline
         if isinstance(params, StopParams):
             return base + self._stop_timeout(params)
+        if isinstance(params, MigrateParams):
+            return self.services.settings.migration_deadline
         return base
 
     async def _drive(self, source: VMState, params: OperationParams) -> None:
@@ -316,8 +329,8 @@ class VMActor(Actor[VMMessage]):
                 await d.create_snapshot(uuid, name)
             case DeleteParams():
                 await d.destroy_vm(uuid)
-            case MigrateParams():  # refused in _request; here so the match is whole
-                raise UnsupportedOperation("migration between hosts is not built yet")
+            case MigrateParams():  # run by actors.migration (see _operate); here so it is whole
+                raise UnsupportedOperation("a migration needs its plan")
             case _:
                 assert_never(params)
 
@@ -344,14 +357,47 @@ class VMActor(Actor[VMMessage]):
             )
         elif isinstance(params, DeleteParams) and error is None:
             await self._deleted()
+        elif isinstance(params, MigrateParams) and error is None:
+            error = await self._migrated(change)
         else:
             await self._save(change)
+            await self._release_hold()
         task = await message.journal.finish(
             TaskState.FAILED if error else TaskState.SUCCEEDED, error
         )
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
+        if isinstance(params, MigrateParams) and error is None:
+            await migration.hand_over(self.context.system, self.vm, self.context.parent)
+
+    async def _migrated(self, change: VMChange) -> str | None:
+        """The hypervisor moved the VM: its record and claim follow, in one transaction.
+        A refusal of the store (None: none) leaves the VM in ERROR, its hold given back."""
+        plan = self.migration
+        assert plan is not None
+        changes = change.fields()
+        try:
+            await self._commit(
+                changes,
+                lambda vm, events: migration.settle(
+                    self.services, vm, plan, self.view, events, **changes
+                ),
+            )
+        except CloudcoreError as exc:
+            error = f"migrated to {plan.target.id} but the store refused the move: {describe(exc)}"
+            await self._save(VMChange(state=VMState.ERROR, task_id=None, fault=error))
+            await self._release_hold()
+            return error
+        self.migration = None
+        _log.info("vm.migrated", vm_id=self.vm.id, source=plan.source_id, target=plan.target.id)
+        return None
+
+    async def _release_hold(self) -> None:
+        """Give back what a migration that did not happen held on its target."""
+        plan, self.migration = self.migration, None
+        if plan is not None:
+            await migration.release_hold(self.services, self.vm, plan, self.view)
 
     # ----------------------------------------------------------------- provisioning
 
