@@ -15,7 +15,7 @@ from typing import Any, assert_never
 import msgspec
 
 from actors import claims, migration, monitor
-from actors.guest import domain_spec, to_power
+from actors.guest import domain_spec, drive, to_power
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
 from actors.messages import (
@@ -33,14 +33,8 @@ from actors.operations import (
     DeleteParams,
     MigrateParams,
     OperationParams,
-    PauseParams,
-    RebootParams,
     ReconfigureParams,
-    ResumeParams,
-    SnapshotParams,
-    StartParams,
     StopParams,
-    SuspendParams,
     default_params,
     task_data,
 )
@@ -275,7 +269,13 @@ class VMActor(Actor[VMMessage]):
                 lambda: (
                     migration.drive(self.driver, self.vm.id, plan, journal)
                     if plan is not None
-                    else self._drive(source, params)
+                    else drive(
+                        self.driver,
+                        self.vm.id,
+                        params,
+                        source=source,
+                        stop_timeout=self._stop_timeout,
+                    )
                 ),
                 deadline=self._deadline(params),
                 data=None if plan is None else plan.task_data(),
@@ -307,32 +307,6 @@ class VMActor(Actor[VMMessage]):
         if isinstance(params, MigrateParams):
             return self.services.settings.migration_deadline
         return base
-
-    async def _drive(self, source: VMState, params: OperationParams) -> None:
-        d, uuid = self.driver, self.vm.id
-        match params:
-            case StartParams():
-                await d.start_vm(uuid)
-            case StopParams():
-                await d.stop_vm(uuid, timeout=self._stop_timeout(params))
-            case RebootParams(hard=hard):
-                await d.reboot_vm(uuid, hard=hard)
-            case PauseParams():
-                await d.pause_vm(uuid)
-            case ResumeParams():
-                await (d.unpause_vm(uuid) if source is VMState.PAUSED else d.resume_vm(uuid))
-            case SuspendParams():
-                await d.suspend_vm(uuid)
-            case ReconfigureParams(cpus=cpus, memory_mib=memory_mib):
-                await d.reconfigure_vm(uuid, vcpus=cpus, memory_mib=memory_mib)
-            case SnapshotParams(name=name):
-                await d.create_snapshot(uuid, name)
-            case DeleteParams():
-                await d.destroy_vm(uuid)
-            case MigrateParams():  # run by actors.migration (see _operate); here so it is whole
-                raise UnsupportedOperation("a migration needs its plan")
-            case _:
-                assert_never(params)
 
     async def _finish(self, message: _Finish) -> None:
         params, error = message.params, message.error
