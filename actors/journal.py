@@ -117,12 +117,14 @@ class Journal:
         *,
         deadline: float,
         data: Mapping[str, Any] | None = None,
+        retry: bool = True,
     ) -> T:
         """Journal step ``name``, run ``action`` within ``deadline`` seconds, record the outcome.
 
-        ``action`` runs again after a backoff while it raises a retryable error and the deadline
-        allows another try, so it must be idempotent. Raises StepTimeout past the deadline, or
-        what ``action`` raised last.
+        With ``retry``, ``action`` runs again after a backoff while it raises a retryable error
+        and the deadline allows another try, so it must be idempotent; an action that is not
+        (a migration: a second try after a lost reply would find the VM moved) passes False
+        and runs once. Raises StepTimeout past the deadline, or what ``action`` raised last.
         """
         due = datetime.now(UTC) + timedelta(seconds=deadline)
         step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
@@ -131,7 +133,10 @@ class Journal:
         scope = asyncio.timeout(deadline)
         try:
             async with scope:
-                result = await _with_retries(name, self.task.id, action, deadline)
+                if retry:
+                    result = await _with_retries(name, self.task.id, action, deadline)
+                else:
+                    result = await action()
         except TimeoutError as exc:
             if not scope.expired():  # a timeout of the action's own, e.g. an ask: its figure
                 await self._record_step(step.seq, name, StepState.FAILED, describe(exc))

@@ -279,6 +279,7 @@ class VMActor(Actor[VMMessage]):
                 ),
                 deadline=self._deadline(params),
                 data=None if plan is None else plan.task_data(),
+                retry=plan is None,  # a migration runs once: see Journal.step
             )
         except Exception as exc:
             error = describe(exc)
