@@ -26,7 +26,7 @@ from tests.contract.storage.tgtd import Tgtd, why_not_runnable
 def tgtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tgtd]:
     reason = why_not_runnable()
     if reason is not None:
-        print(f"storage contract suite on tgt skipped: {reason}")  # noqa: T201
+        print(f"storage contract suite on tgt skipped: {reason}")
         pytest.skip(reason)
     daemon = Tgtd(tmp_path_factory.mktemp("tgtd"))
     daemon.start()

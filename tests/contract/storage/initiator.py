@@ -41,7 +41,9 @@ def url(conn: Connection, secret: str | None = None) -> str:
     return f"iscsi://{auth}{conn.portal}/{conn.target_iqn}/{conn.lun}"
 
 
-async def inquiry(conn: Connection, initiator: str | None = None, secret: str | None = None) -> Result:
+async def inquiry(
+    conn: Connection, initiator: str | None = None, secret: str | None = None
+) -> Result:
     """``iscsi-inq``: log in and ask the LUN what it is."""
     return await run("iscsi-inq", "-i", initiator or conn.initiator, url(conn, secret))
 
@@ -91,3 +93,24 @@ async def has_pattern(conn: Connection, pattern: int, offset: int, length: int) 
         return False
     assert result.ok and f"read {length}/{length} bytes" in result.out, result.out
     return True
+
+
+class OpenSession:
+    """An interactive ``qemu-io`` holding a logged-in session on the LUN until ``close``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+
+    @classmethod
+    async def open(cls, conn: Connection) -> OpenSession:
+        proc = await asyncio.create_subprocess_exec(
+            "qemu-io", *_qemu_args(conn),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def close(self) -> str:
+        """Quit qemu-io; its whole output."""
+        out, _ = await asyncio.wait_for(self._proc.communicate(b"quit\n"), TIMEOUT)
+        return out.decode(errors="replace")

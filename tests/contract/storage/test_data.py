@@ -3,9 +3,12 @@ snapshots, volumes made from snapshots, and clones."""
 
 from __future__ import annotations
 
+import pytest
+
 from storage_drivers.base import Capability, Connection, VolumeSpec
 from tests.contract.storage import initiator as iscsi
 from tests.contract.storage.harness import INITIATOR, Harness, new_id
+from tests.waiting import eventually
 
 MIB = 1024 * 1024
 HEAD, TAIL = 0xAB, 0xCD
@@ -56,3 +59,26 @@ async def test_snapshot_volume_from_snapshot_and_clone_carry_the_data(harness: H
         assert await iscsi.capacity_bytes(copy_conn) == size * MIB
         assert await _has_both_ends(copy_conn, 16), copy.volume_id
     assert await iscsi.has_pattern(conn, 0x11, 0, MIB)
+
+
+async def test_an_extend_with_a_session_open_keeps_the_session_and_the_data(
+    harness: Harness,
+) -> None:
+    if not harness.driver.supports(Capability.ONLINE_EXTEND):
+        pytest.skip(f"{harness.driver.name} declares no online extend")
+    volume = await harness.volume(size_mib=16)
+    conn = await harness.driver.export_volume(volume.volume_id, INITIATOR)
+    await _write_both_ends(conn, 16)
+    session = await iscsi.OpenSession.open(conn)
+    try:
+
+        async def logged_in() -> bool:
+            return (await harness.driver.get_volume(volume.volume_id)).sessions == 1
+
+        await eventually(logged_in, timeout=10)
+        grown = await harness.driver.extend_volume(volume.volume_id, 48)
+        assert (grown.size_mib, grown.sessions, grown.exported_to) == (48, 1, INITIATOR)
+    finally:
+        await session.close()
+    assert await iscsi.capacity_bytes(conn) == 48 * MIB
+    assert await _has_both_ends(conn, 16)

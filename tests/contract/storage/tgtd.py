@@ -24,7 +24,9 @@ def why_not_runnable() -> str | None:
     """Why a private tgtd cannot run here (printed as the skip reason), or None."""
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
-        return f"missing {', '.join(missing)}: install tgt, libiscsi-bin, qemu-utils, qemu-block-extra"
+        return (
+            f"missing {', '.join(missing)}: install tgt, libiscsi-bin, qemu-utils, qemu-block-extra"
+        )
     if os.geteuid() != 0:
         return "tgtd needs root (its control socket lives in /var/run/tgtd)"
     return None
@@ -46,7 +48,7 @@ class Tgtd:
     @staticmethod
     def _free_control_port() -> int:
         while True:
-            port = random.randint(20000, 60000)
+            port = random.randint(1000, 32000)  # tgtd refuses larger ones
             if not (SOCKET_DIR / f"socket.{port}").exists():
                 return port
 
@@ -73,8 +75,9 @@ class Tgtd:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"tgtd exited {self._proc.returncode}: see {log}")
             if self._tgtadm("--lld", "iscsi", "--op", "show", "--mode", "target").returncode == 0:
-                with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.portal_port), timeout=0.2
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.portal_port), timeout=0.2),
                 ):
                     return
             time.sleep(0.05)  # a daemon coming up: nothing to await but its socket
