@@ -5,12 +5,13 @@ Layout under the pool directory::
     volumes/<volume_id>.img                    a sparse raw file per volume (the LUN's backing)
     snapshots/<snapshot_id>@<volume_id>.img    a sparse copy per snapshot
     exports/<volume_id>.json                   initiator and CHAP credentials (mode 0600)
-    tmp/                                       files being made; renamed into place when whole
+    tmp/                                       files being made; linked into place when whole
 
-A create writes under ``tmp/`` and renames, so a crash never leaves a half volume in the
-listing. Export records are the driver's memory of what tgtd should serve: tgtd forgets every
-target when it restarts, and ``connect`` re-creates them from these files. The directory is
-mode 0700 and each record 0600, so only this node's cloudcore user reads the secrets.
+A create writes under ``tmp/`` and then links the whole file into place (never over an
+existing one), so a crash never leaves a half volume in the listing. Export records are the
+driver's memory of what tgtd should serve: tgtd forgets every target when it restarts, and
+``connect`` re-creates them from these files. The directory is mode 0700 and each record 0600,
+so only this node's cloudcore user reads the secrets.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ class ExportRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     def __repr__(self) -> str:
         return f"ExportRecord(initiator={self.initiator!r}, chap_username={self.chap_username!r})"
+
+
+def _place(tmp: Path, dest: Path) -> None:
+    """Give the whole file ``tmp`` the name ``dest``; FileExistsError, never a replacement,
+    when ``dest`` exists (the caller unlinks ``tmp``)."""
+    os.link(tmp, dest)
 
 
 def _mib(nbytes: int) -> int:
@@ -103,9 +110,12 @@ class Pool:
 
         def make() -> None:
             tmp = self._tmp / f"{uuid.uuid4().hex}.img"
-            with tmp.open("xb") as f:
-                f.truncate(size_mib * MIB)
-            tmp.rename(dest)
+            try:
+                with tmp.open("xb") as f:
+                    f.truncate(size_mib * MIB)
+                _place(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
 
         await asyncio.to_thread(make)
 
@@ -126,7 +136,7 @@ class Pool:
     def _grow_and_place(tmp: Path, dest: Path, size_mib: int) -> None:
         if tmp.stat().st_size < size_mib * MIB:
             os.truncate(tmp, size_mib * MIB)
-        tmp.rename(dest)
+        _place(tmp, dest)
 
     async def grow(self, path: Path, size_mib: int) -> None:
         await asyncio.to_thread(os.truncate, path, size_mib * MIB)

@@ -1,9 +1,10 @@
 """The storage contract suite runs every test on every backend in ``BACKENDS``.
 
 Today: the tgt driver against a private tgtd (started once per session on a loopback portal port
-and its own control socket; each test has its own pool directory and target-name prefix). A
-backend joins by adding a ``Harness`` factory here. Where tgtd cannot run (not root, tools
-missing) the suite skips and says why.
+and its own control socket; each test has its own pool directory and target-name prefix), and
+the simulated driver (records only: the initiator-side tests skip for it, saying so). A backend
+joins by adding a ``Harness`` factory here. Where tgtd cannot run (not root, tools missing) the
+tgt tests skip and say why.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from storage_drivers.base import StorageDriver, StorageSettings
+from storage_drivers.simulated import SimulatedStorageDriver
 from storage_drivers.tgt import TgtDriver
 from tests.contract.storage.harness import Harness
 from tests.contract.storage.tgtd import Tgtd, why_not_runnable
@@ -56,9 +58,24 @@ async def _tgt(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     yield Harness(driver=driver, make_driver=make, restart_backend=daemon.restart)
 
 
+@contextlib.asynccontextmanager
+async def _simulated(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    def make() -> StorageDriver:
+        return SimulatedStorageDriver(StorageSettings(pool=str(tmp_path / "pool")))
+
+    driver = make()
+    await driver.connect()
+    yield Harness(
+        driver=driver,
+        make_driver=make,
+        restart_backend=lambda: None,  # it never forgets
+        no_initiator_side="the simulated storage driver serves no iSCSI portal",
+    )
+
+
 BACKENDS: dict[
     str, Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[Harness]]
-] = {"tgt": _tgt}
+] = {"tgt": _tgt, "simulated": _simulated}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -1,8 +1,9 @@
 """What the storage contract suite needs from each backend.
 
 A backend joins the suite by adding a ``Harness`` factory to ``BACKENDS`` in ``conftest.py``: a
-connected driver on an empty pool, a way to make another driver on the same pool, and a way to
-restart the backend (a target that forgets its exports).
+connected driver on an empty pool, a way to make another driver on the same pool, a way to
+restart the backend (a target that forgets its exports), and whether initiators can reach it (the
+simulated driver serves no portal: the initiator-side tests skip for it, saying so).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import pytest
 
 from storage_drivers.base import StorageDriver, VolumeInfo, VolumeSpec
 
@@ -26,6 +29,12 @@ class Harness:
     driver: StorageDriver
     make_driver: Callable[[], StorageDriver]  # another, unconnected driver on the same pool
     restart_backend: Callable[[], None]  # the backend restarts and forgets what it served
+    no_initiator_side: str | None = None  # why initiators cannot reach it (None: they can)
+
+    def require_initiator_side(self) -> None:
+        """Skip, saying why, when this backend serves no real iSCSI portal."""
+        if self.no_initiator_side is not None:
+            pytest.skip(self.no_initiator_side)
 
     async def volume(self, size_mib: int = 64) -> VolumeInfo:
         return await self.driver.create_volume(VolumeSpec(volume_id=new_id(), size_mib=size_mib))

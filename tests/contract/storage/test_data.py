@@ -26,6 +26,7 @@ async def _has_both_ends(conn: Connection, size_mib: int) -> bool:
 
 
 async def test_data_survives_an_extend_of_an_exported_volume(harness: Harness) -> None:
+    harness.require_initiator_side()
     volume = await harness.volume(size_mib=32)
     conn = await harness.driver.export_volume(volume.volume_id, INITIATOR)
     await _write_both_ends(conn, 32)
@@ -41,6 +42,7 @@ async def test_data_survives_an_extend_of_an_exported_volume(harness: Harness) -
 
 
 async def test_snapshot_volume_from_snapshot_and_clone_carry_the_data(harness: Harness) -> None:
+    harness.require_initiator_side()
     volume = await harness.volume(size_mib=16)
     conn = await harness.driver.export_volume(volume.volume_id, INITIATOR)
     await _write_both_ends(conn, 16)
@@ -64,6 +66,7 @@ async def test_snapshot_volume_from_snapshot_and_clone_carry_the_data(harness: H
 async def test_an_extend_with_a_session_open_keeps_the_session_and_the_data(
     harness: Harness,
 ) -> None:
+    harness.require_initiator_side()
     if not harness.driver.supports(Capability.ONLINE_EXTEND):
         pytest.skip(f"{harness.driver.name} declares no online extend")
     volume = await harness.volume(size_mib=16)

@@ -20,6 +20,7 @@ from storage_drivers.base import (
     check_id,
 )
 from storage_drivers.registry import ENTRY_POINT_GROUP, create_driver, load_driver
+from storage_drivers.simulated import SimulatedStorageDriver
 from storage_drivers.tgt import TgtDriver
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -77,10 +78,12 @@ async def test_a_capability_the_driver_lacks_is_refused_before_the_backend() -> 
         await driver.clone_volume("v1", VolumeSpec(volume_id="v2", size_mib=1))
 
 
-def test_pyproject_registers_the_tgt_driver_under_the_storage_group() -> None:
+def test_pyproject_registers_the_storage_drivers_under_their_group() -> None:
     table = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    value = table["project"]["entry-points"][ENTRY_POINT_GROUP]["tgt"]
-    assert EntryPoint("tgt", value, ENTRY_POINT_GROUP).load() is TgtDriver
+    group = table["project"]["entry-points"][ENTRY_POINT_GROUP]
+    loaded = {n: EntryPoint(n, value, ENTRY_POINT_GROUP).load() for n, value in group.items()}
+    assert loaded == {"tgt": TgtDriver, "simulated": SimulatedStorageDriver}
+    assert all(cls.name == name for name, cls in loaded.items())
 
 
 def _install_plugin(root: Path, entries: str) -> None:
