@@ -24,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from cloudcore.errors import DriverError
+from cloudcore.errors import AlreadyExists, DriverError
 from storage_drivers.tgt._client import run_tool
 from storage_drivers.types import Capacity, SnapshotInfo, VolumeInfo
 
@@ -43,9 +43,12 @@ class ExportRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _place(tmp: Path, dest: Path) -> None:
-    """Give the whole file ``tmp`` the name ``dest``; FileExistsError, never a replacement,
-    when ``dest`` exists (the caller unlinks ``tmp``)."""
-    os.link(tmp, dest)
+    """Give the whole file ``tmp`` the name ``dest`` too (the caller unlinks ``tmp``). Never a
+    replacement: AlreadyExists when ``dest`` exists (another driver on the pool made it)."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError as exc:
+        raise AlreadyExists(f"{dest.name} was made meanwhile by another driver") from exc
 
 
 def _mib(nbytes: int) -> int:

@@ -15,10 +15,10 @@ tgtd keeps targets only in memory: ``connect`` re-creates every export the pool'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from cloudcore.errors import (
@@ -104,10 +104,13 @@ class TgtDriver(StorageDriver):
         if self._state != "connected":
             raise BackendUnavailable(f"the tgt driver for {self._settings.pool} is not connected")
 
-    @asynccontextmanager
-    async def _lock(self, volume_id: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(volume_id, asyncio.Lock())
-        async with lock:
+    @contextlib.asynccontextmanager
+    async def _lock(self, *volume_ids: str) -> AsyncIterator[None]:
+        """One operation at a time per volume in this process; several volumes are locked in
+        sorted order, so two clones in opposite directions cannot deadlock."""
+        async with contextlib.AsyncExitStack() as stack:
+            for volume_id in sorted(set(volume_ids)):
+                await stack.enter_async_context(self._locks.setdefault(volume_id, asyncio.Lock()))
             yield
 
     # -- volumes -----------------------------------------------------------------------------
@@ -215,33 +218,32 @@ class TgtDriver(StorageDriver):
         check_id("snapshot", snapshot_id)
         snapshot = self._snapshot(snapshot_id)
         source = self._pool.snapshot_path(snapshot_id, snapshot.volume_id)
-        return await self._copy_into(spec, source, snapshot.size_mib, f"snapshot {snapshot_id}")
+        async with self._lock(spec.volume_id):
+            await self._copy_into(spec, source, snapshot.size_mib, f"snapshot {snapshot_id}")
+        return await self.get_volume(spec.volume_id)
 
     async def clone_volume(self, source_id: str, spec: VolumeSpec) -> VolumeInfo:
         self._require(Capability.CLONE)
         self._check()
         check_id("volume", source_id)
-        async with self._lock(source_id):
+        async with self._lock(source_id, spec.volume_id):
             source = self._info(source_id, [])
-            return await self._copy_into(
+            await self._copy_into(
                 spec, self._pool.volume_path(source_id), source.size_mib, f"volume {source_id}"
             )
+        return await self.get_volume(spec.volume_id)
 
-    async def _copy_into(
-        self, spec: VolumeSpec, source: Path, source_mib: int, what: str
-    ) -> VolumeInfo:
+    async def _copy_into(self, spec: VolumeSpec, source: Path, source_mib: int, what: str) -> None:
+        """Make ``spec``'s volume a copy of ``source``; the caller holds the volume's lock."""
         if spec.size_mib < source_mib:
             raise InvalidRequest(
                 f"size_mib {spec.size_mib} is smaller than {what} ({source_mib} MiB)"
             )
-        async with self._lock(spec.volume_id):
-            existing = self._existing(spec)
-            if existing is None:
-                self._check_room(spec.size_mib)
-                dest = self._pool.volume_path(spec.volume_id)
-                await self._pool.copy(source, dest, spec.size_mib, self._copy_timeout)
-                self._log.info("volume.created", volume_id=spec.volume_id, source=what)
-        return await self.get_volume(spec.volume_id)
+        if self._existing(spec) is None:
+            self._check_room(spec.size_mib)
+            dest = self._pool.volume_path(spec.volume_id)
+            await self._pool.copy(source, dest, spec.size_mib, self._copy_timeout)
+            self._log.info("volume.created", volume_id=spec.volume_id, source=what)
 
     # -- exports -----------------------------------------------------------------------------
 

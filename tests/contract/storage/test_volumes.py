@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cloudcore.errors import (
@@ -152,3 +154,18 @@ async def test_a_driver_not_connected_or_closed_refuses_every_call(harness: Harn
         await fresh.get_volume(new_id())
     with pytest.raises(BackendUnavailable, match="closed"):
         await fresh.connect()
+
+
+async def test_concurrent_calls_on_the_same_volumes_agree(harness: Harness) -> None:
+    spec = VolumeSpec(volume_id=new_id(), size_mib=16)
+    made = await asyncio.gather(*(harness.driver.create_volume(spec) for _ in range(5)))
+    assert all(m == made[0] for m in made)
+    other = await harness.volume(size_mib=16)
+    # Clones in opposite directions at once (each target exists already): no deadlock.
+    a, b = spec.volume_id, other.volume_id
+    async with asyncio.timeout(20):
+        await asyncio.gather(
+            harness.driver.clone_volume(a, VolumeSpec(volume_id=b, size_mib=16)),
+            harness.driver.clone_volume(b, VolumeSpec(volume_id=a, size_mib=16)),
+        )
+    assert len(await harness.driver.list_volumes()) == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudcore.errors import BackendUnavailable
+from cloudcore.errors import AlreadyExists, BackendUnavailable
 from storage_drivers.base import StorageSettings
 from storage_drivers.tgt import TgtDriver
 from storage_drivers.tgt._client import Tgtadm, run_tool
@@ -41,7 +41,7 @@ async def test_volumes_are_sparse_and_made_whole_or_not_at_all(tmp_path: Path) -
     info = pool.volume_info("v1")
     assert (info.size_mib, info.allocated_mib) == (1024, 0)
     assert pool.volume_ids() == ["v1"]
-    with pytest.raises(FileExistsError):  # never over an existing volume
+    with pytest.raises(AlreadyExists):  # never over an existing volume
         await pool.copy(pool.volume_path("v1"), pool.volume_path("v1"), 1024, 10)
     assert list((tmp_path / "tmp").iterdir()) == []
 
