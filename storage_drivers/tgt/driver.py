@@ -24,6 +24,7 @@ from pathlib import Path
 from cloudcore.errors import (
     AlreadyExists,
     BackendUnavailable,
+    ConfigError,
     Conflict,
     IllegalTransition,
     InsufficientCapacity,
@@ -58,13 +59,13 @@ class TgtDriver(StorageDriver):
     def __init__(self, settings: StorageSettings) -> None:
         super().__init__(settings)
         extra = settings.extra
-        port = extra.get("control_port")
-        self._tgtadm = Tgtadm(
-            int(port) if port else None,
-            float(extra.get("timeout_s", "30")),
-            extra.get("tgtadm", "tgtadm"),
-        )
-        self._copy_timeout = float(extra.get("copy_timeout_s", "600"))
+        try:
+            port = int(extra["control_port"]) if extra.get("control_port") else None
+            timeout = float(extra.get("timeout_s", "30"))
+            self._copy_timeout = float(extra.get("copy_timeout_s", "600"))
+        except ValueError as exc:
+            raise ConfigError(f"tgt storage driver settings: {exc}") from exc
+        self._tgtadm = Tgtadm(port, timeout, extra.get("tgtadm", "tgtadm"))
         self._pool = Pool(Path(settings.pool))
         self._locks: dict[str, asyncio.Lock] = {}
         self._tid_lock = asyncio.Lock()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudcore.errors import AlreadyExists, BackendUnavailable
+from cloudcore.errors import AlreadyExists, BackendUnavailable, ConfigError
 from storage_drivers.base import StorageSettings
 from storage_drivers.tgt import TgtDriver
 from storage_drivers.tgt._client import Tgtadm, run_tool
@@ -59,3 +59,8 @@ def test_export_records_are_readable_by_this_user_only(tmp_path: Path) -> None:
     pool.remove_export("v1")
     assert pool.read_export("v1") is None and pool.exported_ids() == []
     assert MIB == 1 << 20
+
+
+def test_malformed_settings_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="tgt storage driver settings"):
+        TgtDriver(StorageSettings(pool="/p", extra={"control_port": "seventy"}))
