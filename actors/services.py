@@ -1,4 +1,5 @@
-"""What the domain actors share: the store, the event bus, settings and task waiters.
+"""What the domain actors share: the store, the event bus, settings, task waiters and the
+registry of the tasks being driven (which the watchdog leaves alone).
 
 Actors never publish to the bus themselves: an event is written to the store with the change
 that causes it (``events=`` of the store's writes, or ``store.write_events``), and the node's
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actors.journal import TaskWaiters
+from actors.watchdog import Runners
 from cloudcore.config import OrchestratorSettings
 from cloudcore.events import EventBus
 from cloudcore.store import Store
@@ -26,6 +28,8 @@ class Services:
     events: EventBus
     settings: OrchestratorSettings = field(default_factory=OrchestratorSettings)
     waiters: TaskWaiters = field(default_factory=TaskWaiters)
+    #: The tasks an actor of this process drives now (what the watchdog leaves alone).
+    runners: Runners = field(default_factory=Runners)
     #: Makes the (unconnected) driver of a host; by default the plugin its record names.
     driver_factory: Callable[[Host], HypervisorDriver] = field(default=lambda h: default_driver(h))
 

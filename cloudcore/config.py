@@ -166,9 +166,11 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     reconnect_delay: float = 0.5
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
+    watchdog_interval: float = 10.0
 
     def __post_init__(self) -> None:
         for name in (
+            "watchdog_interval",
             "stop_timeout",
             "step_deadline",
             "sweep_interval",
