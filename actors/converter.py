@@ -145,7 +145,7 @@ class ImageConverter:
         async def progress(fraction: float) -> None:
             if fraction - last[0] >= _REPORT_EVERY or (fraction >= 1.0 > last[0]):
                 last[0] = fraction
-                await journal.report(fraction)
+                await journal.report({"percent": round(fraction * 100, 1)})
 
         async def convert() -> None:
             await self._qemu.convert(

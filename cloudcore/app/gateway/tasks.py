@@ -16,11 +16,12 @@ __all__ = ["accepted", "task_view"]
 async def task_view(store: Store, task: Task) -> TaskView:
     steps = await store.list_steps(task.id)
     done: float = sum(1 for step in steps if step.state is StepState.DONE)
-    # A step that reports its own progress (a conversion) counts for the part it has done.
+    # A running step that reports its own percent (a conversion, a migration) counts for the
+    # part it has done.
     done += sum(
-        float(step.data.get("progress", 0.0))
+        min(float(step.data.get("percent", 0.0)), 100.0) / 100.0
         for step in steps
-        if step.state is StepState.RUNNING and step.data
+        if step.state is StepState.RUNNING
     )
     return TaskView(
         id=task.id,

@@ -312,7 +312,7 @@ async def test_a_conversion_is_a_task_with_progress_and_a_compared_result(
         ("compare", StepState.DONE),
         ("store", StepState.DONE),
     ]
-    assert steps[0].data["progress"] == 1.0  # qemu-img -p, parsed into the step
+    assert steps[0].data["percent"] == 100.0  # qemu-img -p, parsed into the step
 
     t = (await api.call("GET", f"/templates/{tid}", "alice")).body
     assert t["state"] == "AVAILABLE"

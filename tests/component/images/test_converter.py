@@ -75,7 +75,7 @@ async def test_a_conversion_cancelled_midway_leaves_no_half_file(
 
     async def reported() -> bool:
         steps = await sqlite_store.list_steps(task.id)
-        return bool(steps) and steps[0].data.get("progress") == 0.4
+        return bool(steps) and steps[0].data.get("percent") == 40.0
 
     async with asyncio.timeout(10):
         while not await reported():  # noqa: ASYNC110 - progress is only in the store
@@ -117,7 +117,7 @@ async def test_conversions_beyond_the_limit_wait_for_a_slot(
 
     async def first_running() -> bool:
         steps = await sqlite_store.list_steps(first.id)
-        return bool(steps) and steps[0].data.get("progress") == 0.4
+        return bool(steps) and steps[0].data.get("percent") == 40.0
 
     async with asyncio.timeout(10):
         while not await first_running():  # noqa: ASYNC110 - progress is only in the store
