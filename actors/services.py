@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actors.journal import TaskWaiters
+from actors.template_disks import TemplateDisks
 from actors.watchdog import Runners
 from cloudcore.config import OrchestratorSettings
 from cloudcore.events import EventBus
@@ -32,6 +33,9 @@ class Services:
     runners: Runners = field(default_factory=Runners)
     #: Makes the (unconnected) driver of a host; by default the plugin its record names.
     driver_factory: Callable[[Host], HypervisorDriver] = field(default=lambda h: default_driver(h))
+    #: Linked-clone disks of VMs deployed from templates (None: a VM gets no disk from its
+    #: template, as with no image library).
+    disks: TemplateDisks | None = None
 
 
 #: Prefix of host capabilities that are settings of the host's driver (``driver.domain_type``).

@@ -331,6 +331,7 @@ class VMActor(Actor[VMMessage]):
                 ),
             )
         elif isinstance(params, DeleteParams) and error is None:
+            await self._remove_disk()
             await self._deleted()
         elif isinstance(params, MigrateParams) and error is None:
             error = await self._migrated(change)
@@ -414,13 +415,16 @@ class VMActor(Actor[VMMessage]):
         await self.context.self_ref.ask(_Update(change=change))
 
     async def _define(self, journal: Journal) -> str | None:
-        spec = domain_spec(self.vm)
+        async def define() -> None:
+            spec = domain_spec(self.vm)
+            disks = self.services.disks
+            disk = await disks.disk_for(self.vm) if disks is not None else None
+            if disk is not None:  # from its template: the boot disk, first
+                spec = msgspec.structs.replace(spec, disks=[disk, *spec.disks])
+            await self.driver.define_vm(spec)
+
         try:
-            await journal.step(
-                "define",
-                lambda: self.driver.define_vm(spec),
-                deadline=self.services.settings.step_deadline,
-            )
+            await journal.step("define", define, deadline=self.services.settings.step_deadline)
         except Exception as exc:
             error = describe(exc)
             await self._roll_back(journal)
@@ -456,6 +460,17 @@ class VMActor(Actor[VMMessage]):
             )
         except Exception as exc:
             _log.error("vm.rollback_failed", vm_id=self.vm.id, error=describe(exc))
+            return
+        await self._remove_disk()
+
+    async def _remove_disk(self) -> None:
+        """The VM's clone of its template, once the hypervisor has let go of it."""
+        if self.services.disks is None:
+            return
+        try:
+            await self.services.disks.remove(self.vm)
+        except Exception as exc:  # a file left behind is an operator's cleanup, not a failure
+            _log.error("vm.disk_remove_failed", vm_id=self.vm.id, error=describe(exc))
 
     async def _deleted(self) -> None:
         """The VM is gone: mark it DELETED, releasing exactly its claim and its quota in the same

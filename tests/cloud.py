@@ -20,6 +20,7 @@ import pytest
 from actors.orchestrator import Orchestrator
 from actors.registration import bootstrap_demo
 from actors.services import Services, default_driver
+from actors.template_disks import TemplateDisks
 from cloudcore.config import DemoSettings, OrchestratorSettings, Settings
 from cloudcore.events import EventBus
 from cloudcore.events.local import LocalEventBus
@@ -63,6 +64,7 @@ async def start_cloud(
     settings: Settings,
     drivers: dict[str, HypervisorDriver],
     bus: EventBus | None = None,
+    disks: TemplateDisks | None = None,
 ) -> tuple[ActorSystem, Orchestrator]:
     """An orchestrator on ``store``, its events relayed to ``bus`` (a new in-process one)."""
 
@@ -72,7 +74,7 @@ async def start_cloud(
 
     system = ActorSystem("test-node", settings.runtime)
     services = Services(
-        store, bus or LocalEventBus(), settings.orchestrator, driver_factory=factory
+        store, bus or LocalEventBus(), settings.orchestrator, driver_factory=factory, disks=disks
     )
     system.spawn(OutboxRelayActor, store, services.events, name="outbox-relay")
     orchestrator = await Orchestrator.start(system, services)

@@ -72,8 +72,10 @@ async def _run(
     from actors.orchestrator import Orchestrator
     from actors.registration import bootstrap_demo
     from actors.services import Services
+    from actors.template_disks import TemplateDisks
     from cloudcore.events import open_event_bus
     from cloudcore.events.relay import OutboxRelayActor
+    from cloudcore.images import ImageLibrary, QemuImg, image_root
     from cloudcore.store import open_store
 
     store = await open_store(settings)
@@ -86,7 +88,9 @@ async def _run(
             # taking requests (logged as quota.drift_fixed), and forget expired keys.
             await store.reconcile_quotas()
             await store.purge_idempotency_keys()
-            services = Services(store, events, settings.orchestrator)
+            library = ImageLibrary(image_root(settings), settings.node.id)
+            disks = TemplateDisks(store, library, QemuImg(settings.images.qemu_img))
+            services = Services(store, events, settings.orchestrator, disks=disks)
             orchestrators: list[Orchestrator] = []
 
             async def start_actors(system: ActorSystem) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cloudcore.config import Settings
 from cloudcore.errors import ImageRejected
 from cloudcore.images.qemu import CHECKABLE, FORMATS, ImageInfo, QemuImg
 from cloudcore.images.repository import (
@@ -27,6 +28,7 @@ __all__ = [
     "ImageRepository",
     "QemuImg",
     "UploadFile",
+    "image_root",
     "inspect",
     "sha256_of",
 ]
@@ -53,3 +55,8 @@ async def inspect(qemu: QemuImg, path: Path, *, deadline: float) -> ImageInfo:
     if info.format in CHECKABLE:
         await qemu.check(path, info.format, deadline=deadline)
     return info
+
+
+def image_root(settings: Settings) -> Path:
+    """``images.repository_dir``, or ``<node.data_dir>/images``."""
+    return Path(settings.images.repository_dir or Path(settings.node.data_dir) / "images")

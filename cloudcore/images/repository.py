@@ -54,7 +54,8 @@ class ImageRepository:
         self.uploads = root / "uploads"
         # Per node: the directory may be shared (NFS) and each node clears only its own.
         self.tmp = root / "tmp" / node
-        for directory in (self.objects, self.uploads, self.tmp):
+        self.clones = root / "clones"
+        for directory in (self.objects, self.uploads, self.tmp, self.clones):
             directory.mkdir(parents=True, exist_ok=True)
 
     def clear_scratch(self) -> None:
@@ -75,6 +76,19 @@ class ImageRepository:
 
     def scratch_path(self, suffix: str) -> Path:
         return self.tmp / f"{uuid.uuid4().hex}.{suffix}"
+
+    def clone_path(self, base_sha256: str, vm_id: str) -> Path:
+        """Where the linked clone of VM ``vm_id`` on the library file ``base_sha256`` lives:
+        grouped by base, so a base's users are the names in its directory."""
+        if not re.fullmatch(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]*", vm_id):
+            raise InvalidRequest(f"vm id {vm_id!r} cannot name a disk")
+        return self.clones / self.object_path(base_sha256).name / f"{vm_id}.qcow2"
+
+    async def clone_users(self, base_sha256: str) -> list[str]:
+        """The VMs whose disks are linked clones of the library file ``base_sha256``."""
+        directory = self.clones / self.object_path(base_sha256).name
+        names = await asyncio.to_thread(lambda: list(directory.glob("*.qcow2")))
+        return sorted(p.stem for p in names)
 
     async def partial_size(self, template_id: str) -> int:
         path = self.partial_path(template_id)

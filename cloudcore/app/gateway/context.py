@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -15,14 +14,14 @@ from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
 from cloudcore.cluster import Member
 from cloudcore.config import Settings
 from cloudcore.events import EventBus
-from cloudcore.images import ImageLibrary, QemuImg
+from cloudcore.images import ImageLibrary, QemuImg, image_root
 from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
 
-__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway", "image_root"]
+__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway"]
 
 
 @dataclass(slots=True)
@@ -56,7 +55,12 @@ class Gateway:
         """The gateway of a node running ``orchestrator`` (its store and event bus);
         ``members`` gives the cluster view when the node belongs to a cluster."""
         store = orchestrator.store
-        images = ImageLibrary(image_root(settings), settings.node.id)
+        disks = orchestrator.services.disks  # one library per node: they share its scratch
+        images = (
+            disks.library
+            if disks is not None
+            else ImageLibrary(image_root(settings), settings.node.id)
+        )
         qemu = QemuImg(settings.images.qemu_img)
         return cls(
             settings=settings,
@@ -76,11 +80,6 @@ class Gateway:
                 store, images, qemu, settings.images, orchestrator.services.waiters
             ),
         )
-
-
-def image_root(settings: Settings) -> Path:
-    """``images.repository_dir``, or ``<node.data_dir>/images``."""
-    return Path(settings.images.repository_dir or Path(settings.node.data_dir) / "images")
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -332,3 +332,22 @@ async def test_a_template_without_an_image_cannot_be_converted(api: ApiClient) -
     r = await api.call("POST", f"/templates/{tid}/conversions", "alice", {"format": "vmdk"})
     assert r.status == 409 and r.error_code == "illegal_transition"
     assert "it is NEW" in r.body["error"]["message"]
+
+
+async def test_a_template_whose_file_a_vm_clone_uses_cannot_be_deleted(
+    api: ApiClient, tmp_path: Path
+) -> None:
+    image = qcow2_image(tmp_path).read_bytes()
+    tid = await new_template(api)
+    assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
+    gateway = api.gateway
+    assert gateway is not None and gateway.images is not None
+    clone = gateway.images.repository(None).clone_path(sha(image), "vm-0123")
+    clone.parent.mkdir(parents=True)
+    clone.write_bytes(b"a clone")
+    r = await api.call("DELETE", f"/templates/{tid}", "alice")
+    assert r.status == 409 and "in use by VMs vm-0123" in r.body["error"]["message"]
+    assert library_files(api) == [sha(image)]
+    clone.unlink()
+    assert (await api.call("DELETE", f"/templates/{tid}", "alice")).status == 204
+    assert library_files(api) == []

@@ -15,7 +15,7 @@ from cloudcore.app.gateway.auth import Principal
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.lookup import referenced, visible
 from cloudcore.app.gateway.schemas import ListQuery
-from cloudcore.errors import InvalidRecord
+from cloudcore.errors import Conflict, InvalidRecord
 from cloudcore.images import ImageLibrary
 from cloudcore.store import Store
 from cloudcore.store.records import (
@@ -179,6 +179,12 @@ async def delete_template(req: ApiRequest[None, None]) -> Reply:
         raise ApiError(403, "forbidden", "only admins delete public or other tenants' templates")
     transition(TemplateOperation.DELETE, template.state, template.id)
     store = req.gateway.store
+    library = req.gateway.images
+    base = template.formats.get("qcow2")
+    if library is not None and base is not None:
+        users = await library.repository(template.datacenter_id).clone_users(base)
+        if users:
+            raise Conflict(f"template {template.id} is in use by VMs {', '.join(users)}")
     await store.delete(Template, template.id, expected_version=template.version)
     if req.gateway.images is not None:
         await _remove_files(store, req.gateway.images, template)

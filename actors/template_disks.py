@@ -1,0 +1,74 @@
+"""The disk of a VM deployed from a template: a qcow2 linked clone of the template's qcow2 file.
+
+The clone (``qemu-img create -f qcow2 -b BASE -F qcow2``) holds only what the VM writes; the
+template's file in the library is its read-only base and is never changed or removed while a
+clone uses it (a template delete is refused, naming the VMs). Clones live in the template's
+repository under ``clones/<base sha256>/<vm id>.qcow2``: the repository is the datacenter's
+shared directory (NFS in production), so every host of the datacenter opens the same path and
+no per-host copy of the base is made yet. The clone is grown to the VM's ``disk_gib`` when that
+is larger than the template's virtual size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from cloudcore.errors import IllegalTransition
+from cloudcore.images import ImageLibrary, QemuImg
+from cloudcore.logging import get_logger
+from cloudcore.store import Store
+from cloudcore.store.records import VM, Template
+from hypervisor_drivers.types import FileDisk
+
+__all__ = ["TemplateDisks"]
+
+_log = get_logger("actors.template_disks")
+_GIB = 1024**3
+
+
+class TemplateDisks:
+    """Makes and removes VMs' linked clones."""
+
+    def __init__(self, store: Store, library: ImageLibrary, qemu: QemuImg) -> None:
+        self._store = store
+        self.library = library
+        self._qemu = qemu
+
+    async def disk_for(self, vm: VM) -> FileDisk | None:
+        """The boot disk of ``vm``: its clone, made if missing (idempotent, so a resumed deploy
+        reuses it). None for a VM without a template. IllegalTransition if the template has no
+        qcow2 image (upload one, or convert it first)."""
+        if vm.spec.template_id is None:
+            return None
+        template = await self._store.get(Template, vm.spec.template_id)
+        base_sha = template.formats.get("qcow2")
+        if base_sha is None:
+            have = ", ".join(sorted(template.formats)) or "no image"
+            raise IllegalTransition(
+                f"template {template.id} has no qcow2 image ({have}): convert it to qcow2 first"
+            )
+        repo = self.library.repository(template.datacenter_id)
+        clone = repo.clone_path(base_sha, vm.id)
+        if not await asyncio.to_thread(clone.exists):
+            await asyncio.to_thread(clone.parent.mkdir, parents=True, exist_ok=True)
+            partial = clone.with_suffix(".partial")
+            size = max(vm.spec.disk_gib * _GIB, template.virtual_size)
+            await self._qemu.create_clone(repo.object_path(base_sha), partial, size=size)
+            await asyncio.to_thread(os.replace, partial, clone)  # whole or not at all
+            _log.info("vm.disk_cloned", vm_id=vm.id, template_id=template.id, base=base_sha)
+        return FileDisk(path=str(clone), format="qcow2")
+
+    async def remove(self, vm: VM) -> None:
+        """Remove ``vm``'s clone, if it has one; never the template's file."""
+        if vm.spec.template_id is None:
+            return
+        try:
+            template = await self._store.get(Template, vm.spec.template_id)
+        except LookupError:
+            return  # a template cannot go while a clone uses it; nothing to find
+        base_sha = template.formats.get("qcow2")
+        if base_sha is None:
+            return
+        clone = self.library.repository(template.datacenter_id).clone_path(base_sha, vm.id)
+        await asyncio.to_thread(clone.unlink, missing_ok=True)
