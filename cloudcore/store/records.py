@@ -21,6 +21,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 
 __all__ = [
+    "CURSOR_PATTERN",
     "EPOCH",
     "VM",
     "AdminState",
@@ -407,6 +408,11 @@ class IpAllocation(_Struct, frozen=True, kw_only=True):
 
 
 R = TypeVar("R")
+
+
+#: Every cursor a listing reads back: unpadded base64url. Any string of the alphabet is a
+#: position in id order, so a made-up cursor starts somewhere rather than failing.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
 class Page(_Struct, Generic[R], frozen=True, kw_only=True):

@@ -247,6 +247,10 @@ def _decode_query(kind: type, fields: frozenset[str], query: Mapping[str, str]) 
         return msgspec.convert(dict(query), kind, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc).replace("$.", "query parameter ")
+        details = field_details(str(exc))
+        got = query.get(str(details.get("field", "")))
+        if got is not None:
+            message += f" (got {got[:100]!r})"
         raise ApiError(
-            422, "invalid_query", f"the query is not valid: {message}", field_details(str(exc))
+            422, "invalid_query", f"the query is not valid: {message}", details
         ) from None
