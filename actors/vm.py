@@ -47,6 +47,8 @@ from actors.operations import (
 from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
 from cloudcore.errors import (
+    AlreadyExists,
+    Conflict,
     IllegalTransition,
     InvalidRequest,
     NotFound,
@@ -63,6 +65,9 @@ from hypervisor_drivers.types import GuestPower
 __all__ = ["VMActor"]
 
 _log = get_logger("actors.vm")
+
+#: States where a reconfigure is live, so bounded by the VM's maxima.
+_LIVE = frozenset({VMState.RUNNING, VMState.PAUSED})
 
 
 class _Update(Message, frozen=True, kw_only=True):
@@ -187,6 +192,7 @@ class VMActor(Actor[VMMessage]):
                 f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
             )
         spec_before = self.vm.spec
+        await self._refuse_doomed(params)
         if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
             target = claims.resized(spec_before, params.cpus, params.memory_mib)
             await self._commit(
@@ -220,6 +226,18 @@ class VMActor(Actor[VMMessage]):
             self._operate(source, journal, params, message.reply_to, spec_before)
         )
         return journal.task
+
+    async def _refuse_doomed(self, params: OperationParams) -> None:
+        """Refuse, before any claim or task, what the hypervisor would refuse: it would leave a
+        failed task and a fault on a healthy VM. Snapshot names are asked of the hypervisor, not
+        kept in the store: it alone stays right after a crash lost a task's end or someone
+        deleted a snapshot out of band."""
+        if isinstance(params, ReconfigureParams) and self.vm.state in _LIVE:
+            _check_live_limits(self.vm, params)
+        if isinstance(params, SnapshotParams):
+            taken = await self.driver.list_snapshots(self.vm.id)
+            if any(s.name == params.name for s in taken):
+                raise AlreadyExists(f"VM {self.vm.id} already has a snapshot {params.name!r}")
 
     def _begin(self, task_id: str) -> None:
         _log.info("vm.task_started", vm_id=self.vm.id, task_id=task_id)
@@ -545,3 +563,19 @@ def _target_of(task: Task | None, vm: VM) -> VMState:
         return vm.desired_state
     t = TRANSITIONS[Operation(task.kind.removeprefix("vm."))]
     return t.success or vm.desired_state
+
+
+def _check_live_limits(vm: VM, params: ReconfigureParams) -> None:
+    """Conflict naming the limit, before any claim or task, for a live size past the maxima
+    (the hypervisor would refuse it and leave a failed task on a healthy VM)."""
+    max_cpus, max_memory = vm.spec.live_limits()
+    for field, asked, limit in (
+        ("cpus", params.cpus, max_cpus),
+        ("memory_mib", params.memory_mib, max_memory),
+    ):
+        if asked is not None and asked > limit:
+            raise Conflict(
+                f"cannot reconfigure {vm.state} VM {vm.id} to {field}={asked}: its live limit "
+                f"is max_{'cpus' if field == 'cpus' else 'memory_mib'}={limit} (stop it first, "
+                "or create it with a higher maximum)"
+            )

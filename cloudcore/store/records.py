@@ -250,6 +250,15 @@ class VMSpec(_Struct, frozen=True, kw_only=True):
     affinity_group: str | None = None
     network_ids: tuple[str, ...] = ()
     extra: dict[str, str] = msgspec.field(default_factory=dict)
+    #: The most a running VM may grow to (None: its size when defined). Records written before
+    #: these fields existed read with None, so the JSON spec column needs no migration.
+    max_cpus: Positive | None = None
+    max_memory_mib: Positive | None = None
+
+    def live_limits(self) -> tuple[int, int]:
+        """(vCPUs, MiB) a running VM can reach without a restart. A stopped reconfigure grows
+        the hypervisor's maxima with the size, so the current size is a floor."""
+        return max(self.max_cpus or 0, self.cpus), max(self.max_memory_mib or 0, self.memory_mib)
 
 
 class VM(Record, frozen=True, kw_only=True):

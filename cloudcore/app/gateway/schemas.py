@@ -73,6 +73,9 @@ class VMCreate(_Body, frozen=True, kw_only=True):
     network_ids: list[Id] = msgspec.field(default_factory=list)
     start: bool = True
     tenant_id: Id | None = None
+    #: The most a running VM may be reconfigured to (default: its size); at least the size.
+    max_cpus: Cpus | None = None
+    max_memory_mib: MemoryMib | None = None
 
 
 class VMQuery(ListQuery, frozen=True, kw_only=True):
