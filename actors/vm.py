@@ -14,7 +14,7 @@ from typing import Any, assert_never
 
 import msgspec
 
-from actors import claims, monitor
+from actors import claims, migration, monitor
 from actors.guest import domain_spec, to_power
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
@@ -46,9 +46,11 @@ from actors.operations import (
 )
 from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
+from actors.vm_checks import refuse_doomed
+from actors.vm_events import state_changed
+from actors.watchdog import Resume
 from cloudcore.errors import (
-    AlreadyExists,
-    Conflict,
+    CloudcoreError,
     IllegalTransition,
     InvalidRequest,
     NotFound,
@@ -65,9 +67,6 @@ from hypervisor_drivers.types import GuestPower
 __all__ = ["VMActor"]
 
 _log = get_logger("actors.vm")
-
-#: States where a reconfigure is live, so bounded by the VM's maxima.
-_LIVE = frozenset({VMState.RUNNING, VMState.PAUSED})
 
 
 class _Update(Message, frozen=True, kw_only=True):
@@ -90,7 +89,9 @@ class _Finish(Message, frozen=True, kw_only=True):
     spec_before: VMSpec  # the size a failed reconfigure goes back to
 
 
-VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
+VMMessage = (
+    GetVM | RequestOperation | Provision | PowerObserved | Recover | Resume | _Update | _Finish
+)
 
 
 class VMActor(Actor[VMMessage]):
@@ -107,6 +108,7 @@ class VMActor(Actor[VMMessage]):
         self.view = view  # the datacenter's scheduler, told of every change of the VM's claim
         self.work: asyncio.Task[None] | None = None
         self.missing_sweeps = 0
+        self.migration: migration.MigrationPlan | None = None  # of the migration in flight
 
     @property
     def driver(self) -> HypervisorDriver:
@@ -122,6 +124,11 @@ class VMActor(Actor[VMMessage]):
     async def stopping(self) -> None:
         if self.work is not None:
             self.work.cancel()
+
+    @property
+    def working(self) -> bool:
+        """Whether an operation's background work runs now."""
+        return self.work is not None and not self.work.done()
 
     async def _settle_interrupted(self, task_id: str) -> None:
         """An operation a crash cut short: ask the hypervisor what is true and end the task.
@@ -160,10 +167,16 @@ class VMActor(Actor[VMMessage]):
             case RequestOperation():
                 return await self._request(message)
             case Provision():
+                if self.working:  # the deploy's runner asks again: the work under way reports
+                    return None
                 self._begin(message.task.id)
                 journal = Journal(self.services.store, message.task, self.services.waiters)
                 resuming = self.vm.state is not VMState.PLACED
                 self.work = asyncio.create_task(self._provision(journal, message, resuming))
+                return None
+            case Resume(task_id=task_id):
+                if not self.working:
+                    await self._resume(task_id)
                 return None
             case PowerObserved():
                 await self._observed(message)
@@ -187,12 +200,14 @@ class VMActor(Actor[VMMessage]):
         params = default_params(op) if message.params is None else message.params
         if params.operation is not op:
             raise InvalidRequest(f"{op} does not take {type(params).__name__}")
-        if isinstance(params, MigrateParams):  # refused whole, before the VM shows MIGRATING
-            raise UnsupportedOperation(
-                f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
+        await refuse_doomed(self.vm, self.driver, params)
+        data = task_data(params)
+        if isinstance(params, MigrateParams):  # target chosen and held before the task begins
+            self.migration = await migration.prepare(
+                self.services, self.context.system, self.vm, params, self.driver, self.view
             )
+            data.update(self.migration.task_data())
         spec_before = self.vm.spec
-        await self._refuse_doomed(params)
         if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
             target = claims.resized(spec_before, params.cpus, params.memory_mib)
             await self._commit(
@@ -207,13 +222,14 @@ class VMActor(Actor[VMMessage]):
                 kind=f"vm.{op}",
                 subject=f"vm/{self.vm.id}",
                 tenant_id=self.vm.tenant_id,
-                data=task_data(params),
+                data=data,
                 waiters=self.services.waiters,
             )
             source = self.vm.state
-            self._begin(journal.task.id)
             await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
+            self._begin(journal.task.id)
         except BaseException:
+            await self._release_hold()
             if isinstance(params, ReconfigureParams):  # give the growth back: it never started
                 await self._commit(
                     {},
@@ -227,20 +243,23 @@ class VMActor(Actor[VMMessage]):
         )
         return journal.task
 
-    async def _refuse_doomed(self, params: OperationParams) -> None:
-        """Refuse, before any claim or task, what the hypervisor would refuse: it would leave a
-        failed task and a fault on a healthy VM. Snapshot names are asked of the hypervisor, not
-        kept in the store: it alone stays right after a crash lost a task's end or someone
-        deleted a snapshot out of band."""
-        if isinstance(params, ReconfigureParams) and self.vm.state in _LIVE:
-            _check_live_limits(self.vm, params)
-        if isinstance(params, SnapshotParams):
-            taken = await self.driver.list_snapshots(self.vm.id)
-            if any(s.name == params.name for s in taken):
-                raise AlreadyExists(f"VM {self.vm.id} already has a snapshot {params.name!r}")
-
     def _begin(self, task_id: str) -> None:
+        """The background work about to start drives ``task_id``: so the watchdog knows, until
+        the work ends."""
         _log.info("vm.task_started", vm_id=self.vm.id, task_id=task_id)
+        self.services.runners.add(task_id)
+
+    async def _resume(self, task_id: str) -> None:
+        """The watchdog found ``task_id`` RUNNING with nothing driving it: settle it from what
+        the hypervisor shows if the VM is at it, else end it (the VM has moved on)."""
+        if self.vm.task_id == task_id:
+            await self._settle_interrupted(task_id)
+            return
+        task = await self.services.store.get(Task, task_id)
+        if task.state not in FINAL:
+            await Journal(self.services.store, task, self.services.waiters).finish(
+                TaskState.FAILED, f"interrupted; VM {self.vm.id} is {self.vm.state} now"
+            )
 
     async def _operate(
         self,
@@ -251,25 +270,34 @@ class VMActor(Actor[VMMessage]):
         spec_before: VMSpec,
     ) -> None:
         error: str | None = None
+        plan = self.migration
         try:
             await journal.step(
                 params.operation.value,
-                lambda: self._drive(source, params),
+                lambda: (
+                    migration.drive(self.driver, self.vm.id, plan, journal)
+                    if plan is not None
+                    else self._drive(source, params)
+                ),
                 deadline=self._deadline(params),
+                data=None if plan is None else plan.task_data(),
             )
         except Exception as exc:
             error = describe(exc)
-        await self.context.self_ref.ask(
-            _Finish(
-                source=source,
-                journal=journal,
-                error=error,
-                params=params,
-                reply_to=reply_to,
-                spec_before=spec_before,
-            ),
-            timeout=self.services.settings.step_deadline,
-        )
+        try:
+            await self.context.self_ref.ask(
+                _Finish(
+                    source=source,
+                    journal=journal,
+                    error=error,
+                    params=params,
+                    reply_to=reply_to,
+                    spec_before=spec_before,
+                ),
+                timeout=self.services.settings.step_deadline,
+            )
+        finally:
+            self.services.runners.discard(journal.task.id)
 
     def _stop_timeout(self, params: StopParams) -> float:
         return self.services.settings.stop_timeout if params.timeout is None else params.timeout
@@ -278,6 +306,8 @@ class VMActor(Actor[VMMessage]):
         base = self.services.settings.step_deadline
         if isinstance(params, StopParams):
             return base + self._stop_timeout(params)
+        if isinstance(params, MigrateParams):
+            return self.services.settings.migration_deadline
         return base
 
     async def _drive(self, source: VMState, params: OperationParams) -> None:
@@ -301,8 +331,8 @@ class VMActor(Actor[VMMessage]):
                 await d.create_snapshot(uuid, name)
             case DeleteParams():
                 await d.destroy_vm(uuid)
-            case MigrateParams():  # refused in _request; here so the match is whole
-                raise UnsupportedOperation("migration between hosts is not built yet")
+            case MigrateParams():  # run by actors.migration (see _operate); here so it is whole
+                raise UnsupportedOperation("a migration needs its plan")
             case _:
                 assert_never(params)
 
@@ -329,14 +359,47 @@ class VMActor(Actor[VMMessage]):
             )
         elif isinstance(params, DeleteParams) and error is None:
             await self._deleted()
+        elif isinstance(params, MigrateParams) and error is None:
+            error = await self._migrated(change)
         else:
             await self._save(change)
+            await self._release_hold()
         task = await message.journal.finish(
             TaskState.FAILED if error else TaskState.SUCCEEDED, error
         )
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
+        if isinstance(params, MigrateParams) and error is None:
+            await migration.hand_over(self.context.system, self.vm, self.context.parent)
+
+    async def _migrated(self, change: VMChange) -> str | None:
+        """The hypervisor moved the VM: its record and claim follow, in one transaction.
+        A refusal of the store (None: none) leaves the VM in ERROR, its hold given back."""
+        plan = self.migration
+        assert plan is not None
+        changes = change.fields()
+        try:
+            await self._commit(
+                changes,
+                lambda vm, events: migration.settle(
+                    self.services, vm, plan, self.view, events, **changes
+                ),
+            )
+        except CloudcoreError as exc:
+            error = f"migrated to {plan.target.id} but the store refused the move: {describe(exc)}"
+            await self._save(VMChange(state=VMState.ERROR, task_id=None, fault=error))
+            await self._release_hold()
+            return error
+        self.migration = None
+        _log.info("vm.migrated", vm_id=self.vm.id, source=plan.source_id, target=plan.target.id)
+        return None
+
+    async def _release_hold(self) -> None:
+        """Give back what a migration that did not happen held on its target."""
+        plan, self.migration = self.migration, None
+        if plan is not None:
+            await migration.release_hold(self.services, self.vm, plan, self.view)
 
     # ----------------------------------------------------------------- provisioning
 
@@ -366,6 +429,8 @@ class VMActor(Actor[VMMessage]):
             raise
         except Exception as exc:  # the store failed under us: report; the task stays resumable
             error = describe(exc)
+        finally:
+            self.services.runners.discard(journal.task.id)
         if message.reply_to is not None:
             vm = await self.context.self_ref.ask(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
@@ -533,28 +598,10 @@ class VMActor(Actor[VMMessage]):
         change causes (``vm.state_changed`` when ``changes`` move its state or power), which it
         writes to the outbox in the same transaction."""
         try:
-            self.vm = await write(self.vm, self._state_events(changes))
+            self.vm = await write(self.vm, state_changed(self.vm, changes))
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-
-    def _state_events(self, changes: dict[str, Any]) -> list[OutboxEvent]:
-        state = VMState(changes.get("state", self.vm.state))
-        if state is self.vm.state and "power" not in changes:
-            return []
-        return [
-            OutboxEvent(
-                type="vm.state_changed",
-                subject=f"vm/{self.vm.id}",
-                tenant_id=self.vm.tenant_id,
-                data={
-                    "state": str(state),
-                    "power": str(PowerState(changes.get("power", self.vm.power))),
-                    "task_id": changes.get("task_id", self.vm.task_id),
-                    "fault": changes.get("fault", self.vm.fault),
-                },
-            )
-        ]
 
 
 def _target_of(task: Task | None, vm: VM) -> VMState:
@@ -563,19 +610,3 @@ def _target_of(task: Task | None, vm: VM) -> VMState:
         return vm.desired_state
     t = TRANSITIONS[Operation(task.kind.removeprefix("vm."))]
     return t.success or vm.desired_state
-
-
-def _check_live_limits(vm: VM, params: ReconfigureParams) -> None:
-    """Conflict naming the limit, before any claim or task, for a live size past the maxima
-    (the hypervisor would refuse it and leave a failed task on a healthy VM)."""
-    max_cpus, max_memory = vm.spec.live_limits()
-    for field, asked, limit in (
-        ("cpus", params.cpus, max_cpus),
-        ("memory_mib", params.memory_mib, max_memory),
-    ):
-        if asked is not None and asked > limit:
-            raise Conflict(
-                f"cannot reconfigure {vm.state} VM {vm.id} to {field}={asked}: its live limit "
-                f"is max_{'cpus' if field == 'cpus' else 'memory_mib'}={limit} (stop it first, "
-                "or create it with a higher maximum)"
-            )
