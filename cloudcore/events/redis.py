@@ -271,15 +271,20 @@ class RedisEventBus(EventBus):
                     cursor = None
                     continue
                 cursor = entries[-1][0].decode()
-            events = self._decode(entries)
-            if len(events) < len(entries):  # skipped entries must not come back
-                good = {e.position for e in events}
-                bad = [sid for sid, _ in entries if from_stream_id(sid) not in good]
-                await self._redis.xack(self._key, group, *bad)
-            for event in events:
+            for event in await self._decode_acking_skipped(group, entries):
                 yield event
         await self._disconnect_after_close()
         raise BusClosed("the event bus is closed")
+
+    async def _decode_acking_skipped(self, group: str, entries: list[_Entry]) -> list[Event]:
+        """The events of ``entries``; the ones that cannot be decoded (logged) are acknowledged,
+        so they do not come back to the group."""
+        events = self._decode(entries)
+        if len(events) < len(entries):
+            good = {e.position for e in events}
+            bad = [sid for sid, _ in entries if from_stream_id(sid) not in good]
+            await self._redis.xack(self._key, group, *bad)
+        return events
 
     async def _disconnect_after_close(self) -> None:
         # A reader that was waiting when the bus closed may have reconnected (redis-py retries)
