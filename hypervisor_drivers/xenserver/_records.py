@@ -26,6 +26,7 @@ __all__ = [
     "integer",
     "open_session",
     "power",
+    "refused_power",
     "snapshot_info",
     "vm_info",
     "vm_record",
@@ -142,6 +143,14 @@ def integer(record: dict[str, Any], field: str) -> int:
 
 def power(record: dict[str, Any]) -> GuestPower:
     return _POWER.get(str(record.get("power_state")), GuestPower.UNKNOWN)
+
+
+def refused_power(details: list[Any]) -> GuestPower | None:
+    """The actual power state a ``VM_BAD_POWER_STATE [vm, expected, actual]`` reports, else
+    None (another error, or a reply without the state)."""
+    if len(details) < 4 or details[0] != "VM_BAD_POWER_STATE":
+        return None
+    return _POWER.get(str(details[3]).capitalize(), GuestPower.UNKNOWN)
 
 
 def vm_uuid(record: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ from hypervisor_drivers.base import (
     HostInventory,
     HypervisorDriver,
     IscsiDisk,
+    LifecycleEvent,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
@@ -103,7 +104,10 @@ class XenServerDriver(HypervisorDriver):
                 executor, call_translated, XenClient, self._settings
             )
             watcher = EventWatcher(
-                self._settings, client.host, client.host == client.master, self._publish
+                self._settings,
+                client.host,
+                client.host == client.master,
+                functools.partial(self._observed, client),
             )
             try:
                 await loop.run_in_executor(executor, call_translated, watcher.start)
@@ -115,6 +119,12 @@ class XenServerDriver(HypervisorDriver):
             raise
         self._client, self._watcher, self._executor = client, watcher, executor
         _log.info("hypervisor.connected", uri=self._settings.uri, host=client.host)
+
+    def _observed(self, client: XenClient, event: LifecycleEvent) -> None:
+        # An event may report a change made behind the client's back: it stops trusting what
+        # its own last call left (see XenClient.forget), then the event goes to subscribers.
+        client.forget(event.vm_uuid, event.power)
+        self._publish(event)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -158,6 +168,8 @@ class XenServerDriver(HypervisorDriver):
         await self._call(lambda c: c.start(uuid))
 
     async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
+        if timeout <= 0:  # no guest to wait for: one XAPI call, its refusal read for the outcome
+            return await self._call(lambda c: c.power_off(uuid))
         tasks: list[str] = []
 
         async def request_shutdown() -> None:
