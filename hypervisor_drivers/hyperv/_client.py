@@ -62,7 +62,7 @@ class HyperVClient:
         timeout = max(1, int(float(settings.extra.get("timeout", "30"))))
         self._session = winrm.Session(
             settings.uri,
-            auth=(settings.username or "Administrator", rec.password(settings)),
+            auth=(rec.username(settings), rec.password(settings)),
             transport=settings.extra.get("transport", "ntlm"),
             server_cert_validation=settings.extra.get("cert_validation", "validate"),
             ca_trust_path=settings.extra.get("ca_trust_path"),

@@ -28,6 +28,7 @@ __all__ = [
     "power",
     "refused_power",
     "snapshot_info",
+    "username",
     "vm_info",
     "vm_record",
     "vm_uuid",
@@ -104,6 +105,12 @@ class _SafeTransport(_TimeoutMixin, xmlrpc.client.SafeTransport):
         return connection
 
 
+def username(settings: DriverSettings) -> str:
+    """``settings.username``, else ``extra["username"]`` (a host registered through the API
+    carries its driver settings as ``driver.*`` capabilities), else ``root``."""
+    return settings.username or settings.extra.get("username") or "root"
+
+
 def password(settings: DriverSettings) -> str:
     """The password: ``settings.password``, else the environment variable named by
     ``extra["password_env"]``. Never logged."""
@@ -126,7 +133,7 @@ def open_session(settings: DriverSettings, originator: str) -> Any:
     transport = _SafeTransport(timeout) if https else _Transport(timeout)
     session = XenAPI.Session(settings.uri, transport=transport)
     session.xenapi.login_with_password(
-        settings.username or "root", password(settings), API_VERSION, originator
+        username(settings), password(settings), API_VERSION, originator
     )
     return session
 

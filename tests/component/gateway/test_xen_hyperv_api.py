@@ -30,13 +30,15 @@ HV_PASSWORD_ENV = "CLOUDCORE_TEST_HV_PASSWORD"
 
 @pytest.fixture
 def xapi() -> Iterator[XapiServer]:
-    with running_xapi(Xapi(host_cpus=8, host_memory_kib=8 * 1024 * 1024)) as server:
+    pool = Xapi(host_cpus=8, host_memory_kib=8 * 1024 * 1024, users={"cloudcore": "secret"})
+    with running_xapi(pool) as server:
         yield server
 
 
 @pytest.fixture
 def winrm_server() -> Iterator[WinRMServer]:
-    with running_winrm(HyperVHost("HV01", cpus=8, memory_kib=8 * 1024 * 1024)) as server:
+    host = HyperVHost("HV01", cpus=8, memory_kib=8 * 1024 * 1024)
+    with running_winrm(host, username="cloudcore-svc") as server:
         yield server
 
 
@@ -83,6 +85,7 @@ async def register_pool(api: ApiClient, xapi: XapiServer) -> None:
             "xenserver",
             xapi.url,
             host=f"xs-host-{index}",
+            username="cloudcore",  # not the driver's default: it travels as driver.username
             password_env=XS_PASSWORD_ENV,
             timeout="5",
         )
@@ -96,6 +99,7 @@ async def register_hyperv(api: ApiClient, server: WinRMServer) -> None:
         "hyperv",
         server.url,
         transport="basic",
+        username="cloudcore-svc",
         password_env=HV_PASSWORD_ENV,
         poll_interval="0.2",
         timeout="5",
