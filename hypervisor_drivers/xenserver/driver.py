@@ -3,8 +3,10 @@
 One driver is one host of a pool: ``settings.uri`` is the pool master's URL
 (``https://xen-master``), ``settings.extra["host"]`` the host's name label or uuid (default: the
 master), ``extra["sr"]`` the SR whose VDIs disks name (default: the host's local SR, else the
-pool's default SR). The password is ``settings.password`` or the environment variable named by
-``extra["password_env"]``; it is never logged. ``extra["timeout"]`` bounds every call (seconds).
+pool's default SR). The user is ``settings.username`` or ``extra["username"]`` (default root); the
+password is ``settings.password`` or the environment variable named by ``extra["password_env"]``;
+it is never logged. ``extra["timeout"]`` bounds every call (seconds; a start is one synchronous
+call), ``extra["event_batch"]`` the pause between two event replies (seconds, default 0.05).
 
 XAPI calls run in one worker thread (a session is one XML-RPC connection); lifecycle events come
 from ``event.from`` on a second session in its own thread (``_events``).
