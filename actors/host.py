@@ -31,7 +31,7 @@ from actors.vm import VMActor, VMMessage
 from cloudcore.errors import describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, Host, HostHealth, VMState
+from cloudcore.store.records import VM, Host, HostHealth, OutboxEvent, VMState
 from hypervisor_drivers.base import HypervisorDriver
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ __all__ = ["HostActor"]
 
 _log = get_logger("actors.host")
 _MAX_RECONNECT_DELAY = 30.0
+#: How long a stopping host actor may take to record that the host is no longer managed.
+_STOP_RECORD_TIMEOUT = 5.0
 #: VM states in which the store says a VM exists on its hypervisor.
 _DEFINED_STATES = frozenset(
     {
@@ -88,7 +90,20 @@ class HostActor(Actor[HostMessage]):
     async def stopping(self) -> None:
         if self.pump is not None:
             self.pump.cancel()
-        await self.driver.close()
+        try:
+            await self.driver.close()
+        finally:
+            await self._unmanaged()
+
+    async def _unmanaged(self) -> None:
+        """No actor manages the host once this one stops: it is not healthy (the scheduler
+        places nothing there) until an actor connects to it again. Best effort: a store that
+        is down or closing must not hold the stop up."""
+        try:
+            async with asyncio.timeout(_STOP_RECORD_TIMEOUT):
+                await self._set_health(HostHealth.UNREACHABLE)
+        except Exception as exc:
+            _log.warning("host.health_not_recorded", host_id=self.host.id, error=describe(exc))
 
     @property
     def driver(self) -> HypervisorDriver:
@@ -170,11 +185,15 @@ class HostActor(Actor[HostMessage]):
     async def _set_health(self, health: HostHealth) -> None:
         if self.host.health is health:
             return
-        self.host = await update_host(
-            self.services.store, self.host, health=health, observed_at=datetime.now(UTC)
+        changed = OutboxEvent(
+            type="host.health_changed", subject=f"host/{self.host.id}", data={"health": str(health)}
         )
-        await self.services.publish(
-            "host.health_changed", f"host/{self.host.id}", None, {"health": str(health)}
+        self.host = await update_host(
+            self.services.store,
+            self.host,
+            events=[changed],
+            health=health,
+            observed_at=datetime.now(UTC),
         )
         if self.on_update is not None:
             from actors.scheduler.messages import HostUpdated

@@ -1,7 +1,12 @@
 """Task journals: every step of a long operation is written to the store before it runs.
 
 A restarted orchestrator finds the steps of unfinished tasks in the store and resumes or
-compensates them. Every step has a deadline; a step past it fails with StepTimeout.
+compensates them. Every step has a deadline; a step past it fails with StepTimeout. Within it, an
+error the action raises that is marked ``retryable`` (a backend down, a full mailbox) runs the
+action again after a backoff; a timeout inside the action (an ask with no reply) is reported with
+its own figure, not as the step's deadline. Progress is announced by ``task.step`` and
+``task.finished`` events, each written in the same transaction as the step's or the task's change
+(the store's outbox), so none is lost.
 """
 
 from __future__ import annotations
@@ -11,31 +16,37 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from cloudcore.errors import CloudcoreError, VersionConflict
+from cloudcore.errors import CloudcoreError, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
-from cloudcore.store.records import StepState, Task, TaskState, new_id
+from cloudcore.store.records import OutboxEvent, StepState, Task, TaskState, new_id
 
-__all__ = ["Journal", "StepTimeout", "TaskWaiters", "planned_steps", "progress_of"]
+__all__ = [
+    "Journal",
+    "StepTimeout",
+    "TaskWaiters",
+    "backoff",
+    "planned_steps",
+    "progress_of",
+    "retryable",
+]
 
 T = TypeVar("T")
 _log = get_logger("actors.journal")
+#: Backoff between two tries of a step whose action failed with a retryable error (seconds).
+FIRST_BACKOFF = 0.1
+MAX_BACKOFF = 2.0
 
 
 class StepTimeout(CloudcoreError, TimeoutError):
     """A task step did not finish before its deadline."""
 
 
-Announce = Callable[[str, str, "str | None", dict[str, Any]], Awaitable[None]]
-
-
 class TaskWaiters:
-    """In-process futures for "tell me when task X ends", resolved by Journal.finish; and
-    where journals announce their progress (``task.step`` and ``task.finished`` events)."""
+    """In-process futures for "tell me when task X ends", resolved by Journal.finish."""
 
-    def __init__(self, announce: Announce | None = None) -> None:
+    def __init__(self) -> None:
         self._waiting: dict[str, list[asyncio.Future[Task]]] = {}
-        self.announce = announce
 
     async def wait(self, store: Store, task_id: str, timeout: float) -> Task:
         """The task once it is SUCCEEDED, FAILED, COMPENSATED or CANCELLED."""
@@ -108,43 +119,39 @@ class Journal:
     ) -> T:
         """Journal step ``name``, run ``action`` within ``deadline`` seconds, record the outcome.
 
-        Raises StepTimeout past the deadline, or what ``action`` raised.
+        ``action`` runs again after a backoff while it raises a retryable error and the deadline
+        allows another try, so it must be idempotent. Raises StepTimeout past the deadline, or
+        what ``action`` raised last.
         """
         due = datetime.now(UTC) + timedelta(seconds=deadline)
         step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
-        await self._announce_step(step.seq, name, StepState.RUNNING)
+        await self._record_step(step.seq, name, StepState.RUNNING)
+        scope = asyncio.timeout(deadline)
         try:
-            async with asyncio.timeout(deadline):
-                result = await action()
+            async with scope:
+                result = await _with_retries(name, self.task.id, action, deadline)
         except TimeoutError as exc:
+            if not scope.expired():  # a timeout of the action's own, e.g. an ask: its figure
+                await self._record_step(step.seq, name, StepState.FAILED, describe(exc))
+                raise
             error = f"step {name} passed its deadline of {deadline:g} s"
-            await self._store.update_step(
-                self.task.id, step.seq, state=StepState.FAILED, error=error
-            )
-            await self._announce_step(step.seq, name, StepState.FAILED, error)
+            await self._record_step(step.seq, name, StepState.FAILED, error)
             raise StepTimeout(error) from exc
         except Exception as exc:
-            await self._store.update_step(
-                self.task.id, step.seq, state=StepState.FAILED, error=_describe(exc)
-            )
-            await self._announce_step(step.seq, name, StepState.FAILED, _describe(exc))
+            await self._record_step(step.seq, name, StepState.FAILED, describe(exc))
             raise
-        await self._store.update_step(self.task.id, step.seq, state=StepState.DONE)
-        await self._announce_step(step.seq, name, StepState.DONE)
+        await self._record_step(step.seq, name, StepState.DONE)
         return result
 
-    async def _announce_step(
+    async def _record_step(
         self, seq: int, name: str, state: StepState, error: str | None = None
     ) -> None:
-        if self._waiters is None or self._waiters.announce is None:
-            return
+        """Write the step's state with its ``task.step`` event, in one transaction."""
         if self._steps_done is None:  # a resumed task has steps done before this journal
             steps = await self._store.list_steps(self.task.id)
             self._steps_done = sum(1 for s in steps if s.state is StepState.DONE)
-        elif state is StepState.DONE:
-            self._steps_done += 1
-        done = self._steps_done
-        await self._announce(
+        done = self._steps_done + (state is StepState.DONE)
+        event = self._event(
             "task.step",
             {
                 "seq": seq,
@@ -154,32 +161,41 @@ class Journal:
                 "progress": _fraction(done, len(planned_steps(self.task))),
             },
         )
+        await self._store.update_step(self.task.id, seq, state=state, error=error, events=[event])
+        self._steps_done = done
 
-    async def _announce(self, type: str, data: dict[str, Any]) -> None:
-        announce = self._waiters.announce if self._waiters is not None else None
-        if announce is not None:
-            task = self.task
-            data = {"task_id": task.id, "kind": task.kind, "subject": task.subject, **data}
-            await announce(type, f"task/{task.id}", task.tenant_id, data)
+    def _event(self, type: str, data: dict[str, Any]) -> OutboxEvent:
+        task = self.task
+        return OutboxEvent(
+            type=type,
+            subject=f"task/{task.id}",
+            tenant_id=task.tenant_id,
+            data={"task_id": task.id, "kind": task.kind, "subject": task.subject, **data},
+        )
 
     async def finish(self, state: TaskState, error: str | None = None) -> Task:
         """Record the task's end (compare-and-set, re-read once if an operator changed it)."""
+        finished = self._event(
+            "task.finished", {"state": str(state), "error": error, "progress": 1.0}
+        )
         for _ in range(3):
             try:
                 self.task = await self._store.update(
-                    Task, self.task.id, expected_version=self.task.version, state=state, error=error
+                    Task,
+                    self.task.id,
+                    expected_version=self.task.version,
+                    events=[finished],
+                    state=state,
+                    error=error,
                 )
                 break
             except VersionConflict:
+                # Another writer changed it; if it ended it, that writer wrote its event.
                 self.task = await self._store.get(Task, self.task.id)
                 if self.task.state in FINAL:
                     break
         if self._waiters is not None:
             self._waiters.resolve(self.task)
-        await self._announce(
-            "task.finished",
-            {"state": str(self.task.state), "error": self.task.error, "progress": 1.0},
-        )
         _log.info(
             "task.finished",
             task_id=self.task.id,
@@ -216,5 +232,36 @@ def _fraction(done: int, planned: int) -> float:
     return round(min(done / max(planned, 1), 0.99), 3)
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+def retryable(error: BaseException) -> bool:
+    """Whether the same call may succeed if tried again later."""
+    return isinstance(error, CloudcoreError) and error.retryable
+
+
+def backoff(attempt: int) -> float:
+    """The delay before try ``attempt + 1`` (``attempt`` >= 1): doubling, capped."""
+    return float(min(FIRST_BACKOFF * 2 ** (attempt - 1), MAX_BACKOFF))
+
+
+async def _with_retries(
+    name: str, task_id: str, action: Callable[[], Awaitable[T]], deadline: float
+) -> T:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    attempt = 0
+    while True:
+        try:
+            return await action()
+        except Exception as exc:
+            attempt += 1
+            delay = backoff(attempt)
+            if not retryable(exc) or loop.time() + delay >= end:
+                raise
+            _log.info(
+                "step.retry",
+                task_id=task_id,
+                step=name,
+                attempt=attempt,
+                delay=delay,
+                error=describe(exc),
+            )
+            await asyncio.sleep(delay)

@@ -47,6 +47,7 @@ from cloudcore.store.records import (
     Datacenter,
     Host,
     IdempotencyKey,
+    OutboxEvent,
     Task,
     TaskState,
     VMSpec,
@@ -116,16 +117,19 @@ class Orchestrator:
     async def set_admin_state(self, host_id: str, state: AdminState) -> Host:
         """Enable, disable or put a host in maintenance: the scheduler stops or resumes
         placing VMs on it at once. VMs already there stay."""
-        host = await update_host(self.store, await self.store.get(Host, host_id), admin_state=state)
+        changed = OutboxEvent(
+            type="host.admin_state_changed",
+            subject=f"host/{host_id}",
+            data={"admin_state": str(state)},
+        )
+        host = await self.store.get(Host, host_id)
+        host = await update_host(self.store, host, events=[changed], admin_state=state)
         try:
             scheduler = self.system.lookup(f"/user/dc/{host.datacenter_id}/scheduler")
         except NotFound:  # the datacenter runs on another node: stored, its scheduler not told
             _log.warning("host.admin_state_not_told", host_id=host_id, state=str(state))
         else:
             scheduler.tell(HostUpdated(host=host))
-        await self.services.publish(
-            "host.admin_state_changed", f"host/{host_id}", None, {"admin_state": str(state)}
-        )
         return host
 
     async def deploy(

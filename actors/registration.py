@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from cloudcore.config import Settings
 from cloudcore.errors import NotFound, VersionConflict
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
-from cloudcore.store.records import Datacenter, Host, Tenant
+from cloudcore.store.records import Datacenter, Host, OutboxEvent, Tenant
 
 __all__ = ["bootstrap_demo", "host_record", "update_host"]
 
@@ -48,16 +49,22 @@ def host_record(
     )
 
 
-async def update_host(store: Store, host: Host, **changes: Any) -> Host:
-    """Change a host record. Two writers share it (its actor writes health, the operator admin
-    state), so a version conflict reads the record again and retries; VersionConflict if it
-    still conflicts after three attempts."""
+async def update_host(
+    store: Store, host: Host, *, events: Sequence[OutboxEvent] = (), **changes: Any
+) -> Host:
+    """Change a host record, with ``events`` in the same transaction. Two writers share it (its
+    actor writes health, the operator admin state), so a version conflict reads the record
+    again and retries; VersionConflict if it still conflicts after three attempts."""
     for _ in range(2):
         try:
-            return await store.update(Host, host.id, expected_version=host.version, **changes)
+            return await store.update(
+                Host, host.id, expected_version=host.version, events=events, **changes
+            )
         except VersionConflict:
             host = await store.get(Host, host.id)
-    return await store.update(Host, host.id, expected_version=host.version, **changes)
+    return await store.update(
+        Host, host.id, expected_version=host.version, events=events, **changes
+    )
 
 
 async def bootstrap_demo(store: Store, settings: Settings) -> bool:

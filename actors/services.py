@@ -1,22 +1,25 @@
-"""What the domain actors share: the store, the event bus, settings and task waiters."""
+"""What the domain actors share: the store, the event bus, settings, task waiters and the
+registry of the tasks being driven (which the watchdog leaves alone).
+
+Actors never publish to the bus themselves: an event is written to the store with the change
+that causes it (``events=`` of the store's writes, or ``store.write_events``), and the node's
+outbox relay publishes it. So a bus outage or a crash loses none.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from actors.journal import TaskWaiters
+from actors.watchdog import Runners
 from cloudcore.config import OrchestratorSettings
 from cloudcore.events import EventBus
-from cloudcore.logging import get_logger
 from cloudcore.store import Store
 from cloudcore.store.records import Host
 from hypervisor_drivers.base import DriverSettings, HypervisorDriver
 
 __all__ = ["DriverSlot", "OrchestratorSettings", "Services"]
-
-_log = get_logger("actors")
 
 
 @dataclass(slots=True)
@@ -25,21 +28,10 @@ class Services:
     events: EventBus
     settings: OrchestratorSettings = field(default_factory=OrchestratorSettings)
     waiters: TaskWaiters = field(default_factory=TaskWaiters)
+    #: The tasks an actor of this process drives now (what the watchdog leaves alone).
+    runners: Runners = field(default_factory=Runners)
     #: Makes the (unconnected) driver of a host; by default the plugin its record names.
     driver_factory: Callable[[Host], HypervisorDriver] = field(default=lambda h: default_driver(h))
-
-    def __post_init__(self) -> None:
-        if self.waiters.announce is None:
-            self.waiters.announce = self.publish
-
-    async def publish(
-        self, type: str, subject: str, tenant: str | None, data: dict[str, Any]
-    ) -> None:
-        """Publish an event; a bus that is down costs the event, never the operation."""
-        try:
-            await self.events.publish(type, subject, tenant=tenant, data=data)
-        except Exception as exc:
-            _log.warning("event.publish_failed", type=type, subject=subject, error=str(exc))
 
 
 #: Prefix of host capabilities that are settings of the host's driver (``driver.domain_type``).

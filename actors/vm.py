@@ -46,6 +46,8 @@ from actors.operations import (
 )
 from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
+from actors.vm_events import state_changed
+from actors.watchdog import Resume
 from cloudcore.errors import (
     IllegalTransition,
     InvalidRequest,
@@ -56,7 +58,7 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, PowerState, Task, TaskState, VMSpec, VMState
+from cloudcore.store.records import VM, OutboxEvent, PowerState, Task, TaskState, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import GuestPower
 
@@ -85,7 +87,9 @@ class _Finish(Message, frozen=True, kw_only=True):
     spec_before: VMSpec  # the size a failed reconfigure goes back to
 
 
-VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
+VMMessage = (
+    GetVM | RequestOperation | Provision | PowerObserved | Recover | Resume | _Update | _Finish
+)
 
 
 class VMActor(Actor[VMMessage]):
@@ -117,6 +121,11 @@ class VMActor(Actor[VMMessage]):
     async def stopping(self) -> None:
         if self.work is not None:
             self.work.cancel()
+
+    @property
+    def working(self) -> bool:
+        """Whether an operation's background work runs now."""
+        return self.work is not None and not self.work.done()
 
     async def _settle_interrupted(self, task_id: str) -> None:
         """An operation a crash cut short: ask the hypervisor what is true and end the task.
@@ -155,10 +164,16 @@ class VMActor(Actor[VMMessage]):
             case RequestOperation():
                 return await self._request(message)
             case Provision():
+                if self.working:  # the deploy's runner asks again: the work under way reports
+                    return None
                 self._begin(message.task.id)
                 journal = Journal(self.services.store, message.task, self.services.waiters)
                 resuming = self.vm.state is not VMState.PLACED
                 self.work = asyncio.create_task(self._provision(journal, message, resuming))
+                return None
+            case Resume(task_id=task_id):
+                if not self.working:
+                    await self._resume(task_id)
                 return None
             case PowerObserved():
                 await self._observed(message)
@@ -190,7 +205,10 @@ class VMActor(Actor[VMMessage]):
         if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
             target = claims.resized(spec_before, params.cpus, params.memory_mib)
             await self._commit(
-                lambda vm: claims.begin_resize(self.services.store, vm, target, self.view)
+                {},
+                lambda vm, events: claims.begin_resize(
+                    self.services.store, vm, target, self.view, events=events
+                ),
             )
         try:
             journal = await Journal.begin(
@@ -202,12 +220,15 @@ class VMActor(Actor[VMMessage]):
                 waiters=self.services.waiters,
             )
             source = self.vm.state
-            self._begin(journal.task.id)
             await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
+            self._begin(journal.task.id)
         except BaseException:
             if isinstance(params, ReconfigureParams):  # give the growth back: it never started
                 await self._commit(
-                    lambda vm: claims.end_resize(self.services.store, vm, spec_before, self.view)
+                    {},
+                    lambda vm, events: claims.end_resize(
+                        self.services.store, vm, spec_before, self.view, events=events
+                    ),
                 )
             raise
         self.work = asyncio.create_task(
@@ -216,7 +237,22 @@ class VMActor(Actor[VMMessage]):
         return journal.task
 
     def _begin(self, task_id: str) -> None:
+        """The background work about to start drives ``task_id``: so the watchdog knows, until
+        the work ends."""
         _log.info("vm.task_started", vm_id=self.vm.id, task_id=task_id)
+        self.services.runners.add(task_id)
+
+    async def _resume(self, task_id: str) -> None:
+        """The watchdog found ``task_id`` RUNNING with nothing driving it: settle it from what
+        the hypervisor shows if the VM is at it, else end it (the VM has moved on)."""
+        if self.vm.task_id == task_id:
+            await self._settle_interrupted(task_id)
+            return
+        task = await self.services.store.get(Task, task_id)
+        if task.state not in FINAL:
+            await Journal(self.services.store, task, self.services.waiters).finish(
+                TaskState.FAILED, f"interrupted; VM {self.vm.id} is {self.vm.state} now"
+            )
 
     async def _operate(
         self,
@@ -235,17 +271,20 @@ class VMActor(Actor[VMMessage]):
             )
         except Exception as exc:
             error = describe(exc)
-        await self.context.self_ref.ask(
-            _Finish(
-                source=source,
-                journal=journal,
-                error=error,
-                params=params,
-                reply_to=reply_to,
-                spec_before=spec_before,
-            ),
-            timeout=self.services.settings.step_deadline,
-        )
+        try:
+            await self.context.self_ref.ask(
+                _Finish(
+                    source=source,
+                    journal=journal,
+                    error=error,
+                    params=params,
+                    reply_to=reply_to,
+                    spec_before=spec_before,
+                ),
+                timeout=self.services.settings.step_deadline,
+            )
+        finally:
+            self.services.runners.discard(journal.task.id)
 
     def _stop_timeout(self, params: StopParams) -> float:
         return self.services.settings.stop_timeout if params.timeout is None else params.timeout
@@ -298,8 +337,10 @@ class VMActor(Actor[VMMessage]):
                 final = claims.resized(self.vm.spec, params.cpus, params.memory_mib)
             changes = change.fields()
             await self._commit(
-                lambda vm: claims.end_resize(self.services.store, vm, final, self.view, **changes),
-                "power" in changes,
+                changes,
+                lambda vm, events: claims.end_resize(
+                    self.services.store, vm, final, self.view, events=events, **changes
+                ),
             )
         elif isinstance(params, DeleteParams) and error is None:
             await self._deleted()
@@ -340,6 +381,8 @@ class VMActor(Actor[VMMessage]):
             raise
         except Exception as exc:  # the store failed under us: report; the task stays resumable
             error = describe(exc)
+        finally:
+            self.services.runners.discard(journal.task.id)
         if message.reply_to is not None:
             vm = await self.context.self_ref.ask(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
@@ -396,11 +439,17 @@ class VMActor(Actor[VMMessage]):
     async def _deleted(self) -> None:
         """The VM is gone: mark it DELETED, releasing exactly its claim and its quota in the same
         transaction, and stop this actor."""
+        gone = {"state": VMState.DELETED, "task_id": None, "power": PowerState.UNKNOWN}
         await self._commit(
-            lambda vm: claims.delete(
-                self.services.store, vm, self.view, task_id=None, power=PowerState.UNKNOWN
+            gone,
+            lambda vm, events: claims.delete(
+                self.services.store,
+                vm,
+                self.view,
+                events=events,
+                task_id=None,
+                power=PowerState.UNKNOWN,
             ),
-            True,
         )
         self.context.stop(self.context.self_ref)
 
@@ -479,36 +528,32 @@ class VMActor(Actor[VMMessage]):
     # ----------------------------------------------------------------- persistence
 
     async def _save(self, change: VMChange) -> None:
+        """Write ``change`` (compare-and-set) with its ``vm.state_changed`` event, if the
+        state or the power changes, in the same transaction."""
         changes = change.fields()
         if not changes:
             return
         store = self.services.store
         await self._commit(
-            lambda vm: store.update(VM, vm.id, expected_version=vm.version, **changes),
-            "power" in changes,
+            changes,
+            lambda vm, events: store.update(
+                VM, vm.id, expected_version=vm.version, events=events, **changes
+            ),
         )
 
-    async def _commit(self, write: Callable[[VM], Awaitable[VM]], power: bool = False) -> None:
-        """Write the record through ``write`` (given the record as held) and publish the change
-        of state (or of ``power``)."""
-        before = self.vm.state
+    async def _commit(
+        self,
+        changes: dict[str, Any],
+        write: Callable[[VM, list[OutboxEvent]], Awaitable[VM]],
+    ) -> None:
+        """Write the record through ``write``, given the record as held and the events the
+        change causes (``vm.state_changed`` when ``changes`` move its state or power), which it
+        writes to the outbox in the same transaction."""
         try:
-            self.vm = await write(self.vm)
+            self.vm = await write(self.vm, state_changed(self.vm, changes))
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-        if self.vm.state is not before or power:
-            await self.services.publish(
-                "vm.state_changed",
-                f"vm/{self.vm.id}",
-                self.vm.tenant_id,
-                {
-                    "state": str(self.vm.state),
-                    "power": str(self.vm.power),
-                    "task_id": self.vm.task_id,
-                    "fault": self.vm.fault,
-                },
-            )
 
 
 def _target_of(task: Task | None, vm: VM) -> VMState:

@@ -103,6 +103,11 @@ class TransportSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fiel
     amqp_url: str = "amqp://127.0.0.1:5672/"
     amqp_username: str = ""
     amqp_password: str = ""
+    # amqps:// URLs: the CA bundle that signs the broker's certificate ("" = the system's), and
+    # a client certificate and key if the broker asks for one.
+    amqp_ca_file: str = ""
+    amqp_cert_file: str = ""
+    amqp_key_file: str = ""
     exchange: str = "cloudcore"
     queue_type: Literal["quorum", "classic"] = "quorum"
     prefetch: int = 64
@@ -116,6 +121,18 @@ class TransportSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fiel
     reconnect_max_delay: float = 5.0
 
     def __post_init__(self) -> None:
+        scheme = self.amqp_url.partition("://")[0]
+        if scheme not in ("amqp", "amqps"):
+            raise ValueError(
+                f"transport.amqp_url must start with amqp:// or amqps://, not {scheme}"
+            )
+        tls_files = self.amqp_ca_file or self.amqp_cert_file or self.amqp_key_file
+        if tls_files and scheme != "amqps":
+            raise ValueError(
+                "transport.amqp_ca_file, amqp_cert_file and amqp_key_file need an amqps:// URL"
+            )
+        if self.amqp_key_file and not self.amqp_cert_file:
+            raise ValueError("transport.amqp_key_file needs transport.amqp_cert_file")
         for name in ("prefetch", "batch_max_bytes", "batch_max_count", "confirm_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"transport.{name} must be >= 1")
@@ -149,9 +166,11 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     reconnect_delay: float = 0.5
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
+    watchdog_interval: float = 10.0
 
     def __post_init__(self) -> None:
         for name in (
+            "watchdog_interval",
             "stop_timeout",
             "step_deadline",
             "sweep_interval",
@@ -175,8 +194,17 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     token_cache_seconds: float = 5.0
     idempotency_key_seconds: float = 86400.0
     idempotency_lease_seconds: float = 30.0
+    idle_timeout: float = 30.0
+    auth_failures_per_second: float = 5.0
+    auth_failure_burst: int = 20
 
     def __post_init__(self) -> None:
+        if self.idle_timeout <= 0:
+            raise ValueError("api.idle_timeout must be > 0")
+        if self.auth_failures_per_second <= 0 or self.auth_failure_burst < 1:
+            raise ValueError(
+                "api.auth_failures_per_second must be > 0 and api.auth_failure_burst >= 1"
+            )
         if self.idempotency_key_seconds <= 0 or self.idempotency_lease_seconds <= 0:
             raise ValueError(
                 "api.idempotency_key_seconds and api.idempotency_lease_seconds must be > 0"

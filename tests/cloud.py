@@ -21,7 +21,9 @@ from actors.orchestrator import Orchestrator
 from actors.registration import bootstrap_demo
 from actors.services import Services, default_driver
 from cloudcore.config import DemoSettings, OrchestratorSettings, Settings
+from cloudcore.events import EventBus
 from cloudcore.events.local import LocalEventBus
+from cloudcore.events.relay import OutboxRelayActor
 from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import Host, HostHealth, Task
@@ -57,14 +59,22 @@ def cloud_settings(tmp_path: Path, **orchestrator: Any) -> Settings:
 
 
 async def start_cloud(
-    store: Store, settings: Settings, drivers: dict[str, HypervisorDriver]
+    store: Store,
+    settings: Settings,
+    drivers: dict[str, HypervisorDriver],
+    bus: EventBus | None = None,
 ) -> tuple[ActorSystem, Orchestrator]:
+    """An orchestrator on ``store``, its events relayed to ``bus`` (a new in-process one)."""
+
     def factory(host: Host) -> HypervisorDriver:
         drivers[host.id] = default_driver(host)  # the latest: a lost connection gets a new one
         return drivers[host.id]
 
     system = ActorSystem("test-node", settings.runtime)
-    services = Services(store, LocalEventBus(), settings.orchestrator, driver_factory=factory)
+    services = Services(
+        store, bus or LocalEventBus(), settings.orchestrator, driver_factory=factory
+    )
+    system.spawn(OutboxRelayActor, store, services.events, name="outbox-relay")
     orchestrator = await Orchestrator.start(system, services)
 
     async def healthy() -> bool:

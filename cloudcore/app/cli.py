@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from cloudcore import __version__
+from cloudcore.app.client import API_URL_ENV, DEFAULT_API
 
 __all__ = ["main"]
 
@@ -27,9 +28,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--api",
         metavar="URL",
-        default=os.environ.get("CLOUDCORE_API_URL") or "http://127.0.0.1:8080/api/v1",
-        help="the API the vm, host, task and events commands use "
-        "(env CLOUDCORE_API_URL; default %(default)s)",
+        help="the API the vm, host, task, events and console commands use "
+        f"(default: ${API_URL_ENV}, else {DEFAULT_API})",
     )
     parser.add_argument(
         "--token",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,15 +37,45 @@ def _alone() -> Sequence[Member]:
     return ()
 
 
-async def run_node(settings: Settings, stop: asyncio.Event) -> None:
-    """Run a node until ``stop`` is set, then shut it down gracefully."""
+async def run_node(
+    settings: Settings, stop: asyncio.Event, started: asyncio.Event | None = None
+) -> None:
+    """Run a node until ``stop`` is set, then shut it down gracefully. ``started`` is set once
+    the node serves. A failure to start stops what had started before it is raised."""
+    from cloudcore.app.gateway.app import listen
+
+    await asyncio.to_thread(private_dir, Path(settings.node.data_dir))
+    sock = listen(settings.api) if settings.api.enabled else None  # a taken port fails first
+    try:
+        await _run(settings, stop, started, sock)
+    finally:
+        if sock is not None:
+            sock.close()  # a no-op once the API served on it (the runner closed it)
+    _log.info("node.stopped", node=settings.node.id)  # not after a failed start: it raised
+
+
+def private_dir(path: Path) -> None:
+    """Make the data directory (0700: it holds the store and the admin token), or take group
+    and other access away from an existing one."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+        _log.warning("node.data_dir_tightened", path=str(path), mode="0700")
+
+
+async def _run(
+    settings: Settings,
+    stop: asyncio.Event,
+    started: asyncio.Event | None,
+    sock: socket.socket | None,
+) -> None:
     from actors.orchestrator import Orchestrator
     from actors.registration import bootstrap_demo
     from actors.services import Services
     from cloudcore.events import open_event_bus
+    from cloudcore.events.relay import OutboxRelayActor
     from cloudcore.store import open_store
 
-    await asyncio.to_thread(Path(settings.node.data_dir).mkdir, parents=True, exist_ok=True)
     store = await open_store(settings)
     try:
         events = await open_event_bus(settings)
@@ -55,10 +87,12 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
             await store.reconcile_quotas()
             await store.purge_idempotency_keys()
             services = Services(store, events, settings.orchestrator)
-            started: list[Orchestrator] = []
+            orchestrators: list[Orchestrator] = []
 
             async def start_actors(system: ActorSystem) -> None:
-                started.append(
+                # Events are written with their changes; this actor publishes them.
+                system.spawn(OutboxRelayActor, store, events, name="outbox-relay")
+                orchestrators.append(
                     await Orchestrator.start(
                         system, services, settings.node.capabilities.get("datacenter")
                     )
@@ -66,7 +100,7 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
 
             async with (
                 _actor_system(settings, start_actors) as (system, members),
-                _api(settings, system, started[0], members),
+                _api(settings, system, orchestrators[0], members, sock),
             ):
                 _log.info(
                     "node.started",
@@ -75,13 +109,14 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> None:
                     store=settings.store.backend,
                     events=settings.events.backend,
                 )
+                if started is not None:
+                    started.set()
                 await stop.wait()
                 _log.info("node.stopping", node=settings.node.id)
         finally:
             await events.close()
     finally:
         await store.close()
-    _log.info("node.stopped", node=settings.node.id)
 
 
 @contextlib.asynccontextmanager
@@ -104,7 +139,11 @@ async def _actor_system(
 
 @contextlib.asynccontextmanager
 async def _api(
-    settings: Settings, system: ActorSystem, orchestrator: Orchestrator, members: Members
+    settings: Settings,
+    system: ActorSystem,
+    orchestrator: Orchestrator,
+    members: Members,
+    sock: socket.socket | None,
 ) -> AsyncIterator[None]:
     """The HTTP API of the node (``api.enabled``), with the first admin token made if the
     store has none."""
@@ -119,7 +158,7 @@ async def _api(
     if written is not None:
         print(f"cloudcore: the admin API token is in {written.resolve()}", flush=True)
     gateway = Gateway.of(settings, system, orchestrator, members)
-    runner = await start_api(gateway)
+    runner = await start_api(gateway, sock)
     try:
         yield
     finally:
@@ -127,7 +166,11 @@ async def _api(
 
 
 def serve(config: str | None = None) -> int:
-    """Entry point of ``cloudcore serve``: run until SIGINT or SIGTERM."""
+    """Entry point of ``cloudcore serve``: run until SIGINT or SIGTERM.
+
+    Exit codes: 0 stopped by a signal after a clean start, 1 a backend could not be reached,
+    2 bad configuration (a setting, a short admin token, a port that cannot be bound) or a
+    schema this code does not know, 128 + the signal's number when a signal ended a start."""
     try:
         settings = load_settings(config)
     except ConfigError as exc:
@@ -135,20 +178,50 @@ def serve(config: str | None = None) -> int:
         _log.error("config.invalid", error=str(exc))
         return 2
     configure_logging(settings.log.level, settings.log.format)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_node(settings, stop)
-
+    interrupted: list[int] = []
     try:
-        asyncio.run(main())
+        if settings.api.enabled:  # a bad admin token stops the node before it starts anything
+            from cloudcore.app.gateway.bootstrap import admin_token_from
+
+            admin_token_from(os.environ)
+        asyncio.run(_main(settings, interrupted))
+    except ConfigError as exc:
+        _log.error("config.invalid", error=str(exc))
+        return 2
     except SchemaMismatch as exc:
         _log.error("store.schema_mismatch", error=str(exc))
         return 2
     except BackendUnavailable as exc:
         _log.error("node.backend_unavailable", error=str(exc))
         return 1
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        signum = interrupted[0] if interrupted else signal.SIGINT
+        _log.warning("node.interrupted", signal=signal.Signals(signum).name)
+        return 128 + signum
     return 0
+
+
+async def _main(settings: Settings, interrupted: list[int]) -> None:
+    """Run the node; the first SIGINT/SIGTERM stops a started node gracefully, a signal during
+    the start (which may wait long on a backend) or a second signal cancels it outright: a
+    signal always ends the process."""
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_signal(signum: int) -> None:
+        if started.is_set() and not stop.is_set():
+            stop.set()
+            return
+        interrupted.append(signum)
+        main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await run_node(settings, stop, started)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from cloudcore.config import Settings
 from cloudcore.events.base import START, Event, EventBus, EventFilter
+from cloudcore.events.dedup import SeenIds, deduplicated
 
-__all__ = ["START", "Event", "EventBus", "EventFilter", "open_event_bus"]
+__all__ = [
+    "START",
+    "Event",
+    "EventBus",
+    "EventFilter",
+    "SeenIds",
+    "deduplicated",
+    "open_event_bus",
+]
 
 
 async def open_event_bus(settings: Settings) -> EventBus:

@@ -23,7 +23,8 @@ __all__ = [
     "to_stream_id",
 ]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2 added the event's id; entries of version 1 read with id ""
+_KNOWN = (1, 2)
 _POSITION = re.compile(r"^(\d{16})-(\d{10})$")
 
 
@@ -41,6 +42,7 @@ class _Wire(msgspec.Struct, array_like=True, frozen=True):
     tenant: str | None
     time: datetime
     data: dict[str, Any]
+    id: str = ""
 
 
 def position(ms: int, seq: int) -> str:
@@ -71,7 +73,12 @@ def from_stream_id(stream_id: bytes | str) -> str:
 
 
 def encode_event(
-    type: str, subject: str, tenant: str | None, time: datetime, data: Mapping[str, Any] | None
+    type: str,
+    subject: str,
+    tenant: str | None,
+    time: datetime,
+    data: Mapping[str, Any] | None,
+    id: str = "",
 ) -> bytes:
     """The stored form of an event. InvalidRecord if it lacks a type or subject, or if ``data``
     cannot be encoded."""
@@ -79,7 +86,7 @@ def encode_event(
         raise InvalidRecord("an event needs a type and a subject")
     try:
         return msgspec.msgpack.encode(
-            _Wire(WIRE_VERSION, type, subject, tenant, time, dict(data or {}))
+            _Wire(WIRE_VERSION, type, subject, tenant, time, dict(data or {}), id)
         )
     except (TypeError, msgspec.EncodeError) as exc:
         raise InvalidRecord(f"event data cannot be encoded: {exc}") from None
@@ -93,7 +100,7 @@ def decode_event(payload: bytes | None, at: str) -> Event:
         wire = msgspec.msgpack.decode(payload, type=_Wire)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Corrupt(f"undecodable: {exc}") from None
-    if wire.v != WIRE_VERSION:
+    if wire.v not in _KNOWN:
         raise Corrupt(f"unknown event format version {wire.v}")
     return Event(
         type=wire.type,
@@ -102,4 +109,5 @@ def decode_event(payload: bytes | None, at: str) -> Event:
         time=wire.time,
         position=at,
         data=wire.data,
+        id=wire.id,
     )

@@ -14,6 +14,12 @@ Two ways to read:
   pending until :meth:`EventBus.ack`, and is delivered again to the same consumer after a
   restart if it was not acknowledged (at-least-once work sharing, e.g. one reconciler per node).
 
+Every event has an ``id``, unique, made when it is written (to the store's outbox, see
+:mod:`cloudcore.events.relay`): an event is published at least once, so the same id may come
+twice and consumers skip what they have seen (:func:`cloudcore.events.dedup.deduplicated`).
+A closed bus refuses to publish and to open readers (:class:`~cloudcore.errors.BusClosed`),
+and the iterators still open end.
+
 Implementations: in-process (:mod:`cloudcore.events.local`, embedded) and Redis Streams
 (:mod:`cloudcore.events.redis`, production). Undecodable entries (someone wrote garbage to the
 stream) are logged as ``event.skipped`` and skipped, never fatal.
@@ -35,7 +41,8 @@ START = "0"
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """Something that happened. ``position`` is set by the bus when it is published."""
+    """Something that happened. ``position`` is set by the bus when it is published; ``id`` is
+    the event's own (the same on every copy of an event published more than once)."""
 
     type: str
     subject: str
@@ -43,6 +50,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     time: datetime
     position: str = ""
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+    id: str = ""
 
 
 class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,12 +89,17 @@ class EventBus(ABC):
         *,
         tenant: str | None = None,
         data: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        time: datetime | None = None,
     ) -> Event:
         """Append an event; return it with its position once it is stored.
 
-        Concurrent publishes are batched into one round trip. ``data`` must be encodable as
-        msgpack/JSON. Raises BackendUnavailable (retryable; the event may or may not have been
-        stored), InvalidRecord (empty type or subject, data that cannot be encoded).
+        ``id`` (default: a new one) and ``time`` (default: now) are the event's own: the relay
+        passes those written in the outbox, so a copy published again keeps its id. Concurrent
+        publishes are batched into one round trip, in the order called. ``data`` must be
+        encodable as msgpack/JSON. Raises BackendUnavailable (retryable; the event may or may
+        not have been stored), InvalidRecord (empty type or subject, data that cannot be
+        encoded), BusClosed.
         """
 
     @abstractmethod

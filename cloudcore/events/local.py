@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import time
+import time as _time
 from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from cloudcore.events._wire import (
     position,
 )
 from cloudcore.events.base import START, Event, EventBus, EventFilter
+from cloudcore.store.records import new_id
 
 __all__ = ["LocalEventBus"]
 
@@ -55,14 +56,18 @@ class LocalEventBus(EventBus):
         *,
         tenant: str | None = None,
         data: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        time: datetime | None = None,
     ) -> Event:
-        if self._closed:
-            raise BusClosed("the event bus is closed")
-        ms = time.time_ns() // 1_000_000
+        self._check_open()
+        payload = encode_event(
+            type, subject, tenant, time or datetime.now(UTC), data, id or new_id("evt-")
+        )
+        ms = _time.time_ns() // 1_000_000
         last_ms, last_seq = self._last
         self._last = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
         at = position(*self._last)
-        event = decode_event(encode_event(type, subject, tenant, datetime.now(UTC), data), at)
+        event = decode_event(payload, at)
         self._positions.append(at)
         self._events.append(event)
         if len(self._events) > self._retention * 1.1:  # trim in steps, like MAXLEN ~
@@ -94,8 +99,7 @@ class LocalEventBus(EventBus):
         subject_prefix: str | None = None,
         tenant: str | None = None,
     ) -> AsyncIterator[Event]:
-        if self._closed:
-            raise BusClosed("the event bus is closed")
+        self._check_open()
         wanted = EventFilter.of(types, subject_prefix, tenant)
         cursor = await self.last_position() if after is None else after
         while not self._closed:
@@ -112,6 +116,7 @@ class LocalEventBus(EventBus):
     async def consume(
         self, group: str, consumer: str, *, after: str | None = None
     ) -> AsyncIterator[Event]:
+        self._check_open()
         state = self._groups.get(group)
         if state is None:
             state = self._groups[group] = _Group(
@@ -142,6 +147,10 @@ class LocalEventBus(EventBus):
 
     async def last_position(self) -> str:
         return self._positions[-1] if self._positions else START
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed("the event bus is closed")
 
     async def close(self) -> None:
         self._closed = True

@@ -12,6 +12,7 @@ resume from their position once it is back. Entries that do not decode are logge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,7 @@ from cloudcore.events._wire import (
 )
 from cloudcore.events.base import START, Event, EventBus, EventFilter
 from cloudcore.logging import get_logger
+from cloudcore.store.records import new_id
 
 __all__ = ["RedisEventBus"]
 
@@ -98,11 +100,13 @@ class RedisEventBus(EventBus):
         *,
         tenant: str | None = None,
         data: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        time: datetime | None = None,
     ) -> Event:
-        if self._closed:
-            raise BusClosed("the event bus is closed")
-        time = datetime.now(UTC)
-        payload = encode_event(type, subject, tenant, time, data)
+        self._check_open()
+        time = time or datetime.now(UTC)
+        id = id or new_id("evt-")
+        payload = encode_event(type, subject, tenant, time, data, id)
         done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._queue.append((payload, done))
         if self._flusher is None:
@@ -115,6 +119,7 @@ class RedisEventBus(EventBus):
             time=time,
             position=from_stream_id(stream_id),
             data=dict(data or {}),
+            id=id,
         )
 
     async def _flush(self) -> None:
@@ -197,8 +202,7 @@ class RedisEventBus(EventBus):
         subject_prefix: str | None = None,
         tenant: str | None = None,
     ) -> AsyncIterator[Event]:
-        if self._closed:
-            raise BusClosed("the event bus is closed")
+        self._check_open()
         wanted = EventFilter.of(types, subject_prefix, tenant)
         cursor = await self.last_position() if after is None else after
         check_position(cursor)
@@ -227,11 +231,13 @@ class RedisEventBus(EventBus):
             for event in self._decode(entries):
                 if wanted.matches(event):
                     yield event
+        await self._disconnect_after_close()
         raise BusClosed("the event bus is closed")
 
     async def consume(
         self, group: str, consumer: str, *, after: str | None = None
     ) -> AsyncIterator[Event]:
+        self._check_open()
         start = "$" if after is None else "0" if after == START else to_stream_id(after)
         cursor: str | None = "0"  # first this consumer's pending entries, then new ones (None)
         made, pause = False, _Backoff()
@@ -271,7 +277,14 @@ class RedisEventBus(EventBus):
                 await self._redis.xack(self._key, group, *bad)
             for event in events:
                 yield event
+        await self._disconnect_after_close()
         raise BusClosed("the event bus is closed")
+
+    async def _disconnect_after_close(self) -> None:
+        # A reader that was waiting when the bus closed may have reconnected (redis-py retries)
+        # or given its connection back to the pool after close emptied it: close those too.
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.connection_pool.disconnect()
 
     async def _create_group(self, group: str, start: str) -> None:
         try:
@@ -287,6 +300,10 @@ class RedisEventBus(EventBus):
             await self._redis.xack(self._key, group, *(to_stream_id(p) for p in positions))
         except RedisError as exc:
             raise _failure(exc, self._url) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed(f"the event bus on Redis at {self._url} is closed")
 
     async def close(self) -> None:
         if self._closed:

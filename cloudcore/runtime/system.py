@@ -111,6 +111,11 @@ class ActorSystem:
         """The ref of the actor at ``path`` (``/user/dc/dc1``); NotFound if none lives there."""
         return self._cell_at(path).ref
 
+    def actor_class(self, path: str) -> type[Actor[Any]]:
+        """The class of the actor at ``path`` (its ``Actor[M]`` says what it receives);
+        NotFound if none lives there."""
+        return type(self._cell_at(path).actor)
+
     def stop(self, path: str) -> None:
         """Ask the actor at ``path`` to stop after the message it is handling (its children
         first); NotFound if none lives there. ``await lookup(path).stopped()`` to wait."""

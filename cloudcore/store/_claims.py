@@ -14,7 +14,7 @@ concurrent calls on PostgreSQL cannot deadlock one another.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -25,10 +25,11 @@ from cloudcore.errors import (
     InvalidRecord,
     VersionConflict,
 )
+from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, check_amounts, now
 from cloudcore.store._domain import DomainOps
 from cloudcore.store._table import table_of
-from cloudcore.store.records import VM, Host, VMSpec, VMState
+from cloudcore.store.records import VM, Host, OutboxEvent, VMSpec, VMState
 
 __all__ = ["ClaimOps"]
 
@@ -129,6 +130,7 @@ class ClaimOps(DomainOps):
         expected_version: int,
         state: VMState = VMState.DEFINED,
         give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
         **changes: Any,
     ) -> VM:
         state = VMState(state)
@@ -140,6 +142,8 @@ class ClaimOps(DomainOps):
                 await self._release(conn, old.host_id, old.spec.cpus, old.spec.memory_mib)
             if give_back:
                 await self._give_back(conn, old.tenant_id, give_back)
+            await self._write_events(conn, events)
+        self._events_committed(events)
         return vm
 
     async def resize_vm(
@@ -150,6 +154,7 @@ class ClaimOps(DomainOps):
         expected_version: int,
         consume: Mapping[str, int] | None = None,
         give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
         **changes: Any,
     ) -> VM:
         check_amounts(**(consume or {}), **(give_back or {}))
@@ -165,10 +170,18 @@ class ClaimOps(DomainOps):
                 await self._give_back(conn, old.tenant_id, give_back)
             if consume:
                 await self._consume(conn, old.tenant_id, consume)
+            await self._write_events(conn, events)
+        self._events_committed(events)
         return vm
 
     async def move_vm(
-        self, vm_id: str, host_id: str, *, expected_version: int, **changes: Any
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
     ) -> tuple[VM, Host]:
         async with self._transaction() as conn:
             old = await self._vm(conn, vm_id, expected_version)
@@ -185,9 +198,20 @@ class ClaimOps(DomainOps):
                 else:
                     await self._release(conn, old.host_id, cpus, memory)
             assert target is not None
+            await self._write_events(conn, events)
+        self._events_committed(events)
         return vm, target
 
     # -- internals ----------------------------------------------------------------------------
+
+    async def _write_events(self, conn: Conn, events: Sequence[OutboxEvent]) -> None:
+        """The events a claim change causes, into the outbox inside its transaction."""
+        if events:
+            await _outbox.insert(conn, _outbox.stamp(events))
+
+    def _events_committed(self, events: Sequence[OutboxEvent]) -> None:
+        if events:
+            self._outbox_written()  # wake the relay now that they are committed
 
     async def _vm(self, conn: Conn, vm_id: str, expected_version: int) -> VM:
         """The VM as stored, if at ``expected_version``; else NotFound or VersionConflict."""

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cloudcore.errors import InvalidRecord
+from cloudcore.logging import get_logger
 
 __all__ = ["Conn", "SqlBase", "check_amounts", "check_limit", "now"]
 
 _MAX_PAGE = 1000
+_log = get_logger("cloudcore.store")
 
 
 class Conn(Protocol):
@@ -26,6 +29,17 @@ class Conn(Protocol):
 
 class SqlBase(ABC):
     """Connections of a backend. Each yields a :class:`Conn` and translates driver errors."""
+
+    #: Called after each commit that wrote outbox events (set up by the backend's __init__).
+    _outbox_listeners: list[Callable[[], None]]
+
+    def _outbox_written(self) -> None:
+        """Call after committing a write that carried events: wakes the relay."""
+        for callback in list(self._outbox_listeners):
+            try:
+                callback()
+            except Exception as exc:  # a listener's bug must not fail the caller's write
+                _log.warning("outbox.listener_failed", error=repr(exc))
 
     @abstractmethod
     def _reader(self) -> AbstractAsyncContextManager[Conn]:

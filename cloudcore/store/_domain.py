@@ -5,16 +5,25 @@ or one transaction, so concurrent callers cannot overspend or half-apply.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from cloudcore.errors import InvalidRecord, NotFound, QuotaExceeded
+from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, SqlBase, check_amounts, check_limit, now
 from cloudcore.store._table import decode_cursor, encode_cursor
-from cloudcore.store.records import AuditEvent, IpAllocation, Page, Quota, StepState, TaskStep
+from cloudcore.store.records import (
+    AuditEvent,
+    IpAllocation,
+    OutboxEvent,
+    Page,
+    Quota,
+    StepState,
+    TaskStep,
+)
 
 __all__ = ["DomainOps"]
 
@@ -27,6 +36,8 @@ _CONSUME = f"""UPDATE quotas SET used = used + $3, version = version + 1
 WHERE tenant_id = $1 AND resource = $2 AND used + $3 <= maximum RETURNING {_QUOTA_COLS}"""
 _GIVE_BACK = f"""UPDATE quotas SET used = CASE WHEN used > $3 THEN used - $3 ELSE 0 END,
 version = version + 1 WHERE tenant_id = $1 AND resource = $2 RETURNING {_QUOTA_COLS}"""
+_UPDATE_STEP = f"""UPDATE task_steps SET state = $3, error = $4, data = COALESCE($5, data),
+updated_at = $6 WHERE task_id = $1 AND seq = $2 RETURNING {_STEP_COLS}"""
 
 
 def _json(value: Mapping[str, Any] | None) -> str:
@@ -174,21 +185,23 @@ class DomainOps(SqlBase):
         state: StepState,
         error: str | None = None,
         data: Mapping[str, Any] | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> TaskStep:
         state = StepState(state)
-        async with self._writer() as conn:
-            row = await conn.fetchrow(
-                "UPDATE task_steps SET state = $3, error = $4, data = COALESCE($5, data), "
-                f"updated_at = $6 WHERE task_id = $1 AND seq = $2 RETURNING {_STEP_COLS}",
-                task_id,
-                seq,
-                state.value,
-                error,
-                None if data is None else _json(data),
-                now(),
-            )
+        stamped = _outbox.stamp(events)
+        args = (task_id, seq, state.value, error, None if data is None else _json(data), now())
+        if not stamped:
+            async with self._writer() as conn:
+                row = await conn.fetchrow(_UPDATE_STEP, *args)
+        else:
+            async with self._transaction() as conn:
+                row = await conn.fetchrow(_UPDATE_STEP, *args)
+                if row is not None:
+                    await _outbox.insert(conn, stamped)
         if row is None:
             raise NotFound(f"step {seq} of task {task_id!r} not found")
+        if stamped:
+            self._outbox_written()
         return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
 
     async def list_steps(self, task_id: str) -> list[TaskStep]:

@@ -7,33 +7,46 @@ commit, and still a compare-and-set per row (a row whose version moved on is sim
 returned, and its caller gets ``VersionConflict``). Two updates of the same row never share a
 statement (the second waits for the next batch), so each keeps its own outcome. If a statement
 fails for one bad row (a constraint), its updates are retried one by one so only that one fails.
+Updates that carry outbox events write them in the same statement, for the rows that matched.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cloudcore.errors import BackendUnavailable, CloudcoreError
+from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, now
 from cloudcore.store._table import Table
+from cloudcore.store.records import OutboxEvent
 
 __all__ = ["CasBatcher"]
 
 _MAX_BATCH = 500
 
 Writer = Callable[[], Any]  # an async context manager yielding a Conn
-Single = Callable[[Table[Any], tuple[str, ...], str, int, list[Any]], Awaitable[Any]]
+Single = Callable[
+    [Table[Any], tuple[str, ...], str, int, list[Any], Sequence[OutboxEvent]], Awaitable[Any]
+]
 
 
 class _Pending:
-    __slots__ = ("done", "expected", "id", "values")
+    __slots__ = ("done", "events", "expected", "id", "values")
 
-    def __init__(self, id: str, expected: int, values: list[Any], done: asyncio.Future[Any]):
+    def __init__(
+        self,
+        id: str,
+        expected: int,
+        values: list[Any],
+        events: Sequence[OutboxEvent],
+        done: asyncio.Future[Any],
+    ):
         self.id = id
         self.expected = expected
         self.values = values
+        self.events = events
         self.done = done
 
 
@@ -53,11 +66,14 @@ class CasBatcher:
         id: str,
         expected_version: int,
         values: list[Any],
+        events: Sequence[OutboxEvent] = (),
     ) -> Any:
-        """The updated row, or None if no row had ``id`` at ``expected_version``."""
+        """The updated row, or None if no row had ``id`` at ``expected_version``; ``events``
+        are written with the row, or not at all."""
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         key = (table.name, columns)
-        self._queues.setdefault(key, []).append(_Pending(id, expected_version, values, done))
+        pending = _Pending(id, expected_version, values, events, done)
+        self._queues.setdefault(key, []).append(pending)
         if key not in self._draining:
             self._draining[key] = asyncio.create_task(self._drain(table, columns))
         return await done
@@ -108,12 +124,13 @@ class CasBatcher:
         self, conn: Conn, table: Table[Any], columns: tuple[str, ...], batch: list[_Pending]
     ) -> list[Any]:
         arrays = [[p.values[i] for p in batch] for i in range(len(columns))]
+        sql = table.batch_update_sql(columns)
+        with_events = [(p.id, p.events) for p in batch if p.events]
+        if with_events:
+            sql = _outbox.batch_sql(sql, 4 + len(columns))
+            arrays.extend(_outbox.batch_args(with_events))
         return await conn.fetch(
-            table.batch_update_sql(columns),
-            now(),
-            [p.id for p in batch],
-            [p.expected for p in batch],
-            *arrays,
+            sql, now(), [p.id for p in batch], [p.expected for p in batch], *arrays
         )
 
     async def _one_by_one(
@@ -122,7 +139,7 @@ class CasBatcher:
         for pending in batch:
             try:
                 row = await self._single(
-                    table, columns, pending.id, pending.expected, pending.values
+                    table, columns, pending.id, pending.expected, pending.values, pending.events
                 )
             except CloudcoreError as exc:
                 _fail([pending], exc)

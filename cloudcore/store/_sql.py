@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import builtins
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
 from cloudcore.errors import Conflict, InvalidRecord, NotFound, VersionConflict
 from cloudcore.logging import get_logger
-from cloudcore.store import migrations
+from cloudcore.store import _outbox, migrations
 from cloudcore.store._accounting import AccountingOps
 from cloudcore.store._claims import ClaimOps
 from cloudcore.store._conn import Conn, check_limit, now
 from cloudcore.store._idempotency import IdempotencyOps
+from cloudcore.store._outbox import OutboxOps
 from cloudcore.store._table import Table, decode_cursor, encode_cursor, table_of, validate
 from cloudcore.store.base import Store
-from cloudcore.store.records import Page, Record
+from cloudcore.store.records import OutboxEvent, Page, Record
 
 __all__ = ["SqlStore"]
 
@@ -34,7 +35,7 @@ R = TypeVar("R", bound=Record)
 _log = get_logger("cloudcore.store")
 
 
-class SqlStore(ClaimOps, AccountingOps, IdempotencyOps, Store):
+class SqlStore(ClaimOps, AccountingOps, IdempotencyOps, OutboxOps, Store):
     """Store operations in portable SQL; subclasses provide connections and the dialect."""
 
     dialect: migrations.Dialect
@@ -47,18 +48,25 @@ class SqlStore(ClaimOps, AccountingOps, IdempotencyOps, Store):
 
     # -- generic records -------------------------------------------------------------------
 
-    async def create(self, record: R) -> R:
+    async def create(self, record: R, *, events: Sequence[OutboxEvent] = ()) -> R:
         table = table_of(type(record))
         stamp = now()
         stored = msgspec.structs.replace(
             validate(record), version=1, created_at=stamp, updated_at=stamp
         )
         try:
-            async with self._writer() as conn:
+            if not events:
+                async with self._writer() as conn:
+                    await conn.execute(table.insert_sql, *table.encode(stored))
+                return stored
+            stamped = _outbox.stamp(events, stamp)
+            async with self._transaction() as conn:
                 await conn.execute(table.insert_sql, *table.encode(stored))
+                await _outbox.insert(conn, stamped)
         except InvalidRecord:
             await self._name_missing_reference(table, stored)
             raise
+        self._outbox_written()
         return stored
 
     async def get(self, kind: type[R], id: str, /) -> R:
@@ -105,14 +113,24 @@ class SqlStore(ClaimOps, AccountingOps, IdempotencyOps, Store):
         return Page(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
 
     async def update(
-        self, kind: type[R], id: str, /, *, expected_version: int, **changes: Any
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
     ) -> R:
         table = table_of(kind)
         columns, values = table.encode_changes(changes)
-        row = await self._compare_and_set(table, columns, id, expected_version, values)
+        stamped = _outbox.stamp(events)
+        row = await self._compare_and_set(table, columns, id, expected_version, values, stamped)
         if row is None:
             async with self._reader() as conn:
                 await self._explain_miss(conn, table.name, table.label, id, expected_version)
+        if stamped:
+            self._outbox_written()
         return table.decode(row)
 
     async def _compare_and_set(
@@ -122,12 +140,19 @@ class SqlStore(ClaimOps, AccountingOps, IdempotencyOps, Store):
         id: str,
         expected_version: int,
         values: builtins.list[Any],
+        events: Sequence[OutboxEvent] = (),
     ) -> Any:
-        """The updated row, or None if no row has that id and version. One statement."""
-        async with self._writer() as conn:
-            return await conn.fetchrow(
-                table.update_sql(columns), id, expected_version, now(), *values
-            )
+        """The updated row, or None if no row has that id and version (then no event is
+        written). One statement, or with ``events`` one transaction."""
+        sql = table.update_sql(columns)
+        if not events:
+            async with self._writer() as conn:
+                return await conn.fetchrow(sql, id, expected_version, now(), *values)
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(sql, id, expected_version, now(), *values)
+            if row is not None:
+                await _outbox.insert(conn, events)
+            return row
 
     async def delete(
         self, kind: type[R], id: str, /, *, expected_version: int | None = None

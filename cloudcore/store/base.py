@@ -17,13 +17,17 @@ Rules every implementation keeps:
   (``retryable``); the store reconnects by itself once it is back.
 - Listings page by an opaque cursor in id order; ids made by
   :func:`~cloudcore.store.records.new_id` sort by creation time.
+- Events live in the store first (a transactional outbox): a write that takes ``events``
+  stores them in the same transaction as its change, both or neither, each with a new unique
+  id. A relay (:class:`cloudcore.events.relay.OutboxRelay`) publishes them to the event bus at
+  least once, in the order written, and removes them; consumers de-duplicate by id.
 """
 
 from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -33,6 +37,7 @@ from cloudcore.store.records import (
     Host,
     IdempotencyKey,
     IpAllocation,
+    OutboxEvent,
     Page,
     Quota,
     QuotaDrift,
@@ -55,11 +60,12 @@ class Store(ABC):
     # -- generic records -------------------------------------------------------------------
 
     @abstractmethod
-    async def create(self, record: R) -> R:
+    async def create(self, record: R, *, events: Sequence[OutboxEvent] = ()) -> R:
         """Store a new record; return it as stored (``version`` 1, times set).
 
-        Raises AlreadyExists (same id or unique name), InvalidRecord (a field is malformed or
-        references a record that does not exist).
+        ``events`` are written to the outbox in the same transaction. Raises AlreadyExists
+        (same id or unique name), InvalidRecord (a field is malformed or references a record
+        that does not exist, or an event is malformed); then nothing is written.
         """
 
     @abstractmethod
@@ -96,9 +102,17 @@ class Store(ABC):
 
     @abstractmethod
     async def update(
-        self, kind: type[R], id: str, /, *, expected_version: int, **changes: Any
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
     ) -> R:
-        """Compare-and-set: apply ``changes`` if the stored version is ``expected_version``.
+        """Compare-and-set: apply ``changes`` if the stored version is ``expected_version``,
+        and write ``events`` to the outbox in the same transaction (none if it fails).
 
         Returns the record as stored, its version one higher, once committed. One statement
         (PostgreSQL lets concurrent updates of the same fields share a statement and a commit,
@@ -156,11 +170,13 @@ class Store(ABC):
         expected_version: int,
         state: VMState = VMState.DEFINED,
         give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
         **changes: Any,
     ) -> VM:
         """In one transaction: release exactly the VM's claim (its spec) on its host, clear its
-        host, set ``state`` and ``changes`` (fields as :meth:`update` takes them), and give
-        ``give_back`` back to the tenant's quotas (a deleted VM's usage). A VM without a host
+        host, set ``state`` and ``changes`` (fields as :meth:`update` takes them), give
+        ``give_back`` back to the tenant's quotas (a deleted VM's usage) and write ``events``
+        to the outbox (as :meth:`update` does). A VM without a host
         only gets its record changed (and the quota). Raises NotFound, VersionConflict,
         InvalidRecord; then nothing changed.
         """
@@ -174,9 +190,11 @@ class Store(ABC):
         expected_version: int,
         consume: Mapping[str, int] | None = None,
         give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
         **changes: Any,
     ) -> VM:
-        """In one transaction: set the VM's ``spec`` (and ``changes``), move its host's claim by
+        """In one transaction: set the VM's ``spec`` (and ``changes``, with ``events``), move its
+        host's claim by
         the difference (growth must fit the host's free capacity, whatever the host's state: the
         VM is there already; a shrink gives back), and consume and give back the tenant's
         quotas. The only way to change a VM's spec (``update`` refuses it). Raises NotFound,
@@ -186,11 +204,18 @@ class Store(ABC):
 
     @abstractmethod
     async def move_vm(
-        self, vm_id: str, host_id: str, *, expected_version: int, **changes: Any
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
     ) -> tuple[VM, Host]:
         """In one transaction: claim the VM's spec on ``host_id`` (ENABLED, HEALTHY, fits: as
         :meth:`place_vm`), release it on the VM's current host, set the VM's host and
-        ``changes``. Returns the VM and the target host. Raises NotFound, VersionConflict,
+        ``changes``, and write ``events``. Returns the VM and the target host. Raises NotFound,
+        VersionConflict,
         InsufficientCapacity, Conflict (the VM is on no host, or already on ``host_id``);
         then nothing changed.
         """
@@ -311,12 +336,37 @@ class Store(ABC):
         state: StepState,
         error: str | None = None,
         data: Mapping[str, Any] | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> TaskStep:
-        """Record the outcome (or progress) of a step; ``data`` None keeps it. Raises NotFound."""
+        """Record the outcome (or progress) of a step; ``data`` None keeps it. ``events`` are
+        written to the outbox in the same transaction. Raises NotFound (nothing written)."""
 
     @abstractmethod
     async def list_steps(self, task_id: str) -> builtins.list[TaskStep]:
         """The journaled steps of a task, in order (empty for an unknown task)."""
+
+    # -- outbox of events --------------------------------------------------------------------
+
+    @abstractmethod
+    async def write_events(self, events: Sequence[OutboxEvent]) -> builtins.list[OutboxEvent]:
+        """Write events that come with no change of a record, in one transaction; return them
+        as stored (ids and times set). Raises InvalidRecord (nothing written)."""
+
+    @abstractmethod
+    async def read_outbox(self, limit: int = 500) -> builtins.list[OutboxEvent]:
+        """Up to ``limit`` events not yet removed, in the order written (``seq``). A row that
+        commits late may carry a lower ``seq`` than one already read: read from the head again
+        rather than after the last ``seq``."""
+
+    @abstractmethod
+    async def remove_from_outbox(self, seqs: Sequence[int]) -> None:
+        """Remove the events of these ``seq`` (published). Idempotent."""
+
+    @abstractmethod
+    def watch_outbox(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (in the event loop, no arguments) after every commit of this store
+        object that wrote events; returns the function that stops watching. Writes of other
+        processes are not seen: a relay also polls."""
 
     # -- audit trail ------------------------------------------------------------------------
 

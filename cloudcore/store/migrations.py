@@ -236,9 +236,26 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)
 """
 
+# Events written with the change that causes them, until the relay has published them. ``seq``
+# orders them; ``id`` is the event's id on the bus.
+_V4 = """
+CREATE TABLE outbox (
+    seq %SERIAL%,
+    id TEXT NOT NULL UNIQUE,
+    time %TIME% NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    tenant_id TEXT,
+    data %JSON% NOT NULL
+)
+"""
+
+# Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
+# migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(3, "idempotency keys", _V3),
+    Migration(4, "transactional outbox of events", _V4),
 )
 
 #: The schema version this code runs on.

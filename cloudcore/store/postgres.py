@@ -8,6 +8,7 @@ connections and opens new ones once the server is back, so the node recovers wit
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -30,7 +31,7 @@ from cloudcore.store._pgbatch import CasBatcher
 from cloudcore.store._pgpool import Pool
 from cloudcore.store._sql import SqlStore
 from cloudcore.store._table import Table
-from cloudcore.store.records import Record
+from cloudcore.store.records import OutboxEvent, Record
 
 __all__ = ["PostgresStore", "redact_dsn"]
 
@@ -38,7 +39,12 @@ _log = get_logger("cloudcore.store.postgres")
 
 R = TypeVar("R", bound=Record)
 
-# Errors that mean "the server cannot be reached or is going away": retry later.
+# Errors that mean "the server cannot be reached or is going away": retry later. Among them
+# InternalClientError ("cannot switch to state 12; another operation (2) is in progress"): no
+# second borrower, but a connection whose server sent its FATAL "terminating connection" while
+# it sat idle in the pool; asyncpg's protocol is then stuck consuming an error, and the socket's
+# end has not been read yet, so the connection does not look closed. The call fails before
+# anything is sent; the connection is dropped with the other idle ones (see _failed).
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
@@ -46,6 +52,7 @@ _UNAVAILABLE = (
     pg.OperatorInterventionError,
     pg.InsufficientResourcesError,
     pg.InterfaceError,
+    pg.InternalClientError,
 )
 _DRIVER = (*_UNAVAILABLE, pg.PostgresError)
 _SCHEMA_LOCK = 0x636C6F7564  # "cloud": the advisory lock that serialises upgrades
@@ -93,6 +100,7 @@ class PostgresStore(SqlStore):
     def __init__(self, pool: Pool, where: str, *, group_commit: bool = True) -> None:
         self._pool = pool
         self._where = where
+        self._outbox_listeners = []
         self._batcher = CasBatcher(self._writer, super()._compare_and_set) if group_commit else None
 
     async def _compare_and_set(
@@ -102,11 +110,19 @@ class PostgresStore(SqlStore):
         id: str,
         expected_version: int,
         values: list[Any],
+        events: Sequence[OutboxEvent] = (),
     ) -> Any:
         if self._batcher is None:
-            return await super()._compare_and_set(table, columns, id, expected_version, values)
+            return await super()._compare_and_set(
+                table, columns, id, expected_version, values, events
+            )
         # Concurrent updates share statements and commits (group commit): see _pgbatch.
-        return await self._batcher.update(table, columns, id, expected_version, values)
+        return await self._batcher.update(table, columns, id, expected_version, values, events)
+
+    async def remove_from_outbox(self, seqs: Sequence[int]) -> None:
+        if seqs:  # one prepared statement whatever the count
+            async with self._writer() as conn:
+                await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", list(seqs))
 
     async def _insert_step(
         self,

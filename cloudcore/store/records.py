@@ -32,6 +32,7 @@ __all__ = [
     "IdempotencyKey",
     "IpAllocation",
     "Network",
+    "OutboxEvent",
     "Page",
     "PowerState",
     "Quota",
@@ -339,6 +340,24 @@ class AuditEvent(_Struct, frozen=True, kw_only=True):
     tenant_id: str | None = None
     actor: str | None = None
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class OutboxEvent(_Struct, frozen=True, kw_only=True):
+    """An event written in the same transaction as the change that causes it (the outbox), kept
+    until the relay has published it to the event bus.
+
+    Callers give ``type``, ``subject``, ``tenant_id`` and ``data``; the store sets ``id`` (made
+    by :func:`new_id` when it is written, the event's id on the bus, by which consumers
+    de-duplicate), ``time`` and ``seq`` (the order of writing).
+    """
+
+    type: Name
+    subject: Name
+    tenant_id: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    id: str = ""
+    time: Time = EPOCH
+    seq: int = 0
 
 
 class Quota(_Struct, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -102,13 +103,15 @@ class SqliteStore(SqlStore):
         self._raw = (writer, reader)
         self._path = path
         self._lock = asyncio.Lock()
+        self._outbox_listeners = []
 
     @classmethod
     async def connect(cls, path: str | Path) -> SqliteStore:
-        """Open (and create, with its directory) the database file at ``path``."""
+        """Open (and create, with its directory) the database file at ``path``. The file and
+        its WAL companions are the owner's alone (0600), a directory made here too (0700)."""
         file = Path(path)
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(_private_files, file)
             writer = await _open(file)
             reader = await _open(file)
         except (OSError, sqlite3.Error) as exc:
@@ -157,6 +160,19 @@ class SqliteStore(SqlStore):
         for conn in self._raw:
             with contextlib.suppress(ValueError):  # closed already
                 await conn.close()
+
+
+def _private_files(file: Path) -> None:
+    """Create ``file`` 0600 (SQLite gives its -wal and -shm files the mode of the database
+    file) and take group and other access away from an existing one and its companions."""
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for each in (file, file.with_name(file.name + "-wal"), file.with_name(file.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if each.stat().st_mode & 0o077:
+                each.chmod(0o600)
+                _log.warning("store.file_mode_tightened", path=str(each), mode="0600")
 
 
 async def _open(file: Path) -> aiosqlite.Connection:

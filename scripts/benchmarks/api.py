@@ -131,6 +131,7 @@ async def _serve_gateway(dsn: str, ready: Connection) -> None:
     from cloudcore.app.gateway.auth import RateLimiter, TokenCache
     from cloudcore.config import ApiSettings, OrchestratorSettings, Settings
     from cloudcore.events.local import LocalEventBus
+    from cloudcore.events.relay import OutboxRelayActor
     from cloudcore.logging import configure_logging
     from cloudcore.runtime import ActorSystem
     from cloudcore.store.postgres import PostgresStore
@@ -145,6 +146,7 @@ async def _serve_gateway(dsn: str, ready: Connection) -> None:
     system = ActorSystem("bench-api")
     events = LocalEventBus()
     services = Services(store, events, settings.orchestrator)
+    system.spawn(OutboxRelayActor, store, events, name="outbox-relay")
     # No datacenter runs here: deploys are written PENDING (see the module's docstring).
     orchestrator = await Orchestrator.start(system, services, datacenter="elsewhere")
     gateway = Gateway(

@@ -40,7 +40,7 @@ from cloudcore.logging import configure_logging
 from cloudcore.store._table import table_of
 from cloudcore.store.base import Store
 from cloudcore.store.postgres import PostgresStore
-from cloudcore.store.records import VM, Datacenter, Tenant, VMSpec, VMState, new_id
+from cloudcore.store.records import VM, Datacenter, OutboxEvent, Tenant, VMSpec, VMState, new_id
 from cloudcore.store.sqlite import SqliteStore
 
 ADMIN_DSN = os.environ.get(
@@ -76,8 +76,12 @@ async def seed(store: Store, vms: int) -> tuple[Tenant, list[VM]]:
     return tenant, made
 
 
-async def updates_per_s(store: Store, vms: list[VM], seconds: float) -> float:
-    """Compare-and-set state updates by WRITERS concurrent writers, one VM each."""
+async def updates_per_s(
+    store: Store, vms: list[VM], seconds: float, with_event: bool = False
+) -> float:
+    """Compare-and-set state updates by WRITERS concurrent writers, one VM each; ``with_event``:
+    each writes a ``vm.state_changed`` event to the outbox in the same transaction (the
+    outbox is emptied after the round, outside the timing)."""
     states = (VMState.RUNNING, VMState.STOPPED)
     done = 0
     stop = time.perf_counter() + seconds
@@ -85,14 +89,24 @@ async def updates_per_s(store: Store, vms: list[VM], seconds: float) -> float:
     async def writer(vm: VM) -> None:
         nonlocal done
         version = (await store.get(VM, vm.id)).version
+        subject = f"vm/{vm.id}"
         while time.perf_counter() < stop:
-            vm = await store.update(VM, vm.id, expected_version=version, state=states[version % 2])
+            state = states[version % 2]
+            events = (
+                [OutboxEvent(type="vm.state_changed", subject=subject, data={"state": state})]
+                if with_event
+                else []
+            )
+            vm = await store.update(VM, vm.id, expected_version=version, events=events, state=state)
             version = vm.version
             done += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(writer(vm) for vm in vms))
-    return done / (time.perf_counter() - started)
+    rate = done / (time.perf_counter() - started)
+    while rows := await store.read_outbox(1000):
+        await store.remove_from_outbox([r.seq for r in rows])
+    return rate
 
 
 def _pgbench(dsn: str, *options: str) -> str:
@@ -196,6 +210,8 @@ async def main(rounds: int, seconds: float) -> dict[str, Any]:
     pg_single: list[float] = []
     pgbench: list[float] = []
     sqlite_updates: list[float] = []
+    pg_evented: list[float] = []
+    sqlite_evented: list[float] = []
     async with scratch_database("cc_bench") as dsn, scratch_database("cc_pgbench") as bench_dsn:
         await asyncio.to_thread(pgbench_init, bench_dsn)
         pg = await PostgresStore.connect(dsn, pool_size=WRITERS)
@@ -211,6 +227,8 @@ async def main(rounds: int, seconds: float) -> dict[str, Any]:
                 pg_single.append(await updates_per_s(single, vms, seconds))
                 pgbench.append(await asyncio.to_thread(pgbench_tps, bench_dsn, seconds))
                 sqlite_updates.append(await updates_per_s(lite, lite_vms, seconds))
+                pg_evented.append(await updates_per_s(pg, vms, seconds, with_event=True))
+                sqlite_evented.append(await updates_per_s(lite, lite_vms, seconds, True))
             await lite.close()
         await pg.close()
         await single.close()
@@ -218,6 +236,9 @@ async def main(rounds: int, seconds: float) -> dict[str, Any]:
     # The same updates, each its own statement and commit (no group commit), for reference.
     result["vm_update_per_s_postgres_one_commit_each"] = round(statistics.median(pg_single))
     result["vm_update_per_s_sqlite"] = round(statistics.median(sqlite_updates))
+    # The same updates, each with one event written to the outbox in its transaction.
+    result["vm_update_with_event_per_s_postgres"] = round(statistics.median(pg_evented))
+    result["vm_update_with_event_per_s_sqlite"] = round(statistics.median(sqlite_evented))
     result["pgbench_tps"] = round(statistics.median(pgbench))
     result["vm_update_to_pgbench_ratio"] = round(
         result["vm_update_per_s_postgres"] / result["pgbench_tps"], 2

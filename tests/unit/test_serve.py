@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -69,3 +71,64 @@ def test_serve_refuses_a_bad_setting_naming_it() -> None:
     )
     assert result.returncode == 2
     assert "runtime.ask_timeout" in result.stderr
+
+
+def _serve_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CLOUDCORE_NODE__ID": "serve-test",
+        "CLOUDCORE_LOG__FORMAT": "json",
+        "CLOUDCORE_NODE__DATA_DIR": str(tmp_path / "data"),
+        "CLOUDCORE_STORE__AUTO_UPGRADE": "true",
+        **overrides,
+    }
+
+
+def test_serve_on_a_taken_port_exits_at_once_naming_the_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        began = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "cloudcore.app.cli", "serve"],
+            capture_output=True,
+            text=True,
+            env=_serve_env(tmp_path, CLOUDCORE_API__PORT=str(port)),
+            timeout=30,
+        )
+        took = time.monotonic() - began
+    assert result.returncode == 2
+    assert took < 5.0
+    assert f"api.port: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_short_admin_token_naming_the_variable(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cloudcore.app.cli", "serve"],
+        capture_output=True,
+        text=True,
+        env=_serve_env(tmp_path, CLOUDCORE_ADMIN_TOKEN="short", CLOUDCORE_API__PORT="0"),
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "CLOUDCORE_ADMIN_TOKEN must be at least 20 characters" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_keeps_its_data_directory_and_database_to_the_owner(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with subprocess.Popen(
+        [sys.executable, "-m", "cloudcore.app.cli", "serve"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=_serve_env(tmp_path, CLOUDCORE_API__PORT="0"),
+    ) as proc:
+        _stop_cleanly(proc)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    files = [f for f in data.iterdir() if f.name.startswith("cloudcore.db")]
+    assert files
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name

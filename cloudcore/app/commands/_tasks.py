@@ -12,7 +12,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from cloudcore.app.commands._client import Client, CommandFailed
+from cloudcore.app.client import ApiFailure, Client
 from cloudcore.app.commands._output import Column, show_list, show_one
 from cloudcore.app.commands._progress import ProgressBar
 
@@ -109,7 +109,7 @@ async def _follow(client: Client, task_id: str, bar: ProgressBar) -> dict[str, A
                         )
                     elif event.event == "task.finished":
                         return await _read(client, task_id, bar)
-        except CommandFailed as exc:
+        except ApiFailure as exc:
             if opened or exc.status != 404:
                 raise
             return await _poll(client, task_id, bar)

@@ -13,7 +13,8 @@ import json
 import sys
 from typing import Any
 
-from cloudcore.app.commands._client import Client, CommandFailed, api_command
+from cloudcore.app.client import ApiFailure, Client
+from cloudcore.app.commands._api import api_command
 from cloudcore.app.commands._output import Column, add_output_option, show_list
 
 __all__ = ["add_parser"]
@@ -89,7 +90,7 @@ async def _follow(client: Client, args: argparse.Namespace) -> int:
                     last_id = event.id or last_id
                     _print(event.json(), args.output, header)
                     header = False
-        except CommandFailed as exc:
+        except ApiFailure as exc:
             if exc.status is not None or not connected:
                 raise
             failures += 1

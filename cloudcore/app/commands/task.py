@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from cloudcore.app.commands._client import Client, api_command
+from cloudcore.app.client import Client
+from cloudcore.app.commands._api import api_command
 from cloudcore.app.commands._output import add_output_option, show_list
 from cloudcore.app.commands._tasks import TASK_COLUMNS, accepted, show_task
 

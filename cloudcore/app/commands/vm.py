@@ -10,7 +10,8 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from cloudcore.app.commands._client import Client, api_command
+from cloudcore.app.client import Client
+from cloudcore.app.commands._api import api_command
 from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
 from cloudcore.app.commands._tasks import accepted
 

@@ -4,7 +4,8 @@
 
     cloudcore console [--api URL] [--token TOKEN]
 
-The API is ``--api``, else ``$CLOUDCORE_API_URL``, else ``http://127.0.0.1:8080/api/v1``. The
+The API is ``--api``, else ``$CLOUDCORE_API_URL``, else ``http://127.0.0.1:8080/api/v1``
+(:func:`cloudcore.app.client.api_url`). The
 token is ``--token``, else ``$CLOUDCORE_TOKEN``, else the admin token a node on this machine
 wrote to ``<data_dir>/admin-token`` (``data_dir`` from the settings, as for ``serve``). History
 is kept in ``$CLOUDCORE_HISTORY``, else ``~/.cloudcore_history``.
@@ -19,13 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cloudcore.app.client import API_URL_ENV, DEFAULT_API, ApiFailure, BlockingClient, api_url
 from cloudcore.app.commands.credentials import resolve_token
-from cloudcore.app.console._client import ApiClient, ApiFailure
+from cloudcore.app.console import _render
 from cloudcore.app.console.shell import Console
 
-__all__ = ["ApiClient", "ApiFailure", "Console", "add_parser", "resolve_token"]
+__all__ = ["Console", "add_parser"]
 
-DEFAULT_API = "http://127.0.0.1:8080/api/v1"
 _HISTORY_LENGTH = 1000
 
 
@@ -37,7 +38,7 @@ def add_parser(sub: Any) -> None:
     console.add_argument(
         "--api",
         default=argparse.SUPPRESS,
-        help=f"the API's base URL (default: $CLOUDCORE_API_URL or {DEFAULT_API})",
+        help=f"the API's base URL (default: ${API_URL_ENV}, else {DEFAULT_API})",
     )
     console.add_argument(
         "--token",
@@ -49,28 +50,27 @@ def add_parser(sub: Any) -> None:
 
 def _console(args: argparse.Namespace) -> int:
     token = resolve_token(getattr(args, "token", None), getattr(args, "config", None))
-    api = getattr(args, "api", None) or os.environ.get("CLOUDCORE_API_URL") or DEFAULT_API
-    client = ApiClient(api, token)
-    console = Console(client)
-    if token is None:
-        console._say(
-            "warning: no API token (--token, $CLOUDCORE_TOKEN, or a node's admin-token file); "
-            "every command will be refused"
-        )
-    _greet(console, client)
-    with _history():
-        console.run()
+    with BlockingClient(api_url(getattr(args, "api", None)), token) as client:
+        console = Console(client)
+        if token is None:
+            console._say(
+                "warning: no API token (--token, $CLOUDCORE_TOKEN, or a node's admin-token "
+                "file); every command will be refused"
+            )
+        _greet(console, client)
+        with _history():
+            console.run()
     return 0
 
 
-def _greet(console: Console, client: ApiClient) -> None:
+def _greet(console: Console, client: BlockingClient) -> None:
     try:
         health = client.get("/health")
     except ApiFailure as exc:
-        console._say(f"warning: {exc}")
+        console._say(f"warning: {_render.failure(exc)}")
         return
     console._say(
-        f"connected to node {health['node']} (cloudcore {health['version']}) at {client.base}"
+        f"connected to node {health['node']} (cloudcore {health['version']}) at {client.base_url}"
     )
 
 

@@ -6,7 +6,19 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["actor", "event_line", "table", "tree"]
+from cloudcore.app.client import API_URL_ENV, ApiFailure
+
+__all__ = ["actor", "event_line", "failure", "table", "tree"]
+
+
+def failure(error: ApiFailure) -> str:
+    """The API's message then the HTTP status (``message (status)``); an API not reached says
+    what to check."""
+    if error.code is not None:
+        return f"{error} ({error.status})"
+    if not error.connected:
+        return f"{error} (is the node running? --api or {API_URL_ENV} names another)"
+    return str(error)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -15,9 +15,9 @@ import shlex
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from cloudcore.app.client import ApiFailure, BlockingClient
 from cloudcore.app.console import _render
-from cloudcore.app.console._client import ApiClient, ApiFailure
-from cloudcore.errors import describe
+from cloudcore.errors import InvalidRequest, describe
 
 __all__ = ["Console"]
 
@@ -33,7 +33,7 @@ class Console(cmd.Cmd):
     prompt = "cloudcore> "
     doc_header = "Commands (help <command> for more):"
 
-    def __init__(self, client: ApiClient, stdout: TextIO | None = None) -> None:
+    def __init__(self, client: BlockingClient, stdout: TextIO | None = None) -> None:
         super().__init__(stdout=stdout)
         self.client = client
 
@@ -54,6 +54,8 @@ class Console(cmd.Cmd):
         try:
             return super().onecmd(line)
         except ApiFailure as exc:
+            self._say(f"error: {_render.failure(exc)}")
+        except InvalidRequest as exc:  # a usage mistake, said by the command
             self._say(f"error: {exc}")
         except Exception as exc:  # the session outlives any one command
             self._say(f"error: {describe(exc)}")
@@ -147,7 +149,7 @@ class Console(cmd.Cmd):
         (Ctrl-C stops following)."""
         words = shlex.split(arg)
         if any(w not in ("--follow", "-f") for w in words):
-            raise ApiFailure("usage: events [--follow]")
+            raise InvalidRequest("usage: events [--follow]")
         if not words:
             latest = collections.deque(self._pages("/events"), maxlen=_EVENTS)
             for event in latest:
@@ -158,8 +160,9 @@ class Console(cmd.Cmd):
             try:
                 self._say("following events; Ctrl-C stops")
                 for sse in events:
-                    if isinstance(sse.data, dict):
-                        self._say(_render.event_line(sse.data))
+                    event = sse.json()
+                    if isinstance(event, dict):
+                        self._say(_render.event_line(event))
             except KeyboardInterrupt:
                 self._say("stopped following")
 
@@ -189,7 +192,9 @@ class Console(cmd.Cmd):
             hosts = list(self._pages("/hosts"))
         except ApiFailure as exc:
             if exc.status == 404:
-                raise ApiFailure("this node does not serve the hosts API (/hosts: 404)") from None
+                raise ApiFailure(
+                    "this node does not serve the hosts API (/hosts: 404)", status=404
+                ) from None
             raise
         rows = [
             [
@@ -272,7 +277,7 @@ def _actor_path(word: str) -> str:
 def _one(arg: str, usage: str) -> str:
     words = arg.split()
     if len(words) != 1:
-        raise ApiFailure(f"usage: {usage}")
+        raise InvalidRequest(f"usage: {usage}")
     return words[0]
 
 
@@ -280,7 +285,7 @@ def _path_and_message(arg: str, verb: str) -> tuple[str, dict[str, Any]]:
     usage = f'usage: {verb} <actor> <message>, the message as {{"type": "GetHost", ...}}'
     parts = arg.strip().split(None, 1)
     if len(parts) != 2:
-        raise ApiFailure(usage)
+        raise InvalidRequest(usage)
     path, text = parts
     text = text.strip()
     if text.isidentifier():
@@ -288,7 +293,7 @@ def _path_and_message(arg: str, verb: str) -> tuple[str, dict[str, Any]]:
     try:
         message = json.loads(text)
     except ValueError as exc:
-        raise ApiFailure(f"the message is not JSON: {exc}; {usage}") from None
+        raise InvalidRequest(f"the message is not JSON: {exc}; {usage}") from None
     if not isinstance(message, dict):
-        raise ApiFailure(f"the message must be a JSON object; {usage}")
+        raise InvalidRequest(f"the message must be a JSON object; {usage}")
     return _actor_path(path), message

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from cloudcore.app.gateway.auth import ANONYMOUS, Principal, authenticate
 from cloudcore.app.gateway.context import GATEWAY, PRINCIPAL, Gateway
-from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.errors import ApiError, field_details
 from cloudcore.app.gateway.idempotency import idempotent
 from cloudcore.store.records import IdempotencyKey
 
@@ -162,7 +162,9 @@ def aiohttp_handler(route: Route) -> Callable[[web.Request], Awaitable[web.Strea
             principal = ANONYMOUS
         else:
             gateway = request.app[GATEWAY]
-            principal = await authenticate(request, gateway.tokens, gateway.limiter)
+            principal = await authenticate(
+                request, gateway.tokens, gateway.limiter, gateway.failures
+            )
         request[PRINCIPAL] = principal
         raw = await request.read() if body_decoder is not None or route.method == "POST" else b""
 
@@ -206,7 +208,19 @@ def _decode_body(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid_body", f"the body is not valid: {exc}") from None
+        # Validation stops at the first bad field, before the end of the text is read: a body
+        # that is not JSON at all (`{"name": "x"}}`) must say so, not name a missing field.
+        _check_json(raw)
+        raise ApiError(
+            422, "invalid_body", f"the body is not valid: {exc}", field_details(str(exc))
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+
+
+def _check_json(raw: bytes) -> None:
+    try:
+        msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
 
@@ -219,13 +233,20 @@ def _decode_query(kind: type, fields: frozenset[str], query: Mapping[str, str]) 
             422,
             "invalid_query",
             f"unknown query parameter {unknown[0]!r} (allowed: {allowed})",
-            {"parameter": unknown[0]},
+            {"parameter": unknown[0], "field": unknown[0], "reason": "unknown parameter"},
         )
     repeated = [key for key in fields if len(query.getall(key, [])) > 1]  # type: ignore[attr-defined]
     if repeated:
-        raise ApiError(422, "invalid_query", f"query parameter {repeated[0]!r} is given twice")
+        raise ApiError(
+            422,
+            "invalid_query",
+            f"query parameter {repeated[0]!r} is given twice",
+            {"field": repeated[0], "reason": "given twice"},
+        )
     try:
         return msgspec.convert(dict(query), kind, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc).replace("$.", "query parameter ")
-        raise ApiError(422, "invalid_query", f"the query is not valid: {message}") from None
+        raise ApiError(
+            422, "invalid_query", f"the query is not valid: {message}", field_details(str(exc))
+        ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,9 +15,11 @@ from cloudcore.app.gateway.context import GATEWAY, REQUEST_ID, Gateway
 from cloudcore.app.gateway.errors import error_middleware
 from cloudcore.app.gateway.openapi import build_openapi
 from cloudcore.app.gateway.routes import all_apis
+from cloudcore.config import ApiSettings
+from cloudcore.errors import ConfigError
 from cloudcore.logging import get_logger
 
-__all__ = ["PREFIX", "ROUTES", "create_app", "start_api"]
+__all__ = ["PREFIX", "ROUTES", "create_app", "listen", "start_api"]
 
 PREFIX = "/api/v1"
 ROUTES = web.AppKey("routes", list[Route])
@@ -69,15 +72,53 @@ def create_app(gateway: Gateway) -> web.Application:
     return app
 
 
-async def start_api(gateway: Gateway) -> web.AppRunner:
-    """Serve the API on ``api.host``:``api.port``; stop it with ``await runner.cleanup()``."""
+def listen(api: ApiSettings) -> socket.socket:
+    """A socket bound to ``api.host``:``api.port`` and listening. Bound before anything else
+    starts, so a taken port stops the node at once. Raises ConfigError naming ``api.port``."""
+    try:
+        infos = socket.getaddrinfo(
+            api.host, api.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"api.host: cannot listen on {api.host!r} ({exc})") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"api.port: cannot listen on {_hostport(address)}: {exc.strerror or exc} "
+            "(free the port or choose another with CLOUDCORE_API__PORT)"
+        ) from exc
+    return sock
+
+
+async def start_api(gateway: Gateway, sock: socket.socket | None = None) -> web.AppRunner:
+    """Serve the API on ``sock`` (from :func:`listen`, closed with the runner) or else on
+    ``api.host``:``api.port``; stop it with ``await runner.cleanup()``. Raises ConfigError
+    naming ``api.port`` if the address cannot be bound, with nothing left running."""
     api = gateway.settings.api
+    sock = sock if sock is not None else listen(api)
     runner = web.AppRunner(
-        create_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        create_app(gateway),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=2.0,
+        # aiohttp closes a connection with no complete request pending after this long, from
+        # its opening on: an idle client, or one sending its headers slowly, is let go.
+        keepalive_timeout=api.idle_timeout,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, api.host, api.port)
-    await site.start()
+    try:
+        await runner.setup()  # starts the app's background tasks: a failure must end them
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        sock.close()
+        raise
     for address in runner.addresses:
         _log.info("api.listening", url=f"http://{_hostport(address)}{PREFIX}")
     return runner

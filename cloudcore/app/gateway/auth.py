@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 TOKEN_PREFIX = "cc_"
+
+V = TypeVar("V")
 
 
 def new_token() -> str:
@@ -91,14 +95,28 @@ def require(principal: Principal, *roles: Role) -> None:
 
 class TokenCache:
     """Tokens checked recently, so most requests cost no store round trip. A revoked or
-    expired token, or a disabled user, stops working within ``ttl`` seconds."""
+    expired token, or a disabled user, stops working within ``ttl`` seconds. A token the store
+    does not know is remembered as unknown for ``unknown_ttl`` seconds (a client retrying a
+    wrong token costs one query, not one a request); :meth:`forget` drops both."""
 
-    def __init__(self, store: Store, ttl: float) -> None:
+    #: Entries kept at most of each kind; past it the kind starts afresh.
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, store: Store, ttl: float, unknown_ttl: float = 2.0) -> None:
         self._store = store
         self._ttl = ttl
+        self._unknown_ttl = min(ttl, unknown_ttl)
         self._known: dict[str, tuple[Principal, float, datetime | None]] = {}
+        self._unknown: dict[str, float] = {}
+        #: Store lookups made (what the caches save is measured against it).
+        self.lookups = 0
 
-    async def principal(self, secret: str) -> Principal | None:
+    async def principal(
+        self, secret: str, admit: Callable[[], None] | None = None
+    ) -> Principal | None:
+        """The principal of the token ``secret``, None if it is unknown, revoked or expired.
+        ``admit`` is called before a store lookup (not on a cache hit) and may refuse it by
+        raising."""
         digest = hash_token(secret)
         now = time.monotonic()
         hit = self._known.get(digest)
@@ -107,13 +125,18 @@ class TokenCache:
             if expires is None or expires > datetime.now(UTC):
                 return principal
             return None
+        if self._unknown.get(digest, 0.0) > now:
+            return None
+        if admit is not None:
+            admit()
+        self.lookups += 1
         found = await self._lookup(digest)
         if found is None:
             self._known.pop(digest, None)
+            _remember(self._unknown, digest, now + self._unknown_ttl)
             return None
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[digest] = (found[0], now + self._ttl, found[1])
+        self._unknown.pop(digest, None)
+        _remember(self._known, digest, (found[0], now + self._ttl, found[1]))
         return found[0]
 
     async def _lookup(self, digest: str) -> tuple[Principal, datetime | None] | None:
@@ -133,8 +156,16 @@ class TokenCache:
         return principal, token.expires_at
 
     def forget(self) -> None:
-        """Drop every cached token (after a revocation, to make it take effect at once here)."""
+        """Drop every cached token, known or unknown (after a revocation or an issue, to make
+        it take effect at once here)."""
         self._known.clear()
+        self._unknown.clear()
+
+
+def _remember(entries: dict[str, V], key: str, value: V) -> None:
+    if len(entries) >= TokenCache.MAX_ENTRIES:
+        entries.clear()
+    entries[key] = value
 
 
 class RateLimiter:
@@ -145,26 +176,66 @@ class RateLimiter:
         self._burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def wait_time(self, key: str) -> float:
-        """0 if a request may go now (and it is counted), else the seconds until one may."""
+    def wait_time(self, key: str, *, count: bool = True) -> float:
+        """0 if a request may go now (and it is counted, unless ``count`` is false), else the
+        seconds until one may."""
         now = time.monotonic()
         tokens, last = self._buckets.get(key, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._rate)
         if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
+            if count:
+                tokens -= 1.0
+            self._store(key, tokens, now)
             return 0.0
-        self._buckets[key] = (tokens, now)
+        self._store(key, tokens, now)
         return (1.0 - tokens) / self._rate
+
+    def refund(self, key: str) -> None:
+        """Give back one request counted for ``key`` (it turned out not to count)."""
+        tokens, last = self._buckets.get(key, (self._burst, time.monotonic()))
+        self._buckets[key] = (min(self._burst, tokens + 1.0), last)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        if key not in self._buckets and len(self._buckets) >= TokenCache.MAX_ENTRIES:
+            # Forget the full buckets (a key idle for a while): they hold no information.
+            idle = [
+                k
+                for k, (t, last) in self._buckets.items()
+                if t + (now - last) * self._rate >= self._burst
+            ]
+            for k in idle:
+                del self._buckets[k]
+        self._buckets[key] = (tokens, now)
 
 
 #: The caller of a public endpoint (no token): sees nothing of any tenant.
 ANONYMOUS = Principal(user_id="", tenant_id="", role=Role.USER, token_id="")
 
 
-async def authenticate(request: web.Request, tokens: TokenCache, limiter: RateLimiter) -> Principal:
+async def authenticate(
+    request: web.Request,
+    tokens: TokenCache,
+    limiter: RateLimiter,
+    failures: RateLimiter | None = None,
+) -> Principal:
     """The caller named by the request's bearer token; 401 without a valid one, 429 when the
-    token is over its rate."""
-    from cloudcore.app.gateway.errors import RETRY_AFTER, ApiError
+    token is over its rate, or when the client's address has failed to authenticate more often
+    than ``failures`` allows (then no lookup is made: guessing tokens costs the store nothing
+    and gets nowhere fast)."""
+    from cloudcore.app.gateway.errors import ApiError
+
+    address = request.remote or ""
+    if failures is not None:
+        _refuse_if_over(failures.wait_time(address, count=False), "failed authentications")
+
+    admitted: list[bool] = []
+
+    def admit() -> None:
+        # A lookup may fail: it takes a failure's place up front (concurrent guesses cannot
+        # all pass the check above) and gives it back if the token is good.
+        if failures is not None:
+            _refuse_if_over(failures.wait_time(address), "failed authentications")
+            admitted.append(True)
 
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
@@ -176,18 +247,25 @@ async def authenticate(request: web.Request, tokens: TokenCache, limiter: RateLi
             "this needs an API token: send the header 'Authorization: Bearer <token>'",
             headers=challenge,
         )
-    principal = await tokens.principal(secret.strip())
+    principal = await tokens.principal(secret.strip(), admit)
     if principal is None:
         raise ApiError(
             401, "unauthorized", "the API token is unknown, revoked or expired", headers=challenge
         )
-    wait = limiter.wait_time(principal.token_id)
+    if failures is not None and admitted:
+        failures.refund(address)
+    _refuse_if_over(limiter.wait_time(principal.token_id), "requests with this token")
+    return principal
+
+
+def _refuse_if_over(wait: float, what: str) -> None:
+    from cloudcore.app.gateway.errors import RETRY_AFTER, ApiError
+
     if wait > 0:
         retry = max(1, min(RETRY_AFTER, int(wait + 0.999)))
         raise ApiError(
             429,
             "rate_limited",
-            f"too many requests with this token; retry in {retry} s",
+            f"too many {what}; retry in {retry} s",
             headers={"Retry-After": str(retry)},
         )
-    return principal

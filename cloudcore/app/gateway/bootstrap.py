@@ -8,6 +8,7 @@ location is printed, never the secret. ``cloudcore token create`` issues more.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cloudcore.app.gateway.auth import hash_token, new_token
@@ -16,10 +17,19 @@ from cloudcore.logging import get_logger
 from cloudcore.store import Store
 from cloudcore.store.records import ApiToken, Role, Tenant, User, new_id
 
-__all__ = ["ADMIN_TOKEN_ENV", "ADMIN_TOKEN_FILE", "ensure_admin", "issue_token"]
+__all__ = [
+    "ADMIN_TOKEN_ENV",
+    "ADMIN_TOKEN_FILE",
+    "MIN_ADMIN_TOKEN_CHARS",
+    "admin_token_from",
+    "ensure_admin",
+    "issue_token",
+]
 
 ADMIN_TOKEN_ENV = "CLOUDCORE_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE = "admin-token"
+#: The shortest admin token accepted from the environment.
+MIN_ADMIN_TOKEN_CHARS = 20
 #: The tenant of the platform's own administrators.
 SYSTEM_TENANT = "system"
 
@@ -32,12 +42,9 @@ async def ensure_admin(
     """Create the first admin and its token if the store has no token at all. Returns the
     file the generated token was written to (None: nothing made, or the token came from the
     environment)."""
-    env = os.environ if environ is None else environ
+    given = admin_token_from(os.environ if environ is None else environ)
     if (await store.list(ApiToken, limit=1)).items:
         return None
-    given = env.get(ADMIN_TOKEN_ENV, "").strip()
-    if given and len(given) < 20:
-        raise ConfigError(f"{ADMIN_TOKEN_ENV} must be at least 20 characters long")
     secret = given or new_token()
     tenant = await _tenant(store, SYSTEM_TENANT)
     user = await _user(store, tenant.id, "admin", Role.ADMIN)
@@ -49,6 +56,20 @@ async def ensure_admin(
     _write_private(path, secret + "\n")
     _log.info("api.admin_token_created", path=str(path.resolve()))
     return path
+
+
+def admin_token_from(environ: Mapping[str, str]) -> str:
+    """The admin token the operator set in ``CLOUDCORE_ADMIN_TOKEN`` ("" if none). Raises
+    ConfigError naming the variable if it is shorter than :data:`MIN_ADMIN_TOKEN_CHARS`, even
+    when the store has a token already: a setting that is wrong stops the node, it is not
+    silently ignored."""
+    given = environ.get(ADMIN_TOKEN_ENV, "").strip()
+    if given and len(given) < MIN_ADMIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{ADMIN_TOKEN_ENV} must be at least {MIN_ADMIN_TOKEN_CHARS} characters long "
+            f"(it has {len(given)})"
+        )
+    return given
 
 
 async def issue_token(

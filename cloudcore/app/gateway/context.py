@@ -35,6 +35,8 @@ class Gateway:
     limiter: RateLimiter
     #: The cluster view (ClusterNode.members) of a clustered node; a node on its own has none.
     members: Callable[[], Sequence[Member]] = field(default=lambda: ())
+    #: Failed authentications by client address (``api.auth_failures_per_second``).
+    failures: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20))
 
     @classmethod
     def of(
@@ -56,6 +58,9 @@ class Gateway:
             tokens=TokenCache(store, settings.api.token_cache_seconds),
             limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
             members=members or (lambda: ()),
+            failures=RateLimiter(
+                settings.api.auth_failures_per_second, settings.api.auth_failure_burst
+            ),
         )
 
 

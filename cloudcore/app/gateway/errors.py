@@ -15,6 +15,7 @@ that is not JSON, 422 naming the field), in :mod:`cloudcore.app.gateway.api`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,7 +43,14 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 
-__all__ = ["ApiError", "ErrorBody", "ErrorDetail", "error_middleware", "error_response"]
+__all__ = [
+    "ApiError",
+    "ErrorBody",
+    "ErrorDetail",
+    "error_middleware",
+    "error_response",
+    "field_details",
+]
 
 _log = get_logger("cloudcore.app.gateway")
 
@@ -139,6 +147,26 @@ def error_response(
     )
 
 
+_AT = re.compile(r"^(?P<reason>.*) - at `\$\.?(?P<field>[^`]*)`$", re.DOTALL)
+_NAMED = re.compile(
+    r"^Object (?P<reason>missing required field|contains unknown field) `(?P<field>[^`]+)`$"
+)
+_PREFIXED = re.compile(
+    r"^(?P<field>[a-z_][a-z0-9_]*(?:\.[a-z0-9_]+|\[\d+\])*): (?P<reason>.+)$", re.DOTALL
+)
+
+
+def field_details(message: str) -> dict[str, Any]:
+    """The field a validation message names and the reason, for an error body's ``details``:
+    msgspec's "Expected `int`, got `str` - at `$.cpus`" and "Object missing required field
+    `name`", and our own "field: reason". Empty if the message names no field."""
+    for pattern in (_AT, _NAMED, _PREFIXED):
+        found = pattern.match(message)
+        if found is not None:
+            return {"field": found["field"] or "(body)", "reason": found["reason"]}
+    return {}
+
+
 def _classify(exc: Exception) -> tuple[int, str] | None:
     for kind, status, code in _STATUS:
         if isinstance(exc, kind):
@@ -196,4 +224,5 @@ def _domain_error(request: web.Request, exc: CloudcoreError) -> web.Response:
             error=str(exc),
         )
         return error_response(request, 500, code, "the server failed to handle this request")
-    return error_response(request, status, code, str(exc), headers=headers)
+    details = field_details(str(exc)) if isinstance(exc, InvalidRequest) else None
+    return error_response(request, status, code, str(exc), details, headers=headers)

@@ -9,7 +9,8 @@
   ``system.tree()`` at scrape time. The restarts are those of the actors alive now, so the sum
   drops when a restarted actor stops; Prometheus' ``rate()`` reads that as a counter reset.
 - ``cloudcore_tasks_finished_total{kind,state}``: counted from ``task.finished`` events by
-  :func:`count_finished_tasks`, a background subscription running while the app serves.
+  :func:`count_finished_tasks`, a background subscription running while the app serves; an
+  event the bus delivers twice (same id) is counted once.
 - ``cloudcore_vms{state}`` and ``cloudcore_hosts{health}``: ``store.count_by`` at scrape time,
   cached for :data:`STORE_COUNTS_TTL` seconds so a scrape storm costs the store two queries a
   TTL.
@@ -30,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from cloudcore.app.gateway.context import GATEWAY, Gateway
 from cloudcore.errors import BusClosed, CloudcoreError
+from cloudcore.events import SeenIds, deduplicated
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorSystem
 from cloudcore.store.records import VM, Host, HostHealth, VMState
@@ -173,9 +175,11 @@ async def count_finished_tasks(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _count(gateway: Gateway, metrics: Metrics, after: str) -> None:
+    seen = SeenIds()  # events come at least once: a copy is not counted again
     while True:
         try:
-            async for event in gateway.events.subscribe(after=after, types=("task.finished",)):
+            events = gateway.events.subscribe(after=after, types=("task.finished",))
+            async for event in deduplicated(events, seen):
                 after = event.position
                 kind = str(event.data.get("kind", "unknown"))
                 metrics.tasks_finished.labels(kind, str(event.data.get("state", ""))).inc()

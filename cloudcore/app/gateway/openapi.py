@@ -96,7 +96,8 @@ def _operation(
         operation["parameters"] = parameters
     if route.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            # A body whose fields all have defaults may be left out (the server reads it as {}).
+            "required": any(f.required for f in msgspec.structs.fields(route.body)),
             "content": {"application/json": {"schema": schema_of[id(route.body)]}},
         }
     operation["responses"] = _responses(route, schema_of)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 from typing import Any
 
 import aio_pika
@@ -22,9 +23,18 @@ import aiormq
 from yarl import URL
 
 from cloudcore.config import TransportSettings
+from cloudcore.errors import ConfigError
 from cloudcore.transport.amqp._aiormq_adapter import concrete
 
-__all__ = ["BROADCAST_KEY", "Link", "Names", "amqp_url", "open_link", "redacted"]
+__all__ = [
+    "BROADCAST_KEY",
+    "Link",
+    "Names",
+    "amqp_url",
+    "open_link",
+    "redacted",
+    "tls_context",
+]
 
 BROADCAST_KEY = "ctl.broadcast"
 
@@ -37,6 +47,30 @@ def amqp_url(settings: TransportSettings) -> str:
     if settings.amqp_password:
         url = url.with_password(settings.amqp_password)
     return str(url)
+
+
+def tls_context(settings: TransportSettings) -> ssl.SSLContext | None:
+    """The TLS context of an ``amqps://`` broker URL (None for ``amqp://``): the broker's
+    certificate is verified, its host name included, against ``transport.amqp_ca_file`` if set,
+    else the system's trusted CAs; a client certificate is presented if
+    ``transport.amqp_cert_file`` (and ``amqp_key_file``) are set. Raises ConfigError naming the
+    setting of a file that cannot be read."""
+    if URL(settings.amqp_url).scheme != "amqps":
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.amqp_ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"transport.amqp_ca_file: cannot load {settings.amqp_ca_file!r}: {exc}"
+        ) from exc
+    if settings.amqp_cert_file:
+        try:
+            context.load_cert_chain(settings.amqp_cert_file, settings.amqp_key_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"transport.amqp_cert_file: cannot load {settings.amqp_cert_file!r}: {exc}"
+            ) from exc
+    return context
 
 
 def redacted(url: str) -> str:
@@ -88,8 +122,11 @@ class Link:
 
 
 async def open_link(url: str, settings: TransportSettings, names: Names, node: str) -> Link:
-    """Connect and declare the node's topology. Raises on any broker or network error."""
-    connection = await aio_pika.connect(url, timeout=5.0, client_properties={"node": node})
+    """Connect (over TLS for ``amqps://``, see :func:`tls_context`) and declare the node's
+    topology. Raises on any broker or network error."""
+    connection = await aio_pika.connect(
+        url, timeout=5.0, client_properties={"node": node}, ssl_context=tls_context(settings)
+    )
     try:
         main_ch = await connection.channel(publisher_confirms=False)
         confirm_ch = await connection.channel(publisher_confirms=True)

@@ -64,6 +64,7 @@ class ApiClient:
     tokens: dict[str, str] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)
     drivers: dict[str, HypervisorDriver] = field(default_factory=dict)
+    gateway: Gateway | None = None
 
     async def call(
         self,
@@ -106,7 +107,16 @@ async def make_user(store: Store, tenant: str, name: str, role: Role) -> tuple[U
 def api_settings(tmp_path: Path, **api: Any) -> Settings:
     base = cloud_settings(tmp_path)
     return msgspec.structs.replace(
-        base, api=ApiSettings(**{"port": 0, "rate_limit": 10_000.0, "rate_burst": 10_000, **api})
+        base,
+        api=ApiSettings(
+            **{
+                "port": 0,
+                "rate_limit": 10_000.0,
+                "rate_burst": 10_000,
+                "auth_failure_burst": 10_000,
+                **api,
+            }
+        ),
     )
 
 
@@ -136,6 +146,7 @@ async def serve_api(store: Store, settings: Settings) -> AsyncIterator[ApiClient
                 system,
                 settings,
                 drivers=drivers,
+                gateway=gateway,
             )
             for who, (tenant, role) in ROLES.items():
                 client.users[who], client.tokens[who] = await make_user(store, tenant, who, role)

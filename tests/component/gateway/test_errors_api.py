@@ -53,6 +53,32 @@ async def test_a_bad_query_parameter_is_422_naming_it(api: ApiClient) -> None:
         assert r.status == 422, r.body
         assert_error_body(r.body, "invalid_query")
         assert name in r.body["error"]["message"]
+        assert r.body["error"]["details"]["field"] == name
+        assert r.body["error"]["details"]["reason"]
+
+
+async def test_a_body_with_trailing_characters_is_400_not_json(api: ApiClient) -> None:
+    r = await api.call("POST", "/tenants", "admin", data=b'{"name": "x"}}')
+    assert r.status == 400, r.body
+    assert_error_body(r.body, "bad_request")
+    assert "trailing characters" in r.body["error"]["message"]
+
+
+async def test_an_invalid_body_names_the_field_and_the_reason_in_details(
+    api: ApiClient,
+) -> None:
+    r = await api.call("POST", "/tenants", "admin", {"name": "x"})
+    assert r.status == 422, r.body
+    assert r.body["error"]["details"] == {"field": "id", "reason": "missing required field"}
+    r = await api.call("POST", "/tenants", "admin", {"id": 7})
+    assert r.body["error"]["details"] == {"field": "id", "reason": "Expected `str`, got `int`"}
+    future = {"name": "t", "expires_at": "2000-01-01T00:00:00Z"}
+    r = await api.call("POST", "/tokens", "alice", future)
+    assert r.status == 422, r.body
+    assert r.body["error"]["details"] == {
+        "field": "expires_at",
+        "reason": "the time is already past",
+    }
 
 
 async def test_the_request_id_is_echoed(api: ApiClient) -> None:
@@ -89,3 +115,14 @@ async def test_a_store_that_is_down_is_503_with_retry_after(api: ApiClient) -> N
     assert r.status == 503, r.body
     assert_error_body(r.body, "backend_unavailable")
     assert r.headers["Retry-After"] == "5"
+
+
+async def test_the_document_marks_a_body_required_only_if_the_server_needs_one(
+    api: ApiClient,
+) -> None:
+    paths = (await api.call("GET", "/openapi.json", None)).body["paths"]
+    for action in ("stop", "reboot"):
+        operation = paths[f"/api/v1/vms/{{vm_id}}/{action}"]["post"]
+        assert operation["requestBody"]["required"] is False
+    assert paths["/api/v1/vms"]["post"]["requestBody"]["required"] is True
+    assert paths["/api/v1/tenants"]["post"]["requestBody"]["required"] is True

@@ -88,6 +88,22 @@ async def test_inspect_an_actor_names_its_class_and_children(api: ApiClient) -> 
     assert missing.status == 404
 
 
+@pytest.mark.parametrize("action", ["ask", "tell"])
+async def test_a_message_the_actor_does_not_handle_is_422_before_delivery(
+    api: ApiClient, action: str
+) -> None:
+    scheduler = "/user/dc/dc1/scheduler"
+    body = {"path": scheduler, "message": {"type": "GetHost"}}
+    r = await api.call("POST", f"/system/{action}", "admin", body)
+    assert r.status == 422, r.body
+    assert r.body["error"]["code"] == "message_not_accepted"
+    assert "SchedulerActor does not handle GetHost" in r.body["error"]["message"]
+    accepted = r.body["error"]["details"]["accepted"]
+    assert accepted and "GetHost" not in accepted
+    info = await api.call("GET", f"/system/actors?path={scheduler}", "admin")
+    assert info.body["restarts"] == 0 and info.body["last_failure"] is None
+
+
 async def test_ask_get_host_returns_the_host(api: ApiClient) -> None:
     r = await api.call(
         "POST", "/system/ask", "operator", {"path": HOST, "message": {"type": "GetHost"}}

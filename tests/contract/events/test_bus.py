@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -152,3 +153,14 @@ async def test_unacknowledged_events_are_delivered_again_to_their_consumer(bus: 
 
     assert delivered == sent
     assert redelivered == sent[1:]
+
+
+async def test_an_event_keeps_the_id_and_time_it_was_published_with(bus: EventBus) -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    published = await bus.publish("vm.started", "vm/1", id="evt-given", time=at)
+    fresh = await bus.publish("vm.started", "vm/1")
+
+    stored = await bus.read(after=START)
+    assert [(e.id, e.time) for e in stored[:1]] == [("evt-given", at)]
+    assert published.id == "evt-given" and fresh.id.startswith("evt-")
+    assert stored[1].id == fresh.id != "evt-given"

@@ -20,7 +20,7 @@ from tests.contract.store.factory import Factory
 T = TypeVar("T")
 
 _TABLES = (
-    "events, task_steps, tasks, ip_allocations, networks, templates, volumes, vms, hosts, "
+    "outbox, events, task_steps, tasks, ip_allocations, networks, templates, volumes, vms, hosts, "
     "quotas, api_tokens, users, datacenters, tenants, idempotency_keys"
 )
 

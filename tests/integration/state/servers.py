@@ -80,18 +80,21 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    """A redis-server child process, on a free port, with an fsync-always append-only file."""
+    """A redis-server child process, on a free port, with an fsync-always append-only file
+    (``persistent=False``: no file at all, a restart starts empty)."""
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = True) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="cc-redis-"))
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._persistent = persistent
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        aof = ["yes", "--appendfsync", "always"] if self._persistent else ["no"]
         self._process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.root), "--appendonly", "yes", "--appendfsync", "always",
+             "--dir", str(self.root), "--appendonly", *aof,
              "--save", "", "--daemonize", "no", "--logfile", str(self.root / "redis.log")],
         )  # fmt: skip
         _wait_port(self.port, up=True)

@@ -1,6 +1,7 @@
 """Events: a page of the retained history, and a live Server-Sent Events stream.
 
-The stream sends each event as ``id: <position>``, ``event: <type>``, ``data: <the event as
+The stream sends each event once (a copy the bus delivers again is skipped by its id) as
+``id: <position>``, ``event: <type>``, ``data: <the event as
 JSON>``. A client that reconnects with ``Last-Event-ID`` (browsers' EventSource do it by
 themselves) gets every event after that position, without gap or duplicate, as long as it is
 still retained; an expired position is a 409 ``position_expired`` before the stream starts.
@@ -19,7 +20,7 @@ from aiohttp import web
 from cloudcore.app.gateway.api import Api, ApiRequest
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.errors import BusClosed
-from cloudcore.events import START, Event
+from cloudcore.events import START, Event, deduplicated
 
 __all__ = ["api"]
 
@@ -99,12 +100,13 @@ async def stream_events(req: ApiRequest[None, StreamQuery]) -> web.StreamRespons
     if after is not None:
         await bus.read(after=after, limit=1)  # a malformed or expired position fails here, as JSON
     principal = req.principal
-    events = bus.subscribe(
+    subscription = bus.subscribe(
         after=after,
         types=_types(q.types),
         subject_prefix=q.subject,
         tenant=principal.scope(),
     )
+    events = deduplicated(subscription)  # at least once on the bus, once on the stream
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -126,10 +128,11 @@ async def stream_events(req: ApiRequest[None, StreamQuery]) -> web.StreamRespons
         keepalive.cancel()
         with contextlib.suppress(BaseException):
             await keepalive
-        aclose: Any = getattr(events, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
+        for iterator in (events, subscription):
+            aclose: Any = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
     return response
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import types
+import typing
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -25,7 +27,7 @@ from cloudcore.app.gateway.auth import require
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.cluster.registry import MessageRegistry
 from cloudcore.errors import CloudcoreError, describe
-from cloudcore.runtime import ActorSystem, Message
+from cloudcore.runtime import Actor, ActorSystem, Message
 from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.store.records import Role
 
@@ -229,6 +231,7 @@ async def tell(req: ApiRequest[TellBody, None]) -> Told:
     system = _operator(req)
     ref = system.lookup(req.body.path)
     message = decode_message(req.body.message)
+    _check_accepted(system.actor_class(ref.path), message)
     ref.tell(message)
     return Told(path=ref.path, message_type=type(message).__name__)
 
@@ -246,6 +249,7 @@ async def ask(req: ApiRequest[AskBody, None]) -> AskReply:
     system = _operator(req)
     ref = system.lookup(req.body.path)
     message = decode_message(req.body.message)
+    _check_accepted(system.actor_class(ref.path), message)
     try:
         value = await ref.ask(message, req.body.timeout)
     except CloudcoreError:
@@ -295,6 +299,40 @@ def decode_message(raw: dict[str, Any]) -> Any:
     except msgspec.ValidationError as exc:
         text = str(exc).replace("`$.", "`message.").replace("`$`", "`message`")
         raise ApiError(422, "invalid_message", f"{tag}: {text}") from None
+
+
+def accepted_types(actor: type) -> tuple[type, ...] | None:
+    """The message classes ``actor`` receives, from its ``Actor[M]`` parameter (a class or a
+    union of them); None if it takes anything (``Actor[Any]``, or a type variable)."""
+    for klass in actor.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if typing.get_origin(base) is Actor:
+                (received,) = typing.get_args(base)
+                members = typing.get_args(received) if _is_union(received) else (received,)
+                if all(isinstance(m, type) and m is not Any for m in members):
+                    return tuple(members)
+                return None
+    return None
+
+
+def _is_union(kind: Any) -> bool:
+    return typing.get_origin(kind) in (typing.Union, types.UnionType)
+
+
+def _check_accepted(actor: type, message: Any) -> None:
+    """422 before delivery for a message the actor does not handle (it would fail the actor's
+    ``assert_never`` and restart it), naming the types it accepts."""
+    accepted = accepted_types(actor)
+    if accepted is None or isinstance(message, accepted):
+        return
+    tags = sorted(str(m.__struct_config__.tag) for m in accepted if hasattr(m, "__struct_config__"))
+    tag = type(message).__struct_config__.tag
+    raise ApiError(
+        422,
+        "message_not_accepted",
+        f"{actor.__name__} does not handle {tag}; it accepts {', '.join(tags)}",
+        {"field": "message.type", "reason": "not accepted by this actor", "accepted": tags},
+    )
 
 
 def _known_tags() -> list[str]:

@@ -1,0 +1,55 @@
+"""Authentication under attack: failed attempts are rate-limited by client address, unknown
+tokens are remembered briefly, and neither costs the store a query a request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cloudcore.store import Store
+from tests.component.gateway.conftest import ApiClient, api_settings, serve_api
+
+
+@pytest.fixture
+async def guarded(sqlite_store: Store, tmp_path: Path) -> AsyncIterator[ApiClient]:
+    settings = api_settings(tmp_path, auth_failure_burst=20, auth_failures_per_second=1.0)
+    async with serve_api(sqlite_store, settings) as client:
+        yield client
+
+
+def _lookups(api: ApiClient) -> int:
+    assert api.gateway is not None
+    return api.gateway.tokens.lookups
+
+
+async def test_a_thousand_wrong_tokens_cost_at_most_the_burst_in_queries(
+    guarded: ApiClient,
+) -> None:
+    before = _lookups(guarded)
+    replies = await asyncio.gather(
+        *(guarded.call("GET", "/users/me", f"cc_wrong{i:04d}") for i in range(1000))
+    )
+    statuses = [r.status for r in replies]
+    assert set(statuses) == {401, 429}
+    assert statuses.count(401) <= 21  # the burst, and one more refilled meanwhile at most
+    limited = next(r for r in replies if r.status == 429)
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.error_code == "rate_limited"
+    assert _lookups(guarded) - before <= 21
+
+
+async def test_a_wrong_token_retried_is_looked_up_once(api: ApiClient) -> None:
+    before = _lookups(api)
+    for _ in range(50):
+        assert (await api.call("GET", "/users/me", "cc_not_a_token")).status == 401
+    assert _lookups(api) - before == 1
+
+
+async def test_a_good_token_still_works_beside_the_guessing(guarded: ApiClient) -> None:
+    for i in range(30):
+        await guarded.call("GET", "/users/me", f"cc_guess{i}")
+    # The address is over its failures: even a good token waits (no lookup is made at all).
+    assert (await guarded.call("GET", "/users/me", "alice")).status == 429
