@@ -42,10 +42,11 @@ async def swept_api(
     sqlite_store: Store,  # the gateway conftest's fixture
     tmp_path: Path,
 ) -> AsyncIterator[ApiClient]:
-    """The API with hosts swept every 0.3 s and reconnected after 0.05 s (then backing off)."""
+    """The API with hosts swept every 0.3 s and reconnected after 0.05 s (then backing off), and a
+    step retried on a retryable error (BackendUnavailable) for 2 s before its task fails."""
     settings = api_settings(tmp_path)
     orchestrator = msgspec.structs.replace(
-        settings.orchestrator, sweep_interval=0.3, reconnect_delay=0.05
+        settings.orchestrator, sweep_interval=0.3, reconnect_delay=0.05, step_deadline=2.0
     )
     async with serve_api(
         sqlite_store, msgspec.structs.replace(settings, orchestrator=orchestrator)
