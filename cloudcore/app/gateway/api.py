@@ -30,7 +30,7 @@ from cloudcore.app.gateway.errors import ApiError, field_details
 from cloudcore.app.gateway.idempotency import idempotent
 from cloudcore.store.records import IdempotencyKey
 
-__all__ = ["Api", "ApiRequest", "Handler", "Reply", "Route", "encode"]
+__all__ = ["Api", "ApiRequest", "Handler", "Refine", "Reply", "Route", "encode"]
 
 B = TypeVar("B")
 Q = TypeVar("Q")
@@ -70,6 +70,8 @@ class ApiRequest(Generic[B, Q]):
 
 
 Handler = Callable[[ApiRequest[Any, Any]], Awaitable[Any]]
+#: (the body's component schema, every component schema) -> None, editing them in place.
+Refine = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,9 @@ class Route:
     #: The media type of a body the handler streams itself (``request.content``), not decoded
     #: and not bound by ``api.max_body_bytes``; documented as binary.
     stream_body: str | None = None
+    #: Called with the body's schema and every component, to say in the document what the
+    #: body's type cannot (what a free-form field holds). Must describe what validation takes.
+    refine: Refine | None = None
 
     @property
     def name(self) -> str:
@@ -116,6 +121,7 @@ class Api:
         content_type: str = "application/json",
         errors: tuple[int, ...] = (),
         stream_body: str | None = None,
+        refine: Refine | None = None,
     ) -> Callable[[Handler], Handler]:
         if stream_body is not None and (body is not None or method == "POST"):
             raise ValueError("a streamed body is for PUT/PATCH routes without a decoded body")
@@ -136,6 +142,7 @@ class Api:
                     content_type,
                     errors,
                     stream_body,
+                    refine,
                 )
             )
             return handler
@@ -255,6 +262,10 @@ def _decode_query(kind: type, fields: frozenset[str], query: Mapping[str, str]) 
         return msgspec.convert(dict(query), kind, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc).replace("$.", "query parameter ")
+        details = field_details(str(exc))
+        got = query.get(str(details.get("field", "")))
+        if got is not None:
+            message += f" (got {got[:100]!r})"
         raise ApiError(
-            422, "invalid_query", f"the query is not valid: {message}", field_details(str(exc))
+            422, "invalid_query", f"the query is not valid: {message}", details
         ) from None
