@@ -99,10 +99,13 @@ class VSphereDriver(HypervisorDriver):
         return self._client
 
     def _run(self, operation: Callable[[HostClient], _T], client: HostClient) -> _T:
+        """Blocking. A transport error fails this call; it loses the shared session (every
+        host of the vCenter) only when a cheap read on a fresh connection fails as well: one
+        dropped connection is not a lost session."""
         try:
             return call_translated(operation, client)
         except BackendUnavailable as exc:
-            if isinstance(exc.__cause__, TRANSPORT_ERRORS):
+            if isinstance(exc.__cause__, TRANSPORT_ERRORS) and not client.session.alive():
                 client.session.mark_lost(str(exc))
             raise
 
