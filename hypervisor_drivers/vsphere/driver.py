@@ -132,7 +132,7 @@ class VSphereDriver(HypervisorDriver):
             executor.shutdown(wait=False)
             raise
         self._client, self._watcher, self._executor = client, watcher, executor
-        _log.info("hypervisor.connected", uri=self._settings.uri, host=client.refs.host.name)
+        _log.info("hypervisor.connected", uri=self._settings.uri, host=client.refs.host_name)
 
     async def close(self) -> None:
         client, self._client = self._client, None
