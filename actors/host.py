@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from actors.messages import (
     AdoptVM,
     Forget,
+    GetCapabilities,
     GetHost,
     GetVM,
     Observation,
@@ -28,7 +29,7 @@ from actors.registration import update_host
 from actors.services import DriverSlot, Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMActor, VMMessage
-from cloudcore.errors import describe
+from cloudcore.errors import BackendUnavailable, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Host, HostHealth, OutboxEvent, VMState
@@ -60,7 +61,7 @@ class _Connect(Message, frozen=True, kw_only=True):
     pass
 
 
-HostMessage = AdoptVM | Forget | GetHost | PowerObserved | Sweep | _Connect
+HostMessage = AdoptVM | Forget | GetCapabilities | GetHost | PowerObserved | Sweep | _Connect
 
 
 class HostActor(Actor[HostMessage]):
@@ -120,6 +121,10 @@ class HostActor(Actor[HostMessage]):
                     self.context.stop(child)
             case GetHost():
                 return await self._fresh()
+            case GetCapabilities():
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                return sorted(c.value for c in self.driver.capabilities)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:

@@ -84,6 +84,7 @@ class Journal:
         self.task = task
         self._waiters = waiters
         self._steps_done: int | None = None  # counted from the store at the first step
+        self._running: tuple[int, str, dict[str, Any]] | None = None  # seq, name, data
 
     @classmethod
     async def begin(
@@ -116,20 +117,26 @@ class Journal:
         *,
         deadline: float,
         data: Mapping[str, Any] | None = None,
+        retry: bool = True,
     ) -> T:
         """Journal step ``name``, run ``action`` within ``deadline`` seconds, record the outcome.
 
-        ``action`` runs again after a backoff while it raises a retryable error and the deadline
-        allows another try, so it must be idempotent. Raises StepTimeout past the deadline, or
-        what ``action`` raised last.
+        With ``retry``, ``action`` runs again after a backoff while it raises a retryable error
+        and the deadline allows another try, so it must be idempotent; an action that is not
+        (a migration: a second try after a lost reply would find the VM moved) passes False
+        and runs once. Raises StepTimeout past the deadline, or what ``action`` raised last.
         """
         due = datetime.now(UTC) + timedelta(seconds=deadline)
         step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
         await self._record_step(step.seq, name, StepState.RUNNING)
+        self._running = (step.seq, name, dict(data or {}))
         scope = asyncio.timeout(deadline)
         try:
             async with scope:
-                result = await _with_retries(name, self.task.id, action, deadline)
+                if retry:
+                    result = await _with_retries(name, self.task.id, action, deadline)
+                else:
+                    result = await action()
         except TimeoutError as exc:
             if not scope.expired():  # a timeout of the action's own, e.g. an ask: its figure
                 await self._record_step(step.seq, name, StepState.FAILED, describe(exc))
@@ -140,8 +147,32 @@ class Journal:
         except Exception as exc:
             await self._record_step(step.seq, name, StepState.FAILED, describe(exc))
             raise
+        finally:
+            self._running = None
         await self._record_step(step.seq, name, StepState.DONE)
         return result
+
+    async def report(self, progress: Mapping[str, Any]) -> None:
+        """Record how far the running step has come (``progress`` joins the step's data), with
+        a ``task.step`` event carrying it. No-op when no step runs."""
+        if self._running is None:
+            return
+        seq, name, data = self._running
+        done = self._steps_done or 0
+        event = self._event(
+            "task.step",
+            {
+                "seq": seq,
+                "step": name,
+                "state": str(StepState.RUNNING),
+                "error": None,
+                "progress": _fraction(done, len(planned_steps(self.task))),
+                **progress,
+            },
+        )
+        await self._store.update_step(
+            self.task.id, seq, state=StepState.RUNNING, data={**data, **progress}, events=[event]
+        )
 
     async def _record_step(
         self, seq: int, name: str, state: StepState, error: str | None = None

@@ -19,7 +19,7 @@ from cloudcore.store import Store
 from cloudcore.store.records import Host
 from hypervisor_drivers.base import DriverSettings, HypervisorDriver
 
-__all__ = ["DriverSlot", "OrchestratorSettings", "Services"]
+__all__ = ["DriverSlot", "OrchestratorSettings", "Services", "default_driver", "driver_settings"]
 
 
 @dataclass(slots=True)
@@ -48,14 +48,19 @@ class DriverSlot:
         self.current = driver
 
 
-def default_driver(host: Host) -> HypervisorDriver:
-    """The driver plugin ``host.hypervisor`` names, for the URI in ``host.address``; the host's
+def driver_settings(host: Host) -> DriverSettings:
+    """How to reach ``host``'s hypervisor: the URI in ``host.address``; the host's
     ``driver.<key>`` capabilities become the driver's ``extra`` settings."""
-    from hypervisor_drivers.registry import create_driver
-
     extra = {
         key.removeprefix(DRIVER_OPTION): value
         for key, value in host.capabilities.items()
         if key.startswith(DRIVER_OPTION)
     }
-    return create_driver(host.hypervisor, DriverSettings(uri=host.address, extra=extra))
+    return DriverSettings(uri=host.address, extra=extra)
+
+
+def default_driver(host: Host) -> HypervisorDriver:
+    """The driver plugin ``host.hypervisor`` names, with :func:`driver_settings`."""
+    from hypervisor_drivers.registry import create_driver
+
+    return create_driver(host.hypervisor, driver_settings(host))

@@ -14,8 +14,8 @@ from typing import Any, assert_never
 
 import msgspec
 
-from actors import claims, monitor
-from actors.guest import domain_spec, to_power
+from actors import claims, migration, monitor
+from actors.guest import domain_spec, drive, to_power
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
 from actors.messages import (
@@ -33,22 +33,18 @@ from actors.operations import (
     DeleteParams,
     MigrateParams,
     OperationParams,
-    PauseParams,
-    RebootParams,
     ReconfigureParams,
-    ResumeParams,
-    SnapshotParams,
-    StartParams,
     StopParams,
-    SuspendParams,
     default_params,
     task_data,
 )
 from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
+from actors.vm_checks import refuse_doomed
 from actors.vm_events import state_changed
 from actors.watchdog import Resume
 from cloudcore.errors import (
+    CloudcoreError,
     IllegalTransition,
     InvalidRequest,
     NotFound,
@@ -106,6 +102,7 @@ class VMActor(Actor[VMMessage]):
         self.view = view  # the datacenter's scheduler, told of every change of the VM's claim
         self.work: asyncio.Task[None] | None = None
         self.missing_sweeps = 0
+        self.migration: migration.MigrationPlan | None = None  # of the migration in flight
 
     @property
     def driver(self) -> HypervisorDriver:
@@ -197,10 +194,13 @@ class VMActor(Actor[VMMessage]):
         params = default_params(op) if message.params is None else message.params
         if params.operation is not op:
             raise InvalidRequest(f"{op} does not take {type(params).__name__}")
-        if isinstance(params, MigrateParams):  # refused whole, before the VM shows MIGRATING
-            raise UnsupportedOperation(
-                f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
+        await refuse_doomed(self.vm, self.driver, params)
+        data = task_data(params)
+        if isinstance(params, MigrateParams):  # target chosen and held before the task begins
+            self.migration = await migration.prepare(
+                self.services, self.context.system, self.vm, params, self.driver, self.view
             )
+            data.update(self.migration.task_data())
         spec_before = self.vm.spec
         if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
             target = claims.resized(spec_before, params.cpus, params.memory_mib)
@@ -216,13 +216,14 @@ class VMActor(Actor[VMMessage]):
                 kind=f"vm.{op}",
                 subject=f"vm/{self.vm.id}",
                 tenant_id=self.vm.tenant_id,
-                data=task_data(params),
+                data=data,
                 waiters=self.services.waiters,
             )
             source = self.vm.state
             await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
             self._begin(journal.task.id)
         except BaseException:
+            await self._release_hold()
             if isinstance(params, ReconfigureParams):  # give the growth back: it never started
                 await self._commit(
                     {},
@@ -263,11 +264,24 @@ class VMActor(Actor[VMMessage]):
         spec_before: VMSpec,
     ) -> None:
         error: str | None = None
+        plan = self.migration
         try:
             await journal.step(
                 params.operation.value,
-                lambda: self._drive(source, params),
+                lambda: (
+                    migration.drive(self.driver, self.vm.id, plan, journal)
+                    if plan is not None
+                    else drive(
+                        self.driver,
+                        self.vm.id,
+                        params,
+                        source=source,
+                        stop_timeout=self._stop_timeout,
+                    )
+                ),
                 deadline=self._deadline(params),
+                data=None if plan is None else plan.task_data(),
+                retry=plan is None,  # a migration runs once: see Journal.step
             )
         except Exception as exc:
             error = describe(exc)
@@ -293,33 +307,9 @@ class VMActor(Actor[VMMessage]):
         base = self.services.settings.step_deadline
         if isinstance(params, StopParams):
             return base + self._stop_timeout(params)
+        if isinstance(params, MigrateParams):
+            return self.services.settings.migration_deadline
         return base
-
-    async def _drive(self, source: VMState, params: OperationParams) -> None:
-        d, uuid = self.driver, self.vm.id
-        match params:
-            case StartParams():
-                await d.start_vm(uuid)
-            case StopParams():
-                await d.stop_vm(uuid, timeout=self._stop_timeout(params))
-            case RebootParams(hard=hard):
-                await d.reboot_vm(uuid, hard=hard)
-            case PauseParams():
-                await d.pause_vm(uuid)
-            case ResumeParams():
-                await (d.unpause_vm(uuid) if source is VMState.PAUSED else d.resume_vm(uuid))
-            case SuspendParams():
-                await d.suspend_vm(uuid)
-            case ReconfigureParams(cpus=cpus, memory_mib=memory_mib):
-                await d.reconfigure_vm(uuid, vcpus=cpus, memory_mib=memory_mib)
-            case SnapshotParams(name=name):
-                await d.create_snapshot(uuid, name)
-            case DeleteParams():
-                await d.destroy_vm(uuid)
-            case MigrateParams():  # refused in _request; here so the match is whole
-                raise UnsupportedOperation("migration between hosts is not built yet")
-            case _:
-                assert_never(params)
 
     async def _finish(self, message: _Finish) -> None:
         params, error = message.params, message.error
@@ -344,14 +334,47 @@ class VMActor(Actor[VMMessage]):
             )
         elif isinstance(params, DeleteParams) and error is None:
             await self._deleted()
+        elif isinstance(params, MigrateParams) and error is None:
+            error = await self._migrated(change)
         else:
             await self._save(change)
+            await self._release_hold()
         task = await message.journal.finish(
             TaskState.FAILED if error else TaskState.SUCCEEDED, error
         )
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
+        if isinstance(params, MigrateParams) and error is None:
+            await migration.hand_over(self.context.system, self.vm, self.context.parent)
+
+    async def _migrated(self, change: VMChange) -> str | None:
+        """The hypervisor moved the VM: its record and claim follow, in one transaction.
+        A refusal of the store (None: none) leaves the VM in ERROR, its hold given back."""
+        plan = self.migration
+        assert plan is not None
+        changes = change.fields()
+        try:
+            await self._commit(
+                changes,
+                lambda vm, events: migration.settle(
+                    self.services, vm, plan, self.view, events, **changes
+                ),
+            )
+        except CloudcoreError as exc:
+            error = f"migrated to {plan.target.id} but the store refused the move: {describe(exc)}"
+            await self._save(VMChange(state=VMState.ERROR, task_id=None, fault=error))
+            await self._release_hold()
+            return error
+        self.migration = None
+        _log.info("vm.migrated", vm_id=self.vm.id, source=plan.source_id, target=plan.target.id)
+        return None
+
+    async def _release_hold(self) -> None:
+        """Give back what a migration that did not happen held on its target."""
+        plan, self.migration = self.migration, None
+        if plan is not None:
+            await migration.release_hold(self.services, self.vm, plan, self.view)
 
     # ----------------------------------------------------------------- provisioning
 

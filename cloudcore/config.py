@@ -160,6 +160,7 @@ class ClusterSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields
 class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     stop_timeout: float = 30.0
     step_deadline: float = 120.0
+    migration_deadline: float = 600.0
     sweep_interval: float = 10.0
     drift_policy: Literal["follow", "enforce"] = "follow"
     schedule_attempts: int = 3
@@ -173,6 +174,7 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
             "watchdog_interval",
             "stop_timeout",
             "step_deadline",
+            "migration_deadline",
             "sweep_interval",
             "reconnect_delay",
             "cpu_overcommit",

@@ -52,6 +52,21 @@ async def test_an_error_that_is_not_retryable_fails_the_step_at_once(journal: Jo
     assert calls == 1
 
 
+async def test_a_step_that_must_not_repeat_runs_once_even_on_a_retryable_error(
+    journal: Journal,
+) -> None:
+    calls = 0
+
+    async def lost_reply() -> None:  # a migration whose answer was lost may have happened
+        nonlocal calls
+        calls += 1
+        raise BackendUnavailable("the connection dropped before the reply")
+
+    with pytest.raises(BackendUnavailable):
+        await journal.step("migrate", lost_reply, deadline=10, retry=False)
+    assert calls == 1
+
+
 async def test_retries_stop_at_the_deadline_with_the_last_error(journal: Journal) -> None:
     calls = 0
 
