@@ -73,7 +73,7 @@ class HostClient:
             extra={
                 "vcenter": about.fullName,
                 "datacenter": self.refs.datacenter.name,
-                "datastore": self.refs.datastore.name,
+                "datastore": self.refs.datastore_name,
                 "mhz": str(hardware.cpuMhz),
                 "moref": host._moId,
             },
@@ -132,7 +132,7 @@ class HostClient:
     def located(self, uuid: str) -> tuple[Any, GuestPower]:
         found = self.locate(uuid)
         if found is None:
-            raise NotFound(f"no VM {uuid} on host {self.refs.host.name}")
+            raise NotFound(f"no VM {uuid} on host {self.refs.host_name}")
         return found
 
     def vm(self, uuid: str) -> Any:
@@ -141,7 +141,7 @@ class HostClient:
     def get_vm(self, uuid: str) -> VMInfo:
         props = vm_props(self.session.content, self.vm(uuid), single=True)
         if not props:
-            raise NotFound(f"no VM {uuid} on host {self.refs.host.name}")
+            raise NotFound(f"no VM {uuid} on host {self.refs.host_name}")
         return _vm_info(props[0])
 
     def power(self, uuid: str) -> GuestPower:
@@ -154,8 +154,10 @@ class HostClient:
             raise UnsupportedOperation("the vSphere driver takes datastore file disks only")
         for nic in spec.nics:
             if nic.source not in {n.name for n in self.refs.host.network}:
-                raise NotFound(f"no network {nic.source!r} on host {self.refs.host.name}")
-        named = self.session.content.searchIndex.FindChild(self.refs.datacenter.vmFolder, spec.name)
+                raise NotFound(f"no network {nic.source!r} on host {self.refs.host_name}")
+        # vcsim drops the connection of a FindChild while another CreateVM_Task has put its
+        # still nameless VM in the folder: the read is retried (see _transport).
+        named = self.session.content.searchIndex.FindChild(self.refs.vm_folder, spec.name)
         if named is not None and named.config.instanceUuid != spec.uuid:
             raise Conflict(f"another VM is named {spec.name!r}")
         existing = self.find(spec.uuid)
@@ -164,14 +166,15 @@ class HostClient:
             self._wait(existing.ReconfigVM_Task(_specs.redefine_spec(spec, facts)))
             return self.get_vm(spec.uuid)
         if named is not None:
-            raise Conflict(f"VM {spec.uuid} exists on another host than {self.refs.host.name}")
-        config = _specs.config_spec(spec, self.refs.datastore.name)
-        self._wait(
-            self.refs.datacenter.vmFolder.CreateVM_Task(
+            raise Conflict(f"VM {spec.uuid} exists on another host than {self.refs.host_name}")
+        config = _specs.config_spec(spec, self.refs.datastore_name)
+        created = self._wait(
+            self.refs.vm_folder.CreateVM_Task(
                 config=config, pool=self.refs.pool, host=self.refs.host
             )
         )
-        return self.get_vm(spec.uuid)
+        props = vm_props(self.session.content, created, single=True)  # the task's result
+        return _vm_info(props[0]) if props else self.get_vm(spec.uuid)
 
     def start(self, uuid: str) -> None:
         vm, power = self.located(uuid)

@@ -31,6 +31,8 @@ from pyVmomi import vim
 
 from cloudcore.errors import BackendUnavailable, ConfigError
 from hypervisor_drivers.types import DriverSettings
+from hypervisor_drivers.vsphere._inventory import read_prop
+from hypervisor_drivers.vsphere._transport import retry_reads
 
 __all__ = ["Session", "SessionKey", "acquire", "release"]
 
@@ -109,6 +111,18 @@ class Session:
         if self.content is None:
             self.content = self.si.content
 
+    def alive(self) -> bool:
+        """Blocking. Whether vCenter still knows this session: one cheap read (the session's
+        own record), itself retried when the connection drops. False on any failure."""
+        if self.lost is not None:
+            return False
+        try:
+            return (
+                read_prop(self.content, self.content.sessionManager, "currentSession") is not None
+            )
+        except Exception:  # unreachable, not authenticated, ...: not alive, whatever the cause
+            return False
+
     def mark_lost(self, reason: str) -> None:
         if self.lost is None:
             self.lost = reason
@@ -141,6 +155,7 @@ def _login(key: SessionKey, password: str) -> Any:
         httpConnectionTimeout=key.timeout,
         **options,
     )
+    retry_reads(stub)
     try:
         si: Any = vim.ServiceInstance("ServiceInstance", stub)
         si.content.sessionManager.Login(key.username, password, None)

@@ -37,12 +37,16 @@ _PC = vmodl.query.PropertyCollector
 
 @dataclass(frozen=True)
 class HostRefs:
-    """The managed objects one driver works with."""
+    """The managed objects one driver works with, and what of them never changes, read once
+    (pyvmomi reads an attribute in a round trip of its own)."""
 
     datacenter: Any
     host: Any
     pool: Any
     datastore: Any
+    vm_folder: Any = None
+    host_name: str = ""
+    datastore_name: str = ""
 
 
 def _datacenter(content: Any, name: str | None) -> Any:
@@ -82,7 +86,13 @@ def find_host(content: Any, extra: dict[str, str]) -> HostRefs:
     if not stores:
         raise NotFound(f"host {name!r} has no datastore {wanted or ''}".rstrip())
     return HostRefs(
-        datacenter=datacenter, host=host, pool=host.parent.resourcePool, datastore=stores[0]
+        datacenter=datacenter,
+        host=host,
+        pool=host.parent.resourcePool,
+        datastore=stores[0],
+        vm_folder=datacenter.vmFolder,
+        host_name=name,
+        datastore_name=stores[0].name,
     )
 
 

@@ -100,10 +100,13 @@ class VSphereDriver(HypervisorDriver):
         return self._client
 
     def _run(self, operation: Callable[[HostClient], _T], client: HostClient) -> _T:
+        """Blocking. A transport error fails this call; it loses the shared session (every
+        host of the vCenter) only when a cheap read on a fresh connection fails as well: one
+        dropped connection is not a lost session."""
         try:
             return call_translated(operation, client)
         except BackendUnavailable as exc:
-            if isinstance(exc.__cause__, TRANSPORT_ERRORS):
+            if isinstance(exc.__cause__, TRANSPORT_ERRORS) and not client.session.alive():
                 client.session.mark_lost(str(exc))
             raise
 
@@ -130,7 +133,7 @@ class VSphereDriver(HypervisorDriver):
             executor.shutdown(wait=False)
             raise
         self._client, self._watcher, self._executor = client, watcher, executor
-        _log.info("hypervisor.connected", uri=self._settings.uri, host=client.refs.host.name)
+        _log.info("hypervisor.connected", uri=self._settings.uri, host=client.refs.host_name)
 
     async def close(self) -> None:
         client, self._client = self._client, None
