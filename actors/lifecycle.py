@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from cloudcore.errors import IllegalTransition
-from cloudcore.store.records import VMState
+from cloudcore.store.records import VM, Task, VMState
 
 __all__ = [
     "NOT_BUILT",
@@ -21,6 +21,7 @@ __all__ = [
     "Operation",
     "Transition",
     "allowed_operations",
+    "target_of",
     "transition",
 ]
 
@@ -109,3 +110,12 @@ def transition(operation: Operation, state: VMState, vm_id: str = "") -> Transit
             f"cannot {operation} {subject}: it is {state}; allowed now: {allowed}"
         )
     return t
+
+
+def target_of(task: Task | None, vm: VM) -> VMState:
+    """The state ``task`` leaves ``vm`` in when it succeeds (a deploy, or no task: the VM's
+    desired state)."""
+    if task is None or task.kind == "vm.deploy":
+        return vm.desired_state
+    t = TRANSITIONS[Operation(task.kind.removeprefix("vm."))]
+    return t.success or vm.desired_state

@@ -17,7 +17,7 @@ import msgspec
 from actors import claims, migration, monitor
 from actors.guest import domain_spec, drive, to_power
 from actors.journal import FINAL, Journal
-from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
+from actors.lifecycle import STABLE, TRANSITIONS, Operation, target_of, transition
 from actors.messages import (
     GetVM,
     Observation,
@@ -507,7 +507,7 @@ class VMActor(Actor[VMMessage]):
         if message.verb is RecoverVerb.SUCCEED and task is not None and task.kind == "vm.delete":
             await self._deleted()  # the operator says it is gone: release its claim too
         elif message.verb is RecoverVerb.SUCCEED:
-            target = _target_of(task, self.vm)
+            target = target_of(task, self.vm)
             expected = monitor.POWER_FOR_STATE.get(target, PowerState.UNKNOWN)
             await self._save(VMChange(state=target, power=expected, fault=None, task_id=None))
             if task is not None:
@@ -592,11 +592,3 @@ class VMActor(Actor[VMMessage]):
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-
-
-def _target_of(task: Task | None, vm: VM) -> VMState:
-    """The state a task leaves its VM in when it succeeds."""
-    if task is None or task.kind == "vm.deploy":
-        return vm.desired_state
-    t = TRANSITIONS[Operation(task.kind.removeprefix("vm."))]
-    return t.success or vm.desired_state
