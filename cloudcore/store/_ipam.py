@@ -222,11 +222,15 @@ class IpamOps(DomainOps):
     ) -> list[IpAllocation]:
         stamped = _outbox.stamp(events)
         async with self._transaction() as conn:
-            rows = await self._release_ips(conn, f"vm_id = $2 AND {_HELD}", vm_id)
+            rows = await self._release_held_by_vm(conn, vm_id)
             await _outbox.insert(conn, stamped)
         if stamped:
             self._outbox_written()
         return rows
+
+    async def _release_held_by_vm(self, conn: Conn, vm_id: str) -> list[IpAllocation]:
+        """Release a VM's addresses in the caller's transaction (the VM's delete)."""
+        return await self._release_ips(conn, f"vm_id = $2 AND {_HELD}", vm_id)
 
     async def _release_ips(self, conn: Conn, where: str, *key: Any) -> list[IpAllocation]:
         """Put the addresses ``where`` selects in quarantine, and give the public ones back to

@@ -271,10 +271,10 @@ class Store(ABC):
     ) -> builtins.list[QuotaDrift]:
         """Recompute the usage of every quota (of ``tenant_id``, or of every tenant) from what
         exists (:mod:`cloudcore.store.usage`: VMs not DELETED, the larger size of a VM whose
-        resize is in flight, volumes not DELETED) and return each usage that differs; with
-        ``fix`` set it to what exists, tenant by tenant in one transaction each, so a create
-        or delete running meanwhile is counted once. Resources the rule does not know are
-        left alone.
+        resize is in flight, volumes not DELETED, addresses held in public networks) and
+        return each usage that differs; with ``fix`` set it to what exists, tenant by tenant
+        in one transaction each, so a create or delete running meanwhile is counted once.
+        Resources the rule does not know are left alone.
         """
 
     # -- idempotent requests ------------------------------------------------------------------
