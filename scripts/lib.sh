@@ -128,3 +128,34 @@ ensure_libvirt() {
         chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
     fi
 }
+
+# ensure_vcsim: build VMware's vCenter simulator (vcsim) offline from Debian's govmomi sources
+# and print the binary's path. The binary is cached outside the clone, under a name hashed from
+# scripts/vcsim/main.go and the Go and govmomi package versions, so it is built once per change
+# (about 60 s on 2 cores), not once per run. VCSIM_CACHE overrides the cache directory.
+ensure_vcsim() {
+    local src="$ROOT/scripts/vcsim/main.go" cache key bin work
+    apt_install golang-go golang-github-vmware-govmomi-dev >&2 || return 1
+    cache="${VCSIM_CACHE:-/var/cache/cloudcore}"
+    if ! mkdir -p "$cache" 2>/dev/null || [ ! -w "$cache" ]; then
+        cache="${XDG_CACHE_HOME:-$HOME/.cache}/cloudcore"
+        mkdir -p "$cache"
+    fi
+    key="$({ cat "$src"; go version; dpkg-query -W -f='${Version}' golang-github-vmware-govmomi-dev; } |
+        sha256sum | cut -c1-16)"
+    bin="$cache/vcsim-$key"
+    if [ ! -x "$bin" ]; then
+        log "building vcsim offline from Debian's govmomi into $bin"
+        work="$(mktemp -d)"
+        mkdir -p "$work/src/cloudcore-vcsim"
+        cp "$src" "$work/src/cloudcore-vcsim/main.go"
+        if ! (cd "$work/src/cloudcore-vcsim" &&
+            GO111MODULE=off GOPATH="$work:/usr/share/gocode" \
+                GOCACHE="$cache/gocache" go build -o "$bin.tmp" . >&2); then
+            rm -rf "$work"; log "vcsim build failed"; return 1
+        fi
+        mv "$bin.tmp" "$bin"
+        rm -rf "$work"
+    fi
+    echo "$bin"
+}

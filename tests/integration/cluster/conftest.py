@@ -1,7 +1,9 @@
 """Real RabbitMQ for the cluster tests: a vhost of their own, node processes, a pytest node.
 
-The session gets a fresh vhost (``rabbitmqctl add_vhost``), deleted at the end; each test gets
-its own exchange name inside it. Node processes run ``node_main`` and are killed by PID.
+The session gets a fresh vhost on the shared broker (``rabbitmqctl add_vhost``), deleted at the
+end; each test gets its own exchange name inside it. A test that stops the broker asks for
+``private_broker`` instead: a RabbitMQ node of its own (see ``broker.py``), which its node
+processes and pytest node then use. Node processes run ``node_main`` and are killed by PID.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 from cloudcore.cluster import ClusterNode
 from cloudcore.logging import configure_logging
 from tests.integration.cluster.actors import Counter, registry
+from tests.integration.cluster.broker import PrivateBroker
 from tests.integration.cluster.node_main import settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,23 +56,31 @@ def amqp_url() -> Iterator[str]:
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
     finally:
-        wait_broker(60)
         rabbitmqctl("delete_vhost", vhost)
 
 
-def wait_broker(timeout: float) -> None:
-    """Until the broker accepts AMQP connections again (after a restart)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            rabbitmqctl("await_startup", timeout=timeout)
-            if _broker_up():
-                return
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("RabbitMQ did not come back")
-        time.sleep(0.2)
+@pytest.fixture
+def private_broker() -> Iterator[PrivateBroker]:
+    """A RabbitMQ node of this test's own, to stop and start at will; removed afterwards."""
+    broker = PrivateBroker()
+    try:
+        started = time.monotonic()
+        broker.start()
+        print(f"private RabbitMQ {broker.node} started in {time.monotonic() - started:.1f} s")
+        yield broker
+    finally:
+        broker.remove()
+
+
+@pytest.fixture
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Where this test's nodes connect: its private broker if it asked for one, else the
+    session's vhost on the shared broker."""
+    if "private_broker" in request.fixturenames:
+        broker: PrivateBroker = request.getfixturevalue("private_broker")
+        return broker.url
+    url: str = request.getfixturevalue("amqp_url")
+    return url
 
 
 class Nodes:
@@ -168,9 +179,9 @@ def queue_type() -> Literal["quorum", "classic"]:
 
 @pytest.fixture
 async def nodes(
-    amqp_url: str, exchange: str, tmp_path: Path, queue_type: Literal["quorum", "classic"]
+    broker_url: str, exchange: str, tmp_path: Path, queue_type: Literal["quorum", "classic"]
 ) -> AsyncIterator[Nodes]:
-    group = Nodes(amqp_url, exchange, tmp_path, queue_type)
+    group = Nodes(broker_url, exchange, tmp_path, queue_type)
     try:
         yield group
     finally:
@@ -179,11 +190,11 @@ async def nodes(
 
 @pytest.fixture
 async def here(
-    amqp_url: str, exchange: str, tmp_path: Path, queue_type: Literal["quorum", "classic"]
+    broker_url: str, exchange: str, tmp_path: Path, queue_type: Literal["quorum", "classic"]
 ) -> AsyncIterator[ClusterNode]:
     """This pytest process as a cluster node (the embedding API)."""
     node = ClusterNode(
-        settings("pytest", amqp_url, exchange, str(tmp_path), {"role": "api"}, queue_type),
+        settings("pytest", broker_url, exchange, str(tmp_path), {"role": "api"}, queue_type),
         kinds={"Counter": Counter},
         registry=registry(),
     )

@@ -1,0 +1,252 @@
+"""The vSphere hypervisor driver: one ESXi host of a vCenter datacenter, through pyvmomi.
+
+A cloudcore host is one ESXi host, as Abiquo manages vSphere: the URI names the vCenter
+(``https://vcenter.example/sdk``), ``extra`` the datacenter, host and datastore (see
+``_connection`` for every setting, TLS and credentials). Drivers of hosts in the same vCenter
+share one session. Every pyvmomi call runs in the driver's own small thread pool, never on the
+event loop; lifecycle events come from a PropertyCollector watched in a thread (``_events``).
+
+vSphere has no pause (vCPUs stopped, memory kept): ``PAUSE`` is not declared. Disks are files
+on datastores (``[datastore] dir/disk.vmdk``); iSCSI LUNs are datastores to vSphere, not VM
+disks, so ``ISCSI_DISKS`` is not declared either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import structlog
+
+from cloudcore.errors import BackendUnavailable
+from hypervisor_drivers.base import (
+    Capability,
+    DiskSpec,
+    DomainSpec,
+    DriverSettings,
+    FileDisk,
+    GuestPower,
+    HostCapacity,
+    HostInventory,
+    HypervisorDriver,
+    IscsiDisk,
+    SnapshotInfo,
+    StopOutcome,
+    VMInfo,
+)
+from hypervisor_drivers.vsphere import _connection, _snapshots
+from hypervisor_drivers.vsphere._client import HostClient
+from hypervisor_drivers.vsphere._errors import TRANSPORT_ERRORS, call_translated
+from hypervisor_drivers.vsphere._events import Watcher
+
+__all__ = ["VSphereDriver"]
+
+_T = TypeVar("_T")
+_log = structlog.get_logger("hypervisor_drivers.vsphere")
+_WORKERS = 4
+
+_CAPABILITIES = frozenset(
+    {
+        Capability.LIFECYCLE_EVENTS,
+        Capability.GRACEFUL_STOP,
+        Capability.REBOOT,
+        Capability.SUSPEND,
+        Capability.RECONFIGURE,
+        Capability.LIVE_RECONFIGURE,
+        Capability.SNAPSHOT,
+        Capability.ATTACH_VOLUME,
+        Capability.MIGRATE,
+    }
+)
+
+
+def _open(settings: DriverSettings) -> HostClient:
+    """Blocking: this host's client over the vCenter's shared session."""
+    session = _connection.acquire(settings)
+    try:
+        return HostClient(session, settings)
+    except BaseException:
+        _connection.release(session)
+        raise
+
+
+class VSphereDriver(HypervisorDriver):
+    """One ESXi host in a vCenter."""
+
+    name = "vsphere"
+
+    def __init__(self, settings: DriverSettings) -> None:
+        super().__init__(settings)
+        self._client: HostClient | None = None
+        self._watcher: Watcher | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return _CAPABILITIES
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _connected(self) -> HostClient:
+        if self._client is None:
+            _connection.require(None, self._settings.uri, self._closed)
+        assert self._client is not None
+        _connection.require(self._client.session, self._settings.uri, self._closed)
+        return self._client
+
+    def _run(self, operation: Callable[[HostClient], _T], client: HostClient) -> _T:
+        try:
+            return call_translated(operation, client)
+        except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, TRANSPORT_ERRORS):
+                client.session.mark_lost(str(exc))
+            raise
+
+    async def _call(self, operation: Callable[[HostClient], _T]) -> _T:
+        client = self._connected()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self._run, operation, client)
+        )
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        if self._closed:
+            raise BackendUnavailable("a closed driver cannot reconnect; create a new one")
+        executor = ThreadPoolExecutor(_WORKERS, thread_name_prefix="vsphere")
+        loop = asyncio.get_running_loop()
+        try:
+            client = await loop.run_in_executor(executor, call_translated, _open, self._settings)
+            watcher = Watcher(client.session.content, client.refs.host, self._publish)
+            watcher.start()
+            await loop.run_in_executor(executor, watcher.ready.wait, 30)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._client, self._watcher, self._executor = client, watcher, executor
+        _log.info("hypervisor.connected", uri=self._settings.uri, host=client.refs.host.name)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        watcher, self._watcher = self._watcher, None
+        executor, self._executor = self._executor, None
+        self._closed = True
+        self._events.close()
+        if client is None or executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        if watcher is not None:
+            await loop.run_in_executor(executor, watcher.stop)
+        await loop.run_in_executor(executor, _connection.release, client.session)
+        executor.shutdown(wait=False)
+        _log.info("hypervisor.closed", uri=self._settings.uri)
+
+    # -- host and reading ----------------------------------------------------------------------
+
+    async def host_inventory(self) -> HostInventory:
+        return await self._call(lambda c: c.inventory())
+
+    async def host_capacity(self) -> HostCapacity:
+        return await self._call(lambda c: c.capacity())
+
+    async def list_vms(self) -> list[VMInfo]:
+        return await self._call(lambda c: c.list_vms())
+
+    async def get_vm(self, uuid: str) -> VMInfo:
+        return await self._call(lambda c: c.get_vm(uuid))
+
+    async def power_state(self, uuid: str) -> GuestPower:
+        return await self._call(lambda c: c.power(uuid))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def define_vm(self, spec: DomainSpec) -> VMInfo:
+        if any(isinstance(disk, IscsiDisk) for disk in spec.disks):
+            self._require(Capability.ISCSI_DISKS)
+        return await self._call(lambda c: c.define(spec))
+
+    async def start_vm(self, uuid: str) -> None:
+        await self._call(lambda c: c.start(uuid))
+
+    async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
+        async def request_shutdown() -> None:
+            await self._call(lambda c: c.request_shutdown(uuid))
+
+        async def power_off() -> None:
+            await self._call(lambda c: c.power_off(uuid))
+
+        return await self._stop_with_deadline(uuid, timeout, request_shutdown, power_off)
+
+    async def reboot_vm(self, uuid: str, *, hard: bool = False) -> None:
+        self._require(Capability.REBOOT)
+        await self._call(lambda c: c.reboot(uuid, hard))
+
+    async def pause_vm(self, uuid: str) -> None:
+        self._require(Capability.PAUSE)
+
+    async def unpause_vm(self, uuid: str) -> None:
+        self._require(Capability.PAUSE)
+
+    async def suspend_vm(self, uuid: str) -> None:
+        self._require(Capability.SUSPEND)
+        await self._call(lambda c: c.suspend(uuid))
+
+    async def resume_vm(self, uuid: str) -> None:
+        self._require(Capability.SUSPEND)
+        await self._call(lambda c: c.resume(uuid))
+
+    async def destroy_vm(self, uuid: str) -> None:
+        await self._call(lambda c: c.destroy(uuid))
+
+    async def migrate_vm(
+        self, uuid: str, destination: DriverSettings, *, live: bool = True
+    ) -> None:
+        """RelocateVM to the destination host of the same vCenter: vMotion when the VM runs,
+        a cold move otherwise; the files move too when the destination's datastore is not one
+        the VM is on."""
+        self._require(Capability.MIGRATE)
+        await self._call(lambda c: c.migrate(uuid, destination))
+
+    # -- changes -------------------------------------------------------------------------------
+
+    async def reconfigure_vm(
+        self, uuid: str, *, vcpus: int | None = None, memory_mib: int | None = None
+    ) -> VMInfo:
+        self._require(Capability.RECONFIGURE)
+        if (vcpus is not None and vcpus < 1) or (memory_mib is not None and memory_mib < 1):
+            raise ValueError("a VM needs at least 1 vCPU and 1 MiB of memory")
+        return await self._call(lambda c: c.reconfigure(uuid, vcpus, memory_mib))
+
+    async def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
+        self._require(Capability.SNAPSHOT)
+        return await self._call(lambda c: _snapshots.create(c.content, c.vm(uuid), name))
+
+    async def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
+        self._require(Capability.SNAPSHOT)
+        return await self._call(lambda c: _snapshots.listed(c.content, c.vm(uuid)))
+
+    async def revert_snapshot(self, uuid: str, name: str) -> None:
+        self._require(Capability.SNAPSHOT)
+        await self._call(lambda c: _snapshots.revert(c.content, c.vm(uuid), name))
+
+    async def delete_snapshot(self, uuid: str, name: str) -> None:
+        self._require(Capability.SNAPSHOT)
+        await self._call(lambda c: _snapshots.delete(c.content, c.vm(uuid), name))
+
+    async def attach_volume(self, uuid: str, disk: DiskSpec) -> str:
+        self._require(Capability.ATTACH_VOLUME)
+        if isinstance(disk, IscsiDisk):
+            self._require(Capability.ISCSI_DISKS)
+        assert isinstance(disk, FileDisk)
+        if disk.serial is None:
+            raise ValueError("attach_volume needs disk.serial (the volume id)")
+        return await self._call(lambda c: c.attach(uuid, disk))
+
+    async def detach_volume(self, uuid: str, serial: str) -> None:
+        self._require(Capability.ATTACH_VOLUME)
+        await self._call(lambda c: c.detach(uuid, serial))
