@@ -123,10 +123,20 @@ async def delete(
 
 
 async def move(
-    store: Store, vm: VM, host_id: str, view: ActorRef[SchedulerMessage] | None, **changes: Any
+    store: Store,
+    vm: VM,
+    host_id: str,
+    view: ActorRef[SchedulerMessage] | None,
+    *,
+    target_held: bool = False,
+    **changes: Any,
 ) -> VM:
     """Move ``vm``'s claim to ``host_id`` (claimed there, released where it was) with
-    ``changes``, in one transaction. Raises InsufficientCapacity, Conflict, VersionConflict."""
-    after, _ = await store.move_vm(vm.id, host_id, expected_version=vm.version, **changes)
+    ``changes``, in one transaction. ``target_held``: a migration claimed it on ``host_id``
+    before it began (:meth:`Store.claim_host_capacity`), so only the source is released. Raises
+    InsufficientCapacity, Conflict, VersionConflict."""
+    after, _ = await store.move_vm(
+        vm.id, host_id, expected_version=vm.version, target_held=target_held, **changes
+    )
     tell_view(view, vm, after)
     return after

@@ -3,6 +3,12 @@
 Deploys reach it as tasks in the store. A task written PENDING (by the API, the CLI, another
 node) is claimed by a compare-and-set to RUNNING, so exactly one datacenter actor runs it; tasks
 found RUNNING when the actor starts are deploys a crash interrupted, and are resumed.
+
+It is also the watchdog of its datacenter's tasks (:mod:`actors.watchdog`): every
+``watchdog_interval`` it looks for tasks RUNNING that nothing drives (a runner stopped on an
+error it could not settle, a VM actor stopped mid-operation, a crash) and resumes a deploy with a
+new runner, or has the VM's actor settle any other task from what the hypervisor shows; a task
+whose VM has no actor here (its host's actor is not running) is failed, the VM put in ERROR.
 """
 
 from __future__ import annotations
@@ -11,18 +17,22 @@ from typing import Any, assert_never
 
 from actors.deploy import DeployRunner
 from actors.host import HostActor, HostMessage
+from actors.journal import Journal
+from actors.lifecycle import STABLE
 from actors.messages import Deploy
 from actors.paging import all_records
 from actors.scheduler.actor import SchedulerActor
 from actors.scheduler.messages import HostUpdated, SchedulerMessage
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
-from cloudcore.errors import NotFound, VersionConflict
+from actors.vm_events import state_changed
+from actors.watchdog import Resume, undriven
+from cloudcore.errors import NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState
+from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState, VMState
 
-__all__ = ["AddHost", "DatacenterActor", "PollTasks"]
+__all__ = ["AddHost", "DatacenterActor", "PollTasks", "WatchTasks"]
 
 _log = get_logger("actors.datacenter")
 DEPLOY = "vm.deploy"
@@ -38,7 +48,12 @@ class PollTasks(Message, frozen=True, kw_only=True):
     """Pick up deploy tasks written PENDING by someone else (also sent by a timer)."""
 
 
-DatacenterMessage = Deploy | AddHost | PollTasks
+class WatchTasks(Message, frozen=True, kw_only=True):
+    """Resume or settle the tasks RUNNING that nothing drives (also sent by a timer). Replies
+    with the ids of the tasks it acted on."""
+
+
+DatacenterMessage = Deploy | AddHost | PollTasks | WatchTasks
 
 
 class DatacenterActor(Actor[DatacenterMessage]):
@@ -62,6 +77,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
                 self._run(task)
         self.context.schedule_periodic("poll", self.poll_interval, PollTasks())
+        watch = self.services.settings.watchdog_interval
+        self.context.schedule_periodic("watchdog", watch, WatchTasks())
 
     async def receive(self, message: DatacenterMessage) -> Any:
         match message:
@@ -78,6 +95,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 ):
                     if task.kind == DEPLOY and await self._ours(task):
                         await self._claim(task)
+            case WatchTasks():
+                return await self._watch()
             case _:
                 assert_never(message)
         return None
@@ -115,6 +134,45 @@ class DatacenterActor(Actor[DatacenterMessage]):
         assert self.scheduler is not None
         self.context.spawn(
             DeployRunner, self.services, task, self.scheduler, self.host_ref, vm, name=name
+        )
+
+    async def _watch(self) -> list[str]:
+        store, grace = self.services.store, self.services.settings.watchdog_interval
+        acted = []
+        async for task in undriven(store, self.services.runners, grace):
+            if not await self._ours(task):
+                continue
+            _log.warning("task.undriven", task_id=task.id, kind=task.kind, subject=task.subject)
+            acted.append(task.id)
+            try:
+                await self._revive(task)
+            except Exception as exc:  # the next round tries again
+                _log.error("task.revive_failed", task_id=task.id, error=describe(exc))
+        return acted
+
+    async def _revive(self, task: Task) -> None:
+        if task.kind == DEPLOY:
+            self._run(task)
+            return
+        vm = await self.services.store.get(VM, task.subject.removeprefix("vm/"))
+        try:
+            ref = self.context.system.lookup(f"{self.context.path}/{vm.host_id}/{vm.id}")
+        except NotFound:
+            await self._abandon(task, vm)
+        else:
+            await ref.ask(Resume(task_id=task.id), timeout=self.services.settings.step_deadline)
+
+    async def _abandon(self, task: Task, vm: VM) -> None:
+        """A task whose VM no actor here holds: nothing can ask the hypervisor, so it fails and
+        the VM, if the task left it between states, goes to ERROR for an operator."""
+        fault = f"task {task.id} interrupted and its VM has no actor on this node"
+        if vm.task_id == task.id and vm.state not in STABLE:
+            failed = {"state": VMState.ERROR, "fault": fault, "task_id": None}
+            await self.services.store.update(
+                VM, vm.id, expected_version=vm.version, events=state_changed(vm, failed), **failed
+            )
+        await Journal(self.services.store, task, self.services.waiters).finish(
+            TaskState.FAILED, fault
         )
 
     async def _ours(self, task: Task) -> bool:

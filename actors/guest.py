@@ -8,10 +8,28 @@ field or power state is mapped once.
 
 from __future__ import annotations
 
-from cloudcore.store.records import VM, PowerState
+from collections.abc import Callable
+from typing import assert_never
+
+from actors.operations import (
+    DeleteParams,
+    MigrateParams,
+    OperationParams,
+    PauseParams,
+    RebootParams,
+    ReconfigureParams,
+    ResumeParams,
+    SnapshotParams,
+    StartParams,
+    StopParams,
+    SuspendParams,
+)
+from cloudcore.errors import UnsupportedOperation
+from cloudcore.store.records import VM, PowerState, VMState
+from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import DomainSpec, GuestPower
 
-__all__ = ["domain_name", "domain_spec", "to_power"]
+__all__ = ["domain_name", "domain_spec", "drive", "to_power"]
 
 _POWER = {
     GuestPower.RUNNING: PowerState.ON,
@@ -43,3 +61,39 @@ def domain_spec(vm: VM) -> DomainSpec:
         memory_mib=vm.spec.memory_mib,
         extra=dict(vm.spec.extra),
     )
+
+
+async def drive(
+    driver: HypervisorDriver,
+    uuid: str,
+    params: OperationParams,
+    *,
+    source: VMState,
+    stop_timeout: Callable[[StopParams], float],
+) -> None:
+    """What an operation on a placed VM asks of its hypervisor (``source``: the state it left,
+    which tells a resume from a pause and from a suspend)."""
+    match params:
+        case StartParams():
+            await driver.start_vm(uuid)
+        case StopParams():
+            await driver.stop_vm(uuid, timeout=stop_timeout(params))
+        case RebootParams(hard=hard):
+            await driver.reboot_vm(uuid, hard=hard)
+        case PauseParams():
+            await driver.pause_vm(uuid)
+        case ResumeParams():
+            paused = source is VMState.PAUSED
+            await (driver.unpause_vm(uuid) if paused else driver.resume_vm(uuid))
+        case SuspendParams():
+            await driver.suspend_vm(uuid)
+        case ReconfigureParams(cpus=cpus, memory_mib=memory_mib):
+            await driver.reconfigure_vm(uuid, vcpus=cpus, memory_mib=memory_mib)
+        case SnapshotParams(name=name):
+            await driver.create_snapshot(uuid, name)
+        case DeleteParams():
+            await driver.destroy_vm(uuid)
+        case MigrateParams():  # run by actors.migration with its plan; here so the match is whole
+            raise UnsupportedOperation("a migration needs its plan")
+        case _:
+            assert_never(params)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from actors.messages import (
     AdoptVM,
     Forget,
+    GetCapabilities,
     GetHost,
     GetVM,
     Observation,
@@ -28,7 +29,7 @@ from actors.registration import update_host
 from actors.services import DriverSlot, Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMActor, VMMessage
-from cloudcore.errors import describe
+from cloudcore.errors import BackendUnavailable, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Host, HostHealth, OutboxEvent, VMState
@@ -41,6 +42,8 @@ __all__ = ["HostActor"]
 
 _log = get_logger("actors.host")
 _MAX_RECONNECT_DELAY = 30.0
+#: How long a stopping host actor may take to record that the host is no longer managed.
+_STOP_RECORD_TIMEOUT = 5.0
 #: VM states in which the store says a VM exists on its hypervisor.
 _DEFINED_STATES = frozenset(
     {
@@ -58,7 +61,7 @@ class _Connect(Message, frozen=True, kw_only=True):
     pass
 
 
-HostMessage = AdoptVM | Forget | GetHost | PowerObserved | Sweep | _Connect
+HostMessage = AdoptVM | Forget | GetCapabilities | GetHost | PowerObserved | Sweep | _Connect
 
 
 class HostActor(Actor[HostMessage]):
@@ -88,7 +91,20 @@ class HostActor(Actor[HostMessage]):
     async def stopping(self) -> None:
         if self.pump is not None:
             self.pump.cancel()
-        await self.driver.close()
+        try:
+            await self.driver.close()
+        finally:
+            await self._unmanaged()
+
+    async def _unmanaged(self) -> None:
+        """No actor manages the host once this one stops: it is not healthy (the scheduler
+        places nothing there) until an actor connects to it again. Best effort: a store that
+        is down or closing must not hold the stop up."""
+        try:
+            async with asyncio.timeout(_STOP_RECORD_TIMEOUT):
+                await self._set_health(HostHealth.UNREACHABLE)
+        except Exception as exc:
+            _log.warning("host.health_not_recorded", host_id=self.host.id, error=describe(exc))
 
     @property
     def driver(self) -> HypervisorDriver:
@@ -105,6 +121,10 @@ class HostActor(Actor[HostMessage]):
                     self.context.stop(child)
             case GetHost():
                 return await self._fresh()
+            case GetCapabilities():
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                return sorted(c.value for c in self.driver.capabilities)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:

@@ -1,9 +1,12 @@
 """Task journals: every step of a long operation is written to the store before it runs.
 
 A restarted orchestrator finds the steps of unfinished tasks in the store and resumes or
-compensates them. Every step has a deadline; a step past it fails with StepTimeout. Progress is
-announced by ``task.step`` and ``task.finished`` events, each written in the same transaction
-as the step's or the task's change (the store's outbox), so none is lost.
+compensates them. Every step has a deadline; a step past it fails with StepTimeout. Within it, an
+error the action raises that is marked ``retryable`` (a backend down, a full mailbox) runs the
+action again after a backoff; a timeout inside the action (an ask with no reply) is reported with
+its own figure, not as the step's deadline. Progress is announced by ``task.step`` and
+``task.finished`` events, each written in the same transaction as the step's or the task's change
+(the store's outbox), so none is lost.
 """
 
 from __future__ import annotations
@@ -13,15 +16,26 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from cloudcore.errors import CloudcoreError, VersionConflict
+from cloudcore.errors import CloudcoreError, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
 from cloudcore.store.records import OutboxEvent, StepState, Task, TaskState, new_id
 
-__all__ = ["Journal", "StepTimeout", "TaskWaiters", "planned_steps", "progress_of"]
+__all__ = [
+    "Journal",
+    "StepTimeout",
+    "TaskWaiters",
+    "backoff",
+    "planned_steps",
+    "progress_of",
+    "retryable",
+]
 
 T = TypeVar("T")
 _log = get_logger("actors.journal")
+#: Backoff between two tries of a step whose action failed with a retryable error (seconds).
+FIRST_BACKOFF = 0.1
+MAX_BACKOFF = 2.0
 
 
 class StepTimeout(CloudcoreError, TimeoutError):
@@ -70,6 +84,7 @@ class Journal:
         self.task = task
         self._waiters = waiters
         self._steps_done: int | None = None  # counted from the store at the first step
+        self._running: tuple[int, str, dict[str, Any]] | None = None  # seq, name, data
 
     @classmethod
     async def begin(
@@ -102,26 +117,62 @@ class Journal:
         *,
         deadline: float,
         data: Mapping[str, Any] | None = None,
+        retry: bool = True,
     ) -> T:
         """Journal step ``name``, run ``action`` within ``deadline`` seconds, record the outcome.
 
-        Raises StepTimeout past the deadline, or what ``action`` raised.
+        With ``retry``, ``action`` runs again after a backoff while it raises a retryable error
+        and the deadline allows another try, so it must be idempotent; an action that is not
+        (a migration: a second try after a lost reply would find the VM moved) passes False
+        and runs once. Raises StepTimeout past the deadline, or what ``action`` raised last.
         """
         due = datetime.now(UTC) + timedelta(seconds=deadline)
         step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
         await self._record_step(step.seq, name, StepState.RUNNING)
+        self._running = (step.seq, name, dict(data or {}))
+        scope = asyncio.timeout(deadline)
         try:
-            async with asyncio.timeout(deadline):
-                result = await action()
+            async with scope:
+                if retry:
+                    result = await _with_retries(name, self.task.id, action, deadline)
+                else:
+                    result = await action()
         except TimeoutError as exc:
+            if not scope.expired():  # a timeout of the action's own, e.g. an ask: its figure
+                await self._record_step(step.seq, name, StepState.FAILED, describe(exc))
+                raise
             error = f"step {name} passed its deadline of {deadline:g} s"
             await self._record_step(step.seq, name, StepState.FAILED, error)
             raise StepTimeout(error) from exc
         except Exception as exc:
-            await self._record_step(step.seq, name, StepState.FAILED, _describe(exc))
+            await self._record_step(step.seq, name, StepState.FAILED, describe(exc))
             raise
+        finally:
+            self._running = None
         await self._record_step(step.seq, name, StepState.DONE)
         return result
+
+    async def report(self, progress: Mapping[str, Any]) -> None:
+        """Record how far the running step has come (``progress`` joins the step's data), with
+        a ``task.step`` event carrying it. No-op when no step runs."""
+        if self._running is None:
+            return
+        seq, name, data = self._running
+        done = self._steps_done or 0
+        event = self._event(
+            "task.step",
+            {
+                "seq": seq,
+                "step": name,
+                "state": str(StepState.RUNNING),
+                "error": None,
+                "progress": _fraction(done, len(planned_steps(self.task))),
+                **progress,
+            },
+        )
+        await self._store.update_step(
+            self.task.id, seq, state=StepState.RUNNING, data={**data, **progress}, events=[event]
+        )
 
     async def _record_step(
         self, seq: int, name: str, state: StepState, error: str | None = None
@@ -212,5 +263,36 @@ def _fraction(done: int, planned: int) -> float:
     return round(min(done / max(planned, 1), 0.99), 3)
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+def retryable(error: BaseException) -> bool:
+    """Whether the same call may succeed if tried again later."""
+    return isinstance(error, CloudcoreError) and error.retryable
+
+
+def backoff(attempt: int) -> float:
+    """The delay before try ``attempt + 1`` (``attempt`` >= 1): doubling, capped."""
+    return float(min(FIRST_BACKOFF * 2 ** (attempt - 1), MAX_BACKOFF))
+
+
+async def _with_retries(
+    name: str, task_id: str, action: Callable[[], Awaitable[T]], deadline: float
+) -> T:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    attempt = 0
+    while True:
+        try:
+            return await action()
+        except Exception as exc:
+            attempt += 1
+            delay = backoff(attempt)
+            if not retryable(exc) or loop.time() + delay >= end:
+                raise
+            _log.info(
+                "step.retry",
+                task_id=task_id,
+                step=name,
+                attempt=attempt,
+                delay=delay,
+                error=describe(exc),
+            )
+            await asyncio.sleep(delay)

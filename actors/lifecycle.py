@@ -91,7 +91,7 @@ TRANSITIONS: dict[Operation, Transition] = {
 
 #: Operations the table describes but nothing carries out yet: refused whole in every state
 #: (UnsupportedOperation), so never offered as "allowed now".
-NOT_BUILT = frozenset({Operation.MIGRATE})
+NOT_BUILT: frozenset[Operation] = frozenset()
 
 
 def allowed_operations(state: VMState) -> list[Operation]:

@@ -17,6 +17,7 @@ __all__ = [
     "AdoptVM",
     "Deploy",
     "Forget",
+    "GetCapabilities",
     "GetHost",
     "GetVM",
     "Observation",
@@ -125,6 +126,11 @@ class Forget(Message, frozen=True, kw_only=True):
 
 class GetHost(Message, frozen=True, kw_only=True):
     pass
+
+
+class GetCapabilities(Message, frozen=True, kw_only=True):
+    """Host: the capabilities of its driver (``Capability`` values), sorted.
+    BackendUnavailable while the host is not connected."""
 
 
 class Sweep(Message, frozen=True, kw_only=True):

@@ -1,4 +1,5 @@
-"""What the domain actors share: the store, the event bus, settings and task waiters.
+"""What the domain actors share: the store, the event bus, settings, task waiters and the
+registry of the tasks being driven (which the watchdog leaves alone).
 
 Actors never publish to the bus themselves: an event is written to the store with the change
 that causes it (``events=`` of the store's writes, or ``store.write_events``), and the node's
@@ -11,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actors.journal import TaskWaiters
+from actors.watchdog import Runners
 from cloudcore.config import OrchestratorSettings
 from cloudcore.events import EventBus
 from cloudcore.store import Store
 from cloudcore.store.records import Host
 from hypervisor_drivers.base import DriverSettings, HypervisorDriver
 
-__all__ = ["DriverSlot", "OrchestratorSettings", "Services"]
+__all__ = ["DriverSlot", "OrchestratorSettings", "Services", "default_driver", "driver_settings"]
 
 
 @dataclass(slots=True)
@@ -26,6 +28,8 @@ class Services:
     events: EventBus
     settings: OrchestratorSettings = field(default_factory=OrchestratorSettings)
     waiters: TaskWaiters = field(default_factory=TaskWaiters)
+    #: The tasks an actor of this process drives now (what the watchdog leaves alone).
+    runners: Runners = field(default_factory=Runners)
     #: Makes the (unconnected) driver of a host; by default the plugin its record names.
     driver_factory: Callable[[Host], HypervisorDriver] = field(default=lambda h: default_driver(h))
 
@@ -44,14 +48,19 @@ class DriverSlot:
         self.current = driver
 
 
-def default_driver(host: Host) -> HypervisorDriver:
-    """The driver plugin ``host.hypervisor`` names, for the URI in ``host.address``; the host's
+def driver_settings(host: Host) -> DriverSettings:
+    """How to reach ``host``'s hypervisor: the URI in ``host.address``; the host's
     ``driver.<key>`` capabilities become the driver's ``extra`` settings."""
-    from hypervisor_drivers.registry import create_driver
-
     extra = {
         key.removeprefix(DRIVER_OPTION): value
         for key, value in host.capabilities.items()
         if key.startswith(DRIVER_OPTION)
     }
-    return create_driver(host.hypervisor, DriverSettings(uri=host.address, extra=extra))
+    return DriverSettings(uri=host.address, extra=extra)
+
+
+def default_driver(host: Host) -> HypervisorDriver:
+    """The driver plugin ``host.hypervisor`` names, with :func:`driver_settings`."""
+    from hypervisor_drivers.registry import create_driver
+
+    return create_driver(host.hypervisor, driver_settings(host))

@@ -14,8 +14,8 @@ from typing import Any, assert_never
 
 import msgspec
 
-from actors import claims, monitor
-from actors.guest import domain_spec, to_power
+from actors import claims, migration, monitor
+from actors.guest import domain_spec, drive, to_power
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, transition
 from actors.messages import (
@@ -33,20 +33,17 @@ from actors.operations import (
     DeleteParams,
     MigrateParams,
     OperationParams,
-    PauseParams,
-    RebootParams,
     ReconfigureParams,
-    ResumeParams,
-    SnapshotParams,
-    StartParams,
     StopParams,
-    SuspendParams,
     default_params,
     task_data,
 )
 from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
+from actors.vm_events import state_changed
+from actors.watchdog import Resume
 from cloudcore.errors import (
+    CloudcoreError,
     IllegalTransition,
     InvalidRequest,
     NotFound,
@@ -85,7 +82,9 @@ class _Finish(Message, frozen=True, kw_only=True):
     spec_before: VMSpec  # the size a failed reconfigure goes back to
 
 
-VMMessage = GetVM | RequestOperation | Provision | PowerObserved | Recover | _Update | _Finish
+VMMessage = (
+    GetVM | RequestOperation | Provision | PowerObserved | Recover | Resume | _Update | _Finish
+)
 
 
 class VMActor(Actor[VMMessage]):
@@ -102,6 +101,7 @@ class VMActor(Actor[VMMessage]):
         self.view = view  # the datacenter's scheduler, told of every change of the VM's claim
         self.work: asyncio.Task[None] | None = None
         self.missing_sweeps = 0
+        self.migration: migration.MigrationPlan | None = None  # of the migration in flight
 
     @property
     def driver(self) -> HypervisorDriver:
@@ -117,6 +117,11 @@ class VMActor(Actor[VMMessage]):
     async def stopping(self) -> None:
         if self.work is not None:
             self.work.cancel()
+
+    @property
+    def working(self) -> bool:
+        """Whether an operation's background work runs now."""
+        return self.work is not None and not self.work.done()
 
     async def _settle_interrupted(self, task_id: str) -> None:
         """An operation a crash cut short: ask the hypervisor what is true and end the task.
@@ -155,10 +160,16 @@ class VMActor(Actor[VMMessage]):
             case RequestOperation():
                 return await self._request(message)
             case Provision():
+                if self.working:  # the deploy's runner asks again: the work under way reports
+                    return None
                 self._begin(message.task.id)
                 journal = Journal(self.services.store, message.task, self.services.waiters)
                 resuming = self.vm.state is not VMState.PLACED
                 self.work = asyncio.create_task(self._provision(journal, message, resuming))
+                return None
+            case Resume(task_id=task_id):
+                if not self.working:
+                    await self._resume(task_id)
                 return None
             case PowerObserved():
                 await self._observed(message)
@@ -182,10 +193,12 @@ class VMActor(Actor[VMMessage]):
         params = default_params(op) if message.params is None else message.params
         if params.operation is not op:
             raise InvalidRequest(f"{op} does not take {type(params).__name__}")
-        if isinstance(params, MigrateParams):  # refused whole, before the VM shows MIGRATING
-            raise UnsupportedOperation(
-                f"cannot migrate VM {self.vm.id}: migration between hosts is not built yet"
+        data = task_data(params)
+        if isinstance(params, MigrateParams):  # target chosen and held before the task begins
+            self.migration = await migration.prepare(
+                self.services, self.context.system, self.vm, params, self.driver, self.view
             )
+            data.update(self.migration.task_data())
         spec_before = self.vm.spec
         if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
             target = claims.resized(spec_before, params.cpus, params.memory_mib)
@@ -201,13 +214,14 @@ class VMActor(Actor[VMMessage]):
                 kind=f"vm.{op}",
                 subject=f"vm/{self.vm.id}",
                 tenant_id=self.vm.tenant_id,
-                data=task_data(params),
+                data=data,
                 waiters=self.services.waiters,
             )
             source = self.vm.state
-            self._begin(journal.task.id)
             await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
+            self._begin(journal.task.id)
         except BaseException:
+            await self._release_hold()
             if isinstance(params, ReconfigureParams):  # give the growth back: it never started
                 await self._commit(
                     {},
@@ -222,7 +236,22 @@ class VMActor(Actor[VMMessage]):
         return journal.task
 
     def _begin(self, task_id: str) -> None:
+        """The background work about to start drives ``task_id``: so the watchdog knows, until
+        the work ends."""
         _log.info("vm.task_started", vm_id=self.vm.id, task_id=task_id)
+        self.services.runners.add(task_id)
+
+    async def _resume(self, task_id: str) -> None:
+        """The watchdog found ``task_id`` RUNNING with nothing driving it: settle it from what
+        the hypervisor shows if the VM is at it, else end it (the VM has moved on)."""
+        if self.vm.task_id == task_id:
+            await self._settle_interrupted(task_id)
+            return
+        task = await self.services.store.get(Task, task_id)
+        if task.state not in FINAL:
+            await Journal(self.services.store, task, self.services.waiters).finish(
+                TaskState.FAILED, f"interrupted; VM {self.vm.id} is {self.vm.state} now"
+            )
 
     async def _operate(
         self,
@@ -233,25 +262,41 @@ class VMActor(Actor[VMMessage]):
         spec_before: VMSpec,
     ) -> None:
         error: str | None = None
+        plan = self.migration
         try:
             await journal.step(
                 params.operation.value,
-                lambda: self._drive(source, params),
+                lambda: (
+                    migration.drive(self.driver, self.vm.id, plan, journal)
+                    if plan is not None
+                    else drive(
+                        self.driver,
+                        self.vm.id,
+                        params,
+                        source=source,
+                        stop_timeout=self._stop_timeout,
+                    )
+                ),
                 deadline=self._deadline(params),
+                data=None if plan is None else plan.task_data(),
+                retry=plan is None,  # a migration runs once: see Journal.step
             )
         except Exception as exc:
             error = describe(exc)
-        await self.context.self_ref.ask(
-            _Finish(
-                source=source,
-                journal=journal,
-                error=error,
-                params=params,
-                reply_to=reply_to,
-                spec_before=spec_before,
-            ),
-            timeout=self.services.settings.step_deadline,
-        )
+        try:
+            await self.context.self_ref.ask(
+                _Finish(
+                    source=source,
+                    journal=journal,
+                    error=error,
+                    params=params,
+                    reply_to=reply_to,
+                    spec_before=spec_before,
+                ),
+                timeout=self.services.settings.step_deadline,
+            )
+        finally:
+            self.services.runners.discard(journal.task.id)
 
     def _stop_timeout(self, params: StopParams) -> float:
         return self.services.settings.stop_timeout if params.timeout is None else params.timeout
@@ -260,33 +305,9 @@ class VMActor(Actor[VMMessage]):
         base = self.services.settings.step_deadline
         if isinstance(params, StopParams):
             return base + self._stop_timeout(params)
+        if isinstance(params, MigrateParams):
+            return self.services.settings.migration_deadline
         return base
-
-    async def _drive(self, source: VMState, params: OperationParams) -> None:
-        d, uuid = self.driver, self.vm.id
-        match params:
-            case StartParams():
-                await d.start_vm(uuid)
-            case StopParams():
-                await d.stop_vm(uuid, timeout=self._stop_timeout(params))
-            case RebootParams(hard=hard):
-                await d.reboot_vm(uuid, hard=hard)
-            case PauseParams():
-                await d.pause_vm(uuid)
-            case ResumeParams():
-                await (d.unpause_vm(uuid) if source is VMState.PAUSED else d.resume_vm(uuid))
-            case SuspendParams():
-                await d.suspend_vm(uuid)
-            case ReconfigureParams(cpus=cpus, memory_mib=memory_mib):
-                await d.reconfigure_vm(uuid, vcpus=cpus, memory_mib=memory_mib)
-            case SnapshotParams(name=name):
-                await d.create_snapshot(uuid, name)
-            case DeleteParams():
-                await d.destroy_vm(uuid)
-            case MigrateParams():  # refused in _request; here so the match is whole
-                raise UnsupportedOperation("migration between hosts is not built yet")
-            case _:
-                assert_never(params)
 
     async def _finish(self, message: _Finish) -> None:
         params, error = message.params, message.error
@@ -311,14 +332,47 @@ class VMActor(Actor[VMMessage]):
             )
         elif isinstance(params, DeleteParams) and error is None:
             await self._deleted()
+        elif isinstance(params, MigrateParams) and error is None:
+            error = await self._migrated(change)
         else:
             await self._save(change)
+            await self._release_hold()
         task = await message.journal.finish(
             TaskState.FAILED if error else TaskState.SUCCEEDED, error
         )
         self.work = None
         if message.reply_to is not None:
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
+        if isinstance(params, MigrateParams) and error is None:
+            await migration.hand_over(self.context.system, self.vm, self.context.parent)
+
+    async def _migrated(self, change: VMChange) -> str | None:
+        """The hypervisor moved the VM: its record and claim follow, in one transaction.
+        A refusal of the store (None: none) leaves the VM in ERROR, its hold given back."""
+        plan = self.migration
+        assert plan is not None
+        changes = change.fields()
+        try:
+            await self._commit(
+                changes,
+                lambda vm, events: migration.settle(
+                    self.services, vm, plan, self.view, events, **changes
+                ),
+            )
+        except CloudcoreError as exc:
+            error = f"migrated to {plan.target.id} but the store refused the move: {describe(exc)}"
+            await self._save(VMChange(state=VMState.ERROR, task_id=None, fault=error))
+            await self._release_hold()
+            return error
+        self.migration = None
+        _log.info("vm.migrated", vm_id=self.vm.id, source=plan.source_id, target=plan.target.id)
+        return None
+
+    async def _release_hold(self) -> None:
+        """Give back what a migration that did not happen held on its target."""
+        plan, self.migration = self.migration, None
+        if plan is not None:
+            await migration.release_hold(self.services, self.vm, plan, self.view)
 
     # ----------------------------------------------------------------- provisioning
 
@@ -348,6 +402,8 @@ class VMActor(Actor[VMMessage]):
             raise
         except Exception as exc:  # the store failed under us: report; the task stays resumable
             error = describe(exc)
+        finally:
+            self.services.runners.discard(journal.task.id)
         if message.reply_to is not None:
             vm = await self.context.self_ref.ask(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
@@ -515,28 +571,10 @@ class VMActor(Actor[VMMessage]):
         change causes (``vm.state_changed`` when ``changes`` move its state or power), which it
         writes to the outbox in the same transaction."""
         try:
-            self.vm = await write(self.vm, self._state_events(changes))
+            self.vm = await write(self.vm, state_changed(self.vm, changes))
         except VersionConflict:
             self.vm = await self.services.store.get(VM, self.vm.id)  # decide again on the truth
             raise
-
-    def _state_events(self, changes: dict[str, Any]) -> list[OutboxEvent]:
-        state = VMState(changes.get("state", self.vm.state))
-        if state is self.vm.state and "power" not in changes:
-            return []
-        return [
-            OutboxEvent(
-                type="vm.state_changed",
-                subject=f"vm/{self.vm.id}",
-                tenant_id=self.vm.tenant_id,
-                data={
-                    "state": str(state),
-                    "power": str(PowerState(changes.get("power", self.vm.power))),
-                    "task_id": changes.get("task_id", self.vm.task_id),
-                    "fault": changes.get("fault", self.vm.fault),
-                },
-            )
-        ]
 
 
 def _target_of(task: Task | None, vm: VM) -> VMState:

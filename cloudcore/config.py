@@ -160,17 +160,21 @@ class ClusterSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields
 class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     stop_timeout: float = 30.0
     step_deadline: float = 120.0
+    migration_deadline: float = 600.0
     sweep_interval: float = 10.0
     drift_policy: Literal["follow", "enforce"] = "follow"
     schedule_attempts: int = 3
     reconnect_delay: float = 0.5
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
+    watchdog_interval: float = 10.0
 
     def __post_init__(self) -> None:
         for name in (
+            "watchdog_interval",
             "stop_timeout",
             "step_deadline",
+            "migration_deadline",
             "sweep_interval",
             "reconnect_delay",
             "cpu_overcommit",

@@ -40,6 +40,7 @@ from hypervisor_drivers.types import (
     HostInventory,
     IscsiDisk,
     LifecycleEvent,
+    MigrationProgress,
     NicSpec,
     SnapshotInfo,
     StopOutcome,
@@ -60,6 +61,7 @@ __all__ = [
     "HypervisorDriver",
     "IscsiDisk",
     "LifecycleEvent",
+    "MigrationProgress",
     "NicSpec",
     "SnapshotInfo",
     "StopOutcome",
@@ -263,11 +265,29 @@ class HypervisorDriver(abc.ABC):
 
     @abc.abstractmethod
     async def migrate_vm(
-        self, uuid: str, destination: DriverSettings, *, live: bool = True
+        self,
+        uuid: str,
+        destination: DriverSettings,
+        *,
+        live: bool = True,
+        progress: Callable[[MigrationProgress], None] | None = None,
     ) -> None:
-        """Move the VM to the host ``destination`` names (same driver), keeping it running when
-        ``live``; on return the VM is defined there and gone from here. Storage must be shared
-        or network storage. Needs ``MIGRATE``."""
+        """Move the VM to the host ``destination`` names (same driver). Needs ``MIGRATE``.
+
+        ``live``: the VM runs throughout and runs on the destination afterwards (RUNNING or
+        PAUSED only, else ``IllegalTransition``); not live: a STOPPED VM's definition moves
+        (cold; ``IllegalTransition`` when it runs). On return the VM is defined on the
+        destination and gone from here. Storage must be shared or network storage: disks are
+        referenced at the same paths on the destination, not copied.
+
+        ``progress``, when given, is called on the event loop with what the hypervisor's job
+        info shows, every fraction of a second while the migration runs (a simulated migration
+        reports once, ``simulated`` set). Cancelling the call aborts the migration: it returns
+        only once the hypervisor has given up, the VM still on this host, running if it was.
+        Raises ``NotFound`` (no such VM here), ``Conflict`` (the destination is this host, or
+        already has the VM), ``DriverError`` (the hypervisor failed or aborted it; the VM stays
+        here).
+        """
 
     # -- helpers for implementations ---------------------------------------------------------
 

@@ -26,6 +26,7 @@ __all__ = [
     "HostInventory",
     "IscsiDisk",
     "LifecycleEvent",
+    "MigrationProgress",
     "NicSpec",
     "SnapshotInfo",
     "StopOutcome",
@@ -230,3 +231,24 @@ class LifecycleEvent(_Value, frozen=True, kw_only=True):
     power: GuestPower | None
     detail: str
     at: datetime
+
+
+class MigrationProgress(_Value, frozen=True, kw_only=True):
+    """How far a migration has come, from the hypervisor's job info (bytes of memory, and of
+    disk when storage is copied). ``simulated``: no hypervisor moved anything (a test host)."""
+
+    data_total: int = 0
+    data_processed: int = 0
+    data_remaining: int = 0
+    elapsed_ms: int = 0
+    memory_bps: int | None = None
+    simulated: bool = False
+
+    @property
+    def percent(self) -> float:
+        """0 to 100; 0 while the hypervisor does not know the total yet (100 when simulated)."""
+        if self.simulated:
+            return 100.0
+        if self.data_total <= 0:
+            return 0.0
+        return round(min(100.0, 100.0 * self.data_processed / self.data_total), 1)

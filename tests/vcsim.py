@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -115,10 +116,11 @@ def running_vcsim(*args: str, port: int = 0) -> Iterator[Vcsim]:
         sim.stop()
 
 
-def datastore_dir(sim: Vcsim, name: str = DATASTORE) -> Path:
-    """The local directory behind one of vcsim's datastores (its ``info.url``)."""
+@contextlib.contextmanager
+def service_instance(sim: Vcsim) -> Iterator[Any]:
+    """A pyvmomi session of the test's own: to act behind the orchestrator's back, as an
+    administrator with the vSphere client would."""
     from pyVim.connect import Disconnect, SmartConnect
-    from pyVmomi import vim
 
     url = urlsplit(sim.uri)
     si = SmartConnect(
@@ -129,11 +131,37 @@ def datastore_dir(sim: Vcsim, name: str = DATASTORE) -> Path:
         disableSslCertValidation=True,
     )
     try:
+        yield si
+    finally:
+        Disconnect(si)
+
+
+def host_registration(
+    sim: Vcsim, host: str, *, host_id: str, datacenter_id: str, **extra: str
+) -> dict[str, Any]:
+    """The body of ``POST /api/v1/hosts`` for one of vcsim's ESXi hosts: hypervisor
+    ``vsphere``, the SDK URL as address, the driver's settings as ``driver.*`` capabilities
+    (the credentials stay in the environment variables they name)."""
+    settings = sim.settings(host, **extra)
+    return {
+        "id": host_id,
+        "datacenter_id": datacenter_id,
+        "hypervisor": "vsphere",
+        "address": settings.uri,
+        "cpus": HOST_CPUS,
+        "memory_mib": HOST_MEMORY_KIB // 1024,
+        "capabilities": {f"driver.{key}": value for key, value in settings.extra.items()},
+    }
+
+
+def datastore_dir(sim: Vcsim, name: str = DATASTORE) -> Path:
+    """The local directory behind one of vcsim's datastores (its ``info.url``)."""
+    from pyVmomi import vim
+
+    with service_instance(sim) as si:
         view = si.content.viewManager.CreateContainerView(
             si.content.rootFolder, [vim.Datastore], True
         )
         found = [ds.info.url for ds in view.view if ds.name == name]
         view.Destroy()
-    finally:
-        Disconnect(si)
     return Path(found[0])

@@ -29,6 +29,7 @@ from actors.scheduler.messages import (
     ReleaseVM,
     Resync,
     SchedulerMessage,
+    SelectHosts,
 )
 from actors.scheduler.request import PlacementRequest
 from actors.scheduler.weighers import Weigher
@@ -114,7 +115,7 @@ class SchedulerActor(Actor[SchedulerMessage]):
         self._log.info("scheduler.loaded", hosts=len(engine), placed_vms=placed)
         return len(engine)
 
-    async def receive(self, message: SchedulerMessage) -> VM | Explanation | int | None:
+    async def receive(self, message: SchedulerMessage) -> VM | Explanation | int | list[str] | None:
         match message:
             case PlaceVM():
                 return await self._place(message)
@@ -144,6 +145,8 @@ class SchedulerActor(Actor[SchedulerMessage]):
                     spec, tenant_id=tenant_id, datacenter_id=self._engine.datacenter_id
                 )
                 return self._engine.explain(request)
+            case SelectHosts(vm=vm):
+                return self._engine.select(PlacementRequest.for_vm(vm), exclude=vm.host_id)
             case _:
                 assert_never(message)
 

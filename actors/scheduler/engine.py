@@ -154,12 +154,15 @@ class SchedulerEngine:
 
     # -- the decision ------------------------------------------------------------------------
 
-    def select(self, request: PlacementRequest) -> list[str]:
-        """Up to ``candidates`` host ids that pass every filter for ``request``, best first.
+    def select(self, request: PlacementRequest, exclude: str | None = None) -> list[str]:
+        """Up to ``candidates`` host ids that pass every filter for ``request``, best first,
+        never ``exclude`` (the host a migrating VM leaves).
 
         Raises NoValidHost, whose ``explanation`` counts the hosts each filter rejected, when
         none passes. Does not claim anything: tell :meth:`claimed` once the store has.
         """
+        if exclude is not None:
+            return self._select_except(request, exclude)
         group_hosts = self._groups.get(request.group, _NO_GROUP) if request.group else _NO_GROUP
         if request.datacenter_id != self.datacenter_id:
             chosen: list[str] = []
@@ -175,6 +178,20 @@ class SchedulerEngine:
             _log.error("scheduler.index_mismatch", request=request.describe(), hosts=chosen)
             return chosen
         raise self._no_valid_host(request, group_hosts)
+
+    def _select_except(self, request: PlacementRequest, exclude: str) -> list[str]:
+        # One candidate more than asked, so leaving the excluded host out still offers enough.
+        self.candidates += 1
+        try:
+            chosen = [h for h in self.select(request) if h != exclude]
+        finally:
+            self.candidates -= 1
+        if not chosen:
+            raise NoValidHost(
+                f"no host other than {exclude} fits {request.describe()}",
+                explanation=self.explain(request).rejected,
+            )
+        return chosen[: self.candidates]
 
     def explain(self, request: PlacementRequest) -> Explanation:
         """How every filter treats every known host for ``request`` (a full scan)."""

@@ -17,6 +17,7 @@ __all__ = [
     "ReleaseVM",
     "Resync",
     "SchedulerMessage",
+    "SelectHosts",
     "VMClaim",
 ]
 
@@ -122,4 +123,13 @@ class Explain(Message, frozen=True, kw_only=True):
     tenant_id: str
 
 
-SchedulerMessage = PlaceVM | ReleaseVM | ClaimChanged | Resync | HostUpdated | HostRemoved | Explain
+class SelectHosts(Message, frozen=True, kw_only=True):
+    """Replies with the ids of the hosts, best first, that pass every filter for ``vm`` other
+    than the one it is on (the targets of its migration). Claims nothing. Raises NoValidHost."""
+
+    vm: VM
+
+
+SchedulerMessage = (
+    PlaceVM | ReleaseVM | ClaimChanged | Resync | HostUpdated | HostRemoved | Explain | SelectHosts
+)

@@ -182,6 +182,7 @@ class ClaimOps(IpamOps):
         host_id: str,
         *,
         expected_version: int,
+        target_held: bool = False,
         events: Sequence[OutboxEvent] = (),
         **changes: Any,
     ) -> tuple[VM, Host]:
@@ -195,7 +196,9 @@ class ClaimOps(IpamOps):
             cpus, memory = old.spec.cpus, old.spec.memory_mib
             target: Host | None = None
             for step in sorted((old.host_id, host_id)):  # hosts locked in id order
-                if step == host_id:
+                if step == host_id and target_held:  # claimed before: only the VM is new there
+                    target = _HOSTS.decode(await self._must(conn, _HOSTS.get_sql, "Host", host_id))
+                elif step == host_id:
                     target = await self._claim(conn, host_id, cpus, memory)
                 else:
                     await self._release(conn, old.host_id, cpus, memory)

@@ -210,6 +210,7 @@ class Store(ABC):
         host_id: str,
         *,
         expected_version: int,
+        target_held: bool = False,
         events: Sequence[OutboxEvent] = (),
         **changes: Any,
     ) -> tuple[VM, Host]:
@@ -218,7 +219,9 @@ class Store(ABC):
         ``changes``, and write ``events``. Returns the VM and the target host. Raises NotFound,
         VersionConflict,
         InsufficientCapacity, Conflict (the VM is on no host, or already on ``host_id``);
-        then nothing changed.
+        then nothing changed. ``target_held``: the VM's spec was claimed on ``host_id`` already
+        (:meth:`claim_host_capacity`, a migration's hold before anything moved), so the
+        transaction only releases it on the source.
         """
 
     # -- quotas -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ libvirt connections are thread-safe, so several worker threads share one connect
 from __future__ import annotations
 
 import contextlib
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ import libvirt
 import structlog
 
 from cloudcore.errors import Conflict, IllegalTransition
-from hypervisor_drivers.libvirt import _xml
+from hypervisor_drivers.libvirt import _migration, _xml
 from hypervisor_drivers.libvirt._events import LifecycleCallbacks, ensure_event_loop
 from hypervisor_drivers.types import (
     DiskSpec,
@@ -29,6 +30,7 @@ from hypervisor_drivers.types import (
     HostInventory,
     IscsiDisk,
     LifecycleEvent,
+    MigrationProgress,
     SnapshotInfo,
     VMInfo,
 )
@@ -104,12 +106,15 @@ class LibvirtClient:
         ensure_event_loop()
         self.scheme = urlsplit(settings.uri).scheme.partition("+")[0]
         self._uri = settings.uri
+        self._settings = settings
         self._conn = self._open(settings)
         self._callbacks = LifecycleCallbacks(self._conn, publish)
         self.lost: str | None = None  # why the connection closed under us, once it has
         try:
             self._callbacks.register()
-            if self.scheme != "test":  # the test driver is in-process: nothing to lose
+            if self.scheme == "test":
+                _migration.TestHosts.add(self._uri, self._conn)
+            else:  # the test driver is in-process: nothing to lose
                 self._conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
                 self._conn.registerCloseCallback(self._on_close, None)
             self.domain_type = settings.extra.get("domain_type") or self._default_domain_type()
@@ -148,6 +153,7 @@ class LibvirtClient:
         _log.warning("hypervisor.connection_lost", uri=self._uri, reason=self.lost)
 
     def close(self) -> None:
+        _migration.TestHosts.remove(self._uri, self._conn)
         self._callbacks.deregister()
         if self.scheme != "test" and self.lost is None:
             with contextlib.suppress(libvirt.libvirtError):
@@ -301,16 +307,36 @@ class LibvirtClient:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
 
-    def migrate(self, uuid: str, destination: DriverSettings, live: bool) -> None:
-        flags = libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-        if live:
-            flags |= libvirt.VIR_MIGRATE_LIVE
+    def migrate(
+        self,
+        uuid: str,
+        destination: DriverSettings,
+        live: bool,
+        report: Callable[[MigrationProgress], None],
+    ) -> None:
+        if destination.uri == self._uri:
+            raise Conflict(f"VM {uuid} is on {self._uri} already")
         dom = self._domain(uuid)
-        dest = LibvirtClient._open(destination)
+        power = _power(dom)
+        if self.scheme == "test":
+            _migration.simulate(dom, power, destination, live=live, report=report)
+            return
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=_migration.watch_progress,
+            args=(lambda: self._open(self._settings), uuid, report, stop),
+            name="libvirt-migration-progress",
+            daemon=True,
+        )
+        watcher.start()
         try:
-            dom.migrate(dest, flags, None, None, 0)
+            _migration.migrate_p2p(dom, power, destination, live=live)
         finally:
-            dest.close()
+            stop.set()
+            watcher.join()
+
+    def abort_job(self, uuid: str) -> None:
+        _migration.abort(lambda: self._open(self._settings), uuid)
 
     # -- changes -------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ the event loop nor starves the loop's default executor. Lifecycle events are pus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from cloudcore.errors import BackendUnavailable, InvalidRequest
+from cloudcore.errors import BackendUnavailable, CloudcoreError, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
     DiskSpec,
@@ -28,6 +29,7 @@ from hypervisor_drivers.base import (
     HostInventory,
     HypervisorDriver,
     IscsiDisk,
+    MigrationProgress,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
@@ -40,6 +42,7 @@ __all__ = ["LibvirtDriver"]
 _T = TypeVar("_T")
 _log = structlog.get_logger("hypervisor_drivers.libvirt")
 _WORKERS = 4
+_ABORT_WAIT = 60.0  # seconds an aborted migration gets to give up
 
 _COMMON = frozenset(
     {
@@ -54,8 +57,9 @@ _COMMON = frozenset(
     }
 )
 _CAPABILITIES = {
-    # The test driver keeps network disks in the definition but cannot hot-plug nor migrate.
-    "test": _COMMON | {Capability.ISCSI_DISKS},
+    # The test driver keeps network disks in the definition but cannot hot-plug; its migration
+    # is simulated between test hosts of this process (see _migration).
+    "test": _COMMON | {Capability.ISCSI_DISKS, Capability.MIGRATE},
     "qemu": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
 }
 _OTHER = frozenset({Capability.LIFECYCLE_EVENTS, Capability.GRACEFUL_STOP, Capability.PAUSE})
@@ -192,10 +196,43 @@ class LibvirtDriver(HypervisorDriver):
         await self._call(lambda c: c.destroy(uuid))
 
     async def migrate_vm(
-        self, uuid: str, destination: DriverSettings, *, live: bool = True
+        self,
+        uuid: str,
+        destination: DriverSettings,
+        *,
+        live: bool = True,
+        progress: Callable[[MigrationProgress], None] | None = None,
     ) -> None:
         self._require(Capability.MIGRATE)
-        await self._call(lambda c: c.migrate(uuid, destination, live))
+        client = self._connected()
+        loop = asyncio.get_running_loop()
+
+        def report(sample: MigrationProgress) -> None:  # from a worker thread
+            if progress is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(progress, sample)
+
+        job = loop.run_in_executor(
+            self._executor,
+            functools.partial(
+                call_translated, lambda c: c.migrate(uuid, destination, live, report), client
+            ),
+        )
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            await self._abort_migration(uuid, job)
+            raise
+
+    async def _abort_migration(self, uuid: str, job: asyncio.Future[None]) -> None:
+        """Abort the migration ``job`` runs and wait until the hypervisor has given up."""
+        _log.warning("hypervisor.migration_aborting", uri=self._settings.uri, vm=uuid)
+        with contextlib.suppress(CloudcoreError):
+            await self._call(lambda c: c.abort_job(uuid))
+        done, _ = await asyncio.wait([job], timeout=_ABORT_WAIT)
+        if job in done and not job.cancelled():
+            job.exception()  # retrieved: the abort is what made it fail
+        else:
+            _log.error("hypervisor.migration_abort_unconfirmed", uri=self._settings.uri, vm=uuid)
 
     # -- changes -------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from hypervisor_drivers.types import (
 from hypervisor_drivers.vsphere import _specs
 from hypervisor_drivers.vsphere._connection import Session, session_key
 from hypervisor_drivers.vsphere._inventory import HostRefs, find_host, vm_props, wait_task
-from hypervisor_drivers.vsphere._power import POWER, require_power
+from hypervisor_drivers.vsphere._power import POWER, power_of, require_power
 
 __all__ = ["HostClient"]
 
@@ -110,24 +110,33 @@ class HostClient:
             and p.get("runtime.host") == self.refs.host
         ]
 
-    def find(self, uuid: str) -> Any | None:
-        """The VM with this uuid on this host, or None."""
+    def locate(self, uuid: str) -> tuple[Any, GuestPower] | None:
+        """The VM with this uuid on this host and its power state (read in the same call as
+        its host: the state checks cost no round trip of their own), or None."""
         vm = self.session.content.searchIndex.FindByUuid(
             self.refs.datacenter, uuid, vmSearch=True, instanceUuid=True
         )
         if vm is None:
             return None
         try:
-            here = vm.runtime.host == self.refs.host
+            runtime = vm.runtime
         except vmodl.fault.ManagedObjectNotFound:
             return None  # destroyed meanwhile
-        return vm if here else None
+        return (vm, power_of(runtime)) if runtime.host == self.refs.host else None
+
+    def find(self, uuid: str) -> Any | None:
+        """The VM with this uuid on this host, or None."""
+        found = self.locate(uuid)
+        return found[0] if found is not None else None
+
+    def located(self, uuid: str) -> tuple[Any, GuestPower]:
+        found = self.locate(uuid)
+        if found is None:
+            raise NotFound(f"no VM {uuid} on host {self.refs.host.name}")
+        return found
 
     def vm(self, uuid: str) -> Any:
-        vm = self.find(uuid)
-        if vm is None:
-            raise NotFound(f"no VM {uuid} on host {self.refs.host.name}")
-        return vm
+        return self.located(uuid)[0]
 
     def get_vm(self, uuid: str) -> VMInfo:
         props = vm_props(self.session.content, self.vm(uuid), single=True)
@@ -136,7 +145,7 @@ class HostClient:
         return _vm_info(props[0])
 
     def power(self, uuid: str) -> GuestPower:
-        return POWER.get(str(self.vm(uuid).runtime.powerState), GuestPower.UNKNOWN)
+        return self.located(uuid)[1]
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -165,25 +174,45 @@ class HostClient:
         return self.get_vm(spec.uuid)
 
     def start(self, uuid: str) -> None:
-        vm = self.vm(uuid)
-        power = require_power(vm, {GuestPower.RUNNING, GuestPower.STOPPED}, "start")
+        vm, power = self.located(uuid)
+        require_power(uuid, power, {GuestPower.RUNNING, GuestPower.STOPPED}, "start")
         if power is GuestPower.STOPPED:
-            self._wait(vm.PowerOnVM_Task())
+            try:
+                self._wait(vm.PowerOnVM_Task())
+            except vim.fault.InvalidPowerState:
+                if power_of(vm.runtime) is not GuestPower.RUNNING:
+                    raise  # else it was started meanwhile: done all the same
+
+    def hard_stop(self, uuid: str) -> bool:
+        """Power off at once; False when it was already off. A suspended VM is refused (its
+        saved state would be lost): ``destroy`` discards it."""
+        vm, power = self.located(uuid)
+        if power is GuestPower.STOPPED:
+            return False
+        if power is GuestPower.SUSPENDED:
+            raise IllegalTransition(f"VM {uuid} is suspended; destroy it to discard its state")
+        return self._power_off(vm)
 
     def request_shutdown(self, uuid: str) -> None:
         self.vm(uuid).ShutdownGuest()
 
     def power_off(self, uuid: str) -> None:
-        vm = self.vm(uuid)
+        self._power_off(self.vm(uuid))
+
+    def _power_off(self, vm: Any) -> bool:
+        """Power ``vm`` off; False when it was off already (found so by the fault, not by a
+        read beforehand)."""
         try:
             self._wait(vm.PowerOffVM_Task())
         except vim.fault.InvalidPowerState:
-            if str(vm.runtime.powerState) != "poweredOff":
-                raise  # else it stopped meanwhile
+            if power_of(vm.runtime) is not GuestPower.STOPPED:
+                raise
+            return False  # it stopped meanwhile
+        return True
 
     def reboot(self, uuid: str, hard: bool) -> None:
-        vm = self.vm(uuid)
-        require_power(vm, {GuestPower.RUNNING}, "reboot")
+        vm, power = self.located(uuid)
+        require_power(uuid, power, {GuestPower.RUNNING}, "reboot")
         if not hard:
             try:
                 vm.RebootGuest()
@@ -193,24 +222,25 @@ class HostClient:
         self._wait(vm.ResetVM_Task())
 
     def suspend(self, uuid: str) -> None:
-        vm = self.vm(uuid)
-        allowed = {GuestPower.RUNNING, GuestPower.SUSPENDED}
-        if require_power(vm, allowed, "suspend") is GuestPower.RUNNING:
+        vm, power = self.located(uuid)
+        require_power(uuid, power, {GuestPower.RUNNING, GuestPower.SUSPENDED}, "suspend")
+        if power is GuestPower.RUNNING:
             self._wait(vm.SuspendVM_Task())
 
     def resume(self, uuid: str) -> None:
-        vm = self.vm(uuid)
-        allowed = {GuestPower.RUNNING, GuestPower.SUSPENDED}
-        if require_power(vm, allowed, "resume") is GuestPower.SUSPENDED:
+        vm, power = self.located(uuid)
+        require_power(uuid, power, {GuestPower.RUNNING, GuestPower.SUSPENDED}, "resume")
+        if power is GuestPower.SUSPENDED:
             self._wait(vm.PowerOnVM_Task())
 
     def destroy(self, uuid: str) -> None:
-        vm = self.find(uuid)
-        if vm is None:
+        found = self.locate(uuid)
+        if found is None:
             return
+        vm, power = found
         try:
-            if str(vm.runtime.powerState) != "poweredOff":
-                self.power_off(uuid)  # a suspended VM powers off too, discarding its state
+            if power is not GuestPower.STOPPED:
+                self._power_off(vm)  # a suspended VM powers off too, discarding its state
             # Detach the disks first: Destroy_Task deletes the files of attached disks, and
             # volumes belong to the storage drivers.
             disks = [
@@ -242,8 +272,8 @@ class HostClient:
     # -- changes -------------------------------------------------------------------------------
 
     def reconfigure(self, uuid: str, vcpus: int | None, memory_mib: int | None) -> VMInfo:
-        vm = self.vm(uuid)
-        power = require_power(vm, {GuestPower.STOPPED, GuestPower.RUNNING}, "reconfigure")
+        vm, power = self.located(uuid)
+        require_power(uuid, power, {GuestPower.STOPPED, GuestPower.RUNNING}, "reconfigure")
         facts = _specs.vm_facts(vm.config)
         change = vim.vm.ConfigSpec(numCPUs=vcpus, memoryMB=memory_mib)
         if power is GuestPower.RUNNING:

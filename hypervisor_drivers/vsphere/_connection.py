@@ -101,10 +101,13 @@ class Session:
     si: Any
     users: int = 0
     lost: str | None = None
+    #: The ServiceContent, read once at login: pyvmomi's ``si.content`` is a SOAP call each
+    #: time, and its references (property collector, search index, ...) never change.
+    content: Any = None
 
-    @property
-    def content(self) -> Any:
-        return self.si.content
+    def __post_init__(self) -> None:
+        if self.content is None:
+            self.content = self.si.content
 
     def mark_lost(self, reason: str) -> None:
         if self.lost is None:

@@ -17,6 +17,7 @@ __all__ = [
     "find_host",
     "host_vms_filter",
     "read_prop",
+    "read_props",
     "vm_props",
     "wait_task",
 ]
@@ -118,34 +119,43 @@ def vm_props(content: Any, obj: Any, *, single: bool = False) -> list[dict[str, 
     return found
 
 
-def read_prop(content: Any, obj: Any, path: str) -> Any:
-    """Blocking. One property of ``obj``, or None when unset. Unlike pyvmomi's attribute access
-    (the private ``Fetch`` method), this works on vcsim for unset properties too."""
+def read_props(content: Any, obj: Any, paths: list[str]) -> dict[str, Any]:
+    """Blocking. Properties of ``obj`` in one round trip; an unset one is left out. Unlike
+    pyvmomi's attribute access (the private ``Fetch`` method), this works on vcsim for unset
+    properties too."""
     spec = _PC.FilterSpec(
         objectSet=[_PC.ObjectSpec(obj=obj, skip=False)],
-        propSet=[_PC.PropertySpec(type=type(obj), pathSet=[path])],
+        propSet=[_PC.PropertySpec(type=type(obj), pathSet=paths)],
     )
-    for item in content.propertyCollector.RetrieveContents([spec]):
-        for prop in item.propSet:
-            if prop.name == path:
-                return prop.val
-    return None
+    return {
+        prop.name: prop.val
+        for item in content.propertyCollector.RetrieveContents([spec])
+        for prop in item.propSet
+    }
+
+
+def read_prop(content: Any, obj: Any, path: str) -> Any:
+    """Blocking. One property of ``obj``, or None when unset."""
+    return read_props(content, obj, [path]).get(path)
 
 
 _TASK_POLL_FIRST, _TASK_POLL_MAX = 0.01, 0.5
+_TASK_PATHS = ["info.state", "info.result", "info.error"]
 
 
 def wait_task(content: Any, task: Any) -> Any:
     """Blocking. Wait for a vSphere task and return its result; its fault is raised as the
-    pyvmomi fault it is. Reads ``info.state`` alone: pyvmomi refuses to read the whole
-    ``info`` of vcsim's snapshot tasks (their ``entity`` is a snapshot)."""
+    pyvmomi fault it is. Reads the state, result and error of ``info`` in one call each poll,
+    not the whole ``info``: pyvmomi refuses to read that of vcsim's snapshot tasks (their
+    ``entity`` is a snapshot)."""
     delay = _TASK_POLL_FIRST
     while True:
-        state = str(read_prop(content, task, "info.state"))
+        info = read_props(content, task, _TASK_PATHS)
+        state = str(info.get("info.state"))
         if state == "success":
-            return read_prop(content, task, "info.result")
+            return info.get("info.result")
         if state == "error":
-            fault = read_prop(content, task, "info.error")
+            fault = info.get("info.error")
             raise fault if isinstance(fault, BaseException) else vmodl.RuntimeFault(msg=str(fault))
         time.sleep(delay)
         delay = min(delay * 2, _TASK_POLL_MAX)

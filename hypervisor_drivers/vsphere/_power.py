@@ -7,7 +7,7 @@ from typing import Any
 from cloudcore.errors import IllegalTransition
 from hypervisor_drivers.types import GuestPower
 
-__all__ = ["POWER", "require_power"]
+__all__ = ["POWER", "power_of", "require_power"]
 
 POWER = {
     "poweredOn": GuestPower.RUNNING,
@@ -16,9 +16,12 @@ POWER = {
 }
 
 
-def require_power(vm: Any, allowed: set[GuestPower], action: str) -> GuestPower:
-    """The VM's power state; ``IllegalTransition`` when it is not in ``allowed``."""
-    power = POWER.get(str(vm.runtime.powerState), GuestPower.UNKNOWN)
+def power_of(runtime: Any) -> GuestPower:
+    """The power state in a VM's ``runtime`` (a ``vim.vm.RuntimeInfo``)."""
+    return POWER.get(str(runtime.powerState), GuestPower.UNKNOWN)
+
+
+def require_power(uuid: str, power: GuestPower, allowed: set[GuestPower], action: str) -> None:
+    """``IllegalTransition`` when ``power``, the VM's state, is not in ``allowed``."""
     if power not in allowed:
-        raise IllegalTransition(f"cannot {action} VM {vm.config.instanceUuid}: it is {power.value}")
-    return power
+        raise IllegalTransition(f"cannot {action} VM {uuid}: it is {power.value}")

@@ -31,6 +31,7 @@ from hypervisor_drivers.base import (
     HostInventory,
     HypervisorDriver,
     IscsiDisk,
+    MigrationProgress,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
@@ -198,8 +199,14 @@ class XenServerDriver(HypervisorDriver):
         await self._call(lambda c: c.destroy(uuid))
 
     async def migrate_vm(
-        self, uuid: str, destination: DriverSettings, *, live: bool = True
+        self,
+        uuid: str,
+        destination: DriverSettings,
+        *,
+        live: bool = True,
+        progress: Callable[[MigrationProgress], None] | None = None,
     ) -> None:
+        # The backend's migration task reports no progress here: ``progress`` is not called.
         self._require(Capability.MIGRATE)
         await self._call(lambda c: c.migrate(uuid, destination, live))
 

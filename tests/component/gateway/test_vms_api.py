@@ -71,13 +71,16 @@ async def test_an_illegal_action_is_409_naming_the_state(api: ApiClient) -> None
     assert (await api.call("GET", f"/vms/{vm_id}", "alice")).body["state"] == "STOPPED"
 
 
-async def test_migrate_is_refused_whole_while_migration_is_not_built(api: ApiClient) -> None:
+async def test_migrate_answers_202_with_the_task_and_the_vm_ends_on_the_other_host(
+    api: ApiClient,
+) -> None:
     vm_id = await running_vm(api)
+    source = (await api.call("GET", f"/vms/{vm_id}", "alice")).body["host_id"]
     r = await api.call("POST", f"/vms/{vm_id}/migrate", "alice", {})
-    assert r.status == 409 and r.error_code == "unsupported_operation"
-    assert "migrat" in r.body["error"]["message"]
+    assert r.status == 202 and r.body["kind"] == "vm.migrate"
+    assert (await api.wait_task(r.body["id"])).state == "SUCCEEDED"
     vm = (await api.call("GET", f"/vms/{vm_id}", "alice")).body
-    assert vm["state"] == "RUNNING" and vm["fault"] is None
+    assert vm["state"] == "RUNNING" and vm["fault"] is None and vm["host_id"] != source
 
 
 async def test_delete_answers_202_and_the_vm_ends_deleted(api: ApiClient) -> None:

@@ -9,6 +9,7 @@ from actors.operations import StopParams, decode_params
 from cloudcore.errors import IllegalTransition, InvalidRequest
 from cloudcore.store.records import VM, Host, PowerState, StepState, TaskState, VMSpec, VMState
 from tests.cloud import Cloud
+from tests.waiting import eventually
 
 
 async def deploy(cloud: Cloud, name: str = "web", start: bool = True, cpus: int = 1) -> VM:
@@ -145,3 +146,26 @@ async def test_bad_operation_parameters_are_refused_before_anything_changes(clou
                 vm.id, op, decode_params(op, params) if params else None
             )
     assert (await cloud.store.get(VM, vm.id)).version == vm.version
+
+
+async def test_a_deploy_that_fails_for_good_says_so_with_a_state_event(cloud: Cloud) -> None:
+    # Bigger than any demo host (4 CPUs): every attempt finds no host, then the VM goes to ERROR,
+    # and the change is written with its vm.state_changed event (the outbox), not silently.
+    task = await cloud.orchestrator.deploy(
+        tenant_id="demo", datacenter_id="dc1", name="huge", spec=VMSpec(cpus=64, memory_mib=256)
+    )
+    done = await cloud.wait(task)
+    vm_id = task.subject.removeprefix("vm/")
+    assert done.state is TaskState.FAILED
+    assert (await cloud.store.get(VM, vm_id)).state is VMState.ERROR
+
+    async def error_event() -> bool:
+        events = await cloud.orchestrator.services.events.read()
+        return any(
+            e.type == "vm.state_changed"
+            and e.subject == f"vm/{vm_id}"
+            and e.data["state"] == "ERROR"
+            for e in events
+        )
+
+    await eventually(error_event)

@@ -134,3 +134,25 @@ async def test_placement_refuses_a_stale_version_or_a_placed_vm(
     with pytest.raises(VersionConflict):
         await store.unplace_vm(vm.id, expected_version=1)
     assert (await store.get(Host, host.id)).cpus_used == 2
+
+
+@pytest.mark.parametrize("target_held", [False, True], ids=["claimed-now", "held-before"])
+async def test_a_move_leaves_exactly_the_vm_claim_on_the_target(
+    store: Store, make: Factory, target_held: bool
+) -> None:
+    dc = await make.datacenter()
+    source = await make.host(dc, cpus=8, memory_mib=8192)
+    target = await make.host(dc, cpus=8, memory_mib=8192)
+    vm = await make.vm(await make.tenant(), dc, spec=VMSpec(cpus=3, memory_mib=3000))
+    placed, _ = await store.place_vm(vm.id, source.id, expected_version=1)
+    if target_held:  # a migration's hold, taken before anything moved
+        await store.claim_host_capacity(target.id, cpus=3, memory_mib=3000)
+
+    moved, there = await store.move_vm(
+        vm.id, target.id, expected_version=placed.version, target_held=target_held
+    )
+
+    assert moved.host_id == target.id
+    assert (there.cpus_used, there.memory_mib_used) == (3, 3000)
+    assert await store.get(Host, target.id) == there
+    assert (await store.get(Host, source.id)).cpus_used == 0

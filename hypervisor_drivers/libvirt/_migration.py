@@ -1,0 +1,168 @@
+"""Blocking migration calls, in worker threads: peer-to-peer between libvirtd instances, and a
+simulated move between two test-driver hosts of this process.
+
+A real migration is ``migrateToURI3`` with ``VIR_MIGRATE_PEER2PEER``: the source daemon connects
+to the destination's URI itself. Progress is read from the domain's job statistics on a second
+connection, because a call on the migrating connection waits until the migration ends. Settings
+of the destination's ``extra``:
+
+- ``migration_uri``: where the destination daemon listens for the memory stream
+  (``tcp://127.0.0.1``; by default the destination's hostname, which may not resolve);
+- ``migration_unsafe``: ``true`` when the disks are on a path both hosts see that libvirt does
+  not know to be shared (a local file system): libvirt refuses those without
+  ``VIR_MIGRATE_UNSAFE``;
+- ``migration_bandwidth_mib``: a cap in MiB/s.
+
+The libvirt test driver cannot migrate. Its hosts (``test:///<file>``, private in-memory
+hypervisors of this process) get a simulated move: the definition is copied to the destination
+host's own connection, started there if it ran, and removed here. It reports ``simulated``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+from cloudcore.errors import BackendUnavailable, Conflict, IllegalTransition
+from hypervisor_drivers.types import DriverSettings, GuestPower, MigrationProgress
+
+__all__ = ["TestHosts", "abort", "migrate_p2p", "simulate", "watch_progress"]
+
+_POLL_INTERVAL = 0.25
+_LIVE = {GuestPower.RUNNING, GuestPower.PAUSED}
+_COLD = {GuestPower.STOPPED, GuestPower.CRASHED}
+_TRUE = {"1", "true", "yes"}
+_FLAGS = libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+_FLAGS |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+
+Report = Callable[[MigrationProgress], None]
+
+
+class TestHosts:
+    """The connections of the test-driver hosts open in this process, by URI: a simulated
+    migration defines the VM on the destination's very connection (each ``test:///<file>``
+    connection is an in-memory hypervisor of its own)."""
+
+    __test__ = False  # not a pytest class
+    _lock = threading.Lock()
+    _open: dict[str, Any] = {}
+
+    @classmethod
+    def add(cls, uri: str, conn: Any) -> None:
+        with cls._lock:
+            cls._open[uri] = conn
+
+    @classmethod
+    def remove(cls, uri: str, conn: Any) -> None:
+        with cls._lock:
+            if cls._open.get(uri) is conn:
+                del cls._open[uri]
+
+    @classmethod
+    def get(cls, uri: str) -> Any:
+        with cls._lock:
+            conn = cls._open.get(uri)
+        if conn is None:
+            raise BackendUnavailable(f"no connected test host {uri} in this process")
+        return conn
+
+
+def _check_power(dom: Any, power: GuestPower, live: bool) -> None:
+    allowed = _LIVE if live else _COLD
+    if power not in allowed:
+        kind = "live" if live else "cold"
+        raise IllegalTransition(f"cannot migrate VM {dom.UUIDString()} {kind}: it is {power.value}")
+
+
+def migrate_p2p(dom: Any, power: GuestPower, destination: DriverSettings, *, live: bool) -> None:
+    """Peer-to-peer migration of ``dom`` to ``destination``; waits until it has ended."""
+    _check_power(dom, power, live)
+    extra = destination.extra
+    flags = _FLAGS | (libvirt.VIR_MIGRATE_LIVE if live else libvirt.VIR_MIGRATE_OFFLINE)
+    params: dict[str, Any] = {}
+    if live:
+        if extra.get("migration_uri"):
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = extra["migration_uri"]
+        if extra.get("migration_bandwidth_mib"):
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(extra["migration_bandwidth_mib"])
+        if extra.get("migration_unsafe", "").lower() in _TRUE:
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+    dom.migrateToURI3(destination.uri, params, flags)
+
+
+def watch_progress(
+    open_conn: Callable[[], Any], uuid: str, report: Report, stop: threading.Event
+) -> None:
+    """Until ``stop``: read the migration job's statistics on a connection of its own and
+    ``report`` them. Errors end the watch quietly: progress is a hint, the migration the truth."""
+    try:
+        conn = open_conn()
+    except libvirt.libvirtError:
+        return
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+        while not stop.wait(_POLL_INTERVAL):
+            stats = dom.jobStats(0)
+            if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+                continue
+            report(
+                MigrationProgress(
+                    data_total=int(stats.get("data_total", 0)),
+                    data_processed=int(stats.get("data_processed", 0)),
+                    data_remaining=int(stats.get("data_remaining", 0)),
+                    elapsed_ms=int(stats.get("time_elapsed", 0)),
+                    memory_bps=stats.get("memory_bps"),
+                )
+            )
+    except libvirt.libvirtError:
+        return
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def abort(open_conn: Callable[[], Any], uuid: str) -> None:
+    """Abort the job running on the VM (a migration), from a connection of its own."""
+    conn = open_conn()
+    try:
+        conn.lookupByUUIDString(uuid).abortJob()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in (
+            libvirt.VIR_ERR_OPERATION_INVALID,
+            libvirt.VIR_ERR_NO_DOMAIN,
+        ):
+            raise
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def simulate(
+    dom: Any, power: GuestPower, destination: DriverSettings, *, live: bool, report: Report
+) -> None:
+    """The test driver's stand-in: define on the destination host, start there if it ran, and
+    remove it here. Refuses the same states a real migration refuses."""
+    _check_power(dom, power, live)
+    target = TestHosts.get(destination.uri)
+    uuid = dom.UUIDString()
+    with contextlib.suppress(libvirt.libvirtError):
+        target.lookupByUUIDString(uuid)
+        raise Conflict(f"the destination {destination.uri} already has VM {uuid}")
+    moved = target.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    try:
+        if live:
+            moved.create()
+            if power is GuestPower.PAUSED:
+                moved.suspend()
+    except libvirt.libvirtError:
+        with contextlib.suppress(libvirt.libvirtError):
+            moved.undefine()
+        raise
+    if dom.isActive():
+        dom.destroy()
+    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    report(MigrationProgress(simulated=True))
