@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -72,8 +73,10 @@ async def test_a_guest_takes_exactly_its_address_and_dnsmasq_is_restarted_when_k
     assert status.pid is not None
     assert set(status.entries) == {f"{first.mac},{first.address}", f"{second.mac},{second.address}"}
 
+    booted = time.monotonic()
     netns.boot_guest(str(first.mac))
     granted = await eventually(lambda: _leased(dhcp, first), timeout=60, interval=0.5)
+    print(f"guest booted -> lease of {first.address} in {time.monotonic() - booted:.1f} s")
     leases = (tmp_path / "dhcp" / network.id / "leases").read_text()
     assert f"{first.mac} {first.address}" in leases
     assert [(x.mac, x.address) for x in granted.leases] == [(first.mac, first.address)]
