@@ -69,7 +69,7 @@ class IpamOps(DomainOps):
             )
             others = [table.decode(r) for r in rows]
             for other in others:
-                if other.name == stored.name:
+                if other.name == stored.name and other.tenant_id == stored.tenant_id:
                     raise AlreadyExists(
                         f"name: network {other.id} is already called {other.name!r}"
                     )
@@ -130,7 +130,11 @@ class IpamOps(DomainOps):
             held = await self._take(conn, network, address, vm_id, tenant_id, mac, mac_prefix)
             if network.tenant_id is None and tenant_id is not None:
                 await self._consume(conn, tenant_id, {PUBLIC_IPS: 1})
-            await _outbox.insert(conn, stamped)
+            given = {"address": held.address, "mac": held.mac}
+            await _outbox.insert(
+                conn,
+                [msgspec.structs.replace(e, data={**e.data, **given}) for e in stamped],
+            )
         if stamped:
             self._outbox_written()
         return held

@@ -409,7 +409,7 @@ class Store(ABC):
         Raises InvalidRecord naming the field (``cidr`` malformed or overlapping another
         network of the datacenter, ``gateway`` outside it, ``ranges[i]`` that do not fit or
         overlap, ``vlan`` out of range, ``datacenter_id``/``tenant_id`` that do not exist),
-        AlreadyExists (a network of that name in the datacenter).
+        AlreadyExists (a network of that name and owner in the datacenter).
         """
 
     @abstractmethod
@@ -432,7 +432,8 @@ class Store(ABC):
         """Hold an address of a network, in one transaction with ``events``: ``address`` if
         given, else a free one picked at random from the network's ranges (never the gateway,
         an excluded address, a held one or one in quarantine). The NIC's MAC is ``mac``, or
-        made from ``mac_prefix``; a held MAC is never given twice.
+        made from ``mac_prefix``; a held MAC is never given twice. Each of ``events`` is
+        written with the ``address`` and ``mac`` given added to its data.
 
         An address of a public network held for a tenant counts against its ``public_ips``
         quota (consumed in the same transaction). Under any concurrency an address is held

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from cloudcore.store.records import VM, VMSpec, new_id
 from tests.component.gateway.conftest import ApiClient
 
 PRIVATE = {"name": "acme-lan", "datacenter_id": "dc1", "cidr": "10.20.0.0/24"}
@@ -109,3 +110,36 @@ async def test_exhausting_a_network_is_a_409(api: ApiClient) -> None:
     assert (await api.call("POST", "/public-ips", "bob", body)).status == 201
     full = await api.call("POST", "/public-ips", "bob", body)
     assert (full.status, full.error_code) == (409, "addresses_exhausted")
+
+
+async def test_a_vm_gets_nics_with_macs_of_the_prefix_and_addresses_of_its_networks(
+    api: ApiClient,
+) -> None:
+    vm = await api.store.create(
+        VM(
+            id=new_id(uuid=True),
+            tenant_id="acme",
+            datacenter_id="dc1",
+            name="web",
+            spec=VMSpec(cpus=1, memory_mib=256),
+        )
+    )
+    lan = (await api.call("POST", "/networks", "alice", PRIVATE)).body
+    theirs = (await api.call("POST", "/networks", "bob", {**PRIVATE, "cidr": "10.30.0.0/24"})).body
+    path = f"/vms/{vm.id}/nics"
+
+    nic = await api.call("POST", path, "alice", {"network_id": lan["id"], "address": "10.20.0.7"})
+    assert nic.status == 201, nic.body
+    assert nic.body["address"] == "10.20.0.7" and nic.body["mac"].startswith("52:54:00:")
+    other = await api.call("POST", path, "alice", {"network_id": lan["id"]})
+    assert other.status == 201 and other.body["mac"] != nic.body["mac"]
+    refused = await api.call("POST", path, "alice", {"network_id": theirs["id"]})
+    assert refused.status == 422 and refused.body["error"]["details"]["field"] == "network_id"
+    assert (await api.call("GET", path, "bob")).status == 404
+
+    listed = await api.call("GET", path, "alice")
+    assert sorted(n["mac"] for n in listed.body) == sorted([nic.body["mac"], other.body["mac"]])
+
+    assert (await api.call("DELETE", f"{path}/{nic.body['mac']}", "alice")).status == 204
+    assert [n["mac"] for n in (await api.call("GET", path, "alice")).body] == [other.body["mac"]]
+    assert (await api.call("DELETE", f"{path}/{nic.body['mac']}", "alice")).status == 404

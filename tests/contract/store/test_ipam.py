@@ -197,8 +197,10 @@ async def test_public_addresses_count_against_the_tenants_quota(
 async def test_an_allocation_writes_its_events_with_it(store: Store, make: Factory) -> None:
     net = await store.create_network(_net(await make.datacenter()))
     event = OutboxEvent(type="address.allocated", subject=f"network/{net.id}")
-    await store.allocate_ip(net.id, vm_id="vm-1", events=[event])
-    assert [e.type for e in await store.read_outbox()] == ["address.allocated"]
+    held = await store.allocate_ip(net.id, vm_id="vm-1", mac="52:54:00:00:00:01", events=[event])
+    [written] = await store.read_outbox()
+    assert written.type == "address.allocated"
+    assert written.data == {"address": held.address, "mac": "52:54:00:00:00:01"}
 
 
 async def test_concurrent_takers_never_share_an_address_and_exhaustion_is_a_conflict(

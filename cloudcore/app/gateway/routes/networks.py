@@ -109,7 +109,7 @@ def _event(kind: str, network: Network, **data: Any) -> OutboxEvent:
 async def create_network(req: ApiRequest[NetworkCreate, None]) -> Reply:
     """422 naming the field for a malformed CIDR, a gateway outside it, ranges that do not fit
     or overlap, a VLAN id out of range, a CIDR overlapping another network of the datacenter;
-    409 for a name already used in the datacenter."""
+    409 for a name its owner already uses in the datacenter."""
     body, store = req.body, req.gateway.store
     tenant_id = _owner(req.principal, body.tenant_id)
     if tenant_id is not None:
@@ -211,7 +211,7 @@ async def take_public_ip(req: ApiRequest[PublicIpTake, None]) -> Reply:
         network.id,
         body.address,
         tenant_id=tenant_id,
-        events=[_event("address.taken", network, tenant_id=tenant_id, address=body.address)],
+        events=[_event("address.taken", network, tenant_id=tenant_id)],  # + address, by the store
     )
     location = f"/api/v1/public-ips/{network.id}/{held.address}"
     return Reply(held, 201, {"Location": location})
