@@ -59,6 +59,8 @@ def domain_spec(vm: VM) -> DomainSpec:
         name=domain_name(vm.id),
         vcpus=vm.spec.cpus,
         memory_mib=vm.spec.memory_mib,
+        max_vcpus=vm.spec.max_cpus,
+        max_memory_mib=vm.spec.max_memory_mib,
         extra=dict(vm.spec.extra),
     )
 

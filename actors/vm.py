@@ -40,6 +40,7 @@ from actors.operations import (
 )
 from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
+from actors.vm_checks import refuse_doomed
 from actors.vm_events import state_changed
 from actors.watchdog import Resume
 from cloudcore.errors import (
@@ -193,6 +194,7 @@ class VMActor(Actor[VMMessage]):
         params = default_params(op) if message.params is None else message.params
         if params.operation is not op:
             raise InvalidRequest(f"{op} does not take {type(params).__name__}")
+        await refuse_doomed(self.vm, self.driver, params)
         data = task_data(params)
         if isinstance(params, MigrateParams):  # target chosen and held before the task begins
             self.migration = await migration.prepare(

@@ -75,6 +75,14 @@ wait_port() {
     log "$3 did not open 127.0.0.1:$1 within $2 s"; return 1
 }
 
+# ensure_storage_tools: tgt (tgtd, tgtadm) for the iSCSI target, libiscsi-bin (iscsi-inq,
+# iscsi-readcapacity16) and QEMU's iSCSI block driver (qemu-block-extra) for the initiator side.
+# The storage tests start their own tgtd on a loopback port and stop it; the packaged service is
+# left alone (Debian enables it, but a container without systemd never starts it).
+ensure_storage_tools() {
+    apt_install tgt libiscsi-bin qemu-utils qemu-block-extra
+}
+
 ensure_postgres() {
     port_open 5432 && return 0
     apt_install postgresql

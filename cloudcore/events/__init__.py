@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from cloudcore.config import Settings
+from cloudcore.events._wire import POSITION_PATTERN
 from cloudcore.events.base import START, Event, EventBus, EventFilter
 from cloudcore.events.dedup import SeenIds, deduplicated
 
 __all__ = [
+    "POSITION_PATTERN",
     "START",
     "Event",
     "EventBus",

@@ -13,19 +13,25 @@ from cloudcore.errors import InvalidRecord
 from cloudcore.events.base import START, Event
 
 __all__ = [
+    "POSITION_PATTERN",
     "WIRE_VERSION",
     "Corrupt",
     "check_position",
     "decode_event",
     "encode_event",
     "from_stream_id",
+    "normalize_position",
     "position",
     "to_stream_id",
 ]
 
 WIRE_VERSION = 2  # 2 added the event's id; entries of version 1 read with id ""
 _KNOWN = (1, 2)
-_POSITION = re.compile(r"^(\d{16})-(\d{10})$")
+#: Every position the buses read: ``<ms>-<seq>`` (a Redis stream id, or this package's
+#: zero-padded form) or ``<ms>`` alone (``0`` is START). The gateway's schema uses it as is.
+POSITION_PATTERN = r"^[0-9]+(-[0-9]+)?$"
+_POSITION = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
+_MAX_MS, _MAX_SEQ = 10**16 - 1, 10**10 - 1
 
 
 class Corrupt(Exception):
@@ -52,13 +58,24 @@ def position(ms: int, seq: int) -> str:
 
 
 def check_position(value: str) -> tuple[int, int]:
-    """(ms, seq) of a position; START is (0, 0). InvalidRecord if malformed."""
-    if value == START:
-        return 0, 0
+    """(ms, seq) of a position; START (and any spelling of zero) is (0, 0). Total over
+    :data:`POSITION_PATTERN`: a position past any this code writes (a 17-digit millisecond, an
+    11-digit sequence) reads as the last one it could write, which nothing comes after.
+    InvalidRecord outside the pattern."""
     match = _POSITION.match(value)
     if match is None:
         raise InvalidRecord(f"event position {value!r} is malformed")
-    return int(match[1]), int(match[2])
+    ms, seq = int(match[1]), int(match[2] or 0)
+    if ms > _MAX_MS:
+        return _MAX_MS, _MAX_SEQ
+    return ms, min(seq, _MAX_SEQ)
+
+
+def normalize_position(value: str) -> str:
+    """The canonical form of a position (START, or ``position(ms, seq)``), whose string order
+    is publication order. InvalidRecord as :func:`check_position`."""
+    ms, seq = check_position(value)
+    return START if (ms, seq) == (0, 0) else position(ms, seq)
 
 
 def to_stream_id(value: str) -> str:

@@ -17,9 +17,9 @@ from typing import Any
 
 from cloudcore.errors import BusClosed, InvalidRecord, PositionExpired
 from cloudcore.events._wire import (
-    check_position,
     decode_event,
     encode_event,
+    normalize_position,
     position,
 )
 from cloudcore.events.base import START, Event, EventBus, EventFilter
@@ -79,7 +79,7 @@ class LocalEventBus(EventBus):
         return event
 
     def _after(self, after: str, limit: int) -> list[Event]:
-        check_position(after)
+        after = normalize_position(after)
         if after < self._trimmed and after != START:
             raise PositionExpired(
                 f"events after {after} were dropped (retention {self._retention}); "

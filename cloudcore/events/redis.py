@@ -28,10 +28,10 @@ from cloudcore.errors import BackendUnavailable, BusClosed, CloudcoreError, Posi
 from cloudcore.events._lua import APPEND, RANGE, split_range
 from cloudcore.events._wire import (
     Corrupt,
-    check_position,
     decode_event,
     encode_event,
     from_stream_id,
+    normalize_position,
     to_stream_id,
 )
 from cloudcore.events.base import START, Event, EventBus, EventFilter
@@ -180,6 +180,7 @@ class RedisEventBus(EventBus):
         return split_range(reply)
 
     async def read(self, *, after: str = START, limit: int = 1000) -> list[Event]:
+        after = normalize_position(after)
         try:
             await self._check_retained(after)
             entries = await self._fetch(after, limit)
@@ -204,8 +205,7 @@ class RedisEventBus(EventBus):
     ) -> AsyncIterator[Event]:
         self._check_open()
         wanted = EventFilter.of(types, subject_prefix, tenant)
-        cursor = await self.last_position() if after is None else after
-        check_position(cursor)
+        cursor = normalize_position(await self.last_position() if after is None else after)
         check, pause = True, _Backoff()
         while not self._closed:
             try:
@@ -238,6 +238,7 @@ class RedisEventBus(EventBus):
         self, group: str, consumer: str, *, after: str | None = None
     ) -> AsyncIterator[Event]:
         self._check_open()
+        after = None if after is None else normalize_position(after)
         start = "$" if after is None else "0" if after == START else to_stream_id(after)
         cursor: str | None = "0"  # first this consumer's pending entries, then new ones (None)
         made, pause = False, _Backoff()
@@ -270,15 +271,20 @@ class RedisEventBus(EventBus):
                     cursor = None
                     continue
                 cursor = entries[-1][0].decode()
-            events = self._decode(entries)
-            if len(events) < len(entries):  # skipped entries must not come back
-                good = {e.position for e in events}
-                bad = [sid for sid, _ in entries if from_stream_id(sid) not in good]
-                await self._redis.xack(self._key, group, *bad)
-            for event in events:
+            for event in await self._decode_acking_skipped(group, entries):
                 yield event
         await self._disconnect_after_close()
         raise BusClosed("the event bus is closed")
+
+    async def _decode_acking_skipped(self, group: str, entries: list[_Entry]) -> list[Event]:
+        """The events of ``entries``; the ones that cannot be decoded (logged) are acknowledged,
+        so they do not come back to the group."""
+        events = self._decode(entries)
+        if len(events) < len(entries):
+            good = {e.position for e in events}
+            bad = [sid for sid, _ in entries if from_stream_id(sid) not in good]
+            await self._redis.xack(self._key, group, *bad)
+        return events
 
     async def _disconnect_after_close(self) -> None:
         # A reader that was waiting when the bus closed may have reconnected (redis-py retries)

@@ -25,8 +25,9 @@ C = TypeVar("C")
 _log = get_logger("cloudcore.runtime")
 
 
-class _Guardian(Actor[Any]):
-    """The actors at ``/``, ``/user`` and ``/system``: they only supervise."""
+class _Guardian(Actor[NoReturn]):
+    """The actors at ``/``, ``/user`` and ``/system``: they only supervise (``Actor[NoReturn]``:
+    no message is theirs, which the system endpoints read to refuse one before delivery)."""
 
     async def receive(self, message: Any) -> NoReturn:
         raise ActorError(f"{self.context.path} takes no messages, got {type(message).__name__}")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from cloudcore.config import Settings
 from cloudcore.store import migrations
+from cloudcore.store._table import encode_cursor
 from cloudcore.store.base import Store
 
-__all__ = ["Store", "connect_store", "open_store", "sqlite_path"]
+__all__ = ["Store", "connect_store", "encode_cursor", "open_store", "sqlite_path"]
 
 
 def sqlite_path(settings: Settings) -> Path:

@@ -8,7 +8,7 @@ always travel as parameters.
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
@@ -20,6 +20,7 @@ import msgspec
 from cloudcore.errors import InvalidRecord
 from cloudcore.store._conn import Conn
 from cloudcore.store.records import (
+    CURSOR_PATTERN,
     VM,
     ApiToken,
     Datacenter,
@@ -223,19 +224,27 @@ def _list_sql(table: str, select: str, filters: tuple[tuple[str, bool], ...], cu
 
 
 def encode_cursor(last_id: str) -> str:
-    """An opaque cursor that resumes a listing after ``last_id``."""
+    """An opaque cursor that resumes a listing after ``last_id``: its UTF-8 in unpadded base64url
+    (the alphabet ``[A-Za-z0-9_-]``, which :data:`CURSOR_PATTERN` describes)."""
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
 
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        last_id = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        last_id = ""
-    if not last_id:
-        raise InvalidRecord(f"cursor {cursor!r} is malformed")
-    return last_id
+    """The position (a point in id order) a cursor resumes after.
+
+    Total over :data:`CURSOR_PATTERN`, so a client cannot be refused a cursor the API document
+    allows: a cursor is a point in id order, and every string of the alphabet names one. A final
+    character that carries less than a byte is ignored, bytes that are not UTF-8 read with the
+    replacement character, and NULs (no id holds one; PostgreSQL's text cannot) are dropped; the
+    empty position is before every id. InvalidRecord only outside the alphabet."""
+    if _CURSOR.match(cursor) is None:
+        raise InvalidRecord(f"cursor {cursor!r} is malformed: base64url characters only")
+    usable = cursor[: len(cursor) - (len(cursor) % 4 == 1)]
+    raw = base64.urlsafe_b64decode(usable + "=" * (-len(usable) % 4))
+    return raw.decode("utf-8", errors="replace").replace("\x00", "")
 
 
 _TENANT = ("tenant_id", "tenants", "tenant")

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 
 __all__ = [
+    "CURSOR_PATTERN",
     "EPOCH",
     "VM",
     "AddressRange",
@@ -159,8 +160,10 @@ class VolumeState(StrEnum):
     CREATING = "CREATING"
     AVAILABLE = "AVAILABLE"
     ATTACHING = "ATTACHING"
-    ATTACHED = "ATTACHED"
+    ATTACHED = "ATTACHED"  # ARCHITECTURE.md's IN_USE
     DETACHING = "DETACHING"
+    EXTENDING = "EXTENDING"
+    SNAPSHOTTING = "SNAPSHOTTING"
     DELETING = "DELETING"
     DELETED = "DELETED"
     ERROR = "ERROR"
@@ -251,6 +254,15 @@ class VMSpec(_Struct, frozen=True, kw_only=True):
     affinity_group: str | None = None
     network_ids: tuple[str, ...] = ()
     extra: dict[str, str] = msgspec.field(default_factory=dict)
+    #: The most a running VM may grow to (None: its size when defined). Records written before
+    #: these fields existed read with None, so the JSON spec column needs no migration.
+    max_cpus: Positive | None = None
+    max_memory_mib: Positive | None = None
+
+    def live_limits(self) -> tuple[int, int]:
+        """(vCPUs, MiB) a running VM can reach without a restart. A stopped reconfigure grows
+        the hypervisor's maxima with the size, so the current size is a floor."""
+        return max(self.max_cpus or 0, self.cpus), max(self.max_memory_mib or 0, self.memory_mib)
 
 
 class VM(Record, frozen=True, kw_only=True):
@@ -443,6 +455,11 @@ class IpAllocation(_Struct, frozen=True, kw_only=True):
 
 
 R = TypeVar("R")
+
+
+#: Every cursor a listing reads back: unpadded base64url. Any string of the alphabet is a
+#: position in id order, so a made-up cursor starts somewhere rather than failing.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
 class Page(_Struct, Generic[R], frozen=True, kw_only=True):

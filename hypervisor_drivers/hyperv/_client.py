@@ -3,7 +3,13 @@
 thread, never on the event loop.
 
 Hyper-V chooses a VM's Id itself, so a VM cloudcore defines carries the orchestrator's uuid, and
-the volumes attached to it (serial -> path and SCSI slot), as JSON in its ``Notes``.
+the volumes attached to it (serial -> path and SCSI slot), as JSON in its ``Notes``; the client
+caches uuid -> Id, looked up again when Hyper-V no longer knows the Id.
+
+Start and hard stop are one script each, with the state guard inside it: the script prints the
+VM's state, then acts through ``Where-Object`` only in the states the base spec allows (Hyper-V's
+``Start-VM`` would also resume a saved VM, and ``Stop-VM -TurnOff`` discard one), and the state
+printed gives the idempotent outcome.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from hypervisor_drivers.types import (
     HostCapacity,
     HostInventory,
     SnapshotInfo,
+    StopOutcome,
     VMInfo,
 )
 
@@ -55,7 +62,7 @@ class HyperVClient:
         timeout = max(1, int(float(settings.extra.get("timeout", "30"))))
         self._session = winrm.Session(
             settings.uri,
-            auth=(settings.username or "Administrator", rec.password(settings)),
+            auth=(rec.username(settings), rec.password(settings)),
             transport=settings.extra.get("transport", "ntlm"),
             server_cert_validation=settings.extra.get("cert_validation", "validate"),
             ca_trust_path=settings.extra.get("ca_trust_path"),
@@ -65,6 +72,7 @@ class HyperVClient:
         )
         self._protocol = self._session.protocol
         self._shell: str | None = None
+        self._ids: dict[str, str] = {}  # orchestrator uuid -> Hyper-V Id
         self.computer_name = str(
             self._one(
                 ["Get-VMHost | Select-Object ComputerName | ConvertTo-Json -Compress"],
@@ -190,6 +198,7 @@ class HyperVClient:
         """The raw VM record whose orchestrator uuid is ``uuid``. Raises ``NotFound``."""
         for vm in self._raw_vms():
             if rec.vm_info(vm).uuid == uuid.lower():
+                self._ids[uuid.lower()] = str(vm["Id"])
                 return vm
         raise NotFound(f"no VM {uuid} on Hyper-V host {self.computer_name}")
 
@@ -267,24 +276,41 @@ class HyperVClient:
         vm = self.find(uuid)
         return vm, rec.power(vm)
 
+    def _guarded(self, uuid: str, action: str) -> GuestPower:
+        """Print the VM's state, then run ``action`` (a pipeline from ``$vm``, filtered by
+        state); one script with the cached Id. Returns the state before the action."""
+        body = [_BY_ID, "$vm | Select-Object State | ConvertTo-Json -Compress", action]
+        vm_id = self._ids.get(uuid.lower())
+        if vm_id is not None:
+            try:
+                return rec.power(self._one(body, {"id": vm_id}, "a VM state"))
+            except NotFound:  # removed, or re-created with a new Id: look it up again
+                self._ids.pop(uuid.lower(), None)
+        vm = self.find(uuid)
+        return rec.power(self._one(body, {"id": vm["Id"]}, "a VM state"))
+
     def start(self, uuid: str) -> None:
-        vm, power = self.state(uuid)
-        if power is GuestPower.RUNNING:
-            return
-        if power is not GuestPower.STOPPED:
-            raise IllegalTransition(f"cannot start VM {uuid}: it is {power.value}")
-        self._act(vm, ["$vm | Start-VM"])
+        before = self._guarded(
+            uuid, "$vm | Where-Object -Property State -EQ -Value 'Off' | Start-VM"
+        )
+        if before not in (GuestPower.STOPPED, GuestPower.RUNNING):
+            raise IllegalTransition(f"cannot start VM {uuid}: it is {before.value}")
 
     def request_shutdown(self, uuid: str) -> None:
         self._act(self.find(uuid), ["$vm | Stop-VM -Force -AsJob | Out-Null"])
 
-    def power_off(self, uuid: str) -> None:
-        vm = self.find(uuid)
-        try:
-            self._act(vm, ["$vm | Stop-VM -TurnOff -Force"])
-        except IllegalTransition:
-            if self.state(uuid)[1] is not GuestPower.STOPPED:
-                raise  # else it stopped by itself meanwhile
+    def power_off(self, uuid: str) -> StopOutcome:
+        """Hard stop: ``ALREADY_STOPPED`` when off, ``IllegalTransition`` when saved."""
+        before = self._guarded(
+            uuid,
+            "$vm | Where-Object -Property State -In -Value 'Running','Paused'"
+            " | Stop-VM -TurnOff -Force",
+        )
+        if before is GuestPower.STOPPED:
+            return StopOutcome.ALREADY_STOPPED
+        if before is GuestPower.SUSPENDED:
+            raise IllegalTransition(f"VM {uuid} is suspended; destroy it to discard its state")
+        return StopOutcome.FORCED
 
     def reboot(self, uuid: str, hard: bool) -> None:
         kind = "" if hard else " -Type Reboot"  # Restart-VM alone resets the virtual hardware

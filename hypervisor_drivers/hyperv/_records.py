@@ -16,7 +16,7 @@ from cloudcore.errors import ConfigError, DriverError
 from hypervisor_drivers.hyperv._errors import MALFORMED
 from hypervisor_drivers.types import DriverSettings, GuestPower, VMInfo
 
-__all__ = ["MiB", "date", "field", "notes", "password", "power", "vm_info"]
+__all__ = ["MiB", "date", "field", "notes", "password", "power", "username", "vm_info"]
 
 MiB = 1024 * 1024
 # VMState as ConvertTo-Json writes it (a number), and as its name; transitional states read as
@@ -78,6 +78,12 @@ def date(value: Any) -> datetime:
         return datetime.fromisoformat(str(value)).astimezone(UTC)
     except ValueError:
         raise DriverError(f"malformed Hyper-V date {value!r}", code=MALFORMED) from None
+
+
+def username(settings: DriverSettings) -> str:
+    """``settings.username``, else ``extra["username"]`` (a host registered through the API
+    carries its driver settings as ``driver.*`` capabilities), else ``Administrator``."""
+    return settings.username or settings.extra.get("username") or "Administrator"
 
 
 def password(settings: DriverSettings) -> str:

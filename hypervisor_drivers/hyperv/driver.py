@@ -1,11 +1,12 @@
 """The Hyper-V driver: PowerShell's Hyper-V cmdlets over WinRM, through pywinrm.
 
-``settings.uri`` is the WinRM endpoint (``https://hv01:5986/wsman``); ``username``, and the
-password in ``password`` or in the environment variable named by ``extra["password_env"]`` (never
-logged). ``extra``: ``transport`` (pywinrm's: ``ntlm`` by default, ``kerberos``, ``credssp``,
-``basic``...), ``cert_validation`` (``validate``/``ignore``), ``ca_trust_path``, ``timeout``
-(seconds per call), ``poll_interval`` (seconds between power sweeps: Hyper-V pushes no events over
-WinRM), and on a migration destination ``computer_name`` (default: the uri's host name).
+``settings.uri`` is the WinRM endpoint (``https://hv01:5986/wsman``); ``username`` (or
+``extra["username"]``, default Administrator), and the password in ``password`` or in the
+environment variable named by ``extra["password_env"]`` (never logged). ``extra``:
+``transport`` (pywinrm's: ``ntlm`` by default, ``kerberos``, ``credssp``, ``basic``...),
+``cert_validation`` (``validate``/``ignore``), ``ca_trust_path``, ``timeout`` (seconds per call),
+``poll_interval`` (seconds between power sweeps: Hyper-V pushes no events over WinRM), and on a
+migration destination ``computer_name`` (default: the uri's host name).
 
 Calls run in one worker thread; every script is framed by ``_script`` (arguments as data, errors
 as JSON records), its JSON output validated by ``_client``.
@@ -157,6 +158,9 @@ class HyperVDriver(HypervisorDriver):
         await self._call(lambda c: c.start(uuid))
 
     async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
+        if timeout <= 0:  # nothing to wait for: one script, its state guard inside
+            return await self._call(lambda c: c.power_off(uuid))
+
         async def request_shutdown() -> None:
             await self._call(lambda c: c.request_shutdown(uuid))
 

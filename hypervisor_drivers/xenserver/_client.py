@@ -6,13 +6,24 @@ a method needs to look at one itself.
 XAPI chooses a VM's uuid itself, so a VM cloudcore defines carries the orchestrator's uuid in
 ``other_config["cloudcore_uuid"]``; lookups go through a uuid -> ref cache refreshed on a miss.
 ``XenAPI.Session`` logs in again by itself when a call meets ``SESSION_INVALID``.
+
+Power calls are optimistic: they go straight to XAPI with the cached ref and read XAPI's refusal
+(``VM_BAD_POWER_STATE [vm, expected, actual]``) for the idempotent outcome, instead of reading the
+state first: one call where a check-first client makes two or three. The one call that cannot
+be optimistic is a hard stop, because XAPI's ``hard_shutdown`` also discards a suspended VM,
+which the base spec refuses: it skips the look only when this client's last change left the VM
+running or paused (``_seen``) and no event has reported another state since (``forget``).
+Quick calls (start, hard stop, pause) are synchronous; long ones (suspend, resume, reboot,
+migration, snapshots, a clean shutdown) go through ``Async.*`` tasks, which outlive the
+per-call socket timeout and can be cancelled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 import XenAPI
@@ -33,12 +44,16 @@ from hypervisor_drivers.types import (
     HostCapacity,
     HostInventory,
     SnapshotInfo,
+    StopOutcome,
     VMInfo,
 )
 from hypervisor_drivers.xenserver import _records as rec
 from hypervisor_drivers.xenserver._errors import failure_code
 
 __all__ = ["XenClient"]
+
+_T = TypeVar("_T")
+_OFF = (GuestPower.STOPPED, GuestPower.CRASHED)
 
 _log = structlog.get_logger("hypervisor_drivers.xenserver")
 MiB = 1024 * 1024
@@ -62,6 +77,7 @@ class XenClient:
             self.close()
             raise
         self._refs: dict[str, str] = {}
+        self._seen: dict[str, GuestPower] = {}  # uuid -> power our last change left it in
 
     def _host_ref(self, name: str | None) -> str:
         if name is None:
@@ -266,17 +282,54 @@ class XenClient:
             with contextlib.suppress(XenAPI.Failure):
                 self.x.task.destroy(task)
 
+    def forget(self, uuid: str, power: GuestPower | None) -> None:
+        """An event saw ``uuid`` in ``power``: what this client saw is stale unless it agrees.
+        Called from the event watcher's thread (a dict operation: atomic under the GIL)."""
+        if self._seen.get(uuid) is not power:
+            self._seen.pop(uuid, None)
+
+    def _on_vm(self, uuid: str, call: Callable[[str], _T]) -> _T:
+        """``call(ref)`` with the cached ref of ``uuid``; a ref XAPI no longer knows is looked up
+        again once (``NotFound`` when the VM is gone)."""
+        ref = self._refs.get(uuid)
+        if ref is not None:
+            try:
+                return call(ref)
+            except XenAPI.Failure as exc:
+                if failure_code(exc) != "HANDLE_INVALID" or ref not in exc.details:
+                    raise
+                self._refs.pop(uuid, None)
+        return call(self.ref(uuid))
+
+    def _transition(
+        self, uuid: str, verb: str, call: Callable[[str], object], to: GuestPower
+    ) -> None:
+        """Ask XAPI for a change to ``to``; a VM already there is a no-op, any other state it
+        reports is an ``IllegalTransition`` naming it."""
+        try:
+            self._on_vm(uuid, call)
+        except XenAPI.Failure as exc:
+            actual = rec.refused_power(exc.details)
+            if actual is None:
+                raise
+            if actual is not to:
+                raise IllegalTransition(
+                    f"cannot {verb} VM {uuid}: it is {actual.value} (XAPI VM_BAD_POWER_STATE)"
+                ) from exc
+        self._seen[uuid] = to
+
     def start(self, uuid: str) -> None:
-        ref, power = self.state(uuid)
-        if power is GuestPower.RUNNING:
-            return
-        if power not in (GuestPower.STOPPED, GuestPower.CRASHED):
-            raise IllegalTransition(f"cannot start VM {uuid}: it is {power.value}")
-        self.run_task(self.x.Async.VM.start_on(ref, self.host, False, False), None)
+        self._transition(
+            uuid,
+            "start",
+            lambda ref: self.x.VM.start_on(ref, self.host, False, False),
+            GuestPower.RUNNING,
+        )
 
     def request_shutdown(self, uuid: str) -> str:
         """Start a clean shutdown and return its task; the caller polls and cancels."""
-        return str(self.x.Async.VM.clean_shutdown(self.ref(uuid)))
+        self._seen.pop(uuid, None)  # it may stop by itself from now on
+        return str(self._on_vm(uuid, self.x.Async.VM.clean_shutdown))
 
     def cancel_task(self, task: str) -> None:
         """Cancel (if still running) and destroy a task. Idempotent."""
@@ -285,44 +338,53 @@ class XenClient:
         with contextlib.suppress(XenAPI.Failure):  # destroyed already
             self.x.task.destroy(task)
 
-    def power_off(self, uuid: str) -> None:
-        ref = self.ref(uuid)
+    def power_off(self, uuid: str) -> StopOutcome:
+        """Hard stop: ``ALREADY_STOPPED`` when halted, ``IllegalTransition`` when suspended."""
+        if self._seen.get(uuid) not in (GuestPower.RUNNING, GuestPower.PAUSED):
+            power = self.state(uuid)[1]  # hard_shutdown would discard a saved VM: look first
+            if power in _OFF:
+                return StopOutcome.ALREADY_STOPPED
+            if power is GuestPower.SUSPENDED:
+                raise IllegalTransition(f"VM {uuid} is suspended; destroy it to discard its state")
         try:
-            self.x.VM.hard_shutdown(ref)
+            self._on_vm(uuid, self.x.VM.hard_shutdown)
         except XenAPI.Failure as exc:
-            if failure_code(exc) != "VM_BAD_POWER_STATE" or self.state(uuid)[1] not in (
-                GuestPower.STOPPED,
-                GuestPower.CRASHED,
-            ):
-                raise  # else it stopped by itself meanwhile
+            actual = rec.refused_power(exc.details)
+            if actual not in _OFF:
+                raise
+            self._seen[uuid] = GuestPower.STOPPED  # it stopped by itself meanwhile
+            return StopOutcome.ALREADY_STOPPED
+        self._seen[uuid] = GuestPower.STOPPED
+        return StopOutcome.FORCED
 
     def reboot(self, uuid: str, hard: bool) -> None:
-        ref = self.ref(uuid)
         call = self.x.Async.VM.hard_reboot if hard else self.x.Async.VM.clean_reboot
-        self.run_task(call(ref), None)  # XAPI refuses anything but Running: VM_BAD_POWER_STATE
+        # XAPI refuses anything but Running: VM_BAD_POWER_STATE, an IllegalTransition.
+        self._on_vm(uuid, lambda ref: self.run_task(call(ref), None))
 
     def pause(self, uuid: str) -> None:
-        ref, power = self.state(uuid)
-        if power is not GuestPower.PAUSED:
-            self.x.VM.pause(ref)
+        self._transition(uuid, "pause", self.x.VM.pause, GuestPower.PAUSED)
 
     def unpause(self, uuid: str) -> None:
-        ref, power = self.state(uuid)
-        if power is not GuestPower.RUNNING:
-            self.x.VM.unpause(ref)
+        self._transition(uuid, "unpause", self.x.VM.unpause, GuestPower.RUNNING)
 
     def suspend(self, uuid: str) -> None:
-        ref, power = self.state(uuid)
-        if power is GuestPower.SUSPENDED:
-            return
-        if power is GuestPower.PAUSED:
-            self.x.VM.unpause(ref)  # XAPI suspends only a running VM
-        self.run_task(self.x.Async.VM.suspend(ref), None)
+        def suspend(ref: str) -> None:
+            try:
+                self.run_task(self.x.Async.VM.suspend(ref), None)
+            except XenAPI.Failure as exc:
+                if rec.refused_power(exc.details) is not GuestPower.PAUSED:
+                    raise
+                self.x.VM.unpause(ref)  # XAPI suspends only a running VM
+                self.run_task(self.x.Async.VM.suspend(ref), None)
+
+        self._transition(uuid, "suspend", suspend, GuestPower.SUSPENDED)
 
     def resume(self, uuid: str) -> None:
-        ref, power = self.state(uuid)
-        if power is not GuestPower.RUNNING:
+        def resume(ref: str) -> None:
             self.run_task(self.x.Async.VM.resume_on(ref, self.host, False, False), None)
+
+        self._transition(uuid, "resume", resume, GuestPower.RUNNING)
 
     def destroy(self, uuid: str) -> None:
         try:
@@ -330,7 +392,7 @@ class XenClient:
         except NotFound:
             return
         if power in (GuestPower.RUNNING, GuestPower.PAUSED, GuestPower.SUSPENDED):
-            self.power_off(uuid)
+            self.x.VM.hard_shutdown(ref)  # a saved VM is discarded with the VM
         for snapshot in self.x.VM.get_snapshots(ref):
             self._destroy_snapshot(snapshot)
         # VBDs and VIFs are the VM's own; the VDIs they reference belong to storage.
@@ -340,6 +402,7 @@ class XenClient:
             self.x.VIF.destroy(vif)
         self.x.VM.destroy(ref)
         self._refs.pop(uuid, None)
+        self._seen.pop(uuid, None)
 
     def migrate(self, uuid: str, destination: DriverSettings, live: bool) -> None:
         if destination.uri.rstrip("/") != self.settings.uri.rstrip("/"):
@@ -354,6 +417,7 @@ class XenClient:
             raise IllegalTransition(f"cannot migrate VM {uuid}: it is {power.value}")
         self.x.VM.set_affinity(ref, target)  # where it starts next time
         self._refs.pop(uuid, None)
+        self._seen.pop(uuid, None)
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -433,6 +497,7 @@ class XenClient:
         ref, snapshot, record = self._snapshot(uuid, name)
         if record is None:
             raise NotFound(f"VM {uuid} has no snapshot named {name!r}")
+        self._seen.pop(uuid, None)
         if self.x.VM.get_power_state(ref) in ("Running", "Paused"):
             self.x.VM.hard_shutdown(ref)
         self.run_task(self.x.Async.VM.revert(snapshot), None)

@@ -26,7 +26,9 @@ __all__ = [
     "integer",
     "open_session",
     "power",
+    "refused_power",
     "snapshot_info",
+    "username",
     "vm_info",
     "vm_record",
     "vm_uuid",
@@ -103,6 +105,12 @@ class _SafeTransport(_TimeoutMixin, xmlrpc.client.SafeTransport):
         return connection
 
 
+def username(settings: DriverSettings) -> str:
+    """``settings.username``, else ``extra["username"]`` (a host registered through the API
+    carries its driver settings as ``driver.*`` capabilities), else ``root``."""
+    return settings.username or settings.extra.get("username") or "root"
+
+
 def password(settings: DriverSettings) -> str:
     """The password: ``settings.password``, else the environment variable named by
     ``extra["password_env"]``. Never logged."""
@@ -125,7 +133,7 @@ def open_session(settings: DriverSettings, originator: str) -> Any:
     transport = _SafeTransport(timeout) if https else _Transport(timeout)
     session = XenAPI.Session(settings.uri, transport=transport)
     session.xenapi.login_with_password(
-        settings.username or "root", password(settings), API_VERSION, originator
+        username(settings), password(settings), API_VERSION, originator
     )
     return session
 
@@ -142,6 +150,14 @@ def integer(record: dict[str, Any], field: str) -> int:
 
 def power(record: dict[str, Any]) -> GuestPower:
     return _POWER.get(str(record.get("power_state")), GuestPower.UNKNOWN)
+
+
+def refused_power(details: list[Any]) -> GuestPower | None:
+    """The actual power state a ``VM_BAD_POWER_STATE [vm, expected, actual]`` reports, else
+    None (another error, or a reply without the state)."""
+    if len(details) < 4 or details[0] != "VM_BAD_POWER_STATE":
+        return None
+    return _POWER.get(str(details[3]).capitalize(), GuestPower.UNKNOWN)
 
 
 def vm_uuid(record: dict[str, Any]) -> str:

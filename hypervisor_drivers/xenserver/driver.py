@@ -3,8 +3,10 @@
 One driver is one host of a pool: ``settings.uri`` is the pool master's URL
 (``https://xen-master``), ``settings.extra["host"]`` the host's name label or uuid (default: the
 master), ``extra["sr"]`` the SR whose VDIs disks name (default: the host's local SR, else the
-pool's default SR). The password is ``settings.password`` or the environment variable named by
-``extra["password_env"]``; it is never logged. ``extra["timeout"]`` bounds every call (seconds).
+pool's default SR). The user is ``settings.username`` or ``extra["username"]`` (default root); the
+password is ``settings.password`` or the environment variable named by ``extra["password_env"]``;
+it is never logged. ``extra["timeout"]`` bounds every call (seconds; a start is one synchronous
+call), ``extra["event_batch"]`` the pause between two event replies (seconds, default 0.05).
 
 XAPI calls run in one worker thread (a session is one XML-RPC connection); lifecycle events come
 from ``event.from`` on a second session in its own thread (``_events``).
@@ -31,6 +33,7 @@ from hypervisor_drivers.base import (
     HostInventory,
     HypervisorDriver,
     IscsiDisk,
+    LifecycleEvent,
     MigrationProgress,
     SnapshotInfo,
     StopOutcome,
@@ -104,7 +107,10 @@ class XenServerDriver(HypervisorDriver):
                 executor, call_translated, XenClient, self._settings
             )
             watcher = EventWatcher(
-                self._settings, client.host, client.host == client.master, self._publish
+                self._settings,
+                client.host,
+                client.host == client.master,
+                functools.partial(self._observed, client),
             )
             try:
                 await loop.run_in_executor(executor, call_translated, watcher.start)
@@ -116,6 +122,12 @@ class XenServerDriver(HypervisorDriver):
             raise
         self._client, self._watcher, self._executor = client, watcher, executor
         _log.info("hypervisor.connected", uri=self._settings.uri, host=client.host)
+
+    def _observed(self, client: XenClient, event: LifecycleEvent) -> None:
+        # An event may report a change made behind the client's back: it stops trusting what
+        # its own last call left (see XenClient.forget), then the event goes to subscribers.
+        client.forget(event.vm_uuid, event.power)
+        self._publish(event)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -159,6 +171,8 @@ class XenServerDriver(HypervisorDriver):
         await self._call(lambda c: c.start(uuid))
 
     async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
+        if timeout <= 0:  # no guest to wait for: one XAPI call, its refusal read for the outcome
+            return await self._call(lambda c: c.power_off(uuid))
         tasks: list[str] = []
 
         async def request_shutdown() -> None:

@@ -132,3 +132,44 @@ def test_serve_keeps_its_data_directory_and_database_to_the_owner(tmp_path: Path
     assert files
     for file in files:
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
+
+
+def test_sigterm_while_serve_waits_on_a_backend_ends_the_process(tmp_path: Path) -> None:
+    """The start waits on an event bus that accepts the connection and never answers (a Redis
+    hung or behind a black-holing proxy); a SIGTERM then ends the process at once, 128 + 15,
+    instead of being ignored until the wait gives up."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen()
+        hole.settimeout(30)
+        port = hole.getsockname()[1]
+        env = _serve_env(
+            tmp_path,
+            CLOUDCORE_API__PORT="0",
+            CLOUDCORE_EVENTS__BACKEND="redis",
+            CLOUDCORE_EVENTS__REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        )
+        with subprocess.Popen(
+            [sys.executable, "-m", "cloudcore.app.cli", "serve"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        ) as proc:
+            try:
+                conn, _ = hole.accept()  # the node is in its start, waiting on the bus
+                with conn:
+                    began = time.monotonic()
+                    proc.send_signal(signal.SIGTERM)
+                    code = proc.wait(timeout=20)
+                    took = time.monotonic() - began
+                    assert proc.stderr is not None
+                    log = proc.stderr.read()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    assert code == 128 + signal.SIGTERM, log[-2000:]
+    assert took < 5.0, took
+    assert '"signal": "SIGTERM"' in log and "node.interrupted" in log
+    assert "node.started" not in log and "Traceback" not in log

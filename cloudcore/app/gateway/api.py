@@ -30,7 +30,7 @@ from cloudcore.app.gateway.errors import ApiError, field_details
 from cloudcore.app.gateway.idempotency import idempotent
 from cloudcore.store.records import IdempotencyKey
 
-__all__ = ["Api", "ApiRequest", "Handler", "Reply", "Route", "encode"]
+__all__ = ["Api", "ApiRequest", "Handler", "Refine", "Reply", "Route", "encode"]
 
 B = TypeVar("B")
 Q = TypeVar("Q")
@@ -70,6 +70,8 @@ class ApiRequest(Generic[B, Q]):
 
 
 Handler = Callable[[ApiRequest[Any, Any]], Awaitable[Any]]
+#: (the body's component schema, every component schema) -> None, editing them in place.
+Refine = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,9 @@ class Route:
     public: bool = False  # no token needed
     content_type: str = "application/json"
     errors: tuple[int, ...] = ()
+    #: Called with the body's schema and every component, to say in the document what the
+    #: body's type cannot (what a free-form field holds). Must describe what validation takes.
+    refine: Refine | None = None
 
     @property
     def name(self) -> str:
@@ -112,6 +117,7 @@ class Api:
         public: bool = False,
         content_type: str = "application/json",
         errors: tuple[int, ...] = (),
+        refine: Refine | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -128,6 +134,7 @@ class Api:
                     public,
                     content_type,
                     errors,
+                    refine,
                 )
             )
             return handler
@@ -247,6 +254,10 @@ def _decode_query(kind: type, fields: frozenset[str], query: Mapping[str, str]) 
         return msgspec.convert(dict(query), kind, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc).replace("$.", "query parameter ")
+        details = field_details(str(exc))
+        got = query.get(str(details.get("field", "")))
+        if got is not None:
+            message += f" (got {got[:100]!r})"
         raise ApiError(
-            422, "invalid_query", f"the query is not valid: {message}", field_details(str(exc))
+            422, "invalid_query", f"the query is not valid: {message}", details
         ) from None

@@ -42,6 +42,10 @@ def build_openapi(routes: Iterable[Route], prefix: str) -> dict[str, Any]:
         types.extend(t for t in (route.body, route.query, route.reply) if t is not None)
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     schema_of = {id(t): s for t, s in zip(types, schemas, strict=True)}
+    for route in routes:
+        if route.refine is not None and route.body is not None:
+            name = schema_of[id(route.body)]["$ref"].rpartition("/")[2]
+            route.refine(components[name], components)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         operation = _operation(route, schema_of, components)

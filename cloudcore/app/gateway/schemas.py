@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import msgspec
 
 from actors.operations import Cpus, HostId, MemoryMib, SnapshotName, StopTimeout
-from cloudcore.store.records import TaskState, TaskStep, VMState
+from cloudcore.store.records import CURSOR_PATTERN, TaskState, TaskStep, VMState
 
 __all__ = [
     "Cursor",
@@ -34,7 +34,16 @@ __all__ = [
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
-Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Cursor = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        pattern=CURSOR_PATTERN,
+        description="The next_cursor of the previous page (any string of this pattern is read "
+        "as a position in id order)",
+    ),
+]
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -64,6 +73,9 @@ class VMCreate(_Body, frozen=True, kw_only=True):
     network_ids: list[Id] = msgspec.field(default_factory=list)
     start: bool = True
     tenant_id: Id | None = None
+    #: The most a running VM may be reconfigured to (default: its size); at least the size.
+    max_cpus: Cpus | None = None
+    max_memory_mib: MemoryMib | None = None
 
 
 class VMQuery(ListQuery, frozen=True, kw_only=True):

@@ -160,11 +160,24 @@ async def test_tell_is_202_and_the_actor_handles_it(api: ApiClient) -> None:
 
 
 async def test_an_error_the_actor_raises_is_the_reply_error(api: ApiClient) -> None:
+    place = {"type": "PlaceVM", "vm_id": "vm-nope", "expected_version": 0}
     r = await api.call(
-        "POST", "/system/ask", "admin", {"path": "/user", "message": {"type": "GetHost"}}
+        "POST", "/system/ask", "admin", {"path": "/user/dc/dc1/scheduler", "message": place}
     )
-    assert r.status == 503, r.body
-    assert "takes no messages" in r.body["error"]["message"]
+    assert r.status == 404, r.body
+    assert "vm-nope" in r.body["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/", "/user", "/system"])
+async def test_a_guardian_takes_no_message_and_is_not_failed_by_one(
+    api: ApiClient, path: str
+) -> None:
+    r = await api.call(
+        "POST", "/system/ask", "admin", {"path": path, "message": {"type": "GetHost"}}
+    )
+    assert r.status == 422 and r.error_code == "message_not_accepted", r.body
+    assert "accepts none" in r.body["error"]["message"]
+    assert api.system.tree(path).restarts == 0
 
 
 async def test_restart_gives_a_fresh_instance_that_answers(api: ApiClient) -> None:

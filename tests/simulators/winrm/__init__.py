@@ -106,6 +106,7 @@ class WinRMServer:
         username: str = "Administrator",
         password: str = "Passw0rd!",
         ids: Callable[[], str] | None = None,  # shell and command ids (golden tests fix them)
+        port: int = 0,  # 0: a free one; a given port brings a server back where it was
     ) -> None:
         self.host = host or HyperVHost()
         self.authorization = "Basic " + _b64(f"{username}:{password}".encode())
@@ -116,13 +117,17 @@ class WinRMServer:
         self._faults: list[str] = []
         self._malformed = 0
         self._lock = threading.Lock()
-        self._server = _HTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _HTTPServer(("127.0.0.1", port), _Handler)
         self._server.owner = self
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/wsman"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     def start(self) -> WinRMServer:
         self._thread = threading.Thread(

@@ -81,6 +81,7 @@ class HyperVHost:
             "Add-VMNetworkAdapter": self._add_nic,
             "Move-VM": self._move,
             "Select-Object": self._select,
+            "Where-Object": self._where,
             "ConvertTo-Json": self._to_json,
             "Write-Error": self._write_error,
             "Out-Null": lambda items, params: [],
@@ -366,6 +367,22 @@ class HyperVHost:
         names = params.get("Property", params.get("", []))
         names = names if isinstance(names, list) else [names]
         return [{n: item.get(n) for n in names} for item in items]
+
+    @staticmethod
+    def _where(items: list[Any], params: dict[str, Any]) -> list[Any]:
+        # Only the comparison form: Where-Object -Property P (-EQ | -In) -Value V. An enum
+        # property compares by its name, as PowerShell converts the string to the enum.
+        names = {RUNNING: "Running", OFF: "Off", SAVED: "Saved", PAUSED: "Paused"}
+        prop, value = str(params["Property"]), params["Value"]
+        wanted = {str(v) for v in value} if params.get("In") else {str(value)}
+        if not params.get("In") and not params.get("EQ"):
+            raise PSError("NotSupported", "NotImplemented", "Where-Object: -EQ or -In only")
+
+        def shown(item: dict[str, Any]) -> str:
+            field = item.get(prop)
+            return names.get(field, str(field)) if prop == "State" else str(field)
+
+        return [item for item in items if isinstance(item, dict) and shown(item) in wanted]
 
     @staticmethod
     def _to_json(items: list[Any], params: dict[str, Any]) -> list[Any]:

@@ -36,7 +36,17 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<dq>\"[^\"$`]*\")|(?P<pipe>\|)|(?P<comma>,)"
     r"|(?P<word>[^\s|,']+))"
 )
-SWITCHES = {"Force", "TurnOff", "NoVHD", "AsJob", "Compress", "Passthru", "Confirm:$false"}
+SWITCHES = {
+    "Force",
+    "TurnOff",
+    "NoVHD",
+    "AsJob",
+    "Compress",
+    "Passthru",
+    "Confirm:$false",
+    "EQ",
+    "In",
+}
 
 
 class PSError(Exception):

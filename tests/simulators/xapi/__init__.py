@@ -81,9 +81,10 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
 class XapiServer:
     """The XML-RPC endpoint of a :class:`Xapi` pool, on a free loopback port."""
 
-    def __init__(self, xapi: Xapi | None = None) -> None:
+    def __init__(self, xapi: Xapi | None = None, *, port: int = 0) -> None:
+        """``port`` 0 takes a free one; a given port brings a pool master back where it was."""
         self.xapi = xapi or Xapi()
-        self._server = _Server(("127.0.0.1", 0), _Handler, allow_none=True, logRequests=False)
+        self._server = _Server(("127.0.0.1", port), _Handler, allow_none=True, logRequests=False)
         self._server.owner = self
         self._server.register_instance(self)
         self._faults: list[_Fault] = []
@@ -94,6 +95,10 @@ class XapiServer:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     def start(self) -> XapiServer:
         self._thread = threading.Thread(
@@ -136,8 +141,8 @@ class XapiServer:
 
 
 @contextlib.contextmanager
-def running_xapi(xapi: Xapi | None = None) -> Iterator[XapiServer]:
-    server = XapiServer(xapi).start()
+def running_xapi(xapi: Xapi | None = None, *, port: int = 0) -> Iterator[XapiServer]:
+    server = XapiServer(xapi, port=port).start()
     try:
         yield server
     finally:

@@ -297,7 +297,8 @@ class Xapi(Devices):
     def _VM_destroy(self, ref: str) -> str:
         with self.store.lock:
             vm = self._need(ref, "Halted", "Suspended")
-            if vm["power_state"] == "Suspended":
+            # A checkpoint is a snapshot in Suspended state: XAPI destroys it like any snapshot.
+            if vm["power_state"] == "Suspended" and not vm["is_a_snapshot"]:
                 raise XapiError("VM_BAD_POWER_STATE", ref, "halted", "suspended")
             for vbd in list(vm["VBDs"]):
                 self.store.update("VBD", vbd, currently_attached=False)

@@ -195,3 +195,50 @@ async def test_nics_are_network_adapters_on_the_named_switch(
     assert (info.uuid, info.vcpus, info.memory_mib) == (vm, 2, 128)
     (simulated,) = server.host.vms.values()
     assert simulated["nics"] == [{"SwitchName": "External"}]
+
+
+async def test_start_and_hard_stop_are_one_script_each_with_the_state_guard_inside(
+    driver: HyperVDriver, server: WinRMServer
+) -> None:
+    spec = _spec()
+    await driver.define_vm(spec)
+    await driver.start_vm(spec.uuid)
+    await driver.stop_vm(spec.uuid, timeout=0)
+    mark = len(server.host.scripts)
+    await driver.start_vm(spec.uuid)
+    await driver.start_vm(spec.uuid)  # running: the guard lets nothing through
+    assert await driver.stop_vm(spec.uuid, timeout=0) is StopOutcome.FORCED
+    assert await driver.stop_vm(spec.uuid, timeout=0) is StopOutcome.ALREADY_STOPPED
+    assert len(server.host.scripts) - mark == 4
+
+
+async def test_a_saved_vm_is_neither_started_nor_discarded(
+    driver: HyperVDriver, server: WinRMServer
+) -> None:
+    spec = _spec()
+    await driver.define_vm(spec)
+    await driver.start_vm(spec.uuid)
+    await driver.suspend_vm(spec.uuid)
+    with pytest.raises(IllegalTransition, match="suspended"):
+        await driver.start_vm(spec.uuid)
+    with pytest.raises(IllegalTransition, match="suspended"):
+        await driver.stop_vm(spec.uuid, timeout=0)
+    assert await driver.power_state(spec.uuid) is GuestPower.SUSPENDED
+
+
+async def test_a_vm_recreated_with_a_new_id_is_looked_up_again(
+    driver: HyperVDriver, server: WinRMServer
+) -> None:
+    spec = _spec()
+    await driver.define_vm(spec)
+    await driver.start_vm(spec.uuid)
+    await driver.stop_vm(spec.uuid, timeout=0)
+    with server.host.lock:  # the same VM under another Id, as after an export and import
+        (old_id,) = [i for i, vm in server.host.vms.items() if vm["Name"] == spec.name]
+        vm = server.host.vms.pop(old_id)
+        server.host.vms["0000aaaa-0000-0000-0000-000000000001"] = {
+            **vm,
+            "Id": "0000aaaa-0000-0000-0000-000000000001",
+        }
+    await driver.start_vm(spec.uuid)
+    assert await driver.power_state(spec.uuid) is GuestPower.RUNNING

@@ -245,3 +245,62 @@ async def test_nics_are_vifs_on_the_named_network(
     )
     with pytest.raises(NotFound, match="nope"):
         await driver.define_vm(unknown)
+
+
+async def test_a_power_cycle_is_one_xapi_call_per_operation(
+    driver: XenServerDriver, server: XapiServer
+) -> None:
+    spec = _spec(server)
+    await driver.define_vm(spec)
+    await driver.start_vm(spec.uuid)
+    await driver.stop_vm(spec.uuid, timeout=0)
+    mark = len(server.xapi.calls)
+    await driver.start_vm(spec.uuid)
+    assert await driver.stop_vm(spec.uuid, timeout=0) is StopOutcome.FORCED
+    calls = [c for c in server.xapi.calls[mark:] if c != "event.from"]
+    assert calls == ["VM.start_on", "VM.hard_shutdown"]
+
+
+async def test_xapi_refusals_give_the_idempotent_outcomes(
+    driver: XenServerDriver, server: XapiServer
+) -> None:
+    spec = _spec(server)
+    await driver.define_vm(spec)
+    assert await driver.stop_vm(spec.uuid, timeout=0) is StopOutcome.ALREADY_STOPPED
+    await driver.start_vm(spec.uuid)
+    await driver.start_vm(spec.uuid)  # running: a no-op, read from VM_BAD_POWER_STATE
+    await driver.pause_vm(spec.uuid)
+    await driver.pause_vm(spec.uuid)
+    with pytest.raises(IllegalTransition, match="it is paused"):
+        await driver.start_vm(spec.uuid)
+    await driver.unpause_vm(spec.uuid)
+    await driver.unpause_vm(spec.uuid)
+    assert await driver.power_state(spec.uuid) is GuestPower.RUNNING
+
+
+async def test_a_hard_stop_never_discards_a_vm_suspended_behind_the_drivers_back(
+    driver: XenServerDriver, server: XapiServer
+) -> None:
+    spec = _spec(server)
+    await driver.define_vm(spec)
+    async with driver.subscribe() as events:
+        await driver.start_vm(spec.uuid)  # the client saw it running
+        await next_event(events, spec.uuid, kind=EventKind.STARTED)
+        ref = server.xapi.store.find("VM", uuid=server.xapi.vm_uuid_tagged(spec.uuid))[0]
+        server.xapi.call("VM.suspend", [next(iter(server.xapi.store.sessions)), ref])
+        await next_event(events, spec.uuid, kind=EventKind.SUSPENDED)  # it looks first now
+    with pytest.raises(IllegalTransition, match="suspended"):
+        await driver.stop_vm(spec.uuid, timeout=0)
+    assert await driver.power_state(spec.uuid) is GuestPower.SUSPENDED
+
+
+async def test_a_stale_cached_ref_is_looked_up_again(
+    driver: XenServerDriver, server: XapiServer
+) -> None:
+    spec = _spec(server)
+    await driver.define_vm(spec)
+    client = driver._client
+    assert client is not None
+    client._refs[spec.uuid] = "OpaqueRef:gone"
+    await driver.start_vm(spec.uuid)
+    assert await driver.power_state(spec.uuid) is GuestPower.RUNNING

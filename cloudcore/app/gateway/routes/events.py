@@ -20,7 +20,7 @@ from aiohttp import web
 from cloudcore.app.gateway.api import Api, ApiRequest
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.errors import BusClosed
-from cloudcore.events import START, Event, deduplicated
+from cloudcore.events import POSITION_PATTERN, START, Event, deduplicated
 
 __all__ = ["api"]
 
@@ -29,7 +29,16 @@ api = Api("events")
 #: Seconds between two keep-alive comments on an idle stream (proxies close silent ones).
 KEEPALIVE = 15.0
 
-Position = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+Position = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=40,
+        pattern=POSITION_PATTERN,
+        description="An event's position (or the next_cursor of a page): <ms>-<seq> as an "
+        "event's id, a Redis stream id, or 0 for the start",
+    ),
+]
 Types = Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=r"^[A-Za-z0-9._,-]+$")]
 Prefix = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 

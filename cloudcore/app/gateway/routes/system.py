@@ -14,9 +14,6 @@ the guardians and the runtime's own actors under ``/system`` are refused (403).
 from __future__ import annotations
 
 import asyncio
-import difflib
-import types
-import typing
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -25,17 +22,15 @@ import msgspec
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require
 from cloudcore.app.gateway.errors import ApiError
-from cloudcore.cluster.registry import MessageRegistry
+from cloudcore.app.gateway.messages import check_accepted, decode_message, describe_messages
 from cloudcore.errors import CloudcoreError, describe
-from cloudcore.runtime import Actor, ActorSystem, Message
+from cloudcore.runtime import ActorSystem
 from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.store.records import Role
 
-__all__ = ["api", "decode_message"]
+__all__ = ["api"]
 
 api = Api("system")
-
-_registry = MessageRegistry()
 
 ActorPath = Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=r"^/")]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=300)]
@@ -225,13 +220,14 @@ def _actor_view(system: ActorSystem, path: str) -> ActorView:
     status=202,
     summary="Send a message to an actor",
     errors=(403, 404, 422, 503),
+    refine=describe_messages,
 )
 async def tell(req: ApiRequest[TellBody, None]) -> Told:
     """Fire and forget: 202 once the message is in the actor's mailbox."""
     system = _operator(req)
     ref = system.lookup(req.body.path)
     message = decode_message(req.body.message)
-    _check_accepted(system.actor_class(ref.path), message)
+    check_accepted(system.actor_class(ref.path), message)
     ref.tell(message)
     return Told(path=ref.path, message_type=type(message).__name__)
 
@@ -242,6 +238,7 @@ async def tell(req: ApiRequest[TellBody, None]) -> Told:
     reply=AskReply,
     summary="Send a message to an actor and wait for its reply",
     errors=(403, 404, 409, 422, 500, 503),
+    refine=describe_messages,
 )
 async def ask(req: ApiRequest[AskBody, None]) -> AskReply:
     """The actor's error, if it raises one, is the reply's error (mapped as any other; an
@@ -249,7 +246,7 @@ async def ask(req: ApiRequest[AskBody, None]) -> AskReply:
     system = _operator(req)
     ref = system.lookup(req.body.path)
     message = decode_message(req.body.message)
-    _check_accepted(system.actor_class(ref.path), message)
+    check_accepted(system.actor_class(ref.path), message)
     try:
         value = await ref.ask(message, req.body.timeout)
     except CloudcoreError:
@@ -261,88 +258,6 @@ async def ask(req: ApiRequest[AskBody, None]) -> AskReply:
         reply_type=type(value).__name__,
         reply=msgspec.to_builtins(value, enc_hook=str),
     )
-
-
-def decode_message(raw: dict[str, Any]) -> Any:
-    """The message ``raw`` describes (``{"type": "GetHost", ...fields}``); ApiError 422
-    naming the unknown type (with close matches) or the field that does not fit."""
-    tag = raw.get("type")
-    if not isinstance(tag, str) or not tag:
-        raise ApiError(
-            422,
-            "invalid_message",
-            'message.type: name the message\'s type, as in {"type": "GetHost"}',
-            {"field": "message.type"},
-        )
-    cls = _registry.resolve(tag)
-    if cls is None:
-        close = difflib.get_close_matches(tag, _known_tags(), n=5, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ApiError(
-            422,
-            "unknown_message_type",
-            f"unknown message type {tag!r}{hint}",
-            {"type": tag, "close_matches": close},
-        )
-    fields: tuple[str, ...] = cls.__struct_fields__  # type: ignore[attr-defined]
-    tag_field: str = cls.__struct_config__.tag_field  # type: ignore[attr-defined]
-    unknown = sorted(set(raw) - set(fields) - {tag_field})
-    if unknown:
-        raise ApiError(
-            422,
-            "invalid_message",
-            f"{tag} has no field {unknown[0]!r} (its fields: {', '.join(fields) or 'none'})",
-            {"field": f"message.{unknown[0]}"},
-        )
-    try:
-        return msgspec.convert(raw, cls)
-    except msgspec.ValidationError as exc:
-        text = str(exc).replace("`$.", "`message.").replace("`$`", "`message`")
-        raise ApiError(422, "invalid_message", f"{tag}: {text}") from None
-
-
-def accepted_types(actor: type) -> tuple[type, ...] | None:
-    """The message classes ``actor`` receives, from its ``Actor[M]`` parameter (a class or a
-    union of them); None if it takes anything (``Actor[Any]``, or a type variable)."""
-    for klass in actor.__mro__:
-        for base in getattr(klass, "__orig_bases__", ()):
-            if typing.get_origin(base) is Actor:
-                (received,) = typing.get_args(base)
-                members = typing.get_args(received) if _is_union(received) else (received,)
-                if all(isinstance(m, type) and m is not Any for m in members):
-                    return tuple(members)
-                return None
-    return None
-
-
-def _is_union(kind: Any) -> bool:
-    return typing.get_origin(kind) in (typing.Union, types.UnionType)
-
-
-def _check_accepted(actor: type, message: Any) -> None:
-    """422 before delivery for a message the actor does not handle (it would fail the actor's
-    ``assert_never`` and restart it), naming the types it accepts."""
-    accepted = accepted_types(actor)
-    if accepted is None or isinstance(message, accepted):
-        return
-    tags = sorted(str(m.__struct_config__.tag) for m in accepted if hasattr(m, "__struct_config__"))
-    tag = type(message).__struct_config__.tag
-    raise ApiError(
-        422,
-        "message_not_accepted",
-        f"{actor.__name__} does not handle {tag}; it accepts {', '.join(tags)}",
-        {"field": "message.type", "reason": "not accepted by this actor", "accepted": tags},
-    )
-
-
-def _known_tags() -> list[str]:
-    tags: list[str] = []
-    pending: list[type] = list(Message.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        tags.append(str(cls.__struct_config__.tag))  # type: ignore[attr-defined]
-    return tags
 
 
 # ------------------------------------------------------------------ restart and stop

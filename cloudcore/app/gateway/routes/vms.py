@@ -76,12 +76,15 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         template = await referenced(store, Template, body.template_id, "template_id", "template")
         if template.tenant_id not in (None, tenant_id):  # another tenant's: as if none
             raise InvalidRecord(f"template_id: no template {body.template_id!r}")
+    _check_maxima(body)
     spec = VMSpec(
         cpus=body.cpus,
         memory_mib=body.memory_mib,
         disk_gib=body.disk_gib,
         template_id=body.template_id,
         network_ids=tuple(body.network_ids),
+        max_cpus=body.max_cpus,
+        max_memory_mib=body.max_memory_mib,
     )
     task = await req.gateway.orchestrator.deploy(
         tenant_id=tenant_id,
@@ -92,6 +95,15 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         claim=req.idempotency,
     )
     return await accepted(req, task)
+
+
+def _check_maxima(body: VMCreate) -> None:
+    for field, maximum, size in (
+        ("max_cpus", body.max_cpus, body.cpus),
+        ("max_memory_mib", body.max_memory_mib, body.memory_mib),
+    ):
+        if maximum is not None and maximum < size:
+            raise InvalidRecord(f"{field}: {maximum} is below the VM's size {size}")
 
 
 @api.get("/vms", query=VMQuery, reply=Page[VM], summary="List VMs")
