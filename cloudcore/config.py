@@ -9,6 +9,7 @@ Values in environment variables are read as TOML literals when they parse as one
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "EventsSettings",
     "ImagesSettings",
     "LogSettings",
+    "NetworkSettings",
     "NodeSettings",
     "OrchestratorSettings",
     "RuntimeSettings",
@@ -36,6 +38,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "CLOUDCORE_"
+
+
+_MAC_PREFIX = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){0,4}$")
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -244,6 +249,18 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError("images.convert_deadline and images.inspect_deadline must be > 0")
 
 
+class NetworkSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: NICs get MACs of this prefix (one to five octets, the first unicast) and random octets.
+    mac_prefix: str = "52:54:00"
+
+    def __post_init__(self) -> None:
+        if not _MAC_PREFIX.match(self.mac_prefix) or int(self.mac_prefix[:2], 16) & 1:
+            raise ValueError(
+                f"network.mac_prefix must be 1 to 5 octets like '52:54:00' with a unicast first "
+                f"octet, got {self.mac_prefix!r}"
+            )
+
+
 class DemoSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     tenant: str = "demo"
@@ -267,6 +284,7 @@ class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     orchestrator: OrchestratorSettings = msgspec.field(default_factory=OrchestratorSettings)
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
+    network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
     images: ImagesSettings = msgspec.field(default_factory=ImagesSettings)
 

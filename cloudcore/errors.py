@@ -26,6 +26,7 @@ id at the gateway, a restart in an actor. Code that means "the caller's input is
     │   ├── InsufficientCapacity             a host cannot take the claim
     │   ├── NoValidHost                      no host passes the scheduler's filters; says which
     │   ├── QuotaExceeded                    a tenant's quota cannot take the request
+    │   ├── AddressesExhausted               a network has no free address left
     │   └── PositionExpired                  an event position is older than the retained history
     ├── ActorError                           the actor runtime
     │   ├── AskTimeout (TimeoutError)        no reply within the deadline
@@ -63,6 +64,7 @@ __all__ = [
     "ActorInterrupted",
     "ActorNameTaken",
     "ActorStopped",
+    "AddressesExhausted",
     "AlreadyExists",
     "AskTimeout",
     "BackendUnavailable",
@@ -177,6 +179,10 @@ class InsufficientCapacity(Conflict):
 
 class QuotaExceeded(Conflict):
     """A tenant's quota for a resource cannot take the requested amount; the message names it."""
+
+
+class AddressesExhausted(Conflict):
+    """A network has no address left to hand out (all held, reserved or in quarantine)."""
 
 
 class PositionExpired(Conflict):

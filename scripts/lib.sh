@@ -107,6 +107,12 @@ ensure_rabbitmq() {
     wait_port 5672 90 RabbitMQ
 }
 
+# ensure_dhcp: dnsmasq (the network actor's DHCP server), iproute2 (namespaces, bridges, taps)
+# and QEMU with its iPXE ROMs, for the DHCP integration test's diskless guests.
+ensure_dhcp() {
+    apt_install dnsmasq-base iproute2 qemu-system-x86 ipxe-qemu
+}
+
 # ensure_libvirt_build: what pip needs to build libvirt-python from source (it has no wheels).
 ensure_libvirt_build() {
     local py inc

@@ -126,7 +126,8 @@ class AccountingOps(DomainOps):
         return drift
 
     async def _usage_of(self, conn: Conn, tenant_id: str) -> dict[str, int]:
-        """What the tenant's VMs that are not deleted and volumes hold, by resource."""
+        """What the tenant's VMs that are not deleted, volumes and public addresses hold, by
+        resource."""
         usage = dict.fromkeys(QUOTA_RESOURCES, 0)
         rows = await conn.fetch(
             "SELECT v.spec AS spec, v.state AS state, t.kind AS kind, t.data AS data "
@@ -148,4 +149,10 @@ class AccountingOps(DomainOps):
             tenant_id,
         )
         usage["volumes"] = int(volumes["n"])
+        public = await conn.fetchrow(
+            "SELECT count(*) AS n FROM ip_allocations a JOIN networks n ON n.id = a.network_id "
+            "WHERE a.tenant_id = $1 AND a.released_at IS NULL AND n.tenant_id IS NULL",
+            tenant_id,
+        )
+        usage["public_ips"] = int(public["n"])
         return usage

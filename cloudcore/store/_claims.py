@@ -27,7 +27,7 @@ from cloudcore.errors import (
 )
 from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, check_amounts, now
-from cloudcore.store._domain import DomainOps
+from cloudcore.store._ipam import IpamOps
 from cloudcore.store._table import table_of
 from cloudcore.store.records import VM, Host, OutboxEvent, VMSpec, VMState
 
@@ -53,7 +53,7 @@ _PLACE = f"""UPDATE vms SET host_id = $3, state = $4, version = version + 1, upd
 WHERE id = $1 AND version = $2 AND host_id IS NULL RETURNING {_VM_COLS}"""
 
 
-class ClaimOps(DomainOps):
+class ClaimOps(IpamOps):
     """Host claims and the VM changes that move them, in portable SQL."""
 
     async def claim_host_capacity(self, host_id: str, *, cpus: int, memory_mib: int) -> Host:
@@ -142,6 +142,8 @@ class ClaimOps(DomainOps):
                 await self._release(conn, old.host_id, old.spec.cpus, old.spec.memory_mib)
             if give_back:
                 await self._give_back(conn, old.tenant_id, give_back)
+            if state is VMState.DELETED and old.state is not VMState.DELETED:
+                await self._release_held_by_vm(conn, vm_id)  # its NICs' addresses go with it
             await self._write_events(conn, events)
         self._events_committed(events)
         return vm

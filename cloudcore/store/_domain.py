@@ -1,6 +1,7 @@
-"""Targeted store operations: quotas, the task journal, the audit trail and IP addresses (host
-claims and placement are in :mod:`cloudcore.store._claims`). Each is one conditional statement
-or one transaction, so concurrent callers cannot overspend or half-apply.
+"""Targeted store operations: quotas, the task journal, the audit trail (host claims and
+placement are in :mod:`cloudcore.store._claims`, addresses in :mod:`cloudcore.store._ipam`).
+Each is one conditional statement or one transaction, so concurrent callers cannot overspend or
+half-apply.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from cloudcore.store._conn import Conn, SqlBase, check_amounts, check_limit, now
 from cloudcore.store._table import decode_cursor, encode_cursor
 from cloudcore.store.records import (
     AuditEvent,
-    IpAllocation,
     OutboxEvent,
     Page,
     Quota,
@@ -30,7 +30,6 @@ __all__ = ["DomainOps"]
 _QUOTA_COLS = "tenant_id, resource, maximum, used, version"
 _STEP_COLS = "task_id, seq, name, state, deadline, error, data, created_at, updated_at"
 _EVENT_COLS = "id, time, type, subject, tenant_id, actor, data"
-_IP_COLS = "network_id, address, vm_id, tenant_id, created_at"
 
 _CONSUME = f"""UPDATE quotas SET used = used + $3, version = version + 1
 WHERE tenant_id = $1 AND resource = $2 AND used + $3 <= maximum RETURNING {_QUOTA_COLS}"""
@@ -266,46 +265,3 @@ class DomainOps(SqlBase):
         items = [_struct(r, AuditEvent, ("data",)) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items=items, next_cursor=encode_cursor(str(items[-1].id)) if more else None)
-
-    # -- IP addresses -----------------------------------------------------------------------
-
-    async def allocate_ip(
-        self,
-        network_id: str,
-        address: str,
-        *,
-        vm_id: str | None = None,
-        tenant_id: str | None = None,
-    ) -> IpAllocation:
-        if not address:
-            raise InvalidRecord("an IP allocation needs an address")
-        async with self._writer() as conn:
-            row = await conn.fetchrow(
-                f"INSERT INTO ip_allocations ({_IP_COLS}) VALUES ($1, $2, $3, $4, $5) "
-                f"RETURNING {_IP_COLS}",
-                network_id,
-                address,
-                vm_id,
-                tenant_id,
-                now(),
-            )
-        return _struct(row, IpAllocation)  # type: ignore[no-any-return]
-
-    async def release_ip(self, network_id: str, address: str) -> None:
-        async with self._writer() as conn:
-            row = await conn.fetchrow(
-                "DELETE FROM ip_allocations WHERE network_id = $1 AND address = $2 "
-                "RETURNING address",
-                network_id,
-                address,
-            )
-        if row is None:
-            raise NotFound(f"address {address!r} of network {network_id!r} is not allocated")
-
-    async def list_ips(self, network_id: str) -> list[IpAllocation]:
-        async with self._reader() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_IP_COLS} FROM ip_allocations WHERE network_id = $1 ORDER BY address",
-                network_id,
-            )
-        return [_struct(r, IpAllocation) for r in rows]

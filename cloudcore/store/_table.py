@@ -285,7 +285,11 @@ _TABLES: dict[type[Any], Table[Any]] = {
             refs=(_TENANT, _DATACENTER),
         ),
         Table(
-            Network, "networks", filters=("tenant_id", "datacenter_id"), refs=(_TENANT, _DATACENTER)
+            Network,
+            "networks",
+            json=frozenset({"dns", "ranges", "excluded", "extra"}),
+            filters=("tenant_id", "datacenter_id", "name"),
+            refs=(_TENANT, _DATACENTER),
         ),
         Table(
             Template,

@@ -37,6 +37,7 @@ from cloudcore.store.records import (
     Host,
     IdempotencyKey,
     IpAllocation,
+    Network,
     OutboxEvent,
     Page,
     Quota,
@@ -273,10 +274,10 @@ class Store(ABC):
     ) -> builtins.list[QuotaDrift]:
         """Recompute the usage of every quota (of ``tenant_id``, or of every tenant) from what
         exists (:mod:`cloudcore.store.usage`: VMs not DELETED, the larger size of a VM whose
-        resize is in flight, volumes not DELETED) and return each usage that differs; with
-        ``fix`` set it to what exists, tenant by tenant in one transaction each, so a create
-        or delete running meanwhile is counted once. Resources the rule does not know are
-        left alone.
+        resize is in flight, volumes not DELETED, addresses held in public networks) and
+        return each usage that differs; with ``fix`` set it to what exists, tenant by tenant
+        in one transaction each, so a create or delete running meanwhile is counted once.
+        Resources the rule does not know are left alone.
         """
 
     # -- idempotent requests ------------------------------------------------------------------
@@ -396,26 +397,78 @@ class Store(ABC):
     ) -> Page[AuditEvent]:
         """Audit events in the order recorded, optionally of one subject or one tenant."""
 
-    # -- IP addresses -----------------------------------------------------------------------
+    # -- networks and addresses (IPAM) ---------------------------------------------------
+
+    @abstractmethod
+    async def create_network(
+        self, network: Network, *, events: Sequence[OutboxEvent] = ()
+    ) -> Network:
+        """Store a new network after :func:`cloudcore.ipam.check_network` and, in the same
+        transaction, checks against the networks of its datacenter.
+
+        Raises InvalidRecord naming the field (``cidr`` malformed or overlapping another
+        network of the datacenter, ``gateway`` outside it, ``ranges[i]`` that do not fit or
+        overlap, ``vlan`` out of range, ``datacenter_id``/``tenant_id`` that do not exist),
+        AlreadyExists (a network of that name and owner in the datacenter).
+        """
+
+    @abstractmethod
+    async def delete_network(self, network_id: str, *, events: Sequence[OutboxEvent] = ()) -> None:
+        """Delete a network no address of which is held (those in quarantine go with it).
+        Raises Conflict naming a holder, NotFound."""
 
     @abstractmethod
     async def allocate_ip(
         self,
         network_id: str,
-        address: str,
+        address: str | None = None,
         *,
         vm_id: str | None = None,
         tenant_id: str | None = None,
+        mac: str | None = None,
+        mac_prefix: str | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> IpAllocation:
-        """Hold ``address`` of a network. Raises AlreadyExists (held), InvalidRecord (network)."""
+        """Hold an address of a network, in one transaction with ``events``: ``address`` if
+        given, else a free one picked at random from the network's ranges (never the gateway,
+        an excluded address, a held one or one in quarantine). The NIC's MAC is ``mac``, or
+        made from ``mac_prefix``; a held MAC is never given twice. Each of ``events`` is
+        written with the ``address`` and ``mac`` given added to its data.
+
+        An address of a public network held for a tenant counts against its ``public_ips``
+        quota (consumed in the same transaction). Under any concurrency an address is held
+        once. Raises InvalidRecord (no such network; ``address`` outside the ranges or
+        reserved; another tenant's private network), AlreadyExists (the address is held,
+        naming the holder; or ``mac`` is), Conflict (the address rests in quarantine),
+        AddressesExhausted, QuotaExceeded. Nothing is stored when it raises.
+        """
 
     @abstractmethod
-    async def release_ip(self, network_id: str, address: str) -> None:
-        """Give an address back. Raises NotFound if it is not held."""
+    async def release_ip(
+        self, network_id: str, address: str, *, events: Sequence[OutboxEvent] = ()
+    ) -> IpAllocation:
+        """Give an address back: it rests in quarantine for its network's ``quarantine_s``.
+        Returns the released allocation. Raises NotFound if it is not held."""
 
     @abstractmethod
-    async def list_ips(self, network_id: str) -> builtins.list[IpAllocation]:
-        """The addresses held in a network, in address text order."""
+    async def release_vm_ips(
+        self, vm_id: str, *, events: Sequence[OutboxEvent] = ()
+    ) -> builtins.list[IpAllocation]:
+        """Give back every address a VM holds (none: nothing), in one transaction."""
+
+    @abstractmethod
+    async def list_ips(
+        self,
+        network_id: str | None = None,
+        *,
+        vm_id: str | None = None,
+        tenant_id: str | None = None,
+        public: bool | None = None,
+        released: bool = False,
+    ) -> builtins.list[IpAllocation]:
+        """The addresses held (with ``released``: also those given back, in quarantine or
+        past it), of a network, a VM, a tenant, in public (or private) networks, ordered by
+        network and address text."""
 
     # -- schema and life cycle --------------------------------------------------------------
 

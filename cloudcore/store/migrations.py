@@ -250,6 +250,22 @@ CREATE TABLE outbox (
 )
 """
 
+# Version 7, networks: what IPAM needs of a network, and the NIC's MAC and the quarantine of an
+# address given back. A MAC is unique among held addresses only.
+_V7 = """
+ALTER TABLE networks ADD COLUMN kind TEXT NOT NULL DEFAULT 'bridge';
+ALTER TABLE networks ADD COLUMN dns %JSON% NOT NULL DEFAULT '[]';
+ALTER TABLE networks ADD COLUMN ranges %JSON% NOT NULL DEFAULT '[]';
+ALTER TABLE networks ADD COLUMN excluded %JSON% NOT NULL DEFAULT '[]';
+ALTER TABLE networks ADD COLUMN bridge TEXT NOT NULL DEFAULT '';
+ALTER TABLE networks ADD COLUMN quarantine_s BIGINT NOT NULL DEFAULT 300;
+ALTER TABLE networks ADD COLUMN extra %JSON% NOT NULL DEFAULT '{}';
+ALTER TABLE ip_allocations ADD COLUMN mac TEXT;
+ALTER TABLE ip_allocations ADD COLUMN released_at %TIME%;
+CREATE UNIQUE INDEX ip_allocations_mac ON ip_allocations (mac) WHERE released_at IS NULL;
+CREATE INDEX ip_allocations_tenant ON ip_allocations (tenant_id)
+"""
+
 # Version 8: templates carry their image: the real format, sizes, checksum, the formats it is
 # available in (format -> sha256 of the file in the repository) and the progress of an upload.
 _V8 = """
@@ -269,6 +285,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(3, "idempotency keys", _V3),
     Migration(4, "transactional outbox of events", _V4),
+    Migration(7, "networks: IPAM fields, NIC MACs, address quarantine", _V7),
     Migration(8, "template images: format, sizes, checksum, formats, upload progress", _V8),
 )
 

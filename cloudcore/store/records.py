@@ -24,6 +24,7 @@ __all__ = [
     "CURSOR_PATTERN",
     "EPOCH",
     "VM",
+    "AddressRange",
     "AdminState",
     "ApiToken",
     "AuditEvent",
@@ -33,6 +34,7 @@ __all__ = [
     "IdempotencyKey",
     "IpAllocation",
     "Network",
+    "NetworkKind",
     "OutboxEvent",
     "Page",
     "PowerState",
@@ -292,8 +294,31 @@ class Volume(Record, frozen=True, kw_only=True):
     fault: str | None = None
 
 
+class NetworkKind(StrEnum):
+    """How a network reaches the hosts: a plain bridge, or a VLAN (``vlan`` the tag) on one."""
+
+    BRIDGE = "bridge"
+    VLAN = "vlan"
+
+
+class AddressRange(_Struct, frozen=True, kw_only=True):
+    """Addresses ``first`` to ``last`` (both included) that the store may hand out."""
+
+    first: Name
+    last: Name
+
+
 class Network(Record, frozen=True, kw_only=True):
-    """A network. ``tenant_id`` None: shared (public) network."""
+    """A network of a datacenter. ``tenant_id`` None: a public network, shared, whose addresses
+    tenants take and give back; otherwise the tenant's private network.
+
+    ``cidr`` is IPv4 or IPv6. Addresses are handed out from ``ranges`` (none: every host
+    address of the CIDR), never the ``gateway`` nor an ``excluded`` one. A released address
+    rests ``quarantine_s`` seconds before it is handed out again. ``bridge`` names the host
+    bridge its NICs are plugged into and its DHCP server listens on; ``extra`` carries what a
+    driver needs (a port group, a switch name). :func:`cloudcore.ipam.check_network` is the
+    validation the API and :meth:`Store.create_network` apply.
+    """
 
     tenant_id: str | None = None
     datacenter_id: Id
@@ -301,6 +326,13 @@ class Network(Record, frozen=True, kw_only=True):
     cidr: Name
     gateway: str | None = None
     vlan: Annotated[int, msgspec.Meta(ge=0, le=4094)] | None = None
+    kind: NetworkKind = NetworkKind.BRIDGE
+    dns: tuple[str, ...] = ()
+    ranges: tuple[AddressRange, ...] = ()
+    excluded: tuple[str, ...] = ()
+    bridge: str = ""
+    quarantine_s: Count = 300
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class TemplateState(StrEnum):
@@ -434,13 +466,17 @@ class IdempotencyKey(_Struct, frozen=True, kw_only=True):
 
 
 class IpAllocation(_Struct, frozen=True, kw_only=True):
-    """An address of a network held by a VM (or reserved, ``vm_id`` None)."""
+    """An address of a network held by a VM's NIC (``mac`` its MAC), or taken by a tenant
+    (``vm_id`` None: a public address not attached). ``released_at`` set: given back at that
+    time and resting in quarantine; ``vm_id``, ``tenant_id`` then say who held it last."""
 
     network_id: str
     address: str
     vm_id: str | None = None
     tenant_id: str | None = None
+    mac: str | None = None
     created_at: Time = EPOCH
+    released_at: Time | None = None
 
 
 R = TypeVar("R")

@@ -123,6 +123,8 @@ class SqliteStore(SqlStore):
     async def _translated(self) -> AsyncIterator[None]:
         try:
             yield
+        except CloudcoreError:  # ours, raised inside the block (InvalidRecord is a ValueError)
+            raise
         except (sqlite3.Error, OverflowError, ValueError) as exc:
             # aiosqlite raises ValueError once closed; sqlite3 raises OverflowError for big ints.
             raise _translate(exc, self._path) from exc

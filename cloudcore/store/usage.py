@@ -12,7 +12,7 @@ from cloudcore.store.records import VMSpec
 __all__ = ["QUOTA_RESOURCES", "RESIZING_KIND", "vm_usage", "vm_usage_resizing"]
 
 #: The resources a tenant's quotas may limit, each recomputed from what exists.
-QUOTA_RESOURCES = ("vms", "cpus", "memory_mib", "volumes")
+QUOTA_RESOURCES = ("vms", "cpus", "memory_mib", "volumes", "public_ips")
 
 #: The task kind of a resize in flight: it has taken the larger size already.
 RESIZING_KIND = "vm.reconfigure"

@@ -25,6 +25,7 @@ from aiohttp import web
 from cloudcore.app.gateway.context import GATEWAY, REQUEST_ID
 from cloudcore.errors import (
     ActorError,
+    AddressesExhausted,
     AlreadyExists,
     AskTimeout,
     BackendUnavailable,
@@ -96,6 +97,7 @@ _STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (NotFound, 404, "not_found"),
     (IllegalTransition, 409, "illegal_transition"),
     (QuotaExceeded, 409, "quota_exceeded"),
+    (AddressesExhausted, 409, "addresses_exhausted"),
     (AlreadyExists, 409, "already_exists"),
     (VersionConflict, 409, "version_conflict"),
     (PositionExpired, 409, "position_expired"),

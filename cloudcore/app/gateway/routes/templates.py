@@ -13,9 +13,10 @@ from cloudcore.app.gateway.auth import Principal
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.lookup import referenced, visible
 from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.app.gateway.shared import own_and_public
 from cloudcore.errors import Conflict
 from cloudcore.images import ImageLibrary
-from cloudcore.store import Store, encode_cursor
+from cloudcore.store import Store
 from cloudcore.store.records import (
     Datacenter,
     Page,
@@ -75,22 +76,7 @@ async def list_templates(req: ApiRequest[None, ListQuery]) -> Page[Template]:
     scope = req.principal.scope()
     if scope is None:
         return await store.list(Template, after=q.cursor, limit=q.limit)
-    return await _own_and_public(store, scope, q.cursor, q.limit)
-
-
-async def _own_and_public(
-    store: Store, tenant_id: str, cursor: str | None, limit: int
-) -> Page[Template]:
-    """Two listings merged in id order. Both resume after the last id shown, so the cursor is
-    the store's own (ids are unique across both)."""
-    pages = [
-        await store.list(Template, where={"tenant_id": owner}, after=cursor, limit=limit)
-        for owner in (tenant_id, None)
-    ]
-    both = sorted((t for p in pages for t in p.items), key=lambda t: t.id)
-    merged = both[:limit]
-    more = len(both) > limit or any(p.next_cursor is not None for p in pages)
-    return Page(items=merged, next_cursor=encode_cursor(merged[-1].id) if more else None)
+    return await own_and_public(store, Template, scope, q.cursor, q.limit)
 
 
 @api.get("/templates/{template_id}", reply=Template, summary="Get a template", errors=(404,))

@@ -1,0 +1,256 @@
+"""Networks and public addresses.
+
+A network is a tenant's private one, or public (``tenant_id`` null, made by admins) with
+addresses tenants take and give back (``/public-ips``, counted by the ``public_ips`` quota). A
+user sees its tenant's networks and the public ones; in a public network only the addresses its
+tenant holds. Bad definitions are 422 naming the field (``cidr``, ``gateway``, ``ranges[1]``...).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from cloudcore.app.gateway.api import Api, ApiRequest, Reply
+from cloudcore.app.gateway.auth import Principal
+from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.lookup import referenced, visible
+from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.app.gateway.shared import own_and_public
+from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.store.records import (
+    AddressRange,
+    Datacenter,
+    IpAllocation,
+    Network,
+    NetworkKind,
+    OutboxEvent,
+    Page,
+    Role,
+    Tenant,
+    new_id,
+)
+
+__all__ = ["NetworkCreate", "PublicIpTake", "api"]
+
+api = Api("networks")
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+_Addr = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_Iface = Annotated[str, msgspec.Meta(max_length=15, pattern=r"^[A-Za-z0-9_.-]*$")]
+
+
+class NetworkCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A new network. ``tenant_id`` left out: the caller's tenant's private network; another
+    tenant: admins and operators only; null: a public network, admins only. ``ranges`` left
+    out: every host address of ``cidr``. ``bridge``: the host bridge (a Linux interface name)."""
+
+    name: _Name
+    datacenter_id: _Id
+    cidr: _Addr
+    kind: NetworkKind = NetworkKind.BRIDGE
+    vlan: int | None = None
+    gateway: _Addr | None = None
+    dns: Annotated[list[_Addr], msgspec.Meta(max_length=8)] = []
+    ranges: Annotated[list[AddressRange], msgspec.Meta(max_length=64)] = []
+    excluded: Annotated[list[_Addr], msgspec.Meta(max_length=1024)] = []
+    bridge: _Iface = ""
+    quarantine_s: Annotated[int, msgspec.Meta(ge=0, le=30 * 86400)] = 300
+    extra: dict[str, Annotated[str, msgspec.Meta(max_length=200)]] = {}
+    tenant_id: _Id | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class NetworkQuery(ListQuery, frozen=True, kw_only=True):
+    datacenter_id: _Id | None = None
+
+
+class PublicIpTake(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Take an address of a public network for the caller's tenant: ``address`` if given (409
+    naming its holder when taken), else a free one."""
+
+    network_id: _Id
+    address: _Addr | None = None
+
+
+def _owner(principal: Principal, requested: str | msgspec.UnsetType | None) -> str | None:
+    if requested is msgspec.UNSET or requested == principal.tenant_id:
+        return principal.tenant_id
+    if requested is None:
+        if principal.role is not Role.ADMIN:
+            raise ApiError(403, "forbidden", "only admins create public networks")
+        return None
+    if not principal.sees_all:
+        raise ApiError(
+            403, "forbidden", "only admins and operators create networks for another tenant"
+        )
+    return requested
+
+
+async def _visible(req: ApiRequest[Any, Any]) -> Network:
+    return await visible(req, Network, req.params["network_id"], "network")
+
+
+def _event(kind: str, network: Network, **data: Any) -> OutboxEvent:
+    return OutboxEvent(
+        type=kind, subject=f"network/{network.id}", tenant_id=network.tenant_id, data=data
+    )
+
+
+@api.post(
+    "/networks",
+    body=NetworkCreate,
+    reply=Network,
+    status=201,
+    summary="Create a network",
+    errors=(403, 409),
+)
+async def create_network(req: ApiRequest[NetworkCreate, None]) -> Reply:
+    """422 naming the field for a malformed CIDR, a gateway outside it, ranges that do not fit
+    or overlap, a VLAN id out of range, a CIDR overlapping another network of the datacenter;
+    409 for a name its owner already uses in the datacenter."""
+    body, store = req.body, req.gateway.store
+    tenant_id = _owner(req.principal, body.tenant_id)
+    if tenant_id is not None:
+        await referenced(store, Tenant, tenant_id, "tenant_id", "tenant")
+    await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
+    network = Network(
+        id=new_id("net-"),
+        tenant_id=tenant_id,
+        datacenter_id=body.datacenter_id,
+        name=body.name,
+        cidr=body.cidr,
+        gateway=body.gateway,
+        vlan=body.vlan,
+        kind=body.kind,
+        dns=tuple(body.dns),
+        ranges=tuple(body.ranges),
+        excluded=tuple(body.excluded),
+        bridge=body.bridge,
+        quarantine_s=body.quarantine_s,
+        extra=dict(body.extra),
+    )
+    created = await store.create_network(
+        network, events=[_event("network.created", network, cidr=network.cidr)]
+    )
+    return Reply(created, 201, {"Location": f"/api/v1/networks/{created.id}"})
+
+
+@api.get("/networks", query=NetworkQuery, reply=Page[Network], summary="List networks")
+async def list_networks(req: ApiRequest[None, NetworkQuery]) -> Page[Network]:
+    """In creation order. A user's pages interleave its tenant's networks with the public
+    ones."""
+    q, store = req.query, req.gateway.store
+    scope = req.principal.scope()
+    if scope is None:
+        where: dict[str, object] = {}
+        if q.datacenter_id is not None:
+            where["datacenter_id"] = q.datacenter_id
+        return await store.list(Network, where=where, after=q.cursor, limit=q.limit)
+    page = await own_and_public(store, Network, scope, q.cursor, q.limit)
+    if q.datacenter_id is None:
+        return page
+    items = [n for n in page.items if n.datacenter_id == q.datacenter_id]
+    return Page(items=items, next_cursor=page.next_cursor)
+
+
+@api.get("/networks/{network_id}", reply=Network, summary="Get a network", errors=(404,))
+async def get_network(req: ApiRequest[None, None]) -> Network:
+    return await _visible(req)
+
+
+@api.delete(
+    "/networks/{network_id}",
+    status=204,
+    summary="Delete a network no address of which is held",
+    errors=(403, 404, 409),
+)
+async def delete_network(req: ApiRequest[None, None]) -> Reply:
+    """By its tenant's users, or an admin; a public network by an admin only. 409 naming a
+    holder while an address is held."""
+    network = await _visible(req)
+    principal = req.principal
+    if principal.role is not Role.ADMIN and network.tenant_id != principal.tenant_id:
+        raise ApiError(403, "forbidden", "only admins delete public or other tenants' networks")
+    await req.gateway.store.delete_network(network.id, events=[_event("network.deleted", network)])
+    return Reply(None, 204)
+
+
+@api.get(
+    "/networks/{network_id}/addresses",
+    reply=list[IpAllocation],
+    summary="List the addresses held in a network",
+    errors=(404,),
+)
+async def list_addresses(req: ApiRequest[None, None]) -> list[IpAllocation]:
+    """All of them in a private network; in a public one, a user sees its tenant's only."""
+    network = await _visible(req)
+    scope = req.principal.scope()
+    tenant = scope if network.tenant_id is None else None
+    return await req.gateway.store.list_ips(network.id, tenant_id=tenant)
+
+
+@api.post(
+    "/public-ips",
+    body=PublicIpTake,
+    reply=IpAllocation,
+    status=201,
+    summary="Take a public address for the caller's tenant",
+    errors=(409,),
+)
+async def take_public_ip(req: ApiRequest[PublicIpTake, None]) -> Reply:
+    """409 ``quota_exceeded`` past the tenant's ``public_ips`` quota, ``addresses_exhausted``
+    when the network has none left, ``already_exists`` naming the holder of a taken address."""
+    body, store = req.body, req.gateway.store
+    network = await referenced(store, Network, body.network_id, "network_id", "network")
+    if network.tenant_id is not None:
+        raise InvalidRecord(f"network_id: network {network.id} is not a public network")
+    tenant_id = req.principal.tenant_id
+    held = await store.allocate_ip(
+        network.id,
+        body.address,
+        tenant_id=tenant_id,
+        events=[_event("address.taken", network, tenant_id=tenant_id)],  # + address, by the store
+    )
+    location = f"/api/v1/public-ips/{network.id}/{held.address}"
+    return Reply(held, 201, {"Location": location})
+
+
+@api.get("/public-ips", query=ListQuery, reply=list[IpAllocation], summary="List public addresses")
+async def list_public_ips(req: ApiRequest[None, ListQuery]) -> list[IpAllocation]:
+    """The caller's tenant's (admins and operators: every tenant's)."""
+    return await req.gateway.store.list_ips(tenant_id=req.principal.scope(), public=True)
+
+
+@api.delete(
+    "/public-ips/{network_id}/{address}",
+    status=204,
+    summary="Give a public address back",
+    errors=(404, 409),
+)
+async def give_back_public_ip(req: ApiRequest[None, None]) -> Reply:
+    """By the tenant holding it (or an admin). It rests in quarantine before anyone gets it
+    again. 409 while it is attached to a VM."""
+    network_id, address = req.params["network_id"], req.params["address"]
+    store = req.gateway.store
+    missing = NotFound(f"public address {address} of network {network_id} not found")
+    try:
+        network = await store.get(Network, network_id)
+    except NotFound:
+        raise missing from None
+    held = [
+        a
+        for a in await store.list_ips(network_id, tenant_id=req.principal.scope())
+        if a.address == address
+    ]
+    if not held or network.tenant_id is not None:
+        raise missing
+    if held[0].vm_id is not None:
+        raise ApiError(409, "conflict", f"{address} is attached to VM {held[0].vm_id}")
+    await store.release_ip(
+        network_id,
+        address,
+        events=[_event("address.released", network, tenant_id=held[0].tenant_id, address=address)],
+    )
+    return Reply(None, 204)

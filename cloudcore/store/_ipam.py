@@ -1,0 +1,307 @@
+"""Networks and their addresses (IPAM), in portable SQL.
+
+An address is held by a row of ``ip_allocations`` keyed by (network, address): the primary key
+is what makes one address held once, under any concurrency, on both backends. A taker inserts
+with ``ON CONFLICT DO NOTHING``; a taker that lost the race gets no row and tries another
+address (or, when it asked for that one, is told who holds it). A released address keeps its
+row with ``released_at`` set, so it is not handed out again before its network's quarantine has
+passed; then the next taker deletes and reinserts it in its transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+
+from cloudcore import ipam
+from cloudcore.errors import AlreadyExists, Conflict, InvalidRecord, NotFound, VersionConflict
+from cloudcore.store import _outbox
+from cloudcore.store._conn import Conn, now
+from cloudcore.store._domain import DomainOps
+from cloudcore.store._table import table_of, validate
+from cloudcore.store.records import IpAllocation, Network, OutboxEvent
+
+__all__ = ["PUBLIC_IPS", "IpamOps"]
+
+#: The quota resource counting the addresses a tenant holds in public networks.
+PUBLIC_IPS = "public_ips"
+
+_IP_COLS = "network_id, address, vm_id, tenant_id, mac, created_at, released_at"
+_HELD = "released_at IS NULL"
+#: Tries for a free address when concurrent takers keep winning the one picked.
+_ATTEMPTS = 64
+
+
+def _allocation(row: Any) -> IpAllocation:
+    return msgspec.convert(dict(row), IpAllocation)
+
+
+class IpamOps(DomainOps):
+    """Networks created with their checks, and addresses taken, released and listed."""
+
+    async def create_network(
+        self, network: Network, *, events: Sequence[OutboxEvent] = ()
+    ) -> Network:
+        ipam.check_network(network)
+        table = table_of(Network)
+        stamp = now()
+        stored = msgspec.structs.replace(
+            validate(network), version=1, created_at=stamp, updated_at=stamp
+        )
+        stamped = _outbox.stamp(events, stamp)
+        async with self._transaction() as conn:
+            # Locks the datacenter's row (PostgreSQL), so two creates in one datacenter are
+            # checked for overlap one after the other; SQLite runs one writer at a time anyway.
+            locked = await conn.fetchrow(
+                "UPDATE datacenters SET version = version WHERE id = $1 RETURNING id",
+                stored.datacenter_id,
+            )
+            if locked is None:
+                raise InvalidRecord(f"datacenter_id: no datacenter {stored.datacenter_id!r}")
+            missing = await table.missing_reference(conn, stored)
+            if missing is not None:
+                raise missing
+            rows = await conn.fetch(
+                f"{table.select} WHERE datacenter_id = $1", stored.datacenter_id
+            )
+            others = [table.decode(r) for r in rows]
+            for other in others:
+                if other.name == stored.name and other.tenant_id == stored.tenant_id:
+                    raise AlreadyExists(
+                        f"name: network {other.id} is already called {other.name!r}"
+                    )
+            clash = ipam.overlapping(stored, others)
+            if clash is not None:
+                raise InvalidRecord(
+                    f"cidr: {stored.cidr} overlaps network {clash.id} ({clash.cidr}) of the "
+                    "same datacenter"
+                )
+            await conn.execute(table.insert_sql, *table.encode(stored))
+            await _outbox.insert(conn, stamped)
+        if stamped:
+            self._outbox_written()
+        return stored
+
+    async def delete_network(self, network_id: str, *, events: Sequence[OutboxEvent] = ()) -> None:
+        stamped = _outbox.stamp(events)
+        async with self._transaction() as conn:
+            held = await conn.fetchrow(
+                f"SELECT address, vm_id, tenant_id FROM ip_allocations WHERE network_id = $1 "
+                f"AND {_HELD} ORDER BY address LIMIT 1",
+                network_id,
+            )
+            if held is not None:
+                raise Conflict(
+                    f"network {network_id} is in use: {held['address']} is held by {_holder(held)}"
+                )
+            await conn.execute("DELETE FROM ip_allocations WHERE network_id = $1", network_id)
+            row = await conn.fetchrow("DELETE FROM networks WHERE id = $1 RETURNING id", network_id)
+            if row is None:
+                raise NotFound(f"Network {network_id!r} not found")
+            await _outbox.insert(conn, stamped)
+        if stamped:
+            self._outbox_written()
+
+    async def allocate_ip(
+        self,
+        network_id: str,
+        address: str | None = None,
+        *,
+        vm_id: str | None = None,
+        tenant_id: str | None = None,
+        mac: str | None = None,
+        mac_prefix: str | None = None,
+        events: Sequence[OutboxEvent] = (),
+    ) -> IpAllocation:
+        if address is not None and not address:
+            raise InvalidRecord("address: an IP allocation needs an address")
+        if mac is not None and mac_prefix is not None:
+            raise InvalidRecord("mac: give a MAC or a prefix to make one from, not both")
+        stamped = _outbox.stamp(events)
+        async with self._transaction() as conn:
+            network = await self._network(conn, network_id)
+            if network.tenant_id is not None and tenant_id not in (None, network.tenant_id):
+                raise InvalidRecord(
+                    f"network_id: network {network_id} is another tenant's private network"
+                )
+            held = await self._take(conn, network, address, vm_id, tenant_id, mac, mac_prefix)
+            if network.tenant_id is None and tenant_id is not None:
+                await self._consume(conn, tenant_id, {PUBLIC_IPS: 1})
+            given = {"address": held.address, "mac": held.mac}
+            await _outbox.insert(
+                conn,
+                [msgspec.structs.replace(e, data={**e.data, **given}) for e in stamped],
+            )
+        if stamped:
+            self._outbox_written()
+        return held
+
+    async def _network(self, conn: Conn, network_id: str) -> Network:
+        table = table_of(Network)
+        row = await conn.fetchrow(table.get_sql, network_id)
+        if row is None:
+            raise InvalidRecord(f"network_id: no network {network_id!r}")
+        return table.decode(row)
+
+    async def _take(
+        self,
+        conn: Conn,
+        network: Network,
+        address: str | None,
+        vm_id: str | None,
+        tenant_id: str | None,
+        mac: str | None,
+        mac_prefix: str | None,
+    ) -> IpAllocation:
+        wanted = None if address is None else ipam.check_address(network, address)
+        stamp = now()
+        rested = stamp - timedelta(seconds=network.quarantine_s)
+        rows = await conn.fetch(
+            "SELECT address FROM ip_allocations WHERE network_id = $1 "
+            f"AND ({_HELD} OR released_at > $2)",
+            network.id,
+            rested,
+        )
+        taken = {r["address"] for r in rows}
+        for _ in range(_ATTEMPTS):
+            candidate = wanted if wanted is not None else ipam.pick(network, taken)
+            nic_mac = ipam.new_mac(mac_prefix) if mac_prefix is not None else mac
+            await conn.execute(
+                "DELETE FROM ip_allocations WHERE network_id = $1 AND address = $2 "
+                "AND released_at IS NOT NULL AND released_at <= $3",
+                network.id,
+                candidate,
+                rested,
+            )
+            row = await conn.fetchrow(
+                f"INSERT INTO ip_allocations ({_IP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, NULL) "
+                f"ON CONFLICT DO NOTHING RETURNING {_IP_COLS}",
+                network.id,
+                candidate,
+                vm_id,
+                tenant_id,
+                nic_mac,
+                stamp,
+            )
+            if row is not None:
+                return _allocation(row)
+            holder = await conn.fetchrow(
+                "SELECT address, vm_id, tenant_id, released_at FROM ip_allocations "
+                "WHERE network_id = $1 AND address = $2",
+                network.id,
+                candidate,
+            )
+            if holder is None:  # the address is free: the MAC was the clash
+                if mac_prefix is None:
+                    raise AlreadyExists(f"mac: {mac} is already held by another NIC")
+                continue
+            if wanted is not None:
+                raise _taken_error(network, holder)
+            taken.add(candidate)
+        raise VersionConflict(
+            f"network {network.id}: {_ATTEMPTS} addresses were taken by concurrent callers "
+            "first: try again"
+        )
+
+    async def release_ip(
+        self, network_id: str, address: str, *, events: Sequence[OutboxEvent] = ()
+    ) -> IpAllocation:
+        stamped = _outbox.stamp(events)
+        async with self._transaction() as conn:
+            rows = await self._release_ips(
+                conn, f"network_id = $2 AND address = $3 AND {_HELD}", network_id, address
+            )
+            if not rows:
+                raise NotFound(f"address {address!r} of network {network_id!r} is not allocated")
+            await _outbox.insert(conn, stamped)
+        if stamped:
+            self._outbox_written()
+        return rows[0]
+
+    async def release_vm_ips(
+        self, vm_id: str, *, events: Sequence[OutboxEvent] = ()
+    ) -> list[IpAllocation]:
+        stamped = _outbox.stamp(events)
+        async with self._transaction() as conn:
+            rows = await self._release_held_by_vm(conn, vm_id)
+            await _outbox.insert(conn, stamped)
+        if stamped:
+            self._outbox_written()
+        return rows
+
+    async def _release_held_by_vm(self, conn: Conn, vm_id: str) -> list[IpAllocation]:
+        """Release a VM's addresses in the caller's transaction (the VM's delete)."""
+        return await self._release_ips(conn, f"vm_id = $2 AND {_HELD}", vm_id)
+
+    async def _release_ips(self, conn: Conn, where: str, *key: Any) -> list[IpAllocation]:
+        """Put the addresses ``where`` selects in quarantine, and give the public ones back to
+        their tenants' ``public_ips`` quota, in the caller's transaction."""
+        rows = await conn.fetch(
+            f"UPDATE ip_allocations SET released_at = $1 WHERE {where} RETURNING {_IP_COLS}",
+            now(),
+            *key,
+        )
+        released = sorted((_allocation(r) for r in rows), key=lambda a: (a.network_id, a.address))
+        for held in released:
+            if held.tenant_id is None:
+                continue
+            public = await conn.fetchrow(
+                "SELECT id FROM networks WHERE id = $1 AND tenant_id IS NULL", held.network_id
+            )
+            if public is not None:
+                await self._give_back(conn, held.tenant_id, {PUBLIC_IPS: 1})
+        return released
+
+    async def list_ips(
+        self,
+        network_id: str | None = None,
+        *,
+        vm_id: str | None = None,
+        tenant_id: str | None = None,
+        public: bool | None = None,
+        released: bool = False,
+    ) -> list[IpAllocation]:
+        clauses = [] if released else [f"a.{_HELD}"]
+        args: list[Any] = []
+        for column, value in (
+            ("network_id", network_id),
+            ("vm_id", vm_id),
+            ("tenant_id", tenant_id),
+        ):
+            if value is not None:
+                args.append(value)
+                clauses.append(f"a.{column} = ${len(args)}")
+        if public is not None:
+            clauses.append(f"n.tenant_id IS {'' if public else 'NOT '}NULL")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        cols = ", ".join(f"a.{c.strip()}" for c in _IP_COLS.split(","))
+        sql = (
+            f"SELECT {cols} FROM ip_allocations a JOIN networks n ON n.id = a.network_id"
+            f"{where} ORDER BY a.network_id, a.address"
+        )
+        async with self._reader() as conn:
+            rows = await conn.fetch(sql, *args)
+        return [_allocation(r) for r in rows]
+
+
+def _holder(row: Any) -> str:
+    if row["vm_id"] is not None:
+        return f"VM {row['vm_id']}"
+    if row["tenant_id"] is not None:
+        return f"tenant {row['tenant_id']}"
+    return "a reservation"
+
+
+def _taken_error(network: Network, row: Any) -> Conflict:
+    address = row["address"]
+    if row["released_at"] is None:
+        return AlreadyExists(
+            f"address: {address} of network {network.id} is held by {_holder(row)}"
+        )
+    return Conflict(
+        f"address: {address} of network {network.id} was released at {row['released_at']} and "
+        f"rests in quarantine for {network.quarantine_s} s"
+    )
