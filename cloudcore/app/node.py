@@ -215,12 +215,19 @@ async def _main(settings: Settings, interrupted: list[int]) -> None:
     main = asyncio.current_task()
     assert main is not None
 
+    def cancel_until_done() -> None:
+        # A library may swallow one cancellation (redis-py does while it opens a connection):
+        # cancel again until the start has really ended.
+        if not main.done():
+            main.cancel()
+            loop.call_later(0.5, cancel_until_done)
+
     def on_signal(signum: int) -> None:
         if started.is_set() and not stop.is_set():
             stop.set()
             return
         interrupted.append(signum)
-        main.cancel()
+        cancel_until_done()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
