@@ -160,6 +160,12 @@ async def test_a_vm_created_with_nics_holds_their_addresses_until_it_is_deleted(
     assert len(held) == 2 and "10.20.0.9" in {n["address"] for n in held}
     assert all(n["mac"].startswith("52:54:00:") for n in held)
     assert (await api.wait_task(r.body["id"])).state == "SUCCEEDED"
+    vm = (await api.call("GET", f"/vms/{vm_id}", "alice")).body
+    plugged = await api.drivers[vm["host_id"]].list_nics(vm_id)  # the NICs the driver defined
+    assert [n.mac for n in plugged] == [
+        n["mac"] for n in sorted(held, key=lambda n: n["created_at"])
+    ]
+    assert {n.source for n in plugged} == {lan["name"]}  # the network has no bridge: its name
 
     taken = await api.call("POST", "/vms", "alice", {**web, "nics": nics[:1]})
     assert (taken.status, taken.error_code) == (409, "already_exists"), taken.body
