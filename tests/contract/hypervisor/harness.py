@@ -38,7 +38,7 @@ class Harness:
     unreachable: DriverSettings  # settings of a host that cannot be reached
     #: A cloud network as the driver gets it (a bridge, its backend name in ``extra``), and
     #: the name the backend reports a NIC on it by.
-    network: NicSpec = NicSpec(kind="bridge", source="br-cc")
+    network: NicSpec = field(default_factory=lambda: NicSpec(kind="bridge", source="br-cc"))
     network_name: str = "br-cc"
     created: list[str] = field(default_factory=list)
 
