@@ -165,7 +165,8 @@ def domain_xml(spec: DomainSpec, domain_type: str) -> str:
     if "machine" in spec.extra:
         os_type["machine"] = spec.extra["machine"]
     _sub(os_element, "type", "hvm", **os_type)
-    _sub(os_element, "boot", dev="hd")
+    # A VM with NICs and no disk boots from the network (iPXE asks DHCP, then for a script).
+    _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
     _sub(_sub(domain, "features"), "acpi")
     for event, action in (
         ("on_poweroff", "destroy"),
