@@ -205,8 +205,11 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     idle_timeout: float = 30.0
     auth_failures_per_second: float = 5.0
     auth_failure_burst: int = 20
+    console_ticket_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.console_ticket_seconds <= 0:
+            raise ValueError("api.console_ticket_seconds must be > 0")
         if self.idle_timeout <= 0:
             raise ValueError("api.idle_timeout must be > 0")
         if self.auth_failures_per_second <= 0 or self.auth_failure_burst < 1:

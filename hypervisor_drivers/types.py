@@ -16,6 +16,7 @@ from cloudcore.errors import InvalidRequest
 
 __all__ = [
     "Capability",
+    "ConsoleEndpoint",
     "DiskSpec",
     "DomainSpec",
     "DriverSettings",
@@ -53,6 +54,7 @@ class Capability(enum.StrEnum):
     ATTACH_VOLUME = "attach_volume"  # hot attach and detach of disks
     ISCSI_DISKS = "iscsi_disks"  # network iSCSI disks opened by the hypervisor's own initiator
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
+    CONSOLE = "console"  # a running VM's graphical console (VNC) reachable over TCP
 
 
 class GuestPower(enum.StrEnum):
@@ -252,3 +254,13 @@ class MigrationProgress(_Value, frozen=True, kw_only=True):
         if self.data_total <= 0:
             return 0.0
         return round(min(100.0, 100.0 * self.data_processed / self.data_total), 1)
+
+
+class ConsoleEndpoint(_Value, frozen=True, kw_only=True):
+    """Where a running VM's graphical console listens: an RFB (VNC) server at ``host``:``port``,
+    as the node that runs the host's driver reaches it. No password: the hypervisor listens
+    where only that node reaches it (loopback, or a management network)."""
+
+    protocol: str = "vnc"
+    host: str
+    port: int

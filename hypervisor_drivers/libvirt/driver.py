@@ -21,6 +21,7 @@ import structlog
 from cloudcore.errors import BackendUnavailable, CloudcoreError, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -60,7 +61,8 @@ _CAPABILITIES = {
     # The test driver keeps network disks in the definition but cannot hot-plug; its migration
     # is simulated between test hosts of this process (see _migration).
     "test": _COMMON | {Capability.ISCSI_DISKS, Capability.MIGRATE},
-    "qemu": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
+    "qemu": _COMMON
+    | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE, Capability.CONSOLE},
 }
 _OTHER = frozenset({Capability.LIFECYCLE_EVENTS, Capability.GRACEFUL_STOP, Capability.PAUSE})
 
@@ -272,3 +274,7 @@ class LibvirtDriver(HypervisorDriver):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         self._require(Capability.ATTACH_VOLUME)
         await self._call(lambda c: c.detach(uuid, serial))
+
+    async def console(self, uuid: str) -> ConsoleEndpoint:
+        self._require(Capability.CONSOLE)
+        return await self._call(lambda c: c.console(uuid))
