@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +15,7 @@ import pytest
 from actors.registration import host_record
 from cloudcore.app.gateway import Gateway, start_api
 from cloudcore.app.gateway.app import bound_port
+from cloudcore.config import Settings
 from cloudcore.store import Store
 from cloudcore.store.records import VM, Datacenter
 from hypervisor_drivers.base import HypervisorDriver
@@ -29,7 +31,19 @@ async def qemu_api(
     sqlite_store: Store,  # noqa: F811
     tmp_path: Path,
 ) -> AsyncIterator[ApiClient]:
-    settings = api_settings(tmp_path)
+    async with serve_qemu_api(sqlite_store, api_settings(tmp_path), libvirtd, domain_type) as api:
+        yield api
+
+
+@asynccontextmanager
+async def serve_qemu_api(
+    sqlite_store: Store,  # noqa: F811
+    settings: Settings,
+    libvirtd: str,  # noqa: F811
+    domain_type: str,  # noqa: F811
+) -> AsyncIterator[ApiClient]:
+    """The API of a cloud whose ``dc1`` has one host: the real libvirtd at ``libvirtd``. Its
+    VMs are destroyed and undefined afterwards."""
     await sqlite_store.create(Datacenter(id="dc1", name="dc1"))
     host = host_record(
         settings,
