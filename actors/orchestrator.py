@@ -23,6 +23,7 @@ from actors.journal import Journal
 from actors.lifecycle import Operation, transition
 from actors.messages import (
     Deploy,
+    GetConsole,
     Recover,
     RecoverVerb,
     RequestOperation,
@@ -54,10 +55,12 @@ from cloudcore.store.records import (
     VMState,
     new_id,
 )
+from hypervisor_drivers.types import ConsoleEndpoint
 
 __all__ = ["Orchestrator"]
 
 _log = get_logger("actors.orchestrator")
+_CONSOLE_STATES = frozenset({VMState.RUNNING, VMState.PAUSED})
 
 
 class _Group(Actor[Any]):
@@ -284,6 +287,21 @@ class Orchestrator:
 
     async def get_vm(self, vm_id: str) -> VM:
         return await self.store.get(VM, vm_id)
+
+    async def console(self, vm: VM) -> ConsoleEndpoint:
+        """Where ``vm``'s graphical console listens, asked of its host's actor (on the node
+        that runs the host). IllegalTransition unless the VM runs; UnsupportedOperation when
+        its host's driver has no consoles; NotFound when the host is not managed here."""
+        if vm.host_id is None or vm.state not in _CONSOLE_STATES:
+            raise IllegalTransition(
+                f"VM {vm.id} is {vm.state}: a console needs it RUNNING or PAUSED"
+            )
+        try:
+            ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
+        except NotFound:
+            raise NotFound(f"host {vm.host_id} is not managed on this node") from None
+        endpoint: ConsoleEndpoint = await ref.ask(GetConsole(vm_id=vm.id))
+        return endpoint
 
     async def sweep(self, datacenter_id: str, host_id: str) -> SweepReport:
         """Compare a host's hypervisor with the store now."""

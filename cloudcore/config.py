@@ -33,6 +33,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "TransportSettings",
+    "UiSettings",
     "default_config_path",
     "load_settings",
 ]
@@ -205,8 +206,11 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     idle_timeout: float = 30.0
     auth_failures_per_second: float = 5.0
     auth_failure_burst: int = 20
+    console_ticket_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.console_ticket_seconds <= 0:
+            raise ValueError("api.console_ticket_seconds must be > 0")
         if self.idle_timeout <= 0:
             raise ValueError("api.idle_timeout must be > 0")
         if self.auth_failures_per_second <= 0 or self.auth_failure_burst < 1:
@@ -223,6 +227,22 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError(f"api.max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.rate_limit <= 0 or self.rate_burst < 1:
             raise ValueError("api.rate_limit must be > 0 and api.rate_burst >= 1")
+
+
+class UiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The web console served by the gateway at ``/ui/``."""
+
+    enabled: bool = True
+    # The node_modules directory holding htmx.org, htmx-ext-sse and @novnc/novnc, as
+    # scripts/lib.sh ensure_web_assets installs them (empty: the pages work without live
+    # updates or the graphical console, and say so).
+    assets_dir: str = ""
+    # Seconds a login lasts (the token must also stay valid: a revoked one ends it at once).
+    session_seconds: float = 28800.0
+
+    def __post_init__(self) -> None:
+        if self.session_seconds <= 0:
+            raise ValueError("ui.session_seconds must be > 0")
 
 
 class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -301,6 +321,7 @@ class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
     images: ImagesSettings = msgspec.field(default_factory=ImagesSettings)
+    ui: UiSettings = msgspec.field(default_factory=UiSettings)
 
 
 def default_config_path() -> Path:

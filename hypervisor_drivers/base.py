@@ -30,6 +30,7 @@ from cloudcore.errors import IllegalTransition, UnsupportedOperation
 from hypervisor_drivers.events import EventHub, EventStream
 from hypervisor_drivers.types import (
     Capability,
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -50,6 +51,7 @@ from hypervisor_drivers.types import (
 
 __all__ = [
     "Capability",
+    "ConsoleEndpoint",
     "DiskSpec",
     "DomainSpec",
     "DriverSettings",
@@ -307,6 +309,17 @@ class HypervisorDriver(abc.ABC):
         already has the VM), ``DriverError`` (the hypervisor failed or aborted it; the VM stays
         here).
         """
+
+    # -- consoles ----------------------------------------------------------------------------
+
+    async def console(self, uuid: str) -> ConsoleEndpoint:
+        """Where the VM's graphical console (VNC) listens now. Needs ``CONSOLE``: a driver
+        that declares it overrides this. The endpoint changes when the VM restarts, so ask
+        again each time. ``IllegalTransition`` when the VM is not RUNNING or PAUSED (no QEMU
+        process, no console); ``UnsupportedOperation`` as well when this VM was defined
+        without a graphical console."""
+        self._require(Capability.CONSOLE)
+        raise UnsupportedOperation(f"{type(self).__name__} declares consoles but has none")
 
     # -- helpers for implementations ---------------------------------------------------------
 

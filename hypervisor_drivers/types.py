@@ -16,6 +16,7 @@ from cloudcore.errors import InvalidRequest
 
 __all__ = [
     "Capability",
+    "ConsoleEndpoint",
     "DiskSpec",
     "DomainSpec",
     "DriverSettings",
@@ -55,6 +56,7 @@ class Capability(enum.StrEnum):
     ISCSI_DISKS = "iscsi_disks"  # network iSCSI disks opened by the hypervisor's own initiator
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
     HOTPLUG_NIC = "hotplug_nic"  # add and remove NICs of a running VM
+    CONSOLE = "console"  # a running VM's graphical console (VNC) reachable over TCP
 
 
 class GuestPower(enum.StrEnum):
@@ -274,3 +276,13 @@ class MigrationProgress(_Value, frozen=True, kw_only=True):
         if self.data_total <= 0:
             return 0.0
         return round(min(100.0, 100.0 * self.data_processed / self.data_total), 1)
+
+
+class ConsoleEndpoint(_Value, frozen=True, kw_only=True):
+    """Where a running VM's graphical console listens: an RFB (VNC) server at ``host``:``port``,
+    as the node that runs the host's driver reaches it. No password: the hypervisor listens
+    where only that node reaches it (loopback, or a management network)."""
+
+    protocol: str = "vnc"
+    host: str
+    port: int

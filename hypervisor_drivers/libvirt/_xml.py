@@ -22,6 +22,7 @@ __all__ = [
     "simulated_host_xml",
     "snapshot_xml",
     "target_dev",
+    "vnc_address",
     "write_simulated_host",
 ]
 
@@ -144,9 +145,11 @@ def nic_xml(nic: NicSpec) -> str:
     return _text(_nic_element(nic))
 
 
-def domain_xml(spec: DomainSpec, domain_type: str) -> str:
+def domain_xml(spec: DomainSpec, domain_type: str, vnc_listen: str | None = None) -> str:
     """The persistent definition of ``spec`` for a ``domain_type`` (``kvm``, ``qemu``,
-    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``."""
+    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``. ``vnc_listen``:
+    the address a VNC console listens on (a port chosen by libvirt at each start); None:
+    no graphical console."""
     domain = ET.Element("domain", type=domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
@@ -180,7 +183,24 @@ def domain_xml(spec: DomainSpec, domain_type: str) -> str:
     for nic in spec.nics:
         devices.append(_nic_element(nic))
     _sub(devices, "console", type="pty")
+    if vnc_listen is not None:
+        graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
+        _sub(graphics, "listen", type="address", address=vnc_listen)
     return _text(domain)
+
+
+def vnc_address(xml: str) -> tuple[str, int] | None:
+    """The listen address and port of a running domain's VNC console (its live XML), None
+    when it has none or no port yet (not running)."""
+    graphics = ET.fromstring(xml).find("devices/graphics[@type='vnc']")
+    if graphics is None:
+        return None
+    port = int(graphics.get("port", "-1"))
+    if port <= 0:
+        return None
+    listen = graphics.find("listen[@type='address']")
+    address = listen.get("address") if listen is not None else graphics.get("listen")
+    return address or "", port
 
 
 def snapshot_xml(name: str) -> str:

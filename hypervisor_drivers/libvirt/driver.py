@@ -21,6 +21,7 @@ import structlog
 from cloudcore.errors import BackendUnavailable, CloudcoreError, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -68,6 +69,7 @@ _CAPABILITIES = {
         Capability.ISCSI_DISKS,
         Capability.MIGRATE,
         Capability.HOTPLUG_NIC,
+        Capability.CONSOLE,
     },
 }
 _OTHER = frozenset({Capability.LIFECYCLE_EVENTS, Capability.GRACEFUL_STOP, Capability.PAUSE})
@@ -293,3 +295,7 @@ class LibvirtDriver(HypervisorDriver):
     async def detach_nic(self, uuid: str, mac: str) -> None:
         self._require(Capability.HOTPLUG_NIC)
         await self._call(lambda c: c.detach_nic(uuid, mac))
+
+    async def console(self, uuid: str) -> ConsoleEndpoint:
+        self._require(Capability.CONSOLE)
+        return await self._call(lambda c: c.console(uuid))
