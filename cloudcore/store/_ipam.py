@@ -11,7 +11,7 @@ passed; then the next taker deletes and reinserts it in its transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -213,23 +213,7 @@ class IpamOps(DomainOps):
                     taken = await self._taken(conn, network.id, rested)
                 candidate = ipam.pick(network, () if taken is None else taken)
             nic_mac = ipam.new_mac(mac_prefix) if mac_prefix is not None else mac
-            await conn.execute(
-                "DELETE FROM ip_allocations WHERE network_id = $1 AND address = $2 "
-                "AND released_at IS NOT NULL AND released_at <= $3",
-                network.id,
-                candidate,
-                rested,
-            )
-            row = await conn.fetchrow(
-                f"INSERT INTO ip_allocations ({_IP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, NULL) "
-                f"ON CONFLICT DO NOTHING RETURNING {_IP_COLS}",
-                network.id,
-                candidate,
-                vm_id,
-                tenant_id,
-                nic_mac,
-                stamp,
-            )
+            row = await self._insert(conn, network.id, candidate, vm_id, tenant_id, nic_mac, stamp)
             if row is not None:
                 return _allocation(row)
             holder = await conn.fetchrow(
@@ -238,6 +222,21 @@ class IpamOps(DomainOps):
                 network.id,
                 candidate,
             )
+            if holder is not None and _rested(holder["released_at"], rested):
+                # released long enough ago: the row goes, the address is taken in its place
+                await conn.execute(
+                    "DELETE FROM ip_allocations WHERE network_id = $1 AND address = $2 "
+                    "AND released_at IS NOT NULL AND released_at <= $3",
+                    network.id,
+                    candidate,
+                    rested,
+                )
+                row = await self._insert(
+                    conn, network.id, candidate, vm_id, tenant_id, nic_mac, stamp
+                )
+                if row is not None:
+                    return _allocation(row)
+                continue
             if holder is None:  # the address is free: the MAC was the clash
                 if mac_prefix is None:
                     raise AlreadyExists(f"mac: {mac} is already held by another NIC")
@@ -249,6 +248,28 @@ class IpamOps(DomainOps):
         raise VersionConflict(
             f"network {network.id}: {_ATTEMPTS} addresses were taken by concurrent callers "
             "first: try again"
+        )
+
+    @staticmethod
+    async def _insert(
+        conn: Conn,
+        network_id: str,
+        address: str,
+        vm_id: str | None,
+        tenant_id: str | None,
+        mac: str | None,
+        stamp: Any,
+    ) -> Any:
+        """The new allocation's row, or None if the address (or the MAC) is held."""
+        return await conn.fetchrow(
+            f"INSERT INTO ip_allocations ({_IP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, NULL) "
+            f"ON CONFLICT DO NOTHING RETURNING {_IP_COLS}",
+            network_id,
+            address,
+            vm_id,
+            tenant_id,
+            mac,
+            stamp,
         )
 
     async def _taken(self, conn: Conn, network_id: str, rested: Any) -> set[str]:
@@ -360,6 +381,18 @@ def _renamed(exc: CloudcoreError, prefix: str) -> CloudcoreError:
     if sep and field in ("address", "mac", "network_id"):
         return type(exc)(f"{prefix}.{field}: {rest}")
     return type(exc)(f"{prefix}.network_id: {text}")
+
+
+def _rested(released_at: Any, rested: datetime) -> bool:
+    """Whether an allocation released at ``released_at`` (None: held) has passed quarantine.
+    SQLite gives the time back as text, PostgreSQL as a datetime."""
+    if released_at is None:
+        return False
+    if isinstance(released_at, str):
+        released_at = datetime.fromisoformat(released_at)
+    if released_at.tzinfo is None:
+        released_at = released_at.replace(tzinfo=UTC)
+    return bool(released_at <= rested)
 
 
 def _holder(row: Any) -> str:
