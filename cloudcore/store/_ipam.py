@@ -272,6 +272,57 @@ class IpamOps(DomainOps):
             stamp,
         )
 
+    async def attach_ip(
+        self,
+        network_id: str,
+        address: str,
+        vm_id: str | None,
+        *,
+        tenant_id: str,
+        mac_prefix: str | None = None,
+    ) -> IpAllocation:
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_IP_COLS} FROM ip_allocations WHERE network_id = $1 AND address = $2 "
+                f"AND {_HELD} AND tenant_id = $3",
+                network_id,
+                address,
+                tenant_id,
+            )
+            if row is None:
+                raise NotFound(f"tenant {tenant_id} holds no address {address} in {network_id}")
+            held = _allocation(row)
+            if held.vm_id == vm_id:
+                return held  # already so
+            if vm_id is not None and held.vm_id is not None:
+                raise Conflict(f"address: {address} is attached to VM {held.vm_id}")
+            mac = None if vm_id is None else await self._free_mac(conn, mac_prefix)
+            row = await conn.fetchrow(
+                f"UPDATE ip_allocations SET vm_id = $3, mac = $4 WHERE network_id = $1 "
+                f"AND address = $2 AND {_HELD} RETURNING {_IP_COLS}",
+                network_id,
+                address,
+                vm_id,
+                mac,
+            )
+            after = _allocation(row)
+            change = after if vm_id is not None else held
+            kind = "nic.added" if vm_id is not None else "nic.removed"
+            await _outbox.insert(conn, _outbox.stamp([nic_event(kind, change, tenant_id)]))
+        self._outbox_written()
+        return after
+
+    async def _free_mac(self, conn: Conn, prefix: str | None) -> str:
+        """A MAC of ``prefix`` no held NIC has (the unique index is the last word)."""
+        for _ in range(16):
+            mac = ipam.new_mac(prefix or DEFAULT_MAC_PREFIX)
+            row = await conn.fetchrow(
+                f"SELECT mac FROM ip_allocations WHERE mac = $1 AND {_HELD}", mac
+            )
+            if row is None:
+                return mac
+        raise VersionConflict(f"no free MAC of prefix {prefix} found in 16 tries: try again")
+
     async def _taken(self, conn: Conn, network_id: str, rested: Any) -> set[str]:
         """The addresses of the network held or resting in quarantine."""
         rows = await conn.fetch(
