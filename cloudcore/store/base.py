@@ -459,6 +459,22 @@ class Store(ABC):
         Returns the released allocation. Raises NotFound if it is not held."""
 
     @abstractmethod
+    async def attach_ip(
+        self,
+        network_id: str,
+        address: str,
+        vm_id: str | None,
+        *,
+        tenant_id: str,
+        mac_prefix: str | None = None,
+    ) -> IpAllocation:
+        """Attach an address ``tenant_id`` holds (a public one it took) to VM ``vm_id`` as a NIC
+        with a new MAC made from ``mac_prefix`` (``nic.added`` event), or detach it (``vm_id``
+        None: the NIC goes, ``nic.removed``, the address stays the tenant's, still counted
+        against ``public_ips``). The same attachment again is a no-op. Raises NotFound if the
+        tenant holds no such address, Conflict if it is attached to another VM."""
+
+    @abstractmethod
     async def release_vm_ips(
         self, vm_id: str, *, events: Sequence[OutboxEvent] = ()
     ) -> builtins.list[IpAllocation]:
