@@ -157,13 +157,16 @@ class IscsiDisk(_Value, frozen=True, kw_only=True, tag="iscsi"):
     chap_username: str | None = None
     chap_password: str | None = None
     serial: str | None = None
+    #: The initiator name the hypervisor's initiator gives the target (a target that lets in
+    #: only one initiator refuses any other); None: the hypervisor's default.
+    initiator: str | None = None
 
     def __repr__(self) -> str:
         secret = "None" if self.chap_password is None else "'***'"
         return (
             f"IscsiDisk(host={self.host!r}, port={self.port}, iqn={self.iqn!r}, lun={self.lun}, "
             f"chap_username={self.chap_username!r}, chap_password={secret}, "
-            f"serial={self.serial!r})"
+            f"serial={self.serial!r}, initiator={self.initiator!r})"
         )
 
 

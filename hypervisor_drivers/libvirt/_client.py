@@ -407,21 +407,26 @@ class LibvirtClient:
 
     def attach(self, uuid: str, disk: DiskSpec) -> str:
         dom = self._domain(uuid)
-        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         assert disk.serial is not None
+        if self.scheme == "test":
+            return _SimulatedDisks.attach(self._uri, uuid, disk)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if disk.serial in facts.disks:
             target = ET.fromstring(facts.disks[disk.serial]).find("target")
             return "" if target is None else target.get("dev", "")
         self._ensure_chap_secret(disk)
-        index = 0
-        while _xml.target_dev(index) in facts.targets:
+        index, prefix = 0, _xml.target_prefix(disk)
+        while _xml.target_dev(index, prefix) in facts.targets:
             index += 1
-        dev = _xml.target_dev(index)
+        dev = _xml.target_dev(index, prefix)
         dom.attachDeviceFlags(_xml.disk_xml(disk, dev), self._affect(dom))
         return dev
 
     def detach(self, uuid: str, serial: str) -> None:
         dom = self._domain(uuid)
+        if self.scheme == "test":
+            _SimulatedDisks.detach(self._uri, uuid, serial)
+            return
         facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if serial in facts.disks:
             dom.detachDeviceFlags(facts.disks[serial], self._affect(dom))
@@ -444,6 +449,36 @@ class LibvirtClient:
                 raise
             secret = self._conn.secretDefineXML(_xml.iscsi_secret_xml(disk), 0)
         secret.setValue((disk.chap_password or "").encode(), 0)
+
+
+class _SimulatedDisks:
+    """Attachments on libvirt's test driver, which cannot attach devices: kept here, per host
+    URI and VM, and logged as simulated. The device names say so (``simulated:sda``)."""
+
+    _lock = threading.Lock()
+    _attached: dict[tuple[str, str], dict[str, str]] = {}
+
+    @classmethod
+    def attach(cls, uri: str, uuid: str, disk: DiskSpec) -> str:
+        assert disk.serial is not None
+        with cls._lock:
+            disks = cls._attached.setdefault((uri, uuid), {})
+            if disk.serial not in disks:
+                taken = set(disks.values())
+                index = 0
+                while f"simulated:{_xml.target_dev(index, 'sd')}" in taken:
+                    index += 1
+                disks[disk.serial] = f"simulated:{_xml.target_dev(index, 'sd')}"
+            device = disks[disk.serial]
+        _log.info("volume.attach_simulated", vm_uuid=uuid, serial=disk.serial, device=device)
+        return device
+
+    @classmethod
+    def detach(cls, uri: str, uuid: str, serial: str) -> None:
+        with cls._lock:
+            disks = cls._attached.get((uri, uuid), {})
+            disks.pop(serial, None)
+        _log.info("volume.detach_simulated", vm_uuid=uuid, serial=serial)
 
 
 def _snapshot_info(snapshot: Any) -> SnapshotInfo:

@@ -57,9 +57,10 @@ _COMMON = frozenset(
     }
 )
 _CAPABILITIES = {
-    # The test driver keeps network disks in the definition but cannot hot-plug; its migration
-    # is simulated between test hosts of this process (see _migration).
-    "test": _COMMON | {Capability.ISCSI_DISKS, Capability.MIGRATE},
+    # The test driver keeps network disks in the definition but cannot hot-plug: its attach and
+    # detach are simulated (recorded in this process, logged as such, devices named
+    # "simulated:sdX"); its migration is simulated between test hosts of this process.
+    "test": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
     "qemu": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
 }
 _OTHER = frozenset({Capability.LIFECYCLE_EVENTS, Capability.GRACEFUL_STOP, Capability.PAUSE})
