@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import hypothesis
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
@@ -76,6 +77,7 @@ def _describe(case: schemathesis.Case, response: Any) -> str:
     return f"{case.as_curl_command()}\n-> {response.status_code} {response.content[:500]!r}"
 
 
+@pytest.mark.timeout(240)  # 15 examples of each of ~100 operations (volumes added 13)
 async def test_generated_requests_never_get_a_5xx_and_fit_the_document(api: ApiClient) -> None:
     failures = await asyncio.to_thread(fuzz, api.base, api.tokens["admin"])
     assert not failures, "\n\n".join(f"{op}:\n{text}" for op, text in failures.items())
