@@ -430,6 +430,16 @@ class LibvirtClient:
         facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if serial in facts.disks:
             dom.detachDeviceFlags(facts.disks[serial], self._affect(dom))
+            self._forget_chap_secret(facts.disks[serial])
+
+    def _forget_chap_secret(self, disk_xml: str) -> None:
+        """The CHAP secret of a detached iSCSI disk: one per target, so no other disk uses it."""
+        secret = ET.fromstring(disk_xml).find(".//auth/secret")
+        usage = None if secret is None else secret.get("usage")
+        if usage is None or not usage.startswith("cloudcore-iscsi-"):
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage).undefine()
 
     @staticmethod
     def _affect(dom: Any) -> int:
