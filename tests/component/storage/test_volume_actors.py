@@ -256,3 +256,31 @@ async def test_many_concurrent_creates_never_overcommit_the_pool(cloud: Cloud) -
     for task in placed:
         assert (await svc.wait(task.id, 10)).state is TaskState.SUCCEEDED
     assert await committed(cloud) == 25 * 40 * 1024
+
+
+async def test_the_reconciler_reports_orphans_and_missing_volumes(cloud: Cloud) -> None:
+    from pathlib import Path
+
+    from storage_drivers.base import StorageSettings, VolumeSpec
+    from storage_drivers.simulated import SimulatedStorageDriver
+
+    kept, lost = await create(cloud), await create(cloud)
+    # Behind the store's back, on the same backend: a LUN nobody knows, one deleted, one
+    # exported to a stranger.
+    backend = SimulatedStorageDriver(
+        StorageSettings(pool=str(Path(cloud.settings.node.data_dir) / "storage" / POOL))
+    )
+    await backend.connect()
+    orphan = new_id("vol-")
+    await backend.create_volume(VolumeSpec(volume_id=orphan, size_mib=16))
+    await backend.delete_volume(lost.id)
+    await backend.export_volume(kept.id, "iqn.2026-12.org.example:stranger")
+
+    drift = await storage(cloud).reconcile()
+
+    assert {(d.kind, d.id) for d in drift} == {
+        ("orphan_volume", orphan),
+        ("missing_volume", lost.id),
+        ("orphan_export", kept.id),
+    }
+    assert (await cloud.store.get(Volume, kept.id)).state is VolumeState.AVAILABLE  # reported only
