@@ -58,7 +58,7 @@ _log = get_logger("actors.volume")
 S = VolumeState
 
 
-class _Finish(Message, frozen=True, kw_only=True):
+class _VolumeFinish(Message, frozen=True, kw_only=True):
     """From the actor's own background work: the operation ended (``error`` None: it did).
     Told only by the actor to itself: ``journal`` is the live Journal."""
 
@@ -69,7 +69,7 @@ class _Finish(Message, frozen=True, kw_only=True):
     error: str | None
 
 
-VolumeMessage = GetVolume | RequestVolumeOperation | RecoverVolume | _Finish
+VolumeMessage = GetVolume | RequestVolumeOperation | RecoverVolume | _VolumeFinish
 
 
 def task_params(task: Task) -> VolumeParams:
@@ -112,7 +112,7 @@ class VolumeActor(Actor[VolumeMessage]):
                 return await self._request(params, task)
             case RecoverVolume(verb=verb):
                 return await self._recover(verb)
-            case _Finish():
+            case _VolumeFinish():
                 await self._finish(message)
                 return None
             case _:
@@ -200,7 +200,7 @@ class VolumeActor(Actor[VolumeMessage]):
             error = describe(exc)
         try:
             await self.context.self_ref.ask(
-                _Finish(
+                _VolumeFinish(
                     source=source, journal=journal, params=params, changes=changes, error=error
                 ),
                 timeout=self.services.settings.step_deadline,
@@ -208,7 +208,7 @@ class VolumeActor(Actor[VolumeMessage]):
         finally:
             self.services.runners.discard(journal.task.id)
 
-    async def _finish(self, message: _Finish) -> None:
+    async def _finish(self, message: _VolumeFinish) -> None:
         params, error = message.params, message.error
         t = TRANSITIONS[params.operation]
         give_back: dict[str, int] | None = None
