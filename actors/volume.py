@@ -95,7 +95,8 @@ class VolumeActor(Actor[VolumeMessage]):
         self.work: asyncio.Task[None] | None = None
 
     async def started(self) -> None:
-        self.volume = await self.services.store.get(Volume, self.volume.id)
+        if self.context.restarts:  # the record given at spawn is stale: the store has the truth
+            self.volume = await self.services.store.get(Volume, self.volume.id)
         task_id = self.volume.task_id
         if task_id is not None and self.volume.state not in (S.AVAILABLE, S.ATTACHED, S.ERROR):
             await self._resume(task_id)

@@ -124,8 +124,9 @@ class TgtDriver(StorageDriver):
                 return existing
             self._check_room(spec.size_mib)
             await self._pool.create(self._pool.volume_path(spec.volume_id), spec.size_mib)
+            info = self._info(spec.volume_id, [])  # new: exported nowhere, no tgtadm needed
         self._log.info("volume.created", volume_id=spec.volume_id, size_mib=spec.size_mib)
-        return await self.get_volume(spec.volume_id)
+        return info
 
     async def get_volume(self, volume_id: str) -> VolumeInfo:
         self._check()
