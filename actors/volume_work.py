@@ -25,7 +25,7 @@ from actors.volume_messages import (
     SnapshotVolumeParams,
     VolumeParams,
 )
-from cloudcore.errors import Conflict, NotFound, describe
+from cloudcore.errors import Conflict, IllegalTransition, NotFound, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorSystem
 from cloudcore.store.records import VM, Volume
@@ -181,10 +181,12 @@ async def _detach(work: Work, volume: Volume) -> dict[str, Any]:
 
 
 async def _delete(work: Work, volume: Volume) -> dict[str, Any]:
-    await work.journal.step(
-        "unexport", lambda: work.driver.unexport_volume(volume.id), deadline=work.deadline
-    )
-    await work.journal.step(
-        "delete", lambda: work.driver.delete_volume(volume.id), deadline=work.deadline
-    )
+    async def delete() -> None:
+        try:
+            await work.driver.delete_volume(volume.id)
+        except IllegalTransition:  # still exported (a detach cut short): unexport first
+            await work.driver.unexport_volume(volume.id)
+            await work.driver.delete_volume(volume.id)
+
+    await work.journal.step("delete", delete, deadline=work.deadline)
     return {"vm_id": None, "target": None, "device": None}

@@ -281,7 +281,10 @@ class TgtDriver(StorageDriver):
             target = self._find(await self._tgtadm.targets(), volume_id)
             if target is not None:
                 await self._ignoring("no_target", self._tgtadm.delete_target(target.tid))
-            await self._ignoring("no_account", self._tgtadm.delete_account(f"cc-{volume_id}"))
+            if record is not None or target is not None:
+                # The record is written before tgtd hears of an export and removed last: with
+                # neither, tgtd holds no account of this volume.
+                await self._ignoring("no_account", self._tgtadm.delete_account(f"cc-{volume_id}"))
             if record is not None:
                 self._pool.remove_export(volume_id)
         if record is not None or target is not None:
