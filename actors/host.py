@@ -23,6 +23,7 @@ from actors.messages import (
     GetVM,
     Observation,
     PowerObserved,
+    ResizeDisk,
     Sweep,
     SweepReport,
 )
@@ -67,6 +68,7 @@ HostMessage = (
     AdoptVM
     | AttachDisk
     | DetachDisk
+    | ResizeDisk
     | Forget
     | GetCapabilities
     | GetHost
@@ -136,6 +138,9 @@ class HostActor(Actor[HostMessage]):
             case AttachDisk(vm_id=vm_id, disk=disk):
                 self._require_connected()
                 return await self.driver.attach_volume(vm_id, disk)
+            case ResizeDisk(vm_id=vm_id, serial=serial, size_bytes=size):
+                self._require_connected()
+                await self.driver.resize_volume(vm_id, serial, size)
             case DetachDisk(vm_id=vm_id, serial=serial):
                 self._require_connected()
                 try:

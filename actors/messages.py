@@ -139,6 +139,15 @@ class AttachDisk(Message, frozen=True, kw_only=True):
     disk: DiskSpec
 
 
+class ResizeDisk(Message, frozen=True, kw_only=True):
+    """Host: tell running VM ``vm_id`` that its disk ``serial`` is now ``size_bytes``.
+    Replies None; UnsupportedOperation when the hypervisor cannot."""
+
+    vm_id: str
+    serial: str
+    size_bytes: int
+
+
 class DetachDisk(Message, frozen=True, kw_only=True):
     """Host: detach the disk whose serial is ``serial`` from VM ``vm_id``; a VM or disk that is
     not there is not an error. Replies None."""

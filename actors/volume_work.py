@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.journal import Journal
-from actors.messages import AttachDisk, DetachDisk
+from actors.messages import AttachDisk, DetachDisk, GetCapabilities, ResizeDisk
 from actors.services import Services
 from actors.volume_messages import (
     AttachParams,
@@ -25,7 +25,12 @@ from actors.volume_messages import (
     SnapshotVolumeParams,
     VolumeParams,
 )
-from cloudcore.errors import Conflict, IllegalTransition, NotFound, describe
+from cloudcore.errors import (
+    Conflict,
+    IllegalTransition,
+    NotFound,
+    describe,
+)
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorSystem
 from cloudcore.store.records import VM, Volume
@@ -88,7 +93,8 @@ async def run(work: Work, volume: Volume, params: VolumeParams) -> dict[str, Any
                 lambda: work.driver.extend_volume(volume.id, size * MIB_PER_GIB),
                 deadline=work.deadline,
             )
-            return {}
+            fault = None if volume.vm_id is None else await _tell_guest(work, volume, size)
+            return {} if fault is None else {"fault": fault}
         case SnapshotVolumeParams(snapshot_id=snapshot_id):
             await work.journal.step(
                 "snapshot",
@@ -106,6 +112,33 @@ async def run(work: Work, volume: Volume, params: VolumeParams) -> dict[str, Any
         case DeleteVolumeParams():
             return await _delete(work, volume)
     raise AssertionError(f"unknown volume operation {params!r}")
+
+
+async def _tell_guest(work: Work, volume: Volume, size_gib: int) -> str | None:
+    """The VM the volume is attached to sees its new size (``blockResize`` on libvirt). The
+    volume has grown whatever happens here: a hypervisor that cannot tell a running guest, or
+    fails to, leaves it to the guest's next rescan, said in the volume's fault (returned)."""
+    assert volume.vm_id is not None
+    try:
+        vm = await _vm(work, volume.vm_id)
+    except (NotFound, Conflict):
+        return None  # on no host: it reads the size when it next starts
+    host = work.system.lookup(host_path(vm))
+    capabilities = await host.ask(GetCapabilities(), timeout=work.deadline)
+    if "resize_volume" not in capabilities:
+        return f"grown to {size_gib} GiB; VM {vm.id}'s hypervisor cannot tell the running guest"
+    message = ResizeDisk(vm_id=vm.id, serial=volume.id, size_bytes=size_gib * MIB_PER_GIB << 20)
+    try:
+        await work.journal.step(
+            "resize",
+            lambda: host.ask(message, timeout=work.deadline),
+            deadline=work.deadline,
+            data={"vm_id": vm.id},
+        )
+    except Exception as exc:
+        _log.warning("volume.resize_not_told", volume_id=volume.id, vm_id=vm.id, error=str(exc))
+        return f"grown to {size_gib} GiB; VM {vm.id} was not told: {describe(exc)}"
+    return None
 
 
 async def _create(work: Work, volume: Volume) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class Capability(enum.StrEnum):
     SNAPSHOT = "snapshot"
     ATTACH_VOLUME = "attach_volume"  # hot attach and detach of disks
     ISCSI_DISKS = "iscsi_disks"  # network iSCSI disks opened by the hypervisor's own initiator
+    RESIZE_VOLUME = "resize_volume"  # tell a running VM that an attached disk has grown
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import libvirt
 import structlog
 
-from cloudcore.errors import Conflict, IllegalTransition
+from cloudcore.errors import Conflict, IllegalTransition, NotFound
 from hypervisor_drivers.libvirt import _migration, _xml
 from hypervisor_drivers.libvirt._events import LifecycleCallbacks, ensure_event_loop
 from hypervisor_drivers.types import (
@@ -431,6 +431,16 @@ class LibvirtClient:
         if serial in facts.disks:
             dom.detachDeviceFlags(facts.disks[serial], self._affect(dom))
             self._forget_chap_secret(facts.disks[serial])
+
+    def resize_disk(self, uuid: str, serial: str, size_bytes: int) -> None:
+        dom = self._domain(uuid)
+        if not dom.isActive():
+            return
+        disk = _xml.domain_facts(dom.XMLDesc(0)).disks.get(serial)
+        target = None if disk is None else ET.fromstring(disk).find("target")
+        if target is None or not target.get("dev"):
+            raise NotFound(f"VM {uuid} has no disk {serial}")
+        dom.blockResize(target.get("dev"), size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
     def _forget_chap_secret(self, disk_xml: str) -> None:
         """The CHAP secret of a detached iSCSI disk: one per target, so no other disk uses it."""

@@ -61,7 +61,13 @@ _CAPABILITIES = {
     # detach are simulated (recorded in this process, logged as such, devices named
     # "simulated:sdX"); its migration is simulated between test hosts of this process.
     "test": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
-    "qemu": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
+    "qemu": _COMMON
+    | {
+        Capability.ATTACH_VOLUME,
+        Capability.ISCSI_DISKS,
+        Capability.MIGRATE,
+        Capability.RESIZE_VOLUME,
+    },
 }
 _OTHER = frozenset({Capability.LIFECYCLE_EVENTS, Capability.GRACEFUL_STOP, Capability.PAUSE})
 
@@ -273,3 +279,7 @@ class LibvirtDriver(HypervisorDriver):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         self._require(Capability.ATTACH_VOLUME)
         await self._call(lambda c: c.detach(uuid, serial))
+
+    async def resize_volume(self, uuid: str, serial: str, size_bytes: int) -> None:
+        self._require(Capability.RESIZE_VOLUME)
+        await self._call(lambda c: c.resize_disk(uuid, serial, size_bytes))

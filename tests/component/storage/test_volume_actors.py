@@ -129,6 +129,12 @@ async def test_attach_exports_to_the_vms_host_and_detach_undoes_it(cloud: Cloud)
     backend, _ = await pool.ask(ListBackend())
     assert backend[volume.id] == f"iqn.2026-12.org.cloudcore.host:{vm.host_id}"
 
+    # Grown while attached: the demo hosts' test driver cannot tell a running guest, said so.
+    assert (await run(cloud, volume.id, ExtendParams(size_gib=12))).state is TaskState.SUCCEEDED
+    grown = await cloud.store.get(Volume, volume.id)
+    assert (grown.state, grown.size_gib) == (VolumeState.ATTACHED, 12)
+    assert "cannot tell the running guest" in (grown.fault or "")
+
     done = await run(cloud, volume.id, DetachParams())
     assert done.state is TaskState.SUCCEEDED, done.error
     volume = await cloud.store.get(Volume, volume.id)

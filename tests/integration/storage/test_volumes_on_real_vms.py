@@ -1,6 +1,7 @@
 """A volume on a private tgtd attached to a real QEMU guest under libvirtd, through the storage
 actors: hot attach (QEMU's own iSCSI initiator, CHAP from a libvirt secret, the initiator name
-the export allows), the disk seen in the domain and by QEMU, tgtd restarted under it (the pool
+the export allows), the disk seen in the domain and by QEMU, grown while attached (the guest
+sees the new size), tgtd restarted under it (the pool
 actor re-creates the target), hot detach; and a volume attached to a stopped VM that then
 starts with it."""
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.volume_messages import AttachParams, DeleteVolumeParams, DetachParams
+from actors.volume_messages import AttachParams, DeleteVolumeParams, DetachParams, ExtendParams
 from cloudcore.store.records import VM, Task, TaskState, VMSpec, Volume, VolumeState
 from tests.cloud import Cloud
 from tests.contract.storage.tgtd import Tgtd
@@ -85,6 +86,11 @@ async def test_hot_attach_survives_a_tgtd_restart_and_hot_detaches(
     assert _secret_of(tmp_path, volume.id) not in xml  # CHAP only through the libvirt secret
     assert "iscsi" in _info_block(name) and volume.target in _info_block(name)
     assert f"iqn.2026-12.org.cloudcore.host:{vm.host_id}" in _targets(tgtd)
+
+    await _run(cloud, await storage.operate(volume.id, ExtendParams(size_gib=2)))
+    extended = await cloud.store.get(Volume, volume.id)
+    assert (extended.size_gib, extended.fault) == (2, None)
+    assert "Capacity:       2147483648" in virsh("domblkinfo", name, "sda").stdout  # the guest
 
     tgtd.restart()  # forgets every target, with QEMU's session open on one
     assert volume.target not in _targets(tgtd)
