@@ -37,7 +37,7 @@ from actors.volume_messages import (
     VolumeParams,
 )
 from cloudcore.config import PoolSettings, StorageConfig
-from cloudcore.errors import InsufficientCapacity, InvalidRecord, NotFound
+from cloudcore.errors import Conflict, InsufficientCapacity, InvalidRecord, NotFound
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorRef, ActorSystem
 from cloudcore.store.records import (
@@ -164,10 +164,15 @@ class StorageService:
                 found.append(await self.pool_ref(pool.id).ask(GetPool()))
         return found
 
-    async def _place(self, datacenter_id: str, tier: str, size_mib: int) -> PoolStatus:
-        """Promise ``size_mib`` on the pool of ``tier`` in the datacenter with the most room."""
+    async def _place(
+        self, datacenter_id: str, tier: str, size_mib: int, pool_id: str | None = None
+    ) -> PoolStatus:
+        """Promise ``size_mib`` on the pool of ``tier`` in the datacenter with the most room
+        (on ``pool_id`` when given: a copy lives on its source's pool)."""
         candidates = [
-            s for s in await self.pool_status(datacenter_id) if s.tier == tier and s.connected
+            s
+            for s in await self.pool_status(datacenter_id)
+            if s.tier == tier and s.connected and pool_id in (None, s.id)
         ]
         if not candidates:
             tiers = sorted({p.tier for p in self.pools.values() if p.datacenter == datacenter_id})
@@ -194,10 +199,16 @@ class StorageService:
         size_gib: int,
         tier: str = "standard",
         claim: IdempotencyKey | None = None,
+        source: Volume | VolumeSnapshot | None = None,
     ) -> Task:
         """Place the volume on a pool with room, write it (CREATING) with its task and its
-        quota in one transaction, and have its actor create it. The task at once."""
-        pool = await self._place(datacenter_id, tier, size_gib * MIB_PER_GIB)
+        quota in one transaction, and have its actor create it. The task at once. ``source``:
+        a snapshot or a volume whose data it starts with (on the pool of that volume, of its
+        tier, and at least its size: InvalidRecord naming ``size_gib`` otherwise)."""
+        params, pool_id = await self._source(source, size_gib)
+        if pool_id is not None:
+            tier = self.pools[pool_id].tier if pool_id in self.pools else tier
+        pool = await self._place(datacenter_id, tier, size_gib * MIB_PER_GIB, pool_id)
         volume = Volume(
             id=new_id("vol-"),
             tenant_id=tenant_id,
@@ -207,7 +218,6 @@ class StorageService:
             pool_id=pool.id,
             tier=tier,
         )
-        params = CreateVolumeParams()
         task = Task(
             id=new_id("task-"),
             tenant_id=tenant_id,
@@ -226,6 +236,25 @@ class StorageService:
         ref = await self.volume_ref(volume)
         await ref.ask(RequestVolumeOperation(params=params, task=task))
         return task
+
+    async def _source(
+        self, source: Volume | VolumeSnapshot | None, size_gib: int
+    ) -> tuple[CreateVolumeParams, str | None]:
+        """The create's parameters and the pool it must go to."""
+        if source is None:
+            return CreateVolumeParams(), None
+        if source.size_gib > size_gib:
+            raise InvalidRecord(
+                f"size_gib: {size_gib} is smaller than the source ({source.size_gib} GiB)"
+            )
+        if isinstance(source, VolumeSnapshot):
+            if source.state is not VolumeSnapshotState.AVAILABLE:
+                raise Conflict(f"snapshot {source.id} is {source.state}, not AVAILABLE")
+            volume = await self.store.get(Volume, source.volume_id)
+            return CreateVolumeParams(snapshot_id=source.id), volume.pool_id
+        if source.state not in (VolumeState.AVAILABLE, VolumeState.ATTACHED):
+            raise Conflict(f"volume {source.id} is {source.state}: it cannot be cloned now")
+        return CreateVolumeParams(source_volume_id=source.id), source.pool_id
 
     async def volume_ref(self, volume: Volume) -> ActorRef[Any]:
         if volume.pool_id is None:

@@ -47,9 +47,12 @@ class _Params(msgspec.Struct, frozen=True, kw_only=True, tag=True, forbid_unknow
 
 
 class CreateVolumeParams(_Params, frozen=True, kw_only=True):
-    """Create the volume its record describes on its pool."""
+    """Create the volume its record describes on its pool: empty, or holding the data of
+    snapshot ``snapshot_id`` or (a clone) of volume ``source_volume_id`` now."""
 
     operation = VolumeOperation.CREATE
+    snapshot_id: _Id | None = None
+    source_volume_id: _Id | None = None
 
 
 class AttachParams(_Params, frozen=True, kw_only=True):

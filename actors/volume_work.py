@@ -82,7 +82,7 @@ async def run(work: Work, volume: Volume, params: VolumeParams) -> dict[str, Any
     """Run ``params``' operation on ``volume``; the record's changes on success."""
     match params:
         case CreateVolumeParams():
-            return await _create(work, volume)
+            return await _create(work, volume, params)
         case AttachParams(vm_id=vm_id):
             return await _attach(work, volume, vm_id)
         case DetachParams():
@@ -141,11 +141,29 @@ async def _tell_guest(work: Work, volume: Volume, size_gib: int) -> str | None:
     return None
 
 
-async def _create(work: Work, volume: Volume) -> dict[str, Any]:
+async def _create(work: Work, volume: Volume, params: CreateVolumeParams) -> dict[str, Any]:
     spec = VolumeSpec(volume_id=volume.id, size_mib=volume.size_gib * MIB_PER_GIB)
-    await work.journal.step(
-        "create", lambda: work.driver.create_volume(spec), deadline=work.deadline
-    )
+    driver = work.driver
+    if params.snapshot_id is not None:
+        snapshot_id = params.snapshot_id
+        await work.journal.step(
+            "create",
+            lambda: driver.create_volume_from_snapshot(snapshot_id, spec),
+            deadline=work.deadline,
+            data={"snapshot_id": snapshot_id},
+        )
+    elif params.source_volume_id is not None:
+        source_id = params.source_volume_id
+        await work.journal.step(
+            "create",
+            lambda: driver.clone_volume(source_id, spec),
+            deadline=work.deadline,
+            data={"source_volume_id": source_id},
+        )
+    else:
+        await work.journal.step(
+            "create", lambda: driver.create_volume(spec), deadline=work.deadline
+        )
     return {}
 
 

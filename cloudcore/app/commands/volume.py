@@ -86,8 +86,11 @@ def add_parser(sub: Any) -> None:
     create = action("create", "create a volume", _create)
     create.add_argument("--name", required=True)
     create.add_argument("--datacenter", required=True)
-    create.add_argument("--size", type=int, required=True, metavar="GIB")
+    create.add_argument("--size", type=int, metavar="GIB", help="(default: the source's)")
     create.add_argument("--tier", default="standard", help="the kind of pool (default standard)")
+    source = create.add_mutually_exclusive_group()
+    source.add_argument("--snapshot", help="start with the data of this snapshot")
+    source.add_argument("--clone-of", metavar="VOLUME", help="start with a copy of this volume")
     create.add_argument("--tenant", help="create it for this tenant (admins, operators)")
 
     extend = action("extend", "grow a volume", _extend)
@@ -139,14 +142,15 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _create(client: Client, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "name": args.name,
-        "datacenter_id": args.datacenter,
-        "size_gib": args.size,
-        "tier": args.tier,
-    }
-    if args.tenant:
-        body["tenant_id"] = args.tenant
+    body: dict[str, Any] = {"name": args.name, "datacenter_id": args.datacenter, "tier": args.tier}
+    for key, value in (
+        ("size_gib", args.size),
+        ("tenant_id", args.tenant),
+        ("snapshot_id", args.snapshot),
+        ("source_volume_id", args.clone_of),
+    ):
+        if value is not None:
+            body[key] = value
     return await accepted(client, await client.call("POST", "/volumes", body=body), args)
 
 

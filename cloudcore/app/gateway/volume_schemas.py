@@ -31,14 +31,18 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class VolumeCreate(_Body, frozen=True, kw_only=True):
-    """A new volume of ``size_gib`` on a pool of ``tier`` in the datacenter. ``tenant_id``
-    (admins and operators only) creates it for another tenant."""
+    """A new volume of ``size_gib`` on a pool of ``tier`` in the datacenter: empty, or with the
+    data of snapshot ``snapshot_id`` or of volume ``source_volume_id`` (a clone; at most one of
+    the two), on its source's pool, ``size_gib`` then defaulting to the source's size.
+    ``tenant_id`` (admins and operators only) creates it for another tenant."""
 
     name: Name
     datacenter_id: Id
-    size_gib: SizeGib
+    size_gib: SizeGib | None = None
     tier: Tier = "standard"
     tenant_id: Id | None = None
+    snapshot_id: Id | None = None
+    source_volume_id: Id | None = None
 
 
 class VolumeQuery(ListQuery, frozen=True, kw_only=True):

@@ -174,3 +174,31 @@ async def test_storage_pools_are_for_admins_and_operators(api: ApiClient) -> Non
     drift = await api.call("GET", "/storage-pools/drift", "admin")
     assert (drift.status, drift.body) == (200, [])
     assert (await api.call("GET", "/storage-pools/drift", "bob")).status == 403
+
+
+async def test_volumes_from_a_snapshot_and_clones(api: ApiClient) -> None:
+    vol = await volume(api, size_gib=4)
+    task = await act(api, f"/volumes/{vol}/snapshots", {"name": "s"})
+    snap = task.data["params"]["snapshot_id"]
+
+    from_snap = await volume(api, snapshot_id=snap, size_gib=None)
+    clone = await volume(api, source_volume_id=vol, size_gib=6)
+
+    assert (await get(api, from_snap))["size_gib"] == 4  # the snapshot's size by default
+    assert (await get(api, clone))["size_gib"] == 6
+    assert {(await get(api, v))["pool_id"] for v in (vol, from_snap, clone)} == {"dc1-pool"}
+    for body, field in (
+        ({**DATA, "snapshot_id": snap, "size_gib": 2}, "size_gib"),
+        ({**DATA, "snapshot_id": snap, "source_volume_id": vol}, "source_volume_id"),
+        ({**DATA, "snapshot_id": "snap-nope"}, "snapshot_id"),
+        ({"name": "x", "datacenter_id": "dc1"}, "size_gib"),
+    ):
+        r = await api.call("POST", "/volumes", "alice", body)
+        assert r.status == 422 and field in r.body["error"]["message"], (body, r.body)
+    # Bob cannot copy Alice's data: to him her snapshot and volume do not exist.
+    for body, field in (
+        ({**DATA, "snapshot_id": snap}, "snapshot_id"),
+        ({**DATA, "source_volume_id": vol}, "source_volume_id"),
+    ):
+        r = await api.call("POST", "/volumes", "bob", body)
+        assert r.status == 422 and field in r.body["error"]["message"], (body, r.body)

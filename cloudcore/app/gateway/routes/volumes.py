@@ -33,7 +33,7 @@ from cloudcore.app.gateway.volume_schemas import (
     VolumeCreate,
     VolumeQuery,
 )
-from cloudcore.errors import NotFound
+from cloudcore.errors import InvalidRecord, NotFound
 from cloudcore.store.records import (
     Datacenter,
     Page,
@@ -87,15 +87,46 @@ async def create_volume(req: ApiRequest[VolumeCreate, None]) -> Reply:
         tenant_id = body.tenant_id
         await referenced(store, Tenant, tenant_id, "tenant_id", "tenant")
     await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
+    source = await _source(req, body, tenant_id)
+    size = body.size_gib if body.size_gib is not None else getattr(source, "size_gib", None)
+    if size is None:
+        raise InvalidRecord("size_gib: required for an empty volume")
     task = await _storage(req).create_volume(
         tenant_id=tenant_id,
         datacenter_id=body.datacenter_id,
         name=body.name,
-        size_gib=body.size_gib,
+        size_gib=size,
         tier=body.tier,
         claim=req.idempotency,
+        source=source,
     )
     return await accepted(req, task)
+
+
+async def _source(
+    req: ApiRequest[Any, Any], body: VolumeCreate, tenant_id: str
+) -> Volume | VolumeSnapshot | None:
+    """The snapshot or volume a new volume copies, if the tenant owns it (else, as for one
+    that does not exist, a 422 naming the field)."""
+    if body.snapshot_id is not None and body.source_volume_id is not None:
+        raise InvalidRecord("source_volume_id: give a snapshot_id or a source_volume_id, not both")
+    kind: type[Volume] | type[VolumeSnapshot]
+    if body.snapshot_id is not None:
+        kind, field, wanted = VolumeSnapshot, "snapshot_id", body.snapshot_id
+    elif body.source_volume_id is not None:
+        kind, field, wanted = Volume, "source_volume_id", body.source_volume_id
+    else:
+        return None
+    try:
+        found = await req.gateway.store.get(kind, wanted)
+    except NotFound:
+        found = None
+    if found is None or found.tenant_id != tenant_id or getattr(found, "state", "") == "DELETED":
+        raise InvalidRecord(f"{field}: no {'snapshot' if kind is VolumeSnapshot else 'volume'} "
+                            f"{wanted!r}")  # fmt: skip
+    if getattr(found, "datacenter_id", body.datacenter_id) != body.datacenter_id:
+        raise InvalidRecord(f"{field}: volume {wanted} is in another datacenter")
+    return found
 
 
 @api.get("/volumes", query=VolumeQuery, reply=Page[Volume], summary="List volumes")
