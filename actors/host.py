@@ -19,6 +19,7 @@ from actors.messages import (
     DetachDisk,
     Forget,
     GetCapabilities,
+    GetConsole,
     GetHost,
     GetVM,
     Observation,
@@ -71,6 +72,7 @@ HostMessage = (
     | ResizeDisk
     | Forget
     | GetCapabilities
+    | GetConsole
     | GetHost
     | PowerObserved
     | Sweep
@@ -150,6 +152,10 @@ class HostActor(Actor[HostMessage]):
             case GetCapabilities():
                 self._require_connected()
                 return sorted(c.value for c in self.driver.capabilities)
+            case GetConsole(vm_id=vm_id):
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                return await self.driver.console(vm_id)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:

@@ -21,6 +21,7 @@ import structlog
 from cloudcore.errors import BackendUnavailable, CloudcoreError, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -30,6 +31,8 @@ from hypervisor_drivers.base import (
     HypervisorDriver,
     IscsiDisk,
     MigrationProgress,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
@@ -67,6 +70,8 @@ _CAPABILITIES = {
         Capability.ISCSI_DISKS,
         Capability.MIGRATE,
         Capability.RESIZE_VOLUME,
+        Capability.HOTPLUG_NIC,
+        Capability.CONSOLE,
     },
 }
 _OTHER = frozenset({Capability.LIFECYCLE_EVENTS, Capability.GRACEFUL_STOP, Capability.PAUSE})
@@ -283,3 +288,20 @@ class LibvirtDriver(HypervisorDriver):
     async def resize_volume(self, uuid: str, serial: str, size_bytes: int) -> None:
         self._require(Capability.RESIZE_VOLUME)
         await self._call(lambda c: c.resize_disk(uuid, serial, size_bytes))
+
+    async def list_nics(self, uuid: str) -> list[NicInfo]:
+        return await self._call(lambda c: c.list_nics(uuid))
+
+    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        if nic.mac is None:
+            raise InvalidRequest("attach_nic needs nic.mac")
+        await self._call(lambda c: c.attach_nic(uuid, nic))
+
+    async def detach_nic(self, uuid: str, mac: str) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        await self._call(lambda c: c.detach_nic(uuid, mac))
+
+    async def console(self, uuid: str) -> ConsoleEndpoint:
+        self._require(Capability.CONSOLE)
+        return await self._call(lambda c: c.console(uuid))
