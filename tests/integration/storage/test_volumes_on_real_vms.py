@@ -68,7 +68,7 @@ def _secret_of(tmp_path: Path, volume_id: str) -> str:
 
 
 async def test_hot_attach_survives_a_tgtd_restart_and_hot_detaches(
-    iscsi_cloud: Cloud, tgtd: Tgtd, tmp_path: Path
+    iscsi_cloud: Cloud, tgtd: Tgtd, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     cloud, storage = iscsi_cloud, iscsi_cloud.orchestrator.storage
     assert storage is not None
@@ -83,7 +83,8 @@ async def test_hot_attach_survives_a_tgtd_restart_and_hot_detaches(
     xml = virsh("dumpxml", name).stdout
     assert "protocol='iscsi'" in xml and volume.target is not None and volume.target in xml
     assert f"iqn.2026-12.org.cloudcore.host:{vm.host_id}" in xml  # the initiator the ACL allows
-    assert _secret_of(tmp_path, volume.id) not in xml  # CHAP only through the libvirt secret
+    secret = _secret_of(tmp_path, volume.id)
+    assert secret not in xml  # CHAP only through the libvirt secret
     assert "iscsi" in _info_block(name) and volume.target in _info_block(name)
     assert f"iqn.2026-12.org.cloudcore.host:{vm.host_id}" in _targets(tgtd)
 
@@ -118,6 +119,9 @@ async def test_hot_attach_survives_a_tgtd_restart_and_hot_detaches(
     assert volume.id not in _targets(tgtd)
     await _run(cloud, await storage.operate(volume.id, DeleteVolumeParams()))
     assert not (tmp_path / "pool" / "volumes" / f"{volume.id}.img").exists()
+    logged = capfd.readouterr()
+    assert secret not in logged.out + logged.err  # never in a log line
+    assert "volume.exported" in logged.err or "volume.exported" in logged.out  # logs were seen
 
 
 async def test_a_volume_attached_to_a_stopped_vm_is_there_when_it_starts(
