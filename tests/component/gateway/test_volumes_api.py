@@ -202,3 +202,12 @@ async def test_volumes_from_a_snapshot_and_clones(api: ApiClient) -> None:
     ):
         r = await api.call("POST", "/volumes", "bob", body)
         assert r.status == 422 and field in r.body["error"]["message"], (body, r.body)
+
+
+async def test_the_operator_tree_shows_pools_and_their_volume_actors(api: ApiClient) -> None:
+    vol = await volume(api)
+    r = await api.call("GET", "/system/tree?path=/user/storage", "operator")
+    assert r.status == 200, r.body
+    (pool,) = r.body["children"]
+    assert (pool["name"], pool["class_name"]) == ("dc1-pool", "StoragePoolActor")
+    assert [(c["name"], c["class_name"]) for c in pool["children"]] == [(vol, "VolumeActor")]
