@@ -143,12 +143,22 @@ class VolumeActor(Actor[VolumeMessage]):
                     )
                 ).task
             await self._begin(params, t.transient, task)
-        except BaseException:
+        except BaseException as exc:
             if reserved:
                 self.pool.tell(Release(size_mib=reserved))
+            if task is not None and self.volume.task_id != task.id:  # begun, never driven
+                await self._refused(task, exc)
             raise
         self._start(source, params, task)
         return task
+
+    async def _refused(self, task: Task, cause: BaseException) -> None:
+        """End a task whose operation was refused before it started (a quota, a conflict)."""
+        try:
+            journal = Journal(self.services.store, task, self.services.waiters)
+            await journal.finish(TaskState.FAILED, f"refused: {describe(cause)}")
+        except Exception as exc:
+            _log.error("volume.task_not_ended", task_id=task.id, error=describe(exc))
 
     async def _reserve(self, params: VolumeParams) -> int:
         """Promise the pool room the operation will take; the MiB promised."""

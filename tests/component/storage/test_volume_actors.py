@@ -183,6 +183,8 @@ async def test_extend_takes_quota_and_room_and_a_refused_one_takes_none(cloud: C
     with pytest.raises(QuotaExceeded):
         await storage(cloud).operate(volume.id, ExtendParams(size_gib=30))
     assert (await cloud.store.get(Volume, volume.id)).state is VolumeState.AVAILABLE
+    tasks = (await cloud.store.list(Task, where={"subject": f"volume/{volume.id}"})).items
+    assert tasks[-1].state is TaskState.FAILED and "QuotaExceeded" in (tasks[-1].error or "")
     assert await committed(cloud) == 20 * 1024  # the refused growth was given back
 
 
