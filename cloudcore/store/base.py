@@ -48,6 +48,7 @@ from cloudcore.store.records import (
     TaskStep,
     VMSpec,
     VMState,
+    Volume,
 )
 
 __all__ = ["Store"]
@@ -275,6 +276,35 @@ class Store(ABC):
         addresses are released (``nic.removed`` events) in the transaction that marks the VM
         DELETED (:meth:`unplace_vm`).
         """
+
+    @abstractmethod
+    async def create_volume(
+        self,
+        volume: Volume,
+        task: Task,
+        usage: Mapping[str, int],
+        *,
+        claim: IdempotencyKey | None = None,
+    ) -> tuple[Volume, Task]:
+        """As :meth:`create_vm`, for a volume and the task that creates it on its pool: quota
+        (``volumes``, ``volume_gib``), record, task and Idempotency-Key in one transaction, all
+        or nothing."""
+
+    @abstractmethod
+    async def change_volume(
+        self,
+        volume_id: str,
+        *,
+        expected_version: int,
+        consume: Mapping[str, int] | None = None,
+        give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> Volume:
+        """Compare-and-set ``changes`` of a volume (as :meth:`update`) and, in the same
+        transaction, give back and consume quota of its tenant and write ``events``: how an
+        extend takes its growth, a failed one gives it back, and a delete gives back the whole
+        volume. QuotaExceeded, VersionConflict, NotFound, InvalidRecord: nothing written."""
 
     @abstractmethod
     async def reconcile_quotas(
