@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from actors.converter import ImageConverter
+from actors.image_import import ImageImporter
 from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
 from cloudcore.cluster import Member
 from cloudcore.config import Settings
@@ -43,6 +44,7 @@ class Gateway:
     images: ImageLibrary | None = None
     qemu: QemuImg = field(default_factory=QemuImg)
     converter: ImageConverter | None = None
+    importer: ImageImporter | None = None
 
     @classmethod
     def of(
@@ -77,6 +79,9 @@ class Gateway:
             images=images,
             qemu=qemu,
             converter=ImageConverter(
+                store, images, qemu, settings.images, orchestrator.services.waiters
+            ),
+            importer=ImageImporter(
                 store, images, qemu, settings.images, orchestrator.services.waiters
             ),
         )
