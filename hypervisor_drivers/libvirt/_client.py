@@ -118,6 +118,9 @@ class LibvirtClient:
                 self._conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
                 self._conn.registerCloseCallback(self._on_close, None)
             self.domain_type = settings.extra.get("domain_type") or self._default_domain_type()
+            # Where each VM's serial port is logged (``<dir>/<domain name>.serial.log``), by
+            # virtlogd; unset: the serial port is a pty only.
+            self.serial_log_dir: str | None = settings.extra.get("serial_log_dir") or None
         except libvirt.libvirtError:
             self.close()
             raise
@@ -229,7 +232,13 @@ class LibvirtClient:
     def define(self, spec: DomainSpec) -> VMInfo:
         for disk in spec.disks:
             self._ensure_chap_secret(disk)
-        return _vm_info(self._conn.defineXML(_xml.domain_xml(spec, self.domain_type)))
+        serial_log = (
+            f"{self.serial_log_dir.rstrip('/')}/{spec.name}.serial.log"
+            if self.serial_log_dir and self.scheme != "test"
+            else None
+        )
+        xml = _xml.domain_xml(spec, self.domain_type, serial_log=serial_log)
+        return _vm_info(self._conn.defineXML(xml))
 
     def _require_power(self, dom: Any, allowed: set[GuestPower], action: str) -> GuestPower:
         power = _power(dom)

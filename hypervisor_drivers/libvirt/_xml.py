@@ -134,9 +134,10 @@ def _nic_element(nic: NicSpec) -> ET.Element:
     return element
 
 
-def domain_xml(spec: DomainSpec, domain_type: str) -> str:
+def domain_xml(spec: DomainSpec, domain_type: str, *, serial_log: str | None = None) -> str:
     """The persistent definition of ``spec`` for a ``domain_type`` (``kvm``, ``qemu``,
-    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``."""
+    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``. ``serial_log``: a
+    file the first serial port (the console) is also written to."""
     domain = ET.Element("domain", type=domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
@@ -168,7 +169,13 @@ def domain_xml(spec: DomainSpec, domain_type: str) -> str:
         devices.append(_disk_element(disk, target_dev(index)))
     for nic in spec.nics:
         devices.append(_nic_element(nic))
-    _sub(devices, "console", type="pty")
+    if serial_log is None:
+        _sub(devices, "console", type="pty")
+    else:
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "log", file=serial_log, append="off")
+        _sub(serial, "target", port="0")
+        _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
     return _text(domain)
 
 

@@ -67,3 +67,14 @@ def test_user_values_are_escaped_in_domain_xml() -> None:
 
 def test_disk_targets_run_past_z() -> None:
     assert [target_dev(i) for i in (0, 1, 25, 26, 27)] == ["vda", "vdb", "vdz", "vdaa", "vdab"]
+
+
+def test_a_serial_log_puts_the_console_on_a_logged_serial_port() -> None:
+    spec = DomainSpec(uuid=str(uuid.uuid4()), name="logged", vcpus=1, memory_mib=64)
+    plain = ET.fromstring(domain_xml(spec, "kvm"))
+    assert plain.find("devices/serial") is None
+    root = ET.fromstring(domain_xml(spec, "kvm", serial_log="/var/log/x/logged.serial.log"))
+    log = root.find("devices/serial/log")
+    assert log is not None and log.get("file") == "/var/log/x/logged.serial.log"
+    target = root.find("devices/console/target")
+    assert target is not None and (target.get("type"), target.get("port")) == ("serial", "0")
