@@ -18,7 +18,7 @@ from actors.journal import Journal, TaskWaiters
 from actors.template_images import accept_image, change_template, reject_image
 from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.config import ImagesSettings
-from cloudcore.errors import Conflict, ImageRejected, NotFound
+from cloudcore.errors import Conflict, ImageRejected, NotFound, QuotaExceeded
 from cloudcore.images import ImageLibrary, QemuImg
 from cloudcore.images.fetch import Fetched, FetchLimits, check_url, fetch
 from cloudcore.logging import get_logger
@@ -95,7 +95,7 @@ class ImageImporter:
             template.state is TemplateState.UPLOADING
             and template.source == url
             and template.upload_sha256 == (sha256 or "")
-            and template.upload_size == (size or 0)
+            and (size is None or template.upload_size == size)
         )
         repo = self._library.repository(template.datacenter_id)
         if not same:
@@ -105,7 +105,8 @@ class ImageImporter:
             template,
             state=uploading,
             source=url,
-            upload_size=size or 0,
+            # Unknown until the server says it (then taken from the quota); kept when resuming.
+            upload_size=size if size is not None else (template.upload_size if same else 0),
             upload_sha256=sha256 or "",
             uploaded_bytes=await repo.partial_size(template.id),
             error=None,
@@ -168,12 +169,26 @@ class ImageImporter:
                 last[0] = fraction
                 await journal.report({"bytes": done, "percent": round(fraction * 100, 1)})
 
+        async def sized(total: int) -> None:
+            """The image's size, once known: what the template holds of the tenant's quota."""
+            current = await self._current(template)
+            if current.upload_size != total:
+                await change_template(self._store, current, upload_size=total)
+
         async def download() -> Fetched:
             try:
-                return await fetch(
-                    template.source, repo, template.id, size=size, limits=limits, progress=progress
+                fetched = await fetch(
+                    template.source,
+                    repo,
+                    template.id,
+                    size=size,
+                    limits=limits,
+                    progress=progress,
+                    sized=sized,
                 )
-            except ImageRejected as exc:
+                await sized(fetched.size)  # a server that never said the size
+                return fetched
+            except (ImageRejected, QuotaExceeded) as exc:
                 await reject_image(self._store, repo, await self._current(template), str(exc))
                 raise
             finally:

@@ -17,8 +17,9 @@ from cloudcore.images import ImageRepository, QemuImg, inspect
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
 from cloudcore.store.records import OutboxEvent, Template, TemplateState
+from cloudcore.store.usage import template_usage
 
-__all__ = ["accept_image", "change_template", "reject_image"]
+__all__ = ["accept_image", "change_template", "quota_delta", "reject_image"]
 
 _log = get_logger("actors.template_images")
 _GIB = 1024**3
@@ -70,9 +71,16 @@ async def reject_image(
     return await change_template(store, template, state=TemplateState.ERROR, error=reason)
 
 
+def quota_delta(template: Template, upload_size: int) -> dict[str, int]:
+    """How the tenant's usage moves when ``template`` declares an image of ``upload_size``."""
+    now, then = template_usage(upload_size), template_usage(template.upload_size)
+    return {r: now[r] - then[r] for r in now if now[r] != then[r]}
+
+
 async def change_template(store: Store, template: Template, **changes: Any) -> Template:
     """Compare-and-set ``changes``, with a ``template.state_changed`` event if the state moves;
-    read again once if another writer got there first."""
+    read again once if another writer got there first. A change of ``upload_size`` moves the
+    tenant's ``template_gib`` usage in the same transaction (QuotaExceeded: nothing changed)."""
     for attempt in range(2):
         events = []
         state = changes.get("state")
@@ -90,6 +98,16 @@ async def change_template(store: Store, template: Template, **changes: Any) -> T
                 )
             )
         try:
+            if "upload_size" in changes:
+                return await store.update_charged(
+                    Template,
+                    template.id,
+                    expected_version=template.version,
+                    tenant_id=template.tenant_id,
+                    delta=quota_delta(template, changes["upload_size"]),
+                    events=events,
+                    **changes,
+                )
             return await store.update(
                 Template, template.id, expected_version=template.version, events=events, **changes
             )

@@ -32,6 +32,7 @@ _CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 ByteSink = Callable[[int, int | None], Awaitable[None]]
+SizeSink = Callable[[int], Awaitable[None]]
 
 
 class FetchInterrupted(BackendUnavailable):
@@ -82,15 +83,18 @@ async def fetch(
     size: int | None,
     limits: FetchLimits,
     progress: ByteSink | None = None,
+    sized: SizeSink | None = None,
 ) -> Fetched:
-    """Download ``url`` into the partial file of ``template_id``, resuming from what it holds."""
+    """Download ``url`` into the partial file of ``template_id``, resuming from what it holds.
+    ``sized`` hears the image's size, when ``size`` was not given, once the server has said it
+    and before any byte is written (it may refuse by raising)."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=limits.read_timeout)
     held = await repo.partial_size(template_id)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
         for attempt in range(1, limits.attempts + 1):
             try:
                 upload = await _one_attempt(
-                    session, url, repo, template_id, held, size, limits, progress
+                    session, url, repo, template_id, held, size, limits, (progress, sized)
                 )
                 return Fetched(upload.size, upload.hexdigest(), attempt)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError):
@@ -113,7 +117,7 @@ async def _one_attempt(
     held: int,
     size: int | None,
     limits: FetchLimits,
-    progress: ByteSink | None,
+    sinks: tuple[ByteSink | None, SizeSink | None],
 ) -> UploadFile:
     # identity: the bytes as stored, so sizes and offsets count the image's own bytes.
     headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={held}-"} if held else {})}
@@ -125,6 +129,9 @@ async def _one_attempt(
         if expected is not None and expected > limits.max_bytes:
             raise ImageRejected(f"size: {expected} bytes is beyond the maximum {limits.max_bytes}")
         cap = expected if expected is not None else limits.max_bytes
+        progress, sized = sinks
+        if size is None and expected is not None and sized is not None:
+            await sized(expected)
         upload = await repo.open_upload(template_id, start)
         try:
             if start == total:  # everything was fetched already; only the checks are left

@@ -279,6 +279,12 @@ ALTER TABLE templates ADD COLUMN uploaded_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE templates ADD COLUMN error TEXT
 """
 
+# 12: the least a VM deployed from a template must have (refused at deploy below it).
+_V12 = """
+ALTER TABLE templates ADD COLUMN min_cpus INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE templates ADD COLUMN min_memory_mib INTEGER NOT NULL DEFAULT 0
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -287,6 +293,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "transactional outbox of events", _V4),
     Migration(7, "networks: IPAM fields, NIC MACs, address quarantine", _V7),
     Migration(8, "template images: format, sizes, checksum, formats, upload progress", _V8),
+    Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
 )
 
 #: The schema version this code runs on.
