@@ -50,9 +50,10 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_argument("--dry-run", action="store_true", help="reconcile: report drift, fix none")
     db.set_defaults(handler=_db)
 
-    from cloudcore.app.commands import events, host, task, vm
+    from cloudcore.app.commands import events, host, task, template, vm
 
     vm.add_parser(sub)
+    template.add_parser(sub)
     from cloudcore.app.commands import token
 
     token.add_parser(sub)
