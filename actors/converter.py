@@ -152,7 +152,12 @@ class ImageConverter:
                 source, template.disk_format, out, fmt, deadline=deadline, progress=progress
             )
 
+        hashing: list[asyncio.Future[str]] = []
+
         async def compare() -> None:
+            # The result's sha256 (its name in the library) is read beside the comparison:
+            # both only read the file, and the store step then has little left to wait for.
+            hashing.append(asyncio.ensure_future(asyncio.to_thread(sha256_of, out)))
             same = await self._qemu.compare(
                 source, template.disk_format, out, fmt, deadline=deadline
             )
@@ -160,13 +165,17 @@ class ImageConverter:
                 raise DriverError(f"the {fmt} image differs from its source", code="compare")
 
         async def store() -> str:
-            sha = await asyncio.to_thread(sha256_of, out)
+            sha = await hashing[-1] if hashing else await asyncio.to_thread(sha256_of, out)
             await repo.admit(out, sha)
             return sha
 
-        await journal.step("convert", convert, deadline=deadline, data={"format": fmt})
-        await journal.step("compare", compare, deadline=deadline)
-        return await journal.step("store", store, deadline=deadline)
+        try:
+            await journal.step("convert", convert, deadline=deadline, data={"format": fmt})
+            await journal.step("compare", compare, deadline=deadline)
+            return await journal.step("store", store, deadline=deadline)
+        finally:
+            for job in hashing:  # a failed compare leaves it running: its result is dropped
+                job.add_done_callback(_drop)
 
     async def _end(
         self,
@@ -199,6 +208,11 @@ class ImageConverter:
             except VersionConflict:  # a concurrent change of the record: read again
                 continue
         await journal.finish(outcome, error)
+
+
+def _drop(job: asyncio.Future[str]) -> None:
+    if not job.cancelled():
+        job.exception()  # retrieved, so asyncio does not log it as lost
 
 
 def _event(template: Template, state: TemplateState) -> OutboxEvent:

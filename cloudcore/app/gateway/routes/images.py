@@ -197,20 +197,33 @@ async def _receive(
     req: ApiRequest[Any, Any], store: Store, template: Template, upload: UploadFile, end: int
 ) -> Template:
     """Append the body to the partial file until ``end``; whatever happens, what arrived is
-    fsynced and recorded, so the uploader can resume after it."""
+    fsynced and recorded, so the uploader can resume after it. Bytes are gathered into 1 MiB
+    blocks, each written (and hashed) in a thread while the next block arrives."""
+    buffer = bytearray()
+    writing: asyncio.Future[None] | None = None
+    received = upload.size
     try:
-        async for chunk in req.raw.content.iter_chunked(_CHUNK):
-            room = end - upload.size
-            await upload.write(chunk[:room])
+        async for chunk in req.raw.content.iter_any():
+            room = end - received
+            buffer += chunk[:room]
+            received += min(len(chunk), room)
             if len(chunk) > room:
                 raise ApiError(400, "bad_request", f"the body goes past byte {end}")
+            if len(buffer) >= _CHUNK:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(upload.write(bytes(buffer)))
+                buffer.clear()
     except (aiohttp.ClientPayloadError, ConnectionError) as exc:
         _log.info("template.upload_interrupted", template_id=template.id, error=str(exc))
     finally:
+        if writing is not None:
+            await asyncio.shield(writing)
+        if buffer:
+            await asyncio.shield(upload.write(bytes(buffer)))
         await asyncio.shield(upload.close())
-        template = await asyncio.shield(
-            change_template(store, template, uploaded_bytes=upload.size)
-        )
+        recorded = change_template(store, template, uploaded_bytes=upload.size)
+        template = await asyncio.shield(recorded)
     return template
 
 
