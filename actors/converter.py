@@ -37,6 +37,7 @@ __all__ = ["ImageConverter"]
 
 _log = get_logger("actors.converter")
 _REPORT_EVERY = 0.05  # progress is written to the store at most every 5 %
+_REPORT_GAP = 0.5  # ... and at most twice a second (each write is a commit)
 
 
 class ImageConverter:
@@ -140,11 +141,13 @@ class ImageConverter:
         repo = self._library.repository(template.datacenter_id)
         source = repo.object_path(template.checksum)
         deadline = self._settings.convert_deadline
-        last = [0.0]
+        last = [0.0, 0.0]  # the fraction reported last, and when
 
         async def progress(fraction: float) -> None:
-            if fraction - last[0] >= _REPORT_EVERY or (fraction >= 1.0 > last[0]):
-                last[0] = fraction
+            now = asyncio.get_running_loop().time()
+            due = fraction - last[0] >= _REPORT_EVERY and now - last[1] >= _REPORT_GAP
+            if due or (fraction >= 1.0 > last[0]):
+                last[0], last[1] = fraction, now
                 await journal.report({"percent": round(fraction * 100, 1)})
 
         async def convert() -> None:

@@ -28,7 +28,8 @@ from cloudcore.store.records import Task, TaskState, Template, TemplateState
 __all__ = ["ImageImporter"]
 
 _log = get_logger("actors.image_import")
-_REPORT_EVERY = 0.05
+_REPORT_EVERY = 0.05  # progress is written to the store at most every 5 %
+_REPORT_GAP = 0.5  # ... and at most twice a second (each write is a commit)
 
 
 class ImageImporter:
@@ -161,12 +162,14 @@ class ImageImporter:
             attempts=settings.import_attempts,
             read_timeout=settings.import_read_timeout,
         )
-        last = [0.0]
+        last = [0.0, 0.0]  # the fraction reported last, and when
 
         async def progress(done: int, total: int | None) -> None:
             fraction = done / total if total else 0.0
-            if fraction - last[0] >= _REPORT_EVERY or (fraction >= 1.0 > last[0]):
-                last[0] = fraction
+            now = asyncio.get_running_loop().time()
+            due = fraction - last[0] >= _REPORT_EVERY and now - last[1] >= _REPORT_GAP
+            if due or (fraction >= 1.0 > last[0]):
+                last[0], last[1] = fraction, now
                 await journal.report({"bytes": done, "percent": round(fraction * 100, 1)})
 
         async def sized(total: int) -> None:

@@ -53,6 +53,7 @@ class Capability(enum.StrEnum):
     ATTACH_VOLUME = "attach_volume"  # hot attach and detach of disks
     ISCSI_DISKS = "iscsi_disks"  # network iSCSI disks opened by the hypervisor's own initiator
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
+    IMPORT_IMAGE = "import_image"  # a template's image copied to the host's own storage
 
 
 class GuestPower(enum.StrEnum):
