@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from cloudcore.errors import IllegalTransition
+from cloudcore.errors import IllegalTransition, UnsupportedOperation
 from cloudcore.images import ImageLibrary, QemuImg
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
@@ -46,6 +46,11 @@ class TemplateDisks:
         template = await self._store.get(Template, vm.spec.template_id)
         if driver is not None and driver.supports(Capability.IMPORT_IMAGE):
             return await self._imported(vm, template, driver)
+        if driver is not None and driver.image_format != "qcow2":
+            raise UnsupportedOperation(
+                f"the {driver.name or type(driver).__name__} driver cannot receive a template's "
+                "image: deploy from a template on libvirt, vSphere or XenServer"
+            )
         base_sha = template.formats.get("qcow2")
         if base_sha is None:
             have = ", ".join(sorted(template.formats)) or "no image"

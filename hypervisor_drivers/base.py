@@ -106,9 +106,10 @@ class HypervisorDriver(abc.ABC):
 
     # -- template images -----------------------------------------------------------------------
 
-    #: The disk format (qemu-img's name) this hypervisor takes a template's image in. libvirt
-    #: opens the library's qcow2 files itself (linked clones); the others receive a copy.
-    image_format = "qcow2"
+    #: The disk format (qemu-img's name) this hypervisor takes a template's image in; empty:
+    #: none (a VM cannot be deployed from a template on it). libvirt opens the library's qcow2
+    #: files itself (linked clones); drivers with ``IMPORT_IMAGE`` receive a copy.
+    image_format = ""
 
     async def import_image(self, path: str, name: str) -> FileDisk:
         """Copy the local image file ``path`` (in :attr:`image_format`) to the host's own

@@ -1,9 +1,11 @@
-"""A VM deployed from a template on a XenServer pool (the XAPI simulator): the template's image,
-converted to VHD by the library, is imported into a new VDI on the host's SR (``VDI.create``,
-then an HTTP PUT of the VHD to XAPI's ``/import_raw_vdi?format=vhd``, which the simulator
-checks: a session, a VHD footer declaring the VDI's size) and attached as the boot disk; the VDI
-is destroyed with the VM, never the library's file. What the simulator does not model: it keeps
-the VHD's sha256, not its blocks, so nothing boots from it."""
+"""Templates on the simulated hypervisors. A VM deployed from a template on a XenServer pool
+(the XAPI simulator): the template's image, converted to VHD by the library, is imported into a
+new VDI on the host's SR (``VDI.create``, then an HTTP PUT of the VHD to XAPI's
+``/import_raw_vdi?format=vhd``, which the simulator checks: a session, a VHD footer declaring
+the VDI's size) and attached as the boot disk; the VDI is destroyed with the VM, never the
+library's file. What the simulator does not model: it keeps the VHD's sha256, not its blocks, so
+nothing boots from it. Hyper-V receives no image (a VHDX copy to the host goes over SMB, which
+neither the driver nor its WinRM simulator models): such a deploy fails saying so."""
 
 from __future__ import annotations
 
@@ -17,7 +19,13 @@ from cloudcore.store import Store
 from tests.cloud import sqlite_store  # noqa: F401 - fixture
 from tests.component.gateway.conftest import ApiClient, api_settings, serve_api
 from tests.component.gateway.test_images_api import put_image, qcow2_image, sha
-from tests.component.gateway.test_xen_hyperv_api import XS_PASSWORD_ENV, register_pool
+from tests.component.gateway.test_xen_hyperv_api import (
+    HV_PASSWORD_ENV,
+    XS_PASSWORD_ENV,
+    register_hyperv,
+    register_pool,
+)
+from tests.simulators.winrm import HyperVHost, running_winrm
 from tests.simulators.xapi import Xapi, XapiServer, running_xapi
 
 
@@ -92,3 +100,20 @@ def test_the_simulator_refuses_a_body_that_is_no_vhd(xapi: XapiServer) -> None:
     )
     assert status == 400
     assert pool.import_vdi("/import_raw_vdi", {"vdi": vdi}, 512, "", b"")[0] == 403
+
+
+async def test_a_hyperv_deploy_from_a_template_fails_saying_it_receives_no_image(
+    api: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HV_PASSWORD_ENV, "Passw0rd!")
+    host = HyperVHost("HV01", cpus=8, memory_kib=8 * 1024 * 1024)
+    with running_winrm(host, username="cloudcore-svc") as server:
+        await register_hyperv(api, server)
+        image = qcow2_image(tmp_path).read_bytes()
+        tid = (await api.call("POST", "/templates", "alice", {"name": "golden"})).body["id"]
+        assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
+        body = {"name": "hv", "datacenter_id": "hyperv", "cpus": 1, "memory_mib": 256}
+        r = await api.call("POST", "/vms", "alice", {**body, "template_id": tid})
+        task = await api.wait_task(r.body["id"])
+        assert task.error and "hyperv driver cannot receive a template's image" in task.error
+        assert host.vms == {}  # the define was refused before the hypervisor was asked
