@@ -12,6 +12,7 @@ from aiohttp import web
 from actors.converter import ImageConverter
 from actors.image_import import ImageImporter
 from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
+from cloudcore.app.gateway.consoles import ConsoleTickets
 from cloudcore.cluster import Member
 from cloudcore.config import Settings
 from cloudcore.events import EventBus
@@ -45,6 +46,8 @@ class Gateway:
     qemu: QemuImg = field(default_factory=QemuImg)
     converter: ImageConverter | None = None
     importer: ImageImporter | None = None
+    #: The console tickets this node issued (``GET /vms/{id}/console``).
+    consoles: ConsoleTickets = field(default_factory=lambda: ConsoleTickets(30.0))
 
     @classmethod
     def of(
@@ -84,6 +87,7 @@ class Gateway:
             importer=ImageImporter(
                 store, images, qemu, settings.images, orchestrator.services.waiters
             ),
+            consoles=ConsoleTickets(settings.api.console_ticket_seconds),
         )
 
 
