@@ -166,7 +166,7 @@ async def _upload(client: Client, args: argparse.Namespace) -> int:
 async def upload_file(
     client: Client, template_id: str, path: Path, size: int, digest: str, bar: ByteProgress
 ) -> dict[str, Any]:
-    """PUT the file; after a dropped connection, resume from what the server holds."""
+    """PUT the file; after a dropped connection, resume from the byte the server holds."""
     params: dict[str, str | int] = {"size": size, "sha256": digest}
     offset = 0
     for attempt in range(1, _ATTEMPTS + 1):
@@ -181,12 +181,24 @@ async def upload_file(
             )
             return reply
         except ApiFailure as exc:
-            if exc.code is not None or attempt == _ATTEMPTS:
+            if attempt == _ATTEMPTS:
                 raise
-            held = await client.call("GET", _path(template_id))
-            offset = int(held.get("uploaded_bytes") or 0)
-            bar.note(f"connection lost ({exc}); resuming at byte {offset}")
+            offset = await _resume_at(client, template_id, exc, attempt)
+            bar.note(f"upload interrupted ({exc}); resuming at byte {offset}")
     raise AssertionError("unreachable")
+
+
+async def _resume_at(client: Client, template_id: str, failure: ApiFailure, attempt: int) -> int:
+    """Where to resume after ``failure``, or raise it if resuming cannot help."""
+    if failure.status == 416 and "offset" in failure.details:
+        return int(failure.details["offset"])  # the server says where
+    if failure.status == 409 and failure.code == "conflict":
+        pass  # the dropped request is still being wound up on the server: ask again soon
+    elif failure.code is not None:
+        raise failure
+    await asyncio.sleep(0.2 * attempt)
+    held = await client.call("GET", _path(template_id))
+    return int(held.get("uploaded_bytes") or 0)
 
 
 async def _chunks(path: Path, offset: int, bar: ByteProgress) -> AsyncIterator[bytes]:

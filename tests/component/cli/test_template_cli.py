@@ -30,6 +30,7 @@ def qcow2_file(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.timeout(120)  # nine CLI processes, each a Python start (seconds under load)
 def test_upload_convert_deploy_and_delete_a_template_from_the_command_line(
     node: Node, tmp_path: Path
 ) -> None:

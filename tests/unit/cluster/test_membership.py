@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from cloudcore.cluster._protocol import Heartbeat
 from cloudcore.cluster.membership import Membership
 from tests.clock import LoopClock
