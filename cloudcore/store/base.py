@@ -307,6 +307,38 @@ class Store(ABC):
         volume. QuotaExceeded, VersionConflict, NotFound, InvalidRecord: nothing written."""
 
     @abstractmethod
+    async def update_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> R:
+        """:meth:`update` and, in the same transaction, move ``tenant_id``'s quota usage by
+        ``delta`` (positive amounts consumed, negative given back; ``tenant_id`` None: no
+        quota). All or nothing: QuotaExceeded names the resource; NotFound, VersionConflict.
+        """
+
+    @abstractmethod
+    async def delete_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+    ) -> None:
+        """:meth:`delete` at ``expected_version`` and, in the same transaction, move the
+        tenant's quota usage by ``delta`` (as :meth:`update_charged`)."""
+
+    @abstractmethod
     async def reconcile_quotas(
         self, tenant_id: str | None = None, *, fix: bool = True
     ) -> builtins.list[QuotaDrift]:

@@ -392,7 +392,9 @@ class Template(Record, frozen=True, kw_only=True):
     ``disk_format`` is the format the uploaded image really has (qemu-img's, whatever its name
     said); ``formats`` maps each format the image is available in to the sha256 of that file in
     the datacenter's repository. While UPLOADING, ``upload_size``/``upload_sha256`` are what the
-    uploader declared and ``uploaded_bytes`` how much of it has arrived."""
+    uploader declared and ``uploaded_bytes`` how much of it has arrived. ``upload_size`` is what
+    the template counts against its tenant's ``template_gib`` quota (rounded up to GiB), from
+    the upload or import that declared it to the template's delete."""
 
     tenant_id: str | None = None
     datacenter_id: str | None = None
@@ -410,6 +412,9 @@ class Template(Record, frozen=True, kw_only=True):
     upload_sha256: str = ""
     uploaded_bytes: Count = 0
     error: str | None = None
+    #: The least a VM deployed from this template must have (0: no minimum).
+    min_cpus: Count = 0
+    min_memory_mib: Count = 0
 
 
 class Task(Record, frozen=True, kw_only=True):

@@ -87,6 +87,7 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         template = await referenced(store, Template, body.template_id, "template_id", "template")
         if template.tenant_id not in (None, tenant_id):  # another tenant's: as if none
             raise InvalidRecord(f"template_id: no template {body.template_id!r}")
+        _check_template_minima(body, template)
     _check_maxima(body)
     spec = VMSpec(
         cpus=body.cpus,
@@ -108,6 +109,19 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         mac_prefix=req.gateway.settings.network.mac_prefix,
     )
     return await accepted(req, task)
+
+
+def _check_template_minima(body: VMCreate, template: Template) -> None:
+    """A VM made from a template has at least the CPUs and memory the template asks for."""
+    if body.cpus < template.min_cpus:
+        raise InvalidRecord(
+            f"cpus: template {template.id} needs at least {template.min_cpus}, got {body.cpus}"
+        )
+    if body.memory_mib < template.min_memory_mib:
+        raise InvalidRecord(
+            f"memory_mib: template {template.id} needs at least {template.min_memory_mib} MiB, "
+            f"got {body.memory_mib}"
+        )
 
 
 def _check_maxima(body: VMCreate) -> None:
