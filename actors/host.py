@@ -21,6 +21,7 @@ from actors.messages import (
     GetVM,
     Observation,
     PowerObserved,
+    PowerOf,
     Sweep,
     SweepReport,
 )
@@ -29,7 +30,7 @@ from actors.registration import update_host
 from actors.services import DriverSlot, Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMActor, VMMessage
-from cloudcore.errors import BackendUnavailable, describe
+from cloudcore.errors import BackendUnavailable, NotFound, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Host, HostHealth, OutboxEvent, VMState
@@ -61,7 +62,9 @@ class _Connect(Message, frozen=True, kw_only=True):
     pass
 
 
-HostMessage = AdoptVM | Forget | GetCapabilities | GetHost | PowerObserved | Sweep | _Connect
+HostMessage = (
+    AdoptVM | Forget | GetCapabilities | GetHost | PowerObserved | PowerOf | Sweep | _Connect
+)
 
 
 class HostActor(Actor[HostMessage]):
@@ -129,6 +132,13 @@ class HostActor(Actor[HostMessage]):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:
                     child.tell(message)
+            case PowerOf(vm_id=vm_id):
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                try:
+                    return await self.driver.power_state(vm_id)
+                except NotFound:
+                    return None
             case Sweep():
                 return await self._sweep()
             case _:

@@ -14,6 +14,7 @@ from cloudcore.store.records import VM, PowerState, Task, VMSpec, VMState
 from hypervisor_drivers.types import GuestPower
 
 __all__ = [
+    "AbortTask",
     "AdoptVM",
     "Deploy",
     "Forget",
@@ -23,6 +24,7 @@ __all__ = [
     "Observation",
     "OperationFinished",
     "PowerObserved",
+    "PowerOf",
     "Provision",
     "Recover",
     "RecoverVerb",
@@ -126,6 +128,22 @@ class Forget(Message, frozen=True, kw_only=True):
 
 class GetHost(Message, frozen=True, kw_only=True):
     pass
+
+
+class PowerOf(Message, frozen=True, kw_only=True):
+    """Host: the power of VM ``vm_id`` on its hypervisor now (None: not there), whatever the
+    store says. BackendUnavailable while the host is not connected."""
+
+    vm_id: str
+
+
+class AbortTask(Message, frozen=True, kw_only=True):
+    """VM: stop the task ``task_id`` it runs now (a migration: the hypervisor aborts it, the
+    VM stays where it was). Replies None at once; the task ends FAILED with ``reason``.
+    Conflict when the VM runs no such task, or one that cannot be aborted."""
+
+    task_id: str
+    reason: str
 
 
 class GetCapabilities(Message, frozen=True, kw_only=True):

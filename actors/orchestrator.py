@@ -19,9 +19,10 @@ from typing import Any
 from actors import claims
 from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage
 from actors.host import HostMessage
-from actors.journal import Journal
+from actors.journal import FINAL, Journal
 from actors.lifecycle import Operation, transition
 from actors.messages import (
+    AbortTask,
     Deploy,
     Recover,
     RecoverVerb,
@@ -218,6 +219,21 @@ class Orchestrator:
         await claims.delete(self.store, vm, None)  # on no host: its quota alone goes back
         return await journal.finish(TaskState.SUCCEEDED)
 
+    async def abort(self, task_id: str, reason: str = "aborted by an operator") -> Task:
+        """Stop a migration in flight: the hypervisor aborts it and the VM stays where it was,
+        running if it was; the task ends FAILED with ``reason`` (wait for it). Returns the task
+        as it is now. Conflict if the task has ended or is not a migration (only a migration
+        can be stopped half-way and leave its VM whole)."""
+        task = await self.store.get(Task, task_id)
+        if task.state in FINAL:
+            raise Conflict(f"task {task_id} has ended ({task.state}): nothing to abort")
+        if task.kind != "vm.migrate":
+            raise Conflict(f"task {task_id} is a {task.kind}: only a migration can be aborted")
+        vm = await self.store.get(VM, task.subject.removeprefix("vm/"))
+        await self._vm_ref(vm).ask(AbortTask(task_id=task_id, reason=reason))
+        _log.warning("task.abort_requested", task_id=task_id, vm_id=vm.id, reason=reason)
+        return await self.store.get(Task, task_id)
+
     async def recover(self, vm_id: str, verb: RecoverVerb) -> Task | None:
         """An operator's verdict on a VM in ERROR: ``retry`` runs its failed task again (the
         task that does is returned), ``succeed`` and ``fail`` settle it (None), ``delete``
@@ -247,7 +263,7 @@ class Orchestrator:
         redeploy = last is None or last.kind == "vm.deploy" or vm.state is VMState.PLACED
         if not redeploy and last is not None:
             op = Operation(last.kind.removeprefix("vm."))
-            return await self.operate(vm_id, op, decode_params(op, last.data))
+            return await self.operate(vm_id, op, decode_params(op, _params_of(op, last.data)))
         if vm.host_id is None:
             vm = await self.store.update(
                 VM, vm.id, expected_version=vm.version, state=VMState.DEFINED, fault=None
@@ -323,3 +339,11 @@ async def _write_deploy(
         data={"start": start},
     )
     return await store.create_vm(vm, task, vm_usage(spec), claim=claim)
+
+
+def _params_of(operation: Operation, data: dict[str, Any]) -> dict[str, Any]:
+    """A task's data without what the operation recorded beside its parameters (a migration
+    records its plan: source, target, live, hold)."""
+    if operation is Operation.MIGRATE:
+        return {k: v for k, v in data.items() if k in ("host_id", "deadline")}
+    return data

@@ -104,6 +104,9 @@ def add_parser(sub: Any) -> None:
     migrate = action("migrate", "move a VM to another host", _migrate)
     migrate.add_argument("id")
     migrate.add_argument("--host", help="the target host (default: the scheduler picks)")
+    migrate.add_argument(
+        "--deadline", type=float, metavar="S", help="abort it after S seconds (default: config)"
+    )
 
     action("delete", "delete a VM", _delete).add_argument("id")
 
@@ -176,7 +179,8 @@ async def _snapshot(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _migrate(client: Client, args: argparse.Namespace) -> int:
-    return await _act(client, args, "migrate", {} if args.host is None else {"host_id": args.host})
+    body = {k: v for k, v in (("host_id", args.host), ("deadline", args.deadline)) if v is not None}
+    return await _act(client, args, "migrate", body)
 
 
 async def _delete(client: Client, args: argparse.Namespace) -> int:

@@ -109,9 +109,11 @@ class SnapshotBody(_Body, frozen=True, kw_only=True):
 
 
 class MigrateBody(_Body, frozen=True, kw_only=True):
-    """Move the VM to ``host_id`` (None: the scheduler picks one)."""
+    """Move the VM to ``host_id`` (None: the scheduler picks one); abort it if it takes longer
+    than ``deadline`` seconds (None: the node's ``orchestrator.migration_deadline``)."""
 
     host_id: HostId | None = None
+    deadline: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
 
 
 class TaskQuery(ListQuery, frozen=True, kw_only=True):

@@ -180,7 +180,7 @@ async def snapshot_vm(req: ApiRequest[SnapshotBody, None]) -> Reply:
 
 @api.post("/vms/{vm_id}/migrate", body=MigrateBody, summary="Move a VM to another host", **_ACTION)
 async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
-    return await _operate(req, MigrateParams(host_id=req.body.host_id))
+    return await _operate(req, MigrateParams(host_id=req.body.host_id, deadline=req.body.deadline))
 
 
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
