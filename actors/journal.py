@@ -250,6 +250,8 @@ def planned_steps(task: Task) -> list[str]:
         )
     if task.kind == "template.convert":
         return ["convert", "compare", "store"]
+    if task.kind == "host.maintenance":
+        return ["drain"]
     return [task.kind.removeprefix("vm.")]
 
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from actors import claims
-from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage
+from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage, Maintain
 from actors.host import HostMessage
+from actors.host_lifecycle import HostOperation, host_transition
 from actors.journal import FINAL, Journal
 from actors.lifecycle import Operation, transition
+from actors.maintenance import MAINTENANCE, change_admin_state
 from actors.messages import (
     AbortTask,
     Deploy,
@@ -33,7 +35,6 @@ from actors.messages import (
 from actors.operations import OperationParams, decode_params
 from actors.paging import all_records
 from actors.quotas import vm_usage
-from actors.registration import update_host
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
@@ -44,11 +45,9 @@ from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import (
     VM,
-    AdminState,
     Datacenter,
     Host,
     IdempotencyKey,
-    OutboxEvent,
     Task,
     TaskState,
     VMSpec,
@@ -115,23 +114,46 @@ class Orchestrator:
         )
         return ref
 
-    async def set_admin_state(self, host_id: str, state: AdminState) -> Host:
-        """Enable, disable or put a host in maintenance: the scheduler stops or resumes
-        placing VMs on it at once. VMs already there stay."""
-        changed = OutboxEvent(
-            type="host.admin_state_changed",
-            subject=f"host/{host_id}",
-            data={"admin_state": str(state)},
-        )
+    async def set_admin_state(self, host_id: str, operation: HostOperation) -> Host:
+        """Enable or disable a host, or cancel its maintenance: the scheduler stops or resumes
+        placing VMs on it at once. VMs already there stay. IllegalTransition naming what is
+        allowed when its admin state does not permit it (maintenance: :meth:`maintain`)."""
+        host = await change_admin_state(self.store, host_id, operation)
+        self._tell_scheduler(host)
+        return host
+
+    async def maintain(self, host_id: str) -> Task:
+        """Put a host in maintenance: PREPARING_FOR_MAINTENANCE at once (no new VMs), then a
+        task drains it by migration (MAINTENANCE, or ERROR_IN_MAINTENANCE naming the VMs that
+        stay and why). Returns the task. IllegalTransition if the host's state does not allow
+        it; NotFound if its datacenter is not run on this node."""
         host = await self.store.get(Host, host_id)
-        host = await update_host(self.store, host, events=[changed], admin_state=state)
+        datacenter = self.datacenter(host.datacenter_id)
+        host_transition(HostOperation.MAINTAIN, host.admin_state, host_id)  # refused before a task
+        journal = await Journal.begin(
+            self.store,
+            kind=MAINTENANCE,
+            subject=f"host/{host_id}",
+            tenant_id=None,
+            data={"host_id": host_id, "concurrency": self.services.settings.drain_concurrency},
+            waiters=self.services.waiters,
+        )
+        try:
+            host = await change_admin_state(self.store, host_id, HostOperation.MAINTAIN)
+        except Exception as exc:
+            await journal.finish(TaskState.FAILED, str(exc))
+            raise
+        self._tell_scheduler(host)
+        datacenter.tell(Maintain(task=journal.task))
+        return journal.task
+
+    def _tell_scheduler(self, host: Host) -> None:
         try:
             scheduler = self.system.lookup(f"/user/dc/{host.datacenter_id}/scheduler")
         except NotFound:  # the datacenter runs on another node: stored, its scheduler not told
-            _log.warning("host.admin_state_not_told", host_id=host_id, state=str(state))
+            _log.warning("host.admin_state_not_told", host_id=host.id, state=str(host.admin_state))
         else:
             scheduler.tell(HostUpdated(host=host))
-        return host
 
     async def deploy(
         self,

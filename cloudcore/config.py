@@ -174,10 +174,12 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
     watchdog_interval: float = 10.0
+    drain_concurrency: int = 4
 
     def __post_init__(self) -> None:
         for name in (
             "watchdog_interval",
+            "drain_concurrency",
             "stop_timeout",
             "step_deadline",
             "migration_deadline",

@@ -150,11 +150,14 @@ class HostHealth(StrEnum):
 
 
 class AdminState(StrEnum):
-    """What the operator allows on a host."""
+    """What the operator allows on a host (``actors.host_lifecycle`` has the transitions).
+    Only ENABLED takes new VMs."""
 
     ENABLED = "ENABLED"
     DISABLED = "DISABLED"
-    MAINTENANCE = "MAINTENANCE"
+    PREPARING_FOR_MAINTENANCE = "PREPARING_FOR_MAINTENANCE"  # its VMs are being moved away
+    MAINTENANCE = "MAINTENANCE"  # empty: the operator may work on it
+    ERROR_IN_MAINTENANCE = "ERROR_IN_MAINTENANCE"  # some VMs could not move (the task says why)
 
 
 class VolumeState(StrEnum):
