@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, assert_never
 
 from actors.deploy import DeployRunner
+from actors.ha import HAActor
 from actors.host import HostActor, HostMessage
 from actors.journal import Journal
 from actors.lifecycle import STABLE
@@ -76,6 +77,14 @@ class DatacenterActor(Actor[DatacenterMessage]):
         store = self.services.store
         self.scheduler = self.context.spawn(
             SchedulerActor, store, self.datacenter.id, name="scheduler"
+        )
+        self.context.spawn(
+            HAActor,
+            self.services,
+            self.datacenter.id,
+            self.scheduler,
+            self.context.self_ref.tell,
+            name="ha",
         )
         async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
             self._manage(host)

@@ -29,6 +29,7 @@ __all__ = [
     "Recover",
     "RecoverVerb",
     "RequestOperation",
+    "SetHA",
     "Sweep",
     "SweepReport",
     "VMChange",
@@ -135,6 +136,14 @@ class PowerOf(Message, frozen=True, kw_only=True):
     store says. BackendUnavailable while the host is not connected."""
 
     vm_id: str
+
+
+class SetHA(Message, frozen=True, kw_only=True):
+    """VM: set ``spec.ha`` and ``spec.ha_priority``. Replies with the VM. Conflict while an
+    operation runs on it."""
+
+    ha: bool
+    priority: int
 
 
 class AbortTask(Message, frozen=True, kw_only=True):

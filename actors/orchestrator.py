@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from actors import claims
 from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage, Maintain
 from actors.host import HostMessage
@@ -29,6 +31,7 @@ from actors.messages import (
     Recover,
     RecoverVerb,
     RequestOperation,
+    SetHA,
     Sweep,
     SweepReport,
 )
@@ -255,6 +258,16 @@ class Orchestrator:
         await self._vm_ref(vm).ask(AbortTask(task_id=task_id, reason=reason))
         _log.warning("task.abort_requested", task_id=task_id, vm_id=vm.id, reason=reason)
         return await self.store.get(Task, task_id)
+
+    async def set_ha(self, vm_id: str, ha: bool, priority: int) -> VM:
+        """Whether HA restarts the VM elsewhere when its host fails, and how early. Conflict
+        while an operation runs on it."""
+        vm = await self.store.get(VM, vm_id)
+        if vm.host_id is None:  # no actor owns it: the record alone (resize keeps its claim)
+            spec = msgspec.structs.replace(vm.spec, ha=ha, ha_priority=priority)
+            return await self.store.resize_vm(vm.id, spec, expected_version=vm.version)
+        changed: VM = await self._vm_ref(vm).ask(SetHA(ha=ha, priority=priority))
+        return changed
 
     async def recover(self, vm_id: str, verb: RecoverVerb) -> Task | None:
         """An operator's verdict on a VM in ERROR: ``retry`` runs its failed task again (the

@@ -28,6 +28,7 @@ from actors.messages import (
     Recover,
     RecoverVerb,
     RequestOperation,
+    SetHA,
     VMChange,
 )
 from actors.operations import (
@@ -43,7 +44,7 @@ from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
 from actors.vm_checks import refuse_doomed
 from actors.vm_events import state_changed
-from actors.vm_migration import MigrationSteps
+from actors.vm_mobility import MobilitySteps
 from actors.watchdog import Resume
 from cloudcore.errors import (
     Conflict,
@@ -89,6 +90,7 @@ VMMessage = (
     GetVM
     | RequestOperation
     | AbortTask
+    | SetHA
     | Provision
     | PowerObserved
     | Recover
@@ -98,7 +100,7 @@ VMMessage = (
 )
 
 
-class VMActor(MigrationSteps, Actor[VMMessage]):
+class VMActor(MobilitySteps, Actor[VMMessage]):
     def __init__(
         self,
         services: Services,
@@ -181,6 +183,8 @@ class VMActor(MigrationSteps, Actor[VMMessage]):
                     )
                 self.migration.abort(message.reason)
                 return None
+            case SetHA():
+                return await self._set_ha(message)
             case Provision():
                 if self.working:  # the deploy's runner asks again: the work under way reports
                     return None

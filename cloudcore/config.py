@@ -175,9 +175,13 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     memory_overcommit: float = 1.0
     watchdog_interval: float = 10.0
     drain_concurrency: int = 4
+    ha_grace: float = 30.0
+    ha_check_interval: float = 5.0
 
     def __post_init__(self) -> None:
         for name in (
+            "ha_grace",
+            "ha_check_interval",
             "watchdog_interval",
             "drain_concurrency",
             "stop_timeout",

@@ -34,6 +34,8 @@ _FIELDS: list[Column] = [
     ("DESIRED", "desired_state"),
     ("DISK_GIB", "spec.disk_gib"),
     ("TASK", "task_id"),
+    ("HA", "spec.ha"),
+    ("HA_PRIORITY", "spec.ha_priority"),
     ("FAULT", "fault"),
     ("CREATED", "created_at"),
     ("UPDATED", "updated_at"),
@@ -78,6 +80,8 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--disk", type=int, default=0, metavar="GIB")
     create.add_argument("--template")
     create.add_argument("--tenant", help="create it for this tenant (admins, operators)")
+    create.add_argument("--ha", action="store_true", help="restart it elsewhere if its host fails")
+    create.add_argument("--ha-priority", type=int, default=0, help="higher restarts first")
     create.add_argument("--no-start", action="store_true", help="define it but do not start it")
 
     for name, help in _SIMPLE.items():
@@ -107,6 +111,11 @@ def add_parser(sub: Any) -> None:
     migrate.add_argument(
         "--deadline", type=float, metavar="S", help="abort it after S seconds (default: config)"
     )
+
+    ha = action("ha", "restart a VM elsewhere if its host fails (or not)", _ha, wait=False)
+    ha.add_argument("id")
+    ha.add_argument("state", choices=("on", "off"))
+    ha.add_argument("--priority", type=int, default=0, help="higher restarts first (0-1000)")
 
     action("delete", "delete a VM", _delete).add_argument("id")
 
@@ -144,7 +153,16 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
         body["template_id"] = args.template
     if args.tenant:
         body["tenant_id"] = args.tenant
+    if args.ha:
+        body |= {"ha": True, "ha_priority": args.ha_priority}
     return await accepted(client, await client.call("POST", "/vms", body=body), args)
+
+
+async def _ha(client: Client, args: argparse.Namespace) -> int:
+    body = {"ha": args.state == "on", "priority": args.priority}
+    vm = await client.call("POST", f"/vms/{quote(args.id, safe='')}/ha", body=body)
+    show_one(vm, args.output, _FIELDS)
+    return 0
 
 
 async def _act(

@@ -18,6 +18,7 @@ from cloudcore.store.records import CURSOR_PATTERN, TaskState, TaskStep, VMState
 
 __all__ = [
     "Cursor",
+    "HABody",
     "Limit",
     "ListQuery",
     "MigrateBody",
@@ -61,6 +62,9 @@ class ListQuery(_Query, frozen=True, kw_only=True):
     cursor: Cursor | None = None
 
 
+HAPriority = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+
+
 class VMCreate(_Body, frozen=True, kw_only=True):
     """A new VM. ``tenant_id`` (admins and operators only) creates it for another tenant."""
 
@@ -76,6 +80,17 @@ class VMCreate(_Body, frozen=True, kw_only=True):
     #: The most a running VM may be reconfigured to (default: its size); at least the size.
     max_cpus: Cpus | None = None
     max_memory_mib: MemoryMib | None = None
+    #: Restart it on another host if its host fails (HA), higher ``ha_priority`` first.
+    ha: bool = False
+    ha_priority: HAPriority = 0
+
+
+class HABody(_Body, frozen=True, kw_only=True):
+    """Whether the VM is restarted elsewhere when its host fails, and before which others
+    (higher ``priority`` first)."""
+
+    ha: bool
+    priority: HAPriority = 0
 
 
 class VMQuery(ListQuery, frozen=True, kw_only=True):

@@ -183,3 +183,15 @@ async def test_abort_is_for_operators_and_only_stops_a_migration_in_flight(
     assert wrong.status == 409
     missing = await api.call("POST", "/tasks/task-nope/abort", "operator", {})
     assert missing.status == 404
+
+
+async def test_ha_is_set_at_create_and_changed_later_by_the_owner(api: ApiClient) -> None:
+    vm_id = await running_vm(api, ha=True, ha_priority=7)
+    spec = (await api.call("GET", f"/vms/{vm_id}", "alice")).body["spec"]
+    assert (spec["ha"], spec["ha_priority"]) == (True, 7)
+    r = await api.call("POST", f"/vms/{vm_id}/ha", "alice", {"ha": False})
+    assert r.status == 200 and (r.body["spec"]["ha"], r.body["spec"]["ha_priority"]) == (False, 0)
+    assert (await api.call("GET", f"/vms/{vm_id}", "alice")).body["spec"]["ha"] is False
+    bad = await api.call("POST", f"/vms/{vm_id}/ha", "alice", {"ha": True, "priority": 5000})
+    assert bad.status == 422 and "priority" in bad.body["error"]["message"]
+    assert (await api.call("POST", f"/vms/{vm_id}/ha", "bob", {"ha": True})).status == 404

@@ -1,31 +1,35 @@
-"""The VM actor's part of a migration (:mod:`actors.migration` holds the steps themselves):
-the hold taken as the VM turns MIGRATING, the end written where the VM is, and the settling of
-a migration a crash cut short from what both hypervisors show."""
+"""The VM actor's part of mobility: of a migration (:mod:`actors.migration` holds the steps
+themselves), the hold taken as the VM turns MIGRATING, the end written where the VM is, and the
+settling of a migration a crash cut short from what both hypervisors show; and its HA setting
+(:mod:`actors.ha` restarts HA VMs of a failed host)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from actors import migration_recovery, monitor
 from actors.guest import to_power
 from actors.journal import Journal
-from actors.messages import VMChange
+from actors.lifecycle import STABLE
+from actors.messages import SetHA, VMChange
 from actors.migration import Migration, MigrationPlan, give_back, hand_over, hold, settle
 from actors.scheduler.messages import SchedulerMessage
 from actors.services import Services
-from cloudcore.errors import CloudcoreError, describe
+from cloudcore.errors import CloudcoreError, Conflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorContext, ActorRef
 from cloudcore.store.records import VM, OutboxEvent, PowerState, Task, TaskState, VMState
 from hypervisor_drivers.base import HypervisorDriver
 
-__all__ = ["MigrationSteps"]
+__all__ = ["MobilitySteps"]
 
 _log = get_logger("actors.vm")
 
 
-class MigrationSteps:
+class MobilitySteps:
     """Mixed into the VM actor, which provides what is declared here."""
 
     services: Services
@@ -44,6 +48,18 @@ class MigrationSteps:
             changes: dict[str, Any],
             write: Callable[[VM, list[OutboxEvent]], Awaitable[VM]],
         ) -> None: ...
+
+    async def _set_ha(self, message: SetHA) -> VM:
+        if self.vm.task_id is not None or self.vm.state not in STABLE:
+            raise Conflict(f"VM {self.vm.id} is {self.vm.state}: set HA once it is at rest")
+        spec = msgspec.structs.replace(self.vm.spec, ha=message.ha, ha_priority=message.priority)
+        await self._commit(
+            {},
+            lambda vm, events: self.services.store.resize_vm(
+                vm.id, spec, expected_version=vm.version, events=events
+            ),
+        )
+        return self.vm
 
     async def _hold(self, journal: Journal, plan: MigrationPlan, begun: VMChange) -> None:
         """Hold the VM's size on the target as it turns MIGRATING; a refusal ends the task."""
