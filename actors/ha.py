@@ -2,7 +2,8 @@
 
 One :class:`HAActor` per datacenter (a child of its actor) checks every
 ``orchestrator.ha_check_interval`` seconds. A host whose health has not been HEALTHY for
-``orchestrator.ha_grace`` seconds (since its ``observed_at``) is fenced (:mod:`actors.fencing`);
+``orchestrator.ha_grace`` seconds (UNREACHABLE since its ``observed_at``, and at least since
+this actor began) is fenced (:mod:`actors.fencing`);
 only once a fence method confirms is its health recorded FENCED, and only a FENCED host's VMs
 are restarted, so no VM ever runs on two hosts. Then, highest ``ha_priority`` first, one
 priority at a time, each HA VM still placed there is taken off it (its claim released) under a
@@ -72,6 +73,9 @@ class HAActor(Actor[CheckHosts]):
         self.scheduler = scheduler
         self.deploy = deploy  # hands a deploy task to the datacenter
         self.waiting: dict[str, list[str]] = {}  # host id: restart tasks of its current tier
+        # A host recorded down before this actor began (the node was stopped) gets the whole
+        # grace period from now to reconnect: never fenced on a stale record.
+        self.began = datetime.now(UTC)
 
     async def started(self) -> None:
         interval = self.services.settings.ha_check_interval
@@ -89,10 +93,11 @@ class HAActor(Actor[CheckHosts]):
         grace = timedelta(seconds=self.services.settings.ha_grace)
         now = datetime.now(UTC)
         async for host in all_records(store, Host, {"datacenter_id": self.datacenter_id}):
-            if host.health is HostHealth.HEALTHY:
+            if host.health not in (HostHealth.UNREACHABLE, HostHealth.FENCED):
                 continue
-            if host.health is not HostHealth.FENCED:
-                if host.observed_at is None or now - host.observed_at < grace:
+            if host.health is HostHealth.UNREACHABLE:
+                since = max(host.observed_at or now, self.began)
+                if now - since < grace:
                     continue
                 try:
                     host = await self._fence(host)

@@ -7,7 +7,6 @@ No VM is restarted before its host is fenced, and none runs on two hosts."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 
 import msgspec
@@ -25,17 +24,28 @@ from tests.cloud import Cloud, cloud_settings, start_cloud
 from tests.waiting import eventually
 
 
-@pytest.fixture
-async def cloud3(sqlite_store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+async def _cloud(store: Store, tmp_path: Path, hosts: int) -> AsyncIterator[Cloud]:
     settings = msgspec.structs.replace(
         cloud_settings(tmp_path, ha_grace=0.3, ha_check_interval=3600.0, reconnect_delay=0.1),
-        demo=DemoSettings(hosts=3, host_cpus=4, host_memory_mib=4096),
+        demo=DemoSettings(hosts=hosts, host_cpus=4, host_memory_mib=4096),
     )
-    await bootstrap_demo(sqlite_store, settings)
+    await bootstrap_demo(store, settings)
     drivers: dict[str, HypervisorDriver] = {}
-    system, orchestrator = await start_cloud(sqlite_store, settings, drivers)
-    yield Cloud(orchestrator, sqlite_store, settings, drivers)
+    system, orchestrator = await start_cloud(store, settings, drivers)
+    yield Cloud(orchestrator, store, settings, drivers)
     await system.shutdown()
+
+
+@pytest.fixture
+async def cloud3(sqlite_store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+    async for cloud in _cloud(sqlite_store, tmp_path, 3):
+        yield cloud
+
+
+@pytest.fixture
+async def cloud2(sqlite_store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+    async for cloud in _cloud(sqlite_store, tmp_path, 2):
+        yield cloud
 
 
 async def _deploy(cloud: Cloud, name: str, memory: int, ha: bool, priority: int = 0) -> VM:
@@ -147,22 +157,12 @@ async def test_a_dead_host_is_fenced_then_its_ha_vms_restart_elsewhere_by_priori
 
 
 async def test_with_room_for_one_the_highest_priority_vm_is_the_one_restarted(
-    cloud: Cloud, tmp_path: Path
+    cloud2: Cloud, tmp_path: Path
 ) -> None:
+    cloud = cloud2
     first, second = await _only_on(cloud, "dc1-h1", [("a", 2048, True, 1), ("b", 2048, True, 9)])
     await _only_on(cloud, "dc1-h2", [("filler", 2048, False, 0)])  # room for one more
     await _kill(cloud, tmp_path, "dc1-h1")
-    assert await _check(cloud) == []  # the grace of tests.cloud's settings has not passed
-
-    # tests.cloud's grace is the default (30 s): make it pass by ageing the record.
-    host = await cloud.store.get(Host, "dc1-h1")
-    assert host.observed_at is not None
-    await cloud.store.update(
-        Host,
-        host.id,
-        expected_version=host.version,
-        observed_at=host.observed_at - timedelta(hours=1),
-    )
 
     async def settled() -> VM | None:
         await _check(cloud)
@@ -170,7 +170,7 @@ async def test_with_room_for_one_the_highest_priority_vm_is_the_one_restarted(
         return vm if vm.state is VMState.ERROR else None
 
     lost = await eventually(settled, timeout=30, interval=0.1)
-    assert "NoValidHost" in (lost.fault or "") or "no host" in (lost.fault or "").lower()
+    assert "NoValidHost" in (lost.fault or "")
     won = await cloud.store.get(VM, second.id)
     assert (won.host_id, won.state) == ("dc1-h2", VMState.RUNNING)
     assert await _where(cloud, second.id) == ["dc1-h2"]
