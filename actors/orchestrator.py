@@ -14,11 +14,13 @@ and is what the HTTP gateway, the CLI and embedding programs call.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
 
 from actors import claims
+from actors.balancer import BalancePlan, BalancePolicy, plan
 from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage, Maintain
 from actors.host import HostMessage
 from actors.host_lifecycle import HostOperation, host_transition
@@ -35,14 +37,14 @@ from actors.messages import (
     Sweep,
     SweepReport,
 )
-from actors.operations import OperationParams, decode_params
+from actors.operations import MigrateParams, OperationParams, decode_params
 from actors.paging import all_records
 from actors.quotas import vm_usage
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMMessage
-from cloudcore.errors import Conflict, IllegalTransition, NotFound
+from cloudcore.errors import CloudcoreError, Conflict, IllegalTransition, NotFound
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.store import Store
@@ -80,6 +82,7 @@ class Orchestrator:
         self.services = services
         self.store = services.store
         self._root: ActorRef[Any] | None = None
+        self._balanced: dict[str, float] = {}  # VM id: when a balance last moved it
 
     @classmethod
     async def start(
@@ -258,6 +261,44 @@ class Orchestrator:
         await self._vm_ref(vm).ask(AbortTask(task_id=task_id, reason=reason))
         _log.warning("task.abort_requested", task_id=task_id, vm_id=vm.id, reason=reason)
         return await self.store.get(Task, task_id)
+
+    async def balance_plan(
+        self, datacenter_id: str, policy: BalancePolicy, *, threshold: float, max_moves: int
+    ) -> BalancePlan:
+        """The migrations ``policy`` would make in the datacenter now, explained; nothing moves.
+        VMs a balance moved within ``orchestrator.balance_cooldown`` seconds stay put."""
+        await self.store.get(Datacenter, datacenter_id)
+        hosts = [h async for h in all_records(self.store, Host, {"datacenter_id": datacenter_id})]
+        vms = [v for h in hosts async for v in all_records(self.store, VM, {"host_id": h.id})]
+        now, cooldown = time.monotonic(), self.services.settings.balance_cooldown
+        self._balanced = {v: t for v, t in self._balanced.items() if now - t < cooldown}
+        return plan(
+            hosts,
+            vms,
+            policy,
+            threshold=threshold,
+            max_moves=max_moves,
+            recent=frozenset(self._balanced),
+        )
+
+    async def balance(
+        self, datacenter_id: str, policy: BalancePolicy, *, threshold: float, max_moves: int
+    ) -> tuple[BalancePlan, list[Task]]:
+        """Make the plan's migrations (each a ``vm.migrate`` task); the plan and the tasks
+        begun (a move refused now, e.g. its VM busy, is left out)."""
+        made = await self.balance_plan(
+            datacenter_id, policy, threshold=threshold, max_moves=max_moves
+        )
+        tasks = []
+        for move in made.moves:
+            try:
+                params = MigrateParams(host_id=move.target)
+                tasks.append(await self.operate(move.vm_id, Operation.MIGRATE, params))
+            except CloudcoreError as exc:
+                _log.warning("balance.move_refused", vm_id=move.vm_id, error=str(exc))
+                continue
+            self._balanced[move.vm_id] = time.monotonic()
+        return made, tasks
 
     async def set_ha(self, vm_id: str, ha: bool, priority: int) -> VM:
         """Whether HA restarts the VM elsewhere when its host fails, and how early. Conflict

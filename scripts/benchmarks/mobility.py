@@ -44,10 +44,24 @@ from actors.ha import CheckHosts
 from actors.host_lifecycle import HostOperation
 from actors.lifecycle import Operation
 from actors.operations import MigrateParams
+from actors.orchestrator import Orchestrator
 from actors.registration import bootstrap_demo
+from actors.services import Services, default_driver
 from cloudcore.config import DemoSettings, OrchestratorSettings, Settings
+from cloudcore.events.local import LocalEventBus
+from cloudcore.events.relay import OutboxRelayActor
 from cloudcore.logging import configure_logging
-from cloudcore.store.records import VM, Datacenter, Host, TaskState, Tenant, VMSpec, VMState
+from cloudcore.runtime import ActorSystem
+from cloudcore.store.records import (
+    VM,
+    Datacenter,
+    Host,
+    HostHealth,
+    TaskState,
+    Tenant,
+    VMSpec,
+    VMState,
+)
 from cloudcore.store.sqlite import SqliteStore
 from hypervisor_drivers.base import HypervisorDriver
 from tests.cloud import Cloud, start_cloud
@@ -194,7 +208,21 @@ async def _simulated_cloud(folder: Path, hosts: int, **orchestrator: Any) -> Clo
     await store.upgrade()
     await bootstrap_demo(store, settings)
     drivers: dict[str, HypervisorDriver] = {}
-    _, orchestrator_ = await start_cloud(store, settings, drivers)
+    system = ActorSystem("bench", settings.runtime)
+
+    def factory(host: Host) -> HypervisorDriver:
+        drivers[host.id] = default_driver(host)
+        return drivers[host.id]
+
+    services = Services(store, LocalEventBus(), settings.orchestrator, driver_factory=factory)
+    system.spawn(OutboxRelayActor, store, services.events, name="outbox-relay")
+    orchestrator_ = await Orchestrator.start(system, services)
+    async with asyncio.timeout(300):
+        while True:
+            page = await store.list(Host, where={"health": HostHealth.HEALTHY}, limit=1000)
+            if len(page.items) >= hosts:
+                break
+            await asyncio.sleep(0.2)
     return Cloud(orchestrator_, store, settings, drivers)
 
 

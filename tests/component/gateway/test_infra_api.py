@@ -341,3 +341,16 @@ async def test_templates_are_deleted_by_their_tenant_or_an_admin(api: ApiClient)
     assert (await api.call("DELETE", f"/templates/{mine['id']}", "alice")).status == 404
     assert (await api.call("DELETE", f"/templates/{public['id']}", "admin")).status == 204
     assert (await api.call("GET", "/templates")).body["items"] == []
+
+
+async def test_a_balance_plan_is_shown_to_operators_and_moves_nothing(api: ApiClient) -> None:
+    r = await api.call("GET", "/datacenters/dc1/balance?policy=consolidate", "operator")
+    assert r.status == 200 and r.body["policy"] == "consolidate"
+    assert r.body["hosts"] == 2 and r.body["moves"] == [] and r.body["explanation"]
+    assert sorted(r.body["standby"]) == ["dc1-h1", "dc1-h2"]  # both empty
+    bad = await api.call("GET", "/datacenters/dc1/balance?policy=sideways", "operator")
+    assert bad.status == 422 and "policy" in bad.body["error"]["message"]
+    assert (await api.call("GET", "/datacenters/dc1/balance", "alice")).status == 403
+    assert (await api.call("GET", "/datacenters/nope/balance", "operator")).status == 404
+    ran = await api.call("POST", "/datacenters/dc1/balance", "operator", {"policy": "spread"})
+    assert ran.status == 202 and ran.body["task_ids"] == []
