@@ -96,12 +96,15 @@ def plan(
 ) -> BalancePlan:
     """The moves ``policy`` makes now (none for ``off``). See the module's rules."""
     loads = {h.id: _Host(h) for h in hosts}
+    running, find = VMState.RUNNING, loads.get  # the hot loop: 100,000 VMs in well under 1 s
     count = 0
     for vm in vms:
         count += 1
-        host = loads.get(vm.host_id or "")
-        if host is not None and vm.state is VMState.RUNNING and vm.id not in recent:
+        if vm.state is running and (host := find(vm.host_id)) is not None:  # type: ignore[arg-type]
             host.vms.append(vm)
+    if recent:
+        for host in loads.values():
+            host.vms = [vm for vm in host.vms if vm.id not in recent]
     pool = [h for h in loads.values() if h.schedulable]
     before = _spread(pool)
     moves: list[Move] = []
