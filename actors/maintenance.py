@@ -47,6 +47,9 @@ _log = get_logger("actors.maintenance")
 #: The kind of a host's maintenance task.
 MAINTENANCE = "host.maintenance"
 _MOVABLE = frozenset({VMState.RUNNING, VMState.STOPPED})
+#: Tries of one VM's migration in a drain; reasons that another try cannot change.
+_ATTEMPTS = 3
+_FINAL_REASONS = ("it is ", "maintenance cancelled")
 
 
 def host_of(task: Task) -> str:
@@ -158,7 +161,17 @@ class MaintenanceRunner(Actor[_Stop]):
         await asyncio.gather(*(one(vm) for vm in vms))
 
     async def _move(self, vm: VM) -> str | None:
-        """Migrate ``vm`` away; None once it is off the host, else why it stays."""
+        """Migrate ``vm`` away, trying again when a refusal may have been a race (the target
+        chosen went into maintenance or filled up between the choice and the hold); None once
+        it is off the host, else why it stays."""
+        reason: str | None = None
+        for _ in range(_ATTEMPTS):
+            reason = await self._move_once(vm)
+            if reason is None or reason.startswith(_FINAL_REASONS):
+                return reason
+        return reason
+
+    async def _move_once(self, vm: VM) -> str | None:
         store, settings = self.services.store, self.services.settings
         wait = settings.migration_deadline + settings.step_deadline
         if not await self._still_preparing():
