@@ -17,6 +17,7 @@ from actors.messages import (
     AdoptVM,
     Forget,
     GetCapabilities,
+    GetConsole,
     GetHost,
     GetVM,
     Observation,
@@ -63,7 +64,15 @@ class _Connect(Message, frozen=True, kw_only=True):
 
 
 HostMessage = (
-    AdoptVM | Forget | GetCapabilities | GetHost | PowerObserved | PowerOf | Sweep | _Connect
+    AdoptVM
+    | Forget
+    | GetCapabilities
+    | GetConsole
+    | GetHost
+    | PowerObserved
+    | PowerOf
+    | Sweep
+    | _Connect
 )
 
 
@@ -128,6 +137,10 @@ class HostActor(Actor[HostMessage]):
                 if not self.connected:
                     raise BackendUnavailable(f"host {self.host.id} is not connected")
                 return sorted(c.value for c in self.driver.capabilities)
+            case GetConsole(vm_id=vm_id):
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                return await self.driver.console(vm_id)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:
