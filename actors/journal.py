@@ -252,6 +252,8 @@ def planned_steps(task: Task) -> list[str]:
         return ["convert", "compare", "store"]
     if task.kind == "template.import":
         return ["download", "accept"]
+    if task.kind == "host.maintenance":
+        return ["drain"]
     if task.kind in _VOLUME_STEPS:
         return _VOLUME_STEPS[task.kind]
     return [task.kind.removeprefix("vm.").removeprefix("volume.")]

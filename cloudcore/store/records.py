@@ -150,14 +150,18 @@ class HostHealth(StrEnum):
     HEALTHY = "HEALTHY"
     DEGRADED = "DEGRADED"
     UNREACHABLE = "UNREACHABLE"
+    FENCED = "FENCED"  # down past HA's grace, then confirmed off (actors.ha); HEALTHY when back
 
 
 class AdminState(StrEnum):
-    """What the operator allows on a host."""
+    """What the operator allows on a host (``actors.host_lifecycle`` has the transitions).
+    Only ENABLED takes new VMs."""
 
     ENABLED = "ENABLED"
     DISABLED = "DISABLED"
-    MAINTENANCE = "MAINTENANCE"
+    PREPARING_FOR_MAINTENANCE = "PREPARING_FOR_MAINTENANCE"  # its VMs are being moved away
+    MAINTENANCE = "MAINTENANCE"  # empty: the operator may work on it
+    ERROR_IN_MAINTENANCE = "ERROR_IN_MAINTENANCE"  # some VMs could not move (the task says why)
 
 
 class VolumeState(StrEnum):
@@ -272,6 +276,9 @@ class VMSpec(_Struct, frozen=True, kw_only=True):
     #: these fields existed read with None, so the JSON spec column needs no migration.
     max_cpus: Positive | None = None
     max_memory_mib: Positive | None = None
+    #: Restarted on another host when its host fails (actors.ha), higher ``ha_priority`` first.
+    ha: bool = False
+    ha_priority: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
 
     def live_limits(self) -> tuple[int, int]:
         """(vCPUs, MiB) a running VM can reach without a restart. A stopped reconfigure grows
