@@ -14,7 +14,7 @@ from typing import Any, assert_never
 
 import msgspec
 
-from actors import claims, migration, monitor
+from actors import claims, migration, monitor, vm_volumes
 from actors.guest import domain_spec, drive, to_power, vm_nics
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, target_of, transition
@@ -295,6 +295,7 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
         error: str | None = None
         run = self.migration
         try:
+            await vm_volumes.before(self.services, self.context.system, self.vm, journal, params)
             await journal.step(
                 params.operation.value,
                 lambda: (

@@ -56,10 +56,13 @@ class CreateVolumeParams(_Params, frozen=True, kw_only=True):
 
 
 class AttachParams(_Params, frozen=True, kw_only=True):
-    """Export the volume to the host of ``vm_id`` and have its hypervisor attach it."""
+    """Export the volume to the host of ``vm_id`` and have its hypervisor attach it; with
+    ``delete_on_termination``, deleting the VM deletes the volume too (else it is detached and
+    kept). The flag lives in the attach task's parameters."""
 
     operation = VolumeOperation.ATTACH
     vm_id: _Id
+    delete_on_termination: bool = False
 
 
 class DetachParams(_Params, frozen=True, kw_only=True):

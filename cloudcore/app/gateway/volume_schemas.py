@@ -60,9 +60,11 @@ class ExtendBody(_Body, frozen=True, kw_only=True):
 
 class AttachBody(_Body, frozen=True, kw_only=True):
     """The VM to attach the volume to: the volume's tenant's, in its datacenter, placed, and
-    RUNNING (hot), STOPPED or PAUSED."""
+    RUNNING (hot), STOPPED or PAUSED. ``delete_on_termination``: deleting the VM deletes the
+    volume too (default: the VM's delete detaches it and it stays AVAILABLE)."""
 
     vm_id: Id
+    delete_on_termination: bool = False
 
 
 class SnapshotCreate(_Body, frozen=True, kw_only=True):

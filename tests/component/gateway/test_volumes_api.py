@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from cloudcore.store.records import VM, Volume
+from cloudcore.store.usage import vm_usage, volume_usage
 from tests.component.gateway.conftest import ApiClient
 from tests.component.gateway.test_vms_api import running_vm
 
@@ -77,8 +79,8 @@ async def test_illegal_operations_are_409_naming_state_and_allowed(api: ApiClien
     assert twice.status == 409 and "it is ATTACHED" in twice.body["error"]["message"]
     r = await api.call("DELETE", f"/volumes/{vol}", "alice")
     assert r.status == 409 and "allowed now: detach" in r.body["error"]["message"]
-    r = await api.call("DELETE", f"/vms/{vm_id}", "alice")
-    assert r.status == 409 and "detach them first" in r.body["error"]["message"]
+    r = await api.call("POST", f"/volumes/{vol}/attach", "alice", {"vm_id": vm_id, "x": 1})
+    assert r.status == 422
 
 
 @pytest.mark.parametrize(
@@ -211,3 +213,54 @@ async def test_the_operator_tree_shows_pools_and_their_volume_actors(api: ApiCli
     (pool,) = r.body["children"]
     assert (pool["name"], pool["class_name"]) == ("dc1-pool", "StoragePoolActor")
     assert [(c["name"], c["class_name"]) for c in pool["children"]] == [(vol, "VolumeActor")]
+
+
+async def exists_usage(api: ApiClient, tenant: str) -> dict[str, int]:
+    """What the tenant's live VMs and volumes add up to, per quota resource."""
+    total: dict[str, int] = {}
+    vms = (await api.store.list(VM, where={"tenant_id": tenant}, limit=1000)).items
+    vols = (await api.store.list(Volume, where={"tenant_id": tenant}, limit=1000)).items
+    usages = [vm_usage(v.spec) for v in vms if v.state != "DELETED"]
+    usages += [volume_usage(v.size_gib) for v in vols if v.state != "DELETED"]
+    for usage in usages:
+        for resource, n in usage.items():
+            total[resource] = total.get(resource, 0) + n
+    return {r: n for r, n in total.items() if n}
+
+
+async def quota_usage(api: ApiClient, tenant: str) -> dict[str, int]:
+    used = {q.resource: q.used for q in await api.store.get_quotas(tenant)}
+    return {r: n for r, n in used.items() if n}
+
+
+async def test_deleting_a_vm_detaches_its_volumes_and_deletes_the_flagged_one(
+    api: ApiClient,
+) -> None:
+    for resource in ("vms", "cpus", "memory_mib", "volumes", "volume_gib"):
+        await api.store.set_quota("acme", resource, 1000)
+    vm_id = await running_vm(api)
+    kept, doomed = await volume(api), await volume(api, size_gib=3)
+    await act(api, f"/volumes/{kept}/attach", {"vm_id": vm_id})
+    await act(api, f"/volumes/{doomed}/attach", {"vm_id": vm_id, "delete_on_termination": True})
+    before = await quota_usage(api, "acme")
+    assert before["volume_gib"] == 13 and before == await exists_usage(api, "acme")
+
+    task = await act(api, f"/vms/{vm_id}", method="DELETE")
+    steps = [s.name for s in await api.store.list_steps(task.id)]
+    assert steps == ["volumes", "detach_volume", "detach_volume", "delete_volume", "delete"]
+    got = await get(api, kept)
+    assert (got["state"], got["vm_id"], got["device"], got["target"]) == (
+        "AVAILABLE", None, None, None,
+    )
+    assert (await api.call("GET", f"/volumes/{doomed}", "alice")).status == 404
+    assert (await api.store.get(Volume, doomed)).state == "DELETED"
+    assert (await api.store.get(VM, vm_id)).state == "DELETED"
+    after = await quota_usage(api, "acme")
+    assert after == await exists_usage(api, "acme") and after["volume_gib"] == 10
+    assert after.get("vms", 0) == before["vms"] - 1
+    # the kept volume is free: it attaches to another VM, and deletes once detached
+    other = await running_vm(api, name="other")
+    await act(api, f"/volumes/{kept}/attach", {"vm_id": other})
+    await act(api, f"/volumes/{kept}/detach")
+    await act(api, f"/volumes/{kept}", method="DELETE")
+    assert await api.orchestrator.storage.reconcile() == []  # type: ignore[union-attr]

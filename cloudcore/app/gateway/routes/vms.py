@@ -34,7 +34,7 @@ from cloudcore.app.gateway.schemas import (
     VMQuery,
 )
 from cloudcore.app.gateway.tasks import accepted
-from cloudcore.errors import Conflict, InvalidRecord
+from cloudcore.errors import InvalidRecord
 from cloudcore.store.records import (
     VM,
     Datacenter,
@@ -43,7 +43,6 @@ from cloudcore.store.records import (
     Template,
     Tenant,
     VMSpec,
-    Volume,
 )
 
 __all__ = ["api"]
@@ -229,11 +228,8 @@ async def set_ha(req: ApiRequest[HABody, None]) -> VM:
 
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
 async def delete_vm(req: ApiRequest[None, None]) -> Reply:
-    """Destroys the VM on its host, releases its capacity and quota; 202 and the task. 409
-    while volumes are attached to it: detach them first."""
-    vm = await visible_vm(req)
-    attached = await req.gateway.store.list(Volume, where={"vm_id": vm.id}, limit=20)
-    held = [v.id for v in attached.items if v.state != "DELETED"]
-    if held:
-        raise Conflict(f"VM {vm.id} has volumes attached ({', '.join(held)}): detach them first")
+    """Detaches the VM's volumes (each kept AVAILABLE, or deleted if it was attached with
+    ``delete_on_termination``), destroys the VM on its host, releases its capacity and quota;
+    202 and the task."""
+    await visible_vm(req)
     return await _operate(req, DeleteParams())

@@ -173,8 +173,11 @@ async def extend_volume(req: ApiRequest[ExtendBody, None]) -> Reply:
 )
 async def attach_volume(req: ApiRequest[AttachBody, None]) -> Reply:
     """Exports the volume to the VM's host (CHAP, that host's initiator only), then the
-    hypervisor attaches it: hot to a running VM, in the definition of a stopped one."""
-    return await _operate(req, AttachParams(vm_id=req.body.vm_id))
+    hypervisor attaches it: hot to a running VM, in the definition of a stopped one. With
+    ``delete_on_termination`` the VM's delete deletes the volume too (else detaches it)."""
+    body = req.body
+    params = AttachParams(vm_id=body.vm_id, delete_on_termination=body.delete_on_termination)
+    return await _operate(req, params)
 
 
 @api.post("/volumes/{volume_id}/detach", summary="Detach a volume from its VM", **_ACTION)
