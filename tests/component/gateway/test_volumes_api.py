@@ -250,7 +250,10 @@ async def test_deleting_a_vm_detaches_its_volumes_and_deletes_the_flagged_one(
     assert steps == ["volumes", "detach_volume", "detach_volume", "delete_volume", "delete"]
     got = await get(api, kept)
     assert (got["state"], got["vm_id"], got["device"], got["target"]) == (
-        "AVAILABLE", None, None, None,
+        "AVAILABLE",
+        None,
+        None,
+        None,
     )
     assert (await api.call("GET", f"/volumes/{doomed}", "alice")).status == 404
     assert (await api.store.get(Volume, doomed)).state == "DELETED"
