@@ -57,16 +57,22 @@ class AccountingOps(DomainOps):
             validate(task), version=1, created_at=stamp, updated_at=stamp
         )
         try:
-            async with self._transaction() as conn:
-                await self._consume(conn, vm.tenant_id, usage)
-                await conn.execute(_VMS.insert_sql, *_VMS.encode(vm))
-                await conn.execute(_TASKS.insert_sql, *_TASKS.encode(task))
-                if claim is not None:
-                    await self._hold_task(conn, claim, task.id)
+            await self._write_created(vm, task, usage, claim)
         except InvalidRecord:
             await self._name_missing_reference(_VMS, vm)
             raise
         return vm, task
+
+    async def _write_created(
+        self, vm: VM, task: Task, usage: Mapping[str, int], claim: IdempotencyKey | None
+    ) -> None:
+        """Quota, VM, task and the claim's hold, in one transaction."""
+        async with self._transaction() as conn:
+            await self._consume(conn, vm.tenant_id, usage)
+            await conn.execute(_VMS.insert_sql, *_VMS.encode(vm))
+            await conn.execute(_TASKS.insert_sql, *_TASKS.encode(task))
+            if claim is not None:
+                await self._hold_task(conn, claim, task.id)
 
     async def _hold_task(self, conn: Conn, claim: IdempotencyKey, task_id: str) -> None:
         args = (claim.principal, claim.key, claim.owner, task_id)
