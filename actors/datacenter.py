@@ -27,7 +27,7 @@ from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm_events import state_changed
 from actors.watchdog import Resume, undriven
-from cloudcore.errors import NotFound, VersionConflict, describe
+from cloudcore.errors import CloudcoreError, NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState, VMState
@@ -53,7 +53,11 @@ class WatchTasks(Message, frozen=True, kw_only=True):
     with the ids of the tasks it acted on."""
 
 
-DatacenterMessage = Deploy | AddHost | PollTasks | WatchTasks
+class _Load(Message, frozen=True, kw_only=True):
+    """Load the hosts and resume the deploys found RUNNING (again, after the store failed)."""
+
+
+DatacenterMessage = Deploy | AddHost | PollTasks | WatchTasks | _Load
 
 
 class DatacenterActor(Actor[DatacenterMessage]):
@@ -66,19 +70,32 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.scheduler: ActorRef[SchedulerMessage] | None = None
 
     async def started(self) -> None:
-        store = self.services.store
         self.scheduler = self.context.spawn(
-            SchedulerActor, store, self.datacenter.id, name="scheduler"
+            SchedulerActor, self.services.store, self.datacenter.id, name="scheduler"
         )
-        async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
-            self._manage(host)
-        async for task in all_records(store, Task, {"state": TaskState.RUNNING}):
-            if task.kind == DEPLOY and await self._ours(task):
-                _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
-                self._run(task)
+        # The timers first: if the store fails while loading, polling and the watchdog still run
+        # (a failed ``started`` is resumed, and what follows the failure never ran).
         self.context.schedule_periodic("poll", self.poll_interval, PollTasks())
         watch = self.services.settings.watchdog_interval
         self.context.schedule_periodic("watchdog", watch, WatchTasks())
+        await self._load()
+
+    async def _load(self) -> None:
+        """Manage the hosts in the store and resume the deploys found RUNNING (a crash
+        interrupted them); if the store fails, try again a second later."""
+        store = self.services.store
+        try:
+            async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
+                self._manage(host)
+            async for task in all_records(store, Task, {"state": TaskState.RUNNING}):
+                if task.kind == DEPLOY and await self._ours(task):
+                    _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
+                    self._run(task)
+        except CloudcoreError as exc:
+            _log.warning(
+                "datacenter.load_failed", datacenter_id=self.datacenter.id, error=describe(exc)
+            )
+            self.context.schedule_once("load", 1.0, _Load())
 
     async def receive(self, message: DatacenterMessage) -> Any:
         match message:
@@ -97,6 +114,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
                         await self._claim(task)
             case WatchTasks():
                 return await self._watch()
+            case _Load():
+                await self._load()
             case _:
                 assert_never(message)
         return None

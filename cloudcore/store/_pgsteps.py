@@ -115,6 +115,8 @@ class _Group:
                 await self._run(batch)
         finally:
             self._draining = None
+            if self._queue:  # left by a batch that raised: they are not forgotten
+                self._draining = asyncio.create_task(self._drain())
 
     async def _run(self, batch: list[_Job]) -> None:
         if len(batch) == 1:
