@@ -87,10 +87,10 @@ class DatacenterActor(Actor[DatacenterMessage]):
         try:
             async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
                 self._manage(host)
-            async for task in all_records(store, Task, {"state": TaskState.RUNNING}):
-                if task.kind == DEPLOY and await self._ours(task):
-                    _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
-                    self._run(task)
+            running = all_records(store, Task, {"state": TaskState.RUNNING})
+            for task in await self._owned([t async for t in running if t.kind == DEPLOY]):
+                _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
+                self._run(task)
         except CloudcoreError as exc:
             _log.warning(
                 "datacenter.load_failed", datacenter_id=self.datacenter.id, error=describe(exc)
@@ -107,11 +107,9 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 self.scheduler.tell(HostUpdated(host=host))
                 return ref
             case PollTasks():
-                async for task in all_records(
-                    self.services.store, Task, {"state": TaskState.PENDING}
-                ):
-                    if task.kind == DEPLOY and await self._ours(task):
-                        await self._claim(task)
+                pending = all_records(self.services.store, Task, {"state": TaskState.PENDING})
+                for task in await self._owned([t async for t in pending if t.kind == DEPLOY]):
+                    await self._claim(task)
             case WatchTasks():
                 return await self._watch()
             case _Load():
@@ -158,9 +156,9 @@ class DatacenterActor(Actor[DatacenterMessage]):
     async def _watch(self) -> list[str]:
         store, grace = self.services.store, self.services.settings.watchdog_interval
         acted = []
-        async for task in undriven(store, self.services.runners, grace):
-            if not await self._ours(task):
-                continue
+        for task in await self._owned(
+            [t async for t in undriven(store, self.services.runners, grace)]
+        ):
             _log.warning("task.undriven", task_id=task.id, kind=task.kind, subject=task.subject)
             acted.append(task.id)
             try:
@@ -193,6 +191,15 @@ class DatacenterActor(Actor[DatacenterMessage]):
         await Journal(self.services.store, task, self.services.waiters).finish(
             TaskState.FAILED, fault
         )
+
+    async def _owned(self, tasks: list[Task]) -> list[Task]:
+        """Those of ``tasks`` whose VM is in this datacenter: a read each for one or two, else
+        one walk of the datacenter's VMs (after a restart, hundreds of deploys are resumed)."""
+        if len(tasks) <= 2:
+            return [task for task in tasks if await self._ours(task)]
+        where = {"datacenter_id": self.datacenter.id}
+        ids = {vm.id async for vm in all_records(self.services.store, VM, where)}
+        return [task for task in tasks if task.subject.removeprefix("vm/") in ids]
 
     async def _ours(self, task: Task) -> bool:
         try:
