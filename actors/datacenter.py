@@ -16,9 +16,11 @@ from __future__ import annotations
 from typing import Any, assert_never
 
 from actors.deploy import DeployRunner
+from actors.ha import HAActor
 from actors.host import HostActor, HostMessage
 from actors.journal import Journal
 from actors.lifecycle import STABLE
+from actors.maintenance import MAINTENANCE, MaintenanceRunner, host_of
 from actors.messages import Deploy
 from actors.paging import all_records
 from actors.scheduler.actor import SchedulerActor
@@ -32,7 +34,7 @@ from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState, VMState
 
-__all__ = ["AddHost", "DatacenterActor", "PollTasks", "WatchTasks"]
+__all__ = ["AddHost", "DatacenterActor", "Maintain", "PollTasks", "WatchTasks"]
 
 _log = get_logger("actors.datacenter")
 DEPLOY = "vm.deploy"
@@ -42,6 +44,12 @@ class AddHost(Message, frozen=True, kw_only=True):
     """A host registered in the store: start managing it. Replies with its actor's ref."""
 
     host: Host
+
+
+class Maintain(Message, frozen=True, kw_only=True):
+    """Drive a host's maintenance task (its host of this datacenter), unless a runner does."""
+
+    task: Task
 
 
 class PollTasks(Message, frozen=True, kw_only=True):
@@ -54,10 +62,10 @@ class WatchTasks(Message, frozen=True, kw_only=True):
 
 
 class _Load(Message, frozen=True, kw_only=True):
-    """Load the hosts and resume the deploys found RUNNING (again, after the store failed)."""
+    """Load the hosts and resume the tasks found RUNNING (again, after the store failed)."""
 
 
-DatacenterMessage = Deploy | AddHost | PollTasks | WatchTasks | _Load
+DatacenterMessage = Deploy | AddHost | Maintain | PollTasks | WatchTasks | _Load
 
 
 class DatacenterActor(Actor[DatacenterMessage]):
@@ -73,6 +81,14 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.scheduler = self.context.spawn(
             SchedulerActor, self.services.store, self.datacenter.id, name="scheduler"
         )
+        self.context.spawn(
+            HAActor,
+            self.services,
+            self.datacenter.id,
+            self.scheduler,
+            self.context.self_ref.tell,
+            name="ha",
+        )
         # The timers first: if the store fails while loading, polling and the watchdog still run
         # (a failed ``started`` is resumed, and what follows the failure never ran).
         self.context.schedule_periodic("poll", self.poll_interval, PollTasks())
@@ -87,10 +103,14 @@ class DatacenterActor(Actor[DatacenterMessage]):
         try:
             async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
                 self._manage(host)
-            running = all_records(store, Task, {"state": TaskState.RUNNING})
-            for task in await self._owned([t async for t in running if t.kind == DEPLOY]):
+            running = [t async for t in all_records(store, Task, {"state": TaskState.RUNNING})]
+            for task in await self._owned([t for t in running if t.kind == DEPLOY]):
                 _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
                 self._run(task)
+            for task in running:
+                if task.kind == MAINTENANCE and self.context.child(host_of(task)) is not None:
+                    _log.info("maintenance.resumed", task_id=task.id, subject=task.subject)
+                    self._maintain(task)
         except CloudcoreError as exc:
             _log.warning(
                 "datacenter.load_failed", datacenter_id=self.datacenter.id, error=describe(exc)
@@ -106,6 +126,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 assert self.scheduler is not None
                 self.scheduler.tell(HostUpdated(host=host))
                 return ref
+            case Maintain(task=task):
+                self._maintain(task)
             case PollTasks():
                 pending = all_records(self.services.store, Task, {"state": TaskState.PENDING})
                 for task in await self._owned([t async for t in pending if t.kind == DEPLOY]):
@@ -152,6 +174,11 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.context.spawn(
             DeployRunner, self.services, task, self.scheduler, self.host_ref, vm, name=name
         )
+
+    def _maintain(self, task: Task) -> None:
+        name = f"maintenance-{host_of(task)}"
+        if self.context.child(name) is None:
+            self.context.spawn(MaintenanceRunner, self.services, task, self.scheduler, name=name)
 
     async def _watch(self) -> list[str]:
         store, grace = self.services.store, self.services.settings.watchdog_interval

@@ -29,10 +29,13 @@ __all__ = [
     "NetworkSettings",
     "NodeSettings",
     "OrchestratorSettings",
+    "PoolSettings",
     "RuntimeSettings",
     "Settings",
+    "StorageConfig",
     "StoreSettings",
     "TransportSettings",
+    "UiSettings",
     "default_config_path",
     "load_settings",
 ]
@@ -174,10 +177,18 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
     watchdog_interval: float = 10.0
+    drain_concurrency: int = 4
+    ha_grace: float = 30.0
+    ha_check_interval: float = 5.0
+    balance_cooldown: float = 600.0
 
     def __post_init__(self) -> None:
         for name in (
+            "balance_cooldown",
+            "ha_grace",
+            "ha_check_interval",
             "watchdog_interval",
+            "drain_concurrency",
             "stop_timeout",
             "step_deadline",
             "migration_deadline",
@@ -205,8 +216,11 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     idle_timeout: float = 30.0
     auth_failures_per_second: float = 5.0
     auth_failure_burst: int = 20
+    console_ticket_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.console_ticket_seconds <= 0:
+            raise ValueError("api.console_ticket_seconds must be > 0")
         if self.idle_timeout <= 0:
             raise ValueError("api.idle_timeout must be > 0")
         if self.auth_failures_per_second <= 0 or self.auth_failure_burst < 1:
@@ -225,6 +239,22 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("api.rate_limit must be > 0 and api.rate_burst >= 1")
 
 
+class UiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The web console served by the gateway at ``/ui/``."""
+
+    enabled: bool = True
+    # The node_modules directory holding htmx.org, htmx-ext-sse and @novnc/novnc, as
+    # scripts/lib.sh ensure_web_assets installs them (empty: the pages work without live
+    # updates or the graphical console, and say so).
+    assets_dir: str = ""
+    # Seconds a login lasts (the token must also stay valid: a revoked one ends it at once).
+    session_seconds: float = 28800.0
+
+    def __post_init__(self) -> None:
+        if self.session_seconds <= 0:
+            raise ValueError("ui.session_seconds must be > 0")
+
+
 class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The image library (see cloudcore.images)."""
 
@@ -241,8 +271,15 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # Seconds qemu-img info / check may take on an uploaded image.
     inspect_deadline: float = 120.0
     qemu_img: str = "qemu-img"
+    # An import from a URL: how many times a dropped connection is resumed (Range) before the
+    # task fails (the bytes kept for a later import), seconds a read may stall, seconds in all.
+    import_attempts: int = 5
+    import_read_timeout: float = 60.0
+    import_deadline: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
+        if self.import_attempts < 1 or self.import_read_timeout <= 0 or self.import_deadline <= 0:
+            raise ValueError("images.import_attempts, import_read_timeout, import_deadline > 0")
         if self.max_upload_bytes < 1 or self.max_conversions < 1:
             raise ValueError("images.max_upload_bytes and images.max_conversions must be >= 1")
         if self.convert_deadline <= 0 or self.inspect_deadline <= 0:
@@ -252,13 +289,64 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
 class NetworkSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: NICs get MACs of this prefix (one to five octets, the first unicast) and random octets.
     mac_prefix: str = "52:54:00"
+    #: Run a dnsmasq per network with a bridge, of the node's datacenters (needs root, or
+    #: CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, and the bridges).
+    dhcp: bool = False
+    #: Where each network's hosts, leases and log files live ("": <node.data_dir>/dhcp).
+    dhcp_dir: str = ""
+    dnsmasq: str = "dnsmasq"
+    #: A command dnsmasq runs under, e.g. ["ip", "netns", "exec", "NAME"] (it must exec it).
+    dhcp_wrapper: list[str] = msgspec.field(default_factory=list)
+    #: The user dnsmasq drops to ("": its default); it must read dhcp_dir.
+    dhcp_user: str = ""
+    #: Seconds between the reconciliations of a network's hosts file with the store.
+    dhcp_resync: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.dhcp_resync <= 0:
+            raise ValueError("network.dhcp_resync must be > 0")
         if not _MAC_PREFIX.match(self.mac_prefix) or int(self.mac_prefix[:2], 16) & 1:
             raise ValueError(
                 f"network.mac_prefix must be 1 to 5 octets like '52:54:00' with a unicast first "
                 f"octet, got {self.mac_prefix!r}"
             )
+
+
+class PoolSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One storage pool (a storage server): the storage driver plugin that reaches it, the
+    datacenter it serves, its tier, and how far thin volumes may overcommit it (the sizes of its
+    volumes and snapshots may reach its capacity x ``overcommit``)."""
+
+    id: str
+    datacenter: str
+    driver: str = "simulated"
+    tier: str = "standard"
+    # The driver's pool (a directory for tgt and simulated); empty: <node.data_dir>/storage/<id>.
+    path: str = ""
+    portal_host: str = "127.0.0.1"
+    portal_port: int = 3260
+    iqn_prefix: str = "iqn.2026-12.org.cloudcore"
+    overcommit: float = 1.0
+    #: Driver-specific settings (tgt: control_port, timeout_s, ...); no secrets.
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _POOL_ID.match(self.id):
+            raise ValueError(f"storage pool id {self.id!r}: 1-63 lower-case letters, digits, '-'")
+        if self.overcommit < 1.0:
+            raise ValueError(f"storage pool {self.id}: overcommit must be >= 1.0")
+
+
+class StorageConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pools: list[PoolSettings] = msgspec.field(default_factory=list)
+    #: A host's iSCSI initiator name is ``<initiator_prefix>:<host id>`` unless its record has an
+    #: ``iscsi.initiator`` capability.
+    initiator_prefix: str = "iqn.2026-12.org.cloudcore.host"
+    #: Size of the simulated pool the demo datacenter gets when no pool is configured (0: none).
+    demo_pool_gib: int = 1024
+
+
+_POOL_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class DemoSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -287,6 +375,8 @@ class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
     images: ImagesSettings = msgspec.field(default_factory=ImagesSettings)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    ui: UiSettings = msgspec.field(default_factory=UiSettings)
 
 
 def default_config_path() -> Path:

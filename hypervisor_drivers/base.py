@@ -30,6 +30,7 @@ from cloudcore.errors import IllegalTransition, UnsupportedOperation
 from hypervisor_drivers.events import EventHub, EventStream
 from hypervisor_drivers.types import (
     Capability,
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -41,6 +42,7 @@ from hypervisor_drivers.types import (
     IscsiDisk,
     LifecycleEvent,
     MigrationProgress,
+    NicInfo,
     NicSpec,
     SnapshotInfo,
     StopOutcome,
@@ -49,6 +51,7 @@ from hypervisor_drivers.types import (
 
 __all__ = [
     "Capability",
+    "ConsoleEndpoint",
     "DiskSpec",
     "DomainSpec",
     "DriverSettings",
@@ -62,6 +65,7 @@ __all__ = [
     "IscsiDisk",
     "LifecycleEvent",
     "MigrationProgress",
+    "NicInfo",
     "NicSpec",
     "SnapshotInfo",
     "StopOutcome",
@@ -103,6 +107,26 @@ class HypervisorDriver(abc.ABC):
                 f"the {self.name or type(self).__name__} driver at {self._settings.uri} "
                 f"does not support {capability.value}"
             )
+
+    # -- template images -----------------------------------------------------------------------
+
+    #: The disk format (qemu-img's name) this hypervisor takes a template's image in; empty:
+    #: none (a VM cannot be deployed from a template on it). libvirt opens the library's qcow2
+    #: files itself (linked clones); drivers with ``IMPORT_IMAGE`` receive a copy.
+    image_format = ""
+
+    async def import_image(self, path: str, name: str) -> FileDisk:
+        """Copy the local image file ``path`` (in :attr:`image_format`) to the host's own
+        storage as the boot disk of the VM ``name``, and return the disk that ``define_vm``
+        takes. Idempotent: the same ``name`` again replaces the copy. Capability
+        ``IMPORT_IMAGE``; UnsupportedOperation otherwise. DriverError if the host refuses."""
+        self._require(Capability.IMPORT_IMAGE)
+        raise UnsupportedOperation(f"{type(self).__name__} declares import_image but has none")
+
+    async def remove_image(self, name: str) -> None:
+        """Remove the copy :meth:`import_image` made for ``name``; no-op if there is none (or
+        the driver imports nothing). Call it once the VM is gone."""
+        return None
 
     # -- connection --------------------------------------------------------------------------
 
@@ -263,6 +287,31 @@ class HypervisorDriver(abc.ABC):
         """Detach the disk whose serial is ``serial``, live and from the definition. No-op when
         no such disk is attached. Needs ``ATTACH_VOLUME``."""
 
+    async def resize_volume(self, uuid: str, serial: str, size_bytes: int) -> None:
+        """Tell a running VM that its disk whose serial is ``serial`` is now ``size_bytes``
+        (the storage grew it). No-op for a VM that does not run (it reads the size when it
+        starts). ``NotFound`` when no such disk is attached. Needs ``RESIZE_VOLUME``; optional,
+        so not abstract: a driver that does not declare it inherits this refusal."""
+        self._require(Capability.RESIZE_VOLUME)
+        raise UnsupportedOperation(f"{self.name} declares resize_volume but does not implement it")
+
+    # -- VMs: NICs ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_nics(self, uuid: str) -> list[NicInfo]:
+        """The VM's NICs in its definition, in device order. Raises ``NotFound``."""
+
+    @abc.abstractmethod
+    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        """Add a NIC to the VM, live when it runs and in its definition. ``nic.mac`` is
+        required; a NIC with that MAC already there makes this a no-op. Needs ``HOTPLUG_NIC``
+        (a stopped VM's NICs are changed by ``define_vm``)."""
+
+    @abc.abstractmethod
+    async def detach_nic(self, uuid: str, mac: str) -> None:
+        """Remove the NIC with MAC ``mac``, live and from the definition. No-op when there is
+        none. Needs ``HOTPLUG_NIC``."""
+
     @abc.abstractmethod
     async def migrate_vm(
         self,
@@ -288,6 +337,17 @@ class HypervisorDriver(abc.ABC):
         already has the VM), ``DriverError`` (the hypervisor failed or aborted it; the VM stays
         here).
         """
+
+    # -- consoles ----------------------------------------------------------------------------
+
+    async def console(self, uuid: str) -> ConsoleEndpoint:
+        """Where the VM's graphical console (VNC) listens now. Needs ``CONSOLE``: a driver
+        that declares it overrides this. The endpoint changes when the VM restarts, so ask
+        again each time. ``IllegalTransition`` when the VM is not RUNNING or PAUSED (no QEMU
+        process, no console); ``UnsupportedOperation`` as well when this VM was defined
+        without a graphical console."""
+        self._require(Capability.CONSOLE)
+        raise UnsupportedOperation(f"{type(self).__name__} declares consoles but has none")
 
     # -- helpers for implementations ---------------------------------------------------------
 

@@ -20,7 +20,16 @@ from cloudcore.store._domain import _QUOTA_COLS, _STEP_COLS, _UPDATE_STEP, _stru
 from cloudcore.store._pgsteps import StepBatcher
 from cloudcore.store._sql import SqlStore
 from cloudcore.store._table import table_of
-from cloudcore.store.records import VM, Host, IdempotencyKey, OutboxEvent, Quota, Task, VMState
+from cloudcore.store.records import (
+    VM,
+    Host,
+    IdempotencyKey,
+    IpAllocation,
+    OutboxEvent,
+    Quota,
+    Task,
+    VMState,
+)
 
 __all__ = ["PgOps"]
 
@@ -165,8 +174,15 @@ class PgOps(SqlStore):
             return await conn.fetchrow(_UPDATE_STEP_EVENTS, *args, *_outbox.event_arrays(events))
 
     async def _write_created(
-        self, vm: VM, task: Task, usage: Mapping[str, int], claim: IdempotencyKey | None
-    ) -> None:
+        self,
+        vm: VM,
+        task: Task,
+        usage: Mapping[str, int],
+        claim: IdempotencyKey | None,
+        mac_prefix: str,
+    ) -> list[IpAllocation]:
+        if vm.spec.nics:  # addresses to hold: the portable transaction
+            return await super()._write_created(vm, task, usage, claim, mac_prefix)
         resources = sorted(usage)
         held = (claim.principal, claim.key, claim.owner) if claim is not None else (None,) * 3
         async with self._writer() as conn:
@@ -180,7 +196,8 @@ class PgOps(SqlStore):
                 *held,
             )
         if not row["yes"]:  # a quota or the key refused: nothing written; the portable code says
-            await super()._write_created(vm, task, usage, claim)
+            return await super()._write_created(vm, task, usage, claim, mac_prefix)
+        return []
 
     async def place_vm(
         self,

@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 import libvirt
 import structlog
 
-from cloudcore.errors import Conflict, IllegalTransition
+from cloudcore.errors import Conflict, IllegalTransition, NotFound, UnsupportedOperation
 from hypervisor_drivers.libvirt import _migration, _xml
 from hypervisor_drivers.libvirt._events import LifecycleCallbacks, ensure_event_loop
 from hypervisor_drivers.types import (
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -31,6 +32,8 @@ from hypervisor_drivers.types import (
     IscsiDisk,
     LifecycleEvent,
     MigrationProgress,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     VMInfo,
 )
@@ -38,6 +41,9 @@ from hypervisor_drivers.types import (
 __all__ = ["LibvirtClient"]
 
 _log = structlog.get_logger("hypervisor_drivers.libvirt")
+#: Where a VM's VNC console listens unless ``extra["vnc_listen"]`` says otherwise: loopback,
+#: so only the node on the host reaches it (the gateway's console proxy).
+_VNC = "127.0.0.1"
 
 _KEEPALIVE_INTERVAL = 5  # seconds between keepalive probes on remote connections
 _KEEPALIVE_COUNT = 3  # unanswered probes before libvirt closes the connection
@@ -118,6 +124,9 @@ class LibvirtClient:
                 self._conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
                 self._conn.registerCloseCallback(self._on_close, None)
             self.domain_type = settings.extra.get("domain_type") or self._default_domain_type()
+            # Where each VM's serial port is logged (``<dir>/<domain name>.serial.log``), by
+            # virtlogd; unset: the serial port is a pty only.
+            self.serial_log_dir: str | None = settings.extra.get("serial_log_dir") or None
         except libvirt.libvirtError:
             self.close()
             raise
@@ -229,7 +238,25 @@ class LibvirtClient:
     def define(self, spec: DomainSpec) -> VMInfo:
         for disk in spec.disks:
             self._ensure_chap_secret(disk)
-        return _vm_info(self._conn.defineXML(_xml.domain_xml(spec, self.domain_type)))
+        listen = None if self.scheme == "test" else self._settings.extra.get("vnc_listen", _VNC)
+        serial_log = (
+            f"{self.serial_log_dir.rstrip('/')}/{spec.name}.serial.log"
+            if self.serial_log_dir and self.scheme != "test"
+            else None
+        )
+        xml = _xml.domain_xml(spec, self.domain_type, listen, serial_log=serial_log)
+        return _vm_info(self._conn.defineXML(xml))
+
+    def console(self, uuid: str) -> ConsoleEndpoint:
+        dom = self._domain(uuid)
+        self._require_power(dom, {GuestPower.RUNNING, GuestPower.PAUSED}, "open the console of")
+        found = _xml.vnc_address(dom.XMLDesc(0))
+        if found is None:
+            raise UnsupportedOperation(f"VM {uuid} was defined without a graphical console")
+        address, port = found
+        if address in ("", "0.0.0.0", "::"):  # every address: reach it as the URI's host
+            address = urlsplit(self._uri).hostname or "127.0.0.1"
+        return ConsoleEndpoint(host=address, port=port)
 
     def _require_power(self, dom: Any, allowed: set[GuestPower], action: str) -> GuestPower:
         power = _power(dom)
@@ -407,24 +434,65 @@ class LibvirtClient:
 
     def attach(self, uuid: str, disk: DiskSpec) -> str:
         dom = self._domain(uuid)
-        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         assert disk.serial is not None
+        if self.scheme == "test":
+            return _SimulatedDisks.attach(self._uri, uuid, disk)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if disk.serial in facts.disks:
             target = ET.fromstring(facts.disks[disk.serial]).find("target")
             return "" if target is None else target.get("dev", "")
         self._ensure_chap_secret(disk)
-        index = 0
-        while _xml.target_dev(index) in facts.targets:
+        index, prefix = 0, _xml.target_prefix(disk)
+        while _xml.target_dev(index, prefix) in facts.targets:
             index += 1
-        dev = _xml.target_dev(index)
+        dev = _xml.target_dev(index, prefix)
         dom.attachDeviceFlags(_xml.disk_xml(disk, dev), self._affect(dom))
         return dev
 
     def detach(self, uuid: str, serial: str) -> None:
         dom = self._domain(uuid)
+        if self.scheme == "test":
+            _SimulatedDisks.detach(self._uri, uuid, serial)
+            return
         facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if serial in facts.disks:
             dom.detachDeviceFlags(facts.disks[serial], self._affect(dom))
+            self._forget_chap_secret(facts.disks[serial])
+
+    def resize_disk(self, uuid: str, serial: str, size_bytes: int) -> None:
+        dom = self._domain(uuid)
+        if not dom.isActive():
+            return
+        disk = _xml.domain_facts(dom.XMLDesc(0)).disks.get(serial)
+        target = None if disk is None else ET.fromstring(disk).find("target")
+        if target is None or not target.get("dev"):
+            raise NotFound(f"VM {uuid} has no disk {serial}")
+        dom.blockResize(target.get("dev"), size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+    def _forget_chap_secret(self, disk_xml: str) -> None:
+        """The CHAP secret of a detached iSCSI disk: one per target, so no other disk uses it."""
+        secret = ET.fromstring(disk_xml).find(".//auth/secret")
+        usage = None if secret is None else secret.get("usage")
+        if usage is None or not usage.startswith("cloudcore-iscsi-"):
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage).undefine()
+
+    def list_nics(self, uuid: str) -> list[NicInfo]:
+        facts = _xml.domain_facts(self._domain(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return [NicInfo(mac=mac, source=on) for mac, (on, _) in facts.nics.items()]
+
+    def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        dom = self._domain(uuid)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        if (nic.mac or "").lower() not in facts.nics:
+            dom.attachDeviceFlags(_xml.nic_xml(nic), self._affect(dom))
+
+    def detach_nic(self, uuid: str, mac: str) -> None:
+        dom = self._domain(uuid)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        if mac.lower() in facts.nics:
+            dom.detachDeviceFlags(facts.nics[mac.lower()][1], self._affect(dom))
 
     @staticmethod
     def _affect(dom: Any) -> int:
@@ -444,6 +512,36 @@ class LibvirtClient:
                 raise
             secret = self._conn.secretDefineXML(_xml.iscsi_secret_xml(disk), 0)
         secret.setValue((disk.chap_password or "").encode(), 0)
+
+
+class _SimulatedDisks:
+    """Attachments on libvirt's test driver, which cannot attach devices: kept here, per host
+    URI and VM, and logged as simulated. The device names say so (``simulated:sda``)."""
+
+    _lock = threading.Lock()
+    _attached: dict[tuple[str, str], dict[str, str]] = {}
+
+    @classmethod
+    def attach(cls, uri: str, uuid: str, disk: DiskSpec) -> str:
+        assert disk.serial is not None
+        with cls._lock:
+            disks = cls._attached.setdefault((uri, uuid), {})
+            if disk.serial not in disks:
+                taken = set(disks.values())
+                index = 0
+                while f"simulated:{_xml.target_dev(index, 'sd')}" in taken:
+                    index += 1
+                disks[disk.serial] = f"simulated:{_xml.target_dev(index, 'sd')}"
+            device = disks[disk.serial]
+        _log.info("volume.attach_simulated", vm_uuid=uuid, serial=disk.serial, device=device)
+        return device
+
+    @classmethod
+    def detach(cls, uri: str, uuid: str, serial: str) -> None:
+        with cls._lock:
+            disks = cls._attached.get((uri, uuid), {})
+            disks.pop(serial, None)
+        _log.info("volume.detach_simulated", vm_uuid=uuid, serial=serial)
 
 
 def _snapshot_info(snapshot: Any) -> SnapshotInfo:

@@ -22,6 +22,7 @@ __all__ = [
     "simulated_host_xml",
     "snapshot_xml",
     "target_dev",
+    "vnc_address",
     "write_simulated_host",
 ]
 
@@ -99,7 +100,12 @@ def _disk_element(disk: DiskSpec, target_dev: str) -> ET.Element:
             if disk.chap_username is not None:
                 auth = _sub(source, "auth", username=disk.chap_username)
                 _sub(auth, "secret", type="iscsi", usage=iscsi_secret_usage(disk))
-    _sub(element, "target", dev=target_dev, bus="virtio")
+            if disk.initiator is not None:  # QEMU's initiator names itself as the ACL wants
+                _sub(_sub(source, "initiator"), "iqn", name=disk.initiator)
+    # A volume sits on the virtio-scsi controller: a virtio-blk disk never hot-detaches from a
+    # guest that does not acknowledge the PCI removal (see the recipes).
+    bus = "scsi" if isinstance(disk, IscsiDisk) else "virtio"
+    _sub(element, "target", dev=target_dev, bus=bus)
     if disk.serial is not None:
         _sub(element, "serial", disk.serial)
     if isinstance(disk, FileDisk) and disk.readonly:
@@ -112,31 +118,55 @@ def disk_xml(disk: DiskSpec, target_dev: str) -> str:
     return _text(_disk_element(disk, target_dev))
 
 
-def target_dev(index: int) -> str:
-    """``vda``, ``vdb``... ``vdz``, ``vdaa``..."""
+def target_dev(index: int, prefix: str = _TARGET_PREFIX) -> str:
+    """``vda``, ``vdb``... ``vdz``, ``vdaa``... (``sda``... with prefix ``sd``)."""
     letters = ""
     index += 1
     while index:
         index, rest = divmod(index - 1, 26)
         letters = chr(ord("a") + rest) + letters
-    return _TARGET_PREFIX + letters
+    return prefix + letters
+
+
+def target_prefix(disk: DiskSpec) -> str:
+    """``sd`` for a disk on the SCSI controller (iSCSI volumes), ``vd`` for virtio disks."""
+    return "sd" if isinstance(disk, IscsiDisk) else _TARGET_PREFIX
 
 
 def _nic_element(nic: NicSpec) -> ET.Element:
-    element = ET.Element("interface", type=nic.kind)
-    if nic.kind == "network":
-        _sub(element, "source", network=nic.source)
-    elif nic.kind == "bridge":
-        _sub(element, "source", bridge=nic.source)
+    parent = nic.extra.get("libvirt.parent")
+    if nic.vlan is not None and parent:  # a VLAN network: macvtap on the tagged subinterface
+        element = ET.Element("interface", type="direct")
+        _sub(element, "source", dev=f"{parent}.{nic.vlan}", mode="bridge")
+    else:
+        element = ET.Element("interface", type=nic.kind)
+        if nic.kind == "network":
+            _sub(element, "source", network=nic.source)
+        elif nic.kind == "bridge":
+            _sub(element, "source", bridge=nic.source)
     if nic.mac is not None:
-        _sub(element, "mac", address=nic.mac)
+        _sub(element, "mac", address=nic.mac.lower())
     _sub(element, "model", type=nic.model)
     return element
 
 
-def domain_xml(spec: DomainSpec, domain_type: str) -> str:
+def nic_xml(nic: NicSpec) -> str:
+    """The ``<interface>`` of ``nic``, for a hot-plug."""
+    return _text(_nic_element(nic))
+
+
+def domain_xml(
+    spec: DomainSpec,
+    domain_type: str,
+    vnc_listen: str | None = None,
+    *,
+    serial_log: str | None = None,
+) -> str:
     """The persistent definition of ``spec`` for a ``domain_type`` (``kvm``, ``qemu``,
-    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``."""
+    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``. ``vnc_listen``:
+    the address a VNC console listens on (a port chosen by libvirt at each start); None:
+    no graphical console. ``serial_log``: a file the first serial port (the console) is also
+    written to."""
     domain = ET.Element("domain", type=domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
@@ -155,7 +185,8 @@ def domain_xml(spec: DomainSpec, domain_type: str) -> str:
     if "machine" in spec.extra:
         os_type["machine"] = spec.extra["machine"]
     _sub(os_element, "type", "hvm", **os_type)
-    _sub(os_element, "boot", dev="hd")
+    # A VM with NICs and no disk boots from the network (iPXE asks DHCP, then for a script).
+    _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
     _sub(_sub(domain, "features"), "acpi")
     for event, action in (
         ("on_poweroff", "destroy"),
@@ -164,12 +195,39 @@ def domain_xml(spec: DomainSpec, domain_type: str) -> str:
     ):
         _sub(domain, event, action)
     devices = _sub(domain, "devices")
-    for index, disk in enumerate(spec.disks):
-        devices.append(_disk_element(disk, target_dev(index)))
+    _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+    counts: dict[str, int] = {}
+    for disk in spec.disks:
+        prefix = target_prefix(disk)
+        devices.append(_disk_element(disk, target_dev(counts.get(prefix, 0), prefix)))
+        counts[prefix] = counts.get(prefix, 0) + 1
     for nic in spec.nics:
         devices.append(_nic_element(nic))
-    _sub(devices, "console", type="pty")
+    if serial_log is None:
+        _sub(devices, "console", type="pty")
+    else:
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "log", file=serial_log, append="off")
+        _sub(serial, "target", port="0")
+        _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
+    if vnc_listen is not None:
+        graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
+        _sub(graphics, "listen", type="address", address=vnc_listen)
     return _text(domain)
+
+
+def vnc_address(xml: str) -> tuple[str, int] | None:
+    """The listen address and port of a running domain's VNC console (its live XML), None
+    when it has none or no port yet (not running)."""
+    graphics = ET.fromstring(xml).find("devices/graphics[@type='vnc']")
+    if graphics is None:
+        return None
+    port = int(graphics.get("port", "-1"))
+    if port <= 0:
+        return None
+    listen = graphics.find("listen[@type='address']")
+    address = listen.get("address") if listen is not None else graphics.get("listen")
+    return address or "", port
 
 
 def snapshot_xml(name: str) -> str:
@@ -187,6 +245,7 @@ class DomainFacts:
     memory_kib: int  # <currentMemory>, or <memory> when absent
     disks: dict[str, str]  # serial -> <disk> XML
     targets: list[str]  # every disk target dev in use
+    nics: dict[str, tuple[str, str]]  # MAC -> (what it is on, <interface> XML), in order
 
 
 def domain_facts(xml: str) -> DomainFacts:
@@ -209,7 +268,21 @@ def domain_facts(xml: str) -> DomainFacts:
         memory_kib=_kib(current if current is not None else memory),
         disks=disks,
         targets=targets,
+        nics=_nics(root),
     )
+
+
+def _nics(root: ET.Element) -> dict[str, tuple[str, str]]:
+    nics: dict[str, tuple[str, str]] = {}
+    for interface in root.iterfind("devices/interface"):
+        mac = interface.find("mac")
+        if mac is None or not mac.get("address"):
+            continue
+        source = interface.find("source")
+        attrs = {} if source is None else source.attrib
+        on = attrs.get("bridge") or attrs.get("network") or attrs.get("dev") or ""
+        nics[mac.get("address", "").lower()] = (on, _text(interface))
+    return nics
 
 
 _UNIT_KIB = {

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import structlog
 
-from cloudcore.errors import BackendUnavailable
+from cloudcore.errors import BackendUnavailable, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
     DiskSpec,
@@ -34,11 +34,13 @@ from hypervisor_drivers.base import (
     HypervisorDriver,
     IscsiDisk,
     MigrationProgress,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
 )
-from hypervisor_drivers.vsphere import _connection, _snapshots
+from hypervisor_drivers.vsphere import _connection, _datastore, _snapshots
 from hypervisor_drivers.vsphere._client import HostClient
 from hypervisor_drivers.vsphere._errors import TRANSPORT_ERRORS, call_translated
 from hypervisor_drivers.vsphere._events import Watcher
@@ -60,6 +62,8 @@ _CAPABILITIES = frozenset(
         Capability.SNAPSHOT,
         Capability.ATTACH_VOLUME,
         Capability.MIGRATE,
+        Capability.HOTPLUG_NIC,
+        Capability.IMPORT_IMAGE,
     }
 )
 
@@ -211,6 +215,18 @@ class VSphereDriver(HypervisorDriver):
     async def destroy_vm(self, uuid: str) -> None:
         await self._call(lambda c: c.destroy(uuid))
 
+    #: ESXi's VMDK is a descriptor plus a flat extent of raw bytes: the driver takes the raw
+    #: image and writes the descriptor (see _datastore).
+    image_format = "raw"
+
+    async def import_image(self, path: str, name: str) -> FileDisk:
+        """HTTP PUTs of the flat extent and its descriptor to the datastore's ``/folder``
+        service (vcsim models it, and checks the extent is there when the VM is created)."""
+        return await self._call(lambda c: _datastore.upload_image(c.session, c.refs, path, name))
+
+    async def remove_image(self, name: str) -> None:
+        await self._call(lambda c: _datastore.remove_image(c.session, c.refs, name))
+
     async def migrate_vm(
         self,
         uuid: str,
@@ -264,3 +280,16 @@ class VSphereDriver(HypervisorDriver):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         self._require(Capability.ATTACH_VOLUME)
         await self._call(lambda c: c.detach(uuid, serial))
+
+    async def list_nics(self, uuid: str) -> list[NicInfo]:
+        return await self._call(lambda c: c.list_nics(uuid))
+
+    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        if nic.mac is None:
+            raise InvalidRequest("attach_nic needs nic.mac")
+        await self._call(lambda c: c.attach_nic(uuid, nic))
+
+    async def detach_nic(self, uuid: str, mac: str) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        await self._call(lambda c: c.detach_nic(uuid, mac))

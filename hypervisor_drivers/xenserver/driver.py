@@ -22,12 +22,13 @@ from typing import TypeVar
 
 import structlog
 
-from cloudcore.errors import BackendUnavailable
+from cloudcore.errors import BackendUnavailable, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
     DiskSpec,
     DomainSpec,
     DriverSettings,
+    FileDisk,
     GuestPower,
     HostCapacity,
     HostInventory,
@@ -35,10 +36,13 @@ from hypervisor_drivers.base import (
     IscsiDisk,
     LifecycleEvent,
     MigrationProgress,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
 )
+from hypervisor_drivers.xenserver import _import
 from hypervisor_drivers.xenserver._client import XenClient
 from hypervisor_drivers.xenserver._errors import call_translated
 from hypervisor_drivers.xenserver._events import EventWatcher
@@ -61,6 +65,8 @@ _CAPABILITIES = frozenset(
         Capability.SNAPSHOT,
         Capability.ATTACH_VOLUME,
         Capability.MIGRATE,
+        Capability.HOTPLUG_NIC,
+        Capability.IMPORT_IMAGE,
     }
 )
 
@@ -212,6 +218,18 @@ class XenServerDriver(HypervisorDriver):
     async def destroy_vm(self, uuid: str) -> None:
         await self._call(lambda c: c.destroy(uuid))
 
+    #: A VHD (qemu-img's ``vpc``), imported into a VDI through XAPI's ``/import_raw_vdi``.
+    image_format = "vpc"
+
+    async def import_image(self, path: str, name: str) -> FileDisk:
+        verify = self._settings.extra.get("verify_tls", "true").lower() not in ("false", "0")
+        return await self._call(
+            lambda c: _import.import_image(c, self._settings.uri, path, name, verify_tls=verify)
+        )
+
+    async def remove_image(self, name: str) -> None:
+        await self._call(lambda c: _import.remove_image(c, name))
+
     async def migrate_vm(
         self,
         uuid: str,
@@ -261,3 +279,16 @@ class XenServerDriver(HypervisorDriver):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         self._require(Capability.ATTACH_VOLUME)
         await self._call(lambda c: c.detach(uuid, serial))
+
+    async def list_nics(self, uuid: str) -> list[NicInfo]:
+        return await self._call(lambda c: c.list_nics(uuid))
+
+    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        if nic.mac is None:
+            raise InvalidRequest("attach_nic needs nic.mac")
+        await self._call(lambda c: c.attach_nic(uuid, nic))
+
+    async def detach_nic(self, uuid: str, mac: str) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        await self._call(lambda c: c.detach_nic(uuid, mac))

@@ -14,6 +14,7 @@ from cloudcore.app.client import Client
 from cloudcore.app.commands._api import api_command
 from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
 from cloudcore.app.commands._tasks import accepted
+from cloudcore.app.commands.network import nic_body
 
 __all__ = ["add_parser"]
 
@@ -34,7 +35,10 @@ _FIELDS: list[Column] = [
     ("DESIRED", "desired_state"),
     ("DISK_GIB", "spec.disk_gib"),
     ("TASK", "task_id"),
+    ("HA", "spec.ha"),
+    ("HA_PRIORITY", "spec.ha_priority"),
     ("FAULT", "fault"),
+    ("ADDRESSES", "addresses"),
     ("CREATED", "created_at"),
     ("UPDATED", "updated_at"),
 ]
@@ -78,7 +82,17 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--disk", type=int, default=0, metavar="GIB")
     create.add_argument("--template")
     create.add_argument("--tenant", help="create it for this tenant (admins, operators)")
+    create.add_argument("--ha", action="store_true", help="restart it elsewhere if its host fails")
+    create.add_argument("--ha-priority", type=int, default=0, help="higher restarts first")
     create.add_argument("--no-start", action="store_true", help="define it but do not start it")
+    create.add_argument(
+        "--nic",
+        "--network",
+        action="append",
+        default=[],
+        metavar="NET[=ADDRESS]",
+        help="a NIC on network NET (id or name), with ADDRESS if given (repeatable)",
+    )
 
     for name, help in _SIMPLE.items():
         action(name, help, _simple).add_argument("id")
@@ -104,6 +118,14 @@ def add_parser(sub: Any) -> None:
     migrate = action("migrate", "move a VM to another host", _migrate)
     migrate.add_argument("id")
     migrate.add_argument("--host", help="the target host (default: the scheduler picks)")
+    migrate.add_argument(
+        "--deadline", type=float, metavar="S", help="abort it after S seconds (default: config)"
+    )
+
+    ha = action("ha", "restart a VM elsewhere if its host fails (or not)", _ha, wait=False)
+    ha.add_argument("id")
+    ha.add_argument("state", choices=("on", "off"))
+    ha.add_argument("--priority", type=int, default=0, help="higher restarts first (0-1000)")
 
     action("delete", "delete a VM", _delete).add_argument("id")
 
@@ -124,7 +146,12 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _show(client: Client, args: argparse.Namespace) -> int:
-    show_one(await client.call("GET", f"/vms/{quote(args.id, safe='')}"), args.output, _FIELDS)
+    """The VM, with the addresses its NICs hold (``address mac network`` each)."""
+    path = f"/vms/{quote(args.id, safe='')}"
+    vm = await client.call("GET", path)
+    nics = await client.call("GET", f"{path}/nics")
+    vm["addresses"] = [f"{n['address']} {n['mac']} {n['network_id']}" for n in nics]
+    show_one(vm, args.output, _FIELDS)
     return 0
 
 
@@ -141,7 +168,18 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
         body["template_id"] = args.template
     if args.tenant:
         body["tenant_id"] = args.tenant
+    if args.nic:
+        body["nics"] = [await nic_body(client, nic) for nic in args.nic]
+    if args.ha:
+        body |= {"ha": True, "ha_priority": args.ha_priority}
     return await accepted(client, await client.call("POST", "/vms", body=body), args)
+
+
+async def _ha(client: Client, args: argparse.Namespace) -> int:
+    body = {"ha": args.state == "on", "priority": args.priority}
+    vm = await client.call("POST", f"/vms/{quote(args.id, safe='')}/ha", body=body)
+    show_one(vm, args.output, _FIELDS)
+    return 0
 
 
 async def _act(
@@ -176,7 +214,8 @@ async def _snapshot(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _migrate(client: Client, args: argparse.Namespace) -> int:
-    return await _act(client, args, "migrate", {} if args.host is None else {"host_id": args.host})
+    body = {k: v for k, v in (("host_id", args.host), ("deadline", args.deadline)) if v is not None}
+    return await _act(client, args, "migrate", body)
 
 
 async def _delete(client: Client, args: argparse.Namespace) -> int:

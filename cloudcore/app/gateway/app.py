@@ -71,19 +71,26 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_route("GET", "/metrics", aiohttp_handler(metrics_api.routes[0]))
     app[ROUTES] = routes
     app[OPENAPI] = build_openapi(routes, PREFIX)
+    if gateway.settings.ui.enabled:
+        from cloudcore.app.web import add_web  # the web console, on the same routes' handlers
+
+        add_web(app)
     return app
 
 
 async def _recover_conversions(app: web.Application) -> None:
-    converter = app[GATEWAY].converter
-    if converter is not None:
-        await converter.recover()
+    """The conversions and imports this node left RUNNING when it stopped: failed."""
+    gateway = app[GATEWAY]
+    for runner in (gateway.converter, gateway.importer):
+        if runner is not None:
+            await runner.recover()
 
 
 async def _stop_conversions(app: web.Application) -> None:
-    converter = app[GATEWAY].converter
-    if converter is not None:
-        await converter.close()
+    gateway = app[GATEWAY]
+    for runner in (gateway.converter, gateway.importer):
+        if runner is not None:
+            await runner.close()
 
 
 def listen(api: ApiSettings) -> socket.socket:

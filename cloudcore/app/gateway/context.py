@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from actors.converter import ImageConverter
+from actors.image_import import ImageImporter
 from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
+from cloudcore.app.gateway.consoles import ConsoleTickets
 from cloudcore.cluster import Member
 from cloudcore.config import Settings
 from cloudcore.events import EventBus
@@ -43,6 +45,9 @@ class Gateway:
     images: ImageLibrary | None = None
     qemu: QemuImg = field(default_factory=QemuImg)
     converter: ImageConverter | None = None
+    importer: ImageImporter | None = None
+    #: The console tickets this node issued (``GET /vms/{id}/console``).
+    consoles: ConsoleTickets = field(default_factory=lambda: ConsoleTickets(30.0))
 
     @classmethod
     def of(
@@ -79,6 +84,10 @@ class Gateway:
             converter=ImageConverter(
                 store, images, qemu, settings.images, orchestrator.services.waiters
             ),
+            importer=ImageImporter(
+                store, images, qemu, settings.images, orchestrator.services.waiters
+            ),
+            consoles=ConsoleTickets(settings.api.console_ticket_seconds),
         )
 
 

@@ -11,9 +11,18 @@
 - ``cloudcore_tasks_finished_total{kind,state}``: counted from ``task.finished`` events by
   :func:`count_finished_tasks`, a background subscription running while the app serves; an
   event the bus delivers twice (same id) is counted once.
-- ``cloudcore_vms{state}`` and ``cloudcore_hosts{health}``: ``store.count_by`` at scrape time,
-  cached for :data:`STORE_COUNTS_TTL` seconds so a scrape storm costs the store two queries a
-  TTL.
+- ``cloudcore_vms{state}``, ``cloudcore_hosts{health}`` and ``cloudcore_volumes{state}``:
+  ``store.count_by`` at scrape time, cached for :data:`STORE_COUNTS_TTL` seconds so a scrape
+  storm costs the store three queries a TTL.
+- ``cloudcore_network_addresses{network,state}``: per network, the addresses held (``used``)
+  and those it could still hand out (``free``: not held, reserved, nor resting in
+  quarantine), read with the counts above.
+- ``cloudcore_storage_pool_mib{pool,kind}`` (kind ``total``, ``used``, ``limit``,
+  ``committed``): the storage pools this node runs, asked of their actors with the counts.
+- ``cloudcore_templates{state}`` and ``cloudcore_image_library_bytes{repository}`` /
+  ``cloudcore_image_library_images{repository}``: templates by state, and what each image
+  repository's library (``objects/``) allocates, read with the counts above. Conversions by
+  outcome are ``cloudcore_tasks_finished_total{kind="template.convert",state}``.
 
 Served by ``cloudcore.app.gateway.routes.metrics``.
 """
@@ -29,12 +38,23 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cloudcore import ipam
 from cloudcore.app.gateway.context import GATEWAY, Gateway
 from cloudcore.errors import BusClosed, CloudcoreError
 from cloudcore.events import SeenIds, deduplicated
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorSystem
-from cloudcore.store.records import VM, Host, HostHealth, VMState
+from cloudcore.store.records import (
+    VM,
+    Host,
+    HostHealth,
+    Network,
+    Template,
+    TemplateState,
+    VMState,
+    Volume,
+    VolumeState,
+)
 
 __all__ = [
     "METRICS",
@@ -132,6 +152,11 @@ class _StoreCounts(Collector):
         self._gateway = gateway
         self._vms: dict[str, int] = {}
         self._hosts: dict[str, int] = {}
+        self._volumes: dict[str, int] = {}
+        self._pools: list[tuple[str, dict[str, int]]] = []
+        self._addresses: dict[str, tuple[int, int]] = {}  # network id -> (used, free)
+        self._templates: dict[str, int] = {}
+        self._library: dict[str, tuple[int, int]] = {}  # repository -> (bytes, images)
         self._read_at = -STORE_COUNTS_TTL
         self._lock = asyncio.Lock()
 
@@ -145,20 +170,113 @@ class _StoreCounts(Collector):
             try:
                 self._vms = await store.count_by(VM, "state")
                 self._hosts = await store.count_by(Host, "health")
+                self._volumes = await store.count_by(Volume, "state")
+                storage = self._gateway.orchestrator.storage
+                pools = [] if storage is None else await storage.pool_status()
+                self._pools = [
+                    (p.id, {"total": p.total_mib, "used": p.used_mib, "limit": p.limit_mib,
+                            "committed": p.committed_mib})
+                    for p in pools
+                ]  # fmt: skip
+                self._addresses = await self._network_addresses()
+                self._templates = await store.count_by(Template, "state")
+                self._library = await self._library_usage()
             except CloudcoreError as exc:
                 _log.warning("metrics.store_unavailable", error=str(exc))
                 return
             self._read_at = time.monotonic()
 
+    async def _network_addresses(self) -> dict[str, tuple[int, int]]:
+        store = self._gateway.store
+        networks: list[Network] = []
+        cursor: str | None = None
+        while True:
+            page = await store.list(Network, after=cursor, limit=1000)
+            networks.extend(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        taken: dict[str, list[str]] = {}
+        used: dict[str, int] = {}
+        for held in await store.list_ips(released=True):
+            resting = held.released_at is not None
+            taken.setdefault(held.network_id, []).append(held.address)  # quarantine too
+            used[held.network_id] = used.get(held.network_id, 0) + (0 if resting else 1)
+        # (addresses past their quarantine count as taken until reused: a slight under-count)
+        return {
+            n.id: (used.get(n.id, 0), ipam.free_count(n, taken.get(n.id, []))) for n in networks
+        }
+
+    async def _library_usage(self) -> dict[str, tuple[int, int]]:
+        library = self._gateway.images
+        if library is None:
+            return {}
+        names = await asyncio.to_thread(
+            lambda: (
+                sorted(p.name for p in library.root.iterdir() if p.is_dir())
+                if library.root.is_dir()
+                else []
+            )
+        )
+        usage = {}
+        for name in names:
+            capacity = await library.repository(name).capacity()
+            usage[name] = (capacity.library_bytes, capacity.images)
+        return usage
+
+    def _library_families(self) -> Iterator[Metric]:
+        templates = GaugeMetricFamily("cloudcore_templates", "Templates by state", labels=["state"])
+        for state in TemplateState:
+            templates.add_metric([state.value], self._templates.get(state.value, 0))
+        yield templates
+        stored = GaugeMetricFamily(
+            "cloudcore_image_library_bytes",
+            "Bytes the image library's files allocate, by repository",
+            labels=["repository"],
+        )
+        images = GaugeMetricFamily(
+            "cloudcore_image_library_images",
+            "Files in the image library, by repository",
+            labels=["repository"],
+        )
+        for name, (size, count) in sorted(self._library.items()):
+            stored.add_metric([name], size)
+            images.add_metric([name], count)
+        yield stored
+        yield images
+
     def collect(self) -> Iterator[Metric]:
+        yield from self._library_families()
+        addresses = GaugeMetricFamily(
+            "cloudcore_network_addresses",
+            "Addresses of a network held (used) and still to hand out (free)",
+            labels=["network", "state"],
+        )
+        for network_id, (used, free) in sorted(self._addresses.items()):
+            addresses.add_metric([network_id, "used"], used)
+            addresses.add_metric([network_id, "free"], free)
+        yield addresses
         vms = GaugeMetricFamily("cloudcore_vms", "VMs by state", labels=["state"])
         for state in VMState:  # every state, so a state that empties shows 0, not a gap
             vms.add_metric([state.value], self._vms.get(state.value, 0))
         hosts = GaugeMetricFamily("cloudcore_hosts", "Hosts by health", labels=["health"])
         for health in HostHealth:
             hosts.add_metric([health.value], self._hosts.get(health.value, 0))
+        volumes = GaugeMetricFamily("cloudcore_volumes", "Volumes by state", labels=["state"])
+        for volume_state in VolumeState:
+            volumes.add_metric([volume_state.value], self._volumes.get(volume_state.value, 0))
+        pools = GaugeMetricFamily(
+            "cloudcore_storage_pool_mib",
+            "Storage pools: capacity, use, what overcommit allows and what is promised (MiB)",
+            labels=["pool", "kind"],
+        )
+        for pool_id, figures in self._pools:
+            for kind, value in figures.items():
+                pools.add_metric([pool_id, kind], value)
         yield vms
         yield hosts
+        yield volumes
+        yield pools
 
 
 async def count_finished_tasks(app: web.Application) -> AsyncIterator[None]:

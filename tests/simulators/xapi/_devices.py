@@ -9,6 +9,7 @@ snapshots its VDIs; ``VM.checkpoint`` does the same with memory (the copy reads 
 from __future__ import annotations
 
 import time
+import uuid as uuid_module
 import xmlrpc.client
 from typing import Any
 
@@ -192,19 +193,54 @@ class Devices:
         with self.store.lock:
             vm = self._vm(record["VM"])
             self.store.get("network", record["network"])
-            vif = self.store.add(
-                "VIF", {k: record[k] for k in ("VM", "network", "device", "MAC", "MTU")}
-            )
+            fields = {k: record[k] for k in ("VM", "network", "device", "MAC", "MTU")}
+            vif = self.store.add("VIF", {**fields, "currently_attached": False})
             self.store.update("VM", record["VM"], VIFs=[*vm["VIFs"], vif])
         return vif
+
+    def _VIF_plug(self, vif: str, *_t: Any) -> str:
+        with self.store.lock:
+            record = self.store.get("VIF", vif)
+            self._need(record["VM"], "Running")
+            if record["currently_attached"]:
+                raise XapiError("DEVICE_ALREADY_ATTACHED", vif)
+            self.store.update("VIF", vif, currently_attached=True)
+        return ""
+
+    def _VIF_unplug(self, vif: str, *_t: Any) -> str:
+        with self.store.lock:
+            record = self.store.get("VIF", vif)
+            self._need(record["VM"], "Running")
+            if not record["currently_attached"]:
+                raise XapiError("DEVICE_ALREADY_DETACHED", vif)
+            self.store.update("VIF", vif, currently_attached=False)
+        return ""
 
     def _VIF_destroy(self, vif: str) -> str:
         with self.store.lock:
             record = self.store.get("VIF", vif)
+            if record["currently_attached"] and self._vm(record["VM"])["power_state"] == "Running":
+                raise XapiError("OPERATION_NOT_ALLOWED", "VIF is currently attached")
             vm = self._vm(record["VM"])
             self.store.update("VM", record["VM"], VIFs=[v for v in vm["VIFs"] if v != vif])
             self.store.remove("VIF", vif)
         return ""
+
+    def _VDI_create(self, record: dict[str, Any]) -> str:
+        """An empty VDI on an SR (its content comes through ``/import_raw_vdi``)."""
+        with self.store.lock:
+            self.store.get("SR", record["SR"])
+            return self.store.add(
+                "VDI",
+                {
+                    "name_label": record.get("name_label", ""),
+                    "SR": record["SR"],
+                    "location": str(uuid_module.uuid4()),
+                    "virtual_size": str(record["virtual_size"]),
+                    "is_a_snapshot": False,
+                    "VBDs": [],
+                },
+            )
 
     def _VDI_destroy(self, vdi: str) -> str:
         with self.store.lock:
