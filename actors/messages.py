@@ -55,6 +55,7 @@ class Provision(Message, frozen=True, kw_only=True):
     task: Task
     start: bool
     reply_to: ActorRef[OperationFinished] | None = None
+    steps_done: int | None = None  # of ``task``, if the sender knows: spares a read
 
 
 class OperationFinished(Message, frozen=True, kw_only=True):

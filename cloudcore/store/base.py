@@ -426,11 +426,15 @@ class Store(ABC):
         *,
         deadline: datetime | None = None,
         data: Mapping[str, Any] | None = None,
+        state: StepState = StepState.PENDING,
+        events: Sequence[OutboxEvent] = (),
     ) -> TaskStep:
-        """Journal a new step of a task (state PENDING) before it runs; return it, numbered.
+        """Journal a new step of a task (in ``state``, PENDING unless told) before it runs;
+        return it, numbered.
 
-        The step and the task's ``step_count`` change in one transaction (the task's version
-        does not change). Raises NotFound (no such task).
+        The step, the task's ``step_count`` and ``events`` are written in one transaction (the
+        task's version does not change); each event's data gets ``seq``, the step's number,
+        which the caller cannot know before. Raises NotFound (no such task, nothing written).
         """
 
     @abstractmethod
