@@ -22,6 +22,7 @@ from cloudcore.errors import BackendUnavailable, CloudcoreError, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
     ConsoleEndpoint,
+    ConsoleKind,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -275,6 +276,6 @@ class LibvirtDriver(HypervisorDriver):
         self._require(Capability.ATTACH_VOLUME)
         await self._call(lambda c: c.detach(uuid, serial))
 
-    async def console(self, uuid: str) -> ConsoleEndpoint:
+    async def console(self, uuid: str, kind: ConsoleKind = ConsoleKind.VNC) -> ConsoleEndpoint:
         self._require(Capability.CONSOLE)
-        return await self._call(lambda c: c.console(uuid))
+        return await self._call(lambda c: c.console(uuid, kind))
