@@ -14,6 +14,7 @@ from cloudcore.app.client import Client
 from cloudcore.app.commands._api import api_command
 from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
 from cloudcore.app.commands._tasks import accepted
+from cloudcore.app.commands.vm_console import add_console
 
 __all__ = ["add_parser"]
 
@@ -106,6 +107,7 @@ def add_parser(sub: Any) -> None:
     migrate.add_argument("--host", help="the target host (default: the scheduler picks)")
 
     action("delete", "delete a VM", _delete).add_argument("id")
+    add_console(actions)
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
