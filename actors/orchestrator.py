@@ -144,10 +144,12 @@ class Orchestrator:
         spec: VMSpec,
         start: bool = True,
         claim: IdempotencyKey | None = None,
+        mac_prefix: str | None = None,
     ) -> Task:
         """Create a VM and the task that deploys it (schedule, claim, define, start). Returns
         the task at once; ``wait`` for it, or watch the VM's events. ``claim``: the
-        Idempotency-Key the create was asked under (see :meth:`Store.create_vm`)."""
+        Idempotency-Key the create was asked under; ``mac_prefix``: of its NICs' MACs (see
+        :meth:`Store.create_vm`)."""
         # Written RUNNING when this node runs the datacenter: a crash before it starts is
         # resumed like any deploy in flight. Otherwise PENDING, for the node that runs it.
         try:
@@ -164,6 +166,7 @@ class Orchestrator:
             start=start,
             state=TaskState.PENDING if datacenter is None else TaskState.RUNNING,
             claim=claim,
+            mac_prefix=mac_prefix,
         )
         if datacenter is not None:
             datacenter.tell(Deploy(task=task, vm=vm))
@@ -320,6 +323,7 @@ async def _write_deploy(
     start: bool,
     state: TaskState,
     claim: IdempotencyKey | None = None,
+    mac_prefix: str | None = None,
 ) -> tuple[VM, Task]:
     """A new VM (DEFINED) and its deploy task in ``state``, counted against the tenant's
     quotas, in one transaction (QuotaExceeded names the resource; then nothing is written).
@@ -340,4 +344,4 @@ async def _write_deploy(
         state=state,
         data={"start": start},
     )
-    return await store.create_vm(vm, task, vm_usage(spec), claim=claim)
+    return await store.create_vm(vm, task, vm_usage(spec), claim=claim, mac_prefix=mac_prefix)

@@ -272,8 +272,22 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
 class NetworkSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: NICs get MACs of this prefix (one to five octets, the first unicast) and random octets.
     mac_prefix: str = "52:54:00"
+    #: Run a dnsmasq per network with a bridge, of the node's datacenters (needs root, or
+    #: CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, and the bridges).
+    dhcp: bool = False
+    #: Where each network's hosts, leases and log files live ("": <node.data_dir>/dhcp).
+    dhcp_dir: str = ""
+    dnsmasq: str = "dnsmasq"
+    #: A command dnsmasq runs under, e.g. ["ip", "netns", "exec", "NAME"] (it must exec it).
+    dhcp_wrapper: list[str] = msgspec.field(default_factory=list)
+    #: The user dnsmasq drops to ("": its default); it must read dhcp_dir.
+    dhcp_user: str = ""
+    #: Seconds between the reconciliations of a network's hosts file with the store.
+    dhcp_resync: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.dhcp_resync <= 0:
+            raise ValueError("network.dhcp_resync must be > 0")
         if not _MAC_PREFIX.match(self.mac_prefix) or int(self.mac_prefix[:2], 16) & 1:
             raise ValueError(
                 f"network.mac_prefix must be 1 to 5 octets like '52:54:00' with a unicast first "

@@ -43,6 +43,7 @@ from hypervisor_drivers.types import (
     IscsiDisk,
     LifecycleEvent,
     MigrationProgress,
+    NicInfo,
     NicSpec,
     SnapshotInfo,
     StopOutcome,
@@ -66,6 +67,7 @@ __all__ = [
     "IscsiDisk",
     "LifecycleEvent",
     "MigrationProgress",
+    "NicInfo",
     "NicSpec",
     "SnapshotInfo",
     "StopOutcome",
@@ -266,6 +268,23 @@ class HypervisorDriver(abc.ABC):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         """Detach the disk whose serial is ``serial``, live and from the definition. No-op when
         no such disk is attached. Needs ``ATTACH_VOLUME``."""
+
+    # -- VMs: NICs ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_nics(self, uuid: str) -> list[NicInfo]:
+        """The VM's NICs in its definition, in device order. Raises ``NotFound``."""
+
+    @abc.abstractmethod
+    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        """Add a NIC to the VM, live when it runs and in its definition. ``nic.mac`` is
+        required; a NIC with that MAC already there makes this a no-op. Needs ``HOTPLUG_NIC``
+        (a stopped VM's NICs are changed by ``define_vm``)."""
+
+    @abc.abstractmethod
+    async def detach_nic(self, uuid: str, mac: str) -> None:
+        """Remove the NIC with MAC ``mac``, live and from the definition. No-op when there is
+        none. Needs ``HOTPLUG_NIC``."""
 
     @abc.abstractmethod
     async def migrate_vm(

@@ -29,6 +29,7 @@ __all__ = [
     "IscsiDisk",
     "LifecycleEvent",
     "MigrationProgress",
+    "NicInfo",
     "NicSpec",
     "SnapshotInfo",
     "StopOutcome",
@@ -55,6 +56,7 @@ class Capability(enum.StrEnum):
     ATTACH_VOLUME = "attach_volume"  # hot attach and detach of disks
     ISCSI_DISKS = "iscsi_disks"  # network iSCSI disks opened by the hypervisor's own initiator
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
+    HOTPLUG_NIC = "hotplug_nic"  # add and remove NICs of a running VM
     CONSOLE = "console"  # a running VM's graphical (VNC) and serial consoles
 
 
@@ -175,12 +177,32 @@ DiskSpec = FileDisk | IscsiDisk
 
 class NicSpec(_Value, frozen=True, kw_only=True):
     """A network interface. ``kind`` is ``network`` (a named virtual network), ``bridge`` (a host
-    bridge) or ``user`` (the hypervisor's own NAT, no host set-up)."""
+    bridge) or ``user`` (the hypervisor's own NAT, no host set-up); ``source`` names it.
+
+    ``vlan``: the tag of a VLAN network. ``extra``: the cloud network's own settings, where a
+    driver finds the name its backend knows the network by (:meth:`name_on`):
+    ``vsphere.portgroup``, ``xenserver.network``, ``hyperv.switch``; on libvirt,
+    ``libvirt.parent`` names the host's trunk device of a VLAN network, whose NICs then sit on
+    its subinterface ``<parent>.<vlan>`` (macvtap) instead of on ``source``."""
 
     kind: str = "network"
     source: str = "default"
     mac: str | None = None
     model: str = "virtio"
+    vlan: int | None = None
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def name_on(self, key: str) -> str:
+        """The backend's name for the network: ``extra[key]``, else ``source``."""
+        return self.extra.get(key) or self.source
+
+
+class NicInfo(_Value, frozen=True, kw_only=True):
+    """A NIC as the hypervisor has it: its MAC (lower case) and the network, bridge, port
+    group or switch it is on, as the backend names it."""
+
+    mac: str
+    source: str
 
 
 class DomainSpec(_Value, frozen=True, kw_only=True):

@@ -33,6 +33,8 @@ from hypervisor_drivers.types import (
     IscsiDisk,
     LifecycleEvent,
     MigrationProgress,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     VMInfo,
 )
@@ -447,6 +449,22 @@ class LibvirtClient:
         facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if serial in facts.disks:
             dom.detachDeviceFlags(facts.disks[serial], self._affect(dom))
+
+    def list_nics(self, uuid: str) -> list[NicInfo]:
+        facts = _xml.domain_facts(self._domain(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return [NicInfo(mac=mac, source=on) for mac, (on, _) in facts.nics.items()]
+
+    def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        dom = self._domain(uuid)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        if (nic.mac or "").lower() not in facts.nics:
+            dom.attachDeviceFlags(_xml.nic_xml(nic), self._affect(dom))
+
+    def detach_nic(self, uuid: str, mac: str) -> None:
+        dom = self._domain(uuid)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        if mac.lower() in facts.nics:
+            dom.detachDeviceFlags(facts.nics[mac.lower()][1], self._affect(dom))
 
     @staticmethod
     def _affect(dom: Any) -> int:

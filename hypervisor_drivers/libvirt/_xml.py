@@ -125,15 +125,25 @@ def target_dev(index: int) -> str:
 
 
 def _nic_element(nic: NicSpec) -> ET.Element:
-    element = ET.Element("interface", type=nic.kind)
-    if nic.kind == "network":
-        _sub(element, "source", network=nic.source)
-    elif nic.kind == "bridge":
-        _sub(element, "source", bridge=nic.source)
+    parent = nic.extra.get("libvirt.parent")
+    if nic.vlan is not None and parent:  # a VLAN network: macvtap on the tagged subinterface
+        element = ET.Element("interface", type="direct")
+        _sub(element, "source", dev=f"{parent}.{nic.vlan}", mode="bridge")
+    else:
+        element = ET.Element("interface", type=nic.kind)
+        if nic.kind == "network":
+            _sub(element, "source", network=nic.source)
+        elif nic.kind == "bridge":
+            _sub(element, "source", bridge=nic.source)
     if nic.mac is not None:
-        _sub(element, "mac", address=nic.mac)
+        _sub(element, "mac", address=nic.mac.lower())
     _sub(element, "model", type=nic.model)
     return element
+
+
+def nic_xml(nic: NicSpec) -> str:
+    """The ``<interface>`` of ``nic``, for a hot-plug."""
+    return _text(_nic_element(nic))
 
 
 def domain_xml(spec: DomainSpec, domain_type: str, vnc_listen: str | None = None) -> str:
@@ -159,7 +169,8 @@ def domain_xml(spec: DomainSpec, domain_type: str, vnc_listen: str | None = None
     if "machine" in spec.extra:
         os_type["machine"] = spec.extra["machine"]
     _sub(os_element, "type", "hvm", **os_type)
-    _sub(os_element, "boot", dev="hd")
+    # A VM with NICs and no disk boots from the network (iPXE asks DHCP, then for a script).
+    _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
     if domain_type != "test":  # the firmware's messages on the serial console too
         _sub(os_element, "bios", useserial="yes")
     _sub(_sub(domain, "features"), "acpi")
@@ -217,6 +228,7 @@ class DomainFacts:
     memory_kib: int  # <currentMemory>, or <memory> when absent
     disks: dict[str, str]  # serial -> <disk> XML
     targets: list[str]  # every disk target dev in use
+    nics: dict[str, tuple[str, str]]  # MAC -> (what it is on, <interface> XML), in order
 
 
 def domain_facts(xml: str) -> DomainFacts:
@@ -239,7 +251,21 @@ def domain_facts(xml: str) -> DomainFacts:
         memory_kib=_kib(current if current is not None else memory),
         disks=disks,
         targets=targets,
+        nics=_nics(root),
     )
+
+
+def _nics(root: ET.Element) -> dict[str, tuple[str, str]]:
+    nics: dict[str, tuple[str, str]] = {}
+    for interface in root.iterfind("devices/interface"):
+        mac = interface.find("mac")
+        if mac is None or not mac.get("address"):
+            continue
+        source = interface.find("source")
+        attrs = {} if source is None else source.attrib
+        on = attrs.get("bridge") or attrs.get("network") or attrs.get("dev") or ""
+        nics[mac.get("address", "").lower()] = (on, _text(interface))
+    return nics
 
 
 _UNIT_KIB = {
