@@ -14,7 +14,7 @@ and is what the HTTP gateway, the CLI and embedding programs call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors import claims
 from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage
@@ -57,6 +57,9 @@ from cloudcore.store.records import (
 )
 from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
 
+if TYPE_CHECKING:
+    from actors.storage import StorageService
+
 __all__ = ["Orchestrator"]
 
 _log = get_logger("actors.orchestrator")
@@ -80,6 +83,8 @@ class Orchestrator:
         self.services = services
         self.store = services.store
         self._root: ActorRef[Any] | None = None
+        #: The storage pools and volumes this node runs (None: none started).
+        self.storage: StorageService | None = None
 
     @classmethod
     async def start(

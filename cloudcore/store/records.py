@@ -54,6 +54,8 @@ __all__ = [
     "VMSpec",
     "VMState",
     "Volume",
+    "VolumeSnapshot",
+    "VolumeSnapshotState",
     "VolumeState",
     "new_id",
 ]
@@ -294,6 +296,11 @@ class VM(Record, frozen=True, kw_only=True):
 
 
 class Volume(Record, frozen=True, kw_only=True):
+    """A block volume on a storage pool. ``pool_id`` is the pool (storage server) it was placed
+    on, ``tier`` the kind of pool asked for; ``vm_id`` the VM it is attached to and ``device``
+    the name the hypervisor gave it there; ``target`` its iSCSI target while exported. While an
+    extend runs, ``size_gib`` is already the size asked for (and its quota taken)."""
+
     tenant_id: Id
     datacenter_id: Id
     name: Name
@@ -302,6 +309,28 @@ class Volume(Record, frozen=True, kw_only=True):
     vm_id: str | None = None
     target: str | None = None
     task_id: str | None = None
+    fault: str | None = None
+    pool_id: str | None = None
+    tier: Name = "standard"
+    device: str | None = None
+
+
+class VolumeSnapshotState(StrEnum):
+    CREATING = "CREATING"
+    AVAILABLE = "AVAILABLE"
+    DELETING = "DELETING"
+    ERROR = "ERROR"
+
+
+class VolumeSnapshot(Record, frozen=True, kw_only=True):
+    """A point-in-time copy of a volume, on the volume's pool; ``size_gib`` is the volume's size
+    when it was taken."""
+
+    tenant_id: Id
+    volume_id: Id
+    name: Name
+    size_gib: Positive
+    state: VolumeSnapshotState = VolumeSnapshotState.CREATING
     fault: str | None = None
 
 

@@ -33,8 +33,17 @@ from cloudcore.app.gateway.schemas import (
     VMQuery,
 )
 from cloudcore.app.gateway.tasks import accepted
-from cloudcore.errors import InvalidRecord
-from cloudcore.store.records import VM, Datacenter, NicRequest, Page, Template, Tenant, VMSpec
+from cloudcore.errors import Conflict, InvalidRecord
+from cloudcore.store.records import (
+    VM,
+    Datacenter,
+    NicRequest,
+    Page,
+    Template,
+    Tenant,
+    VMSpec,
+    Volume,
+)
 
 __all__ = ["api"]
 
@@ -189,5 +198,11 @@ async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
 
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
 async def delete_vm(req: ApiRequest[None, None]) -> Reply:
-    """Destroys the VM on its host, releases its capacity and quota; 202 and the task."""
+    """Destroys the VM on its host, releases its capacity and quota; 202 and the task. 409
+    while volumes are attached to it: detach them first."""
+    vm = await visible_vm(req)
+    attached = await req.gateway.store.list(Volume, where={"vm_id": vm.id}, limit=20)
+    held = [v.id for v in attached.items if v.state != "DELETED"]
+    if held:
+        raise Conflict(f"VM {vm.id} has volumes attached ({', '.join(held)}): detach them first")
     return await _operate(req, DeleteParams())
