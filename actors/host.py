@@ -24,6 +24,7 @@ from actors.messages import (
     GetVM,
     Observation,
     PowerObserved,
+    PowerOf,
     ResizeDisk,
     Sweep,
     SweepReport,
@@ -75,6 +76,7 @@ HostMessage = (
     | GetConsole
     | GetHost
     | PowerObserved
+    | PowerOf
     | Sweep
     | _Connect
 )
@@ -160,6 +162,13 @@ class HostActor(Actor[HostMessage]):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:
                     child.tell(message)
+            case PowerOf(vm_id=vm_id):
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                try:
+                    return await self.driver.power_state(vm_id)
+                except NotFound:
+                    return None
             case Sweep():
                 return await self._sweep()
             case _:

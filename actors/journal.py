@@ -250,6 +250,10 @@ def planned_steps(task: Task) -> list[str]:
         )
     if task.kind == "template.convert":
         return ["convert", "compare", "store"]
+    if task.kind == "template.import":
+        return ["download", "accept"]
+    if task.kind == "host.maintenance":
+        return ["drain"]
     if task.kind in _VOLUME_STEPS:
         return _VOLUME_STEPS[task.kind]
     return [task.kind.removeprefix("vm.").removeprefix("volume.")]

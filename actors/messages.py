@@ -14,6 +14,7 @@ from cloudcore.store.records import VM, PowerState, Task, VMSpec, VMState
 from hypervisor_drivers.types import ConsoleKind, DiskSpec, GuestPower
 
 __all__ = [
+    "AbortTask",
     "AdoptVM",
     "AttachDisk",
     "Deploy",
@@ -25,10 +26,12 @@ __all__ = [
     "Observation",
     "OperationFinished",
     "PowerObserved",
+    "PowerOf",
     "Provision",
     "Recover",
     "RecoverVerb",
     "RequestOperation",
+    "SetHA",
     "Sweep",
     "SweepReport",
     "VMChange",
@@ -154,6 +157,30 @@ class DetachDisk(Message, frozen=True, kw_only=True):
 
     vm_id: str
     serial: str
+
+
+class PowerOf(Message, frozen=True, kw_only=True):
+    """Host: the power of VM ``vm_id`` on its hypervisor now (None: not there), whatever the
+    store says. BackendUnavailable while the host is not connected."""
+
+    vm_id: str
+
+
+class SetHA(Message, frozen=True, kw_only=True):
+    """VM: set ``spec.ha`` and ``spec.ha_priority``. Replies with the VM. Conflict while an
+    operation runs on it."""
+
+    ha: bool
+    priority: int
+
+
+class AbortTask(Message, frozen=True, kw_only=True):
+    """VM: stop the task ``task_id`` it runs now (a migration: the hypervisor aborts it, the
+    VM stays where it was). Replies None at once; the task ends FAILED with ``reason``.
+    Conflict when the VM runs no such task, or one that cannot be aborted."""
+
+    task_id: str
+    reason: str
 
 
 class GetCapabilities(Message, frozen=True, kw_only=True):

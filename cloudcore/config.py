@@ -177,10 +177,18 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
     watchdog_interval: float = 10.0
+    drain_concurrency: int = 4
+    ha_grace: float = 30.0
+    ha_check_interval: float = 5.0
+    balance_cooldown: float = 600.0
 
     def __post_init__(self) -> None:
         for name in (
+            "balance_cooldown",
+            "ha_grace",
+            "ha_check_interval",
             "watchdog_interval",
+            "drain_concurrency",
             "stop_timeout",
             "step_deadline",
             "migration_deadline",
@@ -263,8 +271,15 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # Seconds qemu-img info / check may take on an uploaded image.
     inspect_deadline: float = 120.0
     qemu_img: str = "qemu-img"
+    # An import from a URL: how many times a dropped connection is resumed (Range) before the
+    # task fails (the bytes kept for a later import), seconds a read may stall, seconds in all.
+    import_attempts: int = 5
+    import_read_timeout: float = 60.0
+    import_deadline: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
+        if self.import_attempts < 1 or self.import_read_timeout <= 0 or self.import_deadline <= 0:
+            raise ValueError("images.import_attempts, import_read_timeout, import_deadline > 0")
         if self.max_upload_bytes < 1 or self.max_conversions < 1:
             raise ValueError("images.max_upload_bytes and images.max_conversions must be >= 1")
         if self.convert_deadline <= 0 or self.inspect_deadline <= 0:

@@ -59,6 +59,7 @@ class Capability(enum.StrEnum):
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
     HOTPLUG_NIC = "hotplug_nic"  # add and remove NICs of a running VM
     CONSOLE = "console"  # a running VM's graphical (VNC) and serial consoles
+    IMPORT_IMAGE = "import_image"  # a template's image copied to the host's own storage
 
 
 class GuestPower(enum.StrEnum):

@@ -5,11 +5,11 @@ volume with its quota, and recomputing quota usage from what exists."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
-from cloudcore.errors import Conflict, InvalidRecord, VersionConflict
+from cloudcore.errors import Conflict, InvalidRecord, NotFound, VersionConflict
 from cloudcore.logging import get_logger
 from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, check_amounts, now
@@ -22,16 +22,30 @@ from cloudcore.store.records import (
     OutboxEvent,
     Quota,
     QuotaDrift,
+    Record,
     Task,
     VMSpec,
     VMState,
     Volume,
 )
-from cloudcore.store.usage import QUOTA_RESOURCES, RESIZING_KIND, vm_usage, vm_usage_resizing
+from cloudcore.store.usage import (
+    QUOTA_RESOURCES,
+    RESIZING_KIND,
+    template_usage,
+    vm_usage,
+    vm_usage_resizing,
+)
 
 __all__ = ["AccountingOps"]
 
 _log = get_logger("cloudcore.store")
+R = TypeVar("R", bound=Record)
+
+
+class _Missed(Exception):
+    """No row had the id at the expected version: the transaction rolls back, then the store
+    says why (NotFound or VersionConflict)."""
+
 
 _VMS = table_of(VM)
 _VOLUMES = table_of(Volume)
@@ -236,4 +250,79 @@ class AccountingOps(IpamOps):
             tenant_id,
         )
         usage["public_ips"] = int(public["n"])
+        templates = await conn.fetch(
+            "SELECT upload_size FROM templates WHERE tenant_id = $1", tenant_id
+        )
+        usage["template_gib"] = sum(
+            template_usage(int(t["upload_size"]))["template_gib"] for t in templates
+        )
         return usage
+
+    async def update_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> R:
+        table = table_of(kind)
+        columns, values = table.encode_changes(changes)
+        stamped = _outbox.stamp(events)
+        try:
+            async with self._transaction() as conn:
+                await self._move_quota(conn, tenant_id, delta)
+                row = await conn.fetchrow(
+                    table.update_sql(columns), id, expected_version, now(), *values
+                )
+                if row is None:
+                    raise _Missed
+                await _outbox.insert(conn, stamped)
+        except _Missed:
+            await self._why_missed(table, id, expected_version)
+        if stamped:
+            self._outbox_written()
+        return table.decode(row)
+
+    async def delete_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+    ) -> None:
+        table = table_of(kind)
+        sql = f"DELETE FROM {table.name} WHERE id = $1 AND version = $2 RETURNING id"
+        try:
+            async with self._transaction() as conn:
+                await self._move_quota(conn, tenant_id, delta)
+                if await conn.fetchrow(sql, id, expected_version) is None:
+                    raise _Missed
+        except _Missed:
+            await self._why_missed(table, id, expected_version)
+
+    async def _why_missed(self, table: Table[Any], id: str, expected: int) -> NoReturn:
+        async with self._reader() as conn:
+            row = await conn.fetchrow(f"SELECT version FROM {table.name} WHERE id = $1", id)
+        if row is None:
+            raise NotFound(f"{table.label} {id!r} not found")
+        raise VersionConflict(
+            f"{table.label} {id!r} is at version {row['version']}, not {expected}: read it again"
+        )
+
+    async def _move_quota(
+        self, conn: Conn, tenant_id: str | None, delta: Mapping[str, int]
+    ) -> None:
+        """Consume the positive amounts of ``delta`` and give back the negative ones, inside
+        the caller's transaction (QuotaExceeded rolls it back)."""
+        if tenant_id is None:
+            return
+        await self._consume(conn, tenant_id, {r: d for r, d in delta.items() if d > 0})
+        await self._give_back(conn, tenant_id, {r: -d for r, d in delta.items() if d < 0})

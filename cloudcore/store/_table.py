@@ -302,7 +302,7 @@ _TABLES: dict[type[Any], Table[Any]] = {
             Template,
             "templates",
             json=frozenset({"formats"}),
-            filters=("tenant_id", "datacenter_id", "checksum"),
+            filters=("tenant_id", "datacenter_id", "checksum", "state"),
             refs=(_TENANT, _DATACENTER),
         ),
         Table(

@@ -221,9 +221,41 @@ class Store(ABC):
         VersionConflict,
         InsufficientCapacity, Conflict (the VM is on no host, or already on ``host_id``);
         then nothing changed. ``target_held``: the VM's spec was claimed on ``host_id`` already
-        (:meth:`claim_host_capacity`, a migration's hold before anything moved), so the
+        (:meth:`hold_for_vm`, a migration's hold before anything moved), so the
         transaction only releases it on the source.
         """
+
+    @abstractmethod
+    async def hold_for_vm(
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> tuple[VM, Host]:
+        """In one transaction: claim the VM's spec on ``host_id`` (ENABLED, HEALTHY, fits: as
+        :meth:`place_vm`) as a hold for a migration to it, write ``changes`` to the VM
+        (compare-and-set; its host stays) and ``events``. The hold ends with the VM, never on
+        its own: :meth:`move_vm` with ``target_held`` uses it, :meth:`release_vm_hold` gives it
+        back. Raises NotFound, VersionConflict, InsufficientCapacity, Conflict (the VM is on
+        no host, or on ``host_id``); then nothing changed."""
+
+    @abstractmethod
+    async def release_vm_hold(
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> tuple[VM, Host]:
+        """In one transaction: give back the hold :meth:`hold_for_vm` took on ``host_id`` for
+        the VM (its spec), write ``changes`` to the VM (compare-and-set) and ``events``. A
+        migration that did not happen ends with this, so a hold is released exactly once.
+        Raises NotFound, VersionConflict, Conflict (less than the spec claimed there)."""
 
     # -- quotas -----------------------------------------------------------------------------
 
@@ -305,6 +337,38 @@ class Store(ABC):
         transaction, give back and consume quota of its tenant and write ``events``: how an
         extend takes its growth, a failed one gives it back, and a delete gives back the whole
         volume. QuotaExceeded, VersionConflict, NotFound, InvalidRecord: nothing written."""
+
+    @abstractmethod
+    async def update_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> R:
+        """:meth:`update` and, in the same transaction, move ``tenant_id``'s quota usage by
+        ``delta`` (positive amounts consumed, negative given back; ``tenant_id`` None: no
+        quota). All or nothing: QuotaExceeded names the resource; NotFound, VersionConflict.
+        """
+
+    @abstractmethod
+    async def delete_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+    ) -> None:
+        """:meth:`delete` at ``expected_version`` and, in the same transaction, move the
+        tenant's quota usage by ``delta`` (as :meth:`update_charged`)."""
 
     @abstractmethod
     async def reconcile_quotas(

@@ -299,6 +299,12 @@ CREATE INDEX volume_snapshots_volume ON volume_snapshots (volume_id, id);
 CREATE INDEX volume_snapshots_state ON volume_snapshots (state, id)
 """
 
+# 12: the least a VM deployed from a template must have (refused at deploy below it).
+_V12 = """
+ALTER TABLE templates ADD COLUMN min_cpus INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE templates ADD COLUMN min_memory_mib INTEGER NOT NULL DEFAULT 0
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -308,6 +314,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "networks: IPAM fields, NIC MACs, address quarantine", _V7),
     Migration(8, "template images: format, sizes, checksum, formats, upload progress", _V8),
     Migration(9, "storage: volume pools, tiers and devices; volume snapshots", _V9),
+    Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
 )
 
 #: The schema version this code runs on.

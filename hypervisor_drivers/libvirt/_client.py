@@ -125,6 +125,9 @@ class LibvirtClient:
                 self._conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
                 self._conn.registerCloseCallback(self._on_close, None)
             self.domain_type = settings.extra.get("domain_type") or self._default_domain_type()
+            # Where each VM's serial port is logged (``<dir>/<domain name>.serial.log``), by
+            # virtlogd; unset: the serial port is a pty only.
+            self.serial_log_dir: str | None = settings.extra.get("serial_log_dir") or None
         except libvirt.libvirtError:
             self.close()
             raise
@@ -237,7 +240,13 @@ class LibvirtClient:
         for disk in spec.disks:
             self._ensure_chap_secret(disk)
         listen = None if self.scheme == "test" else self._settings.extra.get("vnc_listen", _VNC)
-        return _vm_info(self._conn.defineXML(_xml.domain_xml(spec, self.domain_type, listen)))
+        serial_log = (
+            f"{self.serial_log_dir.rstrip('/')}/{spec.name}.serial.log"
+            if self.serial_log_dir and self.scheme != "test"
+            else None
+        )
+        xml = _xml.domain_xml(spec, self.domain_type, listen, serial_log=serial_log)
+        return _vm_info(self._conn.defineXML(xml))
 
     def console(self, uuid: str, kind: ConsoleKind) -> ConsoleEndpoint:
         dom = self._domain(uuid)

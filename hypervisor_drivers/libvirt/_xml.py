@@ -156,11 +156,18 @@ def nic_xml(nic: NicSpec) -> str:
     return _text(_nic_element(nic))
 
 
-def domain_xml(spec: DomainSpec, domain_type: str, vnc_listen: str | None = None) -> str:
+def domain_xml(
+    spec: DomainSpec,
+    domain_type: str,
+    vnc_listen: str | None = None,
+    *,
+    serial_log: str | None = None,
+) -> str:
     """The persistent definition of ``spec`` for a ``domain_type`` (``kvm``, ``qemu``,
     ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``. ``vnc_listen``:
     the address a VNC console listens on (a port chosen by libvirt at each start); None:
-    no graphical console."""
+    no graphical console. ``serial_log``: a file the first serial port (the console) is also
+    written to."""
     domain = ET.Element("domain", type=domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
@@ -199,7 +206,13 @@ def domain_xml(spec: DomainSpec, domain_type: str, vnc_listen: str | None = None
         counts[prefix] = counts.get(prefix, 0) + 1
     for nic in spec.nics:
         devices.append(_nic_element(nic))
-    _sub(devices, "console", type="pty")
+    if serial_log is None:
+        _sub(devices, "console", type="pty")
+    else:
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "log", file=serial_log, append="off")
+        _sub(serial, "target", port="0")
+        _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
     if vnc_listen is not None:
         graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
         _sub(graphics, "listen", type="address", address=vnc_listen)

@@ -83,6 +83,8 @@ class LibvirtDriver(HypervisorDriver):
     VMs (``kvm`` or ``qemu`` for TCG); by default ``kvm`` when libvirt offers it."""
 
     name = "libvirt"
+    #: The library's qcow2 file is the backing file of a VM's linked clone (shared storage).
+    image_format = "qcow2"
 
     def __init__(self, settings: DriverSettings) -> None:
         super().__init__(settings)

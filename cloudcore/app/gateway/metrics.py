@@ -19,6 +19,10 @@
   quarantine), read with the counts above.
 - ``cloudcore_storage_pool_mib{pool,kind}`` (kind ``total``, ``used``, ``limit``,
   ``committed``): the storage pools this node runs, asked of their actors with the counts.
+- ``cloudcore_templates{state}`` and ``cloudcore_image_library_bytes{repository}`` /
+  ``cloudcore_image_library_images{repository}``: templates by state, and what each image
+  repository's library (``objects/``) allocates, read with the counts above. Conversions by
+  outcome are ``cloudcore_tasks_finished_total{kind="template.convert",state}``.
 
 Served by ``cloudcore.app.gateway.routes.metrics``.
 """
@@ -45,6 +49,8 @@ from cloudcore.store.records import (
     Host,
     HostHealth,
     Network,
+    Template,
+    TemplateState,
     VMState,
     Volume,
     VolumeState,
@@ -149,6 +155,8 @@ class _StoreCounts(Collector):
         self._volumes: dict[str, int] = {}
         self._pools: list[tuple[str, dict[str, int]]] = []
         self._addresses: dict[str, tuple[int, int]] = {}  # network id -> (used, free)
+        self._templates: dict[str, int] = {}
+        self._library: dict[str, tuple[int, int]] = {}  # repository -> (bytes, images)
         self._read_at = -STORE_COUNTS_TTL
         self._lock = asyncio.Lock()
 
@@ -171,6 +179,8 @@ class _StoreCounts(Collector):
                     for p in pools
                 ]  # fmt: skip
                 self._addresses = await self._network_addresses()
+                self._templates = await store.count_by(Template, "state")
+                self._library = await self._library_usage()
             except CloudcoreError as exc:
                 _log.warning("metrics.store_unavailable", error=str(exc))
                 return
@@ -197,7 +207,46 @@ class _StoreCounts(Collector):
             n.id: (used.get(n.id, 0), ipam.free_count(n, taken.get(n.id, []))) for n in networks
         }
 
+    async def _library_usage(self) -> dict[str, tuple[int, int]]:
+        library = self._gateway.images
+        if library is None:
+            return {}
+        names = await asyncio.to_thread(
+            lambda: (
+                sorted(p.name for p in library.root.iterdir() if p.is_dir())
+                if library.root.is_dir()
+                else []
+            )
+        )
+        usage = {}
+        for name in names:
+            capacity = await library.repository(name).capacity()
+            usage[name] = (capacity.library_bytes, capacity.images)
+        return usage
+
+    def _library_families(self) -> Iterator[Metric]:
+        templates = GaugeMetricFamily("cloudcore_templates", "Templates by state", labels=["state"])
+        for state in TemplateState:
+            templates.add_metric([state.value], self._templates.get(state.value, 0))
+        yield templates
+        stored = GaugeMetricFamily(
+            "cloudcore_image_library_bytes",
+            "Bytes the image library's files allocate, by repository",
+            labels=["repository"],
+        )
+        images = GaugeMetricFamily(
+            "cloudcore_image_library_images",
+            "Files in the image library, by repository",
+            labels=["repository"],
+        )
+        for name, (size, count) in sorted(self._library.items()):
+            stored.add_metric([name], size)
+            images.add_metric([name], count)
+        yield stored
+        yield images
+
     def collect(self) -> Iterator[Metric]:
+        yield from self._library_families()
         addresses = GaugeMetricFamily(
             "cloudcore_network_addresses",
             "Addresses of a network held (used) and still to hand out (free)",
