@@ -13,7 +13,7 @@ import pytest
 from tests.component.gateway.conftest import ApiClient
 from tests.integration.console.test_vnc_proxy import _running_vm
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 
 def _cli(api: ApiClient, *args: str) -> pexpect.spawn:
@@ -30,7 +30,8 @@ async def test_vm_console_serial_attaches_the_terminal_and_ctrl_bracket_detaches
     try:
         # pexpect blocks: it waits in a thread while this loop serves the API.
         await asyncio.to_thread(child.expect_exact, "Ctrl-] detaches")
-        await asyncio.to_thread(child.expect_exact, f"Machine UUID {vm_id}")
+        # The firmware's greeting: kept from boot, or the next one, at SeaBIOS's boot retry.
+        await asyncio.to_thread(child.expect_exact, f"Machine UUID {vm_id}", timeout=75)
         child.send(b"\x1d")
         await asyncio.to_thread(child.expect_exact, "Detached.")
         await asyncio.to_thread(child.expect, pexpect.EOF)

@@ -12,7 +12,9 @@ import pytest
 from tests.component.gateway.conftest import ApiClient
 from tests.integration.console.test_vnc_proxy import _running_vm
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
+#: Seconds to wait for the firmware's greeting: longer than SeaBIOS's 60 s boot retry.
+_GREETING = 75.0
 
 
 async def _until(ws: aiohttp.ClientWebSocketResponse, wanted: bytes, timeout: float) -> bytes:
@@ -41,9 +43,10 @@ async def test_the_serial_console_shows_what_the_vm_writes_on_its_serial_port(
             await api.session.ws_connect(second.body["url"])
         assert refused.value.status == 409
 
-        # The firmware (SeaBIOS, with useserial) greeted on the serial port when the VM booted,
-        # before anyone listened: the terminal kept it, and the session shows it.
-        seen = await _until(ws, b"Machine UUID " + vm_id.encode(), timeout=20.0)
+        # The firmware (SeaBIOS, with useserial) greets on the serial port at each boot: the
+        # one at boot if the terminal kept it, else the next, when SeaBIOS finds no bootable
+        # disk and resets the VM itself (every 60 s).
+        seen = await _until(ws, b"Machine UUID " + vm_id.encode(), timeout=_GREETING)
     assert b"SeaBIOS" in seen
 
     # Closed: the port is free for the next session.
