@@ -60,7 +60,7 @@ from cloudcore.store.records import (
     VMState,
     new_id,
 )
-from hypervisor_drivers.types import ConsoleEndpoint
+from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
 
 if TYPE_CHECKING:
     from actors.storage import StorageService
@@ -385,8 +385,8 @@ class Orchestrator:
     async def get_vm(self, vm_id: str) -> VM:
         return await self.store.get(VM, vm_id)
 
-    async def console(self, vm: VM) -> ConsoleEndpoint:
-        """Where ``vm``'s graphical console listens, asked of its host's actor (on the node
+    async def console(self, vm: VM, kind: ConsoleKind = ConsoleKind.VNC) -> ConsoleEndpoint:
+        """Where ``vm``'s ``kind`` console is, asked of its host's actor (on the node
         that runs the host). IllegalTransition unless the VM runs; UnsupportedOperation when
         its host's driver has no consoles; NotFound when the host is not managed here."""
         if vm.host_id is None or vm.state not in _CONSOLE_STATES:
@@ -397,7 +397,7 @@ class Orchestrator:
             ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
         except NotFound:
             raise NotFound(f"host {vm.host_id} is not managed on this node") from None
-        endpoint: ConsoleEndpoint = await ref.ask(GetConsole(vm_id=vm.id))
+        endpoint: ConsoleEndpoint = await ref.ask(GetConsole(vm_id=vm.id, kind=kind))
         return endpoint
 
     async def sweep(self, datacenter_id: str, host_id: str) -> SweepReport:
