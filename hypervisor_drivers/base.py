@@ -287,6 +287,14 @@ class HypervisorDriver(abc.ABC):
         """Detach the disk whose serial is ``serial``, live and from the definition. No-op when
         no such disk is attached. Needs ``ATTACH_VOLUME``."""
 
+    async def resize_volume(self, uuid: str, serial: str, size_bytes: int) -> None:
+        """Tell a running VM that its disk whose serial is ``serial`` is now ``size_bytes``
+        (the storage grew it). No-op for a VM that does not run (it reads the size when it
+        starts). ``NotFound`` when no such disk is attached. Needs ``RESIZE_VOLUME``; optional,
+        so not abstract: a driver that does not declare it inherits this refusal."""
+        self._require(Capability.RESIZE_VOLUME)
+        raise UnsupportedOperation(f"{self.name} declares resize_volume but does not implement it")
+
     # -- VMs: NICs ---------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -1,5 +1,6 @@
-"""Creating a VM in one transaction (quota, VM, deploy task, its NICs' addresses and MACs, and
-the Idempotency-Key it was asked under), and recomputing quota usage from what exists."""
+"""Creating a VM (quota, VM, deploy task, its NICs' addresses and MACs) or a volume (quota,
+volume, create task) in one transaction with the Idempotency-Key it was asked under, changing a
+volume with its quota, and recomputing quota usage from what exists."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from cloudcore.store.records import (
     Task,
     VMSpec,
     VMState,
+    Volume,
 )
 from cloudcore.store.usage import (
     QUOTA_RESOURCES,
@@ -46,6 +48,7 @@ class _Missed(Exception):
 
 
 _VMS = table_of(VM)
+_VOLUMES = table_of(Volume)
 _TASKS = table_of(Task)
 _HOLD_TASK = """UPDATE idempotency_keys SET task_id = $4
 WHERE principal = $1 AND key = $2 AND owner = $3 AND task_id IS NULL RETURNING key"""
@@ -96,6 +99,67 @@ class AccountingOps(IpamOps):
         if nics:
             self._outbox_written()
         return vm, task
+
+    async def create_volume(
+        self,
+        volume: Volume,
+        task: Task,
+        usage: Mapping[str, int],
+        *,
+        claim: IdempotencyKey | None = None,
+    ) -> tuple[Volume, Task]:
+        check_amounts(**usage)
+        stamp = now()
+        volume = msgspec.structs.replace(
+            validate(volume), version=1, created_at=stamp, updated_at=stamp
+        )
+        task = msgspec.structs.replace(
+            validate(task), version=1, created_at=stamp, updated_at=stamp
+        )
+        try:
+            async with self._transaction() as conn:
+                await self._consume(conn, volume.tenant_id, usage)
+                await conn.execute(_VOLUMES.insert_sql, *_VOLUMES.encode(volume))
+                await conn.execute(_TASKS.insert_sql, *_TASKS.encode(task))
+                if claim is not None:
+                    await self._hold_task(conn, claim, task.id)
+        except InvalidRecord:
+            await self._name_missing_reference(_VOLUMES, volume)
+            raise
+        return volume, task
+
+    async def change_volume(
+        self,
+        volume_id: str,
+        *,
+        expected_version: int,
+        consume: Mapping[str, int] | None = None,
+        give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> Volume:
+        check_amounts(**(consume or {}), **(give_back or {}))
+        async with self._transaction() as conn:
+            old = _VOLUMES.decode(await self._must(conn, _VOLUMES.get_sql, "Volume", volume_id))
+            if old.version != expected_version:
+                raise VersionConflict(
+                    f"Volume {volume_id!r} is at version {old.version}, not {expected_version}"
+                )
+            columns, values = _VOLUMES.encode_changes(changes)
+            row = await conn.fetchrow(
+                _VOLUMES.update_sql(columns), volume_id, expected_version, now(), *values
+            )
+            if row is None:
+                raise VersionConflict(f"Volume {volume_id!r} changed meanwhile")
+            if give_back:
+                await self._give_back(conn, old.tenant_id, give_back)
+            if consume:
+                await self._consume(conn, old.tenant_id, consume)
+            if events:
+                await _outbox.insert(conn, _outbox.stamp(events))
+        if events:
+            self._outbox_written()
+        return _VOLUMES.decode(row)
 
     async def _hold_task(self, conn: Conn, claim: IdempotencyKey, task_id: str) -> None:
         args = (claim.principal, claim.key, claim.owner, task_id)
@@ -174,10 +238,12 @@ class AccountingOps(IpamOps):
             for resource, amount in held.items():
                 usage[resource] += amount
         volumes = await conn.fetchrow(
-            "SELECT count(*) AS n FROM volumes WHERE tenant_id = $1 AND state <> 'DELETED'",
+            "SELECT count(*) AS n, COALESCE(sum(size_gib), 0) AS gib FROM volumes "
+            "WHERE tenant_id = $1 AND state <> 'DELETED'",
             tenant_id,
         )
         usage["volumes"] = int(volumes["n"])
+        usage["volume_gib"] = int(volumes["gib"])
         public = await conn.fetchrow(
             "SELECT count(*) AS n FROM ip_allocations a JOIN networks n ON n.id = a.network_id "
             "WHERE a.tenant_id = $1 AND a.released_at IS NULL AND n.tenant_id IS NULL",

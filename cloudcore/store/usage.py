@@ -15,10 +15,19 @@ __all__ = [
     "template_usage",
     "vm_usage",
     "vm_usage_resizing",
+    "volume_usage",
 ]
 
 #: The resources a tenant's quotas may limit, each recomputed from what exists.
-QUOTA_RESOURCES = ("vms", "cpus", "memory_mib", "volumes", "public_ips", "template_gib")
+QUOTA_RESOURCES = (
+    "vms",
+    "cpus",
+    "memory_mib",
+    "volumes",
+    "volume_gib",
+    "public_ips",
+    "template_gib",
+)
 
 _GIB = 1024**3
 
@@ -41,6 +50,11 @@ def vm_usage_resizing(spec: VMSpec, asked: Mapping[str, Any]) -> dict[str, int]:
         if isinstance(value, int) and value > held[resource]:
             held[resource] = value
     return held
+
+
+def volume_usage(size_gib: int) -> dict[str, int]:
+    """What a volume that is not deleted holds (an extend in flight: its new size already)."""
+    return {"volumes": 1, "volume_gib": size_gib}
 
 
 def template_usage(upload_size: int) -> dict[str, int]:

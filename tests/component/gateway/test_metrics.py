@@ -108,7 +108,7 @@ async def test_a_scrape_storm_reads_the_store_counts_once(
 
     monkeypatch.setattr(api.store, "count_by", counting)
     await asyncio.gather(*(scrape(api) for _ in range(20)))
-    assert calls <= 3 * 2  # VMs, hosts, templates; once more if the 2 s TTL ran out meanwhile
+    assert calls <= 4 * 2  # VMs, hosts, volumes, templates; once more if the 2 s TTL ran out
 
 
 @pytest.mark.parametrize(
@@ -128,6 +128,26 @@ def test_metrics_answer_only_connections_on_a_loopback_address(
     transport.get_extra_info.return_value = sockname
     request = make_mocked_request("GET", "/metrics", transport=transport)
     assert on_loopback(request) is allowed
+
+
+async def test_volumes_by_state_and_pool_capacity(api: ApiClient) -> None:
+    created = await api.call(
+        "POST", "/volumes", "alice", {"name": "d", "datacenter_id": "dc1", "size_gib": 2}
+    )
+    assert created.status == 202, created.body
+    assert (await api.wait_task(created.body["id"])).state == "SUCCEEDED"
+
+    def counted(families: dict[str, list[Sample]]) -> bool:  # the counts are cached 2 s
+        return any(
+            s.labels == {"state": "AVAILABLE"} and s.value == 1
+            for s in families.get("cloudcore_volumes", [])
+        )
+
+    families = await scrape_until(api, counted)
+
+    pools = families["cloudcore_storage_pool_mib"]
+    assert value(pools, "cloudcore_storage_pool_mib", pool="dc1-pool", kind="committed") == 2048
+    assert value(pools, "cloudcore_storage_pool_mib", pool="dc1-pool", kind="limit") > 2048
 
 
 async def test_each_network_shows_its_addresses_used_and_free(api: ApiClient) -> None:

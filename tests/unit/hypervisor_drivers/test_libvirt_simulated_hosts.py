@@ -56,7 +56,8 @@ def test_user_values_are_escaped_in_domain_xml() -> None:
     vcpu = root.find("vcpu")
     assert vcpu is not None and (vcpu.text, vcpu.get("current")) == ("4", "2")
     disks = root.findall("devices/disk")
-    assert [d.find("target").get("dev") for d in disks] == ["vda", "vdb"]  # type: ignore[union-attr]
+    # The volume sits on the virtio-scsi controller.
+    assert [d.find("target").get("dev") for d in disks] == ["vda", "sda"]  # type: ignore[union-attr]
     assert disks[0].find("source").get("file") == f"/images/{hostile}.qcow2"  # type: ignore[union-attr]
     source = disks[1].find("source")
     assert source is not None and source.get("name") == f"iqn.x:{hostile}/3"
