@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from actors.messages import (
     AdoptVM,
+    AttachDisk,
+    DetachDisk,
     Forget,
     GetCapabilities,
     GetConsole,
@@ -23,6 +25,7 @@ from actors.messages import (
     Observation,
     PowerObserved,
     PowerOf,
+    ResizeDisk,
     Sweep,
     SweepReport,
 )
@@ -65,6 +68,9 @@ class _Connect(Message, frozen=True, kw_only=True):
 
 HostMessage = (
     AdoptVM
+    | AttachDisk
+    | DetachDisk
+    | ResizeDisk
     | Forget
     | GetCapabilities
     | GetConsole
@@ -133,9 +139,20 @@ class HostActor(Actor[HostMessage]):
                     self.context.stop(child)
             case GetHost():
                 return await self._fresh()
+            case AttachDisk(vm_id=vm_id, disk=disk):
+                self._require_connected()
+                return await self.driver.attach_volume(vm_id, disk)
+            case ResizeDisk(vm_id=vm_id, serial=serial, size_bytes=size):
+                self._require_connected()
+                await self.driver.resize_volume(vm_id, serial, size)
+            case DetachDisk(vm_id=vm_id, serial=serial):
+                self._require_connected()
+                try:
+                    await self.driver.detach_volume(vm_id, serial)
+                except NotFound:  # no such VM on the hypervisor: nothing holds the disk
+                    return None
             case GetCapabilities():
-                if not self.connected:
-                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                self._require_connected()
                 return sorted(c.value for c in self.driver.capabilities)
             case GetConsole(vm_id=vm_id):
                 if not self.connected:
@@ -159,6 +176,10 @@ class HostActor(Actor[HostMessage]):
         return None
 
     # ----------------------------------------------------------------- connection
+
+    def _require_connected(self) -> None:
+        if not self.connected:
+            raise BackendUnavailable(f"host {self.host.id} is not connected")
 
     async def _connect(self) -> None:
         if self.connected:

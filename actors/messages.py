@@ -11,12 +11,14 @@ from actors.lifecycle import Operation
 from actors.operations import OperationParams
 from cloudcore.runtime import ActorRef, Message
 from cloudcore.store.records import VM, PowerState, Task, VMSpec, VMState
-from hypervisor_drivers.types import GuestPower
+from hypervisor_drivers.types import DiskSpec, GuestPower
 
 __all__ = [
     "AbortTask",
     "AdoptVM",
+    "AttachDisk",
     "Deploy",
+    "DetachDisk",
     "Forget",
     "GetCapabilities",
     "GetHost",
@@ -129,6 +131,32 @@ class Forget(Message, frozen=True, kw_only=True):
 
 class GetHost(Message, frozen=True, kw_only=True):
     pass
+
+
+class AttachDisk(Message, frozen=True, kw_only=True):
+    """Host: attach ``disk`` to VM ``vm_id`` (hot when it runs, in its definition always);
+    replies with the device name. Told only within the node that runs the host (the disk may
+    carry a CHAP secret)."""
+
+    vm_id: str
+    disk: DiskSpec
+
+
+class ResizeDisk(Message, frozen=True, kw_only=True):
+    """Host: tell running VM ``vm_id`` that its disk ``serial`` is now ``size_bytes``.
+    Replies None; UnsupportedOperation when the hypervisor cannot."""
+
+    vm_id: str
+    serial: str
+    size_bytes: int
+
+
+class DetachDisk(Message, frozen=True, kw_only=True):
+    """Host: detach the disk whose serial is ``serial`` from VM ``vm_id``; a VM or disk that is
+    not there is not an error. Replies None."""
+
+    vm_id: str
+    serial: str
 
 
 class PowerOf(Message, frozen=True, kw_only=True):

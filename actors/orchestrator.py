@@ -15,7 +15,7 @@ and is what the HTTP gateway, the CLI and embedding programs call.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -62,6 +62,9 @@ from cloudcore.store.records import (
 )
 from hypervisor_drivers.types import ConsoleEndpoint
 
+if TYPE_CHECKING:
+    from actors.storage import StorageService
+
 __all__ = ["Orchestrator"]
 
 _log = get_logger("actors.orchestrator")
@@ -85,6 +88,8 @@ class Orchestrator:
         self.services = services
         self.store = services.store
         self._root: ActorRef[Any] | None = None
+        #: The storage pools and volumes this node runs (None: none started).
+        self.storage: StorageService | None = None
         self._balanced: dict[str, float] = {}  # VM id: when a balance last moved it
 
     @classmethod

@@ -424,7 +424,7 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
         async def define() -> None:
             spec = domain_spec(self.vm, await vm_nics(self.services.store, self.vm.id))
             disks = self.services.disks
-            disk = await disks.disk_for(self.vm) if disks is not None else None
+            disk = await disks.disk_for(self.vm, self.driver) if disks is not None else None
             if disk is not None:  # from its template: the boot disk, first
                 spec = msgspec.structs.replace(spec, disks=[disk, *spec.disks])
             await self.driver.define_vm(spec)
@@ -474,7 +474,7 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
         if self.services.disks is None:
             return
         try:
-            await self.services.disks.remove(self.vm)
+            await self.services.disks.remove(self.vm, self.driver)
         except Exception as exc:  # a file left behind is an operator's cleanup, not a failure
             _log.error("vm.disk_remove_failed", vm_id=self.vm.id, error=describe(exc))
 
