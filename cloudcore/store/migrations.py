@@ -279,6 +279,19 @@ ALTER TABLE templates ADD COLUMN uploaded_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE templates ADD COLUMN error TEXT
 """
 
+# Version 13: leases, by which one node at a time runs a datacenter. ``token`` grows by one at
+# every change of holder (the fencing token); ``holder`` is one process of ``node``.
+_V13 = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    token BIGINT NOT NULL,
+    acquired_at %TIME% NOT NULL,
+    expires_at %TIME% NOT NULL
+)
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -287,6 +300,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "transactional outbox of events", _V4),
     Migration(7, "networks: IPAM fields, NIC MACs, address quarantine", _V7),
     Migration(8, "template images: format, sizes, checksum, formats, upload progress", _V8),
+    Migration(13, "leases: one node at a time runs a datacenter", _V13),
 )
 
 #: The schema version this code runs on.
