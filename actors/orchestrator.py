@@ -113,8 +113,9 @@ class Orchestrator:
         spawn: bool = True,
     ) -> Orchestrator:
         """Run the actors of every datacenter in the store, or of those ``datacenter`` names
-        (comma-separated): a node whose capabilities name datacenters serves those (the remote-service node next to
-        its hypervisors). Deploys submitted on any node reach it through the store's tasks.
+        (comma-separated): a node whose capabilities name datacenters serves those (the
+        remote-service node next to its hypervisors). Deploys submitted on any node reach it
+        through the store's tasks.
 
         ``spawn=False``: none yet; the node's leases (:mod:`actors.ownership`) start each with
         :meth:`run_datacenter` once this node holds it, and set :attr:`claim`."""
