@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloudcore.cluster._agent import ClusterAgent
-from cloudcore.cluster._protocol import AGENT_PATH, Heartbeat, Spawn, Spawned
+from cloudcore.cluster._protocol import (
+    AGENT_PATH,
+    DescribeTree,
+    Heartbeat,
+    Spawn,
+    Spawned,
+    TreeDescribed,
+)
 from cloudcore.cluster._remoting import Remoting
 from cloudcore.cluster.dedup import DedupWindow
 from cloudcore.cluster.membership import Member, Membership
@@ -33,6 +40,7 @@ from cloudcore.errors import ActorError, AskTimeout
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.runtime.cell import ActorFactory
+from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.runtime.mailbox import Mailbox
 from cloudcore.transport import Transport, create_transport
 
@@ -191,6 +199,15 @@ class ClusterNode:
         )
         assert isinstance(reply, Spawned)
         return reply.ref
+
+    async def tree(self, node: str, path: str = "/", timeout: float | None = None) -> ActorInfo:
+        """The actor tree of ``node`` (this one or another) under ``path``. Raises NotFound if
+        no actor lives there, and what an ask raises (AskTimeout, NodeDown)."""
+        if node == self.node_id:
+            return self.system.tree(path)
+        reply = await self.ref(node, AGENT_PATH).ask(DescribeTree(path=path), timeout)
+        assert isinstance(reply, TreeDescribed)
+        return reply.tree
 
     def ref(self, node: str, path: str) -> ActorRef[Any]:
         """A ref to the actor at ``path`` on ``node`` (no check that it exists)."""
