@@ -140,10 +140,13 @@ class Cluster:
             env = self.env(node, "server")
         else:
             env = self.env(node, "remote-services", node.removeprefix("node-"))
-        log = self.root / f"{node}.log"
-        offset = log.stat().st_size if log.exists() else 0
-        with open(log, "ab") as out:
-            self.procs[node] = subprocess.Popen(
+        offset = self.log_size(node)
+        self.procs[node] = await asyncio.to_thread(self._spawn, node, env)
+        await self.wait_for_log(node, "node.started", offset, timeout)
+
+    def _spawn(self, node: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(self.root / f"{node}.log", "ab") as out:
+            return subprocess.Popen(
                 [sys.executable, "-m", "cloudcore.app.cli", "serve"],
                 cwd=ROOT,
                 env=env,
@@ -151,7 +154,6 @@ class Cluster:
                 stdout=subprocess.DEVNULL,
                 stderr=out,
             )
-        await self.wait_for_log(node, "node.started", offset, timeout)
 
     async def start_all(self) -> None:
         await self.start("server")  # first: its demo writes the datacenters and hosts
