@@ -134,12 +134,22 @@ class Cluster:
     def node_of(self, datacenter: str) -> str:
         return f"node-{datacenter}"
 
-    async def start(self, node: str, timeout: float = 60.0) -> None:
-        """Start ``server`` or ``node-<dc>`` and wait for its ``node.started`` line."""
+    async def start(
+        self,
+        node: str,
+        timeout: float = 60.0,
+        *,
+        datacenter: str | None = None,
+        amqp_url: str | None = None,
+    ) -> None:
+        """Start ``server`` or ``node-<dc>`` (or any node of ``datacenter``) and wait for its
+        ``node.started`` line. ``amqp_url``: reach the broker there (a proxy) instead."""
         if node == "server":
             env = self.env(node, "server")
         else:
-            env = self.env(node, "remote-services", node.removeprefix("node-"))
+            env = self.env(node, "remote-services", datacenter or node.removeprefix("node-"))
+        if amqp_url is not None:
+            env["CLOUDCORE_TRANSPORT__AMQP_URL"] = amqp_url
         offset = self.log_size(node)
         self.procs[node] = await asyncio.to_thread(self._spawn, node, env)
         await self.wait_for_log(node, "node.started", offset, timeout)
