@@ -90,6 +90,7 @@ class Orchestrator:
         self.services = services
         self.store = services.store
         self._root: ActorRef[Any] | None = None
+        self._started_dcs: set[str] = set()
         #: Takes a new datacenter's lease (set when the node runs datacenters by lease).
         self.claim: Callable[[str], Awaitable[bool]] | None = None
         #: Where datacenters that run on other nodes are (set on a node of a cluster): their
@@ -129,9 +130,14 @@ class Orchestrator:
 
     def _spawn_datacenter(self, dc: Datacenter) -> ActorRef[DatacenterMessage]:
         assert self._root is not None
+        self._started_dcs.add(dc.id)
         return self.system.spawn_under(
             self._root.path, DatacenterActor, self.services, dc, name=dc.id
         )
+
+    def running(self) -> list[str]:
+        """The datacenters whose actors run on this node now, by id."""
+        return sorted(dc for dc in self._started_dcs if self.runs(dc))
 
     def runs(self, datacenter_id: str) -> bool:
         """Whether this node runs the datacenter's actors now."""

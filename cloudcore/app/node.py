@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from cloudcore.runtime import ActorSystem
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
     from actors.services import Services
+    from cloudcore.app.gateway import Gateway
     from cloudcore.cluster import ClusterNode, Member
 
 __all__ = ["run_node", "serve", "with_profile"]
@@ -147,12 +149,40 @@ async def _start_groups(
     members: Members = _alone
     if cluster is not None:
         members = cluster.members
+        cluster.info = NodeInfo(plan.profile, orchestrator, services)
         orchestrator.routes = Routes(services.store, cluster.ref, _status_of(cluster))
     if leased:
         await stack.enter_async_context(_datacenter_leases(settings, plan, orchestrator, cluster))
     if plan.api and cluster is not None:
         await stack.enter_async_context(_finished_tasks(services))
-    await stack.enter_async_context(_api(settings, plan, system, orchestrator, members, sock))
+    api = _api(settings, plan, system, orchestrator, members, sock)
+    gateway_of = await stack.enter_async_context(api)
+    if gateway_of is not None and cluster is not None:
+        gateway_of.trees = cluster.tree
+
+
+class NodeInfo:
+    """What a node says of itself in its heartbeats, for the console's ``nodes``: its profile,
+    the datacenters it runs, its CPU use since the last heartbeat (% of one core) and the
+    tasks its actors drive now."""
+
+    def __init__(self, profile: str, orchestrator: Orchestrator, services: Services) -> None:
+        self.profile = profile
+        self.orchestrator = orchestrator
+        self.services = services
+        self._cpu = time.process_time()
+        self._at = time.monotonic()
+
+    def __call__(self) -> dict[str, str]:
+        cpu, at = time.process_time(), time.monotonic()
+        load = 100.0 * (cpu - self._cpu) / max(at - self._at, 1e-6)
+        self._cpu, self._at = cpu, at
+        return {
+            "profile": self.profile,
+            "datacenters": ",".join(self.orchestrator.running()),
+            "cpu_percent": f"{load:.1f}",
+            "tasks": str(len(self.services.runners)),
+        }
 
 
 def _status_of(cluster: ClusterNode) -> Callable[[str], str | None]:
@@ -235,11 +265,11 @@ async def _api(
     orchestrator: Orchestrator,
     members: Members,
     sock: socket.socket | None,
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Gateway | None]:
     """The HTTP API of the node (its profile's and ``api.enabled``), with the first admin
-    token made if the store has none."""
+    token made if the store has none; its gateway (None without an API)."""
     if not plan.api:
-        yield
+        yield None
         return
     from cloudcore.app.gateway import Gateway, start_api
     from cloudcore.app.gateway.bootstrap import ensure_admin
@@ -251,7 +281,7 @@ async def _api(
     gateway = Gateway.of(settings, system, orchestrator, members)
     runner = await start_api(gateway, sock)
     try:
-        yield
+        yield gateway
     finally:
         await runner.cleanup()
 

@@ -35,6 +35,8 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="cloudcore.Heartbeat"):
     kinds: list[str]
     started_at: float
     leaving: bool = False
+    #: What the node says of itself now (its profile, datacenters, load), for the console.
+    info: dict[str, str] = {}
 
 
 class Watch(Message, frozen=True, kw_only=True, tag="cloudcore.Watch"):

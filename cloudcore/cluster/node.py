@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from cloudcore.cluster._agent import ClusterAgent
 from cloudcore.cluster._protocol import (
     AGENT_PATH,
@@ -86,6 +88,9 @@ class ClusterNode:
         self._membership: Membership | None = None
         self._setup = setup
         self._started = False
+        #: What this node says of itself in each heartbeat (``Member.info`` elsewhere): set
+        #: by the application, called once per heartbeat, so keep it cheap.
+        self.info: Callable[[], Mapping[str, str]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -109,7 +114,9 @@ class ClusterNode:
             self._heartbeat(),
             interval=cluster.heartbeat_interval,
             timeout=cluster.node_timeout,
-            send=lambda beat: remoting.broadcast_heartbeat(beat, cluster.node_timeout),
+            send=lambda beat: remoting.broadcast_heartbeat(
+                self._described(beat), cluster.node_timeout
+            ),
             on_down=remoting.node_down,
         )
         remoting.membership = membership
@@ -247,6 +254,16 @@ class ClusterNode:
                 await asyncio.wait_for(changed.wait(), left)
             except TimeoutError:
                 continue
+
+    def _described(self, beat: Heartbeat) -> Heartbeat:
+        if self.info is None or beat.leaving:
+            return beat
+        try:
+            info = {str(k): str(v) for k, v in self.info().items()}
+        except Exception as exc:  # a bug in the provider must not stop the heartbeats
+            _log.warning("cluster.info_failed", error=repr(exc))
+            return beat
+        return msgspec.structs.replace(beat, info=info)
 
     def _heartbeat(self) -> Heartbeat:
         remoting = self._remoting

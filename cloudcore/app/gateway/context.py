@@ -3,7 +3,7 @@ and the cluster view."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from cloudcore.config import Settings
 from cloudcore.events import EventBus
 from cloudcore.images import ImageLibrary, QemuImg, image_root
 from cloudcore.runtime import ActorSystem
+from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.store import Store
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Gateway:
     images: ImageLibrary | None = None
     qemu: QemuImg = field(default_factory=QemuImg)
     converter: ImageConverter | None = None
+    #: The actor tree of another node of the cluster (ClusterNode.tree); None on its own.
+    trees: Callable[[str, str], Awaitable[ActorInfo]] | None = None
 
     @classmethod
     def of(

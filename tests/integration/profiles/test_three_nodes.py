@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from cloudcore.cluster import ClusterNode
@@ -51,6 +52,18 @@ async def test_operations_reach_the_datacenters_node_and_a_killed_one_answers_50
                 assert not any(p.endswith(vm["id"]) for p in trees[f"node-{other}"])
         assert not any(p.startswith("/user/dc/") for p in trees["server"])
 
+        # The server's API (the console's nodes and tree) shows every node.
+        nodes = {n["id"]: n for n in (await api.call("GET", "/system/nodes")).body["items"]}
+        assert nodes["server"]["info"]["profile"] == "server"
+        assert nodes["server"]["info"]["datacenters"] == ""
+        for dc in ("dc1", "dc2"):
+            info = nodes[f"node-{dc}"]["info"]
+            assert (info["profile"], info["datacenters"]) == ("remote-services", dc)
+            assert float(info["cpu_percent"]) >= 0 and nodes[f"node-{dc}"]["started_at"]
+        remote = await api.call("GET", "/system/tree?path=/user/dc&node=node-dc2")
+        assert remote.status == 200
+        assert vms["dc2"][0]["id"] in {i.path.rsplit("/", 1)[-1] for i in _infos(remote.body)}
+
         # Operated through the server, run on the datacenter's node.
         stop = await api.operate(vms["dc1"][0]["id"], "stop")
         assert stop.status == 202, stop.body
@@ -92,6 +105,11 @@ async def test_operations_reach_the_datacenters_node_and_a_killed_one_answers_50
         assert f"/user/dc/dc1/{after['host_id']}/{after['id']}" in tree
     finally:
         await api.close()
+
+
+def _infos(tree: dict[str, Any]) -> list[ActorInfo]:
+    info = msgspec.convert(tree, ActorInfo)
+    return list(info.walk())
 
 
 async def _is_down(api: Api, node: str) -> bool:
