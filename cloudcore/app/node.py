@@ -136,8 +136,9 @@ async def _start_groups(
     made: list[Orchestrator] = []
 
     async def start_actors(system: ActorSystem) -> None:
-        if plan.cluster_services:  # events are written with their changes; this publishes them
-            system.spawn(OutboxRelayActor, services.store, services.events, name="outbox-relay")
+        # Events are written with their changes; each node publishes those it writes at once
+        # (a relay is woken by its own process's writes; several relays only duplicate).
+        system.spawn(OutboxRelayActor, services.store, services.events, name="outbox-relay")
         only = None if plan.datacenters is None else ",".join(sorted(plan.datacenters))
         spawn = plan.runs_datacenters and not leased  # by lease: once this node holds one
         made.append(await Orchestrator.start(system, services, only, spawn=spawn))

@@ -2,11 +2,13 @@
 
 - ``monolithic`` (the embedded default): the API, the cluster-wide services and the datacenters
   (every one in the store, or the one ``capabilities.datacenter`` names).
-- ``server``: the API and the cluster-wide services (the outbox relay, the listener that turns
-  other nodes' ``task.finished`` events into answers for waiters), no datacenter.
+- ``server``: the API and the cluster-wide services (quota reconciliation and the purge of
+  expired idempotency keys at start, the listener that turns other nodes' ``task.finished``
+  events into answers for waiters), no datacenter.
 - ``remote-services``: the datacenters ``capabilities.datacenter`` names (comma-separated), no API.
 
-A datacenter's actors run on one node at a time whatever the profile: the node holds the
+Every node relays the events it writes (its outbox relay). A datacenter's actors run on one node
+at a time whatever the profile: the node holds the
 datacenter's lease in the store (see :mod:`actors.ownership`). A server or remote-services node
 belongs to a cluster, so it needs the shared backends; :func:`plan_of` refuses a configuration
 that cannot work, naming the key.
@@ -29,7 +31,7 @@ class Plan:
     profile: str
     #: The HTTP API.
     api: bool
-    #: The outbox relay and the other services of which a cluster needs one or more.
+    #: The services of which a cluster needs one or more (quota reconciliation, ...).
     cluster_services: bool
     #: The datacenters this node may run: None for every one in the store, else these ids
     #: (empty: none).

@@ -48,7 +48,12 @@ class Cluster:
         hosts: int = 2,
         lease: float = 3.0,
         log_level: str = "info",
+        admin_dsn: str = _pg.ADMIN_DSN,
+        amqp_url: str = "",
+        redis_url: str = "redis://127.0.0.1:6379/0",
     ) -> None:
+        """``amqp_url``: a broker vhost to use as it is (default: a new vhost on the machine's
+        broker); ``admin_dsn`` and ``redis_url``: the PostgreSQL and Redis to use."""
         self.root = root
         self.datacenters = datacenters
         self.hosts = hosts
@@ -59,7 +64,10 @@ class Cluster:
         self.api = f"http://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.dsn = ""
-        self.amqp_url = ""
+        self.admin_dsn = admin_dsn
+        self.amqp_url = amqp_url
+        self._own_vhost = not amqp_url
+        self.redis_url = redis_url
         self.stream = f"{self.tag}:events"
 
     # ------------------------------------------------------------------ backends
@@ -68,26 +76,27 @@ class Cluster:
         """The database (schema applied), the vhost and the stream key."""
         from cloudcore.store.postgres import PostgresStore
 
-        self.dsn = await _pg.create_database("cc_profiles")
+        self.dsn = await _pg.create_database("cc_profiles", self.admin_dsn)
         store = await PostgresStore.connect(self.dsn, pool_size=1)
         try:
             await store.upgrade()
         finally:
             await store.close()
-        await asyncio.to_thread(rabbitmqctl, "add_vhost", self.tag)
-        await asyncio.to_thread(
-            rabbitmqctl, "set_permissions", "-p", self.tag, "guest", ".*", ".*", ".*"
-        )
-        self.amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{quote(self.tag, safe='')}"
+        if self._own_vhost:
+            await asyncio.to_thread(rabbitmqctl, "add_vhost", self.tag)
+            await asyncio.to_thread(
+                rabbitmqctl, "set_permissions", "-p", self.tag, "guest", ".*", ".*", ".*"
+            )
+            self.amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{quote(self.tag, safe='')}"
 
     async def remove(self) -> None:
         """Stop every node, then drop the database, the vhost and the stream key."""
         await asyncio.to_thread(self.stop_all)
-        if self.amqp_url:
+        if self.amqp_url and self._own_vhost:
             await asyncio.to_thread(rabbitmqctl, "delete_vhost", self.tag)
         if self.dsn:
-            await _pg.drop_database(self.dsn)
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+            await _pg.drop_database(self.dsn, self.admin_dsn)
+        client = redis.Redis.from_url(self.redis_url)
         try:
             keys = list(client.scan_iter(match=f"{self.tag}*"))
             if keys:
@@ -111,6 +120,7 @@ class Cluster:
             "CLOUDCORE_STORE__POSTGRES_DSN": self.dsn,
             "CLOUDCORE_STORE__POOL_SIZE": "4",
             "CLOUDCORE_EVENTS__BACKEND": "redis",
+            "CLOUDCORE_EVENTS__REDIS_URL": self.redis_url,
             "CLOUDCORE_EVENTS__STREAM": self.stream,
             "CLOUDCORE_TRANSPORT__KIND": "amqp",
             "CLOUDCORE_TRANSPORT__AMQP_URL": self.amqp_url,
@@ -142,10 +152,14 @@ class Cluster:
         datacenter: str | None = None,
         amqp_url: str | None = None,
     ) -> None:
-        """Start ``server`` or ``node-<dc>`` (or any node of ``datacenter``) and wait for its
-        ``node.started`` line. ``amqp_url``: reach the broker there (a proxy) instead."""
+        """Start ``server``, ``monolithic`` (everything in one process, no broker) or
+        ``node-<dc>`` (or any node of ``datacenter``) and wait for its ``node.started`` line.
+        ``amqp_url``: reach the broker there (a proxy) instead."""
         if node == "server":
             env = self.env(node, "server")
+        elif node == "monolithic":
+            env = self.env(node, "monolithic")
+            env["CLOUDCORE_TRANSPORT__KIND"] = "local"
         else:
             env = self.env(node, "remote-services", datacenter or node.removeprefix("node-"))
         if amqp_url is not None:
