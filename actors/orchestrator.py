@@ -234,8 +234,9 @@ class Orchestrator:
         """Create a VM and the task that deploys it (schedule, claim, define, start). Returns
         the task at once; ``wait`` for it, or watch the VM's events. ``claim``: the
         Idempotency-Key the create was asked under (see :meth:`Store.create_vm`)."""
-        # Written RUNNING when this node runs the datacenter: a crash before it starts is
-        # resumed like any deploy in flight. Otherwise PENDING, for the node that runs it.
+        # Written RUNNING when this node, or the owner it is routed to, runs the datacenter: a
+        # crash or a lost message before it starts is resumed like any deploy in flight (by the
+        # owner's watchdog). Otherwise PENDING, for the node that runs it to claim.
         try:
             datacenter: ActorRef[DatacenterMessage] | None = self.datacenter(datacenter_id)
         except NotFound:
@@ -249,20 +250,14 @@ class Orchestrator:
             name=name,
             spec=spec,
             start=start,
-            state=TaskState.PENDING if datacenter is None else TaskState.RUNNING,
+            state=TaskState.PENDING if datacenter is None and port is None else TaskState.RUNNING,
             claim=claim,
         )
         if datacenter is not None:
             datacenter.tell(Deploy(task=task, vm=vm))
         elif port is not None:
-            port.tell(RoutedDeploy(datacenter_id=datacenter_id, task_id=task.id))
+            port.tell(RoutedDeploy(datacenter_id=datacenter_id, task=task, vm=vm))
         return task
-
-    async def claim_deploy(self, datacenter_id: str, task_id: str) -> None:
-        """A deploy task written PENDING on another node for a datacenter of this one."""
-        task = await self.store.get(Task, task_id)
-        if task.state is TaskState.PENDING:
-            self.datacenter(datacenter_id).tell(Deploy(task=task))
 
     @staticmethod
     async def submit_deploy(

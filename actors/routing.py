@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, assert_never
 
 from actors.lifecycle import Operation
-from actors.messages import RecoverVerb, SweepReport
+from actors.messages import Deploy, RecoverVerb, SweepReport
 from actors.operations import OperationParams
 from actors.ownership import lease_name
 from cloudcore.errors import BusClosed, DatacenterUnavailable, NotFound, describe
@@ -29,7 +29,7 @@ from cloudcore.events import EventBus
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store import Store
-from cloudcore.store.records import AdminState, Host, Task
+from cloudcore.store.records import VM, AdminState, Host, Task
 
 if TYPE_CHECKING:
     from actors.journal import TaskWaiters
@@ -57,11 +57,12 @@ PORT = "/user/datacenter-port"
 
 
 class RoutedDeploy(Message, frozen=True, kw_only=True):
-    """A deploy task written PENDING for a datacenter of this node: claim and run it. A tell;
-    if it is lost, the datacenter's poll of PENDING tasks finds the task."""
+    """A deploy written RUNNING (the VM and its task) for a datacenter of this node: run it.
+    A tell; if it is lost, the datacenter's watchdog resumes the task as one nothing drives."""
 
     datacenter_id: str
-    task_id: str
+    task: Task
+    vm: VM
 
 
 class RoutedOperate(Message, frozen=True, kw_only=True):
@@ -126,13 +127,13 @@ class DatacenterPort(Actor[PortMessage]):
         orchestrator = self.orchestrator
         if not orchestrator.runs(message.datacenter_id):
             if isinstance(message, RoutedDeploy):
-                return None  # its owner's poll of PENDING tasks takes it
+                return None  # its owner's watchdog resumes it
             raise DatacenterUnavailable(
                 f"datacenter {message.datacenter_id} no longer runs on this node; retry"
             )
         match message:
-            case RoutedDeploy(task_id=task_id):
-                await orchestrator.claim_deploy(message.datacenter_id, task_id)
+            case RoutedDeploy(task=task, vm=vm):
+                orchestrator.datacenter(message.datacenter_id).tell(Deploy(task=task, vm=vm))
                 return None
             case RoutedOperate(vm_id=vm_id, operation=operation, params=params):
                 return RoutedReply(task=await orchestrator.operate(vm_id, operation, params))

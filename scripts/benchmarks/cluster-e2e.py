@@ -174,6 +174,7 @@ async def _setup(
             admin_dsn=pg.dsn,
             amqp_url=broker.url if broker is not None else "amqp://127.0.0.1:1/",
             redis_url=redis.url,
+            fast=False,  # the default heartbeat and watchdog timing, as a user runs it
         )
         await cluster.create()
         api = Api(cluster.api)

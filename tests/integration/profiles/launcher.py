@@ -51,9 +51,11 @@ class Cluster:
         admin_dsn: str = _pg.ADMIN_DSN,
         amqp_url: str = "",
         redis_url: str = "redis://127.0.0.1:6379/0",
+        fast: bool = True,
     ) -> None:
         """``amqp_url``: a broker vhost to use as it is (default: a new vhost on the machine's
-        broker); ``admin_dsn`` and ``redis_url``: the PostgreSQL and Redis to use."""
+        broker); ``admin_dsn`` and ``redis_url``: the PostgreSQL and Redis to use. ``fast``:
+        heartbeats, failure detection and the watchdog at test speed (else conf/'s defaults)."""
         self.root = root
         self.datacenters = datacenters
         self.hosts = hosts
@@ -69,6 +71,7 @@ class Cluster:
         self._own_vhost = not amqp_url
         self.redis_url = redis_url
         self.stream = f"{self.tag}:events"
+        self.fast = fast
 
     # ------------------------------------------------------------------ backends
 
@@ -126,10 +129,7 @@ class Cluster:
             "CLOUDCORE_TRANSPORT__AMQP_URL": self.amqp_url,
             "CLOUDCORE_TRANSPORT__EXCHANGE": self.tag,
             "CLOUDCORE_TRANSPORT__RECONNECT_MAX_DELAY": "1.0",
-            "CLOUDCORE_CLUSTER__HEARTBEAT_INTERVAL": "0.25",
-            "CLOUDCORE_CLUSTER__NODE_TIMEOUT": "1.5",
             "CLOUDCORE_CLUSTER__LEASE_SECONDS": str(self.lease),
-            "CLOUDCORE_ORCHESTRATOR__WATCHDOG_INTERVAL": "1.0",
             "CLOUDCORE_ORCHESTRATOR__STOP_TIMEOUT": "0.5",
             "CLOUDCORE_API__PORT": str(self.port),
             "CLOUDCORE_API__RATE_LIMIT": "100000",
@@ -137,6 +137,10 @@ class Cluster:
             "CLOUDCORE_DEMO__DATACENTER": ",".join(self.datacenters),
             "CLOUDCORE_DEMO__HOSTS": str(self.hosts),
         }
+        if self.fast:
+            env["CLOUDCORE_CLUSTER__HEARTBEAT_INTERVAL"] = "0.25"
+            env["CLOUDCORE_CLUSTER__NODE_TIMEOUT"] = "1.5"
+            env["CLOUDCORE_ORCHESTRATOR__WATCHDOG_INTERVAL"] = "1.0"
         if datacenter:
             env["CLOUDCORE_NODE__CAPABILITIES"] = f'{{ datacenter = "{datacenter}" }}'
         return env

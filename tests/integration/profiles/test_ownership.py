@@ -51,8 +51,10 @@ async def test_one_owner_fenced_when_cut_from_the_broker_and_taken_over_after_it
         deployed = await api.deploy("dc1", "vm-a")
         assert (await api.finished(deployed.body["id"]))["state"] == "SUCCEEDED"
 
-        # node-a loses the broker: it stops driving dc1 (fenced) before its lease expires,
-        # and node-b takes dc1 only after that.
+        # node-a loses the broker with deploys in flight: it stops driving dc1 (fenced) before
+        # its lease expires, and node-b takes dc1 only after that.
+        in_flight = [(await api.deploy("dc1", f"flight-{i}")) for i in range(6)]
+        assert all(answer.status == 202 for answer in in_flight)
         b_offset = cluster.log_size("node-b")
         proxy.cut()
         fenced = await cluster.wait_for_log("node-a", "lease.fenced", datacenter="dc1", timeout=20)
@@ -63,6 +65,11 @@ async def test_one_owner_fenced_when_cut_from_the_broker_and_taken_over_after_it
         (second,) = await store.list_leases("datacenter/dc1")
         assert (second.node, second.token) == ("node-b", first.token + 1)
         await eventually(lambda: runs_dc1(here, "node-b"), timeout=5)
+        # Every deploy accepted before the cut ends (node-b's watchdog resumes or settles what
+        # node-a left RUNNING, its poll takes what was PENDING): none lost, none stuck.
+        for answer in in_flight:
+            task = await api.finished(answer.body["id"], timeout=60)
+            assert task["state"] in {"SUCCEEDED", "FAILED"}, task
         later = await api.deploy("dc1", "vm-b")  # routed to the new owner
         assert (await api.finished(later.body["id"]))["state"] == "SUCCEEDED"
 
