@@ -17,6 +17,7 @@ from actors.messages import (
     AdoptVM,
     Forget,
     GetCapabilities,
+    GetConsole,
     GetHost,
     GetVM,
     Observation,
@@ -61,7 +62,9 @@ class _Connect(Message, frozen=True, kw_only=True):
     pass
 
 
-HostMessage = AdoptVM | Forget | GetCapabilities | GetHost | PowerObserved | Sweep | _Connect
+HostMessage = (
+    AdoptVM | Forget | GetCapabilities | GetConsole | GetHost | PowerObserved | Sweep | _Connect
+)
 
 
 class HostActor(Actor[HostMessage]):
@@ -125,6 +128,10 @@ class HostActor(Actor[HostMessage]):
                 if not self.connected:
                     raise BackendUnavailable(f"host {self.host.id} is not connected")
                 return sorted(c.value for c in self.driver.capabilities)
+            case GetConsole(vm_id=vm_id):
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                return await self.driver.console(vm_id)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:

@@ -133,6 +133,14 @@ class GetCapabilities(Message, frozen=True, kw_only=True):
     BackendUnavailable while the host is not connected."""
 
 
+class GetConsole(Message, frozen=True, kw_only=True):
+    """Host: where the graphical console of its VM ``vm_id`` listens now (a
+    ``ConsoleEndpoint``). BackendUnavailable while the host is not connected; the driver's
+    UnsupportedOperation or IllegalTransition when the VM has no console now."""
+
+    vm_id: str
+
+
 class Sweep(Message, frozen=True, kw_only=True):
     """Host: compare the hypervisor with the store now (also sent by a periodic timer)."""
 

@@ -17,7 +17,7 @@ from cloudcore.app.client import API_URL_ENV, DEFAULT_API
 __all__ = ["main"]
 
 _DESCRIPTION = """cloudcore: an actor-model IaaS orchestrator. `cloudcore serve` runs a node; `vm`,
-`host`, `task` and `events` drive a running node through its HTTP API (--api, --token);
+`network`, `host`, `task` and `events` drive a running node through its HTTP API (--api, --token);
 `console` opens the operator console; `db` and `token` act on the store of this machine."""
 
 
@@ -56,9 +56,10 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_argument("--dry-run", action="store_true", help="reconcile: report drift, fix none")
     db.set_defaults(handler=_db)
 
-    from cloudcore.app.commands import events, host, task, vm
+    from cloudcore.app.commands import events, host, network, task, vm
 
     vm.add_parser(sub)
+    network.add_parser(sub)
     from cloudcore.app.commands import token
 
     token.add_parser(sub)

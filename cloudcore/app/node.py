@@ -128,6 +128,7 @@ async def _start_groups(
 ) -> None:
     """Start the service groups ``plan`` names; ``stack`` stops them in the reverse order
     (the API first, then the datacenters, then the actor system)."""
+    from actors.dhcp import DhcpServers, options_of
     from actors.orchestrator import Orchestrator
     from actors.routing import PORT, DatacenterPort, Routes
     from cloudcore.events.relay import OutboxRelayActor
@@ -142,6 +143,9 @@ async def _start_groups(
         only = None if plan.datacenters is None else ",".join(sorted(plan.datacenters))
         spawn = plan.runs_datacenters and not leased  # by lease: once this node holds one
         made.append(await Orchestrator.start(system, services, only, spawn=spawn))
+        if plan.runs_datacenters and settings.network.dhcp:  # a dnsmasq per network of its DCs
+            dhcp = options_of(settings.network, settings.node.data_dir)
+            system.spawn(DhcpServers, services.store, services.events, dhcp, only, name="dhcp")
         if plan.runs_datacenters and settings.transport.kind == "amqp":
             system.spawn(DatacenterPort, made[0], name=PORT.rsplit("/", 1)[-1])
 

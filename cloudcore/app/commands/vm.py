@@ -14,6 +14,7 @@ from cloudcore.app.client import Client
 from cloudcore.app.commands._api import api_command
 from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
 from cloudcore.app.commands._tasks import accepted
+from cloudcore.app.commands.network import nic_body
 
 __all__ = ["add_parser"]
 
@@ -35,6 +36,7 @@ _FIELDS: list[Column] = [
     ("DISK_GIB", "spec.disk_gib"),
     ("TASK", "task_id"),
     ("FAULT", "fault"),
+    ("ADDRESSES", "addresses"),
     ("CREATED", "created_at"),
     ("UPDATED", "updated_at"),
 ]
@@ -79,6 +81,14 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--template")
     create.add_argument("--tenant", help="create it for this tenant (admins, operators)")
     create.add_argument("--no-start", action="store_true", help="define it but do not start it")
+    create.add_argument(
+        "--nic",
+        "--network",
+        action="append",
+        default=[],
+        metavar="NET[=ADDRESS]",
+        help="a NIC on network NET (id or name), with ADDRESS if given (repeatable)",
+    )
 
     for name, help in _SIMPLE.items():
         action(name, help, _simple).add_argument("id")
@@ -124,7 +134,12 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _show(client: Client, args: argparse.Namespace) -> int:
-    show_one(await client.call("GET", f"/vms/{quote(args.id, safe='')}"), args.output, _FIELDS)
+    """The VM, with the addresses its NICs hold (``address mac network`` each)."""
+    path = f"/vms/{quote(args.id, safe='')}"
+    vm = await client.call("GET", path)
+    nics = await client.call("GET", f"{path}/nics")
+    vm["addresses"] = [f"{n['address']} {n['mac']} {n['network_id']}" for n in nics]
+    show_one(vm, args.output, _FIELDS)
     return 0
 
 
@@ -141,6 +156,8 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
         body["template_id"] = args.template
     if args.tenant:
         body["tenant_id"] = args.tenant
+    if args.nic:
+        body["nics"] = [await nic_body(client, nic) for nic in args.nic]
     return await accepted(client, await client.call("POST", "/vms", body=body), args)
 
 
