@@ -164,7 +164,7 @@ async def _op_latency(api: Api, finished: _Finished, rounds: int) -> float:
 
 async def _setup(
     kind: str, args: argparse.Namespace, pg: PrivatePostgres, redis: PrivateRedis, broker: Any
-) -> dict[str, float]:
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"cc-e2e-{kind}-") as tmp:
         cluster = Cluster(
             Path(tmp),
@@ -189,22 +189,28 @@ async def _setup(
             finished = _Finished(api)
             await asyncio.wait_for(finished.ready.wait(), 30)
             await _deploys(api, finished, 10, 5, "warm")  # connections, pools, code paths
-            roots = [*cluster.pids(), _postmaster(pg), redis.pid]
+            groups = {
+                **{node: [pid] for node, pid in cluster.pid_of().items()},
+                "postgres": [_postmaster(pg)],
+                "redis": [redis.pid],
+            }
             if broker is not None:
-                roots.append(broker.beam_pid)
-            before = cpu_seconds(roots)
+                groups["rabbitmq"] = [broker.beam_pid]
+            before = {name: cpu_seconds(pids) for name, pids in groups.items()}
             started = time.perf_counter()
             await _deploys(api, finished, args.deploys, args.concurrency, "load")
             wall = time.perf_counter() - started
-            cpu = cpu_seconds(roots) - before
+            spent = {name: cpu_seconds(pids) - before[name] for name, pids in groups.items()}
+            cpu = sum(spent.values())
             p50 = await _op_latency(api, finished, args.rounds)
         finally:
             if finished is not None:
                 await finished.close()
             await api.close()
             await cluster.remove()
+    by_process = {name: round(sec * 1000 / args.deploys, 1) for name, sec in spent.items()}
     return {"cpu_ms_per_deploy": cpu * 1000 / args.deploys, "deploys_per_s": args.deploys / wall,
-            "op_p50_ms": p50}  # fmt: skip
+            "op_p50_ms": p50, "by_process": by_process}  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -227,6 +233,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "cpu_ms_per_deploy_monolithic": round(mono["cpu_ms_per_deploy"], 1),
         "cpu_ms_per_deploy_cluster": round(dist["cpu_ms_per_deploy"], 1),
+        "cpu_ms_per_deploy_by_process_monolithic": mono["by_process"],
+        "cpu_ms_per_deploy_by_process_cluster": dist["by_process"],
         "cpu_cluster_vs_monolithic": round(ratio, 2),
         "cpu_cluster_vs_monolithic_goal": "<= 1.5",
         "cpu_goal_met": ratio <= 1.5,

@@ -243,5 +243,6 @@ class Cluster:
         for node in list(self.procs):
             self.stop(node)
 
-    def pids(self) -> list[int]:
-        return [proc.pid for proc in self.procs.values()]
+    def pid_of(self) -> dict[str, int]:
+        """The PID of each running node."""
+        return {node: proc.pid for node, proc in self.procs.items()}
