@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, assert_never
 
+from actors.host_lifecycle import HostOperation
 from actors.lifecycle import Operation
 from actors.messages import Deploy, RecoverVerb, SweepReport
 from actors.operations import OperationParams
@@ -29,7 +30,7 @@ from cloudcore.events import EventBus
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store import Store
-from cloudcore.store.records import VM, AdminState, Host, Task
+from cloudcore.store.records import VM, Host, Task
 
 if TYPE_CHECKING:
     from actors.journal import TaskWaiters
@@ -83,11 +84,11 @@ class RoutedRecover(Message, frozen=True, kw_only=True):
 
 
 class RoutedAdminState(Message, frozen=True, kw_only=True):
-    """Set a host's admin state. Replies RoutedReply(host)."""
+    """Enable or disable a host, or cancel its maintenance. Replies RoutedReply(host)."""
 
     datacenter_id: str
     host_id: str
-    state: AdminState
+    operation: HostOperation
 
 
 class RoutedAddHost(Message, frozen=True, kw_only=True):
@@ -139,8 +140,8 @@ class DatacenterPort(Actor[PortMessage]):
                 return RoutedReply(task=await orchestrator.operate(vm_id, operation, params))
             case RoutedRecover(vm_id=vm_id, verb=verb):
                 return RoutedReply(task=await orchestrator.recover(vm_id, verb))
-            case RoutedAdminState(host_id=host_id, state=state):
-                return RoutedReply(host=await orchestrator.set_admin_state(host_id, state))
+            case RoutedAdminState(host_id=host_id, operation=operation):
+                return RoutedReply(host=await orchestrator.set_admin_state(host_id, operation))
             case RoutedAddHost(host_id=host_id):
                 await orchestrator.add_host(await orchestrator.store.get(Host, host_id))
                 return RoutedReply()

@@ -56,10 +56,12 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_argument("--dry-run", action="store_true", help="reconcile: report drift, fix none")
     db.set_defaults(handler=_db)
 
-    from cloudcore.app.commands import events, host, network, task, vm
+    from cloudcore.app.commands import events, host, network, task, template, vm, volume
 
     vm.add_parser(sub)
+    volume.add_parser(sub)
     network.add_parser(sub)
+    template.add_parser(sub)
     from cloudcore.app.commands import token
 
     token.add_parser(sub)

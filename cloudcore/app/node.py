@@ -28,6 +28,7 @@ from cloudcore.runtime import ActorSystem
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
     from actors.services import Services
+    from actors.storage import StorageService
     from cloudcore.app.gateway import Gateway
     from cloudcore.cluster import ClusterNode, Member
 
@@ -143,6 +144,8 @@ async def _start_groups(
         only = None if plan.datacenters is None else ",".join(sorted(plan.datacenters))
         spawn = plan.runs_datacenters and not leased  # by lease: once this node holds one
         made.append(await Orchestrator.start(system, services, only, spawn=spawn))
+        if plan.api:  # volumes are not routed: the pools run where the API takes their calls
+            made[0].storage = await start_storage(system, services, settings)
         if plan.runs_datacenters and settings.network.dhcp:  # a dnsmasq per network of its DCs
             dhcp = options_of(settings.network, settings.node.data_dir)
             system.spawn(DhcpServers, services.store, services.events, dhcp, only, name="dhcp")
@@ -242,6 +245,24 @@ async def _finished_tasks(services: Services) -> AsyncIterator[None]:
         yield
     finally:
         await finished.stop()
+
+
+async def start_storage(
+    system: ActorSystem, services: Services, settings: Settings
+) -> StorageService:
+    """The storage pools of ``[storage]`` (of this node's datacenter when its capabilities
+    name one), or the demo datacenter's simulated pool when none is configured."""
+    from actors.storage import StorageService, demo_pool
+
+    pools = list(settings.storage.pools)
+    if not pools and settings.demo.enabled:
+        demo = demo_pool(settings.storage, settings.demo.datacenter.split(",")[0].strip())
+        pools = [demo] if demo is not None else []
+    mine = settings.node.capabilities.get("datacenter")
+    pools = [p for p in pools if mine is None or p.datacenter == mine]
+    return await StorageService.start(
+        system, services, settings.storage, pools, settings.node.data_dir
+    )
 
 
 @contextlib.asynccontextmanager

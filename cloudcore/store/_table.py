@@ -32,6 +32,7 @@ from cloudcore.store.records import (
     Tenant,
     User,
     Volume,
+    VolumeSnapshot,
 )
 
 __all__ = ["Table", "decode_cursor", "encode_cursor", "table_of", "validate"]
@@ -281,8 +282,14 @@ _TABLES: dict[type[Any], Table[Any]] = {
         Table(
             Volume,
             "volumes",
-            filters=("tenant_id", "datacenter_id", "vm_id", "state"),
+            filters=("tenant_id", "datacenter_id", "vm_id", "state", "pool_id"),
             refs=(_TENANT, _DATACENTER),
+        ),
+        Table(
+            VolumeSnapshot,
+            "volume_snapshots",
+            filters=("tenant_id", "volume_id", "state"),
+            refs=(_TENANT, ("volume_id", "volumes", "volume")),
         ),
         Table(
             Network,
@@ -295,7 +302,7 @@ _TABLES: dict[type[Any], Table[Any]] = {
             Template,
             "templates",
             json=frozenset({"formats"}),
-            filters=("tenant_id", "datacenter_id", "checksum"),
+            filters=("tenant_id", "datacenter_id", "checksum", "state"),
             refs=(_TENANT, _DATACENTER),
         ),
         Table(

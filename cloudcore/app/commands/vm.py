@@ -35,6 +35,8 @@ _FIELDS: list[Column] = [
     ("DESIRED", "desired_state"),
     ("DISK_GIB", "spec.disk_gib"),
     ("TASK", "task_id"),
+    ("HA", "spec.ha"),
+    ("HA_PRIORITY", "spec.ha_priority"),
     ("FAULT", "fault"),
     ("ADDRESSES", "addresses"),
     ("CREATED", "created_at"),
@@ -80,6 +82,8 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--disk", type=int, default=0, metavar="GIB")
     create.add_argument("--template")
     create.add_argument("--tenant", help="create it for this tenant (admins, operators)")
+    create.add_argument("--ha", action="store_true", help="restart it elsewhere if its host fails")
+    create.add_argument("--ha-priority", type=int, default=0, help="higher restarts first")
     create.add_argument("--no-start", action="store_true", help="define it but do not start it")
     create.add_argument(
         "--nic",
@@ -114,6 +118,14 @@ def add_parser(sub: Any) -> None:
     migrate = action("migrate", "move a VM to another host", _migrate)
     migrate.add_argument("id")
     migrate.add_argument("--host", help="the target host (default: the scheduler picks)")
+    migrate.add_argument(
+        "--deadline", type=float, metavar="S", help="abort it after S seconds (default: config)"
+    )
+
+    ha = action("ha", "restart a VM elsewhere if its host fails (or not)", _ha, wait=False)
+    ha.add_argument("id")
+    ha.add_argument("state", choices=("on", "off"))
+    ha.add_argument("--priority", type=int, default=0, help="higher restarts first (0-1000)")
 
     action("delete", "delete a VM", _delete).add_argument("id")
 
@@ -158,7 +170,16 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
         body["tenant_id"] = args.tenant
     if args.nic:
         body["nics"] = [await nic_body(client, nic) for nic in args.nic]
+    if args.ha:
+        body |= {"ha": True, "ha_priority": args.ha_priority}
     return await accepted(client, await client.call("POST", "/vms", body=body), args)
+
+
+async def _ha(client: Client, args: argparse.Namespace) -> int:
+    body = {"ha": args.state == "on", "priority": args.priority}
+    vm = await client.call("POST", f"/vms/{quote(args.id, safe='')}/ha", body=body)
+    show_one(vm, args.output, _FIELDS)
+    return 0
 
 
 async def _act(
@@ -193,7 +214,8 @@ async def _snapshot(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _migrate(client: Client, args: argparse.Namespace) -> int:
-    return await _act(client, args, "migrate", {} if args.host is None else {"host_id": args.host})
+    body = {k: v for k, v in (("host_id", args.host), ("deadline", args.deadline)) if v is not None}
+    return await _act(client, args, "migrate", body)
 
 
 async def _delete(client: Client, args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from cloudcore.app.gateway.auth import Principal, tenant_filter
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.lookup import referenced, visible
 from cloudcore.app.gateway.schemas import (
+    HABody,
     MigrateBody,
     RebootBody,
     ReconfigureBody,
@@ -33,8 +34,17 @@ from cloudcore.app.gateway.schemas import (
     VMQuery,
 )
 from cloudcore.app.gateway.tasks import accepted
-from cloudcore.errors import InvalidRecord
-from cloudcore.store.records import VM, Datacenter, NicRequest, Page, Template, Tenant, VMSpec
+from cloudcore.errors import Conflict, InvalidRecord
+from cloudcore.store.records import (
+    VM,
+    Datacenter,
+    NicRequest,
+    Page,
+    Template,
+    Tenant,
+    VMSpec,
+    Volume,
+)
 
 __all__ = ["api"]
 
@@ -78,6 +88,7 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         template = await referenced(store, Template, body.template_id, "template_id", "template")
         if template.tenant_id not in (None, tenant_id):  # another tenant's: as if none
             raise InvalidRecord(f"template_id: no template {body.template_id!r}")
+        _check_template_minima(body, template)
     _check_maxima(body)
     spec = VMSpec(
         cpus=body.cpus,
@@ -88,6 +99,8 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         nics=tuple(NicRequest(network_id=n.network_id, address=n.address) for n in body.nics),
         max_cpus=body.max_cpus,
         max_memory_mib=body.max_memory_mib,
+        ha=body.ha,
+        ha_priority=body.ha_priority,
     )
     task = await req.gateway.orchestrator.deploy(
         tenant_id=tenant_id,
@@ -99,6 +112,19 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         mac_prefix=req.gateway.settings.network.mac_prefix,
     )
     return await accepted(req, task)
+
+
+def _check_template_minima(body: VMCreate, template: Template) -> None:
+    """A VM made from a template has at least the CPUs and memory the template asks for."""
+    if body.cpus < template.min_cpus:
+        raise InvalidRecord(
+            f"cpus: template {template.id} needs at least {template.min_cpus}, got {body.cpus}"
+        )
+    if body.memory_mib < template.min_memory_mib:
+        raise InvalidRecord(
+            f"memory_mib: template {template.id} needs at least {template.min_memory_mib} MiB, "
+            f"got {body.memory_mib}"
+        )
 
 
 def _check_maxima(body: VMCreate) -> None:
@@ -184,10 +210,30 @@ async def snapshot_vm(req: ApiRequest[SnapshotBody, None]) -> Reply:
 
 @api.post("/vms/{vm_id}/migrate", body=MigrateBody, summary="Move a VM to another host", **_ACTION)
 async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
-    return await _operate(req, MigrateParams(host_id=req.body.host_id))
+    return await _operate(req, MigrateParams(host_id=req.body.host_id, deadline=req.body.deadline))
+
+
+@api.post(
+    "/vms/{vm_id}/ha",
+    body=HABody,
+    reply=VM,
+    summary="Set whether a VM is restarted elsewhere when its host fails",
+    errors=(403, 404, 409),
+)
+async def set_ha(req: ApiRequest[HABody, None]) -> VM:
+    """Changes ``spec.ha`` and ``spec.ha_priority`` at once (no task); 409 while an
+    operation runs on the VM."""
+    vm = await visible_vm(req)
+    return await req.gateway.orchestrator.set_ha(vm.id, req.body.ha, req.body.priority)
 
 
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
 async def delete_vm(req: ApiRequest[None, None]) -> Reply:
-    """Destroys the VM on its host, releases its capacity and quota; 202 and the task."""
+    """Destroys the VM on its host, releases its capacity and quota; 202 and the task. 409
+    while volumes are attached to it: detach them first."""
+    vm = await visible_vm(req)
+    attached = await req.gateway.store.list(Volume, where={"vm_id": vm.id}, limit=20)
+    held = [v.id for v in attached.items if v.state != "DELETED"]
+    if held:
+        raise Conflict(f"VM {vm.id} has volumes attached ({', '.join(held)}): detach them first")
     return await _operate(req, DeleteParams())
