@@ -67,6 +67,10 @@ class TaskWaiters:
                 if not waiting:
                     del self._waiting[task_id]
 
+    def waiting(self, task_id: str) -> bool:
+        """Whether someone in this process waits for the task."""
+        return task_id in self._waiting
+
     def resolve(self, task: Task) -> None:
         for future in self._waiting.pop(task.id, []):
             if not future.done():
