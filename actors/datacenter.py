@@ -29,7 +29,7 @@ from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm_events import state_changed
 from actors.watchdog import Resume, undriven
-from cloudcore.errors import NotFound, VersionConflict, describe
+from cloudcore.errors import CloudcoreError, NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState, VMState
@@ -61,7 +61,11 @@ class WatchTasks(Message, frozen=True, kw_only=True):
     with the ids of the tasks it acted on."""
 
 
-DatacenterMessage = Deploy | AddHost | Maintain | PollTasks | WatchTasks
+class _Load(Message, frozen=True, kw_only=True):
+    """Load the hosts and resume the tasks found RUNNING (again, after the store failed)."""
+
+
+DatacenterMessage = Deploy | AddHost | Maintain | PollTasks | WatchTasks | _Load
 
 
 class DatacenterActor(Actor[DatacenterMessage]):
@@ -74,9 +78,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.scheduler: ActorRef[SchedulerMessage] | None = None
 
     async def started(self) -> None:
-        store = self.services.store
         self.scheduler = self.context.spawn(
-            SchedulerActor, store, self.datacenter.id, name="scheduler"
+            SchedulerActor, self.services.store, self.datacenter.id, name="scheduler"
         )
         self.context.spawn(
             HAActor,
@@ -86,18 +89,33 @@ class DatacenterActor(Actor[DatacenterMessage]):
             self.context.self_ref.tell,
             name="ha",
         )
-        async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
-            self._manage(host)
-        async for task in all_records(store, Task, {"state": TaskState.RUNNING}):
-            if task.kind == DEPLOY and await self._ours(task):
-                _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
-                self._run(task)
-            elif task.kind == MAINTENANCE and self.context.child(host_of(task)) is not None:
-                _log.info("maintenance.resumed", task_id=task.id, subject=task.subject)
-                self._maintain(task)
+        # The timers first: if the store fails while loading, polling and the watchdog still run
+        # (a failed ``started`` is resumed, and what follows the failure never ran).
         self.context.schedule_periodic("poll", self.poll_interval, PollTasks())
         watch = self.services.settings.watchdog_interval
         self.context.schedule_periodic("watchdog", watch, WatchTasks())
+        await self._load()
+
+    async def _load(self) -> None:
+        """Manage the hosts in the store and resume the deploys found RUNNING (a crash
+        interrupted them); if the store fails, try again a second later."""
+        store = self.services.store
+        try:
+            async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
+                self._manage(host)
+            running = [t async for t in all_records(store, Task, {"state": TaskState.RUNNING})]
+            for task in await self._owned([t for t in running if t.kind == DEPLOY]):
+                _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
+                self._run(task)
+            for task in running:
+                if task.kind == MAINTENANCE and self.context.child(host_of(task)) is not None:
+                    _log.info("maintenance.resumed", task_id=task.id, subject=task.subject)
+                    self._maintain(task)
+        except CloudcoreError as exc:
+            _log.warning(
+                "datacenter.load_failed", datacenter_id=self.datacenter.id, error=describe(exc)
+            )
+            self.context.schedule_once("load", 1.0, _Load())
 
     async def receive(self, message: DatacenterMessage) -> Any:
         match message:
@@ -111,13 +129,13 @@ class DatacenterActor(Actor[DatacenterMessage]):
             case Maintain(task=task):
                 self._maintain(task)
             case PollTasks():
-                async for task in all_records(
-                    self.services.store, Task, {"state": TaskState.PENDING}
-                ):
-                    if task.kind == DEPLOY and await self._ours(task):
-                        await self._claim(task)
+                pending = all_records(self.services.store, Task, {"state": TaskState.PENDING})
+                for task in await self._owned([t async for t in pending if t.kind == DEPLOY]):
+                    await self._claim(task)
             case WatchTasks():
                 return await self._watch()
+            case _Load():
+                await self._load()
             case _:
                 assert_never(message)
         return None
@@ -165,9 +183,9 @@ class DatacenterActor(Actor[DatacenterMessage]):
     async def _watch(self) -> list[str]:
         store, grace = self.services.store, self.services.settings.watchdog_interval
         acted = []
-        async for task in undriven(store, self.services.runners, grace):
-            if not await self._ours(task):
-                continue
+        for task in await self._owned(
+            [t async for t in undriven(store, self.services.runners, grace)]
+        ):
             _log.warning("task.undriven", task_id=task.id, kind=task.kind, subject=task.subject)
             acted.append(task.id)
             try:
@@ -200,6 +218,15 @@ class DatacenterActor(Actor[DatacenterMessage]):
         await Journal(self.services.store, task, self.services.waiters).finish(
             TaskState.FAILED, fault
         )
+
+    async def _owned(self, tasks: list[Task]) -> list[Task]:
+        """Those of ``tasks`` whose VM is in this datacenter: a read each for one or two, else
+        one walk of the datacenter's VMs (after a restart, hundreds of deploys are resumed)."""
+        if len(tasks) <= 2:
+            return [task for task in tasks if await self._ours(task)]
+        where = {"datacenter_id": self.datacenter.id}
+        ids = {vm.id async for vm in all_records(self.services.store, VM, where)}
+        return [task for task in tasks if task.subject.removeprefix("vm/") in ids]
 
     async def _ours(self, task: Task) -> bool:
         try:

@@ -133,7 +133,12 @@ class DeployRunner(Actor[DeployMessage]):
         self.sent += 1
         self.waiting = self.sent
         vm_ref.tell(
-            Provision(task=self.journal.task, start=self.start, reply_to=self.context.self_ref)
+            Provision(
+                task=self.journal.task,
+                start=self.start,
+                reply_to=self.context.self_ref,
+                steps_done=self.journal.known_steps_done,
+            )
         )
         self.context.schedule_once(
             f"overdue-{self.sent}", self._provision_deadline(), _Overdue(sent=self.sent)
@@ -157,7 +162,7 @@ class DeployRunner(Actor[DeployMessage]):
             )
         # The scheduler answers in turn: under a burst its mailbox is long, so the ask waits as
         # long as the step may, not the runtime's default ask timeout.
-        place = PlaceVM(vm_id=vm.id, expected_version=vm.version)
+        place = PlaceVM(vm_id=vm.id, expected_version=vm.version, vm=vm)
         try:
             placed: VM = await self.journal.step(
                 "schedule",

@@ -67,6 +67,7 @@ class DhcpServers(Actor[DhcpServersMessage]):
         options: DhcpOptions,
         datacenter: str | None = None,
     ) -> None:
+        # ``datacenter``: the networks of these datacenters (comma-separated) only; None: all.
         self.store = store
         self.events = events
         self.options = options
@@ -109,7 +110,7 @@ class DhcpServers(Actor[DhcpServersMessage]):
     def _serve(self, network: Network) -> None:
         if not network.bridge or self.context.child(network.id) is not None:
             return
-        if self.datacenter is not None and network.datacenter_id != self.datacenter:
+        if self.datacenter is not None and network.datacenter_id not in self.datacenter.split(","):
             return
         self.context.spawn(NetworkActor, self.store, network, self.options, name=network.id)
 

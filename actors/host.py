@@ -154,10 +154,10 @@ class HostActor(Actor[HostMessage]):
             case GetCapabilities():
                 self._require_connected()
                 return sorted(c.value for c in self.driver.capabilities)
-            case GetConsole(vm_id=vm_id):
+            case GetConsole(vm_id=vm_id, kind=kind):
                 if not self.connected:
                     raise BackendUnavailable(f"host {self.host.id} is not connected")
-                return await self.driver.console(vm_id)
+                return await self.driver.console(vm_id, kind)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import msgspec
+
 from cloudcore.errors import CloudcoreError, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
@@ -65,6 +67,10 @@ class TaskWaiters:
                 if not waiting:
                     del self._waiting[task_id]
 
+    def waiting(self, task_id: str) -> bool:
+        """Whether someone in this process waits for the task."""
+        return task_id in self._waiting
+
     def resolve(self, task: Task) -> None:
         for future in self._waiting.pop(task.id, []):
             if not future.done():
@@ -79,11 +85,20 @@ FINAL = frozenset(
 class Journal:
     """The journal of one task. Not shared between coroutines."""
 
-    def __init__(self, store: Store, task: Task, waiters: TaskWaiters | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        task: Task,
+        waiters: TaskWaiters | None = None,
+        *,
+        steps_done: int | None = None,
+    ) -> None:
+        """``steps_done``: how many of the task's steps are DONE, if the caller knows (else
+        counted from the store at the first step, unless the task has none yet)."""
         self._store = store
         self.task = task
         self._waiters = waiters
-        self._steps_done: int | None = None  # counted from the store at the first step
+        self._steps_done = 0 if steps_done is None and task.step_count == 0 else steps_done
         self._running: tuple[int, str, dict[str, Any]] | None = None  # seq, name, data
 
     @classmethod
@@ -127,8 +142,11 @@ class Journal:
         and runs once. Raises StepTimeout past the deadline, or what ``action`` raised last.
         """
         due = datetime.now(UTC) + timedelta(seconds=deadline)
-        step = await self._store.append_step(self.task.id, name, deadline=due, data=data)
-        await self._record_step(step.seq, name, StepState.RUNNING)
+        running = self._step_event(None, name, StepState.RUNNING, None, await self.steps_done())
+        step = await self._store.append_step(
+            self.task.id, name, deadline=due, data=data, state=StepState.RUNNING, events=[running]
+        )
+        self.task = msgspec.structs.replace(self.task, step_count=step.seq)
         self._running = (step.seq, name, dict(data or {}))
         scope = asyncio.timeout(deadline)
         try:
@@ -174,26 +192,40 @@ class Journal:
             self.task.id, seq, state=StepState.RUNNING, data={**data, **progress}, events=[event]
         )
 
+    @property
+    def known_steps_done(self) -> int | None:
+        """How many steps are DONE, if known without reading the store."""
+        return self._steps_done
+
+    async def steps_done(self) -> int:
+        """How many of the task's steps are DONE (read from the store once, for a resumed
+        task whose journal was not told)."""
+        if self._steps_done is None:
+            steps = await self._store.list_steps(self.task.id)
+            self._steps_done = sum(1 for s in steps if s.state is StepState.DONE)
+        return self._steps_done
+
     async def _record_step(
         self, seq: int, name: str, state: StepState, error: str | None = None
     ) -> None:
         """Write the step's state with its ``task.step`` event, in one transaction."""
-        if self._steps_done is None:  # a resumed task has steps done before this journal
-            steps = await self._store.list_steps(self.task.id)
-            self._steps_done = sum(1 for s in steps if s.state is StepState.DONE)
-        done = self._steps_done + (state is StepState.DONE)
-        event = self._event(
-            "task.step",
-            {
-                "seq": seq,
-                "step": name,
-                "state": str(state),
-                "error": error,
-                "progress": _fraction(done, len(planned_steps(self.task))),
-            },
-        )
+        done = await self.steps_done() + (state is StepState.DONE)
+        event = self._step_event(seq, name, state, error, done)
         await self._store.update_step(self.task.id, seq, state=state, error=error, events=[event])
         self._steps_done = done
+
+    def _step_event(
+        self, seq: int | None, name: str, state: StepState, error: str | None, done: int
+    ) -> OutboxEvent:
+        """The ``task.step`` event; ``seq`` None: the store numbers it (a new step)."""
+        data: dict[str, Any] = {} if seq is None else {"seq": seq}
+        data.update(
+            step=name,
+            state=str(state),
+            error=error,
+            progress=_fraction(done, len(planned_steps(self.task))),
+        )
+        return self._event("task.step", data)
 
     def _event(self, type: str, data: dict[str, Any]) -> OutboxEvent:
         task = self.task

@@ -48,7 +48,8 @@ _log = get_logger("actors.maintenance")
 MAINTENANCE = "host.maintenance"
 _MOVABLE = frozenset({VMState.RUNNING, VMState.STOPPED})
 #: Tries of one VM's migration in a drain; reasons that another try cannot change.
-_ATTEMPTS = 3
+_ATTEMPTS = 4
+_RETRY_DELAY = 0.5  # seconds before the second try, doubled for each further one
 _FINAL_REASONS = ("it is ", "maintenance cancelled")
 
 
@@ -165,7 +166,9 @@ class MaintenanceRunner(Actor[_Stop]):
         chosen went into maintenance or filled up between the choice and the hold); None once
         it is off the host, else why it stays."""
         reason: str | None = None
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
+            if attempt:  # let the race settle: the scheduler learns of the target's new state
+                await asyncio.sleep(_RETRY_DELAY * 2 ** (attempt - 1))
             reason = await self._move_once(vm)
             if reason is None or reason.startswith(_FINAL_REASONS):
                 return reason

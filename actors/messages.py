@@ -11,7 +11,7 @@ from actors.lifecycle import Operation
 from actors.operations import OperationParams
 from cloudcore.runtime import ActorRef, Message
 from cloudcore.store.records import VM, PowerState, Task, VMSpec, VMState
-from hypervisor_drivers.types import DiskSpec, GuestPower
+from hypervisor_drivers.types import ConsoleKind, DiskSpec, GuestPower
 
 __all__ = [
     "AbortTask",
@@ -55,6 +55,7 @@ class Provision(Message, frozen=True, kw_only=True):
     task: Task
     start: bool
     reply_to: ActorRef[OperationFinished] | None = None
+    steps_done: int | None = None  # of ``task``, if the sender knows: spares a read
 
 
 class OperationFinished(Message, frozen=True, kw_only=True):
@@ -189,11 +190,12 @@ class GetCapabilities(Message, frozen=True, kw_only=True):
 
 
 class GetConsole(Message, frozen=True, kw_only=True):
-    """Host: where the graphical console of its VM ``vm_id`` listens now (a
-    ``ConsoleEndpoint``). BackendUnavailable while the host is not connected; the driver's
-    UnsupportedOperation or IllegalTransition when the VM has no console now."""
+    """Host: where the ``kind`` console of its VM ``vm_id`` is now (a ``ConsoleEndpoint``).
+    BackendUnavailable while the host is not connected; the driver's UnsupportedOperation or
+    IllegalTransition when the VM has no such console now."""
 
     vm_id: str
+    kind: ConsoleKind = ConsoleKind.VNC
 
 
 class Sweep(Message, frozen=True, kw_only=True):

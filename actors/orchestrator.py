@@ -14,7 +14,9 @@ and is what the HTTP gateway, the CLI and embedding programs call.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -41,11 +43,28 @@ from actors.messages import (
 from actors.operations import MigrateParams, OperationParams, decode_params
 from actors.paging import all_records
 from actors.quotas import vm_usage
+from actors.routing import (
+    PortMessage,
+    RoutedAddHost,
+    RoutedAdminState,
+    RoutedDeploy,
+    RoutedOperate,
+    RoutedRecover,
+    RoutedReply,
+    RoutedSweep,
+    Routes,
+)
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMMessage
-from cloudcore.errors import CloudcoreError, Conflict, IllegalTransition, NotFound
+from cloudcore.errors import (
+    CloudcoreError,
+    Conflict,
+    DatacenterUnavailable,
+    IllegalTransition,
+    NotFound,
+)
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.store import Store
@@ -60,7 +79,7 @@ from cloudcore.store.records import (
     VMState,
     new_id,
 )
-from hypervisor_drivers.types import ConsoleEndpoint
+from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
 
 if TYPE_CHECKING:
     from actors.storage import StorageService
@@ -91,38 +110,107 @@ class Orchestrator:
         #: The storage pools and volumes this node runs (None: none started).
         self.storage: StorageService | None = None
         self._balanced: dict[str, float] = {}  # VM id: when a balance last moved it
+        self._started_dcs: set[str] = set()
+        #: Takes a new datacenter's lease (set when the node runs datacenters by lease).
+        self.claim: Callable[[str], Awaitable[bool]] | None = None
+        #: Where datacenters that run on other nodes are (set on a node of a cluster): their
+        #: operations are routed there. None: only this node's datacenters are operated.
+        self.routes: Routes | None = None
+
+    async def _port(self, datacenter_id: str) -> ActorRef[PortMessage] | None:
+        """The port of the node that runs ``datacenter_id`` if that is another one (None:
+        here, or no routes); DatacenterUnavailable if its owner is down."""
+        if self.routes is None or self.runs(datacenter_id):
+            return None
+        return await self.routes.port(datacenter_id)
 
     @classmethod
     async def start(
-        cls, system: ActorSystem, services: Services, datacenter: str | None = None
+        cls,
+        system: ActorSystem,
+        services: Services,
+        datacenter: str | None = None,
+        *,
+        spawn: bool = True,
     ) -> Orchestrator:
-        """Run the actors of every datacenter in the store, or of ``datacenter`` alone: a node
-        whose capabilities name a datacenter serves that one (the remote-service node next to
-        its hypervisors). Deploys submitted on any node reach it through the store's tasks."""
+        """Run the actors of every datacenter in the store, or of those ``datacenter`` names
+        (comma-separated): a node whose capabilities name datacenters serves those (the
+        remote-service node next to its hypervisors). Deploys submitted on any node reach it
+        through the store's tasks.
+
+        ``spawn=False``: none yet; the node's leases (:mod:`actors.ownership`) start each with
+        :meth:`run_datacenter` once this node holds it, and set :attr:`claim`."""
         orchestrator = cls(system, services)
         orchestrator._root = system.spawn(_Group, name="dc")
-        async for dc in all_records(services.store, Datacenter):
-            if datacenter is None or dc.id == datacenter:
-                orchestrator._spawn_datacenter(dc)
+        if spawn:
+            async for dc in all_records(services.store, Datacenter):
+                if datacenter is None or dc.id in datacenter.split(","):
+                    orchestrator._spawn_datacenter(dc)
         return orchestrator
 
     def _spawn_datacenter(self, dc: Datacenter) -> ActorRef[DatacenterMessage]:
         assert self._root is not None
+        self._started_dcs.add(dc.id)
         return self.system.spawn_under(
             self._root.path, DatacenterActor, self.services, dc, name=dc.id
         )
+
+    def running(self) -> list[str]:
+        """The datacenters whose actors run on this node now, by id."""
+        return sorted(dc for dc in self._started_dcs if self.runs(dc))
+
+    def runs(self, datacenter_id: str) -> bool:
+        """Whether this node runs the datacenter's actors now."""
+        try:
+            self.datacenter(datacenter_id)
+        except NotFound:
+            return False
+        return True
+
+    async def run_datacenter(self, datacenter_id: str) -> None:
+        """Start the actors of a datacenter of the store (this node now owns it)."""
+        if not self.runs(datacenter_id):
+            self._spawn_datacenter(await self.store.get(Datacenter, datacenter_id))
+
+    async def drop_datacenter(self, datacenter_id: str, timeout: float = 10.0) -> None:
+        """Stop the actors of a datacenter (this node no longer owns it). Their tasks stay
+        RUNNING in the store, for the next owner's watchdog to resume or settle."""
+        try:
+            ref = self.datacenter(datacenter_id)
+        except NotFound:
+            return
+        ref.stop()
+        try:
+            async with asyncio.timeout(timeout):
+                await ref.stopped()
+        except TimeoutError:
+            _log.error("datacenter.stop_slow", datacenter=datacenter_id, seconds=timeout)
 
     def datacenter(self, datacenter_id: str) -> ActorRef[DatacenterMessage]:
         """The actor of a datacenter run on this node; NotFound if it runs elsewhere."""
         ref: ActorRef[DatacenterMessage] = self.system.lookup(f"/user/dc/{datacenter_id}")
         return ref
 
-    async def add_datacenter(self, dc: Datacenter) -> ActorRef[DatacenterMessage]:
-        """Start managing a datacenter that is in the store."""
-        return self._spawn_datacenter(dc)
+    async def add_datacenter(self, dc: Datacenter) -> None:
+        """Start managing a datacenter that is in the store: here, or (with leases) on the
+        node that takes its lease."""
+        if self.claim is not None:
+            await self.claim(dc.id)
+        elif not self.runs(dc.id):
+            self._spawn_datacenter(dc)
 
-    async def add_host(self, host: Host) -> ActorRef[HostMessage]:
-        """Start managing a host that is in the store."""
+    async def add_host(self, host: Host) -> ActorRef[HostMessage] | None:
+        """Start managing a host that is in the store: its actor's ref, or None if its
+        datacenter runs on another node (told there; if that node is down, it manages the host
+        from its next start)."""
+        try:
+            port = await self._port(host.datacenter_id)
+        except DatacenterUnavailable as exc:
+            _log.warning("host.registered_unowned", host_id=host.id, error=str(exc))
+            return None
+        if port is not None:
+            await port.ask(RoutedAddHost(datacenter_id=host.datacenter_id, host_id=host.id))
+            return None
         ref: ActorRef[HostMessage] = await self.datacenter(host.datacenter_id).ask(
             AddHost(host=host)
         )
@@ -131,7 +219,18 @@ class Orchestrator:
     async def set_admin_state(self, host_id: str, operation: HostOperation) -> Host:
         """Enable or disable a host, or cancel its maintenance: the scheduler stops or resumes
         placing VMs on it at once. VMs already there stay. IllegalTransition naming what is
-        allowed when its admin state does not permit it (maintenance: :meth:`maintain`)."""
+        allowed when its admin state does not permit it (maintenance: :meth:`maintain`).
+        Routed to the node that runs the host's datacenter if that is another one."""
+        stored = await self.store.get(Host, host_id)
+        port = await self._port(stored.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedAdminState(
+                    datacenter_id=stored.datacenter_id, host_id=host_id, operation=operation
+                )
+            )
+            assert reply.host is not None
+            return reply.host
         host = await change_admin_state(self.store, host_id, operation)
         self._tell_scheduler(host)
         return host
@@ -184,13 +283,15 @@ class Orchestrator:
         the task at once; ``wait`` for it, or watch the VM's events. ``claim``: the
         Idempotency-Key the create was asked under; ``mac_prefix``: of its NICs' MACs (see
         :meth:`Store.create_vm`)."""
-        # Written RUNNING when this node runs the datacenter: a crash before it starts is
-        # resumed like any deploy in flight. Otherwise PENDING, for the node that runs it.
+        # Written RUNNING when this node, or the owner it is routed to, runs the datacenter: a
+        # crash or a lost message before it starts is resumed like any deploy in flight (by the
+        # owner's watchdog). Otherwise PENDING, for the node that runs it to claim.
         try:
             datacenter: ActorRef[DatacenterMessage] | None = self.datacenter(datacenter_id)
         except NotFound:
             await self.store.get(Datacenter, datacenter_id)  # NotFound names a wrong id
             datacenter = None
+        port = await self._port(datacenter_id)  # refused before anything is written
         vm, task = await _write_deploy(
             self.store,
             tenant_id=tenant_id,
@@ -198,12 +299,14 @@ class Orchestrator:
             name=name,
             spec=spec,
             start=start,
-            state=TaskState.PENDING if datacenter is None else TaskState.RUNNING,
+            state=TaskState.PENDING if datacenter is None and port is None else TaskState.RUNNING,
             claim=claim,
             mac_prefix=mac_prefix,
         )
         if datacenter is not None:
             datacenter.tell(Deploy(task=task, vm=vm))
+        elif port is not None:
+            port.tell(RoutedDeploy(datacenter_id=datacenter_id, task=task, vm=vm))
         return task
 
     @staticmethod
@@ -238,6 +341,15 @@ class Orchestrator:
         vm = await self.store.get(VM, vm_id)
         if vm.host_id is None:
             return await self._operate_unplaced(vm, operation)
+        port = await self._port(vm.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedOperate(
+                    datacenter_id=vm.datacenter_id, vm_id=vm_id, operation=operation, params=params
+                )
+            )
+            assert reply.task is not None
+            return reply.task
         task: Task = await self._vm_ref(vm).ask(
             RequestOperation(operation=operation, params=params)
         )
@@ -326,6 +438,12 @@ class Orchestrator:
         task that does is returned), ``succeed`` and ``fail`` settle it (None), ``delete``
         deletes it (the delete task). IllegalTransition if the VM is not in ERROR."""
         vm = await self.store.get(VM, vm_id)
+        port = await self._port(vm.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedRecover(datacenter_id=vm.datacenter_id, vm_id=vm_id, verb=verb)
+            )
+            return reply.task
         if vm.state is not VMState.ERROR:
             raise IllegalTransition(f"recover applies to a VM in ERROR; VM {vm_id} is {vm.state}")
         if verb is RecoverVerb.DELETE:
@@ -385,8 +503,8 @@ class Orchestrator:
     async def get_vm(self, vm_id: str) -> VM:
         return await self.store.get(VM, vm_id)
 
-    async def console(self, vm: VM) -> ConsoleEndpoint:
-        """Where ``vm``'s graphical console listens, asked of its host's actor (on the node
+    async def console(self, vm: VM, kind: ConsoleKind = ConsoleKind.VNC) -> ConsoleEndpoint:
+        """Where ``vm``'s ``kind`` console is, asked of its host's actor (on the node
         that runs the host). IllegalTransition unless the VM runs; UnsupportedOperation when
         its host's driver has no consoles; NotFound when the host is not managed here."""
         if vm.host_id is None or vm.state not in _CONSOLE_STATES:
@@ -397,11 +515,18 @@ class Orchestrator:
             ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
         except NotFound:
             raise NotFound(f"host {vm.host_id} is not managed on this node") from None
-        endpoint: ConsoleEndpoint = await ref.ask(GetConsole(vm_id=vm.id))
+        endpoint: ConsoleEndpoint = await ref.ask(GetConsole(vm_id=vm.id, kind=kind))
         return endpoint
 
     async def sweep(self, datacenter_id: str, host_id: str) -> SweepReport:
         """Compare a host's hypervisor with the store now."""
+        port = await self._port(datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedSweep(datacenter_id=datacenter_id, host_id=host_id), timeout=60
+            )
+            assert reply.report is not None
+            return reply.report
         try:
             ref = self.system.lookup(f"/user/dc/{datacenter_id}/{host_id}")
         except NotFound:

@@ -70,9 +70,8 @@ async def update_host(
 async def bootstrap_demo(store: Store, settings: Settings) -> bool:
     """On an empty store, create the demo tenant and a datacenter of simulated libvirt hosts
     (the test driver, one host file each under the data directory). False if the store already
-    holds a datacenter."""
-    from hypervisor_drivers.libvirt import write_simulated_host
-
+    holds a datacenter. ``demo.datacenter`` may name several, comma-separated: each gets
+    ``demo.hosts`` hosts."""
     demo = settings.demo
     if (await store.list(Datacenter, limit=1)).items:
         return False
@@ -80,7 +79,16 @@ async def bootstrap_demo(store: Store, settings: Settings) -> bool:
         await store.get(Tenant, demo.tenant)
     except NotFound:
         await store.create(Tenant(id=demo.tenant, name=demo.tenant))
-    dc = await store.create(Datacenter(id=demo.datacenter, name=demo.datacenter))
+    for dc_id in (part.strip() for part in demo.datacenter.split(",") if part.strip()):
+        await _demo_datacenter(store, settings, dc_id)
+    return True
+
+
+async def _demo_datacenter(store: Store, settings: Settings, dc_id: str) -> None:
+    from hypervisor_drivers.libvirt import write_simulated_host
+
+    demo = settings.demo
+    dc = await store.create(Datacenter(id=dc_id, name=dc_id))
     folder = Path(settings.node.data_dir) / "hosts"
     for n in range(1, demo.hosts + 1):
         host_id = f"{dc.id}-h{n}"
@@ -99,4 +107,3 @@ async def bootstrap_demo(store: Store, settings: Settings) -> bool:
             )
         )
     _log.info("demo.created", datacenter=dc.id, hosts=demo.hosts, tenant=demo.tenant)
-    return True

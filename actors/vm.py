@@ -189,7 +189,8 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
                 if self.working:  # the deploy's runner asks again: the work under way reports
                     return None
                 self._begin(message.task.id)
-                journal = Journal(self.services.store, message.task, self.services.waiters)
+                s = self.services
+                journal = Journal(s.store, message.task, s.waiters, steps_done=message.steps_done)
                 resuming = self.vm.state is not VMState.PLACED
                 self.work = asyncio.create_task(self._provision(journal, message, resuming))
                 return None

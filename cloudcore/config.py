@@ -50,10 +50,23 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
+#: What a node runs (see cloudcore.app.profiles): everything, the API and the cluster-wide
+#: services, or the datacenters its capabilities name.
+Profile = Literal["monolithic", "server", "remote-services"]
+PROFILES: tuple[Profile, ...] = ("monolithic", "server", "remote-services")
+
+
 class NodeSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     id: str = "node-1"
     data_dir: str = "var"
     capabilities: dict[str, str] = msgspec.field(default_factory=dict)
+    profile: str = "monolithic"
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(
+                f"node.profile must be one of {', '.join(PROFILES)}, got {self.profile!r}"
+            )
 
 
 class LogSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -154,16 +167,20 @@ class TransportSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class ClusterSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Membership: heartbeats and failure detection (see cloudcore.cluster)."""
+    """Membership: heartbeats and failure detection (see cloudcore.cluster); the lease by which
+    one node at a time runs a datacenter (see actors.ownership)."""
 
     heartbeat_interval: float = 1.0
     node_timeout: float = 5.0
+    lease_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0:
             raise ValueError("cluster.heartbeat_interval must be > 0")
         if self.node_timeout <= self.heartbeat_interval:
             raise ValueError("cluster.node_timeout must be > cluster.heartbeat_interval")
+        if self.lease_seconds < 1:
+            raise ValueError("cluster.lease_seconds must be >= 1")
 
 
 class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -38,7 +38,8 @@ id at the gateway, a restart in an actor. Code that means "the caller's input is
     │   └── RemoteError                      a remote actor raised an error this node cannot rebuild
     ├── UnsupportedOperation (NotImplementedError)  a driver lacks the capability
     ├── BackendUnavailable (ConnectionError)  retryable: database, broker, event bus, hypervisor
-    │   └── TransportUnavailable   retryable the cluster transport lost its broker connection
+    │   ├── TransportUnavailable   retryable the cluster transport lost its broker connection
+    │   └── DatacenterUnavailable  retryable the node that runs a datacenter is down or unknown
     ├── DriverError                          a hypervisor or storage backend failed the operation
     ├── InvalidRequest (ValueError)          the caller's input is bad; names the field
     │   ├── InvalidRecord                    a record or change is malformed; nothing stored
@@ -72,6 +73,7 @@ __all__ = [
     "CloudcoreError",
     "ConfigError",
     "Conflict",
+    "DatacenterUnavailable",
     "DriverError",
     "IllegalTransition",
     "ImageRejected",
@@ -160,6 +162,11 @@ class BackendUnavailable(CloudcoreError, ConnectionError):
     """A backend (database, broker, event bus, hypervisor) cannot be reached right now."""
 
     retryable = True
+
+
+class DatacenterUnavailable(BackendUnavailable):
+    """No node runs the datacenter now (its owner died and its lease has not expired yet, or it
+    was cut off): an operation on it is refused before anything is written; retry later."""
 
 
 class AlreadyExists(Conflict):

@@ -31,6 +31,7 @@ from hypervisor_drivers.events import EventHub, EventStream
 from hypervisor_drivers.types import (
     Capability,
     ConsoleEndpoint,
+    ConsoleKind,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -52,6 +53,7 @@ from hypervisor_drivers.types import (
 __all__ = [
     "Capability",
     "ConsoleEndpoint",
+    "ConsoleKind",
     "DiskSpec",
     "DomainSpec",
     "DriverSettings",
@@ -340,12 +342,12 @@ class HypervisorDriver(abc.ABC):
 
     # -- consoles ----------------------------------------------------------------------------
 
-    async def console(self, uuid: str) -> ConsoleEndpoint:
-        """Where the VM's graphical console (VNC) listens now. Needs ``CONSOLE``: a driver
-        that declares it overrides this. The endpoint changes when the VM restarts, so ask
-        again each time. ``IllegalTransition`` when the VM is not RUNNING or PAUSED (no QEMU
+    async def console(self, uuid: str, kind: ConsoleKind = ConsoleKind.VNC) -> ConsoleEndpoint:
+        """Where the VM's graphical (VNC) or serial console is now. Needs ``CONSOLE``: a
+        driver that declares it overrides this. The endpoint changes when the VM restarts, so
+        ask again each time. ``IllegalTransition`` when the VM is not RUNNING or PAUSED (no
         process, no console); ``UnsupportedOperation`` as well when this VM was defined
-        without a graphical console."""
+        without that console."""
         self._require(Capability.CONSOLE)
         raise UnsupportedOperation(f"{type(self).__name__} declares consoles but has none")
 

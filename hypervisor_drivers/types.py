@@ -17,6 +17,7 @@ from cloudcore.errors import InvalidRequest
 __all__ = [
     "Capability",
     "ConsoleEndpoint",
+    "ConsoleKind",
     "DiskSpec",
     "DomainSpec",
     "DriverSettings",
@@ -57,7 +58,7 @@ class Capability(enum.StrEnum):
     RESIZE_VOLUME = "resize_volume"  # tell a running VM that an attached disk has grown
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
     HOTPLUG_NIC = "hotplug_nic"  # add and remove NICs of a running VM
-    CONSOLE = "console"  # a running VM's graphical console (VNC) reachable over TCP
+    CONSOLE = "console"  # a running VM's graphical (VNC) and serial consoles
     IMPORT_IMAGE = "import_image"  # a template's image copied to the host's own storage
 
 
@@ -283,11 +284,18 @@ class MigrationProgress(_Value, frozen=True, kw_only=True):
         return round(min(100.0, 100.0 * self.data_processed / self.data_total), 1)
 
 
-class ConsoleEndpoint(_Value, frozen=True, kw_only=True):
-    """Where a running VM's graphical console listens: an RFB (VNC) server at ``host``:``port``,
-    as the node that runs the host's driver reaches it. No password: the hypervisor listens
-    where only that node reaches it (loopback, or a management network)."""
+class ConsoleKind(enum.StrEnum):
+    VNC = "vnc"  # the graphical console: an RFB server at host:port
+    SERIAL = "serial"  # the first serial port: a pseudo-terminal at path
 
-    protocol: str = "vnc"
-    host: str
-    port: int
+
+class ConsoleEndpoint(_Value, frozen=True, kw_only=True):
+    """Where a running VM's console is, as the node that runs the host's driver reaches it: an
+    RFB (VNC) server at ``host``:``port``, or the serial port's pseudo-terminal at ``path`` on
+    the host. No password: only that node reaches either (loopback, a management network, or
+    the host's own file system)."""
+
+    kind: ConsoleKind = ConsoleKind.VNC
+    host: str = ""
+    port: int = 0
+    path: str = ""

@@ -39,6 +39,12 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a node (all-in-one on embedded defaults)")
+    serve.add_argument(
+        "--profile",
+        choices=["monolithic", "server", "remote-services"],
+        help="what the node runs (default: [node] profile): everything; the API and the "
+        "cluster-wide services; or the datacenters its capabilities name",
+    )
     serve.set_defaults(handler=_serve)
 
     db = sub.add_parser(
@@ -79,7 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
     from cloudcore.app.node import serve
 
     config: str | None = args.config
-    return serve(config=config)
+    profile: str | None = args.profile
+    return serve(config=config, profile=profile)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

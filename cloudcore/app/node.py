@@ -12,10 +12,14 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from cloudcore.app.profiles import Plan, plan_of
 from cloudcore.config import Settings, load_settings
 from cloudcore.errors import BackendUnavailable, ConfigError, SchemaMismatch
 from cloudcore.logging import configure_logging, get_logger
@@ -25,9 +29,10 @@ if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
     from actors.services import Services
     from actors.storage import StorageService
-    from cloudcore.cluster import Member
+    from cloudcore.app.gateway import Gateway
+    from cloudcore.cluster import ClusterNode, Member
 
-__all__ = ["run_node", "serve"]
+__all__ = ["run_node", "serve", "with_profile"]
 
 _log = get_logger("cloudcore.app.node")
 
@@ -43,13 +48,15 @@ async def run_node(
     settings: Settings, stop: asyncio.Event, started: asyncio.Event | None = None
 ) -> None:
     """Run a node until ``stop`` is set, then shut it down gracefully. ``started`` is set once
-    the node serves. A failure to start stops what had started before it is raised."""
+    the node serves. A failure to start stops what had started before it is raised. What runs
+    is the node's profile (:func:`cloudcore.app.profiles.plan_of`; ConfigError if it cannot)."""
     from cloudcore.app.gateway.app import listen
 
+    plan = plan_of(settings)
     await asyncio.to_thread(private_dir, Path(settings.node.data_dir))
-    sock = listen(settings.api) if settings.api.enabled else None  # a taken port fails first
+    sock = listen(settings.api) if plan.api else None  # a taken port fails first
     try:
-        await _run(settings, stop, started, sock)
+        await _run(settings, plan, stop, started, sock)
     finally:
         if sock is not None:
             sock.close()  # a no-op once the API served on it (the runner closed it)
@@ -67,17 +74,15 @@ def private_dir(path: Path) -> None:
 
 async def _run(
     settings: Settings,
+    plan: Plan,
     stop: asyncio.Event,
     started: asyncio.Event | None,
     sock: socket.socket | None,
 ) -> None:
-    from actors.dhcp import DhcpServers, options_of
-    from actors.orchestrator import Orchestrator
     from actors.registration import bootstrap_demo
     from actors.services import Services
     from actors.template_disks import TemplateDisks
     from cloudcore.events import open_event_bus
-    from cloudcore.events.relay import OutboxRelayActor
     from cloudcore.images import ImageLibrary, QemuImg, image_root
     from cloudcore.store import open_store
 
@@ -85,36 +90,22 @@ async def _run(
     try:
         events = await open_event_bus(settings)
         try:
-            if settings.demo.enabled:
+            if plan.api and settings.demo.enabled:
                 await bootstrap_demo(store, settings)
-            # Usage drifts only by a bug or an old release's half-done create: fix it before
-            # taking requests (logged as quota.drift_fixed), and forget expired keys.
-            await store.reconcile_quotas()
-            await store.purge_idempotency_keys()
+            if plan.cluster_services:
+                # Usage drifts only by a bug or an old release's half-done create: fix it
+                # before taking requests (logged as quota.drift_fixed), and forget expired keys.
+                await store.reconcile_quotas()
+                await store.purge_idempotency_keys()
             library = ImageLibrary(image_root(settings), settings.node.id)
             disks = TemplateDisks(store, library, QemuImg(settings.images.qemu_img))
             services = Services(store, events, settings.orchestrator, disks=disks)
-            orchestrators: list[Orchestrator] = []
-
-            datacenter = settings.node.capabilities.get("datacenter")
-
-            async def start_actors(system: ActorSystem) -> None:
-                # Events are written with their changes; this actor publishes them.
-                system.spawn(OutboxRelayActor, store, events, name="outbox-relay")
-                orchestrator = await Orchestrator.start(system, services, datacenter)
-                orchestrator.storage = await start_storage(system, services, settings)
-                orchestrators.append(orchestrator)
-                if settings.network.dhcp:  # a dnsmasq per network of its datacenters
-                    dhcp = options_of(settings.network, settings.node.data_dir)
-                    system.spawn(DhcpServers, store, events, dhcp, datacenter, name="dhcp")
-
-            async with (
-                _actor_system(settings, start_actors) as (system, members),
-                _api(settings, system, orchestrators[0], members, sock),
-            ):
+            async with contextlib.AsyncExitStack() as stack:
+                await _start_groups(stack, settings, plan, services, sock)
                 _log.info(
                     "node.started",
                     node=settings.node.id,
+                    profile=plan.profile,
                     data_dir=settings.node.data_dir,
                     store=settings.store.backend,
                     events=settings.events.backend,
@@ -129,6 +120,133 @@ async def _run(
         await store.close()
 
 
+async def _start_groups(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    plan: Plan,
+    services: Services,
+    sock: socket.socket | None,
+) -> None:
+    """Start the service groups ``plan`` names; ``stack`` stops them in the reverse order
+    (the API first, then the datacenters, then the actor system)."""
+    from actors.dhcp import DhcpServers, options_of
+    from actors.orchestrator import Orchestrator
+    from actors.routing import PORT, DatacenterPort, Routes
+    from cloudcore.events.relay import OutboxRelayActor
+
+    leased = plan.runs_datacenters and settings.store.backend == "postgres"
+    made: list[Orchestrator] = []
+
+    async def start_actors(system: ActorSystem) -> None:
+        # Events are written with their changes; each node publishes those it writes at once
+        # (a relay is woken by its own process's writes; several relays only duplicate).
+        system.spawn(OutboxRelayActor, services.store, services.events, name="outbox-relay")
+        only = None if plan.datacenters is None else ",".join(sorted(plan.datacenters))
+        spawn = plan.runs_datacenters and not leased  # by lease: once this node holds one
+        made.append(await Orchestrator.start(system, services, only, spawn=spawn))
+        if plan.api:  # volumes are not routed: the pools run where the API takes their calls
+            made[0].storage = await start_storage(system, services, settings)
+        if plan.runs_datacenters and settings.network.dhcp:  # a dnsmasq per network of its DCs
+            dhcp = options_of(settings.network, settings.node.data_dir)
+            system.spawn(DhcpServers, services.store, services.events, dhcp, only, name="dhcp")
+        if plan.runs_datacenters and settings.transport.kind == "amqp":
+            system.spawn(DatacenterPort, made[0], name=PORT.rsplit("/", 1)[-1])
+
+    system, cluster = await stack.enter_async_context(_actor_system(settings, start_actors))
+    orchestrator = made[0]
+    members: Members = _alone
+    if cluster is not None:
+        members = cluster.members
+        cluster.info = NodeInfo(plan.profile, orchestrator, services)
+        orchestrator.routes = Routes(services.store, cluster.ref, _status_of(cluster))
+    if leased:
+        await stack.enter_async_context(_datacenter_leases(settings, plan, orchestrator, cluster))
+    if plan.api and cluster is not None:
+        await stack.enter_async_context(_finished_tasks(services))
+    api = _api(settings, plan, system, orchestrator, members, sock)
+    gateway_of = await stack.enter_async_context(api)
+    if gateway_of is not None and cluster is not None:
+        gateway_of.trees = cluster.tree
+
+
+class NodeInfo:
+    """What a node says of itself in its heartbeats, for the console's ``nodes``: its profile,
+    the datacenters it runs, its CPU use since the last heartbeat (% of one core) and the
+    tasks its actors drive now."""
+
+    def __init__(self, profile: str, orchestrator: Orchestrator, services: Services) -> None:
+        self.profile = profile
+        self.orchestrator = orchestrator
+        self.services = services
+        self._cpu = time.process_time()
+        self._at = time.monotonic()
+
+    def __call__(self) -> dict[str, str]:
+        cpu, at = time.process_time(), time.monotonic()
+        load = 100.0 * (cpu - self._cpu) / max(at - self._at, 1e-6)
+        self._cpu, self._at = cpu, at
+        return {
+            "profile": self.profile,
+            "datacenters": ",".join(self.orchestrator.running()),
+            "cpu_percent": f"{load:.1f}",
+            "tasks": str(len(self.services.runners)),
+        }
+
+
+def _status_of(cluster: ClusterNode) -> Callable[[str], str | None]:
+    def status(node: str) -> str | None:
+        return next((m.status for m in cluster.members() if m.node == node), None)
+
+    return status
+
+
+@contextlib.asynccontextmanager
+async def _datacenter_leases(
+    settings: Settings, plan: Plan, orchestrator: Orchestrator, cluster: ClusterNode | None
+) -> AsyncIterator[None]:
+    """The leases of the datacenters this node may run (see actors.ownership): taken now if
+    free, kept, and released (the datacenters stopped first) when the node stops."""
+    from actors.ownership import DatacenterLeases
+    from actors.paging import all_records
+    from cloudcore.store.records import Datacenter
+
+    store = orchestrator.store
+
+    async def wanted() -> list[str]:
+        ids = [dc.id async for dc in all_records(store, Datacenter)]
+        return ids if plan.datacenters is None else [i for i in ids if i in plan.datacenters]
+
+    leases = DatacenterLeases(
+        store,
+        settings.node.id,
+        ttl=settings.cluster.lease_seconds,
+        wanted=wanted,
+        run=orchestrator.run_datacenter,
+        drop=orchestrator.drop_datacenter,
+        healthy=(lambda: cluster.connected) if cluster is not None else (lambda: True),
+    )
+    await leases.start()
+    orchestrator.claim = leases.claim
+    try:
+        yield
+    finally:
+        orchestrator.claim = None
+        await leases.stop()
+
+
+@contextlib.asynccontextmanager
+async def _finished_tasks(services: Services) -> AsyncIterator[None]:
+    """Waiters of this node learn of tasks that other nodes end, from the bus."""
+    from actors.routing import FinishedTasks
+
+    finished = FinishedTasks(services.events, services.store, services.waiters)
+    finished.start()
+    try:
+        yield
+    finally:
+        await finished.stop()
+
+
 async def start_storage(
     system: ActorSystem, services: Services, settings: Settings
 ) -> StorageService:
@@ -138,7 +256,7 @@ async def start_storage(
 
     pools = list(settings.storage.pools)
     if not pools and settings.demo.enabled:
-        demo = demo_pool(settings.storage, settings.demo.datacenter)
+        demo = demo_pool(settings.storage, settings.demo.datacenter.split(",")[0].strip())
         pools = [demo] if demo is not None else []
     mine = settings.node.capabilities.get("datacenter")
     pools = [p for p in pools if mine is None or p.datacenter == mine]
@@ -150,33 +268,34 @@ async def start_storage(
 @contextlib.asynccontextmanager
 async def _actor_system(
     settings: Settings, start_actors: Callable[[ActorSystem], Awaitable[None]]
-) -> AsyncIterator[tuple[ActorSystem, Members]]:
-    """The node's actor system with its actors started, and its cluster view: on its own with
-    the local transport (no view), or joined to the cluster (transport.kind = "amqp"), where
-    the actors start before the node takes commands from its queue."""
+) -> AsyncIterator[tuple[ActorSystem, ClusterNode | None]]:
+    """The node's actor system with its actors started, and its cluster node: none with the
+    local transport, or joined to the cluster (transport.kind = "amqp"), where the actors
+    start before the node takes commands from its queue."""
     if settings.transport.kind == "amqp":
         from cloudcore.cluster import ClusterNode
 
         async with ClusterNode(settings, setup=lambda node: start_actors(node.system)) as node:
-            yield node.system, node.members
+            yield node.system, node
     else:
         async with ActorSystem(settings.node.id, settings.runtime) as system:
             await start_actors(system)
-            yield system, _alone
+            yield system, None
 
 
 @contextlib.asynccontextmanager
 async def _api(
     settings: Settings,
+    plan: Plan,
     system: ActorSystem,
     orchestrator: Orchestrator,
     members: Members,
     sock: socket.socket | None,
-) -> AsyncIterator[None]:
-    """The HTTP API of the node (``api.enabled``), with the first admin token made if the
-    store has none."""
-    if not settings.api.enabled:
-        yield
+) -> AsyncIterator[Gateway | None]:
+    """The HTTP API of the node (its profile's and ``api.enabled``), with the first admin
+    token made if the store has none; its gateway (None without an API)."""
+    if not plan.api:
+        yield None
         return
     from cloudcore.app.gateway import Gateway, start_api
     from cloudcore.app.gateway.bootstrap import ensure_admin
@@ -188,19 +307,20 @@ async def _api(
     gateway = Gateway.of(settings, system, orchestrator, members)
     runner = await start_api(gateway, sock)
     try:
-        yield
+        yield gateway
     finally:
         await runner.cleanup()
 
 
-def serve(config: str | None = None) -> int:
+def serve(config: str | None = None, profile: str | None = None) -> int:
     """Entry point of ``cloudcore serve``: run until SIGINT or SIGTERM.
 
     Exit codes: 0 stopped by a signal after a clean start, 1 a backend could not be reached,
     2 bad configuration (a setting, a short admin token, a port that cannot be bound) or a
     schema this code does not know, 128 + the signal's number when a signal ended a start."""
     try:
-        settings = load_settings(config)
+        settings = with_profile(load_settings(config), profile)
+        plan = plan_of(settings)
     except ConfigError as exc:
         configure_logging()
         _log.error("config.invalid", error=str(exc))
@@ -208,7 +328,7 @@ def serve(config: str | None = None) -> int:
     configure_logging(settings.log.level, settings.log.format)
     interrupted: list[int] = []
     try:
-        if settings.api.enabled:  # a bad admin token stops the node before it starts anything
+        if plan.api:  # a bad admin token stops the node before it starts anything
             from cloudcore.app.gateway.bootstrap import admin_token_from
 
             admin_token_from(os.environ)
@@ -227,6 +347,18 @@ def serve(config: str | None = None) -> int:
         _log.warning("node.interrupted", signal=signal.Signals(signum).name)
         return 128 + signum
     return 0
+
+
+def with_profile(settings: Settings, profile: str | None) -> Settings:
+    """``settings`` with ``node.profile`` set to ``profile`` (``serve --profile``), if given;
+    ConfigError if it is not a profile."""
+    if profile is None:
+        return settings
+    try:
+        node = msgspec.structs.replace(settings.node, profile=profile)
+    except ValueError as exc:
+        raise ConfigError(f"--profile: {exc}") from None
+    return msgspec.structs.replace(settings, node=node)
 
 
 async def _main(settings: Settings, interrupted: list[int]) -> None:

@@ -1,4 +1,5 @@
-"""The cluster agent at ``/system/cluster`` on every node: remote watch, spawn and stop."""
+"""The cluster agent at ``/system/cluster`` on every node: remote watch, spawn, stop and the
+actor tree."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from cloudcore.cluster._protocol import (
     AGENT_PATH,
+    DescribeTree,
     RemoteTerminated,
     Spawn,
     Spawned,
     StopActor,
+    TreeDescribed,
     Unwatch,
     Watch,
 )
@@ -23,11 +26,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ClusterAgent"]
 
-_AgentMessage = Watch | Unwatch | RemoteTerminated | Spawn | StopActor | Terminated
+_AgentMessage = Watch | Unwatch | RemoteTerminated | Spawn | StopActor | DescribeTree | Terminated
 
 
 class ClusterAgent(Actor[_AgentMessage]):
-    """Watches local actors for remote watchers, and spawns and stops actors for other nodes."""
+    """Watches local actors for remote watchers, spawns and stops actors for other nodes, and
+    describes this node's actor tree."""
 
     def __init__(self, remoting: Remoting, placement: Placement) -> None:
         self._remoting = remoting
@@ -59,6 +63,8 @@ class ClusterAgent(Actor[_AgentMessage]):
             case StopActor(path=path):
                 with contextlib.suppress(NotFound):
                     self.context.system.lookup(path).stop()
+            case DescribeTree(path=path):
+                return TreeDescribed(node=self._remoting.node, tree=self.context.system.tree(path))
             case _:
                 assert_never(message)
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloudcore.runtime import ActorRef, Message
+from cloudcore.runtime.introspection import ActorInfo
 
 __all__ = [
     "AGENT_PATH",
@@ -34,6 +35,8 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="cloudcore.Heartbeat"):
     kinds: list[str]
     started_at: float
     leaving: bool = False
+    #: What the node says of itself now (its profile, datacenters, load), for the console.
+    info: dict[str, str] = {}
 
 
 class Watch(Message, frozen=True, kw_only=True, tag="cloudcore.Watch"):
@@ -58,6 +61,18 @@ class RemoteTerminated(Message, frozen=True, kw_only=True, tag="cloudcore.Remote
 
 class StopActor(Message, frozen=True, kw_only=True, tag="cloudcore.StopActor"):
     path: str
+
+
+class DescribeTree(Message, frozen=True, kw_only=True, tag="cloudcore.DescribeTree"):
+    """The actor tree of the receiving node under ``path``; answered with TreeDescribed
+    (NotFound if no actor lives there)."""
+
+    path: str = "/"
+
+
+class TreeDescribed(Message, frozen=True, kw_only=True, tag="cloudcore.TreeDescribed"):
+    node: str
+    tree: ActorInfo
 
 
 class Spawn(Message, frozen=True, kw_only=True, tag="cloudcore.Spawn"):

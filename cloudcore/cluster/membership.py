@@ -39,6 +39,8 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     incarnation: int
     last_heartbeat: float  # time.time() of the last heartbeat heard
     since: float  # time.time() of the last status change
+    started_at: float = 0.0  # time.time() when the node started
+    info: dict[str, str] = {}  # what it said of itself in its last heartbeat
 
 
 class _Entry:
@@ -125,7 +127,9 @@ class Membership:
             entry.heard_at = self._loop.time()
             member = entry.member
             if member.status == "up":
-                entry.member = msgspec.structs.replace(member, last_heartbeat=now_wall)
+                entry.member = msgspec.structs.replace(
+                    member, last_heartbeat=now_wall, info=dict(beat.info)
+                )
                 return
         elif entry is not None and entry.member.status == "up":
             # Back with a new incarnation before the timeout: the old one's actors are gone.
@@ -140,6 +144,8 @@ class Membership:
                 incarnation=beat.incarnation,
                 last_heartbeat=now_wall,
                 since=now_wall,
+                started_at=beat.started_at,
+                info=dict(beat.info),
             ),
             self._loop.time(),
         )

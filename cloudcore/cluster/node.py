@@ -20,8 +20,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from cloudcore.cluster._agent import ClusterAgent
-from cloudcore.cluster._protocol import AGENT_PATH, Heartbeat, Spawn, Spawned
+from cloudcore.cluster._protocol import (
+    AGENT_PATH,
+    DescribeTree,
+    Heartbeat,
+    Spawn,
+    Spawned,
+    TreeDescribed,
+)
 from cloudcore.cluster._remoting import Remoting
 from cloudcore.cluster.dedup import DedupWindow
 from cloudcore.cluster.membership import Member, Membership
@@ -33,6 +42,7 @@ from cloudcore.errors import ActorError, AskTimeout
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.runtime.cell import ActorFactory
+from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.runtime.mailbox import Mailbox
 from cloudcore.transport import Transport, create_transport
 
@@ -78,6 +88,9 @@ class ClusterNode:
         self._membership: Membership | None = None
         self._setup = setup
         self._started = False
+        #: What this node says of itself in each heartbeat (``Member.info`` elsewhere): set
+        #: by the application, called once per heartbeat, so keep it cheap.
+        self.info: Callable[[], Mapping[str, str]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,7 +114,9 @@ class ClusterNode:
             self._heartbeat(),
             interval=cluster.heartbeat_interval,
             timeout=cluster.node_timeout,
-            send=lambda beat: remoting.broadcast_heartbeat(beat, cluster.node_timeout),
+            send=lambda beat: remoting.broadcast_heartbeat(
+                self._described(beat), cluster.node_timeout
+            ),
             on_down=remoting.node_down,
         )
         remoting.membership = membership
@@ -192,6 +207,15 @@ class ClusterNode:
         assert isinstance(reply, Spawned)
         return reply.ref
 
+    async def tree(self, node: str, path: str = "/", timeout: float | None = None) -> ActorInfo:
+        """The actor tree of ``node`` (this one or another) under ``path``. Raises NotFound if
+        no actor lives there, and what an ask raises (AskTimeout, NodeDown)."""
+        if node == self.node_id:
+            return self.system.tree(path)
+        reply = await self.ref(node, AGENT_PATH).ask(DescribeTree(path=path), timeout)
+        assert isinstance(reply, TreeDescribed)
+        return reply.tree
+
     def ref(self, node: str, path: str) -> ActorRef[Any]:
         """A ref to the actor at ``path`` on ``node`` (no check that it exists)."""
         if self._remoting is None:
@@ -230,6 +254,16 @@ class ClusterNode:
                 await asyncio.wait_for(changed.wait(), left)
             except TimeoutError:
                 continue
+
+    def _described(self, beat: Heartbeat) -> Heartbeat:
+        if self.info is None or beat.leaving:
+            return beat
+        try:
+            info = {str(k): str(v) for k, v in self.info().items()}
+        except Exception as exc:  # a bug in the provider must not stop the heartbeats
+            _log.warning("cluster.info_failed", error=repr(exc))
+            return beat
+        return msgspec.structs.replace(beat, info=info)
 
     def _heartbeat(self) -> Heartbeat:
         remoting = self._remoting

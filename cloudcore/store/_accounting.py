@@ -19,6 +19,7 @@ from cloudcore.store._table import Table, table_of, validate
 from cloudcore.store.records import (
     VM,
     IdempotencyKey,
+    IpAllocation,
     OutboxEvent,
     Quota,
     QuotaDrift,
@@ -86,19 +87,34 @@ class AccountingOps(IpamOps):
             validate(task), version=1, created_at=stamp, updated_at=stamp
         )
         try:
-            async with self._transaction() as conn:
-                await self._consume(conn, vm.tenant_id, usage)
-                await conn.execute(_VMS.insert_sql, *_VMS.encode(vm))
-                await conn.execute(_TASKS.insert_sql, *_TASKS.encode(task))
-                nics = await self._attach_nics(conn, vm, mac_prefix or DEFAULT_MAC_PREFIX)
-                if claim is not None:
-                    await self._hold_task(conn, claim, task.id)
+            nics = await self._write_created(
+                vm, task, usage, claim, mac_prefix or DEFAULT_MAC_PREFIX
+            )
         except InvalidRecord:
             await self._name_missing_reference(_VMS, vm)
             raise
         if nics:
             self._outbox_written()
         return vm, task
+
+    async def _write_created(
+        self,
+        vm: VM,
+        task: Task,
+        usage: Mapping[str, int],
+        claim: IdempotencyKey | None,
+        mac_prefix: str,
+    ) -> list[IpAllocation]:
+        """Quota, VM, task, the addresses of its NICs and the claim's hold, in one
+        transaction; the addresses held."""
+        async with self._transaction() as conn:
+            await self._consume(conn, vm.tenant_id, usage)
+            await conn.execute(_VMS.insert_sql, *_VMS.encode(vm))
+            await conn.execute(_TASKS.insert_sql, *_TASKS.encode(task))
+            nics = await self._attach_nics(conn, vm, mac_prefix)
+            if claim is not None:
+                await self._hold_task(conn, claim, task.id)
+        return nics
 
     async def create_volume(
         self,

@@ -136,14 +136,20 @@ class DomainOps(SqlBase):
         *,
         deadline: datetime | None = None,
         data: Mapping[str, Any] | None = None,
+        state: StepState = StepState.PENDING,
+        events: Sequence[OutboxEvent] = (),
     ) -> TaskStep:
         if not name:
             raise InvalidRecord("a step needs a name")
+        state = StepState(state)
+        stamped = _outbox.stamp(events)
         row = await self._insert_step(
-            task_id, name, StepState.PENDING.value, deadline, _json(data), now()
+            task_id, name, state.value, deadline, _json(data), now(), stamped
         )
         if row is None:
             raise NotFound(f"Task {task_id!r} not found")
+        if stamped:
+            self._outbox_written()
         return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
 
     async def _insert_step(
@@ -154,9 +160,11 @@ class DomainOps(SqlBase):
         deadline: datetime | None,
         data: str,
         stamp: datetime,
+        events: Sequence[OutboxEvent],
     ) -> Any:
-        """Number a step by its task's counter and insert it, atomically; None if no such task.
-        A transaction here; PostgreSQL does it in one statement."""
+        """Number a step by its task's counter and insert it with ``events`` (each given the
+        step's ``seq``), atomically; None if no such task. A transaction here; PostgreSQL does
+        it in one statement."""
         async with self._transaction() as conn:
             row = await conn.fetchrow(
                 "UPDATE tasks SET step_count = step_count + 1 WHERE id = $1 RETURNING step_count",
@@ -164,17 +172,21 @@ class DomainOps(SqlBase):
             )
             if row is None:
                 return None
-            return await conn.fetchrow(
+            seq = row["step_count"]
+            step = await conn.fetchrow(
                 f"INSERT INTO task_steps ({_STEP_COLS}) VALUES ($1, $2, $3, $4, $5, NULL, $6, "
                 f"$7, $7) RETURNING {_STEP_COLS}",
                 task_id,
-                row["step_count"],
+                seq,
                 name,
                 state,
                 deadline,
                 data,
                 stamp,
             )
+            numbered = [msgspec.structs.replace(e, data={**e.data, "seq": seq}) for e in events]
+            await _outbox.insert(conn, numbered)
+            return step
 
     async def update_step(
         self,
@@ -189,19 +201,24 @@ class DomainOps(SqlBase):
         state = StepState(state)
         stamped = _outbox.stamp(events)
         args = (task_id, seq, state.value, error, None if data is None else _json(data), now())
-        if not stamped:
-            async with self._writer() as conn:
-                row = await conn.fetchrow(_UPDATE_STEP, *args)
-        else:
-            async with self._transaction() as conn:
-                row = await conn.fetchrow(_UPDATE_STEP, *args)
-                if row is not None:
-                    await _outbox.insert(conn, stamped)
+        row = await self._write_step(args, stamped)
         if row is None:
             raise NotFound(f"step {seq} of task {task_id!r} not found")
         if stamped:
             self._outbox_written()
         return _struct(row, TaskStep, ("data",))  # type: ignore[no-any-return]
+
+    async def _write_step(self, args: tuple[Any, ...], events: Sequence[OutboxEvent]) -> Any:
+        """Update a step (``args`` of ``_UPDATE_STEP``) with its stamped ``events``, atomically;
+        the row, or None (nothing written). PostgreSQL does it in one statement."""
+        if not events:
+            async with self._writer() as conn:
+                return await conn.fetchrow(_UPDATE_STEP, *args)
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(_UPDATE_STEP, *args)
+            if row is not None:
+                await _outbox.insert(conn, events)
+            return row
 
     async def list_steps(self, task_id: str) -> list[TaskStep]:
         async with self._reader() as conn:

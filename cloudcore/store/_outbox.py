@@ -21,7 +21,15 @@ from cloudcore.store._conn import Conn, SqlBase, check_limit, now
 from cloudcore.store._table import validate
 from cloudcore.store.records import OutboxEvent, new_id
 
-__all__ = ["OutboxOps", "batch_args", "batch_sql", "insert", "stamp"]
+__all__ = [
+    "OutboxOps",
+    "batch_args",
+    "batch_sql",
+    "event_arrays",
+    "insert",
+    "stamp",
+    "unnest_sql",
+]
 
 _COLS = "seq, id, time, type, subject, tenant_id, data"
 _INSERT = (
@@ -52,6 +60,27 @@ async def insert(conn: Conn, events: Sequence[OutboxEvent]) -> None:
     """Write stamped ``events`` on ``conn`` (inside the caller's transaction)."""
     for event in events:
         await conn.execute(_INSERT, *_row(event))
+
+
+def unnest_sql(first: int) -> str:
+    """A PostgreSQL ``FROM`` item of events given as the six arrays of :func:`event_arrays`,
+    parameters from ``$first``: rows ``x(id, time, type, subject, tenant_id, data, n)``, ``n``
+    their order."""
+    n = [f"${i}" for i in range(first, first + 6)]
+    return (
+        f"unnest({n[0]}::text[], {n[1]}::timestamptz[], {n[2]}::text[], {n[3]}::text[], "
+        f"{n[4]}::text[], {n[5]}::jsonb[]) WITH ORDINALITY "
+        "AS x(id, time, type, subject, tenant_id, data, n)"
+    )
+
+
+def event_arrays(events: Sequence[OutboxEvent]) -> list[list[Any]]:
+    """Stamped ``events`` as the six arrays :func:`unnest_sql` reads, in order."""
+    arrays: list[list[Any]] = [[] for _ in range(6)]
+    for event in events:
+        for array, value in zip(arrays, _row(event), strict=True):
+            array.append(value)
+    return arrays
 
 
 def batch_sql(update_sql: str, first: int) -> str:

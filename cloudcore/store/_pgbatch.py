@@ -94,8 +94,11 @@ class CasBatcher:
                 self._queues[key] = later
                 await self._run(table, columns, batch)
         finally:
-            self._queues.pop(key, None)
             del self._draining[key]
+            if self._queues.get(key):  # left by a batch that raised: they are not forgotten
+                self._draining[key] = asyncio.create_task(self._drain(table, columns))
+            else:
+                self._queues.pop(key, None)
 
     async def _run(
         self, table: Table[Any], columns: tuple[str, ...], batch: list[_Pending]

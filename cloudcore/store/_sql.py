@@ -24,6 +24,7 @@ from cloudcore.store._claims import ClaimOps
 from cloudcore.store._conn import Conn, check_limit, now
 from cloudcore.store._idempotency import IdempotencyOps
 from cloudcore.store._ipam import IpamOps
+from cloudcore.store._leases import LeaseOps
 from cloudcore.store._outbox import OutboxOps
 from cloudcore.store._table import Table, decode_cursor, encode_cursor, table_of, validate
 from cloudcore.store.base import Store
@@ -36,7 +37,7 @@ R = TypeVar("R", bound=Record)
 _log = get_logger("cloudcore.store")
 
 
-class SqlStore(ClaimOps, AccountingOps, IpamOps, IdempotencyOps, OutboxOps, Store):
+class SqlStore(ClaimOps, AccountingOps, IpamOps, IdempotencyOps, LeaseOps, OutboxOps, Store):
     """Store operations in portable SQL; subclasses provide connections and the dialect."""
 
     dialect: migrations.Dialect

@@ -37,6 +37,7 @@ from cloudcore.store.records import (
     Host,
     IdempotencyKey,
     IpAllocation,
+    Lease,
     Network,
     OutboxEvent,
     Page,
@@ -426,11 +427,15 @@ class Store(ABC):
         *,
         deadline: datetime | None = None,
         data: Mapping[str, Any] | None = None,
+        state: StepState = StepState.PENDING,
+        events: Sequence[OutboxEvent] = (),
     ) -> TaskStep:
-        """Journal a new step of a task (state PENDING) before it runs; return it, numbered.
+        """Journal a new step of a task (in ``state``, PENDING unless told) before it runs;
+        return it, numbered.
 
-        The step and the task's ``step_count`` change in one transaction (the task's version
-        does not change). Raises NotFound (no such task).
+        The step, the task's ``step_count`` and ``events`` are written in one transaction (the
+        task's version does not change); each event's data gets ``seq``, the step's number,
+        which the caller cannot know before. Raises NotFound (no such task, nothing written).
         """
 
     @abstractmethod
@@ -587,6 +592,32 @@ class Store(ABC):
         """The addresses held (with ``released``: also those given back, in quarantine or
         past it), of a network, a VM, a tenant, in public (or private) networks, ordered by
         network and address text."""
+
+    # -- leases -----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def acquire_lease(
+        self, name: str, node: str, holder: str, ttl: float, *, at: datetime | None = None
+    ) -> Lease | None:
+        """Take the lease ``name`` for ``holder`` (a process of ``node``) for ``ttl`` seconds
+        from ``at`` (default now) if nobody holds it or its lease expired by ``at``: the lease
+        (its token one more than the last holder's), else None. Never two unexpired holders."""
+
+    @abstractmethod
+    async def renew_lease(
+        self, lease: Lease, ttl: float, *, at: datetime | None = None
+    ) -> Lease | None:
+        """Extend ``lease`` to ``at + ttl`` if it is still the holder's and unexpired at ``at``;
+        the renewed lease, else None (lost: it expired, and may have changed hands)."""
+
+    @abstractmethod
+    async def release_lease(self, lease: Lease, *, at: datetime | None = None) -> None:
+        """End ``lease`` now (it expires at ``at``) if the holder still has it; else a no-op.
+        The next holder gets a larger token."""
+
+    @abstractmethod
+    async def list_leases(self, prefix: str = "") -> builtins.list[Lease]:
+        """The leases whose name starts with ``prefix``, expired ones included, by name."""
 
     # -- schema and life cycle --------------------------------------------------------------
 

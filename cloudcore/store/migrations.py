@@ -305,6 +305,19 @@ ALTER TABLE templates ADD COLUMN min_cpus INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE templates ADD COLUMN min_memory_mib INTEGER NOT NULL DEFAULT 0
 """
 
+# Version 13: leases, by which one node at a time runs a datacenter. ``token`` grows by one at
+# every change of holder (the fencing token); ``holder`` is one process of ``node``.
+_V13 = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    token BIGINT NOT NULL,
+    acquired_at %TIME% NOT NULL,
+    expires_at %TIME% NOT NULL
+)
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -315,6 +328,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "template images: format, sizes, checksum, formats, upload progress", _V8),
     Migration(9, "storage: volume pools, tiers and devices; volume snapshots", _V9),
     Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
+    Migration(13, "leases: one node at a time runs a datacenter", _V13),
 )
 
 #: The schema version this code runs on.

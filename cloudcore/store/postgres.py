@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,9 +25,10 @@ from cloudcore.errors import (
 )
 from cloudcore.logging import get_logger
 from cloudcore.store._conn import Conn
-from cloudcore.store._domain import _STEP_COLS
 from cloudcore.store._pgbatch import CasBatcher
+from cloudcore.store._pgops import PgOps
 from cloudcore.store._pgpool import Pool
+from cloudcore.store._pgsteps import StepBatcher
 from cloudcore.store._sql import SqlStore
 from cloudcore.store._table import Table
 from cloudcore.store.records import OutboxEvent, Record
@@ -83,15 +83,7 @@ def _translate(exc: Exception, where: str) -> CloudcoreError:
     return CloudcoreError(f"PostgreSQL at {where} refused the call: {type(exc).__name__}: {exc}")
 
 
-_APPEND_STEP = f"""WITH task AS (
-    UPDATE tasks SET step_count = step_count + 1 WHERE id = $1 RETURNING step_count
-)
-INSERT INTO task_steps ({_STEP_COLS})
-SELECT $1, task.step_count, $2, $3, $4, NULL, $5, $6, $6 FROM task
-RETURNING {_STEP_COLS}"""
-
-
-class PostgresStore(SqlStore):
+class PostgresStore(PgOps, SqlStore):
     """A :class:`~cloudcore.store.base.Store` on PostgreSQL. Make one with :meth:`connect`."""
 
     dialect = "postgres"
@@ -102,6 +94,8 @@ class PostgresStore(SqlStore):
         self._where = where
         self._outbox_listeners = []
         self._batcher = CasBatcher(self._writer, super()._compare_and_set) if group_commit else None
+        if group_commit:
+            self._steps = StepBatcher(self._writer, self._append_one, self._update_one)
 
     async def _compare_and_set(
         self,
@@ -123,19 +117,6 @@ class PostgresStore(SqlStore):
         if seqs:  # one prepared statement whatever the count
             async with self._writer() as conn:
                 await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", list(seqs))
-
-    async def _insert_step(
-        self,
-        task_id: str,
-        name: str,
-        state: str,
-        deadline: datetime | None,
-        data: str,
-        stamp: datetime,
-    ) -> Any:
-        # One statement instead of a four-round-trip transaction (a statement is atomic).
-        async with self._writer() as conn:
-            return await conn.fetchrow(_APPEND_STEP, task_id, name, state, deadline, data, stamp)
 
     @classmethod
     async def connect(

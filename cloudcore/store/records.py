@@ -33,6 +33,7 @@ __all__ = [
     "HostHealth",
     "IdempotencyKey",
     "IpAllocation",
+    "Lease",
     "Network",
     "NetworkKind",
     "NicRequest",
@@ -514,6 +515,19 @@ class IdempotencyKey(_Struct, frozen=True, kw_only=True):
     location: str | None = None
     body: str | None = None
     claimed_at: Time = EPOCH
+    expires_at: Time = EPOCH
+
+
+class Lease(_Struct, frozen=True, kw_only=True):
+    """The right of one process (``holder``, of node ``node``) to run what ``name`` names (a
+    datacenter: ``datacenter/<id>``) until ``expires_at``. ``token`` grows by one at every
+    change of holder: the fencing token."""
+
+    name: str
+    node: str
+    holder: str
+    token: int
+    acquired_at: Time = EPOCH
     expires_at: Time = EPOCH
 
 

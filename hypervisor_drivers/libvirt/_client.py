@@ -23,6 +23,7 @@ from hypervisor_drivers.libvirt import _migration, _xml
 from hypervisor_drivers.libvirt._events import LifecycleCallbacks, ensure_event_loop
 from hypervisor_drivers.types import (
     ConsoleEndpoint,
+    ConsoleKind,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -247,9 +248,14 @@ class LibvirtClient:
         xml = _xml.domain_xml(spec, self.domain_type, listen, serial_log=serial_log)
         return _vm_info(self._conn.defineXML(xml))
 
-    def console(self, uuid: str) -> ConsoleEndpoint:
+    def console(self, uuid: str, kind: ConsoleKind) -> ConsoleEndpoint:
         dom = self._domain(uuid)
         self._require_power(dom, {GuestPower.RUNNING, GuestPower.PAUSED}, "open the console of")
+        if kind is ConsoleKind.SERIAL:
+            tty = _xml.console_tty(dom.XMLDesc(0))
+            if not tty:
+                raise UnsupportedOperation(f"VM {uuid} has no serial console")
+            return ConsoleEndpoint(kind=kind, path=tty)
         found = _xml.vnc_address(dom.XMLDesc(0))
         if found is None:
             raise UnsupportedOperation(f"VM {uuid} was defined without a graphical console")

@@ -14,6 +14,7 @@ from hypervisor_drivers.types import DiskSpec, DomainSpec, FileDisk, IscsiDisk, 
 
 __all__ = [
     "DomainFacts",
+    "console_tty",
     "disk_xml",
     "domain_facts",
     "domain_xml",
@@ -187,6 +188,8 @@ def domain_xml(
     _sub(os_element, "type", "hvm", **os_type)
     # A VM with NICs and no disk boots from the network (iPXE asks DHCP, then for a script).
     _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
+    if domain_type != "test":  # the firmware's messages on the serial console too
+        _sub(os_element, "bios", useserial="yes")
     _sub(_sub(domain, "features"), "acpi")
     for event, action in (
         ("on_poweroff", "destroy"),
@@ -228,6 +231,13 @@ def vnc_address(xml: str) -> tuple[str, int] | None:
     listen = graphics.find("listen[@type='address']")
     address = listen.get("address") if listen is not None else graphics.get("listen")
     return address or "", port
+
+
+def console_tty(xml: str) -> str | None:
+    """The pseudo-terminal of a running domain's serial console (its live XML), None when it
+    has none."""
+    console = ET.fromstring(xml).find("devices/console[@type='pty']")
+    return console.get("tty") if console is not None else None
 
 
 def snapshot_xml(name: str) -> str:

@@ -22,6 +22,7 @@ from cloudcore.errors import BackendUnavailable, CloudcoreError, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
     ConsoleEndpoint,
+    ConsoleKind,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -304,6 +305,6 @@ class LibvirtDriver(HypervisorDriver):
         self._require(Capability.HOTPLUG_NIC)
         await self._call(lambda c: c.detach_nic(uuid, mac))
 
-    async def console(self, uuid: str) -> ConsoleEndpoint:
+    async def console(self, uuid: str, kind: ConsoleKind = ConsoleKind.VNC) -> ConsoleEndpoint:
         self._require(Capability.CONSOLE)
-        return await self._call(lambda c: c.console(uuid))
+        return await self._call(lambda c: c.console(uuid, kind))

@@ -15,6 +15,7 @@ from cloudcore.app.commands._api import api_command
 from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
 from cloudcore.app.commands._tasks import accepted
 from cloudcore.app.commands.network import nic_body
+from cloudcore.app.commands.vm_console import add_console
 
 __all__ = ["add_parser"]
 
@@ -128,6 +129,7 @@ def add_parser(sub: Any) -> None:
     ha.add_argument("--priority", type=int, default=0, help="higher restarts first (0-1000)")
 
     action("delete", "delete a VM", _delete).add_argument("id")
+    add_console(actions)
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:

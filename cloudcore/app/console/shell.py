@@ -12,7 +12,8 @@ import cmd
 import collections
 import json
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from cloudcore.app.client import ApiFailure, BlockingClient
@@ -77,27 +78,50 @@ class Console(cmd.Cmd):
     # ------------------------------------------------------------------ the node
 
     def do_nodes(self, arg: str) -> None:
-        """nodes: the cluster's nodes (* marks the one answering)."""
+        """nodes: the cluster's nodes (* marks the one answering): status, profile, the
+        datacenters each runs, its load (CPU % of a core, tasks driven) and age."""
         nodes = self.client.get("/system/nodes")["items"]
+        now = datetime.now(UTC)
         rows = [
             [
                 ("* " if n["this"] else "  ") + n["id"],
                 n["status"],
                 n["transport"],
+                n.get("info", {}).get("profile") or "-",
+                n.get("info", {}).get("datacenters") or "-",
+                _load(n.get("info", {})),
+                _age(n.get("started_at"), now),
                 ",".join(f"{k}={v}" for k, v in sorted(n["capabilities"].items())) or "-",
                 n.get("last_heartbeat") or "-",
             ]
             for n in nodes
         ]
-        self._say(
-            _render.table(["  node", "status", "transport", "capabilities", "heartbeat"], rows)
-        )
+        header = ["  node", "status", "transport", "profile", "datacenters", "load", "age"]
+        self._say(_render.table([*header, "capabilities", "heartbeat"], rows))
 
     def do_tree(self, arg: str) -> None:
-        """tree [path]: the actors under path (default /user), with status, mailbox depth,
-        messages processed and restarts."""
-        path = _actor_path(arg) if arg.strip() else "/user"
-        self._say(_render.tree(self.client.get("/system/tree", {"path": path})))
+        """tree [path] [@node]: the actors under path (default /user), with status, mailbox
+        depth, messages processed and restarts; of every up node of the cluster in turn, or
+        of the one named after @."""
+        words = arg.split()
+        node = next((w[1:] for w in words if w.startswith("@")), None)
+        rest = " ".join(w for w in words if not w.startswith("@"))
+        path = _actor_path(rest) if rest.strip() else "/user"
+        if node is not None:
+            self._say(_render.tree(self.client.get("/system/tree", {"path": path, "node": node})))
+            return
+        nodes = [n for n in self.client.get("/system/nodes")["items"] if n["status"] == "up"]
+        if len(nodes) <= 1:
+            self._say(_render.tree(self.client.get("/system/tree", {"path": path})))
+            return
+        for n in nodes:
+            try:
+                tree = self.client.get("/system/tree", {"path": path, "node": n["id"]})
+            except ApiFailure as exc:
+                self._say(f"== {n['id']}: {exc}")
+                continue
+            self._say(f"== {n['id']}")
+            self._say(_render.tree(tree))
 
     def do_inspect(self, arg: str) -> None:
         """inspect <actor>: one actor: class, status, mailbox, processed, restarts, children."""
@@ -266,6 +290,24 @@ def _walk(info: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield info
     for child in info.get("children", ()):
         yield from _walk(child)
+
+
+def _load(info: Mapping[str, str]) -> str:
+    """A node's load as it reports it: CPU % of one core, tasks its actors drive."""
+    if "cpu_percent" not in info:
+        return "-"
+    return f"{info['cpu_percent']}% cpu, {info.get('tasks', '0')} tasks"
+
+
+def _age(started_at: str | None, now: datetime) -> str:
+    """How long a node has run: 45s, 12m, 3h, 2d."""
+    if not started_at:
+        return "-"
+    seconds = max(0, int((now - datetime.fromisoformat(started_at)).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _actor_path(word: str) -> str:

@@ -247,7 +247,14 @@ async def authenticate(
             "this needs an API token: send the header 'Authorization: Bearer <token>'",
             headers=challenge,
         )
-    principal = await tokens.principal(secret.strip(), admit)
+    try:
+        principal = await tokens.principal(secret.strip(), admit)
+    except BaseException:
+        # The store could not answer (an outage, a cancelled request): no failed
+        # authentication, so the slot taken up front is given back.
+        if failures is not None and admitted:
+            failures.refund(address)
+        raise
     if principal is None:
         raise ApiError(
             401, "unauthorized", "the API token is unknown, revoked or expired", headers=challenge

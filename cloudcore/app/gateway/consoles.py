@@ -1,4 +1,5 @@
-"""VM consoles: short-lived, single-use tickets, and the WebSocket proxy to a VM's VNC.
+"""VM consoles: short-lived, single-use tickets, and the WebSocket relay to a VM's VNC or serial
+console.
 
 ``GET /vms/{id}/console`` checks the caller may see the VM, asks the VM's host where its console
 listens, and gives a ticket: a random secret in a URL that opens that console once, within
@@ -6,25 +7,32 @@ listens, and gives a ticket: a random secret in a URL that opens that console on
 cannot send one on a WebSocket): the ticket is the credential, spent when the socket opens.
 Tickets live in the memory of the node that issued them, so the URL must reach that node.
 
-The proxy is byte-for-byte: binary WebSocket messages to the VNC server's TCP socket and back
-(what noVNC and websockify speak, subprotocol ``binary``). Nothing of the stream is logged.
+The relay is byte-for-byte: binary WebSocket messages to the VNC server's TCP socket and back
+(what noVNC and websockify speak, subprotocol ``binary``), or to the serial port's
+pseudo-terminal on the host (raw bytes, as a terminal sends and shows them; one session per
+serial port at a time, since two readers would split its output). Nothing of the stream is
+logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import termios
 import time
-from collections.abc import Callable
+import tty
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
+from cloudcore.errors import BackendUnavailable, Conflict
 from cloudcore.logging import get_logger
-from hypervisor_drivers.types import ConsoleEndpoint
+from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
 
-__all__ = ["ConsoleTicket", "ConsoleTickets", "proxy", "websocket"]
+__all__ = ["ConsoleTicket", "ConsoleTickets", "connect", "proxy", "serial_session", "websocket"]
 
 _log = get_logger("cloudcore.app.gateway.consoles")
 _CHUNK = 64 * 1024
@@ -48,6 +56,8 @@ class ConsoleTickets:
         self.lifetime = lifetime
         self._clock = clock
         self._tickets: dict[str, ConsoleTicket] = {}
+        #: The serial consoles (pseudo-terminal paths) a session has open now.
+        self.serial_in_use: set[str] = set()
 
     def issue(self, vm_id: str, user_id: str, endpoint: ConsoleEndpoint) -> str:
         now = self._clock()
@@ -71,6 +81,64 @@ class ConsoleTickets:
         if ticket is None or ticket.expires <= self._clock():
             return None
         return ticket
+
+
+_CONNECT_TIMEOUT = 5.0
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect(ticket: ConsoleTicket) -> Stream:
+    """Open the ticket's console: its VNC server's TCP socket, or its serial port's
+    pseudo-terminal. BackendUnavailable when it cannot be reached."""
+    endpoint = ticket.endpoint
+    try:
+        async with asyncio.timeout(_CONNECT_TIMEOUT):
+            if endpoint.kind is ConsoleKind.SERIAL:
+                return await _open_tty(endpoint.path)
+            return await asyncio.open_connection(endpoint.host, endpoint.port)
+    except (OSError, TimeoutError) as exc:
+        raise BackendUnavailable(
+            f"the {endpoint.kind} console of VM {ticket.vm_id} cannot be reached "
+            f"({type(exc).__name__})"
+        ) from None
+
+
+async def _open_tty(path: str) -> Stream:
+    """A pseudo-terminal as a stream pair, in raw mode (no echo, no line editing)."""
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        # Raw at once, without discarding what the VM wrote before anyone opened it.
+        tty.setraw(fd, termios.TCSANOW)
+        out = os.dup(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
+    )
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(out, "wb", 0)
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+@contextlib.contextmanager
+def serial_session(tickets: ConsoleTickets, ticket: ConsoleTicket) -> Iterator[None]:
+    """Hold the ticket's serial port for one session (Conflict when another holds it)."""
+    path = ticket.endpoint.path if ticket.endpoint.kind is ConsoleKind.SERIAL else ""
+    if not path:
+        yield
+        return
+    if path in tickets.serial_in_use:
+        raise Conflict(f"the serial console of VM {ticket.vm_id} is in use by another session")
+    tickets.serial_in_use.add(path)
+    try:
+        yield
+    finally:
+        tickets.serial_in_use.discard(path)
 
 
 def websocket() -> web.WebSocketResponse:
@@ -117,5 +185,6 @@ async def _client_to_vm(ws: web.WebSocketResponse, writer: asyncio.StreamWriter)
 
 
 async def _vm_to_client(reader: asyncio.StreamReader, ws: web.WebSocketResponse) -> None:
-    while data := await reader.read(_CHUNK):
-        await ws.send_bytes(data)
+    with contextlib.suppress(OSError):  # a pseudo-terminal whose VM stopped reads EIO
+        while data := await reader.read(_CHUNK):
+            await ws.send_bytes(data)

@@ -3,7 +3,7 @@ and the cluster view."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from cloudcore.config import Settings
 from cloudcore.events import EventBus
 from cloudcore.images import ImageLibrary, QemuImg, image_root
 from cloudcore.runtime import ActorSystem
+from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.store import Store
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class Gateway:
     importer: ImageImporter | None = None
     #: The console tickets this node issued (``GET /vms/{id}/console``).
     consoles: ConsoleTickets = field(default_factory=lambda: ConsoleTickets(30.0))
+    #: The actor tree of another node of the cluster (ClusterNode.tree); None on its own.
+    trees: Callable[[str, str], Awaitable[ActorInfo]] | None = None
 
     @classmethod
     def of(

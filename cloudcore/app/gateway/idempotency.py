@@ -88,7 +88,9 @@ async def idempotent(
         if held:
             return await _run(request, claim, respond)
         running = _running.get((claim.principal, key))
-        if running is None:
+        # Once the create has committed (its task is recorded against the key), its task is the
+        # answer, even while the first attempt is still writing its own (a slow node).
+        if running is None or claim.task_id is not None:
             replay = await _replay(request, claim)
             if replay is not None:
                 return replay

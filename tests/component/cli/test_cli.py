@@ -225,13 +225,12 @@ def test_a_network_is_made_and_a_vm_created_on_it_shows_the_address_it_was_given
     )  # fmt: skip
     network = json.loads(made.stdout)
     assert network["ranges"] == [{"first": "10.61.0.10", "last": "10.61.0.99"}]
-    assert "lan" in node.ok("network", "list").stdout
 
     vm_id = _create(node, "on-lan", "--nic", "lan=10.61.0.42", "--nic", network["id"])
     shown = _vm(node, vm_id)
     addresses = sorted(a.split()[0] for a in shown["addresses"])
-    assert addresses[0] == "10.61.0.42" and addresses[1].startswith("10.61.0.")
-    assert "10.61.0.42" in node.ok("vm", "show", vm_id).stdout
+    assert len(addresses) == 2 and "10.61.0.42" in addresses
+    assert all(a.startswith("10.61.0.") for a in addresses)
     held = json.loads(node.ok("network", "addresses", "lan", "-o", "json").stdout)
     assert sorted(a["address"] for a in held) == addresses
     assert {a["vm_id"] for a in held} == {vm_id}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudcore.errors import BackendUnavailable
 from cloudcore.store import Store
 from tests.component.gateway.conftest import ApiClient, api_settings, serve_api
 
@@ -58,3 +59,21 @@ async def test_a_good_token_still_works_beside_the_guessing(guarded: ApiClient) 
         await guarded.call("GET", "/users/me", f"cc_guess{i}")
     # The address is over its failures: even a good token waits (no lookup is made at all).
     assert (await guarded.call("GET", "/users/me", "alice")).status == 429
+
+
+async def test_lookups_the_store_cannot_answer_are_not_failed_authentications(
+    guarded: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL down: each lookup raises BackendUnavailable (503), more times than the burst.
+    store = guarded.store
+
+    async def unavailable(*args: object, **kwargs: object) -> object:
+        raise BackendUnavailable("the database is down (test)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "list", unavailable)
+        for i in range(30):
+            r = await guarded.call("GET", "/users/me", f"cc_outage{i}")
+            assert r.status == 503, r.body
+    # Back up: the clients' address has no failures counted against it.
+    assert (await guarded.call("GET", "/users/me", "alice")).status == 200

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
 import msgspec
+import pytest
 
 from cloudcore.store.records import VM, VMSpec, new_id
 from tests.component.gateway.conftest import ApiClient
@@ -134,3 +136,30 @@ async def test_an_unknown_datacenter_on_create_is_422_naming_datacenter_id(
     r = await api.call("POST", "/vms", "alice", {**WEB, "datacenter_id": "nowhere"})
 
     assert r.status == 422 and "datacenter_id" in r.body["error"]["message"]
+
+
+async def test_a_retry_while_the_first_answer_is_still_on_its_way_gets_its_task(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first attempt committed its create, then is slow to answer (an overloaded node): a
+    # client that timed out and retried gets the task at once, not a 409 after the lease.
+    committed, answer = asyncio.Event(), asyncio.Event()
+    deploy = api.orchestrator.deploy
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        task = await deploy(*args, **kwargs)
+        committed.set()
+        await answer.wait()
+        return task
+
+    monkeypatch.setattr(api.orchestrator, "deploy", slow)
+    key = {"Idempotency-Key": new_id("k-")}
+    first = asyncio.create_task(api.call("POST", "/vms", "alice", WEB, headers=key))
+    await committed.wait()
+
+    again = await asyncio.wait_for(api.call("POST", "/vms", "alice", WEB, headers=key), 10)
+    answer.set()
+
+    assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == (await first).headers["Location"]
+    assert len(await _vms(api, "acme")) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,7 +19,7 @@ from actors.messages import Deploy
 from actors.orchestrator import _write_deploy
 from actors.registration import bootstrap_demo
 from cloudcore.config import DemoSettings, RuntimeSettings
-from cloudcore.errors import AskTimeout
+from cloudcore.errors import AskTimeout, BackendUnavailable
 from cloudcore.runtime import Actor, Message
 from cloudcore.store import Store
 from cloudcore.store.records import VM, Host, HostHealth, Task, TaskState, VMSpec, VMState
@@ -182,3 +183,42 @@ async def test_a_timeout_inside_a_step_reports_its_own_figure_not_the_steps_dead
     assert steps[-1].error is not None
     assert "within 0.2 s" in steps[-1].error
     assert "deadline of 30 s" not in steps[-1].error
+
+
+async def test_a_store_failing_while_the_datacenter_starts_still_resumes_its_deploys(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails while the datacenter actor loads what to resume (PostgreSQL going down
+    just after a restart): the load is tried again and the watchdog runs all the same, so the
+    deploy a crash left RUNNING ends."""
+    settings = cloud_settings(tmp_path, watchdog_interval=0.2)
+    await bootstrap_demo(sqlite_store, settings)
+    vm, task = await _write_deploy(
+        sqlite_store,
+        tenant_id="demo",
+        datacenter_id="dc1",
+        name="interrupted",
+        spec=VMSpec(cpus=1, memory_mib=256),
+        start=True,
+        state=TaskState.RUNNING,
+    )
+    listing = sqlite_store.list
+    failures = 2
+
+    async def flaky(kind: type[Any], *args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if kind is Task and failures > 0:
+            failures -= 1
+            raise BackendUnavailable("the database system is shutting down")
+        return await listing(kind, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite_store, "list", flaky)
+    drivers: dict[str, HypervisorDriver] = {}
+    system, orchestrator = await start_cloud(sqlite_store, settings, drivers)
+    try:
+        done = await orchestrator.wait(task.id, timeout=15)
+        assert done.state is TaskState.SUCCEEDED, done.error
+        assert (await sqlite_store.get(VM, vm.id)).state is VMState.RUNNING
+        assert failures == 0
+    finally:
+        await system.shutdown()

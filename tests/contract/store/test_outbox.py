@@ -130,6 +130,91 @@ async def test_create_and_step_updates_carry_their_events(store: Store, make: Fa
     assert [e.subject for e in await store.read_outbox()] == ["task/created", "task/step"]
 
 
+async def test_a_new_step_writes_its_events_each_given_its_number(
+    store: Store, make: Factory
+) -> None:
+    task = await make.task()
+    first = await store.append_step(task.id, "a", events=[_event("task/a", 1)])
+    second = await store.append_step(
+        task.id, "b", state=StepState.RUNNING, events=[_event("task/b", 2), _event("task/b", 3)]
+    )
+
+    assert (first.seq, first.state, second.seq, second.state) == (
+        1,
+        StepState.PENDING,
+        2,
+        StepState.RUNNING,
+    )
+    assert [(e.subject, e.data) for e in await store.read_outbox()] == [
+        ("task/a", {"n": 1, "seq": 1}),
+        ("task/b", {"n": 2, "seq": 2}),
+        ("task/b", {"n": 3, "seq": 2}),
+    ]
+    with pytest.raises(NotFound):
+        await store.append_step("nope", "c", events=[_event("task/c")])
+    assert len(await store.read_outbox()) == 3
+
+
+async def test_a_step_and_its_events_are_both_written_or_neither(
+    store: Store, make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = await make.task()
+    monkeypatch.setattr(outbox_sql, "new_id", lambda prefix="": "evt-the-same")
+    first = await store.write_events([_event("vm/first")])
+
+    with pytest.raises(AlreadyExists):
+        await store.append_step(task.id, "a", events=[_event("task/a")])
+
+    assert await store.list_steps(task.id) == []
+    assert (await store.get(Task, task.id)).step_count == 0
+    assert [e.id for e in await store.read_outbox()] == [e.id for e in first]
+
+
+async def test_concurrent_step_writes_each_keep_their_outcome_and_events(
+    store: Store, make: Factory
+) -> None:
+    """Concurrent journal writes share statements on PostgreSQL (group commit): each new step
+    is numbered by its own task, a write of an unknown task or step fails alone and writes no
+    event, and two steps of one task never clash."""
+    tasks = [await make.task() for _ in range(12)]
+
+    async def append(task_id: str, n: int) -> int | None:
+        try:
+            step = await store.append_step(task_id, f"s{n}", events=[_event(f"task/{task_id}", n)])
+        except NotFound:
+            return None
+        return step.seq
+
+    targets = [t.id for t in tasks] * 2 + ["nope-1", "nope-2"]
+    seqs = await asyncio.gather(*(append(task_id, n) for n, task_id in enumerate(targets)))
+    assert seqs[-2:] == [None, None]
+    for task in tasks:
+        steps = await store.list_steps(task.id)
+        assert [s.seq for s in steps] == [1, 2]
+    appended = await store.read_outbox(limit=100)
+    assert sorted(e.subject for e in appended) == sorted(f"task/{t}" for t in targets[:-2])
+    assert all(e.data["seq"] in (1, 2) for e in appended)
+    await store.remove_from_outbox([e.seq for e in appended])
+
+    async def outcome(task_id: str, seq: int) -> bool:
+        try:
+            await store.update_step(
+                task_id, seq, state=StepState.DONE, events=[_event(f"task/{task_id}/{seq}")]
+            )
+        except NotFound:
+            return False
+        return True
+
+    keys = [(t.id, seq) for t in tasks for seq in (1, 2, 3)]
+    done = await asyncio.gather(*(outcome(task_id, seq) for task_id, seq in keys))
+    assert done == [seq != 3 for _, seq in keys]
+    assert sorted(e.subject for e in await store.read_outbox(limit=100)) == sorted(
+        f"task/{task_id}/{seq}" for task_id, seq in keys if seq != 3
+    )
+    for task in tasks:
+        assert {s.state for s in await store.list_steps(task.id)} == {StepState.DONE}
+
+
 class _FlakyBus(LocalEventBus):
     """Refuses the first ``down`` publishes, as a bus in an outage does."""
 

@@ -176,6 +176,13 @@ class PrivateBroker:
             process.wait(timeout=15)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    @property
+    def beam_pid(self) -> int:
+        """The Erlang VM's PID (the broker's process)."""
+        pid = self._beam_pid()
+        assert pid is not None, "not started"
+        return pid
+
     def _beam_pid(self) -> int | None:
         """The Erlang VM's PID (a child of the script started here), from the node's PID file."""
         try:

@@ -90,6 +90,11 @@ class PrivateRedis:
         self._persistent = persistent
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
     def start(self) -> None:
         aof = ["yes", "--appendfsync", "always"] if self._persistent else ["no"]
         self._process = subprocess.Popen(

@@ -62,6 +62,11 @@ async def browser() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-def screenshots() -> Path:
+def screenshots(tmp_path: Path) -> Path:
+    """Where the browser tests save their screenshots: the README's own folder when
+    ``CLOUDCORE_SCREENSHOTS=1`` (to retake them), else the test's temporary directory, so a test
+    run leaves the checkout as it found it."""
+    if os.environ.get("CLOUDCORE_SCREENSHOTS") != "1":
+        return tmp_path
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS

@@ -88,10 +88,20 @@ async def test_a_tenant_creates_a_vm_watches_it_run_stops_it_and_sees_a_409_expl
 async def test_an_operator_sees_hosts_with_capacity_and_the_actor_tree(
     browser: Any, web: ApiClient, screenshots: Path
 ) -> None:
+    r = await web.call(
+        "POST",
+        "/vms",
+        "alice",
+        {"name": "big", "datacenter_id": "dc1", "cpus": 4, "memory_mib": 2048},
+    )
+    assert r.status == 202, r.body
+    assert (await web.wait_task(r.body["id"])).error is None
     page = await _login(browser, web, "operator")
     await page.get_by_role("link", name="Hosts").click()
     await page.get_by_text("HEALTHY").first.wait_for(timeout=_WAIT)
     assert await page.locator("meter").count() >= 4  # CPU and memory bars per host
+    claimed = await page.locator("meter").evaluate_all("ms => ms.map(m => m.value)")
+    assert 4 in claimed and 2048 in claimed  # the VM's claim on its host
     await page.screenshot(path=str(screenshots / "hosts.png"), full_page=True)
 
     await page.get_by_role("link", name="Actors").click()

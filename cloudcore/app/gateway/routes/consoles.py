@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -11,17 +10,16 @@ import msgspec
 from aiohttp import web
 
 from cloudcore.app.gateway.api import Api, ApiRequest
-from cloudcore.app.gateway.consoles import proxy, websocket
+from cloudcore.app.gateway.consoles import connect, proxy, serial_session, websocket
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.routes.vms import visible_vm
-from cloudcore.errors import BackendUnavailable
+from hypervisor_drivers.types import ConsoleKind
 
 __all__ = ["ConsoleView", "api"]
 
 api = Api("consoles")
 
 _TICKET = "/consoles/{ticket}"
-_CONNECT_TIMEOUT = 5.0
 
 
 class ConsoleView(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,31 +27,43 @@ class ConsoleView(msgspec.Struct, frozen=True, kw_only=True):
     ``protocol`` (RFB, the VNC protocol) in binary messages, as noVNC expects."""
 
     vm_id: str
-    protocol: Annotated[str, msgspec.Meta(description="rfb: the VNC protocol")]
+    kind: ConsoleKind
+    protocol: Annotated[
+        str, msgspec.Meta(description="rfb (the VNC protocol), or raw (a serial terminal's bytes)")
+    ]
     url: str
     path: str
     expires_at: datetime
 
 
+class ConsoleQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``kind``: ``vnc`` (the graphical console, the default) or ``serial``."""
+
+    kind: ConsoleKind = ConsoleKind.VNC
+
+
 @api.get(
     "/vms/{vm_id}/console",
+    query=ConsoleQuery,
     reply=ConsoleView,
     summary="Get a one-use URL to a VM's graphical console",
     errors=(404, 409, 503),
 )
-async def get_console(req: ApiRequest[None, None]) -> ConsoleView:
+async def get_console(req: ApiRequest[None, ConsoleQuery]) -> ConsoleView:
     """The VM must be RUNNING or PAUSED (409 illegal_transition otherwise) on a host whose
     driver offers consoles (409 unsupported_operation: the simulated hosts have none). The
     URL is good for one WebSocket, opened within ``api.console_ticket_seconds``."""
     vm = await visible_vm(req)
-    endpoint = await req.gateway.orchestrator.console(vm)
+    kind = req.query.kind if req.query is not None else ConsoleKind.VNC
+    endpoint = await req.gateway.orchestrator.console(vm, kind)
     tickets = req.gateway.consoles
     secret = tickets.issue(vm.id, req.principal.user_id, endpoint)
     path = "/api/v1" + _TICKET.format(ticket=secret)
     scheme = "wss" if req.raw.secure else "ws"
     return ConsoleView(
         vm_id=vm.id,
-        protocol="rfb",
+        kind=kind,
+        protocol="rfb" if kind is ConsoleKind.VNC else "raw",
         url=f"{scheme}://{req.raw.host}{path}",
         path=path,
         expires_at=datetime.now(UTC) + timedelta(seconds=tickets.lifetime),
@@ -64,13 +74,14 @@ async def get_console(req: ApiRequest[None, None]) -> ConsoleView:
     _TICKET,
     public=True,
     summary="Open a console (WebSocket; the ticket is the credential)",
-    errors=(400, 404, 503),
+    errors=(400, 404, 409, 503),
     content_type="application/octet-stream",
 )
 async def open_console(req: ApiRequest[None, None]) -> web.StreamResponse:
     """Upgrades to a WebSocket relaying the console's bytes. 404 when the ticket is unknown,
     spent or expired; 400 for a request that is not a WebSocket upgrade (the ticket is then
-    left unspent); 503 when the console cannot be reached."""
+    left unspent); 409 when the VM's serial console is in use by another session; 503 when the
+    console cannot be reached."""
     tickets, secret = req.gateway.consoles, req.params["ticket"]
     if tickets.peek(secret) is None:
         raise ApiError(404, "not_found", "no such console ticket: unknown, used or expired")
@@ -80,12 +91,6 @@ async def open_console(req: ApiRequest[None, None]) -> web.StreamResponse:
     ticket = tickets.spend(secret)
     if ticket is None:  # spent meanwhile by a concurrent request
         raise ApiError(404, "not_found", "no such console ticket: unknown, used or expired")
-    endpoint = ticket.endpoint
-    try:
-        async with asyncio.timeout(_CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
-    except (OSError, TimeoutError) as exc:
-        raise BackendUnavailable(
-            f"the console of VM {ticket.vm_id} cannot be reached ({type(exc).__name__})"
-        ) from None
-    return await proxy(req.raw, ws, ticket, reader, writer)
+    with serial_session(tickets, ticket):
+        reader, writer = await connect(ticket)
+        return await proxy(req.raw, ws, ticket, reader, writer)

@@ -46,6 +46,8 @@ class PathQuery(_Body, frozen=True, kw_only=True):
 
 class TreeQuery(_Body, frozen=True, kw_only=True):
     path: ActorPath = "/user"
+    #: Another node of the cluster, asked through it (default: the node answering).
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class DeadLetterQuery(_Body, frozen=True, kw_only=True):
@@ -79,6 +81,10 @@ class NodeView(msgspec.Struct, frozen=True, kw_only=True):
     capabilities: dict[str, str]
     kinds: list[str] = msgspec.field(default_factory=list)
     last_heartbeat: datetime | None = None
+    started_at: datetime | None = None
+    #: What the node says of itself: ``profile``, ``datacenters`` (those it runs now,
+    #: comma-separated), ``cpu_percent`` (since its last heartbeat), ``tasks`` (driven now).
+    info: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class NodeList(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,6 +155,10 @@ async def list_nodes(req: ApiRequest[None, None]) -> NodeList:
         status="up",
         transport=kind,
         capabilities=dict(settings.node.capabilities),
+        info={
+            "profile": settings.node.profile,
+            "datacenters": ",".join(req.gateway.orchestrator.running()),
+        },
     )
     items = [me]
     for member in req.gateway.members():
@@ -160,6 +170,10 @@ async def list_nodes(req: ApiRequest[None, None]) -> NodeList:
             capabilities=dict(member.capabilities),
             kinds=list(member.kinds),
             last_heartbeat=datetime.fromtimestamp(member.last_heartbeat, UTC),
+            started_at=datetime.fromtimestamp(member.started_at, UTC)
+            if member.started_at
+            else None,
+            info=dict(member.info) or (me.info if member.node == system.node_id else {}),
         )
         if view.this:
             items[0] = msgspec.structs.replace(view, status=me.status)
@@ -180,8 +194,16 @@ async def list_nodes(req: ApiRequest[None, None]) -> NodeList:
 )
 async def actor_tree(req: ApiRequest[None, TreeQuery]) -> ActorInfo:
     """Every actor under ``path`` (default ``/user``): class, status, mailbox depth, messages
-    processed, restarts, last failure, children."""
-    return _operator(req).tree(req.query.path)
+    processed, restarts, last failure, children; of ``node`` if given (another node of the
+    cluster, asked through it: 404 if this node is on its own)."""
+    system = _operator(req)
+    node = req.query.node
+    if node is None or node == system.node_id:
+        return system.tree(req.query.path)
+    trees = req.gateway.trees
+    if trees is None:
+        raise ApiError(404, "not_found", f"node {node!r}: this node belongs to no cluster")
+    return await trees(node, req.query.path)
 
 
 @api.get(

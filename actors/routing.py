@@ -1,0 +1,227 @@
+"""Operations on a datacenter that runs on another node: routed to its owner through the
+cluster, by the datacenter's lease.
+
+The node that holds a datacenter's lease (:mod:`actors.ownership`) runs a
+:class:`DatacenterPort` at :data:`PORT`; a node that does not run the datacenter (a server
+node, or a node of another datacenter) asks that port (:class:`Routes`), which runs the
+operation with its own orchestrator, where the datacenter's actors are. If the datacenter has no
+owner whose lease runs, or the owner's node is down, the operation is refused at once with
+DatacenterUnavailable (a 503 with Retry-After at the API) before anything is written.
+
+Replies come back as the ask's answer; a task's progress and end as events (the owners write
+them to the store's outbox; :class:`FinishedTasks` resolves this node's waiters from the bus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, assert_never
+
+from actors.host_lifecycle import HostOperation
+from actors.lifecycle import Operation
+from actors.messages import Deploy, RecoverVerb, SweepReport
+from actors.operations import OperationParams
+from actors.ownership import lease_name
+from cloudcore.errors import BusClosed, DatacenterUnavailable, NotFound, describe
+from cloudcore.events import EventBus
+from cloudcore.logging import get_logger
+from cloudcore.runtime import Actor, ActorRef, Message
+from cloudcore.store import Store
+from cloudcore.store.records import VM, Host, Task
+
+if TYPE_CHECKING:
+    from actors.journal import TaskWaiters
+    from actors.orchestrator import Orchestrator
+
+__all__ = [
+    "PORT",
+    "DatacenterPort",
+    "FinishedTasks",
+    "PortMessage",
+    "RoutedAddHost",
+    "RoutedAdminState",
+    "RoutedDeploy",
+    "RoutedOperate",
+    "RoutedRecover",
+    "RoutedReply",
+    "RoutedSweep",
+    "Routes",
+]
+
+_log = get_logger("actors.routing")
+
+#: Where the port of a node that runs datacenters lives.
+PORT = "/user/datacenter-port"
+
+
+class RoutedDeploy(Message, frozen=True, kw_only=True):
+    """A deploy written RUNNING (the VM and its task) for a datacenter of this node: run it.
+    A tell; if it is lost, the datacenter's watchdog resumes the task as one nothing drives."""
+
+    datacenter_id: str
+    task: Task
+    vm: VM
+
+
+class RoutedOperate(Message, frozen=True, kw_only=True):
+    """Start ``operation`` on a VM of a datacenter of this node. Replies RoutedReply(task)."""
+
+    datacenter_id: str
+    vm_id: str
+    operation: Operation
+    params: OperationParams | None = None
+
+
+class RoutedRecover(Message, frozen=True, kw_only=True):
+    """An operator's verdict on a VM in ERROR. Replies RoutedReply(task or None)."""
+
+    datacenter_id: str
+    vm_id: str
+    verb: RecoverVerb
+
+
+class RoutedAdminState(Message, frozen=True, kw_only=True):
+    """Enable or disable a host, or cancel its maintenance. Replies RoutedReply(host)."""
+
+    datacenter_id: str
+    host_id: str
+    operation: HostOperation
+
+
+class RoutedAddHost(Message, frozen=True, kw_only=True):
+    """Manage a host just registered in the store. Replies RoutedReply()."""
+
+    datacenter_id: str
+    host_id: str
+
+
+class RoutedSweep(Message, frozen=True, kw_only=True):
+    """Compare a host's hypervisor with the store. Replies RoutedReply(report)."""
+
+    datacenter_id: str
+    host_id: str
+
+
+class RoutedReply(Message, frozen=True, kw_only=True):
+    task: Task | None = None
+    host: Host | None = None
+    report: SweepReport | None = None
+
+
+PortMessage = (
+    RoutedDeploy | RoutedOperate | RoutedRecover | RoutedAdminState | RoutedAddHost | RoutedSweep
+)
+
+
+class DatacenterPort(Actor[PortMessage]):
+    """Runs the operations routed to this node with its orchestrator. An operation for a
+    datacenter this node does not run (it lost the lease since) is refused with
+    DatacenterUnavailable, which the caller's client retries after a while."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+
+    async def receive(self, message: PortMessage) -> Any:
+        orchestrator = self.orchestrator
+        if not orchestrator.runs(message.datacenter_id):
+            if isinstance(message, RoutedDeploy):
+                return None  # its owner's watchdog resumes it
+            raise DatacenterUnavailable(
+                f"datacenter {message.datacenter_id} no longer runs on this node; retry"
+            )
+        match message:
+            case RoutedDeploy(task=task, vm=vm):
+                orchestrator.datacenter(message.datacenter_id).tell(Deploy(task=task, vm=vm))
+                return None
+            case RoutedOperate(vm_id=vm_id, operation=operation, params=params):
+                return RoutedReply(task=await orchestrator.operate(vm_id, operation, params))
+            case RoutedRecover(vm_id=vm_id, verb=verb):
+                return RoutedReply(task=await orchestrator.recover(vm_id, verb))
+            case RoutedAdminState(host_id=host_id, operation=operation):
+                return RoutedReply(host=await orchestrator.set_admin_state(host_id, operation))
+            case RoutedAddHost(host_id=host_id):
+                await orchestrator.add_host(await orchestrator.store.get(Host, host_id))
+                return RoutedReply()
+            case RoutedSweep(host_id=host_id):
+                report = await orchestrator.sweep(message.datacenter_id, host_id)
+                return RoutedReply(report=report)
+            case _:
+                assert_never(message)
+
+
+class Routes:
+    """Where a datacenter runs, for a node that does not run it: its lease's holder, if that
+    lease runs and its node is up.
+
+    ``ref(node, path)`` makes a ref to an actor of another node; ``status(node)`` is that
+    node's status in the cluster view (None if unknown)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ref: Callable[[str, str], ActorRef[Any]],
+        status: Callable[[str], str | None],
+    ) -> None:
+        self.store = store
+        self._ref = ref
+        self._status = status
+
+    async def owner(self, datacenter_id: str) -> str | None:
+        """The node that runs the datacenter now, or None."""
+        name = lease_name(datacenter_id)
+        leases = [lease for lease in await self.store.list_leases(name) if lease.name == name]
+        if not leases or leases[0].expires_at <= datetime.now(UTC):
+            return None
+        return leases[0].node
+
+    async def port(self, datacenter_id: str) -> ActorRef[PortMessage]:
+        """The port of the datacenter's owner; DatacenterUnavailable (503) if it has none up."""
+        node = await self.owner(datacenter_id)
+        if node is None:
+            raise DatacenterUnavailable(
+                f"datacenter {datacenter_id} has no running owner node (none runs it, or its "
+                "node died and its lease has not expired yet); retry"
+            )
+        status = self._status(node)
+        if status != "up":
+            raise DatacenterUnavailable(
+                f"datacenter {datacenter_id} runs on node {node}, which is "
+                f"{status or 'unknown'}; retry"
+            )
+        port: ActorRef[PortMessage] = self._ref(node, PORT)
+        return port
+
+
+class FinishedTasks:
+    """Resolves this node's task waiters from the ``task.finished`` events of every node (a
+    task driven on another node ends there)."""
+
+    def __init__(self, events: EventBus, store: Store, waiters: TaskWaiters) -> None:
+        self._events, self._store, self._waiters = events, store, waiters
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="finished-tasks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for event in self._events.subscribe(types=["task.finished"]):
+                    task_id = str(event.data.get("task_id", ""))
+                    if self._waiters.waiting(task_id):
+                        with contextlib.suppress(NotFound):
+                            self._waiters.resolve(await self._store.get(Task, task_id))
+            except BusClosed:
+                return
+            except Exception as exc:  # a bus error: follow again from now
+                _log.warning("finished_tasks.failed", error=describe(exc))
+                await asyncio.sleep(1.0)

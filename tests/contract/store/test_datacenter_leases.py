@@ -1,0 +1,92 @@
+"""Datacenter ownership by lease (actors.ownership) on both stores: two nodes for one
+datacenter, exactly one runs it; a node cut off stops driving before the other takes over; a
+node that stops hands over at the other's next round."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors.ownership import DatacenterLeases
+from cloudcore.store.base import Store
+from tests.waiting import eventually, never
+
+TTL = 1.0
+
+
+class Timeline:
+    """When each node ran and stopped the datacenter; fails on two runners at once."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+        self.log: list[tuple[str, str]] = []
+
+    def keeper(self, store: Store, node: str, healthy: list[bool]) -> DatacenterLeases:
+        async def wanted() -> list[str]:
+            return ["dc1"]
+
+        async def run(dc: str) -> None:
+            assert not self.running, f"{node} runs {dc} while {self.running} does"
+            self.running.add(node)
+            self.log.append(("run", node))
+
+        async def drop(dc: str) -> None:
+            if node in self.running:
+                self.running.discard(node)
+                self.log.append(("drop", node))
+
+        return DatacenterLeases(
+            store, node, ttl=TTL, wanted=wanted, run=run, drop=drop, healthy=lambda: healthy[0]
+        )
+
+
+@pytest.fixture
+async def two(store: Store) -> AsyncIterator[tuple[Timeline, list[DatacenterLeases], list[bool]]]:
+    timeline = Timeline()
+    health = [True]
+    keepers = [timeline.keeper(store, "n1", health), timeline.keeper(store, "n2", [True])]
+    try:
+        yield timeline, keepers, health
+    finally:
+        for keeper in keepers:
+            await keeper.stop()
+
+
+async def test_two_nodes_for_one_datacenter_exactly_one_runs_it(two: tuple) -> None:
+    timeline, (n1, n2), _ = two
+    await asyncio.gather(n1.start(), n2.start())
+    assert sorted(n1.owned + n2.owned) == ["dc1"]
+    # Renewals go on: still one, and the same one.
+    await never(lambda: len(timeline.log) != 1, within=TTL * 2)
+    assert len(timeline.running) == 1
+
+
+async def test_a_node_cut_off_stops_driving_before_the_other_takes_over(
+    two: tuple, store: Store
+) -> None:
+    timeline, (n1, n2), health = two
+    await n1.start()
+    await n2.start()
+    assert n1.owned == ["dc1"] and n2.owned == []
+    first = (await store.list_leases("datacenter/dc1"))[0]
+    health[0] = False  # n1 loses the broker: it renews nothing from now on
+    await eventually(lambda: n2.owned == ["dc1"] or None, timeout=TTL * 4)
+    assert timeline.log == [("run", "n1"), ("drop", "n1"), ("run", "n2")]
+    taken = (await store.list_leases("datacenter/dc1"))[0]
+    assert taken.token == first.token + 1 and taken.node == "n2"
+    assert taken.acquired_at >= first.expires_at  # only once n1's lease had run out
+
+
+async def test_a_node_that_stops_releases_and_the_other_takes_over_at_its_next_round(
+    two: tuple,
+) -> None:
+    timeline, (n1, n2), _ = two
+    await n1.start()
+    await n2.start()
+    stopped = asyncio.get_running_loop().time()
+    await n1.stop()
+    await eventually(lambda: n2.owned == ["dc1"] or None, timeout=TTL * 2)
+    assert asyncio.get_running_loop().time() - stopped < TTL  # not after an expiry
+    assert timeline.log == [("run", "n1"), ("drop", "n1"), ("run", "n2")]
