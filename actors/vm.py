@@ -268,8 +268,7 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
         return journal.task
 
     def _begin(self, task_id: str) -> None:
-        """The background work about to start drives ``task_id``: so the watchdog knows, until
-        the work ends."""
+        """The work about to start drives ``task_id``: the watchdog knows, until it ends."""
         _log.info("vm.task_started", vm_id=self.vm.id, task_id=task_id)
         self.services.runners.add(task_id)
 
