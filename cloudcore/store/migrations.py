@@ -279,6 +279,15 @@ ALTER TABLE templates ADD COLUMN uploaded_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE templates ADD COLUMN error TEXT
 """
 
+# Version 14: names where ids are taken: a VM, host, template or volume is found by its name
+# (the CLI's `vm show web`), so each kind is listed by name through an index.
+_V14 = """
+CREATE INDEX vms_name ON vms (name, id);
+CREATE INDEX hosts_name ON hosts (name, id);
+CREATE INDEX templates_name ON templates (name, id);
+CREATE INDEX volumes_name ON volumes (name, id)
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -287,6 +296,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "transactional outbox of events", _V4),
     Migration(7, "networks: IPAM fields, NIC MACs, address quarantine", _V7),
     Migration(8, "template images: format, sizes, checksum, formats, upload progress", _V8),
+    Migration(14, "indexes to find VMs, hosts, templates and volumes by name", _V14),
 )
 
 #: The schema version this code runs on.
