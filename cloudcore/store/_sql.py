@@ -264,7 +264,7 @@ def _cursor_args(table: Table[Any], order: Order, position: str) -> builtins.lis
     if order.field == "id":
         return [position]
     time = is_time(table.types[order.field])
-    value, last_id = decode_sorted_cursor(position, order.field, time)
+    value, last_id = decode_sorted_cursor(position, order, time)
     return [value, last_id]
 
 

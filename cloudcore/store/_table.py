@@ -171,7 +171,9 @@ class Table(Generic[R]):
     def check_order(self, order: Order) -> None:
         if order.field != "id" and order.field not in self.sortable:
             allowed = ", ".join(sorted(self.sortable | {"id"}))
-            raise InvalidRecord(f"{self.label} cannot be sorted by {order.field!r} (sort: {allowed})")
+            raise InvalidRecord(
+                f"{self.label} cannot be sorted by {order.field!r} (sort: {allowed})"
+            )
 
     def check_filters(self, where: Mapping[str, object]) -> None:
         for column in where:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
-
-from cloudcore.errors import InvalidRecord
 
 __all__ = [
     "Not",
@@ -78,17 +76,19 @@ def encode_sorted_cursor(value: Any, last_id: str) -> str:
     return base64.urlsafe_b64encode(f"{text}{_SEP}{last_id}".encode()).decode().rstrip("=")
 
 
-def decode_sorted_cursor(position: str, field: str, is_time: bool) -> tuple[Any, str]:
-    """(value, id) from the position a cursor decodes to; a cursor of another listing (no
-    separator: an id-order cursor) starts at that value. InvalidRecord naming the cursor when
-    the value cannot be a time for a time column."""
+def decode_sorted_cursor(position: str, order: Order, is_time: bool) -> tuple[Any, str]:
+    """(value, id) from the position a cursor decodes to. Total, as id-order cursors are: a
+    cursor of another listing (no separator) starts at that value, and one whose value is no
+    time, for a time column, starts at the beginning of the listing."""
     value, _, last_id = position.partition(_SEP)
     if not is_time:
         return value, last_id
     try:
-        return datetime.fromisoformat(value), last_id
+        when = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidRecord(f"cursor: not a position in a listing sorted by {field}") from None
+        when = datetime.max if order.descending else datetime.min
+        return when.replace(tzinfo=UTC), ""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)), last_id
 
 
 def _conditions(filters: tuple[tuple[str, str], ...]) -> tuple[list[str], int]:

@@ -88,7 +88,25 @@ async def test_delete_answers_202_and_the_vm_ends_deleted(api: ApiClient) -> Non
     r = await api.call("DELETE", f"/vms/{vm_id}", "alice")
     assert r.status == 202 and r.body["kind"] == "vm.delete"
     assert (await api.wait_task(r.body["id"])).state == "SUCCEEDED"
-    assert (await api.call("GET", f"/vms/{vm_id}", "alice")).body["state"] == "DELETED"
+    gone = await api.call("GET", f"/vms/{vm_id}", "alice")
+    assert gone.status == 404 and gone.error_code == "not_found"
+
+
+async def test_a_deleted_vm_is_hidden_read_by_admins_and_not_deleted_twice(
+    api: ApiClient,
+) -> None:
+    vm_id = await running_vm(api, name="tomb")
+    r = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    assert (await api.wait_task(r.body["id"])).state == "SUCCEEDED"
+    assert vm_id not in ids_of((await api.call("GET", "/vms", "alice")).body)
+    assert vm_id in ids_of((await api.call("GET", "/vms?deleted=true", "alice")).body)
+    # only admins and operators read a tombstone; for its tenant it is gone
+    assert (await api.call("GET", f"/vms/{vm_id}?deleted=true", "alice")).status == 404
+    tomb = await api.call("GET", f"/vms/{vm_id}?deleted=true", "admin")
+    assert tomb.status == 200 and tomb.body["state"] == "DELETED"
+    again = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    assert again.status == 409 and again.error_code == "already_deleted"
+    assert "already deleted" in again.body["error"]["message"]
 
 
 async def test_list_filters_and_pages_with_a_cursor(api: ApiClient) -> None:
@@ -96,8 +114,15 @@ async def test_list_filters_and_pages_with_a_cursor(api: ApiClient) -> None:
     first = await api.call("GET", "/vms?limit=2", "alice")
     assert first.status == 200 and len(first.body["items"]) == 2
     second = await api.call("GET", f"/vms?limit=2&cursor={first.body['next_cursor']}", "alice")
-    assert [v["id"] for v in first.body["items"] + second.body["items"]] == ids
+    assert [v["id"] for v in first.body["items"] + second.body["items"]] == ids[::-1]  # newest
     assert second.body["next_cursor"] is None
+    assert first.body["total"] == second.body["total"] == 3
+    by_name = await api.call("GET", "/vms?sort=name:desc", "alice")
+    assert [v["name"] for v in by_name.body["items"]] == ["vm2", "vm1", "vm0"]
+    named = await api.call("GET", "/vms?name=vm1", "alice")
+    assert ids_of(named.body) == [ids[1]]
+    bad = await api.call("GET", "/vms?sort=spec", "alice")
+    assert bad.status == 422 and bad.body["error"]["details"]["field"] == "sort"
     stopped = await api.call("GET", "/vms?state=STOPPED&datacenter_id=dc1", "alice")
     assert len(stopped.body["items"]) == 3
     assert (await api.call("GET", "/vms?state=RUNNING", "alice")).body["items"] == []
@@ -161,3 +186,7 @@ async def test_recover_verbs_are_for_operators_not_users(api: ApiClient) -> None
     assert denied.status == 403 and denied.error_code == "forbidden"
     allowed = await api.call("POST", f"/tasks/{r.body['id']}/recover", "operator", {"verb": "fail"})
     assert allowed.status == 409 and "ERROR" in allowed.body["error"]["message"]  # VM not in ERROR
+
+
+def ids_of(page: dict[str, Any]) -> list[str]:
+    return [item["id"] for item in page["items"]]

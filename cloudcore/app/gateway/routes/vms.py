@@ -21,6 +21,7 @@ from actors.operations import (
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import Principal, tenant_filter
 from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.listing import sorted_page
 from cloudcore.app.gateway.lookup import referenced, visible
 from cloudcore.app.gateway.schemas import (
     MigrateBody,
@@ -29,21 +30,27 @@ from cloudcore.app.gateway.schemas import (
     SnapshotBody,
     StopBody,
     TaskView,
+    TombstoneQuery,
     VMCreate,
     VMQuery,
 )
 from cloudcore.app.gateway.tasks import accepted
-from cloudcore.errors import InvalidRecord
-from cloudcore.store.records import VM, Datacenter, Page, Template, Tenant, VMSpec
+from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.store.listing import Not
+from cloudcore.store.records import VM, Datacenter, Page, Template, Tenant, VMSpec, VMState
 
 __all__ = ["api"]
 
 api = Api("vms")
 
 
-async def visible_vm(req: ApiRequest[Any, Any]) -> VM:
-    """The VM named in the path, if the caller may see it (else 404, as for a missing one)."""
-    return await visible(req, VM, req.params["vm_id"], "VM")
+async def visible_vm(req: ApiRequest[Any, Any], *, tombstone: bool = False) -> VM:
+    """The VM named in the path, if the caller may see it and it is not deleted (else 404, as
+    for a missing one). ``tombstone``: a deleted one too."""
+    vm = await visible(req, VM, req.params["vm_id"], "VM")
+    if vm.state is VMState.DELETED and not tombstone:
+        raise NotFound(f"VM {vm.id} not found")
+    return vm
 
 
 def _owner(principal: Principal, requested: str | None) -> str:
@@ -108,25 +115,33 @@ def _check_maxima(body: VMCreate) -> None:
 
 @api.get("/vms", query=VMQuery, reply=Page[VM], summary="List VMs")
 async def list_vms(req: ApiRequest[None, VMQuery]) -> Page[VM]:
-    """In creation order, a page at a time. A user sees its own tenant's VMs only."""
+    """The newest first unless ``sort`` says otherwise, a page at a time, filters applied
+    before the limit. Deleted VMs are left out unless ``deleted`` (or ``state=DELETED``). A
+    user sees its own tenant's VMs only."""
     q = req.query
     where = tenant_filter(req.principal, q.tenant_id)
     if where is None:
-        return Page(items=[])
-    for key in ("datacenter_id", "host_id", "state"):
+        return Page(items=[], total=0)
+    for key in ("datacenter_id", "host_id", "state", "name"):
         value = getattr(q, key)
         if value is not None:
             where[key] = value
-    return await req.gateway.store.list(VM, where=where, after=q.cursor, limit=q.limit)
+    if q.state is None and not q.deleted:
+        where["state"] = Not(VMState.DELETED)
+    return await sorted_page(req.gateway.store, VM, where, q)
 
 
-@api.get("/vms/{vm_id}", reply=VM, summary="Get a VM", errors=(404,))
-async def get_vm(req: ApiRequest[None, None]) -> VM:
-    return await visible_vm(req)
+@api.get("/vms/{vm_id}", query=TombstoneQuery, reply=VM, summary="Get a VM", errors=(404,))
+async def get_vm(req: ApiRequest[None, TombstoneQuery]) -> VM:
+    """A deleted VM is a 404 as a missing one is; admins and operators read its tombstone
+    with ``deleted=true``."""
+    return await visible_vm(req, tombstone=req.query.deleted and req.principal.sees_all)
 
 
-async def _operate(req: ApiRequest[Any, Any], params: OperationParams) -> Reply:
-    vm = await visible_vm(req)
+async def _operate(
+    req: ApiRequest[Any, Any], params: OperationParams, vm: VM | None = None
+) -> Reply:
+    vm = vm or await visible_vm(req)
     task = await req.gateway.orchestrator.operate(vm.id, params.operation, params)
     return await accepted(req, task)
 
@@ -185,5 +200,9 @@ async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
 
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
 async def delete_vm(req: ApiRequest[None, None]) -> Reply:
-    """Destroys the VM on its host, releases its capacity and quota; 202 and the task."""
-    return await _operate(req, DeleteParams())
+    """Destroys the VM on its host, releases its capacity and quota; 202 and the task. A VM
+    already deleted is a 409 ``already_deleted``."""
+    vm = await visible_vm(req, tombstone=True)
+    if vm.state is VMState.DELETED:
+        raise ApiError(409, "already_deleted", f"VM {vm.id} is already deleted")
+    return await _operate(req, DeleteParams(), vm)
