@@ -19,10 +19,11 @@ from actors.operations import (
     SuspendParams,
 )
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
-from cloudcore.app.gateway.auth import Principal, tenant_filter
+from cloudcore.app.gateway.auth import Principal, require, tenant_filter
 from cloudcore.app.gateway.errors import ApiError
-from cloudcore.app.gateway.listing import sorted_page
+from cloudcore.app.gateway.listing import NEWEST_FIRST, sorted_page
 from cloudcore.app.gateway.lookup import referenced, visible
+from cloudcore.app.gateway.routes.tasks import RecoverBody
 from cloudcore.app.gateway.schemas import (
     MigrateBody,
     RebootBody,
@@ -34,10 +35,20 @@ from cloudcore.app.gateway.schemas import (
     VMCreate,
     VMQuery,
 )
-from cloudcore.app.gateway.tasks import accepted
+from cloudcore.app.gateway.tasks import accepted, task_view
 from cloudcore.errors import InvalidRecord, NotFound
 from cloudcore.store.listing import Not
-from cloudcore.store.records import VM, Datacenter, Page, Template, Tenant, VMSpec, VMState
+from cloudcore.store.records import (
+    VM,
+    Datacenter,
+    Page,
+    Role,
+    Task,
+    Template,
+    Tenant,
+    VMSpec,
+    VMState,
+)
 
 __all__ = ["api"]
 
@@ -196,6 +207,28 @@ async def snapshot_vm(req: ApiRequest[SnapshotBody, None]) -> Reply:
 @api.post("/vms/{vm_id}/migrate", body=MigrateBody, summary="Move a VM to another host", **_ACTION)
 async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
     return await _operate(req, MigrateParams(host_id=req.body.host_id))
+
+
+@api.post(
+    "/vms/{vm_id}/recover",
+    body=RecoverBody,
+    reply=TaskView,
+    status=202,
+    summary="Recover a VM in ERROR",
+    errors=(403, 404, 409),
+)
+async def recover_vm(req: ApiRequest[RecoverBody, None]) -> Reply:
+    """As ``POST /tasks/{id}/recover`` for the VM's last task, by VM (admins and operators):
+    ``retry`` and ``delete`` answer 202 with the task that does it; ``succeed`` and ``fail``
+    answer 200 with the VM's last task, settled."""
+    vm = await visible_vm(req)
+    require(req.principal, Role.ADMIN, Role.OPERATOR)
+    store = req.gateway.store
+    follow = await req.gateway.orchestrator.recover(vm.id, req.body.verb)
+    if follow is not None:
+        return await accepted(req, follow)
+    last = await store.list(Task, where={"subject": f"vm/{vm.id}"}, limit=1, order=NEWEST_FIRST)
+    return Reply(await task_view(store, last.items[0]), 200)
 
 
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
