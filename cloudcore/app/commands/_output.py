@@ -74,19 +74,27 @@ def human_size(n: float | None) -> str | None:
     raise AssertionError("unreachable")
 
 
-def mib(path: str) -> Callable[[dict[str, Any]], str | None]:
+class Size:
+    """A cell showing a numeric field (``path``, counted in ``unit`` bytes) as a size; JSON and
+    YAML with ``-c`` keep the number, under its path."""
+
+    def __init__(self, path: str, unit: int) -> None:
+        self.path = path
+        self.unit = unit
+
+    def __call__(self, item: dict[str, Any]) -> str | None:
+        value = _field(item, self.path)
+        return human_size(value * self.unit) if isinstance(value, int | float) else None
+
+
+def mib(path: str) -> Size:
     """A cell showing a MiB field (``spec.memory_mib``) as a size."""
-    return lambda item: _sized(item, path, 1024**2)
+    return Size(path, 1024**2)
 
 
-def gib(path: str) -> Callable[[dict[str, Any]], str | None]:
+def gib(path: str) -> Size:
     """A cell showing a GiB field as a size."""
-    return lambda item: _sized(item, path, 1024**3)
-
-
-def _sized(item: dict[str, Any], path: str, unit: int) -> str | None:
-    value = _field(item, path)
-    return human_size(value * unit) if isinstance(value, int | float) else None
+    return Size(path, 1024**3)
 
 
 def add_output_option(parser: argparse.ArgumentParser) -> None:
@@ -118,32 +126,41 @@ def add_listing_options(parser: argparse.ArgumentParser, *, sort: bool = True) -
         )
 
 
-def _select(columns: Sequence[Column], wanted: Sequence[str] | None) -> list[Column]:
-    """The columns ``-c`` names, in the order named; an unknown one is refused, naming all."""
+def _path(field: str | Callable[[dict[str, Any]], Any]) -> str | None:
+    """The dotted path a column shows, if it shows one field."""
+    return field if isinstance(field, str) else getattr(field, "path", None)
+
+
+def _select(
+    columns: Sequence[Column], wanted: Sequence[str] | None, items: Sequence[dict[str, Any]]
+) -> list[Column]:
+    """The columns ``-c`` names, in the order named: by header, by the field a column shows,
+    or by the dotted path of any field the records have. Another is refused, naming all."""
     if not wanted:
         return list(columns)
     by_name = {header.lower(): (header, f) for header, f in columns}
-    by_name |= {f.lower(): (header, f) for header, f in columns if isinstance(f, str)}
+    by_name |= {p.lower(): (h, f) for h, f in columns if (p := _path(f)) is not None}
     chosen: list[Column] = []
     for name in wanted:
         found = by_name.get(name.lower())
+        if found is None and any(_field(item, name) is not None for item in items):
+            found = (name.upper(), name)
         if found is None:
             from cloudcore.app.commands._api import CliError
 
             known = ", ".join(header for header, _ in columns)
-            raise CliError(f"no column {name!r}; columns: {known}")
+            raise CliError(f"no column {name!r}; columns: {known}, or a field's dotted path")
         chosen.append(found)
     return chosen
 
 
 def _picked(item: dict[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
-    """For JSON and YAML with ``-c``: the chosen fields' raw values, by field (or header)."""
-    return {
-        (f if isinstance(f, str) else header.lower()): (
-            _field(item, f) if isinstance(f, str) else f(item)
-        )
-        for header, f in columns
-    }
+    """For JSON and YAML with ``-c``: the chosen fields' raw values, by path (or header)."""
+    picked: dict[str, Any] = {}
+    for header, f in columns:
+        path = _path(f)
+        picked[path or header.lower()] = f(item) if path is None else _field(item, path)  # type: ignore[operator]
+    return picked
 
 
 def show_list(
@@ -156,7 +173,7 @@ def show_list(
 ) -> None:
     """A listing: one row per item; JSON/YAML print ``raw`` (default: the items) or, with
     ``select``, the chosen fields of each item."""
-    chosen = _select(columns, select)
+    chosen = _select(columns, select, items)
     if output != "table":
         value = [_picked(i, chosen) for i in items] if select else (items if raw is None else raw)
         _dump(value, output, out or sys.stdout)
@@ -166,7 +183,7 @@ def show_list(
         table.add_column(header, no_wrap=True, overflow="ellipsis")
     for item in items:
         table.add_row(*(Text(cell(item, field)) for _, field in chosen))
-    console(out).print(table)
+    _print(table, out)
 
 
 def show_page(
@@ -193,7 +210,7 @@ def show_one(
     select: Sequence[str] | None = None,
 ) -> None:
     """One record: a field per line, names aligned."""
-    chosen = _select(fields, select)
+    chosen = _select(fields, select, [item])
     if output != "table":
         _dump(_picked(item, chosen) if select else item, output, out or sys.stdout)
         return
@@ -202,7 +219,16 @@ def show_one(
     table.add_column(overflow="fold")
     for header, field in chosen:
         table.add_row(f"{header}:", Text(cell(item, field)))
-    console(out).print(table)
+    _print(table, out)
+
+
+def _print(table: Table, out: TextIO | None) -> None:
+    """The table without the padding rich leaves at the ends of lines."""
+    shown = console(out)
+    with shown.capture() as captured:
+        shown.print(table)
+    text = "\n".join(line.rstrip() for line in captured.get().splitlines())
+    shown.file.write(text + "\n")
 
 
 def _field(item: dict[str, Any], path: str) -> Any:
