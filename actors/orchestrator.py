@@ -315,7 +315,7 @@ async def _write_deploy(
         desired_state=VMState.RUNNING if start else VMState.STOPPED,
     )
     task = Task(
-        id=f"task-{vm.id}",
+        id=new_id("task-"),  # one id format for every task, in time order (see new_id)
         tenant_id=tenant_id,
         kind="vm.deploy",
         subject=f"vm/{vm.id}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -190,3 +191,16 @@ async def test_recover_verbs_are_for_operators_not_users(api: ApiClient) -> None
 
 def ids_of(page: dict[str, Any]) -> list[str]:
     return [item["id"] for item in page["items"]]
+
+
+async def test_task_ids_are_one_format_in_time_order(api: ApiClient) -> None:
+    """Deploy and operation tasks alike: ``task-`` and 28 hex digits, so sorting the ids sorts
+    the tasks by when they were made, and the newest-first listing agrees."""
+    vm_id = await running_vm(api, name="ordered")
+    await act(api, vm_id, "stop", {"hard": True})
+    await act(api, vm_id, "start")
+    listed = await api.call("GET", f"/tasks?subject=vm/{vm_id}", "alice")
+    tasks = listed.body["items"]
+    assert [t["kind"] for t in tasks] == ["vm.start", "vm.stop", "vm.deploy"]
+    assert all(re.fullmatch(r"task-[0-9a-f]{28}", t["id"]) for t in tasks), tasks
+    assert [t["id"] for t in tasks] == sorted((t["id"] for t in tasks), reverse=True)
