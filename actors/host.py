@@ -19,8 +19,10 @@ from actors.messages import (
     GetCapabilities,
     GetHost,
     GetVM,
+    ListSnapshots,
     Observation,
     PowerObserved,
+    Snapshot,
     Sweep,
     SweepReport,
 )
@@ -61,7 +63,9 @@ class _Connect(Message, frozen=True, kw_only=True):
     pass
 
 
-HostMessage = AdoptVM | Forget | GetCapabilities | GetHost | PowerObserved | Sweep | _Connect
+HostMessage = (
+    AdoptVM | Forget | GetCapabilities | GetHost | ListSnapshots | PowerObserved | Sweep | _Connect
+)
 
 
 class HostActor(Actor[HostMessage]):
@@ -125,6 +129,8 @@ class HostActor(Actor[HostMessage]):
                 if not self.connected:
                     raise BackendUnavailable(f"host {self.host.id} is not connected")
                 return sorted(c.value for c in self.driver.capabilities)
+            case ListSnapshots(vm_id=vm_id):
+                return await self._snapshots(vm_id)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:
@@ -134,6 +140,14 @@ class HostActor(Actor[HostMessage]):
             case _:
                 assert_never(message)
         return None
+
+    async def _snapshots(self, vm_id: str) -> list[Snapshot]:
+        if not self.connected:
+            raise BackendUnavailable(f"host {self.host.id} is not connected")
+        return [
+            Snapshot(name=s.name, created_at=s.created_at, power=s.power.value)
+            for s in await self.driver.list_snapshots(vm_id)
+        ]
 
     # ----------------------------------------------------------------- connection
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ __all__ = [
     "GetCapabilities",
     "GetHost",
     "GetVM",
+    "ListSnapshots",
     "Observation",
     "OperationFinished",
     "PowerObserved",
@@ -27,6 +29,7 @@ __all__ = [
     "Recover",
     "RecoverVerb",
     "RequestOperation",
+    "Snapshot",
     "Sweep",
     "SweepReport",
     "VMChange",
@@ -131,6 +134,23 @@ class GetHost(Message, frozen=True, kw_only=True):
 class GetCapabilities(Message, frozen=True, kw_only=True):
     """Host: the capabilities of its driver (``Capability`` values), sorted.
     BackendUnavailable while the host is not connected."""
+
+
+class ListSnapshots(Message, frozen=True, kw_only=True):
+    """Host: the snapshots of one of its VMs, oldest first, as a list of :class:`Snapshot`.
+    UnsupportedOperation when its driver cannot snapshot; BackendUnavailable while the host is
+    not connected."""
+
+    vm_id: str
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A VM's snapshot as the API shows it: its name, when it was taken, and the VM's power
+    state then (to which a revert returns it)."""
+
+    name: str
+    created_at: datetime
+    power: str
 
 
 class Sweep(Message, frozen=True, kw_only=True):

@@ -23,9 +23,11 @@ from actors.journal import Journal
 from actors.lifecycle import Operation, transition
 from actors.messages import (
     Deploy,
+    ListSnapshots,
     Recover,
     RecoverVerb,
     RequestOperation,
+    Snapshot,
     Sweep,
     SweepReport,
 )
@@ -281,6 +283,15 @@ class Orchestrator:
 
     async def get_vm(self, vm_id: str) -> VM:
         return await self.store.get(VM, vm_id)
+
+    async def snapshots(self, vm: VM) -> list[Snapshot]:
+        """The VM's snapshots as its hypervisor has them, oldest first. Conflict for a VM on
+        no host; UnsupportedOperation when its driver cannot snapshot."""
+        if vm.host_id is None:
+            raise Conflict(f"VM {vm.id} is on no host: it has no snapshots")
+        ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
+        found: list[Snapshot] = await ref.ask(ListSnapshots(vm_id=vm.id))
+        return found
 
     async def sweep(self, datacenter_id: str, host_id: str) -> SweepReport:
         """Compare a host's hypervisor with the store now."""

@@ -20,6 +20,7 @@ from cloudcore.app.commands._output import (
     add_output_option,
     gib,
     mib,
+    show_list,
     show_one,
     show_page,
 )
@@ -118,6 +119,16 @@ def add_parser(sub: Any) -> None:
     snapshot.add_argument("id", metavar="VM", help="id or name")
     snapshot.add_argument("name")
 
+    snapshots = action("snapshots", "list a VM's snapshots, oldest first", _snapshots, wait=False)
+    snapshots.add_argument("id", metavar="VM", help="id or name")
+    for name, help, handler in (
+        ("revert", "revert a VM to a snapshot (disks, memory, power)", _revert),
+        ("delete-snapshot", "delete a VM's snapshot", _delete_snapshot),
+    ):
+        parser = action(name, help, handler)
+        parser.add_argument("id", metavar="VM", help="id or name")
+        parser.add_argument("name", metavar="SNAPSHOT")
+
     migrate = action("migrate", "move a VM to another host", _migrate)
     migrate.add_argument("id", metavar="VM", help="id or name")
     migrate.add_argument("--host", help="the target host (default: the scheduler picks)")
@@ -214,6 +225,24 @@ async def _reconfigure(client: Client, args: argparse.Namespace) -> int:
 
 async def _snapshot(client: Client, args: argparse.Namespace) -> int:
     return await _act(client, args, "snapshot", {"name": args.name})
+
+
+_SNAPSHOT_COLUMNS: list[Column] = [("NAME", "name"), ("CREATED", "created_at"), ("POWER", "power")]
+
+
+async def _snapshots(client: Client, args: argparse.Namespace) -> int:
+    taken = await client.call("GET", f"/vms/{await _vm(client, args)}/snapshots")
+    show_list(taken, args.output, _SNAPSHOT_COLUMNS, select=args.columns)
+    return 0
+
+
+async def _revert(client: Client, args: argparse.Namespace) -> int:
+    return await _act(client, args, f"snapshots/{quote(args.name, safe='')}/revert")
+
+
+async def _delete_snapshot(client: Client, args: argparse.Namespace) -> int:
+    path = f"/vms/{await _vm(client, args)}/snapshots/{quote(args.name, safe='')}"
+    return await accepted(client, await client.call("DELETE", path), args)
 
 
 async def _migrate(client: Client, args: argparse.Namespace) -> int:

@@ -207,3 +207,30 @@ def test_templates_are_listed_and_a_missing_one_is_one_line(node: Node) -> None:
     missing = node.cli("template", "show", "nothing-here")
     assert missing.returncode == 1
     assert missing.stderr.strip() == "cloudcore: template nothing-here not found [not_found]"
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def test_snapshots_are_listed_reverted_and_deleted(node: Node) -> None:
+    """On the demo hosts (libvirt's test driver, which snapshots for real in memory)."""
+    vm_id = _create(node, "snappy")
+    node.ok("vm", "snapshot", "snappy", "before", "--wait")
+    node.ok("vm", "stop", "snappy", "--hard", "--wait")
+    node.ok("vm", "snapshot", "snappy", "stopped", "--wait")
+    taken = _json(node, "vm", "snapshots", "snappy")
+    assert [(s["name"], s["power"]) for s in taken] == [
+        ("before", "running"),
+        ("stopped", "stopped"),
+    ]
+    table = node.ok("vm", "snapshots", "snappy").stdout.splitlines()
+    assert table[0].split() == ["NAME", "CREATED", "POWER"] and table[1].startswith("before")
+
+    reverted = node.ok("vm", "revert", "snappy", "before", "--wait")
+    assert "vm.revert_snapshot" in reverted.stderr and "SUCCEEDED" in reverted.stderr
+    node.ok("vm", "delete-snapshot", "snappy", "stopped", "--wait")
+    assert [s["name"] for s in _json(node, "vm", "snapshots", vm_id)] == ["before"]
+
+    missing = node.cli("vm", "revert", "snappy", "stopped")
+    assert missing.returncode == 1
+    assert f"VM {vm_id} has no snapshot 'stopped' [not_found]" in missing.stderr

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from actors.messages import Snapshot
 from actors.operations import (
     DeleteParams,
+    DeleteSnapshotParams,
     MigrateParams,
     OperationParams,
     PauseParams,
     RebootParams,
     ReconfigureParams,
     ResumeParams,
+    RevertSnapshotParams,
+    SnapshotName,
     SnapshotParams,
     StartParams,
     StopParams,
@@ -202,6 +208,40 @@ async def reconfigure_vm(req: ApiRequest[ReconfigureBody, None]) -> Reply:
 @api.post("/vms/{vm_id}/snapshot", body=SnapshotBody, summary="Snapshot a VM", **_ACTION)
 async def snapshot_vm(req: ApiRequest[SnapshotBody, None]) -> Reply:
     return await _operate(req, SnapshotParams(name=req.body.name))
+
+
+@api.get(
+    "/vms/{vm_id}/snapshots",
+    reply=list[Snapshot],
+    summary="List a VM's snapshots",
+    errors=(404, 409),
+)
+async def list_snapshots(req: ApiRequest[None, None]) -> list[Snapshot]:
+    """As its hypervisor has them, oldest first (409 ``unsupported_operation`` for a driver
+    without snapshots)."""
+    return await req.gateway.orchestrator.snapshots(await visible_vm(req))
+
+
+@api.post(
+    "/vms/{vm_id}/snapshots/{name}/revert",
+    summary="Revert a VM to a snapshot",
+    **_ACTION,
+)
+async def revert_snapshot(req: ApiRequest[None, None]) -> Reply:
+    """Disks, memory and power as they were when it was taken (404 for a name it has not)."""
+    return await _operate(req, RevertSnapshotParams(name=_snapshot_name(req)))
+
+
+@api.delete("/vms/{vm_id}/snapshots/{name}", summary="Delete a snapshot", **_ACTION)
+async def delete_snapshot(req: ApiRequest[None, None]) -> Reply:
+    return await _operate(req, DeleteSnapshotParams(name=_snapshot_name(req)))
+
+
+def _snapshot_name(req: ApiRequest[Any, Any]) -> str:
+    try:
+        return msgspec.convert(req.params["name"], SnapshotName)
+    except msgspec.ValidationError as exc:
+        raise InvalidRecord(f"name: {exc}") from None
 
 
 @api.post("/vms/{vm_id}/migrate", body=MigrateBody, summary="Move a VM to another host", **_ACTION)
