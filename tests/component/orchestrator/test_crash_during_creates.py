@@ -80,7 +80,8 @@ async def _check_store(data_dir: Path) -> tuple[int, int]:
     store = await SqliteStore.connect(data_dir / "cloudcore.db")
     try:
         vms = [vm async for vm in _all(store, VM) if vm.tenant_id == "demo"]
-        deployed = {t.subject async for t in _all(store, Task) if t.kind == "vm.deploy"}
+        tasks = [t async for t in _all(store, Task)]
+        deployed = {t.subject for t in tasks if t.kind == "vm.deploy"}
         orphans = [vm.id for vm in vms if f"vm/{vm.id}" not in deployed]
         assert orphans == [], f"{len(orphans)} VMs without a deploy task"
         alive = [vm for vm in vms if vm.state is not VMState.DELETED]
