@@ -38,13 +38,15 @@ def vms(node: Node) -> dict[str, Any]:
 # -- names -------------------------------------------------------------------------------------
 
 
-def test_a_unique_name_works_where_the_id_does(node: Node, vms: dict[str, Any]) -> None:
-    assert _json(node, "vm", "show", "solo")["id"] == vms["solo"]
-    result = node.ok("vm", "stop", "solo", "--hard", "--wait")
-    assert "SUCCEEDED" in result.stderr.splitlines()[-1]
-    assert _json(node, "vm", "show", vms["solo"])["state"] == "STOPPED"
-    node.ok("vm", "start", "solo", "--wait")
-    # hosts and datacenters too
+def test_a_unique_vm_name_works_where_the_id_does(node: Node, vms: dict[str, Any]) -> None:
+    solo = _json(node, "vm", "show", "solo")
+    assert solo["id"] == vms["solo"]
+    assert solo["tenant_id"] == "system"  # the admin's own tenant, as the README says
+    result = node.ok("vm", "reboot", "solo", "--wait")
+    assert result.stderr.splitlines()[-1].endswith(f"vm.reboot vm/{vms['solo']} SUCCEEDED")
+
+
+def test_hosts_and_datacenters_are_found_by_name(node: Node) -> None:
     assert _json(node, "host", "show", "dc1-h1")["id"] == "dc1-h1"
     assert _json(node, "datacenter", "show", "dc1")["id"] == "dc1"
 
@@ -139,19 +141,32 @@ def _visible(line: str) -> str:
 # -- deleted VMs -------------------------------------------------------------------------------
 
 
-def test_a_deleted_vm_is_hidden_and_not_deleted_twice(node: Node) -> None:
+@pytest.fixture(scope="module")
+def goner(node: Node) -> str:
+    """A VM made and deleted (by name)."""
     vm_id = _create(node, "goner")
     node.ok("vm", "delete", "goner", "--wait")
-    assert vm_id not in [vm["id"] for vm in _json(node, "vm", "list", "--all")["items"]]
-    listed = _json(node, "vm", "list", "--deleted", "--name", "goner")["items"]
-    assert [(vm["id"], vm["state"]) for vm in listed] == [(vm_id, "DELETED")]
+    return vm_id
 
-    gone = node.cli("vm", "show", vm_id)
-    assert gone.returncode == 1 and f"VM {vm_id} not found [not_found]" in gone.stderr
-    assert _json(node, "vm", "show", vm_id, "--deleted")["state"] == "DELETED"  # an admin
-    again = node.cli("vm", "delete", vm_id)
+
+def test_a_deleted_vm_is_listed_only_when_asked(node: Node, goner: str) -> None:
+    assert goner not in [vm["id"] for vm in _json(node, "vm", "list", "--all")["items"]]
+    listed = _json(node, "vm", "list", "--deleted", "--name", "goner")["items"]
+    assert [(vm["id"], vm["state"]) for vm in listed] == [(goner, "DELETED")]
+
+
+def test_a_deleted_vm_is_not_found_but_its_tombstone_is_read_by_an_admin(
+    node: Node, goner: str
+) -> None:
+    gone = node.cli("vm", "show", goner)
+    assert gone.returncode == 1 and f"VM {goner} not found [not_found]" in gone.stderr
+    assert _json(node, "vm", "show", goner, "--deleted")["state"] == "DELETED"  # an admin
+
+
+def test_a_deleted_vm_is_not_deleted_twice(node: Node, goner: str) -> None:
+    again = node.cli("vm", "delete", goner)
     assert again.returncode == 1
-    assert again.stderr.strip() == f"cloudcore: VM {vm_id} is already deleted [already_deleted]"
+    assert again.stderr.strip() == f"cloudcore: VM {goner} is already deleted [already_deleted]"
 
 
 # -- failures without a trace ------------------------------------------------------------------
@@ -212,12 +227,20 @@ def test_templates_are_listed_and_a_missing_one_is_one_line(node: Node) -> None:
 # -- snapshots ---------------------------------------------------------------------------------
 
 
-def test_snapshots_are_listed_reverted_and_deleted(node: Node) -> None:
-    """On the demo hosts (libvirt's test driver, which snapshots for real in memory)."""
+@pytest.fixture(scope="module")
+def snappy(node: Node) -> str:
+    """A VM with two snapshots, one taken running, one stopped (on the demo hosts: libvirt's
+    test driver, which snapshots for real, in memory)."""
     vm_id = _create(node, "snappy")
     node.ok("vm", "snapshot", "snappy", "before", "--wait")
     node.ok("vm", "stop", "snappy", "--hard", "--wait")
     node.ok("vm", "snapshot", "snappy", "stopped", "--wait")
+    return vm_id
+
+
+def test_snapshots_are_listed_oldest_first_with_the_power_they_keep(
+    node: Node, snappy: str
+) -> None:
     taken = _json(node, "vm", "snapshots", "snappy")
     assert [(s["name"], s["power"]) for s in taken] == [
         ("before", "running"),
@@ -226,11 +249,15 @@ def test_snapshots_are_listed_reverted_and_deleted(node: Node) -> None:
     table = node.ok("vm", "snapshots", "snappy").stdout.splitlines()
     assert table[0].split() == ["NAME", "CREATED", "POWER"] and table[1].startswith("before")
 
-    reverted = node.ok("vm", "revert", "snappy", "before", "--wait")
-    assert "vm.revert_snapshot" in reverted.stderr and "SUCCEEDED" in reverted.stderr
-    node.ok("vm", "delete-snapshot", "snappy", "stopped", "--wait")
-    assert [s["name"] for s in _json(node, "vm", "snapshots", vm_id)] == ["before"]
 
-    missing = node.cli("vm", "revert", "snappy", "stopped")
+def test_a_snapshot_is_reverted_to_and_one_deleted(node: Node, snappy: str) -> None:
+    reverted = node.ok("vm", "revert", "snappy", "before", "--wait")
+    assert reverted.stderr.splitlines()[-1].endswith(f"vm.revert_snapshot vm/{snappy} SUCCEEDED")
+    node.ok("vm", "delete-snapshot", "snappy", "stopped", "--wait")
+    assert [s["name"] for s in _json(node, "vm", "snapshots", snappy)] == ["before"]
+
+
+def test_reverting_to_a_snapshot_the_vm_has_not_is_not_found(node: Node, snappy: str) -> None:
+    missing = node.cli("vm", "revert", "snappy", "no-such")
     assert missing.returncode == 1
-    assert f"VM {vm_id} has no snapshot 'stopped' [not_found]" in missing.stderr
+    assert f"VM {snappy} has no snapshot 'no-such' [not_found]" in missing.stderr
