@@ -8,7 +8,7 @@ field or power state is mapped once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import assert_never
 
 from actors.operations import (
@@ -27,11 +27,12 @@ from actors.operations import (
     SuspendParams,
 )
 from cloudcore.errors import UnsupportedOperation
-from cloudcore.store.records import VM, PowerState, VMState
+from cloudcore.store import Store
+from cloudcore.store.records import VM, IpAllocation, Network, NetworkKind, PowerState, VMState
 from hypervisor_drivers.base import HypervisorDriver
-from hypervisor_drivers.types import DomainSpec, GuestPower
+from hypervisor_drivers.types import DomainSpec, GuestPower, NicSpec
 
-__all__ = ["domain_name", "domain_spec", "drive", "to_power"]
+__all__ = ["domain_name", "domain_spec", "drive", "nic_spec", "to_power", "vm_nics"]
 
 _POWER = {
     GuestPower.RUNNING: PowerState.ON,
@@ -54,17 +55,42 @@ def domain_name(vm_id: str) -> str:
     return f"cc-{vm_id}"
 
 
-def domain_spec(vm: VM) -> DomainSpec:
-    """What the driver defines for ``vm``: its id is the guest's UUID."""
+def domain_spec(vm: VM, nics: Sequence[NicSpec] = ()) -> DomainSpec:
+    """What the driver defines for ``vm``: its id is the guest's UUID; ``nics`` its NICs
+    (:func:`vm_nics`)."""
     return DomainSpec(
         uuid=vm.id,
         name=domain_name(vm.id),
         vcpus=vm.spec.cpus,
         memory_mib=vm.spec.memory_mib,
+        nics=list(nics),
         max_vcpus=vm.spec.max_cpus,
         max_memory_mib=vm.spec.max_memory_mib,
         extra=dict(vm.spec.extra),
     )
+
+
+def nic_spec(nic: IpAllocation, network: Network) -> NicSpec:
+    """A NIC the store holds, as a driver plugs it: on the network's bridge (named by the
+    network when it has none), with its MAC, its VLAN tag and the network's ``extra`` (where
+    a driver finds its port group, network or switch)."""
+    return NicSpec(
+        kind="bridge",
+        source=network.bridge or network.name,
+        mac=nic.mac,
+        vlan=network.vlan if network.kind is NetworkKind.VLAN else None,
+        extra=dict(network.extra),
+    )
+
+
+async def vm_nics(store: Store, vm_id: str) -> list[NicSpec]:
+    """The NICs the store holds for the VM, in the order they were made."""
+    held = sorted(await store.list_ips(vm_id=vm_id), key=lambda n: n.created_at)
+    networks: dict[str, Network] = {}
+    for nic in held:
+        if nic.network_id not in networks:
+            networks[nic.network_id] = await store.get(Network, nic.network_id)
+    return [nic_spec(n, networks[n.network_id]) for n in held if n.mac is not None]
 
 
 async def drive(

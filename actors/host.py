@@ -17,6 +17,7 @@ from actors.messages import (
     AdoptVM,
     Forget,
     GetCapabilities,
+    GetConsole,
     GetHost,
     GetVM,
     ListSnapshots,
@@ -64,7 +65,15 @@ class _Connect(Message, frozen=True, kw_only=True):
 
 
 HostMessage = (
-    AdoptVM | Forget | GetCapabilities | GetHost | ListSnapshots | PowerObserved | Sweep | _Connect
+    AdoptVM
+    | Forget
+    | GetCapabilities
+    | GetConsole
+    | GetHost
+    | ListSnapshots
+    | PowerObserved
+    | Sweep
+    | _Connect
 )
 
 
@@ -131,6 +140,10 @@ class HostActor(Actor[HostMessage]):
                 return sorted(c.value for c in self.driver.capabilities)
             case ListSnapshots(vm_id=vm_id):
                 return await self._snapshots(vm_id)
+            case GetConsole(vm_id=vm_id):
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                return await self.driver.console(vm_id)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:

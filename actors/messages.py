@@ -144,6 +144,14 @@ class ListSnapshots(Message, frozen=True, kw_only=True):
     vm_id: str
 
 
+class GetConsole(Message, frozen=True, kw_only=True):
+    """Host: where the graphical console of its VM ``vm_id`` listens now (a
+    ``ConsoleEndpoint``). BackendUnavailable while the host is not connected; the driver's
+    UnsupportedOperation or IllegalTransition when the VM has no console now."""
+
+    vm_id: str
+
+
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     """A VM's snapshot as the API shows it: its name, when it was taken, and the VM's power
     state then (to which a revert returns it)."""

@@ -8,6 +8,13 @@ periodically, as a safety net) and dnsmasq is sent SIGHUP, which re-reads it. Wh
 dies the actor starts it again, with backoff; its entries come back from the store. Leases it
 grants are read back from its leases file and written to the outbox as ``nic.lease`` events.
 
+Reconciliation, at every sync: the hosts file as found is compared with the store. A NIC of the
+store without an entry (``missing_entry``) and an entry without a NIC (``stale_entry``) are
+drift, fixed by the rewrite; a lease for a MAC the store does not know (``unknown_lease``: a
+guest that got an address before its NIC was removed, or a hand-edited file) cannot be taken
+back from the guest and is reported, as a ``dhcp.drift`` event. Each is logged as
+``dhcp.drift`` and counted in :class:`DhcpStatus`.
+
 IPv4 only: dnsmasq's static DHCPv6 needs router advertisements, which are not set up here.
 """
 
@@ -55,6 +62,8 @@ class DhcpOptions(msgspec.Struct, frozen=True, kw_only=True):
     #: The user dnsmasq drops to (None: its default); it must be able to read ``state_dir``.
     user: str | None = None
     resync_interval: float = 30.0
+    #: Seconds between looks at the leases file (read only when it changed).
+    lease_interval: float = 1.0
     restart_delay: float = 0.2
 
 
@@ -82,6 +91,8 @@ class DhcpStatus(msgspec.Struct, frozen=True, kw_only=True):
     starts: int
     entries: tuple[str, ...]
     leases: tuple[DhcpLease, ...]
+    #: Drift found so far, by kind (``missing_entry``, ``stale_entry``, ``unknown_lease``).
+    drift: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class _Exited(Message, frozen=True, kw_only=True):
@@ -93,7 +104,11 @@ class _Start(Message, frozen=True, kw_only=True):
     pass
 
 
-NetworkMessage = SyncDhcp | GetDhcpStatus | _Exited | _Start
+class _ReadLeases(Message, frozen=True, kw_only=True):
+    pass
+
+
+NetworkMessage = SyncDhcp | GetDhcpStatus | _Exited | _Start | _ReadLeases
 
 
 class NetworkActor(Actor[NetworkMessage]):
@@ -108,12 +123,16 @@ class NetworkActor(Actor[NetworkMessage]):
         self.leases: tuple[DhcpLease, ...] = ()
         self.starts = 0
         self.delay = options.restart_delay
+        self.drift: dict[str, int] = {}
+        self.written = False  # the hosts file has been written by this incarnation
+        self.leases_seen: float | None = None  # mtime of the leases file last read
 
     async def started(self) -> None:
         await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
         await self._sync()
         await self._start()
         self.context.schedule_periodic("resync", self.options.resync_interval, SyncDhcp())
+        self.context.schedule_periodic("leases", self.options.lease_interval, _ReadLeases())
 
     async def stopping(self) -> None:
         await self._stop_process()
@@ -132,6 +151,8 @@ class NetworkActor(Actor[NetworkMessage]):
                 await self._exited(pid, code)
             case _Start():
                 await self._start()
+            case _ReadLeases():
+                await self._leases_changed()
             case _:
                 assert_never(message)
         return None
@@ -144,6 +165,7 @@ class NetworkActor(Actor[NetworkMessage]):
             starts=self.starts,
             entries=self.entries,
             leases=self.leases,
+            drift=dict(self.drift),
         )
 
     # ----------------------------------------------------------------- the process
@@ -241,43 +263,88 @@ class NetworkActor(Actor[NetworkMessage]):
     async def _sync(self) -> None:
         held = await self.store.list_ips(self.network.id)
         entries = tuple(sorted(f"{a.mac},{a.address}" for a in held if a.mac is not None))
-        if entries != self.entries or not (self.dir / "hosts").exists():
+        found = await asyncio.to_thread(_read_lines, self.dir / "hosts")
+        if found is not None:
+            self._found_drift(entries, found)
+        if found is None or set(found) != set(entries):
             await asyncio.to_thread(_write_atomically, self.dir / "hosts", entries)
-            self.entries = entries
             self._signal()
             _log.info("dhcp.hosts_written", network_id=self.network.id, entries=len(entries))
+        self.entries, self.written = entries, True
         if self.process is not None and self.process.returncode is None:
             self.delay = self.options.restart_delay  # it has stayed up: back to a quick restart
-        await self._read_leases()
+        await self._read_leases({a.mac for a in held if a.mac is not None})
+
+    def _found_drift(self, entries: tuple[str, ...], found: tuple[str, ...]) -> None:
+        """Count and log what the file lacks or has beyond the store, not counting the changes
+        of the store since this actor last wrote it (those are its news, not drift); at its
+        first sync (a restart) every difference is drift. The rewrite fixes both."""
+        written = set(self.entries) if self.written else set(entries)
+        for kind, lines in (
+            ("missing_entry", set(entries) - set(found) - (set(entries) - written)),
+            ("stale_entry", set(found) - set(entries) - (written - set(entries))),
+        ):
+            for line in sorted(lines):
+                self._drift(kind, line)
+
+    def _drift(self, kind: str, what: str) -> None:
+        self.drift[kind] = self.drift.get(kind, 0) + 1
+        _log.warning("dhcp.drift", network_id=self.network.id, kind=kind, entry=what)
 
     def _signal(self) -> None:
         if self.process is not None and self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGHUP)
 
-    async def _read_leases(self) -> None:
+    async def _leases_changed(self) -> None:
+        mtime = await asyncio.to_thread(_mtime, self.dir / "leases")
+        if mtime is not None and mtime != self.leases_seen:
+            held = await self.store.list_ips(self.network.id)
+            await self._read_leases({a.mac for a in held if a.mac is not None})
+
+    async def _read_leases(self, macs: set[str]) -> None:
+        self.leases_seen = await asyncio.to_thread(_mtime, self.dir / "leases")
         leases = await asyncio.to_thread(_parse_leases, self.dir / "leases")
         known = {(lease.mac, lease.address) for lease in self.leases}
         new = [lease for lease in leases if (lease.mac, lease.address) not in known]
         self.leases = leases
-        if new:
-            await self.store.write_events(
-                [
-                    OutboxEvent(
-                        type="nic.lease",
-                        subject=f"network/{self.network.id}",
-                        tenant_id=self.network.tenant_id,
-                        data={"mac": lease.mac, "address": lease.address},
-                    )
-                    for lease in new
-                ]
+        events = []
+        for lease in new:
+            kind = "nic.lease" if lease.mac in macs else "dhcp.drift"
+            data = {"mac": lease.mac, "address": lease.address}
+            if kind == "dhcp.drift":
+                self._drift("unknown_lease", f"{lease.mac},{lease.address}")
+                data["kind"] = "unknown_lease"
+            events.append(
+                OutboxEvent(
+                    type=kind,
+                    subject=f"network/{self.network.id}",
+                    tenant_id=self.network.tenant_id,
+                    data=data,
+                )
             )
+        if events:
+            await self.store.write_events(events)
 
 
 def _write_atomically(path: Path, lines: tuple[str, ...]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(f"{line}\n" for line in lines))
     os.replace(tmp, path)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns / 1e9
+    except FileNotFoundError:
+        return None
+
+
+def _read_lines(path: Path) -> tuple[str, ...] | None:
+    try:
+        return tuple(line for line in path.read_text().splitlines() if line.strip())
+    except FileNotFoundError:
+        return None
 
 
 def _parse_leases(path: Path) -> tuple[DhcpLease, ...]:

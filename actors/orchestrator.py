@@ -23,6 +23,7 @@ from actors.journal import Journal
 from actors.lifecycle import Operation, transition
 from actors.messages import (
     Deploy,
+    GetConsole,
     ListSnapshots,
     Recover,
     RecoverVerb,
@@ -56,10 +57,12 @@ from cloudcore.store.records import (
     VMState,
     new_id,
 )
+from hypervisor_drivers.types import ConsoleEndpoint
 
 __all__ = ["Orchestrator"]
 
 _log = get_logger("actors.orchestrator")
+_CONSOLE_STATES = frozenset({VMState.RUNNING, VMState.PAUSED})
 
 
 class _Group(Actor[Any]):
@@ -143,10 +146,12 @@ class Orchestrator:
         spec: VMSpec,
         start: bool = True,
         claim: IdempotencyKey | None = None,
+        mac_prefix: str | None = None,
     ) -> Task:
         """Create a VM and the task that deploys it (schedule, claim, define, start). Returns
         the task at once; ``wait`` for it, or watch the VM's events. ``claim``: the
-        Idempotency-Key the create was asked under (see :meth:`Store.create_vm`)."""
+        Idempotency-Key the create was asked under; ``mac_prefix``: of its NICs' MACs (see
+        :meth:`Store.create_vm`)."""
         # Written RUNNING when this node runs the datacenter: a crash before it starts is
         # resumed like any deploy in flight. Otherwise PENDING, for the node that runs it.
         try:
@@ -163,6 +168,7 @@ class Orchestrator:
             start=start,
             state=TaskState.PENDING if datacenter is None else TaskState.RUNNING,
             claim=claim,
+            mac_prefix=mac_prefix,
         )
         if datacenter is not None:
             datacenter.tell(Deploy(task=task, vm=vm))
@@ -293,6 +299,21 @@ class Orchestrator:
         found: list[Snapshot] = await ref.ask(ListSnapshots(vm_id=vm.id))
         return found
 
+    async def console(self, vm: VM) -> ConsoleEndpoint:
+        """Where ``vm``'s graphical console listens, asked of its host's actor (on the node
+        that runs the host). IllegalTransition unless the VM runs; UnsupportedOperation when
+        its host's driver has no consoles; NotFound when the host is not managed here."""
+        if vm.host_id is None or vm.state not in _CONSOLE_STATES:
+            raise IllegalTransition(
+                f"VM {vm.id} is {vm.state}: a console needs it RUNNING or PAUSED"
+            )
+        try:
+            ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
+        except NotFound:
+            raise NotFound(f"host {vm.host_id} is not managed on this node") from None
+        endpoint: ConsoleEndpoint = await ref.ask(GetConsole(vm_id=vm.id))
+        return endpoint
+
     async def sweep(self, datacenter_id: str, host_id: str) -> SweepReport:
         """Compare a host's hypervisor with the store now."""
         try:
@@ -313,6 +334,7 @@ async def _write_deploy(
     start: bool,
     state: TaskState,
     claim: IdempotencyKey | None = None,
+    mac_prefix: str | None = None,
 ) -> tuple[VM, Task]:
     """A new VM (DEFINED) and its deploy task in ``state``, counted against the tenant's
     quotas, in one transaction (QuotaExceeded names the resource; then nothing is written).
@@ -333,4 +355,4 @@ async def _write_deploy(
         state=state,
         data={"start": start},
     )
-    return await store.create_vm(vm, task, vm_usage(spec), claim=claim)
+    return await store.create_vm(vm, task, vm_usage(spec), claim=claim, mac_prefix=mac_prefix)

@@ -15,7 +15,7 @@ from typing import Any, assert_never
 import msgspec
 
 from actors import claims, migration, monitor
-from actors.guest import domain_spec, drive, to_power
+from actors.guest import domain_spec, drive, to_power, vm_nics
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, target_of, transition
 from actors.messages import (
@@ -418,7 +418,7 @@ class VMActor(Actor[VMMessage]):
 
     async def _define(self, journal: Journal) -> str | None:
         async def define() -> None:
-            spec = domain_spec(self.vm)
+            spec = domain_spec(self.vm, await vm_nics(self.services.store, self.vm.id))
             disks = self.services.disks
             disk = await disks.disk_for(self.vm) if disks is not None else None
             if disk is not None:  # from its template: the boot disk, first

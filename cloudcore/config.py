@@ -34,6 +34,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "TransportSettings",
+    "UiSettings",
     "default_config_path",
     "load_settings",
 ]
@@ -206,8 +207,11 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     idle_timeout: float = 30.0
     auth_failures_per_second: float = 5.0
     auth_failure_burst: int = 20
+    console_ticket_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.console_ticket_seconds <= 0:
+            raise ValueError("api.console_ticket_seconds must be > 0")
         if self.idle_timeout <= 0:
             raise ValueError("api.idle_timeout must be > 0")
         if self.auth_failures_per_second <= 0 or self.auth_failure_burst < 1:
@@ -224,6 +228,22 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError(f"api.max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.rate_limit <= 0 or self.rate_burst < 1:
             raise ValueError("api.rate_limit must be > 0 and api.rate_burst >= 1")
+
+
+class UiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The web console served by the gateway at ``/ui/``."""
+
+    enabled: bool = True
+    # The node_modules directory holding htmx.org, htmx-ext-sse and @novnc/novnc, as
+    # scripts/lib.sh ensure_web_assets installs them (empty: the pages work without live
+    # updates or the graphical console, and say so).
+    assets_dir: str = ""
+    # Seconds a login lasts (the token must also stay valid: a revoked one ends it at once).
+    session_seconds: float = 28800.0
+
+    def __post_init__(self) -> None:
+        if self.session_seconds <= 0:
+            raise ValueError("ui.session_seconds must be > 0")
 
 
 class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -253,8 +273,22 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
 class NetworkSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: NICs get MACs of this prefix (one to five octets, the first unicast) and random octets.
     mac_prefix: str = "52:54:00"
+    #: Run a dnsmasq per network with a bridge, of the node's datacenters (needs root, or
+    #: CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, and the bridges).
+    dhcp: bool = False
+    #: Where each network's hosts, leases and log files live ("": <node.data_dir>/dhcp).
+    dhcp_dir: str = ""
+    dnsmasq: str = "dnsmasq"
+    #: A command dnsmasq runs under, e.g. ["ip", "netns", "exec", "NAME"] (it must exec it).
+    dhcp_wrapper: list[str] = msgspec.field(default_factory=list)
+    #: The user dnsmasq drops to ("": its default); it must read dhcp_dir.
+    dhcp_user: str = ""
+    #: Seconds between the reconciliations of a network's hosts file with the store.
+    dhcp_resync: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.dhcp_resync <= 0:
+            raise ValueError("network.dhcp_resync must be > 0")
         if not _MAC_PREFIX.match(self.mac_prefix) or int(self.mac_prefix[:2], 16) & 1:
             raise ValueError(
                 f"network.mac_prefix must be 1 to 5 octets like '52:54:00' with a unicast first "
@@ -288,6 +322,7 @@ class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
     images: ImagesSettings = msgspec.field(default_factory=ImagesSettings)
+    ui: UiSettings = msgspec.field(default_factory=UiSettings)
 
 
 def default_config_path() -> Path:

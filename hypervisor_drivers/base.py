@@ -30,6 +30,7 @@ from cloudcore.errors import IllegalTransition, UnsupportedOperation
 from hypervisor_drivers.events import EventHub, EventStream
 from hypervisor_drivers.types import (
     Capability,
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -41,6 +42,7 @@ from hypervisor_drivers.types import (
     IscsiDisk,
     LifecycleEvent,
     MigrationProgress,
+    NicInfo,
     NicSpec,
     SnapshotInfo,
     StopOutcome,
@@ -49,6 +51,7 @@ from hypervisor_drivers.types import (
 
 __all__ = [
     "Capability",
+    "ConsoleEndpoint",
     "DiskSpec",
     "DomainSpec",
     "DriverSettings",
@@ -62,6 +65,7 @@ __all__ = [
     "IscsiDisk",
     "LifecycleEvent",
     "MigrationProgress",
+    "NicInfo",
     "NicSpec",
     "SnapshotInfo",
     "StopOutcome",
@@ -263,6 +267,23 @@ class HypervisorDriver(abc.ABC):
         """Detach the disk whose serial is ``serial``, live and from the definition. No-op when
         no such disk is attached. Needs ``ATTACH_VOLUME``."""
 
+    # -- VMs: NICs ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_nics(self, uuid: str) -> list[NicInfo]:
+        """The VM's NICs in its definition, in device order. Raises ``NotFound``."""
+
+    @abc.abstractmethod
+    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        """Add a NIC to the VM, live when it runs and in its definition. ``nic.mac`` is
+        required; a NIC with that MAC already there makes this a no-op. Needs ``HOTPLUG_NIC``
+        (a stopped VM's NICs are changed by ``define_vm``)."""
+
+    @abc.abstractmethod
+    async def detach_nic(self, uuid: str, mac: str) -> None:
+        """Remove the NIC with MAC ``mac``, live and from the definition. No-op when there is
+        none. Needs ``HOTPLUG_NIC``."""
+
     @abc.abstractmethod
     async def migrate_vm(
         self,
@@ -288,6 +309,17 @@ class HypervisorDriver(abc.ABC):
         already has the VM), ``DriverError`` (the hypervisor failed or aborted it; the VM stays
         here).
         """
+
+    # -- consoles ----------------------------------------------------------------------------
+
+    async def console(self, uuid: str) -> ConsoleEndpoint:
+        """Where the VM's graphical console (VNC) listens now. Needs ``CONSOLE``: a driver
+        that declares it overrides this. The endpoint changes when the VM restarts, so ask
+        again each time. ``IllegalTransition`` when the VM is not RUNNING or PAUSED (no QEMU
+        process, no console); ``UnsupportedOperation`` as well when this VM was defined
+        without a graphical console."""
+        self._require(Capability.CONSOLE)
+        raise UnsupportedOperation(f"{type(self).__name__} declares consoles but has none")
 
     # -- helpers for implementations ---------------------------------------------------------
 

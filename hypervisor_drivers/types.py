@@ -16,6 +16,7 @@ from cloudcore.errors import InvalidRequest
 
 __all__ = [
     "Capability",
+    "ConsoleEndpoint",
     "DiskSpec",
     "DomainSpec",
     "DriverSettings",
@@ -27,6 +28,7 @@ __all__ = [
     "IscsiDisk",
     "LifecycleEvent",
     "MigrationProgress",
+    "NicInfo",
     "NicSpec",
     "SnapshotInfo",
     "StopOutcome",
@@ -53,6 +55,8 @@ class Capability(enum.StrEnum):
     ATTACH_VOLUME = "attach_volume"  # hot attach and detach of disks
     ISCSI_DISKS = "iscsi_disks"  # network iSCSI disks opened by the hypervisor's own initiator
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
+    HOTPLUG_NIC = "hotplug_nic"  # add and remove NICs of a running VM
+    CONSOLE = "console"  # a running VM's graphical console (VNC) reachable over TCP
 
 
 class GuestPower(enum.StrEnum):
@@ -172,12 +176,32 @@ DiskSpec = FileDisk | IscsiDisk
 
 class NicSpec(_Value, frozen=True, kw_only=True):
     """A network interface. ``kind`` is ``network`` (a named virtual network), ``bridge`` (a host
-    bridge) or ``user`` (the hypervisor's own NAT, no host set-up)."""
+    bridge) or ``user`` (the hypervisor's own NAT, no host set-up); ``source`` names it.
+
+    ``vlan``: the tag of a VLAN network. ``extra``: the cloud network's own settings, where a
+    driver finds the name its backend knows the network by (:meth:`name_on`):
+    ``vsphere.portgroup``, ``xenserver.network``, ``hyperv.switch``; on libvirt,
+    ``libvirt.parent`` names the host's trunk device of a VLAN network, whose NICs then sit on
+    its subinterface ``<parent>.<vlan>`` (macvtap) instead of on ``source``."""
 
     kind: str = "network"
     source: str = "default"
     mac: str | None = None
     model: str = "virtio"
+    vlan: int | None = None
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def name_on(self, key: str) -> str:
+        """The backend's name for the network: ``extra[key]``, else ``source``."""
+        return self.extra.get(key) or self.source
+
+
+class NicInfo(_Value, frozen=True, kw_only=True):
+    """A NIC as the hypervisor has it: its MAC (lower case) and the network, bridge, port
+    group or switch it is on, as the backend names it."""
+
+    mac: str
+    source: str
 
 
 class DomainSpec(_Value, frozen=True, kw_only=True):
@@ -252,3 +276,13 @@ class MigrationProgress(_Value, frozen=True, kw_only=True):
         if self.data_total <= 0:
             return 0.0
         return round(min(100.0, 100.0 * self.data_processed / self.data_total), 1)
+
+
+class ConsoleEndpoint(_Value, frozen=True, kw_only=True):
+    """Where a running VM's graphical console listens: an RFB (VNC) server at ``host``:``port``,
+    as the node that runs the host's driver reaches it. No password: the hypervisor listens
+    where only that node reaches it (loopback, or a management network)."""
+
+    protocol: str = "vnc"
+    host: str
+    port: int

@@ -167,3 +167,36 @@ ensure_vcsim() {
     fi
     echo "$bin"
 }
+
+# ensure_web_assets: the web console's front-end packages (htmx, its SSE extension, noVNC) from
+# the npm registry, as cloudcore/app/web/package-lock.json pins them, installed with `npm ci`
+# into a cache outside the clone, keyed by the lock file's hash. Prints the node_modules
+# directory, which the gateway serves under /ui/assets (CLOUDCORE_UI__ASSETS_DIR).
+# WEB_ASSETS_CACHE overrides the cache directory.
+ensure_web_assets() {
+    local web="$ROOT/cloudcore/app/web" cache key dir
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm >&2 || return 1
+    cache="${WEB_ASSETS_CACHE:-/var/cache/cloudcore}"
+    if ! mkdir -p "$cache" 2>/dev/null || [ ! -w "$cache" ]; then
+        cache="${XDG_CACHE_HOME:-$HOME/.cache}/cloudcore"
+        mkdir -p "$cache"
+    fi
+    key="$(cat "$web/package.json" "$web/package-lock.json" | sha256sum | cut -c1-16)"
+    dir="$cache/web-$key"
+    if [ ! -f "$dir/.installed" ]; then
+        log "installing the web console's npm packages into $dir"
+        rm -rf "$dir" && mkdir -p "$dir"
+        cp "$web/package.json" "$web/package-lock.json" "$dir/"
+        if ! (cd "$dir" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >&2); then
+            rm -rf "$dir"; log "npm ci failed for the web console"; return 1
+        fi
+        touch "$dir/.installed"
+    fi
+    echo "$dir/node_modules"
+}
+
+# ensure_browser: Debian's chromium, which the web console's browser tests drive through
+# Playwright (executable /usr/bin/chromium; Playwright's own browser download is not used).
+ensure_browser() {
+    apt_install chromium fonts-dejavu-core
+}

@@ -17,8 +17,8 @@ from cloudcore.app.client import API_URL_ENV, DEFAULT_API
 __all__ = ["main"]
 
 _DESCRIPTION = """cloudcore: an actor-model IaaS orchestrator. `cloudcore serve` runs a node; `vm`,
-`host`, `datacenter`, `template`, `task` and `events` drive a running node through its HTTP API
-(--api, --token; a VM, host, datacenter or template by id or by name);
+`network`, `host`, `datacenter`, `template`, `task` and `events` drive a running node through
+its HTTP API (--api, --token; a VM, host, datacenter or template by id or by name);
 `console` opens the operator console; `db` and `token` act on the store of this machine."""
 
 
@@ -51,9 +51,10 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_argument("--dry-run", action="store_true", help="reconcile: report drift, fix none")
     db.set_defaults(handler=_db)
 
-    from cloudcore.app.commands import datacenter, events, host, task, template, vm
+    from cloudcore.app.commands import datacenter, events, host, network, task, template, vm
 
     vm.add_parser(sub)
+    network.add_parser(sub)
     datacenter.add_parser(sub)
     template.add_parser(sub)
     from cloudcore.app.commands import token

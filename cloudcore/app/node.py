@@ -69,6 +69,7 @@ async def _run(
     started: asyncio.Event | None,
     sock: socket.socket | None,
 ) -> None:
+    from actors.dhcp import DhcpServers, options_of
     from actors.orchestrator import Orchestrator
     from actors.registration import bootstrap_demo
     from actors.services import Services
@@ -93,14 +94,15 @@ async def _run(
             services = Services(store, events, settings.orchestrator, disks=disks)
             orchestrators: list[Orchestrator] = []
 
+            datacenter = settings.node.capabilities.get("datacenter")
+
             async def start_actors(system: ActorSystem) -> None:
                 # Events are written with their changes; this actor publishes them.
                 system.spawn(OutboxRelayActor, store, events, name="outbox-relay")
-                orchestrators.append(
-                    await Orchestrator.start(
-                        system, services, settings.node.capabilities.get("datacenter")
-                    )
-                )
+                orchestrators.append(await Orchestrator.start(system, services, datacenter))
+                if settings.network.dhcp:  # a dnsmasq per network of its datacenters
+                    dhcp = options_of(settings.network, settings.node.data_dir)
+                    system.spawn(DhcpServers, store, events, dhcp, datacenter, name="dhcp")
 
             async with (
                 _actor_system(settings, start_actors) as (system, members),

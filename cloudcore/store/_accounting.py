@@ -1,5 +1,5 @@
-"""Creating a VM in one transaction (quota, VM, deploy task, and the Idempotency-Key it was
-asked under), and recomputing quota usage from what exists."""
+"""Creating a VM in one transaction (quota, VM, deploy task, its NICs' addresses and MACs, and
+the Idempotency-Key it was asked under), and recomputing quota usage from what exists."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import msgspec
 from cloudcore.errors import Conflict, InvalidRecord
 from cloudcore.logging import get_logger
 from cloudcore.store._conn import Conn, check_amounts, now
-from cloudcore.store._domain import _QUOTA_COLS, DomainOps, _struct
+from cloudcore.store._domain import _QUOTA_COLS, _struct
+from cloudcore.store._ipam import DEFAULT_MAC_PREFIX, IpamOps
 from cloudcore.store._table import Table, table_of, validate
 from cloudcore.store.records import VM, IdempotencyKey, Quota, QuotaDrift, Task, VMSpec, VMState
 from cloudcore.store.usage import QUOTA_RESOURCES, RESIZING_KIND, vm_usage, vm_usage_resizing
@@ -28,7 +29,7 @@ _SET_USED = """UPDATE quotas SET used = $3, version = version + 1
 WHERE tenant_id = $1 AND resource = $2"""
 
 
-class AccountingOps(DomainOps):
+class AccountingOps(IpamOps):
     """Changes that span records, each one transaction."""
 
     #: Appended to a SELECT that must lock its rows to the end of the transaction
@@ -49,6 +50,7 @@ class AccountingOps(DomainOps):
         usage: Mapping[str, int],
         *,
         claim: IdempotencyKey | None = None,
+        mac_prefix: str | None = None,
     ) -> tuple[VM, Task]:
         check_amounts(**usage)
         stamp = now()
@@ -61,11 +63,14 @@ class AccountingOps(DomainOps):
                 await self._consume(conn, vm.tenant_id, usage)
                 await conn.execute(_VMS.insert_sql, *_VMS.encode(vm))
                 await conn.execute(_TASKS.insert_sql, *_TASKS.encode(task))
+                nics = await self._attach_nics(conn, vm, mac_prefix or DEFAULT_MAC_PREFIX)
                 if claim is not None:
                     await self._hold_task(conn, claim, task.id)
         except InvalidRecord:
             await self._name_missing_reference(_VMS, vm)
             raise
+        if nics:
+            self._outbox_written()
         return vm, task
 
     async def _hold_task(self, conn: Conn, claim: IdempotencyKey, task_id: str) -> None:

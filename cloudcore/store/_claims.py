@@ -29,7 +29,7 @@ from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, check_amounts, now
 from cloudcore.store._ipam import IpamOps
 from cloudcore.store._table import table_of
-from cloudcore.store.records import VM, Host, OutboxEvent, VMSpec, VMState
+from cloudcore.store.records import VM, Host, IpAllocation, OutboxEvent, VMSpec, VMState
 
 __all__ = ["ClaimOps"]
 
@@ -142,10 +142,13 @@ class ClaimOps(IpamOps):
                 await self._release(conn, old.host_id, old.spec.cpus, old.spec.memory_mib)
             if give_back:
                 await self._give_back(conn, old.tenant_id, give_back)
+            released: list[IpAllocation] = []
             if state is VMState.DELETED and old.state is not VMState.DELETED:
-                await self._release_held_by_vm(conn, vm_id)  # its NICs' addresses go with it
+                # its NICs' addresses go with it, each with its nic.removed event
+                released = await self._release_held_by_vm(conn, vm_id)
             await self._write_events(conn, events)
-        self._events_committed(events)
+        if events or released:
+            self._outbox_written()
         return vm
 
     async def resize_vm(

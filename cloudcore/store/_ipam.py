@@ -17,14 +17,24 @@ from typing import Any
 import msgspec
 
 from cloudcore import ipam
-from cloudcore.errors import AlreadyExists, Conflict, InvalidRecord, NotFound, VersionConflict
+from cloudcore.errors import (
+    AlreadyExists,
+    CloudcoreError,
+    Conflict,
+    InvalidRecord,
+    NotFound,
+    VersionConflict,
+)
 from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, now
 from cloudcore.store._domain import DomainOps
 from cloudcore.store._table import table_of, validate
-from cloudcore.store.records import IpAllocation, Network, OutboxEvent
+from cloudcore.store.records import VM, IpAllocation, Network, OutboxEvent
 
-__all__ = ["PUBLIC_IPS", "IpamOps"]
+__all__ = ["DEFAULT_MAC_PREFIX", "PUBLIC_IPS", "IpamOps", "nic_event"]
+
+#: The MAC prefix NICs get when the caller names none (QEMU's, as ``network.mac_prefix``).
+DEFAULT_MAC_PREFIX = "52:54:00"
 
 #: The quota resource counting the addresses a tenant holds in public networks.
 PUBLIC_IPS = "public_ips"
@@ -33,6 +43,8 @@ _IP_COLS = "network_id, address, vm_id, tenant_id, mac, created_at, released_at"
 _HELD = "released_at IS NULL"
 #: Tries for a free address when concurrent takers keep winning the one picked.
 _ATTEMPTS = 64
+#: Random addresses tried before the held ones are read (a miss costs two short statements).
+_BLIND = 4
 
 
 def _allocation(row: Any) -> IpAllocation:
@@ -139,6 +151,36 @@ class IpamOps(DomainOps):
             self._outbox_written()
         return held
 
+    async def _attach_nics(self, conn: Conn, vm: VM, mac_prefix: str) -> list[IpAllocation]:
+        """Hold the addresses and MACs of the NICs ``vm`` is created with, in the caller's
+        transaction (the VM's create), each written with its ``nic.added`` event. Errors name
+        the NIC's field (``nics[1].network_id``, ``nics[0].address``)."""
+        held: list[IpAllocation] = []
+        for i, nic in enumerate(vm.spec.nics):
+            row = await conn.fetchrow(table_of(Network).get_sql, nic.network_id)
+            network = None if row is None else table_of(Network).decode(row)
+            if network is None or network.tenant_id not in (None, vm.tenant_id):
+                # another tenant's private network answers as one that does not exist
+                raise InvalidRecord(f"nics[{i}].network_id: no network {nic.network_id!r}")
+            if network.datacenter_id != vm.datacenter_id:
+                raise InvalidRecord(
+                    f"nics[{i}].network_id: network {network.id} is in datacenter "
+                    f"{network.datacenter_id}, not the VM's {vm.datacenter_id}"
+                )
+            try:
+                taken = await self._take(
+                    conn, network, nic.address, vm.id, vm.tenant_id, None, mac_prefix
+                )
+            except (InvalidRecord, Conflict) as exc:
+                raise _renamed(exc, f"nics[{i}]") from None
+            if network.tenant_id is None:
+                await self._consume(conn, vm.tenant_id, {PUBLIC_IPS: 1})
+            held.append(taken)
+        await _outbox.insert(
+            conn, _outbox.stamp([nic_event("nic.added", n, vm.tenant_id) for n in held])
+        )
+        return held
+
     async def _network(self, conn: Conn, network_id: str) -> Network:
         table = table_of(Network)
         row = await conn.fetchrow(table.get_sql, network_id)
@@ -159,15 +201,17 @@ class IpamOps(DomainOps):
         wanted = None if address is None else ipam.check_address(network, address)
         stamp = now()
         rested = stamp - timedelta(seconds=network.quarantine_s)
-        rows = await conn.fetch(
-            "SELECT address FROM ip_allocations WHERE network_id = $1 "
-            f"AND ({_HELD} OR released_at > $2)",
-            network.id,
-            rested,
-        )
-        taken = {r["address"] for r in rows}
-        for _ in range(_ATTEMPTS):
-            candidate = wanted if wanted is not None else ipam.pick(network, taken)
+        # A sparse network is probed blind (a random address tried with no read of what is
+        # held, one row per try); after _BLIND misses the held set is read and picked from,
+        # which also tells a full network (AddressesExhausted).
+        taken: set[str] | None = None
+        for attempt in range(_ATTEMPTS):
+            if wanted is not None:
+                candidate = wanted
+            else:
+                if taken is None and attempt >= _BLIND:
+                    taken = await self._taken(conn, network.id, rested)
+                candidate = ipam.pick(network, () if taken is None else taken)
             nic_mac = ipam.new_mac(mac_prefix) if mac_prefix is not None else mac
             await conn.execute(
                 "DELETE FROM ip_allocations WHERE network_id = $1 AND address = $2 "
@@ -200,11 +244,22 @@ class IpamOps(DomainOps):
                 continue
             if wanted is not None:
                 raise _taken_error(network, holder)
-            taken.add(candidate)
+            if taken is not None:
+                taken.add(candidate)
         raise VersionConflict(
             f"network {network.id}: {_ATTEMPTS} addresses were taken by concurrent callers "
             "first: try again"
         )
+
+    async def _taken(self, conn: Conn, network_id: str, rested: Any) -> set[str]:
+        """The addresses of the network held or resting in quarantine."""
+        rows = await conn.fetch(
+            "SELECT address FROM ip_allocations WHERE network_id = $1 "
+            f"AND ({_HELD} OR released_at > $2)",
+            network_id,
+            rested,
+        )
+        return {r["address"] for r in rows}
 
     async def release_ip(
         self, network_id: str, address: str, *, events: Sequence[OutboxEvent] = ()
@@ -228,13 +283,17 @@ class IpamOps(DomainOps):
         async with self._transaction() as conn:
             rows = await self._release_held_by_vm(conn, vm_id)
             await _outbox.insert(conn, stamped)
-        if stamped:
+        if stamped or rows:
             self._outbox_written()
         return rows
 
     async def _release_held_by_vm(self, conn: Conn, vm_id: str) -> list[IpAllocation]:
-        """Release a VM's addresses in the caller's transaction (the VM's delete)."""
-        return await self._release_ips(conn, f"vm_id = $2 AND {_HELD}", vm_id)
+        """Release a VM's addresses in the caller's transaction (the VM's delete), each with
+        its ``nic.removed`` event."""
+        released = await self._release_ips(conn, f"vm_id = $2 AND {_HELD}", vm_id)
+        events = [nic_event("nic.removed", n, n.tenant_id) for n in released if n.mac]
+        await _outbox.insert(conn, _outbox.stamp(events))
+        return released
 
     async def _release_ips(self, conn: Conn, where: str, *key: Any) -> list[IpAllocation]:
         """Put the addresses ``where`` selects in quarantine, and give the public ones back to
@@ -285,6 +344,22 @@ class IpamOps(DomainOps):
         async with self._reader() as conn:
             rows = await conn.fetch(sql, *args)
         return [_allocation(r) for r in rows]
+
+
+def nic_event(kind: str, nic: IpAllocation, tenant_id: str | None) -> OutboxEvent:
+    """A ``nic.added``/``nic.removed`` event: what the network's DHCP server must follow."""
+    data = {"network_id": nic.network_id, "address": nic.address, "mac": nic.mac}
+    return OutboxEvent(type=kind, subject=f"vm/{nic.vm_id}", tenant_id=tenant_id, data=data)
+
+
+def _renamed(exc: CloudcoreError, prefix: str) -> CloudcoreError:
+    """``exc`` again, its message naming the NIC's field: ``address: ...`` becomes
+    ``nics[0].address: ...``; a message naming no field is about the NIC's network."""
+    text = str(exc)
+    field, sep, rest = text.partition(": ")
+    if sep and field in ("address", "mac", "network_id"):
+        return type(exc)(f"{prefix}.{field}: {rest}")
+    return type(exc)(f"{prefix}.network_id: {text}")
 
 
 def _holder(row: Any) -> str:

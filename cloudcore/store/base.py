@@ -265,14 +265,22 @@ class Store(ABC):
         usage: Mapping[str, int],
         *,
         claim: IdempotencyKey | None = None,
+        mac_prefix: str | None = None,
     ) -> tuple[VM, Task]:
         """In one transaction: consume ``usage`` of the VM's tenant's quotas, store ``vm`` and
-        its deploy ``task`` and, with ``claim`` (held by this request, see
-        :meth:`claim_idempotency_key`), record the task against that Idempotency-Key. Returns
-        both as stored. All or nothing: QuotaExceeded names the resource, InvalidRecord the
-        field (``tenant_id``, ``datacenter_id``, ... naming a record that does not exist),
-        AlreadyExists a taken id, Conflict a ``claim`` this request no longer holds; then
-        nothing is written. BackendUnavailable: committed or not, never half.
+        its deploy ``task``, hold an address and a MAC (made from ``mac_prefix``, by default
+        ``52:54:00``) for each of ``vm.spec.nics`` as :meth:`allocate_ip` does (a ``nic.added``
+        event each; a public address counts against ``public_ips``) and, with ``claim`` (held
+        by this request, see :meth:`claim_idempotency_key`), record the task against that
+        Idempotency-Key. Returns both as stored. All or nothing: QuotaExceeded names the
+        resource, InvalidRecord the field (``tenant_id``, ``datacenter_id``, ... naming a
+        record that does not exist; ``nics[i].network_id`` a network that does not exist, is
+        another tenant's private one or in another datacenter; ``nics[i].address`` outside
+        its ranges), AlreadyExists a taken id or address (naming its holder),
+        AddressesExhausted a full network, Conflict a ``claim`` this request no longer holds;
+        then nothing is written. BackendUnavailable: committed or not, never half. The
+        addresses are released (``nic.removed`` events) in the transaction that marks the VM
+        DELETED (:meth:`unplace_vm`).
         """
 
     @abstractmethod

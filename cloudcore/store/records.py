@@ -35,6 +35,7 @@ __all__ = [
     "IpAllocation",
     "Network",
     "NetworkKind",
+    "NicRequest",
     "OutboxEvent",
     "Page",
     "PowerState",
@@ -245,8 +246,17 @@ class Host(Record, frozen=True, kw_only=True):
     observed_at: Time | None = None
 
 
+class NicRequest(_Struct, frozen=True, kw_only=True):
+    """A NIC a VM is created with: on ``network_id``, with ``address`` if given (else a free
+    one). The address and MAC it gets are held in ``ip_allocations`` under the VM's id."""
+
+    network_id: Id
+    address: str | None = None
+
+
 class VMSpec(_Struct, frozen=True, kw_only=True):
-    """What the tenant asked for."""
+    """What the tenant asked for. ``nics``: the NICs it was created with (what they hold is
+    in the store's ``ip_allocations``; NICs added later are there only)."""
 
     cpus: Positive
     memory_mib: Positive
@@ -254,6 +264,7 @@ class VMSpec(_Struct, frozen=True, kw_only=True):
     template_id: str | None = None
     affinity_group: str | None = None
     network_ids: tuple[str, ...] = ()
+    nics: tuple[NicRequest, ...] = ()
     extra: dict[str, str] = msgspec.field(default_factory=dict)
     #: The most a running VM may grow to (None: its size when defined). Records written before
     #: these fields existed read with None, so the JSON spec column needs no migration.

@@ -30,6 +30,7 @@ from cloudcore.errors import (
     NotFound,
     UnsupportedOperation,
 )
+from hypervisor_drivers.hyperv import _nics
 from hypervisor_drivers.hyperv import _records as rec
 from hypervisor_drivers.hyperv._errors import MALFORMED, script_error
 from hypervisor_drivers.hyperv._records import MiB
@@ -42,6 +43,8 @@ from hypervisor_drivers.types import (
     GuestPower,
     HostCapacity,
     HostInventory,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
@@ -228,13 +231,12 @@ class HyperVClient:
             for i, d in enumerate(spec.disks)
             if d.serial and isinstance(d, FileDisk)
         }
-        args = {
+        args: dict[str, Any] = {
             "name": spec.name,
             "memory": spec.memory_mib * MiB,
             "vcpus": spec.vcpus,
             "notes": json.dumps({"cloudcore_uuid": spec.uuid, "disks": disks}),
             "disks": paths,
-            "nics": [nic.source for nic in spec.nics],
         }
         lines = self._define_lines(existing, args)
         lines += [
@@ -242,10 +244,9 @@ class HyperVClient:
             for i in range(len(paths))
         ]
         if existing is None:
-            lines += [
-                f"$vm | Add-VMNetworkAdapter -SwitchName $a.nics[{i}]"
-                for i in range(len(spec.nics))
-            ]
+            nic_lines, nic_args = _nics.add_lines(spec.nics)
+            lines += nic_lines
+            args.update(nic_args)
         lines.append(f"Get-VM -Id $vm.Id | Select-Object {_VM_FIELDS} | ConvertTo-Json -Compress")
         return rec.vm_info(self._one(lines, {**args, "id": (existing or {}).get("Id")}, "a VM"))
 
@@ -459,3 +460,14 @@ class HyperVClient:
             location=slot["location"],
             notes=json.dumps(notes),
         )
+
+    # -- NICs ----------------------------------------------------------------------------------
+
+    def list_nics(self, uuid: str) -> list[NicInfo]:
+        return _nics.list_nics(self._many, str(self.find(uuid)["Id"]))
+
+    def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        _nics.attach(self._many, str(self.find(uuid)["Id"]), nic)
+
+    def detach_nic(self, uuid: str, mac: str) -> None:
+        _nics.detach(self._many, str(self.find(uuid)["Id"]), mac)

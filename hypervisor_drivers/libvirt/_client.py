@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 import libvirt
 import structlog
 
-from cloudcore.errors import Conflict, IllegalTransition
+from cloudcore.errors import Conflict, IllegalTransition, UnsupportedOperation
 from hypervisor_drivers.libvirt import _migration, _xml
 from hypervisor_drivers.libvirt._events import LifecycleCallbacks, ensure_event_loop
 from hypervisor_drivers.types import (
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -31,6 +32,8 @@ from hypervisor_drivers.types import (
     IscsiDisk,
     LifecycleEvent,
     MigrationProgress,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     VMInfo,
 )
@@ -38,6 +41,9 @@ from hypervisor_drivers.types import (
 __all__ = ["LibvirtClient"]
 
 _log = structlog.get_logger("hypervisor_drivers.libvirt")
+#: Where a VM's VNC console listens unless ``extra["vnc_listen"]`` says otherwise: loopback,
+#: so only the node on the host reaches it (the gateway's console proxy).
+_VNC = "127.0.0.1"
 
 _KEEPALIVE_INTERVAL = 5  # seconds between keepalive probes on remote connections
 _KEEPALIVE_COUNT = 3  # unanswered probes before libvirt closes the connection
@@ -229,7 +235,19 @@ class LibvirtClient:
     def define(self, spec: DomainSpec) -> VMInfo:
         for disk in spec.disks:
             self._ensure_chap_secret(disk)
-        return _vm_info(self._conn.defineXML(_xml.domain_xml(spec, self.domain_type)))
+        listen = None if self.scheme == "test" else self._settings.extra.get("vnc_listen", _VNC)
+        return _vm_info(self._conn.defineXML(_xml.domain_xml(spec, self.domain_type, listen)))
+
+    def console(self, uuid: str) -> ConsoleEndpoint:
+        dom = self._domain(uuid)
+        self._require_power(dom, {GuestPower.RUNNING, GuestPower.PAUSED}, "open the console of")
+        found = _xml.vnc_address(dom.XMLDesc(0))
+        if found is None:
+            raise UnsupportedOperation(f"VM {uuid} was defined without a graphical console")
+        address, port = found
+        if address in ("", "0.0.0.0", "::"):  # every address: reach it as the URI's host
+            address = urlsplit(self._uri).hostname or "127.0.0.1"
+        return ConsoleEndpoint(host=address, port=port)
 
     def _require_power(self, dom: Any, allowed: set[GuestPower], action: str) -> GuestPower:
         power = _power(dom)
@@ -425,6 +443,22 @@ class LibvirtClient:
         facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if serial in facts.disks:
             dom.detachDeviceFlags(facts.disks[serial], self._affect(dom))
+
+    def list_nics(self, uuid: str) -> list[NicInfo]:
+        facts = _xml.domain_facts(self._domain(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return [NicInfo(mac=mac, source=on) for mac, (on, _) in facts.nics.items()]
+
+    def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        dom = self._domain(uuid)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        if (nic.mac or "").lower() not in facts.nics:
+            dom.attachDeviceFlags(_xml.nic_xml(nic), self._affect(dom))
+
+    def detach_nic(self, uuid: str, mac: str) -> None:
+        dom = self._domain(uuid)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        if mac.lower() in facts.nics:
+            dom.detachDeviceFlags(facts.nics[mac.lower()][1], self._affect(dom))
 
     @staticmethod
     def _affect(dom: Any) -> int:

@@ -22,6 +22,7 @@ __all__ = [
     "simulated_host_xml",
     "snapshot_xml",
     "target_dev",
+    "vnc_address",
     "write_simulated_host",
 ]
 
@@ -123,20 +124,32 @@ def target_dev(index: int) -> str:
 
 
 def _nic_element(nic: NicSpec) -> ET.Element:
-    element = ET.Element("interface", type=nic.kind)
-    if nic.kind == "network":
-        _sub(element, "source", network=nic.source)
-    elif nic.kind == "bridge":
-        _sub(element, "source", bridge=nic.source)
+    parent = nic.extra.get("libvirt.parent")
+    if nic.vlan is not None and parent:  # a VLAN network: macvtap on the tagged subinterface
+        element = ET.Element("interface", type="direct")
+        _sub(element, "source", dev=f"{parent}.{nic.vlan}", mode="bridge")
+    else:
+        element = ET.Element("interface", type=nic.kind)
+        if nic.kind == "network":
+            _sub(element, "source", network=nic.source)
+        elif nic.kind == "bridge":
+            _sub(element, "source", bridge=nic.source)
     if nic.mac is not None:
-        _sub(element, "mac", address=nic.mac)
+        _sub(element, "mac", address=nic.mac.lower())
     _sub(element, "model", type=nic.model)
     return element
 
 
-def domain_xml(spec: DomainSpec, domain_type: str) -> str:
+def nic_xml(nic: NicSpec) -> str:
+    """The ``<interface>`` of ``nic``, for a hot-plug."""
+    return _text(_nic_element(nic))
+
+
+def domain_xml(spec: DomainSpec, domain_type: str, vnc_listen: str | None = None) -> str:
     """The persistent definition of ``spec`` for a ``domain_type`` (``kvm``, ``qemu``,
-    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``."""
+    ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``. ``vnc_listen``:
+    the address a VNC console listens on (a port chosen by libvirt at each start); None:
+    no graphical console."""
     domain = ET.Element("domain", type=domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
@@ -155,7 +168,8 @@ def domain_xml(spec: DomainSpec, domain_type: str) -> str:
     if "machine" in spec.extra:
         os_type["machine"] = spec.extra["machine"]
     _sub(os_element, "type", "hvm", **os_type)
-    _sub(os_element, "boot", dev="hd")
+    # A VM with NICs and no disk boots from the network (iPXE asks DHCP, then for a script).
+    _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
     _sub(_sub(domain, "features"), "acpi")
     for event, action in (
         ("on_poweroff", "destroy"),
@@ -169,7 +183,24 @@ def domain_xml(spec: DomainSpec, domain_type: str) -> str:
     for nic in spec.nics:
         devices.append(_nic_element(nic))
     _sub(devices, "console", type="pty")
+    if vnc_listen is not None:
+        graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
+        _sub(graphics, "listen", type="address", address=vnc_listen)
     return _text(domain)
+
+
+def vnc_address(xml: str) -> tuple[str, int] | None:
+    """The listen address and port of a running domain's VNC console (its live XML), None
+    when it has none or no port yet (not running)."""
+    graphics = ET.fromstring(xml).find("devices/graphics[@type='vnc']")
+    if graphics is None:
+        return None
+    port = int(graphics.get("port", "-1"))
+    if port <= 0:
+        return None
+    listen = graphics.find("listen[@type='address']")
+    address = listen.get("address") if listen is not None else graphics.get("listen")
+    return address or "", port
 
 
 def snapshot_xml(name: str) -> str:
@@ -187,6 +218,7 @@ class DomainFacts:
     memory_kib: int  # <currentMemory>, or <memory> when absent
     disks: dict[str, str]  # serial -> <disk> XML
     targets: list[str]  # every disk target dev in use
+    nics: dict[str, tuple[str, str]]  # MAC -> (what it is on, <interface> XML), in order
 
 
 def domain_facts(xml: str) -> DomainFacts:
@@ -209,7 +241,21 @@ def domain_facts(xml: str) -> DomainFacts:
         memory_kib=_kib(current if current is not None else memory),
         disks=disks,
         targets=targets,
+        nics=_nics(root),
     )
+
+
+def _nics(root: ET.Element) -> dict[str, tuple[str, str]]:
+    nics: dict[str, tuple[str, str]] = {}
+    for interface in root.iterfind("devices/interface"):
+        mac = interface.find("mac")
+        if mac is None or not mac.get("address"):
+            continue
+        source = interface.find("source")
+        attrs = {} if source is None else source.attrib
+        on = attrs.get("bridge") or attrs.get("network") or attrs.get("dev") or ""
+        nics[mac.get("address", "").lower()] = (on, _text(interface))
+    return nics
 
 
 _UNIT_KIB = {

@@ -21,6 +21,7 @@ import structlog
 from cloudcore.errors import BackendUnavailable, CloudcoreError, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
+    ConsoleEndpoint,
     DiskSpec,
     DomainSpec,
     DriverSettings,
@@ -30,6 +31,8 @@ from hypervisor_drivers.base import (
     HypervisorDriver,
     IscsiDisk,
     MigrationProgress,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
@@ -60,7 +63,14 @@ _CAPABILITIES = {
     # The test driver keeps network disks in the definition but cannot hot-plug; its migration
     # is simulated between test hosts of this process (see _migration).
     "test": _COMMON | {Capability.ISCSI_DISKS, Capability.MIGRATE},
-    "qemu": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
+    "qemu": _COMMON
+    | {
+        Capability.ATTACH_VOLUME,
+        Capability.ISCSI_DISKS,
+        Capability.MIGRATE,
+        Capability.HOTPLUG_NIC,
+        Capability.CONSOLE,
+    },
 }
 _OTHER = frozenset({Capability.LIFECYCLE_EVENTS, Capability.GRACEFUL_STOP, Capability.PAUSE})
 
@@ -272,3 +282,20 @@ class LibvirtDriver(HypervisorDriver):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         self._require(Capability.ATTACH_VOLUME)
         await self._call(lambda c: c.detach(uuid, serial))
+
+    async def list_nics(self, uuid: str) -> list[NicInfo]:
+        return await self._call(lambda c: c.list_nics(uuid))
+
+    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        if nic.mac is None:
+            raise InvalidRequest("attach_nic needs nic.mac")
+        await self._call(lambda c: c.attach_nic(uuid, nic))
+
+    async def detach_nic(self, uuid: str, mac: str) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        await self._call(lambda c: c.detach_nic(uuid, mac))
+
+    async def console(self, uuid: str) -> ConsoleEndpoint:
+        self._require(Capability.CONSOLE)
+        return await self._call(lambda c: c.console(uuid))

@@ -21,6 +21,8 @@ from hypervisor_drivers.types import (
     GuestPower,
     HostCapacity,
     HostInventory,
+    NicInfo,
+    NicSpec,
     VMInfo,
 )
 from hypervisor_drivers.vsphere import _specs
@@ -153,8 +155,9 @@ class HostClient:
         if any(not isinstance(d, FileDisk) for d in spec.disks):
             raise UnsupportedOperation("the vSphere driver takes datastore file disks only")
         for nic in spec.nics:
-            if nic.source not in {n.name for n in self.refs.host.network}:
-                raise NotFound(f"no network {nic.source!r} on host {self.refs.host_name}")
+            name = nic.name_on(_specs.PORTGROUP)
+            if name not in {n.name for n in self.refs.host.network}:
+                raise NotFound(f"no network {name!r} on host {self.refs.host_name}")
         # vcsim drops the connection of a FindChild while another CreateVM_Task has put its
         # still nameless VM in the folder: the read is retried (see _transport).
         named = self.session.content.searchIndex.FindChild(self.refs.vm_folder, spec.name)
@@ -326,6 +329,30 @@ class HostClient:
             extraConfig=[vim.option.OptionValue(key=_specs.DISK_PREFIX + serial, value="")],
         )
         self._wait(vm.ReconfigVM_Task(change))
+
+    # -- NICs ----------------------------------------------------------------------------------
+
+    def list_nics(self, uuid: str) -> list[NicInfo]:
+        devices = _specs.nic_devices(self.vm(uuid).config)
+        return [
+            NicInfo(mac=str(d.macAddress or "").lower(), source=_specs.nic_source(d))
+            for d in devices
+        ]
+
+    def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        vm = self.vm(uuid)
+        macs = {str(d.macAddress or "").lower() for d in _specs.nic_devices(vm.config)}
+        if (nic.mac or "").lower() not in macs:
+            change = vim.vm.ConfigSpec(deviceChange=[_specs.nic_add(nic)])
+            self._wait(vm.ReconfigVM_Task(change))
+
+    def detach_nic(self, uuid: str, mac: str) -> None:
+        vm = self.vm(uuid)
+        for device in _specs.nic_devices(vm.config):
+            if str(device.macAddress or "").lower() == mac.lower():
+                change = vim.vm.ConfigSpec(deviceChange=[_specs.nic_remove(device)])
+                self._wait(vm.ReconfigVM_Task(change))
+                return
 
 
 def _device_name(facts: _specs.VmFacts, device: Any) -> str:

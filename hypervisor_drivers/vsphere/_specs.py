@@ -14,7 +14,18 @@ from pyVmomi import vim
 
 from hypervisor_drivers.types import DomainSpec, FileDisk, NicSpec
 
-__all__ = ["VmFacts", "config_spec", "disk_add", "disk_remove", "vm_facts"]
+__all__ = [
+    "PORTGROUP",
+    "VmFacts",
+    "config_spec",
+    "disk_add",
+    "disk_remove",
+    "nic_add",
+    "nic_devices",
+    "nic_remove",
+    "nic_source",
+    "vm_facts",
+]
 
 MAX_VCPUS = "cloudcore.max_vcpus"
 MAX_MEMORY = "cloudcore.max_memory_mib"
@@ -66,12 +77,37 @@ def disk_remove(device: Any) -> Any:
     return vim.vm.device.VirtualDeviceSpec(operation=_Remove, device=device)
 
 
+#: The key of a cloud network's ``extra`` naming its vSphere port group.
+PORTGROUP = "vsphere.portgroup"
+
+
 def _nic_add(nic: NicSpec, key: int) -> Any:
     card = _NIC_MODELS.get(nic.model, vim.vm.device.VirtualVmxnet3)(key=key)
-    card.backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=nic.source)
+    card.backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+        deviceName=nic.name_on(PORTGROUP)
+    )
     if nic.mac is not None:
-        card.addressType, card.macAddress = "manual", nic.mac
+        card.addressType, card.macAddress = "manual", nic.mac.lower()
     return vim.vm.device.VirtualDeviceSpec(operation=_Add, device=card)
+
+
+def nic_add(nic: NicSpec) -> Any:
+    """The device change that adds ``nic`` (on its port group, with its MAC)."""
+    return _nic_add(nic, key=-300)
+
+
+def nic_remove(device: Any) -> Any:
+    return vim.vm.device.VirtualDeviceSpec(operation=_Remove, device=device)
+
+
+def nic_devices(config: Any) -> list[Any]:
+    """The VM's network cards, in device order."""
+    devices = list(config.hardware.device or [])
+    return [d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+
+
+def nic_source(device: Any) -> str:
+    return str(getattr(device.backing, "deviceName", "") or "")
 
 
 def _sizes(spec: DomainSpec) -> dict[str, Any]:

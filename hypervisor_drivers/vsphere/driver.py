@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import structlog
 
-from cloudcore.errors import BackendUnavailable
+from cloudcore.errors import BackendUnavailable, InvalidRequest
 from hypervisor_drivers.base import (
     Capability,
     DiskSpec,
@@ -34,6 +34,8 @@ from hypervisor_drivers.base import (
     HypervisorDriver,
     IscsiDisk,
     MigrationProgress,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
@@ -60,6 +62,7 @@ _CAPABILITIES = frozenset(
         Capability.SNAPSHOT,
         Capability.ATTACH_VOLUME,
         Capability.MIGRATE,
+        Capability.HOTPLUG_NIC,
     }
 )
 
@@ -264,3 +267,16 @@ class VSphereDriver(HypervisorDriver):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         self._require(Capability.ATTACH_VOLUME)
         await self._call(lambda c: c.detach(uuid, serial))
+
+    async def list_nics(self, uuid: str) -> list[NicInfo]:
+        return await self._call(lambda c: c.list_nics(uuid))
+
+    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        if nic.mac is None:
+            raise InvalidRequest("attach_nic needs nic.mac")
+        await self._call(lambda c: c.attach_nic(uuid, nic))
+
+    async def detach_nic(self, uuid: str, mac: str) -> None:
+        self._require(Capability.HOTPLUG_NIC)
+        await self._call(lambda c: c.detach_nic(uuid, mac))

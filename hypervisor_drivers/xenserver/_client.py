@@ -43,10 +43,13 @@ from hypervisor_drivers.types import (
     GuestPower,
     HostCapacity,
     HostInventory,
+    NicInfo,
+    NicSpec,
     SnapshotInfo,
     StopOutcome,
     VMInfo,
 )
+from hypervisor_drivers.xenserver import _nics
 from hypervisor_drivers.xenserver import _records as rec
 from hypervisor_drivers.xenserver._errors import failure_code
 
@@ -188,7 +191,7 @@ class XenClient:
             if rec.vm_uuid(self.x.VM.get_record(ref)) != spec.uuid:
                 raise Conflict(f"another VM on the pool is named {spec.name!r}")
         vdis = [self._vdi(disk) for disk in spec.disks]
-        networks = [self._network(nic.source) for nic in spec.nics]
+        networks = [_nics.network_ref(self.x, nic) for nic in spec.nics]
         try:
             ref = self.ref(spec.uuid)
         except NotFound:
@@ -199,18 +202,7 @@ class XenClient:
         for index, (disk, vdi) in enumerate(zip(spec.disks, vdis, strict=True)):
             self._create_vbd(ref, vdi, index, disk)
         for index, (nic, network) in enumerate(zip(spec.nics, networks, strict=True)):
-            self.x.VIF.create(
-                {
-                    "device": str(index),
-                    "network": network,
-                    "VM": ref,
-                    "MAC": nic.mac or "",
-                    "MTU": "1500",
-                    "other_config": {},
-                    "qos_algorithm_type": "",
-                    "qos_algorithm_params": {},
-                }
-            )
+            self.x.VIF.create(_nics.vif_record(ref, network, index, nic))
         return rec.vm_info(self.x.VM.get_record(ref))
 
     def _redefine(self, ref: str, spec: DomainSpec) -> None:
@@ -232,12 +224,6 @@ class XenClient:
             if vdi.get("SR") == self.sr and disk.path in names and not vdi.get("is_a_snapshot"):
                 return str(ref)
         raise NotFound(f"no VDI {disk.path!r} on the host's SR (uuid, name or location)")
-
-    def _network(self, source: str) -> str:
-        for ref, network in self.x.network.get_all_records().items():
-            if source in (network["name_label"], network["uuid"], network.get("bridge")):
-                return str(ref)
-        raise NotFound(f"no XenServer network named {source!r}")
 
     def _create_vbd(self, vm: str, vdi: str, slot: int, disk: DiskSpec) -> str:
         return str(
@@ -550,3 +536,15 @@ class XenClient:
         if self.x.VBD.get_currently_attached(vbd):
             self.x.VBD.unplug(vbd)
         self.x.VBD.destroy(vbd)
+
+    # -- NICs ----------------------------------------------------------------------------------
+
+    def list_nics(self, uuid: str) -> list[NicInfo]:
+        return _nics.list_nics(self.x, self.ref(uuid))
+
+    def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        ref, power = self.state(uuid)
+        _nics.attach(self.x, ref, power, nic)
+
+    def detach_nic(self, uuid: str, mac: str) -> None:
+        _nics.detach(self.x, self.ref(uuid), mac)

@@ -26,6 +26,7 @@ from cloudcore.app.commands._output import (
 )
 from cloudcore.app.commands._resolve import resolve
 from cloudcore.app.commands._tasks import accepted
+from cloudcore.app.commands.network import nic_body
 
 __all__ = ["add_parser"]
 
@@ -47,6 +48,7 @@ _FIELDS: list[Column] = [
     ("DISK", gib("spec.disk_gib")),
     ("TASK", "task_id"),
     ("FAULT", "fault"),
+    ("ADDRESSES", "addresses"),
     ("CREATED", "created_at"),
     ("UPDATED", "updated_at"),
 ]
@@ -97,6 +99,14 @@ def add_parser(sub: Any) -> None:
         help="create it for this tenant (admins, operators; default: the caller's own tenant)",
     )
     create.add_argument("--no-start", action="store_true", help="define it but do not start it")
+    create.add_argument(
+        "--nic",
+        "--network",
+        action="append",
+        default=[],
+        metavar="NET[=ADDRESS]",
+        help="a NIC on network NET (id or name), with ADDRESS if given (repeatable)",
+    )
 
     for name, help in _SIMPLE.items():
         action(name, help, _simple).add_argument("id", metavar="VM", help="id or name")
@@ -172,10 +182,16 @@ async def _vm(client: Client, args: argparse.Namespace) -> str:
 
 
 async def _show(client: Client, args: argparse.Namespace) -> int:
-    if args.deleted:  # a tombstone has no name to find it by: the id as given
-        vm = await client.call("GET", f"/vms/{quote(args.id, safe='')}", params={"deleted": "true"})
+    """The VM, with the addresses its NICs hold (``address mac network`` each). ``--deleted``:
+    a tombstone, which has no name to find it by (the id as given) and no NICs."""
+    if args.deleted:
+        path = f"/vms/{quote(args.id, safe='')}"
+        vm = await client.call("GET", path, params={"deleted": "true"})
     else:
-        vm = await client.call("GET", f"/vms/{await _vm(client, args)}")
+        path = f"/vms/{await _vm(client, args)}"
+        vm = await client.call("GET", path)
+        nics = await client.call("GET", f"{path}/nics")
+        vm["addresses"] = [f"{n['address']} {n['mac']} {n['network_id']}" for n in nics]
     show_one(vm, args.output, _FIELDS, select=args.columns)
     return 0
 
@@ -193,6 +209,8 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
         body["template_id"] = await resolve(client, _resolve.TEMPLATE, args.template)
     if args.tenant:
         body["tenant_id"] = args.tenant
+    if args.nic:
+        body["nics"] = [await nic_body(client, nic) for nic in args.nic]
     return await accepted(client, await client.call("POST", "/vms", body=body), args)
 
 

@@ -71,6 +71,10 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_route("GET", "/metrics", aiohttp_handler(metrics_api.routes[0]))
     app[ROUTES] = routes
     app[OPENAPI] = build_openapi(routes, PREFIX)
+    if gateway.settings.ui.enabled:
+        from cloudcore.app.web import add_web  # the web console, on the same routes' handlers
+
+        add_web(app)
     return app
 
 

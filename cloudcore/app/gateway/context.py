@@ -11,6 +11,7 @@ from aiohttp import web
 
 from actors.converter import ImageConverter
 from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
+from cloudcore.app.gateway.consoles import ConsoleTickets
 from cloudcore.cluster import Member
 from cloudcore.config import Settings
 from cloudcore.events import EventBus
@@ -43,6 +44,8 @@ class Gateway:
     images: ImageLibrary | None = None
     qemu: QemuImg = field(default_factory=QemuImg)
     converter: ImageConverter | None = None
+    #: The console tickets this node issued (``GET /vms/{id}/console``).
+    consoles: ConsoleTickets = field(default_factory=lambda: ConsoleTickets(30.0))
 
     @classmethod
     def of(
@@ -79,6 +82,7 @@ class Gateway:
             converter=ImageConverter(
                 store, images, qemu, settings.images, orchestrator.services.waiters
             ),
+            consoles=ConsoleTickets(settings.api.console_ticket_seconds),
         )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "ErrorDetail",
     "error_middleware",
     "error_response",
+    "explain",
     "field_details",
 ]
 
@@ -169,6 +170,15 @@ def field_details(message: str) -> dict[str, Any]:
         if found is not None:
             return {"field": found["field"] or "(body)", "reason": found["reason"]}
     return {}
+
+
+def explain(exc: CloudcoreError) -> tuple[int, str, str]:
+    """The status, code and message an error gets in a reply (the web console shows them)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code, exc.message
+    status, code = _classify(exc) or (500, "internal_error")
+    message = str(exc) if status < 500 else "the server failed to handle this request"
+    return status, code, message
 
 
 def _classify(exc: Exception) -> tuple[int, str] | None:

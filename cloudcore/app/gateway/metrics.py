@@ -14,6 +14,9 @@
 - ``cloudcore_vms{state}`` and ``cloudcore_hosts{health}``: ``store.count_by`` at scrape time,
   cached for :data:`STORE_COUNTS_TTL` seconds so a scrape storm costs the store two queries a
   TTL.
+- ``cloudcore_network_addresses{network,state}``: per network, the addresses held (``used``)
+  and those it could still hand out (``free``: not held, reserved, nor resting in
+  quarantine), read with the counts above.
 
 Served by ``cloudcore.app.gateway.routes.metrics``.
 """
@@ -29,12 +32,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cloudcore import ipam
 from cloudcore.app.gateway.context import GATEWAY, Gateway
 from cloudcore.errors import BusClosed, CloudcoreError
 from cloudcore.events import SeenIds, deduplicated
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorSystem
-from cloudcore.store.records import VM, Host, HostHealth, VMState
+from cloudcore.store.records import VM, Host, HostHealth, Network, VMState
 
 __all__ = [
     "METRICS",
@@ -132,6 +136,7 @@ class _StoreCounts(Collector):
         self._gateway = gateway
         self._vms: dict[str, int] = {}
         self._hosts: dict[str, int] = {}
+        self._addresses: dict[str, tuple[int, int]] = {}  # network id -> (used, free)
         self._read_at = -STORE_COUNTS_TTL
         self._lock = asyncio.Lock()
 
@@ -145,12 +150,43 @@ class _StoreCounts(Collector):
             try:
                 self._vms = await store.count_by(VM, "state")
                 self._hosts = await store.count_by(Host, "health")
+                self._addresses = await self._network_addresses()
             except CloudcoreError as exc:
                 _log.warning("metrics.store_unavailable", error=str(exc))
                 return
             self._read_at = time.monotonic()
 
+    async def _network_addresses(self) -> dict[str, tuple[int, int]]:
+        store = self._gateway.store
+        networks: list[Network] = []
+        cursor: str | None = None
+        while True:
+            page = await store.list(Network, after=cursor, limit=1000)
+            networks.extend(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        taken: dict[str, list[str]] = {}
+        used: dict[str, int] = {}
+        for held in await store.list_ips(released=True):
+            resting = held.released_at is not None
+            taken.setdefault(held.network_id, []).append(held.address)  # quarantine too
+            used[held.network_id] = used.get(held.network_id, 0) + (0 if resting else 1)
+        # (addresses past their quarantine count as taken until reused: a slight under-count)
+        return {
+            n.id: (used.get(n.id, 0), ipam.free_count(n, taken.get(n.id, []))) for n in networks
+        }
+
     def collect(self) -> Iterator[Metric]:
+        addresses = GaugeMetricFamily(
+            "cloudcore_network_addresses",
+            "Addresses of a network held (used) and still to hand out (free)",
+            labels=["network", "state"],
+        )
+        for network_id, (used, free) in sorted(self._addresses.items()):
+            addresses.add_metric([network_id, "used"], used)
+            addresses.add_metric([network_id, "free"], free)
+        yield addresses
         vms = GaugeMetricFamily("cloudcore_vms", "VMs by state", labels=["state"])
         for state in VMState:  # every state, so a state that empties shows 0, not a gap
             vms.add_metric([state.value], self._vms.get(state.value, 0))

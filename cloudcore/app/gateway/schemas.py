@@ -22,6 +22,7 @@ __all__ = [
     "ListQuery",
     "MigrateBody",
     "NamedQuery",
+    "NicCreate",
     "RebootBody",
     "ReconfigureBody",
     "SnapshotBody",
@@ -93,8 +94,18 @@ class NamedQuery(ListQuery, frozen=True, kw_only=True):
     sort: NameSort | None = None  # type: ignore[valid-type]
 
 
+class NicCreate(_Body, frozen=True, kw_only=True):
+    """A NIC of a new VM: on ``network_id`` (the tenant's private network or a public one, in
+    the VM's datacenter), with ``address`` if given, else a free one."""
+
+    network_id: Id
+    address: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
 class VMCreate(_Body, frozen=True, kw_only=True):
-    """A new VM. ``tenant_id`` (admins and operators only) creates it for another tenant."""
+    """A new VM. ``tenant_id`` (admins and operators only) creates it for another tenant.
+    ``nics``: its NICs, whose addresses and MACs are held in the same transaction as the VM
+    (422 naming ``nics[i].network_id`` or ``nics[i].address``, 409 for a taken address)."""
 
     name: Name
     datacenter_id: Id
@@ -103,6 +114,9 @@ class VMCreate(_Body, frozen=True, kw_only=True):
     disk_gib: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 0
     template_id: Id | None = None
     network_ids: list[Id] = msgspec.field(default_factory=list)
+    nics: Annotated[list[NicCreate], msgspec.Meta(max_length=16)] = msgspec.field(
+        default_factory=list
+    )
     start: bool = True
     tenant_id: Id | None = None
     #: The most a running VM may be reconfigured to (default: its size); at least the size.

@@ -214,3 +214,32 @@ def test_on_a_terminal_wait_redraws_one_progress_line(node: Node) -> None:
     assert "\x1b[" in progress  # drawn with terminal controls (rich), in colour
     assert "100%" in progress and "vm.deploy" in progress and "SUCCEEDED" in progress
     assert "step 1 schedule" not in progress.split("SUCCEEDED")[-1]  # redrawn, not appended
+
+
+def test_a_network_is_made_and_a_vm_created_on_it_shows_the_address_it_was_given(
+    node: Node,
+) -> None:
+    made = node.ok(
+        "network", "create", "--name", "lan", "--datacenter", "dc1", "--cidr", "10.61.0.0/24",
+        "--gateway", "10.61.0.1", "--range", "10.61.0.10-10.61.0.99", "-o", "json",
+    )  # fmt: skip
+    network = json.loads(made.stdout)
+    assert network["ranges"] == [{"first": "10.61.0.10", "last": "10.61.0.99"}]
+    assert "lan" in node.ok("network", "list").stdout
+
+    vm_id = _create(node, "on-lan", "--nic", "lan=10.61.0.42", "--nic", network["id"])
+    shown = _vm(node, vm_id)
+    addresses = sorted(a.split()[0] for a in shown["addresses"])
+    assert addresses[0] == "10.61.0.42" and addresses[1].startswith("10.61.0.")
+    assert "10.61.0.42" in node.ok("vm", "show", vm_id).stdout
+    held = json.loads(node.ok("network", "addresses", "lan", "-o", "json").stdout)
+    assert sorted(a["address"] for a in held) == addresses
+    assert {a["vm_id"] for a in held} == {vm_id}
+
+    taken = node.cli("vm", "create", "--name", "clash", "--datacenter", "dc1", "--cpus", "1",
+                     "--memory", "128", "--nic", "lan=10.61.0.42")  # fmt: skip
+    assert taken.returncode == 1 and f"held by VM {vm_id}" in taken.stderr
+    unknown = node.cli("network", "show", "nowhere")
+    assert unknown.returncode == 1 and "no network called 'nowhere'" in unknown.stderr
+    busy = node.cli("network", "delete", "lan")
+    assert busy.returncode == 1 and "in use" in busy.stderr

@@ -4,6 +4,8 @@ tokens are remembered briefly, and neither costs the store a query a request."""
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,16 +31,19 @@ async def test_a_thousand_wrong_tokens_cost_at_most_the_burst_in_queries(
     guarded: ApiClient,
 ) -> None:
     before = _lookups(guarded)
+    started = time.monotonic()
     replies = await asyncio.gather(
         *(guarded.call("GET", "/users/me", f"cc_wrong{i:04d}") for i in range(1000))
     )
+    # The burst of 20, and what refilled at 1 a second while the thousand were answered.
+    allowed = 20 + math.ceil(time.monotonic() - started)
     statuses = [r.status for r in replies]
     assert set(statuses) == {401, 429}
-    assert statuses.count(401) <= 21  # the burst, and one more refilled meanwhile at most
+    assert statuses.count(401) <= allowed
     limited = next(r for r in replies if r.status == 429)
     assert int(limited.headers["Retry-After"]) >= 1
     assert limited.error_code == "rate_limited"
-    assert _lookups(guarded) - before <= 21
+    assert _lookups(guarded) - before <= allowed
 
 
 async def test_a_wrong_token_retried_is_looked_up_once(api: ApiClient) -> None:

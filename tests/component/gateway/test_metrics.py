@@ -128,3 +128,20 @@ def test_metrics_answer_only_connections_on_a_loopback_address(
     transport.get_extra_info.return_value = sockname
     request = make_mocked_request("GET", "/metrics", transport=transport)
     assert on_loopback(request) is allowed
+
+
+async def test_each_network_shows_its_addresses_used_and_free(api: ApiClient) -> None:
+    lan = {"name": "lan", "datacenter_id": "dc1", "cidr": "10.62.0.0/29", "gateway": "10.62.0.1"}
+    net = (await api.call("POST", "/networks", "alice", lan)).body  # hosts .1 to .6, .1 reserved
+    r = await api.call("POST", "/vms", "alice", {**WEB, "nics": [{"network_id": net["id"]}]})
+    assert r.status == 202, r.body
+
+    def shown(families: dict[str, Any]) -> bool:
+        samples = families.get("cloudcore_network_addresses", [])
+        return any(s.labels.get("network") == net["id"] for s in samples)
+
+    families = await scrape_until(api, shown)
+    samples = families["cloudcore_network_addresses"]
+    name = "cloudcore_network_addresses"
+    assert value(samples, name, network=net["id"], state="used") == 1
+    assert value(samples, name, network=net["id"], state="free") == 4

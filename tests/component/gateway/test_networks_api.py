@@ -143,3 +143,42 @@ async def test_a_vm_gets_nics_with_macs_of_the_prefix_and_addresses_of_its_netwo
     assert (await api.call("DELETE", f"{path}/{nic.body['mac']}", "alice")).status == 204
     assert [n["mac"] for n in (await api.call("GET", path, "alice")).body] == [other.body["mac"]]
     assert (await api.call("DELETE", f"{path}/{nic.body['mac']}", "alice")).status == 404
+
+
+async def test_a_vm_created_with_nics_holds_their_addresses_until_it_is_deleted(
+    api: ApiClient,
+) -> None:
+    lan = (await api.call("POST", "/networks", "alice", PRIVATE)).body
+    theirs = (await api.call("POST", "/networks", "bob", {**PRIVATE, "cidr": "10.30.0.0/24"})).body
+    web = {"name": "web", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 256}
+    nics = [{"network_id": lan["id"], "address": "10.20.0.9"}, {"network_id": lan["id"]}]
+
+    r = await api.call("POST", "/vms", "alice", {**web, "nics": nics})
+    assert r.status == 202, r.body
+    vm_id = r.body["subject"].removeprefix("vm/")
+    held = (await api.call("GET", f"/vms/{vm_id}/nics", "alice")).body
+    assert len(held) == 2 and "10.20.0.9" in {n["address"] for n in held}
+    assert all(n["mac"].startswith("52:54:00:") for n in held)
+    assert (await api.wait_task(r.body["id"])).state == "SUCCEEDED"
+    vm = (await api.call("GET", f"/vms/{vm_id}", "alice")).body
+    plugged = await api.drivers[vm["host_id"]].list_nics(vm_id)  # the NICs the driver defined
+    assert [n.mac for n in plugged] == [
+        n["mac"] for n in sorted(held, key=lambda n: n["created_at"])
+    ]
+    assert {n.source for n in plugged} == {lan["name"]}  # the network has no bridge: its name
+
+    taken = await api.call("POST", "/vms", "alice", {**web, "nics": nics[:1]})
+    assert (taken.status, taken.error_code) == (409, "already_exists"), taken.body
+    assert f"VM {vm_id}" in taken.body["error"]["message"]
+    refused = await api.call(
+        "POST", "/vms", "alice", {**web, "nics": [*nics[1:], {"network_id": theirs["id"]}]}
+    )
+    assert refused.status == 422, refused.body
+    assert refused.body["error"]["details"]["field"] == "nics[1].network_id"
+    vms = (await api.call("GET", "/vms", "alice")).body["items"]
+    assert [v["id"] for v in vms] == [vm_id]  # the refused creates stored nothing
+
+    deleted = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    assert deleted.status == 202, deleted.body
+    assert (await api.wait_task(deleted.body["id"])).state == "SUCCEEDED"
+    assert (await api.call("GET", f"/networks/{lan['id']}/addresses", "alice")).body == []

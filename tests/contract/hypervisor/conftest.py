@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_drivers.base import DriverSettings
+from hypervisor_drivers.base import DriverSettings, NicSpec
 from hypervisor_drivers.hyperv import HyperVDriver
 from hypervisor_drivers.libvirt import write_simulated_host
 from hypervisor_drivers.registry import create_driver
@@ -33,6 +33,12 @@ from tests.simulators.xapi import Xapi, running_xapi
 HOST_CPUS = 8
 HOST_MEMORY_KIB = 16 * 1024 * 1024
 VCSIM_HOSTS = 64  # ESXi hosts in the simulator's cluster: more than the suite's tests
+XEN_NETWORK = "Pool-wide network associated with eth0"
+
+
+def _network(key: str, name: str) -> NicSpec:
+    """A cloud network whose bridge the backend does not know, named for it in ``extra``."""
+    return NicSpec(kind="bridge", source="br-cc", extra={key: name})
 
 
 @contextlib.asynccontextmanager
@@ -74,6 +80,8 @@ async def _xenserver_simulator(
                 HOST_MEMORY_KIB,
                 disk_path=lambda v: xapi.add_vdi(f"disk-{v}"),
                 unreachable=DriverSettings(uri="http://127.0.0.1:9", password="x"),
+                network=_network("xenserver.network", XEN_NETWORK),
+                network_name=XEN_NETWORK,
             )
         finally:
             await driver.close()
@@ -104,6 +112,8 @@ async def _hyperv_simulator(
                 HOST_MEMORY_KIB,
                 disk_path=lambda v: f"C:\\VMs\\{v}.vhdx",
                 unreachable=hyperv_settings("http://127.0.0.1:9/wsman"),
+                network=_network("hyperv.switch", "External"),
+                network_name="External",
             )
         finally:
             await driver.close()
@@ -151,6 +161,8 @@ async def _vsphere_vcsim_host(
             unreachable=vcsim.Vcsim(
                 process=hosts.sim.process, uri="https://127.0.0.1:1/sdk", username="", password=""
             ).settings("DC0_C0_H0"),
+            network=_network("vsphere.portgroup", "VM Network"),
+            network_name="VM Network",
         )
     finally:
         await driver.close()

@@ -23,6 +23,7 @@ from hypervisor_drivers.base import (
     GuestPower,
     HypervisorDriver,
     LifecycleEvent,
+    NicSpec,
 )
 
 EVENT_TIMEOUT = 5.0
@@ -35,6 +36,10 @@ class Harness:
     host_memory_kib: int
     disk_path: Callable[[str], str]  # a disk image path the backend accepts, for a volume id
     unreachable: DriverSettings  # settings of a host that cannot be reached
+    #: A cloud network as the driver gets it (a bridge, its backend name in ``extra``), and
+    #: the name the backend reports a NIC on it by.
+    network: NicSpec = field(default_factory=lambda: NicSpec(kind="bridge", source="br-cc"))
+    network_name: str = "br-cc"
     created: list[str] = field(default_factory=list)
 
     def spec(self, **overrides: object) -> DomainSpec:

@@ -13,6 +13,7 @@ from hypervisor_drivers.base import (
     GuestPower,
     HypervisorDriver,
     IscsiDisk,
+    NicSpec,
 )
 from tests.contract.hypervisor.harness import Harness
 
@@ -95,6 +96,7 @@ def _calls(driver: HypervisorDriver, vm: str) -> dict[Capability, Callable[[], A
         Capability.SNAPSHOT: lambda: driver.create_snapshot(vm, "s"),
         Capability.ATTACH_VOLUME: lambda: driver.attach_volume(vm, disk),
         Capability.MIGRATE: lambda: driver.migrate_vm(vm, driver.settings),
+        Capability.HOTPLUG_NIC: lambda: driver.attach_nic(vm, NicSpec(mac="52:54:00:00:00:09")),
     }
 
 

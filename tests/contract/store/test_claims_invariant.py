@@ -42,7 +42,14 @@ class _Run:
         self.dc = await self.make.datacenter()
         for cpus, memory in _HOSTS:
             self.hosts.append(await self.make.host(self.dc, cpus=cpus, memory_mib=memory))
-        self.scheduler = self.system.spawn(SchedulerActor, self.store, self.dc.id)
+        self.actors: list[SchedulerActor] = []  # the incarnations, so check() reads the view
+
+        def scheduler() -> SchedulerActor:
+            actor = SchedulerActor(self.store, self.dc.id)
+            self.actors.append(actor)
+            return actor
+
+        self.scheduler = self.system.spawn(scheduler)
         return self.scheduler
 
     async def step(self, step: tuple[Any, ...]) -> None:
@@ -82,7 +89,7 @@ class _Run:
                 cpus, memory = held[vm.host_id]
                 held[vm.host_id] = (cpus + vm.spec.cpus, memory + vm.spec.memory_mib)
         await self.scheduler.ask(Explain(spec=VMSpec(cpus=1, memory_mib=1), tenant_id="t"))
-        engine = self.system._cell_at(self.scheduler.path).actor.engine  # type: ignore[attr-defined]
+        engine = self.actors[-1].engine
         for host in self.hosts:
             stored = await self.store.get(Host, host.id)
             assert (stored.cpus_used, stored.memory_mib_used) == held[host.id], host.id

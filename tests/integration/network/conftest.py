@@ -17,6 +17,8 @@ from typing import IO
 import pytest
 
 from cloudcore.store.records import new_id
+from tests.cloud import sqlite_store  # noqa: F401 - fixtures
+from tests.integration.libvirt.conftest import libvirtd  # noqa: F401 - fixtures
 
 NEEDS = ("ip", "dnsmasq", "qemu-system-x86_64")
 

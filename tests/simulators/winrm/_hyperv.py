@@ -79,6 +79,8 @@ class HyperVHost:
             "Get-VMHardDiskDrive": self._get_disks,
             "Remove-VMHardDiskDrive": self._remove_disk,
             "Add-VMNetworkAdapter": self._add_nic,
+            "Get-VMNetworkAdapter": self._get_nics,
+            "Remove-VMNetworkAdapter": self._remove_nics,
             "Move-VM": self._move,
             "Select-Object": self._select,
             "Where-Object": self._where,
@@ -356,8 +358,20 @@ class HyperVHost:
         return []
 
     def _add_nic(self, items: list[Any], params: dict[str, Any]) -> list[Any]:
+        # Hyper-V writes MACs as 12 hex digits; a dynamic one comes from Microsoft's 00155D.
         for vm in self._vms(items, params, "Add-VMNetworkAdapter"):
-            vm["nics"].append({"SwitchName": params.get("SwitchName")})
+            mac = params.get("StaticMacAddress") or f"00155D{uuid_module.uuid4().hex[:6].upper()}"
+            nic = {"VMId": vm["Id"], "SwitchName": params.get("SwitchName"), "MacAddress": mac}
+            vm["nics"].append(nic)
+        return []
+
+    def _get_nics(self, items: list[Any], params: dict[str, Any]) -> list[Any]:
+        return [n for vm in self._vms(items, params, "Get-VMNetworkAdapter") for n in vm["nics"]]
+
+    def _remove_nics(self, items: list[Any], params: dict[str, Any]) -> list[Any]:
+        for nic in items:
+            vm = self.vms[nic["VMId"]]
+            vm["nics"] = [n for n in vm["nics"] if n["MacAddress"] != nic["MacAddress"]]
         return []
 
     # -- plumbing cmdlets --------------------------------------------------------------------

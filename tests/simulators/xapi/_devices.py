@@ -192,15 +192,34 @@ class Devices:
         with self.store.lock:
             vm = self._vm(record["VM"])
             self.store.get("network", record["network"])
-            vif = self.store.add(
-                "VIF", {k: record[k] for k in ("VM", "network", "device", "MAC", "MTU")}
-            )
+            fields = {k: record[k] for k in ("VM", "network", "device", "MAC", "MTU")}
+            vif = self.store.add("VIF", {**fields, "currently_attached": False})
             self.store.update("VM", record["VM"], VIFs=[*vm["VIFs"], vif])
         return vif
+
+    def _VIF_plug(self, vif: str, *_t: Any) -> str:
+        with self.store.lock:
+            record = self.store.get("VIF", vif)
+            self._need(record["VM"], "Running")
+            if record["currently_attached"]:
+                raise XapiError("DEVICE_ALREADY_ATTACHED", vif)
+            self.store.update("VIF", vif, currently_attached=True)
+        return ""
+
+    def _VIF_unplug(self, vif: str, *_t: Any) -> str:
+        with self.store.lock:
+            record = self.store.get("VIF", vif)
+            self._need(record["VM"], "Running")
+            if not record["currently_attached"]:
+                raise XapiError("DEVICE_ALREADY_DETACHED", vif)
+            self.store.update("VIF", vif, currently_attached=False)
+        return ""
 
     def _VIF_destroy(self, vif: str) -> str:
         with self.store.lock:
             record = self.store.get("VIF", vif)
+            if record["currently_attached"] and self._vm(record["VM"])["power_state"] == "Running":
+                raise XapiError("OPERATION_NOT_ALLOWED", "VIF is currently attached")
             vm = self._vm(record["VM"])
             self.store.update("VM", record["VM"], VIFs=[v for v in vm["VIFs"] if v != vif])
             self.store.remove("VIF", vif)

@@ -7,8 +7,9 @@ What it models, from the xen-api data model: ``session.login_with_password``/``l
 ``set_VCPUs_max``/``set_VCPUs_at_startup``/``set_VCPUs_number_live``/``set_memory_limits``/
 ``set_memory_dynamic_range``/``snapshot``/``checkpoint``/``revert``/``pool_migrate``/
 ``set_affinity``/``add_to_other_config``; ``VBD.create``/``plug``/``unplug``/``destroy``;
-``VIF.create``/``destroy``; ``VDI.destroy``; ``task.get_record``/``cancel``/``destroy``;
-``Async.<any>``; ``event.from``. Power-state rules and error codes follow XAPI
+``VIF.create``/``plug``/``unplug``/``destroy``; ``VDI.destroy``;
+``task.get_record``/``cancel``/``destroy``; ``Async.<any>``; ``event.from``. Power-state
+rules and error codes follow XAPI
 (``VM_BAD_POWER_STATE [vm, expected, actual]``, ``HANDLE_INVALID [class, ref]``,
 ``HOST_NOT_ENOUGH_FREE_MEMORY [needed, available]``, ``SESSION_INVALID``...).
 

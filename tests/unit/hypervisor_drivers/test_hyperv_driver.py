@@ -189,12 +189,23 @@ async def test_nics_are_network_adapters_on_the_named_switch(
 ) -> None:
     vm = str(uuid.uuid4())
     spec = DomainSpec(
-        uuid=vm, name="with-nic", vcpus=2, memory_mib=128, nics=[NicSpec(source="External")]
+        uuid=vm,
+        name="with-nic",
+        vcpus=2,
+        memory_mib=128,
+        nics=[
+            NicSpec(source="External", mac="52:54:00:0a:0b:0c"),
+            NicSpec(source="br-lan", extra={"hyperv.switch": "Internal"}),
+        ],
     )
     info = await driver.define_vm(spec)
     assert (info.uuid, info.vcpus, info.memory_mib) == (vm, 2, 128)
     (simulated,) = server.host.vms.values()
-    assert simulated["nics"] == [{"SwitchName": "External"}]
+    assert [(n["SwitchName"], n["MacAddress"][:6]) for n in simulated["nics"]] == [
+        ("External", "525400"),
+        ("Internal", "00155D"),  # no MAC given: Hyper-V makes one
+    ]
+    assert simulated["nics"][0]["MacAddress"] == "5254000A0B0C"
 
 
 async def test_start_and_hard_stop_are_one_script_each_with_the_state_guard_inside(

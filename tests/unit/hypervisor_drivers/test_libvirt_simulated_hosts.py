@@ -67,3 +67,27 @@ def test_user_values_are_escaped_in_domain_xml() -> None:
 
 def test_disk_targets_run_past_z() -> None:
     assert [target_dev(i) for i in (0, 1, 25, 26, 27)] == ["vda", "vdb", "vdz", "vdaa", "vdab"]
+
+
+def test_a_nic_sits_on_its_bridge_or_on_the_vlan_subinterface_of_its_parent() -> None:
+    from hypervisor_drivers.libvirt._xml import domain_facts, domain_xml
+
+    plain = NicSpec(kind="bridge", source="br-lan", mac="52:54:00:AA:00:01")
+    tagged = NicSpec(
+        kind="bridge",
+        source="br-x",
+        mac="52:54:00:aa:00:02",
+        vlan=42,
+        extra={"libvirt.parent": "eth1"},
+    )
+    untagged = NicSpec(kind="bridge", source="br-v42", mac="52:54:00:aa:00:03", vlan=42)
+    spec = DomainSpec(
+        uuid=str(uuid.uuid4()), name="n", vcpus=1, memory_mib=64, nics=[plain, tagged, untagged]
+    )
+    facts = domain_facts(domain_xml(spec, "test"))
+    assert {mac: on for mac, (on, _) in facts.nics.items()} == {
+        "52:54:00:aa:00:01": "br-lan",
+        "52:54:00:aa:00:02": "eth1.42",
+        "52:54:00:aa:00:03": "br-v42",
+    }
+    assert 'type="direct"' in facts.nics["52:54:00:aa:00:02"][1]

@@ -47,6 +47,7 @@ from cloudcore.store.listing import Not
 from cloudcore.store.records import (
     VM,
     Datacenter,
+    NicRequest,
     Page,
     Role,
     Task,
@@ -87,7 +88,9 @@ def _owner(principal: Principal, requested: str | None) -> str:
     errors=(403, 404, 409),
 )
 async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
-    """Checks the tenant's quotas (409 quota_exceeded naming the resource), then answers 202
+    """Checks the tenant's quotas (409 quota_exceeded naming the resource) and holds the
+    addresses of its ``nics`` (422 naming ``nics[i].network_id`` for a network the tenant may
+    not use, 409 naming the holder of a taken address), then answers 202
     with the deploy task; its Location header is the task. Follow it, or the VM's events.
     With an ``Idempotency-Key`` the VM, its task and the key are written in one transaction:
     the same key again answers with that task, even after a crash cut the first answer off."""
@@ -107,6 +110,7 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         disk_gib=body.disk_gib,
         template_id=body.template_id,
         network_ids=tuple(body.network_ids),
+        nics=tuple(NicRequest(network_id=n.network_id, address=n.address) for n in body.nics),
         max_cpus=body.max_cpus,
         max_memory_mib=body.max_memory_mib,
     )
@@ -117,6 +121,7 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         spec=spec,
         start=body.start,
         claim=req.idempotency,
+        mac_prefix=req.gateway.settings.network.mac_prefix,
     )
     return await accepted(req, task)
 

@@ -1,0 +1,104 @@
+"""The web console in a real headless chromium: a tenant logs in, creates a VM and watches it
+reach RUNNING with no page load, stops it, sees a refused action explained, logs out; an
+operator sees the hosts and the actor tree. The screenshots in the README are taken here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudcore.store import Store
+from tests.component.gateway.conftest import ApiClient, api_settings, serve_api
+from tests.integration.web.conftest import with_assets
+
+pytestmark = pytest.mark.timeout(120)
+_WAIT = 20_000  # ms: the longest a live update may take to show
+
+
+@pytest.fixture
+async def web(sqlite_store: Store, tmp_path: Path, assets_dir: str) -> AsyncIterator[ApiClient]:
+    settings = with_assets(api_settings(tmp_path), assets_dir)
+    async with serve_api(sqlite_store, settings) as client:
+        yield client
+
+
+async def _login(browser: Any, web: ApiClient, who: str) -> Any:
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    origin = web.base.removesuffix("/api/v1")
+    await page.goto(origin + "/ui/")
+    assert page.url.endswith("/ui/login")
+    await page.get_by_label("API token").fill(web.tokens[who])
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url("**/ui/vms")
+    return page
+
+
+def _state(page: Any, name: str) -> Any:
+    return page.locator(f"tr:has(th:text-is('{name}')) [data-state]")
+
+
+async def test_a_tenant_creates_a_vm_watches_it_run_stops_it_and_sees_a_409_explained(
+    browser: Any, web: ApiClient, screenshots: Path
+) -> None:
+    page = await _login(browser, web, "alice")
+    await page.evaluate("window.notReloaded = true")
+
+    await page.get_by_label("Name").fill("web1")
+    await page.get_by_label("medium", exact=False).check()
+    await page.get_by_role("button", name="Create VM").click()
+    await page.get_by_role("status").filter(has_text="Creating VM web1").wait_for(timeout=_WAIT)
+    running = _state(page, "web1").and_(page.locator("[data-state='RUNNING']"))
+    await running.wait_for(timeout=_WAIT)
+    assert await page.evaluate("window.notReloaded") is True  # no page load: live update
+    await page.screenshot(path=str(screenshots / "vms.png"), full_page=True)
+
+    await page.get_by_role("button", name="Stop web1").click()
+    stopped = _state(page, "web1").and_(page.locator("[data-state='STOPPED']"))
+    await stopped.wait_for(timeout=_WAIT)
+
+    await page.get_by_role("button", name="Stop web1").click()  # stopped already: refused
+    alert = page.get_by_role("alert")
+    await alert.wait_for(timeout=_WAIT)
+    text = await alert.inner_text()
+    assert "HTTP 409" in text and "illegal_transition" in text
+    assert "it is STOPPED; allowed now:" in text and "start" in text
+    await page.screenshot(path=str(screenshots / "vm-409.png"))
+    assert await page.evaluate("window.notReloaded") is True
+
+    await page.get_by_role("link", name="Tasks").click()
+    await page.get_by_text("vm.stop").first.wait_for(timeout=_WAIT)
+    assert await page.locator("progress").count() >= 2
+    await page.screenshot(path=str(screenshots / "tasks.png"), full_page=True)
+    await page.get_by_role("link", name="Events").click()
+    await page.get_by_text("vm.state_changed").first.wait_for(timeout=_WAIT)
+    await page.get_by_role("link", name="Quotas").click()
+    await page.get_by_role("heading", name="Quotas").wait_for()
+    assert await page.get_by_role("link", name="Actors").count() == 0  # not an operator
+
+    await page.get_by_role("button", name="Log out").click()
+    await page.wait_for_url("**/ui/login")
+    await page.screenshot(path=str(screenshots / "login.png"))
+    await page.goto(web.base.removesuffix("/api/v1") + "/ui/vms")
+    assert page.url.endswith("/ui/login")  # the session is gone
+
+
+async def test_an_operator_sees_hosts_with_capacity_and_the_actor_tree(
+    browser: Any, web: ApiClient, screenshots: Path
+) -> None:
+    page = await _login(browser, web, "operator")
+    await page.get_by_role("link", name="Hosts").click()
+    await page.get_by_text("HEALTHY").first.wait_for(timeout=_WAIT)
+    assert await page.locator("meter").count() >= 4  # CPU and memory bars per host
+    await page.screenshot(path=str(screenshots / "hosts.png"), full_page=True)
+
+    await page.get_by_role("link", name="Actors").click()
+    tree = page.get_by_role("table")
+    await tree.get_by_text("DatacenterActor").first.wait_for(timeout=_WAIT)
+    assert await tree.get_by_text("HostActor").count() >= 2
+    assert await tree.get_by_text("SchedulerActor").count() >= 1
+    headers = await page.locator("thead th").all_inner_texts()
+    assert "Mailbox" in headers and "Restarts" in headers
+    await page.screenshot(path=str(screenshots / "actors.png"), full_page=True)
