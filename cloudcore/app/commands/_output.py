@@ -15,12 +15,13 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn: `cloudcore serve` never pays for it
+    from rich.console import Console
+    from rich.table import Table
 
 __all__ = [
     "FORMATS",
@@ -50,6 +51,8 @@ _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 def console(out: TextIO | None = None) -> Console:
     """A rich console on ``out`` (stdout): colour and the terminal's width on a terminal
     (``NO_COLOR`` respected), plain and unbounded when piped."""
+    from rich.console import Console
+
     out = out or sys.stdout
     tty = out.isatty()
     return Console(
@@ -178,6 +181,9 @@ def show_list(
         value = [_picked(i, chosen) for i in items] if select else (items if raw is None else raw)
         _dump(value, output, out or sys.stdout)
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), header_style="bold")
     for header, _ in chosen:
         table.add_column(header, no_wrap=True, overflow="ellipsis")
@@ -214,6 +220,9 @@ def show_one(
     if output != "table":
         _dump(_picked(item, chosen) if select else item, output, out or sys.stdout)
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")

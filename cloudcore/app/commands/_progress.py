@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = ["ProgressBar"]
 
@@ -53,6 +53,9 @@ class ProgressBar:
             self._line(f"{self._progress:4.0%} {text}")
             return
         if self._bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
             console = Console(file=self._out, force_terminal=True, highlight=False)
             self._bar = Progress(
                 BarColumn(), TaskProgressColumn(), TextColumn("{task.description}"),
