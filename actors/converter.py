@@ -37,6 +37,7 @@ __all__ = ["ImageConverter"]
 
 _log = get_logger("actors.converter")
 _REPORT_EVERY = 0.05  # progress is written to the store at most every 5 %
+_REPORT_GAP = 0.5  # ... and at most twice a second (each write is a commit)
 
 
 class ImageConverter:
@@ -140,11 +141,13 @@ class ImageConverter:
         repo = self._library.repository(template.datacenter_id)
         source = repo.object_path(template.checksum)
         deadline = self._settings.convert_deadline
-        last = [0.0]
+        last = [0.0, 0.0]  # the fraction reported last, and when
 
         async def progress(fraction: float) -> None:
-            if fraction - last[0] >= _REPORT_EVERY or (fraction >= 1.0 > last[0]):
-                last[0] = fraction
+            now = asyncio.get_running_loop().time()
+            due = fraction - last[0] >= _REPORT_EVERY and now - last[1] >= _REPORT_GAP
+            if due or (fraction >= 1.0 > last[0]):
+                last[0], last[1] = fraction, now
                 await journal.report({"percent": round(fraction * 100, 1)})
 
         async def convert() -> None:
@@ -152,7 +155,12 @@ class ImageConverter:
                 source, template.disk_format, out, fmt, deadline=deadline, progress=progress
             )
 
+        hashing: list[asyncio.Future[str]] = []
+
         async def compare() -> None:
+            # The result's sha256 (its name in the library) is read beside the comparison:
+            # both only read the file, and the store step then has little left to wait for.
+            hashing.append(asyncio.ensure_future(asyncio.to_thread(sha256_of, out)))
             same = await self._qemu.compare(
                 source, template.disk_format, out, fmt, deadline=deadline
             )
@@ -160,13 +168,17 @@ class ImageConverter:
                 raise DriverError(f"the {fmt} image differs from its source", code="compare")
 
         async def store() -> str:
-            sha = await asyncio.to_thread(sha256_of, out)
+            sha = await hashing[-1] if hashing else await asyncio.to_thread(sha256_of, out)
             await repo.admit(out, sha)
             return sha
 
-        await journal.step("convert", convert, deadline=deadline, data={"format": fmt})
-        await journal.step("compare", compare, deadline=deadline)
-        return await journal.step("store", store, deadline=deadline)
+        try:
+            await journal.step("convert", convert, deadline=deadline, data={"format": fmt})
+            await journal.step("compare", compare, deadline=deadline)
+            return await journal.step("store", store, deadline=deadline)
+        finally:
+            for job in hashing:  # a failed compare leaves it running: its result is dropped
+                job.add_done_callback(_drop)
 
     async def _end(
         self,
@@ -199,6 +211,11 @@ class ImageConverter:
             except VersionConflict:  # a concurrent change of the record: read again
                 continue
         await journal.finish(outcome, error)
+
+
+def _drop(job: asyncio.Future[str]) -> None:
+    if not job.cancelled():
+        job.exception()  # retrieved, so asyncio does not log it as lost
 
 
 def _event(template: Template, state: TemplateState) -> OutboxEvent:

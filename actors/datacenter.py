@@ -16,9 +16,11 @@ from __future__ import annotations
 from typing import Any, assert_never
 
 from actors.deploy import DeployRunner
+from actors.ha import HAActor
 from actors.host import HostActor, HostMessage
 from actors.journal import Journal
 from actors.lifecycle import STABLE
+from actors.maintenance import MAINTENANCE, MaintenanceRunner, host_of
 from actors.messages import Deploy
 from actors.paging import all_records
 from actors.scheduler.actor import SchedulerActor
@@ -32,7 +34,7 @@ from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState, VMState
 
-__all__ = ["AddHost", "DatacenterActor", "PollTasks", "WatchTasks"]
+__all__ = ["AddHost", "DatacenterActor", "Maintain", "PollTasks", "WatchTasks"]
 
 _log = get_logger("actors.datacenter")
 DEPLOY = "vm.deploy"
@@ -44,6 +46,12 @@ class AddHost(Message, frozen=True, kw_only=True):
     host: Host
 
 
+class Maintain(Message, frozen=True, kw_only=True):
+    """Drive a host's maintenance task (its host of this datacenter), unless a runner does."""
+
+    task: Task
+
+
 class PollTasks(Message, frozen=True, kw_only=True):
     """Pick up deploy tasks written PENDING by someone else (also sent by a timer)."""
 
@@ -53,7 +61,7 @@ class WatchTasks(Message, frozen=True, kw_only=True):
     with the ids of the tasks it acted on."""
 
 
-DatacenterMessage = Deploy | AddHost | PollTasks | WatchTasks
+DatacenterMessage = Deploy | AddHost | Maintain | PollTasks | WatchTasks
 
 
 class DatacenterActor(Actor[DatacenterMessage]):
@@ -70,12 +78,23 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.scheduler = self.context.spawn(
             SchedulerActor, store, self.datacenter.id, name="scheduler"
         )
+        self.context.spawn(
+            HAActor,
+            self.services,
+            self.datacenter.id,
+            self.scheduler,
+            self.context.self_ref.tell,
+            name="ha",
+        )
         async for host in all_records(store, Host, {"datacenter_id": self.datacenter.id}):
             self._manage(host)
         async for task in all_records(store, Task, {"state": TaskState.RUNNING}):
             if task.kind == DEPLOY and await self._ours(task):
                 _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
                 self._run(task)
+            elif task.kind == MAINTENANCE and self.context.child(host_of(task)) is not None:
+                _log.info("maintenance.resumed", task_id=task.id, subject=task.subject)
+                self._maintain(task)
         self.context.schedule_periodic("poll", self.poll_interval, PollTasks())
         watch = self.services.settings.watchdog_interval
         self.context.schedule_periodic("watchdog", watch, WatchTasks())
@@ -89,6 +108,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 assert self.scheduler is not None
                 self.scheduler.tell(HostUpdated(host=host))
                 return ref
+            case Maintain(task=task):
+                self._maintain(task)
             case PollTasks():
                 async for task in all_records(
                     self.services.store, Task, {"state": TaskState.PENDING}
@@ -135,6 +156,11 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.context.spawn(
             DeployRunner, self.services, task, self.scheduler, self.host_ref, vm, name=name
         )
+
+    def _maintain(self, task: Task) -> None:
+        name = f"maintenance-{host_of(task)}"
+        if self.context.child(name) is None:
+            self.context.spawn(MaintenanceRunner, self.services, task, self.scheduler, name=name)
 
     async def _watch(self) -> list[str]:
         store, grace = self.services.store, self.services.settings.watchdog_interval

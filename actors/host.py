@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from actors.messages import (
     AdoptVM,
+    AttachDisk,
+    DetachDisk,
     Forget,
     GetCapabilities,
     GetConsole,
@@ -23,6 +25,8 @@ from actors.messages import (
     ListSnapshots,
     Observation,
     PowerObserved,
+    PowerOf,
+    ResizeDisk,
     Snapshot,
     Sweep,
     SweepReport,
@@ -32,7 +36,7 @@ from actors.registration import update_host
 from actors.services import DriverSlot, Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMActor, VMMessage
-from cloudcore.errors import BackendUnavailable, describe
+from cloudcore.errors import BackendUnavailable, NotFound, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Host, HostHealth, OutboxEvent, VMState
@@ -66,12 +70,16 @@ class _Connect(Message, frozen=True, kw_only=True):
 
 HostMessage = (
     AdoptVM
+    | AttachDisk
+    | DetachDisk
+    | ResizeDisk
     | Forget
     | GetCapabilities
     | GetConsole
     | GetHost
     | ListSnapshots
     | PowerObserved
+    | PowerOf
     | Sweep
     | _Connect
 )
@@ -134,9 +142,20 @@ class HostActor(Actor[HostMessage]):
                     self.context.stop(child)
             case GetHost():
                 return await self._fresh()
+            case AttachDisk(vm_id=vm_id, disk=disk):
+                self._require_connected()
+                return await self.driver.attach_volume(vm_id, disk)
+            case ResizeDisk(vm_id=vm_id, serial=serial, size_bytes=size):
+                self._require_connected()
+                await self.driver.resize_volume(vm_id, serial, size)
+            case DetachDisk(vm_id=vm_id, serial=serial):
+                self._require_connected()
+                try:
+                    await self.driver.detach_volume(vm_id, serial)
+                except NotFound:  # no such VM on the hypervisor: nothing holds the disk
+                    return None
             case GetCapabilities():
-                if not self.connected:
-                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                self._require_connected()
                 return sorted(c.value for c in self.driver.capabilities)
             case ListSnapshots(vm_id=vm_id):
                 return await self._snapshots(vm_id)
@@ -148,6 +167,13 @@ class HostActor(Actor[HostMessage]):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:
                     child.tell(message)
+            case PowerOf(vm_id=vm_id):
+                if not self.connected:
+                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                try:
+                    return await self.driver.power_state(vm_id)
+                except NotFound:
+                    return None
             case Sweep():
                 return await self._sweep()
             case _:
@@ -163,6 +189,10 @@ class HostActor(Actor[HostMessage]):
         ]
 
     # ----------------------------------------------------------------- connection
+
+    def _require_connected(self) -> None:
+        if not self.connected:
+            raise BackendUnavailable(f"host {self.host.id} is not connected")
 
     async def _connect(self) -> None:
         if self.connected:

@@ -250,7 +250,17 @@ def planned_steps(task: Task) -> list[str]:
         )
     if task.kind == "template.convert":
         return ["convert", "compare", "store"]
-    return [task.kind.removeprefix("vm.")]
+    if task.kind == "template.import":
+        return ["download", "accept"]
+    if task.kind == "host.maintenance":
+        return ["drain"]
+    if task.kind in _VOLUME_STEPS:
+        return _VOLUME_STEPS[task.kind]
+    return [task.kind.removeprefix("vm.").removeprefix("volume.")]
+
+
+#: Volume tasks of more than one step (``actors.volume_work``).
+_VOLUME_STEPS = {"volume.attach": ["export", "attach"], "volume.detach": ["detach", "unexport"]}
 
 
 def progress_of(task: Task, steps_done: float) -> float:

@@ -12,11 +12,14 @@ from actors.lifecycle import Operation
 from actors.operations import OperationParams
 from cloudcore.runtime import ActorRef, Message
 from cloudcore.store.records import VM, PowerState, Task, VMSpec, VMState
-from hypervisor_drivers.types import GuestPower
+from hypervisor_drivers.types import DiskSpec, GuestPower
 
 __all__ = [
+    "AbortTask",
     "AdoptVM",
+    "AttachDisk",
     "Deploy",
+    "DetachDisk",
     "Forget",
     "GetCapabilities",
     "GetHost",
@@ -25,10 +28,12 @@ __all__ = [
     "Observation",
     "OperationFinished",
     "PowerObserved",
+    "PowerOf",
     "Provision",
     "Recover",
     "RecoverVerb",
     "RequestOperation",
+    "SetHA",
     "Snapshot",
     "Sweep",
     "SweepReport",
@@ -129,6 +134,56 @@ class Forget(Message, frozen=True, kw_only=True):
 
 class GetHost(Message, frozen=True, kw_only=True):
     pass
+
+
+class AttachDisk(Message, frozen=True, kw_only=True):
+    """Host: attach ``disk`` to VM ``vm_id`` (hot when it runs, in its definition always);
+    replies with the device name. Told only within the node that runs the host (the disk may
+    carry a CHAP secret)."""
+
+    vm_id: str
+    disk: DiskSpec
+
+
+class ResizeDisk(Message, frozen=True, kw_only=True):
+    """Host: tell running VM ``vm_id`` that its disk ``serial`` is now ``size_bytes``.
+    Replies None; UnsupportedOperation when the hypervisor cannot."""
+
+    vm_id: str
+    serial: str
+    size_bytes: int
+
+
+class DetachDisk(Message, frozen=True, kw_only=True):
+    """Host: detach the disk whose serial is ``serial`` from VM ``vm_id``; a VM or disk that is
+    not there is not an error. Replies None."""
+
+    vm_id: str
+    serial: str
+
+
+class PowerOf(Message, frozen=True, kw_only=True):
+    """Host: the power of VM ``vm_id`` on its hypervisor now (None: not there), whatever the
+    store says. BackendUnavailable while the host is not connected."""
+
+    vm_id: str
+
+
+class SetHA(Message, frozen=True, kw_only=True):
+    """VM: set ``spec.ha`` and ``spec.ha_priority``. Replies with the VM. Conflict while an
+    operation runs on it."""
+
+    ha: bool
+    priority: int
+
+
+class AbortTask(Message, frozen=True, kw_only=True):
+    """VM: stop the task ``task_id`` it runs now (a migration: the hypervisor aborts it, the
+    VM stays where it was). Replies None at once; the task ends FAILED with ``reason``.
+    Conflict when the VM runs no such task, or one that cannot be aborted."""
+
+    task_id: str
+    reason: str
 
 
 class GetCapabilities(Message, frozen=True, kw_only=True):

@@ -15,7 +15,8 @@ guest that got an address before its NIC was removed, or a hand-edited file) can
 back from the guest and is reported, as a ``dhcp.drift`` event. Each is logged as
 ``dhcp.drift`` and counted in :class:`DhcpStatus`.
 
-IPv4 only: dnsmasq's static DHCPv6 needs router advertisements, which are not set up here.
+IPv6 networks get DHCPv6 with the same static entries (``MAC,[address]``; dnsmasq learns a
+client's MAC from its link-layer address) and router advertisements from dnsmasq itself.
 """
 
 from __future__ import annotations
@@ -171,9 +172,15 @@ class NetworkActor(Actor[NetworkMessage]):
     # ----------------------------------------------------------------- the process
 
     def command(self) -> list[str]:
-        """dnsmasq's command line: DHCP only (no DNS), on the bridge only, static hosts only."""
+        """dnsmasq's command line: DHCP only (no DNS), on the bridge only, static hosts only.
+        An IPv6 network gets DHCPv6 (``static``: only the hosts file's addresses) and router
+        advertisements telling its clients to ask it (``--enable-ra``)."""
         net = ipaddress.ip_network(self.network.cidr)
         d, o = self.dir, self.options
+        if net.version == 6:
+            dhcp_range = f"{net.network_address},static,{net.prefixlen},{o.lease_time}"
+        else:
+            dhcp_range = f"{net.network_address},static,{net.netmask},{o.lease_time}"
         args = [
             *o.wrapper,
             o.binary,
@@ -183,7 +190,7 @@ class NetworkActor(Actor[NetworkMessage]):
             f"--interface={self.network.bridge}",
             "--bind-interfaces",
             "--except-interface=lo",
-            f"--dhcp-range={net.network_address},static,{net.netmask},{o.lease_time}",
+            f"--dhcp-range={dhcp_range}",
             f"--dhcp-hostsfile={d / 'hosts'}",
             f"--dhcp-leasefile={d / 'leases'}",
             f"--pid-file={d / 'pid'}",
@@ -192,13 +199,7 @@ class NetworkActor(Actor[NetworkMessage]):
         ]
         if o.user is not None:
             args.append(f"--user={o.user}")
-        if self.network.gateway:
-            args.append(f"--dhcp-option=option:router,{self.network.gateway}")
-        else:
-            args.append("--dhcp-option=option:router")  # none: no default route offered
-        if self.network.dns:
-            args.append(f"--dhcp-option=option:dns-server,{','.join(self.network.dns)}")
-        return args
+        return args + (_v6_options(self.network) if net.version == 6 else _v4_options(self.network))
 
     async def _start(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -262,7 +263,7 @@ class NetworkActor(Actor[NetworkMessage]):
 
     async def _sync(self) -> None:
         held = await self.store.list_ips(self.network.id)
-        entries = tuple(sorted(f"{a.mac},{a.address}" for a in held if a.mac is not None))
+        entries = tuple(sorted(host_entry(a.mac, a.address) for a in held if a.mac is not None))
         found = await asyncio.to_thread(_read_lines, self.dir / "hosts")
         if found is not None:
             self._found_drift(entries, found)
@@ -273,7 +274,7 @@ class NetworkActor(Actor[NetworkMessage]):
         self.entries, self.written = entries, True
         if self.process is not None and self.process.returncode is None:
             self.delay = self.options.restart_delay  # it has stayed up: back to a quick restart
-        await self._read_leases({a.mac for a in held if a.mac is not None})
+        await self._read_leases({a.mac: a.address for a in held if a.mac is not None})
 
     def _found_drift(self, entries: tuple[str, ...], found: tuple[str, ...]) -> None:
         """Count and log what the file lacks or has beyond the store, not counting the changes
@@ -300,17 +301,18 @@ class NetworkActor(Actor[NetworkMessage]):
         mtime = await asyncio.to_thread(_mtime, self.dir / "leases")
         if mtime is not None and mtime != self.leases_seen:
             held = await self.store.list_ips(self.network.id)
-            await self._read_leases({a.mac for a in held if a.mac is not None})
+            await self._read_leases({a.mac: a.address for a in held if a.mac is not None})
 
-    async def _read_leases(self, macs: set[str]) -> None:
+    async def _read_leases(self, held: dict[str, str]) -> None:
         self.leases_seen = await asyncio.to_thread(_mtime, self.dir / "leases")
-        leases = await asyncio.to_thread(_parse_leases, self.dir / "leases")
+        macs = {address: mac for mac, address in held.items()}
+        leases = await asyncio.to_thread(_parse_leases, self.dir / "leases", macs)
         known = {(lease.mac, lease.address) for lease in self.leases}
         new = [lease for lease in leases if (lease.mac, lease.address) not in known]
         self.leases = leases
         events = []
         for lease in new:
-            kind = "nic.lease" if lease.mac in macs else "dhcp.drift"
+            kind = "nic.lease" if held.get(lease.mac) == lease.address else "dhcp.drift"
             data = {"mac": lease.mac, "address": lease.address}
             if kind == "dhcp.drift":
                 self._drift("unknown_lease", f"{lease.mac},{lease.address}")
@@ -325,6 +327,27 @@ class NetworkActor(Actor[NetworkMessage]):
             )
         if events:
             await self.store.write_events(events)
+
+
+def _v4_options(network: Network) -> list[str]:
+    # no gateway: no default route offered
+    options = [f"--dhcp-option=option:router{',' + network.gateway if network.gateway else ''}"]
+    if network.dns:
+        options.append(f"--dhcp-option=option:dns-server,{','.join(network.dns)}")
+    return options
+
+
+def _v6_options(network: Network) -> list[str]:
+    options = ["--enable-ra"]  # routes come from router advertisements, not DHCPv6
+    if network.dns:
+        servers = ",".join(f"[{a}]" for a in network.dns)
+        options.append(f"--dhcp-option=option6:dns-server,{servers}")
+    return options
+
+
+def host_entry(mac: str, address: str) -> str:
+    """A hosts-file line: ``MAC,address`` (an IPv6 address in brackets, as dnsmasq wants)."""
+    return f"{mac},[{address}]" if ":" in address else f"{mac},{address}"
 
 
 def _write_atomically(path: Path, lines: tuple[str, ...]) -> None:
@@ -347,8 +370,10 @@ def _read_lines(path: Path) -> tuple[str, ...] | None:
         return None
 
 
-def _parse_leases(path: Path) -> tuple[DhcpLease, ...]:
-    """dnsmasq's leases file: ``expiry MAC address hostname client-id`` per line."""
+def _parse_leases(path: Path, macs: dict[str, str] | None = None) -> tuple[DhcpLease, ...]:
+    """dnsmasq's leases file: ``expiry MAC address hostname client-id`` per IPv4 lease;
+    ``expiry IAID address hostname DUID`` per IPv6 one (after a ``duid`` line), whose MAC is
+    the one ``macs`` (address -> MAC) gives, else ``unknown``."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -356,6 +381,11 @@ def _parse_leases(path: Path) -> tuple[DhcpLease, ...]:
     leases = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) >= 3 and parts[0].isdigit():
-            leases.append(DhcpLease(mac=parts[1], address=parts[2], expires=int(parts[0])))
+        if len(parts) < 3 or not parts[0].isdigit():
+            continue
+        if ":" in parts[2]:  # an IPv6 lease
+            mac = (macs or {}).get(str(ipaddress.ip_address(parts[2])), "unknown")
+        else:
+            mac = parts[1]
+        leases.append(DhcpLease(mac=mac, address=parts[2], expires=int(parts[0])))
     return tuple(sorted(leases, key=lambda lease: (lease.mac, lease.address)))

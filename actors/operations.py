@@ -119,10 +119,12 @@ class DeleteSnapshotParams(_Params, frozen=True, kw_only=True):
 
 
 class MigrateParams(_Params, frozen=True, kw_only=True):
-    """Move the VM to ``host_id`` (None: the scheduler picks one)."""
+    """Move the VM to ``host_id`` (None: the scheduler picks one), aborted if it takes longer
+    than ``deadline`` seconds (None: ``orchestrator.migration_deadline``)."""
 
     operation = Operation.MIGRATE
     host_id: HostId | None = None
+    deadline: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
 
 
 class DeleteParams(_Params, frozen=True, kw_only=True):

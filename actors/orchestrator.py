@@ -14,43 +14,48 @@ and is what the HTTP gateway, the CLI and embedding programs call.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from actors import claims
-from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage
+from actors.balancer import BalancePlan, BalancePolicy, plan
+from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage, Maintain
 from actors.host import HostMessage
-from actors.journal import Journal
+from actors.host_lifecycle import HostOperation, host_transition
+from actors.journal import FINAL, Journal
 from actors.lifecycle import Operation, transition
+from actors.maintenance import MAINTENANCE, change_admin_state
 from actors.messages import (
+    AbortTask,
     Deploy,
     GetConsole,
     ListSnapshots,
     Recover,
     RecoverVerb,
     RequestOperation,
+    SetHA,
     Snapshot,
     Sweep,
     SweepReport,
 )
-from actors.operations import OperationParams, decode_params
+from actors.operations import MigrateParams, OperationParams, decode_params
 from actors.paging import all_records
 from actors.quotas import vm_usage
-from actors.registration import update_host
 from actors.scheduler.messages import HostUpdated
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
 from actors.vm import VMMessage
-from cloudcore.errors import Conflict, IllegalTransition, NotFound
+from cloudcore.errors import CloudcoreError, Conflict, IllegalTransition, NotFound
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import (
     VM,
-    AdminState,
     Datacenter,
     Host,
     IdempotencyKey,
-    OutboxEvent,
     Task,
     TaskState,
     VMSpec,
@@ -58,6 +63,9 @@ from cloudcore.store.records import (
     new_id,
 )
 from hypervisor_drivers.types import ConsoleEndpoint
+
+if TYPE_CHECKING:
+    from actors.storage import StorageService
 
 __all__ = ["Orchestrator"]
 
@@ -82,6 +90,9 @@ class Orchestrator:
         self.services = services
         self.store = services.store
         self._root: ActorRef[Any] | None = None
+        #: The storage pools and volumes this node runs (None: none started).
+        self.storage: StorageService | None = None
+        self._balanced: dict[str, float] = {}  # VM id: when a balance last moved it
 
     @classmethod
     async def start(
@@ -119,23 +130,46 @@ class Orchestrator:
         )
         return ref
 
-    async def set_admin_state(self, host_id: str, state: AdminState) -> Host:
-        """Enable, disable or put a host in maintenance: the scheduler stops or resumes
-        placing VMs on it at once. VMs already there stay."""
-        changed = OutboxEvent(
-            type="host.admin_state_changed",
-            subject=f"host/{host_id}",
-            data={"admin_state": str(state)},
-        )
+    async def set_admin_state(self, host_id: str, operation: HostOperation) -> Host:
+        """Enable or disable a host, or cancel its maintenance: the scheduler stops or resumes
+        placing VMs on it at once. VMs already there stay. IllegalTransition naming what is
+        allowed when its admin state does not permit it (maintenance: :meth:`maintain`)."""
+        host = await change_admin_state(self.store, host_id, operation)
+        self._tell_scheduler(host)
+        return host
+
+    async def maintain(self, host_id: str) -> Task:
+        """Put a host in maintenance: PREPARING_FOR_MAINTENANCE at once (no new VMs), then a
+        task drains it by migration (MAINTENANCE, or ERROR_IN_MAINTENANCE naming the VMs that
+        stay and why). Returns the task. IllegalTransition if the host's state does not allow
+        it; NotFound if its datacenter is not run on this node."""
         host = await self.store.get(Host, host_id)
-        host = await update_host(self.store, host, events=[changed], admin_state=state)
+        datacenter = self.datacenter(host.datacenter_id)
+        host_transition(HostOperation.MAINTAIN, host.admin_state, host_id)  # refused before a task
+        journal = await Journal.begin(
+            self.store,
+            kind=MAINTENANCE,
+            subject=f"host/{host_id}",
+            tenant_id=None,
+            data={"host_id": host_id, "concurrency": self.services.settings.drain_concurrency},
+            waiters=self.services.waiters,
+        )
+        try:
+            host = await change_admin_state(self.store, host_id, HostOperation.MAINTAIN)
+        except Exception as exc:
+            await journal.finish(TaskState.FAILED, str(exc))
+            raise
+        self._tell_scheduler(host)
+        datacenter.tell(Maintain(task=journal.task))
+        return journal.task
+
+    def _tell_scheduler(self, host: Host) -> None:
         try:
             scheduler = self.system.lookup(f"/user/dc/{host.datacenter_id}/scheduler")
         except NotFound:  # the datacenter runs on another node: stored, its scheduler not told
-            _log.warning("host.admin_state_not_told", host_id=host_id, state=str(state))
+            _log.warning("host.admin_state_not_told", host_id=host.id, state=str(host.admin_state))
         else:
             scheduler.tell(HostUpdated(host=host))
-        return host
 
     async def deploy(
         self,
@@ -226,6 +260,69 @@ class Orchestrator:
         await claims.delete(self.store, vm, None)  # on no host: its quota alone goes back
         return await journal.finish(TaskState.SUCCEEDED)
 
+    async def abort(self, task_id: str, reason: str = "aborted by an operator") -> Task:
+        """Stop a migration in flight: the hypervisor aborts it and the VM stays where it was,
+        running if it was; the task ends FAILED with ``reason`` (wait for it). Returns the task
+        as it is now. Conflict if the task has ended or is not a migration (only a migration
+        can be stopped half-way and leave its VM whole)."""
+        task = await self.store.get(Task, task_id)
+        if task.state in FINAL:
+            raise Conflict(f"task {task_id} has ended ({task.state}): nothing to abort")
+        if task.kind != "vm.migrate":
+            raise Conflict(f"task {task_id} is a {task.kind}: only a migration can be aborted")
+        vm = await self.store.get(VM, task.subject.removeprefix("vm/"))
+        await self._vm_ref(vm).ask(AbortTask(task_id=task_id, reason=reason))
+        _log.warning("task.abort_requested", task_id=task_id, vm_id=vm.id, reason=reason)
+        return await self.store.get(Task, task_id)
+
+    async def balance_plan(
+        self, datacenter_id: str, policy: BalancePolicy, *, threshold: float, max_moves: int
+    ) -> BalancePlan:
+        """The migrations ``policy`` would make in the datacenter now, explained; nothing moves.
+        VMs a balance moved within ``orchestrator.balance_cooldown`` seconds stay put."""
+        await self.store.get(Datacenter, datacenter_id)
+        hosts = [h async for h in all_records(self.store, Host, {"datacenter_id": datacenter_id})]
+        vms = [v for h in hosts async for v in all_records(self.store, VM, {"host_id": h.id})]
+        now, cooldown = time.monotonic(), self.services.settings.balance_cooldown
+        self._balanced = {v: t for v, t in self._balanced.items() if now - t < cooldown}
+        return plan(
+            hosts,
+            vms,
+            policy,
+            threshold=threshold,
+            max_moves=max_moves,
+            recent=frozenset(self._balanced),
+        )
+
+    async def balance(
+        self, datacenter_id: str, policy: BalancePolicy, *, threshold: float, max_moves: int
+    ) -> tuple[BalancePlan, list[Task]]:
+        """Make the plan's migrations (each a ``vm.migrate`` task); the plan and the tasks
+        begun (a move refused now, e.g. its VM busy, is left out)."""
+        made = await self.balance_plan(
+            datacenter_id, policy, threshold=threshold, max_moves=max_moves
+        )
+        tasks = []
+        for move in made.moves:
+            try:
+                params = MigrateParams(host_id=move.target)
+                tasks.append(await self.operate(move.vm_id, Operation.MIGRATE, params))
+            except CloudcoreError as exc:
+                _log.warning("balance.move_refused", vm_id=move.vm_id, error=str(exc))
+                continue
+            self._balanced[move.vm_id] = time.monotonic()
+        return made, tasks
+
+    async def set_ha(self, vm_id: str, ha: bool, priority: int) -> VM:
+        """Whether HA restarts the VM elsewhere when its host fails, and how early. Conflict
+        while an operation runs on it."""
+        vm = await self.store.get(VM, vm_id)
+        if vm.host_id is None:  # no actor owns it: the record alone (resize keeps its claim)
+            spec = msgspec.structs.replace(vm.spec, ha=ha, ha_priority=priority)
+            return await self.store.resize_vm(vm.id, spec, expected_version=vm.version)
+        changed: VM = await self._vm_ref(vm).ask(SetHA(ha=ha, priority=priority))
+        return changed
+
     async def recover(self, vm_id: str, verb: RecoverVerb) -> Task | None:
         """An operator's verdict on a VM in ERROR: ``retry`` runs its failed task again (the
         task that does is returned), ``succeed`` and ``fail`` settle it (None), ``delete``
@@ -255,7 +352,7 @@ class Orchestrator:
         redeploy = last is None or last.kind == "vm.deploy" or vm.state is VMState.PLACED
         if not redeploy and last is not None:
             op = Operation(last.kind.removeprefix("vm."))
-            return await self.operate(vm_id, op, decode_params(op, last.data))
+            return await self.operate(vm_id, op, decode_params(op, _params_of(op, last.data)))
         if vm.host_id is None:
             vm = await self.store.update(
                 VM, vm.id, expected_version=vm.version, state=VMState.DEFINED, fault=None
@@ -356,3 +453,11 @@ async def _write_deploy(
         data={"start": start},
     )
     return await store.create_vm(vm, task, vm_usage(spec), claim=claim, mac_prefix=mac_prefix)
+
+
+def _params_of(operation: Operation, data: dict[str, Any]) -> dict[str, Any]:
+    """A task's data without what the operation recorded beside its parameters (a migration
+    records its plan: source, target, live, hold)."""
+    if operation is Operation.MIGRATE:
+        return {k: v for k, v in data.items() if k in ("host_id", "deadline")}
+    return data

@@ -19,6 +19,7 @@ from actors.guest import domain_spec, drive, to_power, vm_nics
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, target_of, transition
 from actors.messages import (
+    AbortTask,
     GetVM,
     Observation,
     OperationFinished,
@@ -27,6 +28,7 @@ from actors.messages import (
     Recover,
     RecoverVerb,
     RequestOperation,
+    SetHA,
     VMChange,
 )
 from actors.operations import (
@@ -42,9 +44,10 @@ from actors.scheduler.messages import SchedulerMessage
 from actors.services import DriverSlot, Services
 from actors.vm_checks import refuse_doomed
 from actors.vm_events import state_changed
+from actors.vm_mobility import MobilitySteps
 from actors.watchdog import Resume
 from cloudcore.errors import (
-    CloudcoreError,
+    Conflict,
     IllegalTransition,
     InvalidRequest,
     NotFound,
@@ -84,11 +87,20 @@ class _Finish(Message, frozen=True, kw_only=True):
 
 
 VMMessage = (
-    GetVM | RequestOperation | Provision | PowerObserved | Recover | Resume | _Update | _Finish
+    GetVM
+    | RequestOperation
+    | AbortTask
+    | SetHA
+    | Provision
+    | PowerObserved
+    | Recover
+    | Resume
+    | _Update
+    | _Finish
 )
 
 
-class VMActor(Actor[VMMessage]):
+class VMActor(MobilitySteps, Actor[VMMessage]):
     def __init__(
         self,
         services: Services,
@@ -102,7 +114,7 @@ class VMActor(Actor[VMMessage]):
         self.view = view  # the datacenter's scheduler, told of every change of the VM's claim
         self.work: asyncio.Task[None] | None = None
         self.missing_sweeps = 0
-        self.migration: migration.MigrationPlan | None = None  # of the migration in flight
+        self.migration: migration.Migration | None = None  # the migration in flight
 
     @property
     def driver(self) -> HypervisorDriver:
@@ -133,6 +145,9 @@ class VMActor(Actor[VMMessage]):
             task = None
         if task is not None and task.kind == "vm.deploy":
             return
+        if task is not None and (plan := migration.MigrationPlan.of_task(task)) is not None:
+            await self._settle_migration(task, plan)
+            return
         power = await self._power_now()
         state = monitor.STATE_FOR_POWER.get(power) if power else None
         fault = f"interrupted by a restart; the hypervisor shows {power or 'no VM'}"
@@ -160,6 +175,16 @@ class VMActor(Actor[VMMessage]):
                 return await self._recover(message)
             case RequestOperation():
                 return await self._request(message)
+            case AbortTask():
+                if self.migration is None or self.vm.task_id != message.task_id:
+                    raise Conflict(
+                        f"VM {self.vm.id} runs no migration {message.task_id}: only a migration"
+                        " in flight can be aborted"
+                    )
+                self.migration.abort(message.reason)
+                return None
+            case SetHA():
+                return await self._set_ha(message)
             case Provision():
                 if self.working:  # the deploy's runner asks again: the work under way reports
                     return None
@@ -196,11 +221,12 @@ class VMActor(Actor[VMMessage]):
             raise InvalidRequest(f"{op} does not take {type(params).__name__}")
         await refuse_doomed(self.vm, self.driver, params)
         data = task_data(params)
-        if isinstance(params, MigrateParams):  # target chosen and held before the task begins
-            self.migration = await migration.prepare(
+        plan = None
+        if isinstance(params, MigrateParams):  # the target chosen before the task begins
+            plan = await migration.prepare(
                 self.services, self.context.system, self.vm, params, self.driver, self.view
             )
-            data.update(self.migration.task_data())
+            data.update(plan.task_data())
         spec_before = self.vm.spec
         if isinstance(params, ReconfigureParams):  # growth is claimed (host, quota) before a task
             target = claims.resized(spec_before, params.cpus, params.memory_mib)
@@ -220,10 +246,13 @@ class VMActor(Actor[VMMessage]):
                 waiters=self.services.waiters,
             )
             source = self.vm.state
-            await self._save(VMChange(state=t.transient, task_id=journal.task.id, fault=None))
+            begun = VMChange(state=t.transient, task_id=journal.task.id, fault=None)
+            if plan is None:
+                await self._save(begun)
+            else:  # held on the target with the VM's change: one transaction
+                await self._hold(journal, plan, begun)
             self._begin(journal.task.id)
         except BaseException:
-            await self._release_hold()
             if isinstance(params, ReconfigureParams):  # give the growth back: it never started
                 await self._commit(
                     {},
@@ -264,13 +293,13 @@ class VMActor(Actor[VMMessage]):
         spec_before: VMSpec,
     ) -> None:
         error: str | None = None
-        plan = self.migration
+        run = self.migration
         try:
             await journal.step(
                 params.operation.value,
                 lambda: (
-                    migration.drive(self.driver, self.vm.id, plan, journal)
-                    if plan is not None
+                    migration.drive(self.services, self.driver, self.vm.id, run, journal)
+                    if run is not None
                     else drive(
                         self.driver,
                         self.vm.id,
@@ -280,11 +309,13 @@ class VMActor(Actor[VMMessage]):
                     )
                 ),
                 deadline=self._deadline(params),
-                data=None if plan is None else plan.task_data(),
-                retry=plan is None,  # a migration runs once: see Journal.step
+                data=None if run is None else run.plan.task_data(),
+                retry=run is None,  # a migration runs once: see Journal.step
             )
         except Exception as exc:
             error = describe(exc)
+            if run is not None and await self._moved_anyway(run.plan) is not None:
+                error = None
         try:
             await self.context.self_ref.ask(
                 _Finish(
@@ -308,7 +339,7 @@ class VMActor(Actor[VMMessage]):
         if isinstance(params, StopParams):
             return base + self._stop_timeout(params)
         if isinstance(params, MigrateParams):
-            return self.services.settings.migration_deadline
+            return params.deadline or self.services.settings.migration_deadline
         return base
 
     async def _finish(self, message: _Finish) -> None:
@@ -335,11 +366,12 @@ class VMActor(Actor[VMMessage]):
         elif isinstance(params, DeleteParams) and error is None:
             await self._remove_disk()
             await self._deleted()
-        elif isinstance(params, MigrateParams) and error is None:
-            error = await self._migrated(change)
+        elif isinstance(params, MigrateParams):
+            run, self.migration = self.migration, None
+            assert run is not None
+            await self._end_migration(run.plan, change, moved=error is None)
         else:
             await self._save(change)
-            await self._release_hold()
         task = await message.journal.finish(
             TaskState.FAILED if error else TaskState.SUCCEEDED, error
         )
@@ -348,34 +380,6 @@ class VMActor(Actor[VMMessage]):
             message.reply_to.tell(OperationFinished(task_id=task.id, vm=self.vm, error=error))
         if isinstance(params, MigrateParams) and error is None:
             await migration.hand_over(self.context.system, self.vm, self.context.parent)
-
-    async def _migrated(self, change: VMChange) -> str | None:
-        """The hypervisor moved the VM: its record and claim follow, in one transaction.
-        A refusal of the store (None: none) leaves the VM in ERROR, its hold given back."""
-        plan = self.migration
-        assert plan is not None
-        changes = change.fields()
-        try:
-            await self._commit(
-                changes,
-                lambda vm, events: migration.settle(
-                    self.services, vm, plan, self.view, events, **changes
-                ),
-            )
-        except CloudcoreError as exc:
-            error = f"migrated to {plan.target.id} but the store refused the move: {describe(exc)}"
-            await self._save(VMChange(state=VMState.ERROR, task_id=None, fault=error))
-            await self._release_hold()
-            return error
-        self.migration = None
-        _log.info("vm.migrated", vm_id=self.vm.id, source=plan.source_id, target=plan.target.id)
-        return None
-
-    async def _release_hold(self) -> None:
-        """Give back what a migration that did not happen held on its target."""
-        plan, self.migration = self.migration, None
-        if plan is not None:
-            await migration.release_hold(self.services, self.vm, plan, self.view)
 
     # ----------------------------------------------------------------- provisioning
 
@@ -420,7 +424,7 @@ class VMActor(Actor[VMMessage]):
         async def define() -> None:
             spec = domain_spec(self.vm, await vm_nics(self.services.store, self.vm.id))
             disks = self.services.disks
-            disk = await disks.disk_for(self.vm) if disks is not None else None
+            disk = await disks.disk_for(self.vm, self.driver) if disks is not None else None
             if disk is not None:  # from its template: the boot disk, first
                 spec = msgspec.structs.replace(spec, disks=[disk, *spec.disks])
             await self.driver.define_vm(spec)
@@ -470,7 +474,7 @@ class VMActor(Actor[VMMessage]):
         if self.services.disks is None:
             return
         try:
-            await self.services.disks.remove(self.vm)
+            await self.services.disks.remove(self.vm, self.driver)
         except Exception as exc:  # a file left behind is an operator's cleanup, not a failure
             _log.error("vm.disk_remove_failed", vm_id=self.vm.id, error=describe(exc))
 

@@ -38,6 +38,7 @@ class VolumeOperation(enum.StrEnum):
     DETACH = "detach"  # the hypervisor detaches, then unexport
     EXTEND = "extend"  # grow the LUN, then tell a running guest (blockResize)
     SNAPSHOT = "snapshot"
+    DELETE_SNAPSHOT = "delete_snapshot"
     DELETE = "delete"
 
 
@@ -72,20 +73,14 @@ TRANSITIONS: dict[VolumeOperation, Transition] = {
         _t(VolumeOperation.DETACH, {S.ATTACHED}, S.DETACHING, S.AVAILABLE),
         _t(VolumeOperation.EXTEND, {S.AVAILABLE, S.ATTACHED}, S.EXTENDING, None),
         _t(VolumeOperation.SNAPSHOT, {S.AVAILABLE, S.ATTACHED}, S.SNAPSHOTTING, None),
+        _t(VolumeOperation.DELETE_SNAPSHOT, {S.AVAILABLE, S.ATTACHED}, S.SNAPSHOTTING, None),
         _t(VolumeOperation.DELETE, {S.AVAILABLE, S.ERROR}, S.DELETING, S.DELETED, S.ERROR),
     )
 }
 
 #: Operations the table describes but no actor carries out yet: refused whole in every state
-#: (UnsupportedOperation), so never offered as "allowed now".
-NOT_BUILT = frozenset(
-    {
-        VolumeOperation.ATTACH,
-        VolumeOperation.DETACH,
-        VolumeOperation.EXTEND,
-        VolumeOperation.SNAPSHOT,
-    }
-)
+#: (UnsupportedOperation), so never offered as "allowed now". The Volume actor carries out all.
+NOT_BUILT: frozenset[VolumeOperation] = frozenset()
 
 
 def allowed_operations(state: VolumeState) -> list[VolumeOperation]:

@@ -30,8 +30,10 @@ __all__ = [
     "NetworkSettings",
     "NodeSettings",
     "OrchestratorSettings",
+    "PoolSettings",
     "RuntimeSettings",
     "Settings",
+    "StorageConfig",
     "StoreSettings",
     "TransportSettings",
     "UiSettings",
@@ -176,10 +178,18 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
     watchdog_interval: float = 10.0
+    drain_concurrency: int = 4
+    ha_grace: float = 30.0
+    ha_check_interval: float = 5.0
+    balance_cooldown: float = 600.0
 
     def __post_init__(self) -> None:
         for name in (
+            "balance_cooldown",
+            "ha_grace",
+            "ha_check_interval",
             "watchdog_interval",
+            "drain_concurrency",
             "stop_timeout",
             "step_deadline",
             "migration_deadline",
@@ -262,8 +272,15 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # Seconds qemu-img info / check may take on an uploaded image.
     inspect_deadline: float = 120.0
     qemu_img: str = "qemu-img"
+    # An import from a URL: how many times a dropped connection is resumed (Range) before the
+    # task fails (the bytes kept for a later import), seconds a read may stall, seconds in all.
+    import_attempts: int = 5
+    import_read_timeout: float = 60.0
+    import_deadline: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
+        if self.import_attempts < 1 or self.import_read_timeout <= 0 or self.import_deadline <= 0:
+            raise ValueError("images.import_attempts, import_read_timeout, import_deadline > 0")
         if self.max_upload_bytes < 1 or self.max_conversions < 1:
             raise ValueError("images.max_upload_bytes and images.max_conversions must be >= 1")
         if self.convert_deadline <= 0 or self.inspect_deadline <= 0:
@@ -296,6 +313,43 @@ class NetworkSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields
             )
 
 
+class PoolSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One storage pool (a storage server): the storage driver plugin that reaches it, the
+    datacenter it serves, its tier, and how far thin volumes may overcommit it (the sizes of its
+    volumes and snapshots may reach its capacity x ``overcommit``)."""
+
+    id: str
+    datacenter: str
+    driver: str = "simulated"
+    tier: str = "standard"
+    # The driver's pool (a directory for tgt and simulated); empty: <node.data_dir>/storage/<id>.
+    path: str = ""
+    portal_host: str = "127.0.0.1"
+    portal_port: int = 3260
+    iqn_prefix: str = "iqn.2026-12.org.cloudcore"
+    overcommit: float = 1.0
+    #: Driver-specific settings (tgt: control_port, timeout_s, ...); no secrets.
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _POOL_ID.match(self.id):
+            raise ValueError(f"storage pool id {self.id!r}: 1-63 lower-case letters, digits, '-'")
+        if self.overcommit < 1.0:
+            raise ValueError(f"storage pool {self.id}: overcommit must be >= 1.0")
+
+
+class StorageConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pools: list[PoolSettings] = msgspec.field(default_factory=list)
+    #: A host's iSCSI initiator name is ``<initiator_prefix>:<host id>`` unless its record has an
+    #: ``iscsi.initiator`` capability.
+    initiator_prefix: str = "iqn.2026-12.org.cloudcore.host"
+    #: Size of the simulated pool the demo datacenter gets when no pool is configured (0: none).
+    demo_pool_gib: int = 1024
+
+
+_POOL_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
 class DemoSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     tenant: str = "demo"
@@ -322,6 +376,7 @@ class Settings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
     images: ImagesSettings = msgspec.field(default_factory=ImagesSettings)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     ui: UiSettings = msgspec.field(default_factory=UiSettings)
 
 

@@ -108,6 +108,26 @@ class HypervisorDriver(abc.ABC):
                 f"does not support {capability.value}"
             )
 
+    # -- template images -----------------------------------------------------------------------
+
+    #: The disk format (qemu-img's name) this hypervisor takes a template's image in; empty:
+    #: none (a VM cannot be deployed from a template on it). libvirt opens the library's qcow2
+    #: files itself (linked clones); drivers with ``IMPORT_IMAGE`` receive a copy.
+    image_format = ""
+
+    async def import_image(self, path: str, name: str) -> FileDisk:
+        """Copy the local image file ``path`` (in :attr:`image_format`) to the host's own
+        storage as the boot disk of the VM ``name``, and return the disk that ``define_vm``
+        takes. Idempotent: the same ``name`` again replaces the copy. Capability
+        ``IMPORT_IMAGE``; UnsupportedOperation otherwise. DriverError if the host refuses."""
+        self._require(Capability.IMPORT_IMAGE)
+        raise UnsupportedOperation(f"{type(self).__name__} declares import_image but has none")
+
+    async def remove_image(self, name: str) -> None:
+        """Remove the copy :meth:`import_image` made for ``name``; no-op if there is none (or
+        the driver imports nothing). Call it once the VM is gone."""
+        return None
+
     # -- connection --------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -266,6 +286,14 @@ class HypervisorDriver(abc.ABC):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         """Detach the disk whose serial is ``serial``, live and from the definition. No-op when
         no such disk is attached. Needs ``ATTACH_VOLUME``."""
+
+    async def resize_volume(self, uuid: str, serial: str, size_bytes: int) -> None:
+        """Tell a running VM that its disk whose serial is ``serial`` is now ``size_bytes``
+        (the storage grew it). No-op for a VM that does not run (it reads the size when it
+        starts). ``NotFound`` when no such disk is attached. Needs ``RESIZE_VOLUME``; optional,
+        so not abstract: a driver that does not declare it inherits this refusal."""
+        self._require(Capability.RESIZE_VOLUME)
+        raise UnsupportedOperation(f"{self.name} declares resize_volume but does not implement it")
 
     # -- VMs: NICs ---------------------------------------------------------------------------
 

@@ -54,9 +54,11 @@ class Capability(enum.StrEnum):
     SNAPSHOT = "snapshot"
     ATTACH_VOLUME = "attach_volume"  # hot attach and detach of disks
     ISCSI_DISKS = "iscsi_disks"  # network iSCSI disks opened by the hypervisor's own initiator
+    RESIZE_VOLUME = "resize_volume"  # tell a running VM that an attached disk has grown
     MIGRATE = "migrate"  # live migration to another host of the same hypervisor type
     HOTPLUG_NIC = "hotplug_nic"  # add and remove NICs of a running VM
     CONSOLE = "console"  # a running VM's graphical console (VNC) reachable over TCP
+    IMPORT_IMAGE = "import_image"  # a template's image copied to the host's own storage
 
 
 class GuestPower(enum.StrEnum):
@@ -161,13 +163,16 @@ class IscsiDisk(_Value, frozen=True, kw_only=True, tag="iscsi"):
     chap_username: str | None = None
     chap_password: str | None = None
     serial: str | None = None
+    #: The initiator name the hypervisor's initiator gives the target (a target that lets in
+    #: only one initiator refuses any other); None: the hypervisor's default.
+    initiator: str | None = None
 
     def __repr__(self) -> str:
         secret = "None" if self.chap_password is None else "'***'"
         return (
             f"IscsiDisk(host={self.host!r}, port={self.port}, iqn={self.iqn!r}, lun={self.lun}, "
             f"chap_username={self.chap_username!r}, chap_password={secret}, "
-            f"serial={self.serial!r})"
+            f"serial={self.serial!r}, initiator={self.initiator!r})"
         )
 
 

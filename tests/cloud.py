@@ -21,6 +21,7 @@ from actors.orchestrator import Orchestrator
 from actors.registration import bootstrap_demo
 from actors.services import Services, default_driver
 from actors.template_disks import TemplateDisks
+from cloudcore.app.node import start_storage
 from cloudcore.config import DemoSettings, OrchestratorSettings, Settings
 from cloudcore.events import EventBus
 from cloudcore.events.local import LocalEventBus
@@ -78,6 +79,7 @@ async def start_cloud(
     )
     system.spawn(OutboxRelayActor, store, services.events, name="outbox-relay")
     orchestrator = await Orchestrator.start(system, services)
+    orchestrator.storage = await start_storage(system, services, settings)
 
     async def healthy() -> bool:
         page = await store.list(Host, limit=100)

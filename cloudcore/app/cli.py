@@ -51,9 +51,10 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_argument("--dry-run", action="store_true", help="reconcile: report drift, fix none")
     db.set_defaults(handler=_db)
 
-    from cloudcore.app.commands import datacenter, events, host, network, task, template, vm
+    from cloudcore.app.commands import datacenter, events, host, network, task, template, vm, volume
 
     vm.add_parser(sub)
+    volume.add_parser(sub)
     network.add_parser(sub)
     datacenter.add_parser(sub)
     template.add_parser(sub)

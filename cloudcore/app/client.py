@@ -207,6 +207,33 @@ class Client:
                 f"the API at {self.base_url} did not answer within {REQUEST_TIMEOUT:g} s"
             ) from None
 
+    async def send_body(
+        self,
+        method: str,
+        path: str,
+        body: AsyncIterator[bytes],
+        *,
+        params: Params | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Stream ``body`` (chunks, never joined) as an octet-stream; the decoded JSON reply.
+        No overall timeout (a large image takes what it takes); ApiFailure as :meth:`call`,
+        with ``connected`` True for a connection cut mid-body (the caller may resume)."""
+        try:
+            async with self._session.request(
+                method,
+                self.base_url + path,
+                data=body,
+                params=_query(params),
+                headers={"Content-Type": "application/octet-stream", **(headers or {})},
+            ) as reply:
+                raw = await reply.read()
+                if reply.status >= 400:
+                    raise failure_of_reply(reply.status, raw)
+                return json.loads(raw) if raw.strip() else None
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from None
+
     async def listing(
         self, path: str, params: Params, *, all_pages: bool, cursor: str = "cursor"
     ) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from cloudcore.runtime import ActorSystem
 
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
+    from actors.services import Services
+    from actors.storage import StorageService
     from cloudcore.cluster import Member
 
 __all__ = ["run_node", "serve"]
@@ -99,7 +101,9 @@ async def _run(
             async def start_actors(system: ActorSystem) -> None:
                 # Events are written with their changes; this actor publishes them.
                 system.spawn(OutboxRelayActor, store, events, name="outbox-relay")
-                orchestrators.append(await Orchestrator.start(system, services, datacenter))
+                orchestrator = await Orchestrator.start(system, services, datacenter)
+                orchestrator.storage = await start_storage(system, services, settings)
+                orchestrators.append(orchestrator)
                 if settings.network.dhcp:  # a dnsmasq per network of its datacenters
                     dhcp = options_of(settings.network, settings.node.data_dir)
                     system.spawn(DhcpServers, store, events, dhcp, datacenter, name="dhcp")
@@ -123,6 +127,24 @@ async def _run(
             await events.close()
     finally:
         await store.close()
+
+
+async def start_storage(
+    system: ActorSystem, services: Services, settings: Settings
+) -> StorageService:
+    """The storage pools of ``[storage]`` (of this node's datacenter when its capabilities
+    name one), or the demo datacenter's simulated pool when none is configured."""
+    from actors.storage import StorageService, demo_pool
+
+    pools = list(settings.storage.pools)
+    if not pools and settings.demo.enabled:
+        demo = demo_pool(settings.storage, settings.demo.datacenter)
+        pools = [demo] if demo is not None else []
+    mine = settings.node.capabilities.get("datacenter")
+    pools = [p for p in pools if mine is None or p.datacenter == mine]
+    return await StorageService.start(
+        system, services, settings.storage, pools, settings.node.data_dir
+    )
 
 
 @contextlib.asynccontextmanager

@@ -1,27 +1,54 @@
-"""Creating a VM in one transaction (quota, VM, deploy task, its NICs' addresses and MACs, and
-the Idempotency-Key it was asked under), and recomputing quota usage from what exists."""
+"""Creating a VM (quota, VM, deploy task, its NICs' addresses and MACs) or a volume (quota,
+volume, create task) in one transaction with the Idempotency-Key it was asked under, changing a
+volume with its quota, and recomputing quota usage from what exists."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
-from cloudcore.errors import Conflict, InvalidRecord
+from cloudcore.errors import Conflict, InvalidRecord, NotFound, VersionConflict
 from cloudcore.logging import get_logger
+from cloudcore.store import _outbox
 from cloudcore.store._conn import Conn, check_amounts, now
 from cloudcore.store._domain import _QUOTA_COLS, _struct
 from cloudcore.store._ipam import DEFAULT_MAC_PREFIX, IpamOps
 from cloudcore.store._table import Table, table_of, validate
-from cloudcore.store.records import VM, IdempotencyKey, Quota, QuotaDrift, Task, VMSpec, VMState
-from cloudcore.store.usage import QUOTA_RESOURCES, RESIZING_KIND, vm_usage, vm_usage_resizing
+from cloudcore.store.records import (
+    VM,
+    IdempotencyKey,
+    OutboxEvent,
+    Quota,
+    QuotaDrift,
+    Record,
+    Task,
+    VMSpec,
+    VMState,
+    Volume,
+)
+from cloudcore.store.usage import (
+    QUOTA_RESOURCES,
+    RESIZING_KIND,
+    template_usage,
+    vm_usage,
+    vm_usage_resizing,
+)
 
 __all__ = ["AccountingOps"]
 
 _log = get_logger("cloudcore.store")
+R = TypeVar("R", bound=Record)
+
+
+class _Missed(Exception):
+    """No row had the id at the expected version: the transaction rolls back, then the store
+    says why (NotFound or VersionConflict)."""
+
 
 _VMS = table_of(VM)
+_VOLUMES = table_of(Volume)
 _TASKS = table_of(Task)
 _HOLD_TASK = """UPDATE idempotency_keys SET task_id = $4
 WHERE principal = $1 AND key = $2 AND owner = $3 AND task_id IS NULL RETURNING key"""
@@ -72,6 +99,67 @@ class AccountingOps(IpamOps):
         if nics:
             self._outbox_written()
         return vm, task
+
+    async def create_volume(
+        self,
+        volume: Volume,
+        task: Task,
+        usage: Mapping[str, int],
+        *,
+        claim: IdempotencyKey | None = None,
+    ) -> tuple[Volume, Task]:
+        check_amounts(**usage)
+        stamp = now()
+        volume = msgspec.structs.replace(
+            validate(volume), version=1, created_at=stamp, updated_at=stamp
+        )
+        task = msgspec.structs.replace(
+            validate(task), version=1, created_at=stamp, updated_at=stamp
+        )
+        try:
+            async with self._transaction() as conn:
+                await self._consume(conn, volume.tenant_id, usage)
+                await conn.execute(_VOLUMES.insert_sql, *_VOLUMES.encode(volume))
+                await conn.execute(_TASKS.insert_sql, *_TASKS.encode(task))
+                if claim is not None:
+                    await self._hold_task(conn, claim, task.id)
+        except InvalidRecord:
+            await self._name_missing_reference(_VOLUMES, volume)
+            raise
+        return volume, task
+
+    async def change_volume(
+        self,
+        volume_id: str,
+        *,
+        expected_version: int,
+        consume: Mapping[str, int] | None = None,
+        give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> Volume:
+        check_amounts(**(consume or {}), **(give_back or {}))
+        async with self._transaction() as conn:
+            old = _VOLUMES.decode(await self._must(conn, _VOLUMES.get_sql, "Volume", volume_id))
+            if old.version != expected_version:
+                raise VersionConflict(
+                    f"Volume {volume_id!r} is at version {old.version}, not {expected_version}"
+                )
+            columns, values = _VOLUMES.encode_changes(changes)
+            row = await conn.fetchrow(
+                _VOLUMES.update_sql(columns), volume_id, expected_version, now(), *values
+            )
+            if row is None:
+                raise VersionConflict(f"Volume {volume_id!r} changed meanwhile")
+            if give_back:
+                await self._give_back(conn, old.tenant_id, give_back)
+            if consume:
+                await self._consume(conn, old.tenant_id, consume)
+            if events:
+                await _outbox.insert(conn, _outbox.stamp(events))
+        if events:
+            self._outbox_written()
+        return _VOLUMES.decode(row)
 
     async def _hold_task(self, conn: Conn, claim: IdempotencyKey, task_id: str) -> None:
         args = (claim.principal, claim.key, claim.owner, task_id)
@@ -150,14 +238,91 @@ class AccountingOps(IpamOps):
             for resource, amount in held.items():
                 usage[resource] += amount
         volumes = await conn.fetchrow(
-            "SELECT count(*) AS n FROM volumes WHERE tenant_id = $1 AND state <> 'DELETED'",
+            "SELECT count(*) AS n, COALESCE(sum(size_gib), 0) AS gib FROM volumes "
+            "WHERE tenant_id = $1 AND state <> 'DELETED'",
             tenant_id,
         )
         usage["volumes"] = int(volumes["n"])
+        usage["volume_gib"] = int(volumes["gib"])
         public = await conn.fetchrow(
             "SELECT count(*) AS n FROM ip_allocations a JOIN networks n ON n.id = a.network_id "
             "WHERE a.tenant_id = $1 AND a.released_at IS NULL AND n.tenant_id IS NULL",
             tenant_id,
         )
         usage["public_ips"] = int(public["n"])
+        templates = await conn.fetch(
+            "SELECT upload_size FROM templates WHERE tenant_id = $1", tenant_id
+        )
+        usage["template_gib"] = sum(
+            template_usage(int(t["upload_size"]))["template_gib"] for t in templates
+        )
         return usage
+
+    async def update_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> R:
+        table = table_of(kind)
+        columns, values = table.encode_changes(changes)
+        stamped = _outbox.stamp(events)
+        try:
+            async with self._transaction() as conn:
+                await self._move_quota(conn, tenant_id, delta)
+                row = await conn.fetchrow(
+                    table.update_sql(columns), id, expected_version, now(), *values
+                )
+                if row is None:
+                    raise _Missed
+                await _outbox.insert(conn, stamped)
+        except _Missed:
+            await self._why_missed(table, id, expected_version)
+        if stamped:
+            self._outbox_written()
+        return table.decode(row)
+
+    async def delete_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+    ) -> None:
+        table = table_of(kind)
+        sql = f"DELETE FROM {table.name} WHERE id = $1 AND version = $2 RETURNING id"
+        try:
+            async with self._transaction() as conn:
+                await self._move_quota(conn, tenant_id, delta)
+                if await conn.fetchrow(sql, id, expected_version) is None:
+                    raise _Missed
+        except _Missed:
+            await self._why_missed(table, id, expected_version)
+
+    async def _why_missed(self, table: Table[Any], id: str, expected: int) -> NoReturn:
+        async with self._reader() as conn:
+            row = await conn.fetchrow(f"SELECT version FROM {table.name} WHERE id = $1", id)
+        if row is None:
+            raise NotFound(f"{table.label} {id!r} not found")
+        raise VersionConflict(
+            f"{table.label} {id!r} is at version {row['version']}, not {expected}: read it again"
+        )
+
+    async def _move_quota(
+        self, conn: Conn, tenant_id: str | None, delta: Mapping[str, int]
+    ) -> None:
+        """Consume the positive amounts of ``delta`` and give back the negative ones, inside
+        the caller's transaction (QuotaExceeded rolls it back)."""
+        if tenant_id is None:
+            return
+        await self._consume(conn, tenant_id, {r: d for r, d in delta.items() if d > 0})
+        await self._give_back(conn, tenant_id, {r: -d for r, d in delta.items() if d < 0})

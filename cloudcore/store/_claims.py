@@ -210,6 +210,42 @@ class ClaimOps(IpamOps):
         self._events_committed(events)
         return vm, target
 
+    async def hold_for_vm(
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> tuple[VM, Host]:
+        async with self._transaction() as conn:
+            old = await self._vm(conn, vm_id, expected_version)
+            _check_elsewhere(old, host_id)
+            vm = await self._write_vm(conn, old, changes)
+            host = await self._claim(conn, host_id, old.spec.cpus, old.spec.memory_mib)
+            await self._write_events(conn, events)
+        self._events_committed(events)
+        return vm, host
+
+    async def release_vm_hold(
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> tuple[VM, Host]:
+        async with self._transaction() as conn:
+            old = await self._vm(conn, vm_id, expected_version)
+            _check_elsewhere(old, host_id)
+            vm = await self._write_vm(conn, old, changes)
+            host = await self._release(conn, host_id, old.spec.cpus, old.spec.memory_mib)
+            await self._write_events(conn, events)
+        self._events_committed(events)
+        return vm, host
+
     # -- internals ----------------------------------------------------------------------------
 
     async def _write_events(self, conn: Conn, events: Sequence[OutboxEvent]) -> None:
@@ -245,3 +281,11 @@ class ClaimOps(IpamOps):
         if row is None:  # changed between the read and this write: only on PostgreSQL
             raise VersionConflict(f"VM {old.id!r} changed while its claim was being moved")
         return _VMS.decode(row)
+
+
+def _check_elsewhere(vm: VM, host_id: str) -> None:
+    """A migration's hold is for a placed VM, on another host than its own."""
+    if vm.host_id is None or vm.state is VMState.DELETED:
+        raise Conflict(f"VM {vm.id!r} is on no host: nothing migrates")
+    if vm.host_id == host_id:
+        raise Conflict(f"VM {vm.id!r} is on host {host_id!r} already")

@@ -11,7 +11,7 @@ passed; then the next taker deletes and reinserts it in its transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -213,23 +213,7 @@ class IpamOps(DomainOps):
                     taken = await self._taken(conn, network.id, rested)
                 candidate = ipam.pick(network, () if taken is None else taken)
             nic_mac = ipam.new_mac(mac_prefix) if mac_prefix is not None else mac
-            await conn.execute(
-                "DELETE FROM ip_allocations WHERE network_id = $1 AND address = $2 "
-                "AND released_at IS NOT NULL AND released_at <= $3",
-                network.id,
-                candidate,
-                rested,
-            )
-            row = await conn.fetchrow(
-                f"INSERT INTO ip_allocations ({_IP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, NULL) "
-                f"ON CONFLICT DO NOTHING RETURNING {_IP_COLS}",
-                network.id,
-                candidate,
-                vm_id,
-                tenant_id,
-                nic_mac,
-                stamp,
-            )
+            row = await self._insert(conn, network.id, candidate, vm_id, tenant_id, nic_mac, stamp)
             if row is not None:
                 return _allocation(row)
             holder = await conn.fetchrow(
@@ -238,6 +222,21 @@ class IpamOps(DomainOps):
                 network.id,
                 candidate,
             )
+            if holder is not None and _rested(holder["released_at"], rested):
+                # released long enough ago: the row goes, the address is taken in its place
+                await conn.execute(
+                    "DELETE FROM ip_allocations WHERE network_id = $1 AND address = $2 "
+                    "AND released_at IS NOT NULL AND released_at <= $3",
+                    network.id,
+                    candidate,
+                    rested,
+                )
+                row = await self._insert(
+                    conn, network.id, candidate, vm_id, tenant_id, nic_mac, stamp
+                )
+                if row is not None:
+                    return _allocation(row)
+                continue
             if holder is None:  # the address is free: the MAC was the clash
                 if mac_prefix is None:
                     raise AlreadyExists(f"mac: {mac} is already held by another NIC")
@@ -250,6 +249,79 @@ class IpamOps(DomainOps):
             f"network {network.id}: {_ATTEMPTS} addresses were taken by concurrent callers "
             "first: try again"
         )
+
+    @staticmethod
+    async def _insert(
+        conn: Conn,
+        network_id: str,
+        address: str,
+        vm_id: str | None,
+        tenant_id: str | None,
+        mac: str | None,
+        stamp: Any,
+    ) -> Any:
+        """The new allocation's row, or None if the address (or the MAC) is held."""
+        return await conn.fetchrow(
+            f"INSERT INTO ip_allocations ({_IP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, NULL) "
+            f"ON CONFLICT DO NOTHING RETURNING {_IP_COLS}",
+            network_id,
+            address,
+            vm_id,
+            tenant_id,
+            mac,
+            stamp,
+        )
+
+    async def attach_ip(
+        self,
+        network_id: str,
+        address: str,
+        vm_id: str | None,
+        *,
+        tenant_id: str,
+        mac_prefix: str | None = None,
+    ) -> IpAllocation:
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_IP_COLS} FROM ip_allocations WHERE network_id = $1 AND address = $2 "
+                f"AND {_HELD} AND tenant_id = $3",
+                network_id,
+                address,
+                tenant_id,
+            )
+            if row is None:
+                raise NotFound(f"tenant {tenant_id} holds no address {address} in {network_id}")
+            held = _allocation(row)
+            if held.vm_id == vm_id:
+                return held  # already so
+            if vm_id is not None and held.vm_id is not None:
+                raise Conflict(f"address: {address} is attached to VM {held.vm_id}")
+            mac = None if vm_id is None else await self._free_mac(conn, mac_prefix)
+            row = await conn.fetchrow(
+                f"UPDATE ip_allocations SET vm_id = $3, mac = $4 WHERE network_id = $1 "
+                f"AND address = $2 AND {_HELD} RETURNING {_IP_COLS}",
+                network_id,
+                address,
+                vm_id,
+                mac,
+            )
+            after = _allocation(row)
+            change = after if vm_id is not None else held
+            kind = "nic.added" if vm_id is not None else "nic.removed"
+            await _outbox.insert(conn, _outbox.stamp([nic_event(kind, change, tenant_id)]))
+        self._outbox_written()
+        return after
+
+    async def _free_mac(self, conn: Conn, prefix: str | None) -> str:
+        """A MAC of ``prefix`` no held NIC has (the unique index is the last word)."""
+        for _ in range(16):
+            mac = ipam.new_mac(prefix or DEFAULT_MAC_PREFIX)
+            row = await conn.fetchrow(
+                f"SELECT mac FROM ip_allocations WHERE mac = $1 AND {_HELD}", mac
+            )
+            if row is None:
+                return mac
+        raise VersionConflict(f"no free MAC of prefix {prefix} found in 16 tries: try again")
 
     async def _taken(self, conn: Conn, network_id: str, rested: Any) -> set[str]:
         """The addresses of the network held or resting in quarantine."""
@@ -360,6 +432,18 @@ def _renamed(exc: CloudcoreError, prefix: str) -> CloudcoreError:
     if sep and field in ("address", "mac", "network_id"):
         return type(exc)(f"{prefix}.{field}: {rest}")
     return type(exc)(f"{prefix}.network_id: {text}")
+
+
+def _rested(released_at: Any, rested: datetime) -> bool:
+    """Whether an allocation released at ``released_at`` (None: held) has passed quarantine.
+    SQLite gives the time back as text, PostgreSQL as a datetime."""
+    if released_at is None:
+        return False
+    if isinstance(released_at, str):
+        released_at = datetime.fromisoformat(released_at)
+    if released_at.tzinfo is None:
+        released_at = released_at.replace(tzinfo=UTC)
+    return bool(released_at <= rested)
 
 
 def _holder(row: Any) -> str:

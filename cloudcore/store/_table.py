@@ -34,6 +34,7 @@ from cloudcore.store.records import (
     Tenant,
     User,
     Volume,
+    VolumeSnapshot,
 )
 
 __all__ = ["Table", "decode_cursor", "encode_cursor", "table_of", "validate"]
@@ -277,8 +278,14 @@ _TABLES: dict[type[Any], Table[Any]] = {
         Table(
             Volume,
             "volumes",
-            filters=("tenant_id", "datacenter_id", "vm_id", "state", "name"),
+            filters=("tenant_id", "datacenter_id", "vm_id", "state", "pool_id", "name"),
             refs=(_TENANT, _DATACENTER),
+        ),
+        Table(
+            VolumeSnapshot,
+            "volume_snapshots",
+            filters=("tenant_id", "volume_id", "state"),
+            refs=(_TENANT, ("volume_id", "volumes", "volume")),
         ),
         Table(
             Network,
@@ -291,7 +298,7 @@ _TABLES: dict[type[Any], Table[Any]] = {
             Template,
             "templates",
             json=frozenset({"formats"}),
-            filters=("tenant_id", "datacenter_id", "checksum", "name"),
+            filters=("tenant_id", "datacenter_id", "checksum", "state", "name"),
             refs=(_TENANT, _DATACENTER),
         ),
         Table(

@@ -49,6 +49,7 @@ from cloudcore.store.records import (
     TaskStep,
     VMSpec,
     VMState,
+    Volume,
 )
 
 __all__ = ["Store"]
@@ -227,9 +228,41 @@ class Store(ABC):
         VersionConflict,
         InsufficientCapacity, Conflict (the VM is on no host, or already on ``host_id``);
         then nothing changed. ``target_held``: the VM's spec was claimed on ``host_id`` already
-        (:meth:`claim_host_capacity`, a migration's hold before anything moved), so the
+        (:meth:`hold_for_vm`, a migration's hold before anything moved), so the
         transaction only releases it on the source.
         """
+
+    @abstractmethod
+    async def hold_for_vm(
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> tuple[VM, Host]:
+        """In one transaction: claim the VM's spec on ``host_id`` (ENABLED, HEALTHY, fits: as
+        :meth:`place_vm`) as a hold for a migration to it, write ``changes`` to the VM
+        (compare-and-set; its host stays) and ``events``. The hold ends with the VM, never on
+        its own: :meth:`move_vm` with ``target_held`` uses it, :meth:`release_vm_hold` gives it
+        back. Raises NotFound, VersionConflict, InsufficientCapacity, Conflict (the VM is on
+        no host, or on ``host_id``); then nothing changed."""
+
+    @abstractmethod
+    async def release_vm_hold(
+        self,
+        vm_id: str,
+        host_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> tuple[VM, Host]:
+        """In one transaction: give back the hold :meth:`hold_for_vm` took on ``host_id`` for
+        the VM (its spec), write ``changes`` to the VM (compare-and-set) and ``events``. A
+        migration that did not happen ends with this, so a hold is released exactly once.
+        Raises NotFound, VersionConflict, Conflict (less than the spec claimed there)."""
 
     # -- quotas -----------------------------------------------------------------------------
 
@@ -282,6 +315,67 @@ class Store(ABC):
         addresses are released (``nic.removed`` events) in the transaction that marks the VM
         DELETED (:meth:`unplace_vm`).
         """
+
+    @abstractmethod
+    async def create_volume(
+        self,
+        volume: Volume,
+        task: Task,
+        usage: Mapping[str, int],
+        *,
+        claim: IdempotencyKey | None = None,
+    ) -> tuple[Volume, Task]:
+        """As :meth:`create_vm`, for a volume and the task that creates it on its pool: quota
+        (``volumes``, ``volume_gib``), record, task and Idempotency-Key in one transaction, all
+        or nothing."""
+
+    @abstractmethod
+    async def change_volume(
+        self,
+        volume_id: str,
+        *,
+        expected_version: int,
+        consume: Mapping[str, int] | None = None,
+        give_back: Mapping[str, int] | None = None,
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> Volume:
+        """Compare-and-set ``changes`` of a volume (as :meth:`update`) and, in the same
+        transaction, give back and consume quota of its tenant and write ``events``: how an
+        extend takes its growth, a failed one gives it back, and a delete gives back the whole
+        volume. QuotaExceeded, VersionConflict, NotFound, InvalidRecord: nothing written."""
+
+    @abstractmethod
+    async def update_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+        events: Sequence[OutboxEvent] = (),
+        **changes: Any,
+    ) -> R:
+        """:meth:`update` and, in the same transaction, move ``tenant_id``'s quota usage by
+        ``delta`` (positive amounts consumed, negative given back; ``tenant_id`` None: no
+        quota). All or nothing: QuotaExceeded names the resource; NotFound, VersionConflict.
+        """
+
+    @abstractmethod
+    async def delete_charged(
+        self,
+        kind: type[R],
+        id: str,
+        /,
+        *,
+        expected_version: int,
+        tenant_id: str | None,
+        delta: Mapping[str, int],
+    ) -> None:
+        """:meth:`delete` at ``expected_version`` and, in the same transaction, move the
+        tenant's quota usage by ``delta`` (as :meth:`update_charged`)."""
 
     @abstractmethod
     async def reconcile_quotas(
@@ -464,6 +558,22 @@ class Store(ABC):
     ) -> IpAllocation:
         """Give an address back: it rests in quarantine for its network's ``quarantine_s``.
         Returns the released allocation. Raises NotFound if it is not held."""
+
+    @abstractmethod
+    async def attach_ip(
+        self,
+        network_id: str,
+        address: str,
+        vm_id: str | None,
+        *,
+        tenant_id: str,
+        mac_prefix: str | None = None,
+    ) -> IpAllocation:
+        """Attach an address ``tenant_id`` holds (a public one it took) to VM ``vm_id`` as a NIC
+        with a new MAC made from ``mac_prefix`` (``nic.added`` event), or detach it (``vm_id``
+        None: the NIC goes, ``nic.removed``, the address stays the tenant's, still counted
+        against ``public_ips``). The same attachment again is a no-op. Raises NotFound if the
+        tenant holds no such address, Conflict if it is attached to another VM."""
 
     @abstractmethod
     async def release_vm_ips(

@@ -279,6 +279,32 @@ ALTER TABLE templates ADD COLUMN uploaded_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE templates ADD COLUMN error TEXT
 """
 
+# Version 9, storage: a volume's pool, tier and device on its VM; snapshots of volumes.
+_V9 = f"""
+ALTER TABLE volumes ADD COLUMN pool_id TEXT;
+ALTER TABLE volumes ADD COLUMN tier TEXT NOT NULL DEFAULT 'standard';
+ALTER TABLE volumes ADD COLUMN device TEXT;
+CREATE INDEX volumes_pool ON volumes (pool_id, id);
+CREATE TABLE volume_snapshots (
+    {_RECORD},
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    volume_id TEXT NOT NULL REFERENCES volumes (id),
+    name TEXT NOT NULL,
+    size_gib BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    fault TEXT
+);
+CREATE INDEX volume_snapshots_tenant ON volume_snapshots (tenant_id, id);
+CREATE INDEX volume_snapshots_volume ON volume_snapshots (volume_id, id);
+CREATE INDEX volume_snapshots_state ON volume_snapshots (state, id)
+"""
+
+# 12: the least a VM deployed from a template must have (refused at deploy below it).
+_V12 = """
+ALTER TABLE templates ADD COLUMN min_cpus INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE templates ADD COLUMN min_memory_mib INTEGER NOT NULL DEFAULT 0
+"""
+
 # Version 14: names where ids are taken: a VM, host, template or volume is found by its name
 # (the CLI's `vm show web`), so each kind is listed by name through an index.
 _V14 = """
@@ -296,6 +322,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "transactional outbox of events", _V4),
     Migration(7, "networks: IPAM fields, NIC MACs, address quarantine", _V7),
     Migration(8, "template images: format, sizes, checksum, formats, upload progress", _V8),
+    Migration(9, "storage: volume pools, tiers and devices; volume snapshots", _V9),
+    Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
     Migration(14, "indexes to find VMs, hosts, templates and volumes by name", _V14),
 )
 

@@ -54,6 +54,8 @@ __all__ = [
     "VMSpec",
     "VMState",
     "Volume",
+    "VolumeSnapshot",
+    "VolumeSnapshotState",
     "VolumeState",
     "new_id",
 ]
@@ -148,14 +150,18 @@ class HostHealth(StrEnum):
     HEALTHY = "HEALTHY"
     DEGRADED = "DEGRADED"
     UNREACHABLE = "UNREACHABLE"
+    FENCED = "FENCED"  # down past HA's grace, then confirmed off (actors.ha); HEALTHY when back
 
 
 class AdminState(StrEnum):
-    """What the operator allows on a host."""
+    """What the operator allows on a host (``actors.host_lifecycle`` has the transitions).
+    Only ENABLED takes new VMs."""
 
     ENABLED = "ENABLED"
     DISABLED = "DISABLED"
-    MAINTENANCE = "MAINTENANCE"
+    PREPARING_FOR_MAINTENANCE = "PREPARING_FOR_MAINTENANCE"  # its VMs are being moved away
+    MAINTENANCE = "MAINTENANCE"  # empty: the operator may work on it
+    ERROR_IN_MAINTENANCE = "ERROR_IN_MAINTENANCE"  # some VMs could not move (the task says why)
 
 
 class VolumeState(StrEnum):
@@ -270,6 +276,9 @@ class VMSpec(_Struct, frozen=True, kw_only=True):
     #: these fields existed read with None, so the JSON spec column needs no migration.
     max_cpus: Positive | None = None
     max_memory_mib: Positive | None = None
+    #: Restarted on another host when its host fails (actors.ha), higher ``ha_priority`` first.
+    ha: bool = False
+    ha_priority: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
 
     def live_limits(self) -> tuple[int, int]:
         """(vCPUs, MiB) a running VM can reach without a restart. A stopped reconfigure grows
@@ -294,6 +303,11 @@ class VM(Record, frozen=True, kw_only=True):
 
 
 class Volume(Record, frozen=True, kw_only=True):
+    """A block volume on a storage pool. ``pool_id`` is the pool (storage server) it was placed
+    on, ``tier`` the kind of pool asked for; ``vm_id`` the VM it is attached to and ``device``
+    the name the hypervisor gave it there; ``target`` its iSCSI target while exported. While an
+    extend runs, ``size_gib`` is already the size asked for (and its quota taken)."""
+
     tenant_id: Id
     datacenter_id: Id
     name: Name
@@ -302,6 +316,28 @@ class Volume(Record, frozen=True, kw_only=True):
     vm_id: str | None = None
     target: str | None = None
     task_id: str | None = None
+    fault: str | None = None
+    pool_id: str | None = None
+    tier: Name = "standard"
+    device: str | None = None
+
+
+class VolumeSnapshotState(StrEnum):
+    CREATING = "CREATING"
+    AVAILABLE = "AVAILABLE"
+    DELETING = "DELETING"
+    ERROR = "ERROR"
+
+
+class VolumeSnapshot(Record, frozen=True, kw_only=True):
+    """A point-in-time copy of a volume, on the volume's pool; ``size_gib`` is the volume's size
+    when it was taken."""
+
+    tenant_id: Id
+    volume_id: Id
+    name: Name
+    size_gib: Positive
+    state: VolumeSnapshotState = VolumeSnapshotState.CREATING
     fault: str | None = None
 
 
@@ -363,7 +399,9 @@ class Template(Record, frozen=True, kw_only=True):
     ``disk_format`` is the format the uploaded image really has (qemu-img's, whatever its name
     said); ``formats`` maps each format the image is available in to the sha256 of that file in
     the datacenter's repository. While UPLOADING, ``upload_size``/``upload_sha256`` are what the
-    uploader declared and ``uploaded_bytes`` how much of it has arrived."""
+    uploader declared and ``uploaded_bytes`` how much of it has arrived. ``upload_size`` is what
+    the template counts against its tenant's ``template_gib`` quota (rounded up to GiB), from
+    the upload or import that declared it to the template's delete."""
 
     tenant_id: str | None = None
     datacenter_id: str | None = None
@@ -381,6 +419,9 @@ class Template(Record, frozen=True, kw_only=True):
     upload_sha256: str = ""
     uploaded_bytes: Count = 0
     error: str | None = None
+    #: The least a VM deployed from this template must have (0: no minimum).
+    min_cpus: Count = 0
+    min_memory_mib: Count = 0
 
 
 class Task(Record, frozen=True, kw_only=True):

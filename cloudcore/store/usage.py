@@ -9,10 +9,27 @@ from typing import Any
 
 from cloudcore.store.records import VMSpec
 
-__all__ = ["QUOTA_RESOURCES", "RESIZING_KIND", "vm_usage", "vm_usage_resizing"]
+__all__ = [
+    "QUOTA_RESOURCES",
+    "RESIZING_KIND",
+    "template_usage",
+    "vm_usage",
+    "vm_usage_resizing",
+    "volume_usage",
+]
 
 #: The resources a tenant's quotas may limit, each recomputed from what exists.
-QUOTA_RESOURCES = ("vms", "cpus", "memory_mib", "volumes", "public_ips")
+QUOTA_RESOURCES = (
+    "vms",
+    "cpus",
+    "memory_mib",
+    "volumes",
+    "volume_gib",
+    "public_ips",
+    "template_gib",
+)
+
+_GIB = 1024**3
 
 #: The task kind of a resize in flight: it has taken the larger size already.
 RESIZING_KIND = "vm.reconfigure"
@@ -33,3 +50,14 @@ def vm_usage_resizing(spec: VMSpec, asked: Mapping[str, Any]) -> dict[str, int]:
         if isinstance(value, int) and value > held[resource]:
             held[resource] = value
     return held
+
+
+def volume_usage(size_gib: int) -> dict[str, int]:
+    """What a volume that is not deleted holds (an extend in flight: its new size already)."""
+    return {"volumes": 1, "volume_gib": size_gib}
+
+
+def template_usage(upload_size: int) -> dict[str, int]:
+    """What a tenant's template holds: the image it declared (an upload's or import's size,
+    kept until the template is deleted), in GiB rounded up."""
+    return {"template_gib": -(-upload_size // _GIB)}

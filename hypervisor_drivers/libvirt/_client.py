@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import libvirt
 import structlog
 
-from cloudcore.errors import Conflict, IllegalTransition, UnsupportedOperation
+from cloudcore.errors import Conflict, IllegalTransition, NotFound, UnsupportedOperation
 from hypervisor_drivers.libvirt import _migration, _xml
 from hypervisor_drivers.libvirt._events import LifecycleCallbacks, ensure_event_loop
 from hypervisor_drivers.types import (
@@ -124,6 +124,9 @@ class LibvirtClient:
                 self._conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
                 self._conn.registerCloseCallback(self._on_close, None)
             self.domain_type = settings.extra.get("domain_type") or self._default_domain_type()
+            # Where each VM's serial port is logged (``<dir>/<domain name>.serial.log``), by
+            # virtlogd; unset: the serial port is a pty only.
+            self.serial_log_dir: str | None = settings.extra.get("serial_log_dir") or None
         except libvirt.libvirtError:
             self.close()
             raise
@@ -236,7 +239,13 @@ class LibvirtClient:
         for disk in spec.disks:
             self._ensure_chap_secret(disk)
         listen = None if self.scheme == "test" else self._settings.extra.get("vnc_listen", _VNC)
-        return _vm_info(self._conn.defineXML(_xml.domain_xml(spec, self.domain_type, listen)))
+        serial_log = (
+            f"{self.serial_log_dir.rstrip('/')}/{spec.name}.serial.log"
+            if self.serial_log_dir and self.scheme != "test"
+            else None
+        )
+        xml = _xml.domain_xml(spec, self.domain_type, listen, serial_log=serial_log)
+        return _vm_info(self._conn.defineXML(xml))
 
     def console(self, uuid: str) -> ConsoleEndpoint:
         dom = self._domain(uuid)
@@ -425,24 +434,49 @@ class LibvirtClient:
 
     def attach(self, uuid: str, disk: DiskSpec) -> str:
         dom = self._domain(uuid)
-        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         assert disk.serial is not None
+        if self.scheme == "test":
+            return _SimulatedDisks.attach(self._uri, uuid, disk)
+        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if disk.serial in facts.disks:
             target = ET.fromstring(facts.disks[disk.serial]).find("target")
             return "" if target is None else target.get("dev", "")
         self._ensure_chap_secret(disk)
-        index = 0
-        while _xml.target_dev(index) in facts.targets:
+        index, prefix = 0, _xml.target_prefix(disk)
+        while _xml.target_dev(index, prefix) in facts.targets:
             index += 1
-        dev = _xml.target_dev(index)
+        dev = _xml.target_dev(index, prefix)
         dom.attachDeviceFlags(_xml.disk_xml(disk, dev), self._affect(dom))
         return dev
 
     def detach(self, uuid: str, serial: str) -> None:
         dom = self._domain(uuid)
+        if self.scheme == "test":
+            _SimulatedDisks.detach(self._uri, uuid, serial)
+            return
         facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if serial in facts.disks:
             dom.detachDeviceFlags(facts.disks[serial], self._affect(dom))
+            self._forget_chap_secret(facts.disks[serial])
+
+    def resize_disk(self, uuid: str, serial: str, size_bytes: int) -> None:
+        dom = self._domain(uuid)
+        if not dom.isActive():
+            return
+        disk = _xml.domain_facts(dom.XMLDesc(0)).disks.get(serial)
+        target = None if disk is None else ET.fromstring(disk).find("target")
+        if target is None or not target.get("dev"):
+            raise NotFound(f"VM {uuid} has no disk {serial}")
+        dom.blockResize(target.get("dev"), size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+    def _forget_chap_secret(self, disk_xml: str) -> None:
+        """The CHAP secret of a detached iSCSI disk: one per target, so no other disk uses it."""
+        secret = ET.fromstring(disk_xml).find(".//auth/secret")
+        usage = None if secret is None else secret.get("usage")
+        if usage is None or not usage.startswith("cloudcore-iscsi-"):
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage).undefine()
 
     def list_nics(self, uuid: str) -> list[NicInfo]:
         facts = _xml.domain_facts(self._domain(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -478,6 +512,36 @@ class LibvirtClient:
                 raise
             secret = self._conn.secretDefineXML(_xml.iscsi_secret_xml(disk), 0)
         secret.setValue((disk.chap_password or "").encode(), 0)
+
+
+class _SimulatedDisks:
+    """Attachments on libvirt's test driver, which cannot attach devices: kept here, per host
+    URI and VM, and logged as simulated. The device names say so (``simulated:sda``)."""
+
+    _lock = threading.Lock()
+    _attached: dict[tuple[str, str], dict[str, str]] = {}
+
+    @classmethod
+    def attach(cls, uri: str, uuid: str, disk: DiskSpec) -> str:
+        assert disk.serial is not None
+        with cls._lock:
+            disks = cls._attached.setdefault((uri, uuid), {})
+            if disk.serial not in disks:
+                taken = set(disks.values())
+                index = 0
+                while f"simulated:{_xml.target_dev(index, 'sd')}" in taken:
+                    index += 1
+                disks[disk.serial] = f"simulated:{_xml.target_dev(index, 'sd')}"
+            device = disks[disk.serial]
+        _log.info("volume.attach_simulated", vm_uuid=uuid, serial=disk.serial, device=device)
+        return device
+
+    @classmethod
+    def detach(cls, uri: str, uuid: str, serial: str) -> None:
+        with cls._lock:
+            disks = cls._attached.get((uri, uuid), {})
+            disks.pop(serial, None)
+        _log.info("volume.detach_simulated", vm_uuid=uuid, serial=serial)
 
 
 def _snapshot_info(snapshot: Any) -> SnapshotInfo:

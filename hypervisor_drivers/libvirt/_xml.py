@@ -100,7 +100,12 @@ def _disk_element(disk: DiskSpec, target_dev: str) -> ET.Element:
             if disk.chap_username is not None:
                 auth = _sub(source, "auth", username=disk.chap_username)
                 _sub(auth, "secret", type="iscsi", usage=iscsi_secret_usage(disk))
-    _sub(element, "target", dev=target_dev, bus="virtio")
+            if disk.initiator is not None:  # QEMU's initiator names itself as the ACL wants
+                _sub(_sub(source, "initiator"), "iqn", name=disk.initiator)
+    # A volume sits on the virtio-scsi controller: a virtio-blk disk never hot-detaches from a
+    # guest that does not acknowledge the PCI removal (see the recipes).
+    bus = "scsi" if isinstance(disk, IscsiDisk) else "virtio"
+    _sub(element, "target", dev=target_dev, bus=bus)
     if disk.serial is not None:
         _sub(element, "serial", disk.serial)
     if isinstance(disk, FileDisk) and disk.readonly:
@@ -113,14 +118,19 @@ def disk_xml(disk: DiskSpec, target_dev: str) -> str:
     return _text(_disk_element(disk, target_dev))
 
 
-def target_dev(index: int) -> str:
-    """``vda``, ``vdb``... ``vdz``, ``vdaa``..."""
+def target_dev(index: int, prefix: str = _TARGET_PREFIX) -> str:
+    """``vda``, ``vdb``... ``vdz``, ``vdaa``... (``sda``... with prefix ``sd``)."""
     letters = ""
     index += 1
     while index:
         index, rest = divmod(index - 1, 26)
         letters = chr(ord("a") + rest) + letters
-    return _TARGET_PREFIX + letters
+    return prefix + letters
+
+
+def target_prefix(disk: DiskSpec) -> str:
+    """``sd`` for a disk on the SCSI controller (iSCSI volumes), ``vd`` for virtio disks."""
+    return "sd" if isinstance(disk, IscsiDisk) else _TARGET_PREFIX
 
 
 def _nic_element(nic: NicSpec) -> ET.Element:
@@ -145,11 +155,18 @@ def nic_xml(nic: NicSpec) -> str:
     return _text(_nic_element(nic))
 
 
-def domain_xml(spec: DomainSpec, domain_type: str, vnc_listen: str | None = None) -> str:
+def domain_xml(
+    spec: DomainSpec,
+    domain_type: str,
+    vnc_listen: str | None = None,
+    *,
+    serial_log: str | None = None,
+) -> str:
     """The persistent definition of ``spec`` for a ``domain_type`` (``kvm``, ``qemu``,
     ``test``) hypervisor. ``spec.extra`` may set ``machine`` and ``arch``. ``vnc_listen``:
     the address a VNC console listens on (a port chosen by libvirt at each start); None:
-    no graphical console."""
+    no graphical console. ``serial_log``: a file the first serial port (the console) is also
+    written to."""
     domain = ET.Element("domain", type=domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
@@ -178,11 +195,21 @@ def domain_xml(spec: DomainSpec, domain_type: str, vnc_listen: str | None = None
     ):
         _sub(domain, event, action)
     devices = _sub(domain, "devices")
-    for index, disk in enumerate(spec.disks):
-        devices.append(_disk_element(disk, target_dev(index)))
+    _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+    counts: dict[str, int] = {}
+    for disk in spec.disks:
+        prefix = target_prefix(disk)
+        devices.append(_disk_element(disk, target_dev(counts.get(prefix, 0), prefix)))
+        counts[prefix] = counts.get(prefix, 0) + 1
     for nic in spec.nics:
         devices.append(_nic_element(nic))
-    _sub(devices, "console", type="pty")
+    if serial_log is None:
+        _sub(devices, "console", type="pty")
+    else:
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "log", file=serial_log, append="off")
+        _sub(serial, "target", port="0")
+        _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
     if vnc_listen is not None:
         graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
         _sub(graphics, "listen", type="address", address=vnc_listen)

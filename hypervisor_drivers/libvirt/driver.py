@@ -60,14 +60,16 @@ _COMMON = frozenset(
     }
 )
 _CAPABILITIES = {
-    # The test driver keeps network disks in the definition but cannot hot-plug; its migration
-    # is simulated between test hosts of this process (see _migration).
-    "test": _COMMON | {Capability.ISCSI_DISKS, Capability.MIGRATE},
+    # The test driver keeps network disks in the definition but cannot hot-plug: its attach and
+    # detach are simulated (recorded in this process, logged as such, devices named
+    # "simulated:sdX"); its migration is simulated between test hosts of this process.
+    "test": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
     "qemu": _COMMON
     | {
         Capability.ATTACH_VOLUME,
         Capability.ISCSI_DISKS,
         Capability.MIGRATE,
+        Capability.RESIZE_VOLUME,
         Capability.HOTPLUG_NIC,
         Capability.CONSOLE,
     },
@@ -80,6 +82,8 @@ class LibvirtDriver(HypervisorDriver):
     VMs (``kvm`` or ``qemu`` for TCG); by default ``kvm`` when libvirt offers it."""
 
     name = "libvirt"
+    #: The library's qcow2 file is the backing file of a VM's linked clone (shared storage).
+    image_format = "qcow2"
 
     def __init__(self, settings: DriverSettings) -> None:
         super().__init__(settings)
@@ -282,6 +286,10 @@ class LibvirtDriver(HypervisorDriver):
     async def detach_volume(self, uuid: str, serial: str) -> None:
         self._require(Capability.ATTACH_VOLUME)
         await self._call(lambda c: c.detach(uuid, serial))
+
+    async def resize_volume(self, uuid: str, serial: str, size_bytes: int) -> None:
+        self._require(Capability.RESIZE_VOLUME)
+        await self._call(lambda c: c.resize_disk(uuid, serial, size_bytes))
 
     async def list_nics(self, uuid: str) -> list[NicInfo]:
         return await self._call(lambda c: c.list_nics(uuid))

@@ -28,6 +28,7 @@ from hypervisor_drivers.base import (
     DiskSpec,
     DomainSpec,
     DriverSettings,
+    FileDisk,
     GuestPower,
     HostCapacity,
     HostInventory,
@@ -41,6 +42,7 @@ from hypervisor_drivers.base import (
     StopOutcome,
     VMInfo,
 )
+from hypervisor_drivers.xenserver import _import
 from hypervisor_drivers.xenserver._client import XenClient
 from hypervisor_drivers.xenserver._errors import call_translated
 from hypervisor_drivers.xenserver._events import EventWatcher
@@ -64,6 +66,7 @@ _CAPABILITIES = frozenset(
         Capability.ATTACH_VOLUME,
         Capability.MIGRATE,
         Capability.HOTPLUG_NIC,
+        Capability.IMPORT_IMAGE,
     }
 )
 
@@ -214,6 +217,18 @@ class XenServerDriver(HypervisorDriver):
 
     async def destroy_vm(self, uuid: str) -> None:
         await self._call(lambda c: c.destroy(uuid))
+
+    #: A VHD (qemu-img's ``vpc``), imported into a VDI through XAPI's ``/import_raw_vdi``.
+    image_format = "vpc"
+
+    async def import_image(self, path: str, name: str) -> FileDisk:
+        verify = self._settings.extra.get("verify_tls", "true").lower() not in ("false", "0")
+        return await self._call(
+            lambda c: _import.import_image(c, self._settings.uri, path, name, verify_tls=verify)
+        )
+
+    async def remove_image(self, name: str) -> None:
+        await self._call(lambda c: _import.remove_image(c, name))
 
     async def migrate_vm(
         self,

@@ -124,8 +124,9 @@ class TgtDriver(StorageDriver):
                 return existing
             self._check_room(spec.size_mib)
             await self._pool.create(self._pool.volume_path(spec.volume_id), spec.size_mib)
+            info = self._info(spec.volume_id, [])  # new: exported nowhere, no tgtadm needed
         self._log.info("volume.created", volume_id=spec.volume_id, size_mib=spec.size_mib)
-        return await self.get_volume(spec.volume_id)
+        return info
 
     async def get_volume(self, volume_id: str) -> VolumeInfo:
         self._check()
@@ -280,7 +281,10 @@ class TgtDriver(StorageDriver):
             target = self._find(await self._tgtadm.targets(), volume_id)
             if target is not None:
                 await self._ignoring("no_target", self._tgtadm.delete_target(target.tid))
-            await self._ignoring("no_account", self._tgtadm.delete_account(f"cc-{volume_id}"))
+            if record is not None or target is not None:
+                # The record is written before tgtd hears of an export and removed last: with
+                # neither, tgtd holds no account of this volume.
+                await self._ignoring("no_account", self._tgtadm.delete_account(f"cc-{volume_id}"))
             if record is not None:
                 self._pool.remove_export(volume_id)
         if record is not None or target is not None:
@@ -354,9 +358,11 @@ class TgtDriver(StorageDriver):
         )
 
     async def _ensure_target(self, volume_id: str, record: ExportRecord) -> None:
-        """Make tgtd serve the volume as ``record`` says; rebuild a target left half-made."""
+        """Make tgtd serve the volume as ``record`` says; rebuild a target left half-made.
+        One listing of tgtd's targets serves the whole call (each tgtadm run is a process)."""
         path = str(self._pool.volume_path(volume_id))
-        target = self._find(await self._tgtadm.targets(), volume_id)
+        targets = await self._tgtadm.targets()
+        target = self._find(targets, volume_id)
         if target is not None:
             whole = (
                 target.luns.get(_LUN) == path
@@ -366,24 +372,37 @@ class TgtDriver(StorageDriver):
             if whole:
                 return
             await self._ignoring("no_target", self._tgtadm.delete_target(target.tid))
-        await self._ignoring("no_account", self._tgtadm.delete_account(record.chap_username))
-        await self._tgtadm.new_account(record.chap_username, record.chap_secret)
-        tid = await self._new_target(self._iqn(volume_id))
+            targets = [t for t in targets if t.tid != target.tid]
+        await self._new_account(record)
+        tid = await self._new_target(self._iqn(volume_id), targets)
         await self._tgtadm.new_lun(tid, _LUN, path)
         await self._tgtadm.bind_account(tid, record.chap_username)
         await self._tgtadm.bind_initiator(tid, record.initiator)
 
-    async def _new_target(self, iqn: str) -> int:
-        """Create the target under the lowest free tid; another client may take a tid between
-        our look and our create, so a clash moves on."""
+    async def _new_account(self, record: ExportRecord) -> None:
+        try:
+            await self._tgtadm.new_account(record.chap_username, record.chap_secret)
+        except TgtadmRefused as exc:
+            if exc.code != "exists":
+                raise
+            # Left by an export a crash cut short: its secret may not be the record's.
+            await self._ignoring("no_account", self._tgtadm.delete_account(record.chap_username))
+            await self._tgtadm.new_account(record.chap_username, record.chap_secret)
+
+    async def _new_target(self, iqn: str, known: list[Target]) -> int:
+        """Create the target under the lowest free tid (``known``: tgtd's targets as last
+        listed); another client may take a tid between our look and our create, so a clash
+        lists again and moves on."""
         async with self._tid_lock:
+            targets = known
             for _ in range(5):
-                used = {t.tid for t in await self._tgtadm.targets()}
+                used = {t.tid for t in targets}
                 tid = next(n for n in range(1, len(used) + 2) if n not in used)
                 try:
                     await self._tgtadm.new_target(tid, iqn)
                 except TgtadmRefused as exc:
                     if exc.code == "exists":
+                        targets = await self._tgtadm.targets()
                         continue
                     raise
                 return tid

@@ -1,5 +1,5 @@
-"""``cloudcore host list|show|enable|disable|maintenance``: hypervisor hosts through the API
-(admins and operators)."""
+"""``cloudcore host list|show|enable|disable|maintenance [--cancel] [--wait]``: hypervisor
+hosts through the API (admins and operators)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cloudcore.app.commands._output import (
     show_page,
 )
 from cloudcore.app.commands._resolve import DATACENTER, HOST, resolve
+from cloudcore.app.commands._tasks import accepted
 
 __all__ = ["add_parser"]
 
@@ -56,7 +57,6 @@ _FIELDS: list[Column] = [
 _ADMIN = {
     "enable": "let the scheduler place VMs on a host",
     "disable": "place no new VMs on a host",
-    "maintenance": "put a host in maintenance",
 }
 
 
@@ -68,7 +68,9 @@ def add_parser(sub: Any) -> None:
     add_output_option(listing)
     listing.add_argument("--datacenter", help="only hosts in this datacenter")
     listing.add_argument("--health", type=str.upper, help="only hosts this healthy (HEALTHY, ...)")
-    listing.add_argument("--admin-state", type=str.upper, help="ENABLED, DISABLED, MAINTENANCE")
+    listing.add_argument(
+        "--admin-state", type=str.upper, help="ENABLED, DISABLED, MAINTENANCE, ..."
+    )
     listing.add_argument("--name", help="only hosts of this name")
     add_listing_options(listing)
     listing.set_defaults(handler=api_command(_list))
@@ -83,6 +85,18 @@ def add_parser(sub: Any) -> None:
         add_output_option(parser)
         parser.add_argument("id", metavar="HOST", help="id or name")
         parser.set_defaults(handler=api_command(_admin))
+
+    maintenance = actions.add_parser(
+        "maintenance",
+        help="put a host in maintenance (drain it by migration), or cancel it",
+        description="PREPARING_FOR_MAINTENANCE, then MAINTENANCE, or ERROR_IN_MAINTENANCE naming"
+        " the VMs that could not move and why; --cancel: ENABLED again",
+    )
+    add_output_option(maintenance)
+    maintenance.add_argument("id")
+    maintenance.add_argument("--cancel", action="store_true", help="cancel it: ENABLED again")
+    maintenance.add_argument("--wait", action="store_true", help="follow the drain until it ends")
+    maintenance.set_defaults(handler=api_command(_maintenance))
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
@@ -108,6 +122,14 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
     host = await client.call("GET", f"/hosts/{await _host(client, args)}")
     show_one(host, args.output, _FIELDS, select=args.columns)
     return 0
+
+
+async def _maintenance(client: Client, args: argparse.Namespace) -> int:
+    path = f"/hosts/{quote(args.id, safe='')}/maintenance"
+    if args.cancel:
+        show_one(await client.call("POST", f"{path}/cancel"), args.output, _FIELDS)
+        return 0
+    return await accepted(client, await client.call("POST", path), args)
 
 
 async def _admin(client: Client, args: argparse.Namespace) -> int:

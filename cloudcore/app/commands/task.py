@@ -1,4 +1,4 @@
-"""``cloudcore task list|show|recover``: tasks through the API."""
+"""``cloudcore task list|show|recover|abort``: tasks through the API."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ _VERBS = ("retry", "succeed", "fail", "delete")
 
 
 def add_parser(sub: Any) -> None:
-    task = sub.add_parser("task", help="tasks: list, show, recover")
+    task = sub.add_parser("task", help="tasks: list, show, recover, abort")
     actions = task.add_subparsers(dest="task_command", required=True, metavar="ACTION")
 
     listing = actions.add_parser("list", help="list tasks, the newest first")
@@ -43,6 +43,17 @@ def add_parser(sub: Any) -> None:
     recover.add_argument("verb", choices=_VERBS)
     recover.add_argument("--wait", action="store_true", help="follow the task until it ends")
     recover.set_defaults(handler=api_command(_recover))
+
+    abort = actions.add_parser(
+        "abort",
+        help="abort a migration in flight",
+        description="the VM stays where it was, running if it was; the task ends FAILED",
+    )
+    add_output_option(abort)
+    abort.add_argument("id")
+    abort.add_argument("--reason", help="recorded as the task's error")
+    abort.add_argument("--wait", action="store_true", help="follow the task until it ends")
+    abort.set_defaults(handler=api_command(_abort))
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
@@ -71,3 +82,9 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
 async def _recover(client: Client, args: argparse.Namespace) -> int:
     path = f"/tasks/{quote(args.id, safe='')}/recover"
     return await accepted(client, await client.call("POST", path, body={"verb": args.verb}), args)
+
+
+async def _abort(client: Client, args: argparse.Namespace) -> int:
+    path = f"/tasks/{quote(args.id, safe='')}/abort"
+    body = {} if args.reason is None else {"reason": args.reason}
+    return await accepted(client, await client.call("POST", path, body=body), args)

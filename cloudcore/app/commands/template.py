@@ -1,96 +1,252 @@
-"""``cloudcore template list|show|delete``: disk image templates through the API (a tenant's
-own and the public ones). Uploads and conversions are ``PUT /templates/{id}/image`` and
-``POST /templates/{id}/conversions`` (see the README's Image library)."""
+"""``cloudcore template ...``: the image library through the HTTP API.
+
+``create`` adds a template (no image yet); ``upload ID FILE`` streams a file to it with a
+progress bar (its sha256 computed first, the upload resumed from what the server holds after a
+dropped connection); ``import ID URL`` and ``convert ID FORMAT`` answer with their task, which
+``--wait`` follows with a progress bar; ``list``, ``show`` and ``delete`` as for VMs.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import hashlib
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TextIO
 from urllib.parse import quote
 
-from cloudcore.app.client import Client
+from cloudcore.app.client import ApiFailure, Client
 from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import (
-    Column,
-    add_listing_options,
-    add_output_option,
-    human_size,
-    show_one,
-    show_page,
-)
-from cloudcore.app.commands._resolve import TEMPLATE, resolve
+from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
+from cloudcore.app.commands._tasks import accepted
 
-__all__ = ["add_parser"]
+__all__ = ["ByteProgress", "add_parser"]
 
-
-def _bytes(field: str) -> Any:
-    return lambda item: human_size(item.get(field)) if item.get(field) else None
-
+_CHUNK = 1024 * 1024
+_ATTEMPTS = 5
+_MIB = 1024 * 1024
 
 _COLUMNS: list[Column] = [
     ("ID", "id"),
     ("NAME", "name"),
     ("STATE", "state"),
     ("FORMAT", "disk_format"),
-    ("OS", "os_type"),
-    ("SIZE", _bytes("virtual_size")),
-    ("TENANT", "tenant_id"),
+    ("VIRTUAL_GIB", lambda t: f"{int(t.get('virtual_size') or 0) / 1024**3:.1f}"),
+    ("FORMATS", lambda t: ",".join(sorted(t.get("formats") or {}))),
+    ("TENANT", lambda t: t.get("tenant_id") or "(public)"),
 ]
+
 _FIELDS: list[Column] = [
     *_COLUMNS,
     ("DATACENTER", "datacenter_id"),
-    ("ON_DISK", _bytes("actual_size")),
-    ("FORMATS", lambda item: ", ".join(sorted(item.get("formats") or {})) or None),
+    ("OS", "os_type"),
+    ("MIN_CPUS", "min_cpus"),
+    ("MIN_MEMORY_MIB", "min_memory_mib"),
     ("CHECKSUM", "checksum"),
+    ("ACTUAL_SIZE", "actual_size"),
+    ("UPLOADED", "uploaded_bytes"),
+    ("SOURCE", "source"),
     ("ERROR", "error"),
     ("CREATED", "created_at"),
 ]
 
 
 def add_parser(sub: Any) -> None:
-    template = sub.add_parser("template", help="templates: list, show, delete")
+    template = sub.add_parser("template", help="templates: create, upload, import, list, delete")
     actions = template.add_subparsers(dest="template_command", required=True, metavar="ACTION")
 
-    listing = actions.add_parser("list", help="list templates, the newest first")
-    add_output_option(listing)
-    listing.add_argument("--name", help="only templates of this name")
-    add_listing_options(listing)
-    listing.set_defaults(handler=api_command(_list))
-
-    for name, handler, help in (
-        ("show", _show, "show a template"),
-        ("delete", _delete, "delete a template"),
-    ):
-        parser = actions.add_parser(name, help=help)
+    def action(name: str, help: str, handler: Any, wait: bool = False) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(name, help=help, description=help)
         add_output_option(parser)
-        parser.add_argument("id", metavar="TEMPLATE", help="id or name")
+        if wait:
+            parser.add_argument("--wait", action="store_true", help="follow the task until it ends")
         parser.set_defaults(handler=api_command(handler))
+        return parser
+
+    listing = action("list", "list templates (yours and the public ones)", _list)
+    listing.add_argument("--limit", type=int, default=100, help="templates per page")
+    listing.add_argument("--all-pages", action="store_true", help="follow every page")
+    action("show", "show a template", _show).add_argument("id")
+
+    create = action("create", "add a template (its image comes by upload or import)", _create)
+    create.add_argument("--name", required=True)
+    create.add_argument("--datacenter", help="its datacenter (default: every datacenter)")
+    create.add_argument("--os-type", default="")
+    create.add_argument("--min-cpus", type=int, default=0)
+    create.add_argument("--min-memory", type=int, default=0, metavar="MIB")
+    create.add_argument("--public", action="store_true", help="for every tenant (admins)")
+    create.add_argument("--tenant", help="for this tenant (admins, operators)")
+
+    upload = action("upload", "upload a disk image file to a template", _upload)
+    upload.add_argument("id")
+    upload.add_argument("file", type=Path)
+
+    imported = action("import", "import a template's image from an http(s) URL", _import, True)
+    imported.add_argument("id")
+    imported.add_argument("url")
+    imported.add_argument("--sha256", help="the image's sha256 (checked)")
+    imported.add_argument("--size", type=int, help="the image's size in bytes (checked)")
+
+    convert = action("convert", "convert a template's image to another format", _convert, True)
+    convert.add_argument("id")
+    convert.add_argument("format", choices=["raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi"])
+
+    action("delete", "delete a template", _delete).add_argument("id")
+
+
+def _path(template_id: str, suffix: str = "") -> str:
+    return f"/templates/{quote(template_id, safe='')}{suffix}"
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
-    wanted = {
-        "limit": str(args.limit),
-        "name": args.name,
-        "sort": args.sort,
-        "cursor": args.page_token,
-    }
-    params = {key: value for key, value in wanted.items() if value}
-    listing = await client.listing("/templates", params, all_pages=args.all_pages)
-    show_page(listing, args, _COLUMNS)
+    listing = await client.listing(
+        "/templates", {"limit": str(args.limit)}, all_pages=args.all_pages
+    )
+    show_list(listing["items"], args.output, _COLUMNS, listing)
     return 0
-
-
-async def _template(client: Client, args: argparse.Namespace) -> str:
-    return quote(await resolve(client, TEMPLATE, args.id), safe="")
 
 
 async def _show(client: Client, args: argparse.Namespace) -> int:
-    template = await client.call("GET", f"/templates/{await _template(client, args)}")
-    show_one(template, args.output, _FIELDS, select=args.columns)
+    show_one(await client.call("GET", _path(args.id)), args.output, _FIELDS)
     return 0
+
+
+async def _create(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "name": args.name,
+        "os_type": args.os_type,
+        "min_cpus": args.min_cpus,
+        "min_memory_mib": args.min_memory,
+    }
+    if args.datacenter:
+        body["datacenter_id"] = args.datacenter
+    if args.public:
+        body["tenant_id"] = None
+    elif args.tenant:
+        body["tenant_id"] = args.tenant
+    show_one(await client.call("POST", "/templates", body=body), args.output, _FIELDS)
+    return 0
+
+
+async def _import(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"url": args.url}
+    if args.sha256:
+        body["sha256"] = args.sha256
+    if args.size:
+        body["size"] = args.size
+    return await accepted(
+        client, await client.call("POST", _path(args.id, "/import"), body=body), args
+    )
+
+
+async def _convert(client: Client, args: argparse.Namespace) -> int:
+    task = await client.call("POST", _path(args.id, "/conversions"), body={"format": args.format})
+    return await accepted(client, task, args)
 
 
 async def _delete(client: Client, args: argparse.Namespace) -> int:
-    """Nothing to show: the API answers 204."""
-    await client.call("DELETE", f"/templates/{await _template(client, args)}")
+    await client.call("DELETE", _path(args.id))
     return 0
+
+
+async def _upload(client: Client, args: argparse.Namespace) -> int:
+    path: Path = args.file
+    size = (await asyncio.to_thread(path.stat)).st_size
+    digest = await asyncio.to_thread(_sha256, path)
+    bar = ByteProgress(f"upload {path.name}", size)
+    template = await upload_file(client, args.id, path, size, digest, bar)
+    bar.done(template["state"])
+    show_one(template, args.output, _FIELDS)
+    return 0 if template["state"] == "AVAILABLE" else 1
+
+
+async def upload_file(
+    client: Client, template_id: str, path: Path, size: int, digest: str, bar: ByteProgress
+) -> dict[str, Any]:
+    """PUT the file; after a dropped connection, resume from the byte the server holds."""
+    params: dict[str, str | int] = {"size": size, "sha256": digest}
+    offset = 0
+    for attempt in range(1, _ATTEMPTS + 1):
+        headers = {"Content-Range": f"bytes {offset}-{size - 1}/{size}"} if offset else {}
+        try:
+            reply: dict[str, Any] = await client.send_body(
+                "PUT",
+                _path(template_id, "/image"),
+                _chunks(path, offset, bar),
+                params=params,
+                headers=headers,
+            )
+            return reply
+        except ApiFailure as exc:
+            if attempt == _ATTEMPTS:
+                raise
+            offset = await _resume_at(client, template_id, exc, attempt)
+            bar.note(f"upload interrupted ({exc}); resuming at byte {offset}")
+    raise AssertionError("unreachable")
+
+
+async def _resume_at(client: Client, template_id: str, failure: ApiFailure, attempt: int) -> int:
+    """Where to resume after ``failure``, or raise it if resuming cannot help."""
+    if failure.status == 416 and "offset" in failure.details:
+        return int(failure.details["offset"])  # the server says where
+    if failure.status == 409 and failure.code == "conflict":
+        pass  # the dropped request is still being wound up on the server: ask again soon
+    elif failure.code is not None:
+        raise failure
+    await asyncio.sleep(0.2 * attempt)
+    held = await client.call("GET", _path(template_id))
+    return int(held.get("uploaded_bytes") or 0)
+
+
+async def _chunks(path: Path, offset: int, bar: ByteProgress) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        f.seek(offset)
+        sent = offset
+        while block := await asyncio.to_thread(f.read, _CHUNK):
+            yield block
+            sent += len(block)
+            bar.update(sent)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ByteProgress:
+    """Bytes sent of a total, on stderr: a redrawn bar on a terminal, a line per 10 %
+    otherwise."""
+
+    def __init__(self, label: str, total: int, out: TextIO | None = None) -> None:
+        self._label, self._total = label, max(total, 1)
+        self._out = out or sys.stderr
+        self._tty = self._out.isatty()
+        self._began = time.monotonic()
+        self._shown = -1
+
+    def update(self, sent: int) -> None:
+        fraction = min(sent / self._total, 1.0)
+        rate = sent / _MIB / max(time.monotonic() - self._began, 1e-6)
+        text = f"{fraction:4.0%} {sent / _MIB:.1f}/{self._total / _MIB:.1f} MiB {rate:.0f} MiB/s"
+        if self._tty:
+            filled = int(fraction * 30)
+            self._out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {text}")
+            self._out.flush()
+        elif int(fraction * 10) > self._shown:
+            self._shown = int(fraction * 10)
+            self._out.write(f"{self._label}: {text}\n")
+            self._out.flush()
+
+    def note(self, message: str) -> None:
+        self._out.write(("\n" if self._tty else "") + message + "\n")
+        self._out.flush()
+
+    def done(self, state: str) -> None:
+        self._out.write(("\n" if self._tty else "") + f"{self._label}: {state}\n")
+        self._out.flush()

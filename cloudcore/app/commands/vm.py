@@ -47,6 +47,8 @@ _FIELDS: list[Column] = [
     ("DESIRED", "desired_state"),
     ("DISK", gib("spec.disk_gib")),
     ("TASK", "task_id"),
+    ("HA", "spec.ha"),
+    ("HA_PRIORITY", "spec.ha_priority"),
     ("FAULT", "fault"),
     ("ADDRESSES", "addresses"),
     ("CREATED", "created_at"),
@@ -98,6 +100,8 @@ def add_parser(sub: Any) -> None:
         "--tenant",
         help="create it for this tenant (admins, operators; default: the caller's own tenant)",
     )
+    create.add_argument("--ha", action="store_true", help="restart it elsewhere if its host fails")
+    create.add_argument("--ha-priority", type=int, default=0, help="higher restarts first")
     create.add_argument("--no-start", action="store_true", help="define it but do not start it")
     create.add_argument(
         "--nic",
@@ -142,6 +146,14 @@ def add_parser(sub: Any) -> None:
     migrate = action("migrate", "move a VM to another host", _migrate)
     migrate.add_argument("id", metavar="VM", help="id or name")
     migrate.add_argument("--host", help="the target host (default: the scheduler picks)")
+    migrate.add_argument(
+        "--deadline", type=float, metavar="S", help="abort it after S seconds (default: config)"
+    )
+
+    ha = action("ha", "restart a VM elsewhere if its host fails (or not)", _ha, wait=False)
+    ha.add_argument("id")
+    ha.add_argument("state", choices=("on", "off"))
+    ha.add_argument("--priority", type=int, default=0, help="higher restarts first (0-1000)")
 
     recover = action(
         "recover",
@@ -211,7 +223,16 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
         body["tenant_id"] = args.tenant
     if args.nic:
         body["nics"] = [await nic_body(client, nic) for nic in args.nic]
+    if args.ha:
+        body |= {"ha": True, "ha_priority": args.ha_priority}
     return await accepted(client, await client.call("POST", "/vms", body=body), args)
+
+
+async def _ha(client: Client, args: argparse.Namespace) -> int:
+    body = {"ha": args.state == "on", "priority": args.priority}
+    vm = await client.call("POST", f"/vms/{quote(args.id, safe='')}/ha", body=body)
+    show_one(vm, args.output, _FIELDS)
+    return 0
 
 
 async def _act(
@@ -264,10 +285,10 @@ async def _delete_snapshot(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _migrate(client: Client, args: argparse.Namespace) -> int:
-    if args.host is None:
-        return await _act(client, args, "migrate", {})
-    host_id = await resolve(client, _resolve.HOST, args.host)
-    return await _act(client, args, "migrate", {"host_id": host_id})
+    body: dict[str, Any] = {"deadline": args.deadline} if args.deadline is not None else {}
+    if args.host is not None:
+        body["host_id"] = await resolve(client, _resolve.HOST, args.host)
+    return await _act(client, args, "migrate", body)
 
 
 async def _recover(client: Client, args: argparse.Namespace) -> int:

@@ -79,15 +79,18 @@ def create_app(gateway: Gateway) -> web.Application:
 
 
 async def _recover_conversions(app: web.Application) -> None:
-    converter = app[GATEWAY].converter
-    if converter is not None:
-        await converter.recover()
+    """The conversions and imports this node left RUNNING when it stopped: failed."""
+    gateway = app[GATEWAY]
+    for runner in (gateway.converter, gateway.importer):
+        if runner is not None:
+            await runner.recover()
 
 
 async def _stop_conversions(app: web.Application) -> None:
-    converter = app[GATEWAY].converter
-    if converter is not None:
-        await converter.close()
+    gateway = app[GATEWAY]
+    for runner in (gateway.converter, gateway.importer):
+        if runner is not None:
+            await runner.close()
 
 
 def listen(api: ApiSettings) -> socket.socket:

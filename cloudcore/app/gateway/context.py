@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from actors.converter import ImageConverter
+from actors.image_import import ImageImporter
 from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
 from cloudcore.app.gateway.consoles import ConsoleTickets
 from cloudcore.cluster import Member
@@ -44,6 +45,7 @@ class Gateway:
     images: ImageLibrary | None = None
     qemu: QemuImg = field(default_factory=QemuImg)
     converter: ImageConverter | None = None
+    importer: ImageImporter | None = None
     #: The console tickets this node issued (``GET /vms/{id}/console``).
     consoles: ConsoleTickets = field(default_factory=lambda: ConsoleTickets(30.0))
 
@@ -80,6 +82,9 @@ class Gateway:
             images=images,
             qemu=qemu,
             converter=ImageConverter(
+                store, images, qemu, settings.images, orchestrator.services.waiters
+            ),
+            importer=ImageImporter(
                 store, images, qemu, settings.images, orchestrator.services.waiters
             ),
             consoles=ConsoleTickets(settings.api.console_ticket_seconds),

@@ -11,12 +11,18 @@
 - ``cloudcore_tasks_finished_total{kind,state}``: counted from ``task.finished`` events by
   :func:`count_finished_tasks`, a background subscription running while the app serves; an
   event the bus delivers twice (same id) is counted once.
-- ``cloudcore_vms{state}`` and ``cloudcore_hosts{health}``: ``store.count_by`` at scrape time,
-  cached for :data:`STORE_COUNTS_TTL` seconds so a scrape storm costs the store two queries a
-  TTL.
+- ``cloudcore_vms{state}``, ``cloudcore_hosts{health}`` and ``cloudcore_volumes{state}``:
+  ``store.count_by`` at scrape time, cached for :data:`STORE_COUNTS_TTL` seconds so a scrape
+  storm costs the store three queries a TTL.
 - ``cloudcore_network_addresses{network,state}``: per network, the addresses held (``used``)
   and those it could still hand out (``free``: not held, reserved, nor resting in
   quarantine), read with the counts above.
+- ``cloudcore_storage_pool_mib{pool,kind}`` (kind ``total``, ``used``, ``limit``,
+  ``committed``): the storage pools this node runs, asked of their actors with the counts.
+- ``cloudcore_templates{state}`` and ``cloudcore_image_library_bytes{repository}`` /
+  ``cloudcore_image_library_images{repository}``: templates by state, and what each image
+  repository's library (``objects/``) allocates, read with the counts above. Conversions by
+  outcome are ``cloudcore_tasks_finished_total{kind="template.convert",state}``.
 
 Served by ``cloudcore.app.gateway.routes.metrics``.
 """
@@ -38,7 +44,17 @@ from cloudcore.errors import BusClosed, CloudcoreError
 from cloudcore.events import SeenIds, deduplicated
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorSystem
-from cloudcore.store.records import VM, Host, HostHealth, Network, VMState
+from cloudcore.store.records import (
+    VM,
+    Host,
+    HostHealth,
+    Network,
+    Template,
+    TemplateState,
+    VMState,
+    Volume,
+    VolumeState,
+)
 
 __all__ = [
     "METRICS",
@@ -136,7 +152,11 @@ class _StoreCounts(Collector):
         self._gateway = gateway
         self._vms: dict[str, int] = {}
         self._hosts: dict[str, int] = {}
+        self._volumes: dict[str, int] = {}
+        self._pools: list[tuple[str, dict[str, int]]] = []
         self._addresses: dict[str, tuple[int, int]] = {}  # network id -> (used, free)
+        self._templates: dict[str, int] = {}
+        self._library: dict[str, tuple[int, int]] = {}  # repository -> (bytes, images)
         self._read_at = -STORE_COUNTS_TTL
         self._lock = asyncio.Lock()
 
@@ -150,7 +170,17 @@ class _StoreCounts(Collector):
             try:
                 self._vms = await store.count_by(VM, "state")
                 self._hosts = await store.count_by(Host, "health")
+                self._volumes = await store.count_by(Volume, "state")
+                storage = self._gateway.orchestrator.storage
+                pools = [] if storage is None else await storage.pool_status()
+                self._pools = [
+                    (p.id, {"total": p.total_mib, "used": p.used_mib, "limit": p.limit_mib,
+                            "committed": p.committed_mib})
+                    for p in pools
+                ]  # fmt: skip
                 self._addresses = await self._network_addresses()
+                self._templates = await store.count_by(Template, "state")
+                self._library = await self._library_usage()
             except CloudcoreError as exc:
                 _log.warning("metrics.store_unavailable", error=str(exc))
                 return
@@ -177,7 +207,46 @@ class _StoreCounts(Collector):
             n.id: (used.get(n.id, 0), ipam.free_count(n, taken.get(n.id, []))) for n in networks
         }
 
+    async def _library_usage(self) -> dict[str, tuple[int, int]]:
+        library = self._gateway.images
+        if library is None:
+            return {}
+        names = await asyncio.to_thread(
+            lambda: (
+                sorted(p.name for p in library.root.iterdir() if p.is_dir())
+                if library.root.is_dir()
+                else []
+            )
+        )
+        usage = {}
+        for name in names:
+            capacity = await library.repository(name).capacity()
+            usage[name] = (capacity.library_bytes, capacity.images)
+        return usage
+
+    def _library_families(self) -> Iterator[Metric]:
+        templates = GaugeMetricFamily("cloudcore_templates", "Templates by state", labels=["state"])
+        for state in TemplateState:
+            templates.add_metric([state.value], self._templates.get(state.value, 0))
+        yield templates
+        stored = GaugeMetricFamily(
+            "cloudcore_image_library_bytes",
+            "Bytes the image library's files allocate, by repository",
+            labels=["repository"],
+        )
+        images = GaugeMetricFamily(
+            "cloudcore_image_library_images",
+            "Files in the image library, by repository",
+            labels=["repository"],
+        )
+        for name, (size, count) in sorted(self._library.items()):
+            stored.add_metric([name], size)
+            images.add_metric([name], count)
+        yield stored
+        yield images
+
     def collect(self) -> Iterator[Metric]:
+        yield from self._library_families()
         addresses = GaugeMetricFamily(
             "cloudcore_network_addresses",
             "Addresses of a network held (used) and still to hand out (free)",
@@ -193,8 +262,21 @@ class _StoreCounts(Collector):
         hosts = GaugeMetricFamily("cloudcore_hosts", "Hosts by health", labels=["health"])
         for health in HostHealth:
             hosts.add_metric([health.value], self._hosts.get(health.value, 0))
+        volumes = GaugeMetricFamily("cloudcore_volumes", "Volumes by state", labels=["state"])
+        for volume_state in VolumeState:
+            volumes.add_metric([volume_state.value], self._volumes.get(volume_state.value, 0))
+        pools = GaugeMetricFamily(
+            "cloudcore_storage_pool_mib",
+            "Storage pools: capacity, use, what overcommit allows and what is promised (MiB)",
+            labels=["pool", "kind"],
+        )
+        for pool_id, figures in self._pools:
+            for kind, value in figures.items():
+                pools.add_metric([pool_id, kind], value)
         yield vms
         yield hosts
+        yield volumes
+        yield pools
 
 
 async def count_finished_tasks(app: web.Application) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ from cloudcore.store.records import CURSOR_PATTERN, TaskState, TaskStep, VMState
 
 __all__ = [
     "Cursor",
+    "HABody",
     "Limit",
     "ListQuery",
     "MigrateBody",
@@ -102,6 +103,9 @@ class NicCreate(_Body, frozen=True, kw_only=True):
     address: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
+HAPriority = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+
+
 class VMCreate(_Body, frozen=True, kw_only=True):
     """A new VM. ``tenant_id`` (admins and operators only) creates it for another tenant.
     ``nics``: its NICs, whose addresses and MACs are held in the same transaction as the VM
@@ -122,6 +126,17 @@ class VMCreate(_Body, frozen=True, kw_only=True):
     #: The most a running VM may be reconfigured to (default: its size); at least the size.
     max_cpus: Cpus | None = None
     max_memory_mib: MemoryMib | None = None
+    #: Restart it on another host if its host fails (HA), higher ``ha_priority`` first.
+    ha: bool = False
+    ha_priority: HAPriority = 0
+
+
+class HABody(_Body, frozen=True, kw_only=True):
+    """Whether the VM is restarted elsewhere when its host fails, and before which others
+    (higher ``priority`` first)."""
+
+    ha: bool
+    priority: HAPriority = 0
 
 
 class VMQuery(ListQuery, frozen=True, kw_only=True):
@@ -169,9 +184,11 @@ class SnapshotBody(_Body, frozen=True, kw_only=True):
 
 
 class MigrateBody(_Body, frozen=True, kw_only=True):
-    """Move the VM to ``host_id`` (None: the scheduler picks one)."""
+    """Move the VM to ``host_id`` (None: the scheduler picks one); abort it if it takes longer
+    than ``deadline`` seconds (None: the node's ``orchestrator.migration_deadline``)."""
 
     host_id: HostId | None = None
+    deadline: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
 
 
 class TaskQuery(ListQuery, frozen=True, kw_only=True):

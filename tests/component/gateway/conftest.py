@@ -20,10 +20,12 @@ from multidict import CIMultiDict
 
 from actors.orchestrator import Orchestrator
 from actors.registration import bootstrap_demo
+from actors.template_disks import TemplateDisks
 from cloudcore.app.gateway import Gateway, start_api
 from cloudcore.app.gateway.app import bound_port
 from cloudcore.app.gateway.bootstrap import issue_token
 from cloudcore.config import ApiSettings, Settings
+from cloudcore.images import ImageLibrary, QemuImg, image_root
 from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import Role, Tenant, User, new_id
@@ -130,10 +132,19 @@ async def api(
 
 
 @asynccontextmanager
-async def serve_api(store: Store, settings: Settings) -> AsyncIterator[ApiClient]:
+async def serve_api(
+    store: Store, settings: Settings, *, template_disks: bool = False
+) -> AsyncIterator[ApiClient]:
+    """The API of a node on ``store``; ``template_disks``: VMs from templates get their disks
+    from the image library (linked clones, or copies for drivers that import images)."""
     await bootstrap_demo(store, settings)
     drivers: dict[str, HypervisorDriver] = {}
-    system, orchestrator = await start_cloud(store, settings, drivers)
+    disks = (
+        TemplateDisks(store, ImageLibrary(image_root(settings), settings.node.id), QemuImg())
+        if template_disks
+        else None
+    )
+    system, orchestrator = await start_cloud(store, settings, drivers, disks=disks)
     gateway = Gateway.of(settings, system, orchestrator)
     runner = await start_api(gateway)
     try:

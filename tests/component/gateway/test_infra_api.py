@@ -126,6 +126,7 @@ async def test_a_bad_host_query_is_422_naming_the_parameter(
         ("POST", "/hosts/dc1-h1/enable"),
         ("POST", "/hosts/dc1-h1/disable"),
         ("POST", "/hosts/dc1-h1/maintenance"),
+        ("POST", "/hosts/dc1-h1/maintenance/cancel"),
     ],
 )
 async def test_users_get_403_on_every_host_endpoint(
@@ -144,10 +145,17 @@ async def test_users_get_403_on_every_host_endpoint(
 
 
 @pytest.mark.parametrize(
-    "path", ["/hosts/nope", "/hosts/nope/enable", "/hosts/nope/disable", "/hosts/nope/maintenance"]
+    "path",
+    [
+        "/hosts/nope",
+        "/hosts/nope/enable",
+        "/hosts/nope/disable",
+        "/hosts/nope/maintenance",
+        "/hosts/nope/maintenance/cancel",
+    ],
 )
 async def test_an_unknown_host_is_404(api: ApiClient, path: str) -> None:
-    r = await api.call("POST" if path.count("/") == 3 else "GET", path, "operator")
+    r = await api.call("POST" if path.count("/") >= 3 else "GET", path, "operator")
     assert r.status == 404 and r.error_code == "not_found"
 
 
@@ -230,8 +238,14 @@ async def test_admin_states_are_stored_and_steer_the_scheduler(api: ApiClient) -
     refused = await api.call("POST", "/vms", "alice", {"name": "a", **spec})
     assert (await api.wait_task(refused.body["id"])).state is TaskState.FAILED
 
-    r = await api.call("POST", "/hosts/dc1-h1/maintenance")
-    assert r.status == 200 and r.body["admin_state"] == "MAINTENANCE"
+    r = await api.call("POST", "/hosts/dc1-h1/maintenance")  # from DISABLED: drains, empty
+    assert r.status == 202 and r.body["kind"] == "host.maintenance"
+    assert (await api.wait_task(r.body["id"])).state is TaskState.SUCCEEDED
+    assert (await api.call("GET", "/hosts/dc1-h1")).body["admin_state"] == "MAINTENANCE"
+    r = await api.call("POST", "/hosts/dc1-h1/disable")
+    assert (
+        r.status == 409 and "allowed now: enable, cancel_maintenance" in r.body["error"]["message"]
+    )
     r = await api.call("POST", "/hosts/dc1-h2/enable")
     assert r.status == 200 and r.body["admin_state"] == "ENABLED"
     placed = await api.call("POST", "/vms", "alice", {"name": "b", **spec})
@@ -330,3 +344,16 @@ async def test_templates_are_deleted_by_their_tenant_or_an_admin(api: ApiClient)
     assert (await api.call("DELETE", f"/templates/{mine['id']}", "alice")).status == 404
     assert (await api.call("DELETE", f"/templates/{public['id']}", "admin")).status == 204
     assert (await api.call("GET", "/templates")).body["items"] == []
+
+
+async def test_a_balance_plan_is_shown_to_operators_and_moves_nothing(api: ApiClient) -> None:
+    r = await api.call("GET", "/datacenters/dc1/balance?policy=consolidate", "operator")
+    assert r.status == 200 and r.body["policy"] == "consolidate"
+    assert r.body["hosts"] == 2 and r.body["moves"] == [] and r.body["explanation"]
+    assert sorted(r.body["standby"]) == ["dc1-h1", "dc1-h2"]  # both empty
+    bad = await api.call("GET", "/datacenters/dc1/balance?policy=sideways", "operator")
+    assert bad.status == 422 and "policy" in bad.body["error"]["message"]
+    assert (await api.call("GET", "/datacenters/dc1/balance", "alice")).status == 403
+    assert (await api.call("GET", "/datacenters/nope/balance", "operator")).status == 404
+    ran = await api.call("POST", "/datacenters/dc1/balance", "operator", {"policy": "spread"})
+    assert ran.status == 202 and ran.body["task_ids"] == []

@@ -108,7 +108,7 @@ async def test_a_scrape_storm_reads_the_store_counts_once(
 
     monkeypatch.setattr(api.store, "count_by", counting)
     await asyncio.gather(*(scrape(api) for _ in range(20)))
-    assert calls <= 2 * 2  # VMs and hosts, at most once more if the 2 s TTL ran out meanwhile
+    assert calls <= 4 * 2  # VMs, hosts, volumes, templates; once more if the 2 s TTL ran out
 
 
 @pytest.mark.parametrize(
@@ -130,6 +130,26 @@ def test_metrics_answer_only_connections_on_a_loopback_address(
     assert on_loopback(request) is allowed
 
 
+async def test_volumes_by_state_and_pool_capacity(api: ApiClient) -> None:
+    created = await api.call(
+        "POST", "/volumes", "alice", {"name": "d", "datacenter_id": "dc1", "size_gib": 2}
+    )
+    assert created.status == 202, created.body
+    assert (await api.wait_task(created.body["id"])).state == "SUCCEEDED"
+
+    def counted(families: dict[str, list[Sample]]) -> bool:  # the counts are cached 2 s
+        return any(
+            s.labels == {"state": "AVAILABLE"} and s.value == 1
+            for s in families.get("cloudcore_volumes", [])
+        )
+
+    families = await scrape_until(api, counted)
+
+    pools = families["cloudcore_storage_pool_mib"]
+    assert value(pools, "cloudcore_storage_pool_mib", pool="dc1-pool", kind="committed") == 2048
+    assert value(pools, "cloudcore_storage_pool_mib", pool="dc1-pool", kind="limit") > 2048
+
+
 async def test_each_network_shows_its_addresses_used_and_free(api: ApiClient) -> None:
     lan = {"name": "lan", "datacenter_id": "dc1", "cidr": "10.62.0.0/29", "gateway": "10.62.0.1"}
     net = (await api.call("POST", "/networks", "alice", lan)).body  # hosts .1 to .6, .1 reserved
@@ -145,3 +165,22 @@ async def test_each_network_shows_its_addresses_used_and_free(api: ApiClient) ->
     name = "cloudcore_network_addresses"
     assert value(samples, name, network=net["id"], state="used") == 1
     assert value(samples, name, network=net["id"], state="free") == 4
+
+
+async def test_templates_and_the_image_library_show_by_state_and_repository(
+    api: ApiClient, tmp_path: Any
+) -> None:
+    from tests.component.gateway.test_images_api import new_template, put_image, qcow2_image, sha
+
+    image = qcow2_image(tmp_path).read_bytes()
+    tid = await new_template(api)
+    await new_template(api)  # NEW, no image
+    assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
+    m = await scrape(api)
+    assert value(m["cloudcore_templates"], "cloudcore_templates", state="AVAILABLE") == 1
+    assert value(m["cloudcore_templates"], "cloudcore_templates", state="NEW") == 1
+    name = "cloudcore_image_library_images"
+    assert value(m[name], name, repository="_shared") == 1
+    stored = value(m["cloudcore_image_library_bytes"], "cloudcore_image_library_bytes",
+                   repository="_shared")  # fmt: skip
+    assert stored > 0

@@ -182,3 +182,30 @@ async def test_a_vm_created_with_nics_holds_their_addresses_until_it_is_deleted(
     assert deleted.status == 202, deleted.body
     assert (await api.wait_task(deleted.body["id"])).state == "SUCCEEDED"
     assert (await api.call("GET", f"/networks/{lan['id']}/addresses", "alice")).body == []
+
+
+async def test_a_public_address_is_attached_to_a_vm_as_a_nic_and_detached(api: ApiClient) -> None:
+    net = (await api.call("POST", "/networks", "admin", PUBLIC)).body
+    web = {"name": "web", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 256}
+    created = await api.call("POST", "/vms", "alice", web)
+    vm_id = created.body["subject"].removeprefix("vm/")
+    theirs = await api.call("POST", "/vms", "bob", web)
+    their_vm = theirs.body["subject"].removeprefix("vm/")
+    taken = (await api.call("POST", "/public-ips", "alice", {"network_id": net["id"]})).body
+    path = f"/public-ips/{net['id']}/{taken['address']}"
+
+    refused = await api.call("POST", f"{path}/attach", "alice", {"vm_id": their_vm})
+    assert refused.status == 422 and refused.body["error"]["details"]["field"] == "vm_id"
+    assert (await api.call("POST", f"{path}/attach", "bob", {"vm_id": their_vm})).status == 404
+    attached = await api.call("POST", f"{path}/attach", "alice", {"vm_id": vm_id})
+    assert attached.status == 200, attached.body
+    assert attached.body["vm_id"] == vm_id and attached.body["mac"].startswith("52:54:00:")
+    nics = (await api.call("GET", f"/vms/{vm_id}/nics", "alice")).body
+    assert [n["address"] for n in nics] == [taken["address"]]
+    busy = await api.call("DELETE", path, "alice")
+    assert busy.status == 409 and vm_id in busy.body["error"]["message"]
+
+    detached = await api.call("POST", f"{path}/detach", "alice")
+    assert detached.status == 200 and detached.body["vm_id"] is None
+    assert (await api.call("GET", f"/vms/{vm_id}/nics", "alice")).body == []
+    assert (await api.call("DELETE", path, "alice")).status == 204

@@ -78,7 +78,7 @@ def _describe(case: schemathesis.Case, response: Any) -> str:
     return f"{case.as_curl_command()}\n-> {response.status_code} {response.content[:500]!r}"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300)  # 15 examples of each of ~100 operations, growing with the API
 async def test_generated_requests_never_get_a_5xx_and_fit_the_document(api: ApiClient) -> None:
     failures = await asyncio.to_thread(fuzz, api.base, api.tokens["admin"])
     assert not failures, "\n\n".join(f"{op}:\n{text}" for op, text in failures.items())

@@ -204,3 +204,38 @@ async def test_task_ids_are_one_format_in_time_order(api: ApiClient) -> None:
     assert [t["kind"] for t in tasks] == ["vm.start", "vm.stop", "vm.deploy"]
     assert all(re.fullmatch(r"task-[0-9a-f]{28}", t["id"]) for t in tasks), tasks
     assert [t["id"] for t in tasks] == sorted((t["id"] for t in tasks), reverse=True)
+
+
+async def test_abort_is_for_operators_and_only_stops_a_migration_in_flight(
+    api: ApiClient,
+) -> None:
+    vm_id = await running_vm(api)
+    r = await api.call("POST", f"/vms/{vm_id}/migrate", "alice", {"deadline": 0})
+    assert r.status == 422 and "deadline" in r.body["error"]["message"]
+    r = await api.call("POST", f"/vms/{vm_id}/migrate", "alice", {"deadline": 30})
+    task_id = r.body["id"]
+    assert r.status == 202 and r.body["kind"] == "vm.migrate"
+    denied = await api.call("POST", f"/tasks/{task_id}/abort", "alice", {})
+    assert denied.status == 403 and denied.error_code == "forbidden"
+    assert (await api.wait_task(task_id)).state == "SUCCEEDED"  # a simulated move is instant
+    ended = await api.call("POST", f"/tasks/{task_id}/abort", "operator", {})
+    assert ended.status == 409 and "has ended" in ended.body["error"]["message"]
+    listed = await api.call("GET", f"/tasks?subject=vm/{vm_id}", "operator")
+    create = listed.body["items"][-1]  # the oldest: the newest come first
+    assert create["kind"] == "vm.deploy"
+    wrong = await api.call("POST", f"/tasks/{create['id']}/abort", "operator", {"reason": "x"})
+    assert wrong.status == 409
+    missing = await api.call("POST", "/tasks/task-nope/abort", "operator", {})
+    assert missing.status == 404
+
+
+async def test_ha_is_set_at_create_and_changed_later_by_the_owner(api: ApiClient) -> None:
+    vm_id = await running_vm(api, ha=True, ha_priority=7)
+    spec = (await api.call("GET", f"/vms/{vm_id}", "alice")).body["spec"]
+    assert (spec["ha"], spec["ha_priority"]) == (True, 7)
+    r = await api.call("POST", f"/vms/{vm_id}/ha", "alice", {"ha": False})
+    assert r.status == 200 and (r.body["spec"]["ha"], r.body["spec"]["ha_priority"]) == (False, 0)
+    assert (await api.call("GET", f"/vms/{vm_id}", "alice")).body["spec"]["ha"] is False
+    bad = await api.call("POST", f"/vms/{vm_id}/ha", "alice", {"ha": True, "priority": 5000})
+    assert bad.status == 422 and "priority" in bad.body["error"]["message"]
+    assert (await api.call("POST", f"/vms/{vm_id}/ha", "bob", {"ha": True})).status == 404

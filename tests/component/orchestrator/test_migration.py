@@ -13,11 +13,12 @@ from __future__ import annotations
 import pytest
 
 from actors.guest import domain_spec
+from actors.host_lifecycle import HostOperation
 from actors.lifecycle import Operation
 from actors.messages import GetVM
 from actors.operations import MigrateParams
 from cloudcore.errors import InvalidRequest, NoValidHost
-from cloudcore.store.records import VM, AdminState, Host, StepState, TaskState, VMSpec, VMState
+from cloudcore.store.records import VM, Host, StepState, TaskState, VMSpec, VMState
 from hypervisor_drivers.base import GuestPower
 from tests.cloud import Cloud
 
@@ -109,7 +110,7 @@ async def test_a_failed_migration_leaves_the_vm_running_where_it_was_and_gives_t
 
 async def test_a_disabled_target_is_refused(cloud: Cloud) -> None:
     vm = await _deployed(cloud)
-    await cloud.orchestrator.set_admin_state(_other(vm), AdminState.DISABLED)
+    await cloud.orchestrator.set_admin_state(_other(vm), HostOperation.DISABLE)
     with pytest.raises(NoValidHost):
         await cloud.orchestrator.operate(vm.id, Operation.MIGRATE)
     with pytest.raises(Exception, match="DISABLED"):

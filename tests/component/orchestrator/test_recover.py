@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from actors.host_lifecycle import HostOperation
 from actors.messages import RecoverVerb
 from cloudcore.errors import IllegalTransition
-from cloudcore.store.records import VM, AdminState, PowerState, TaskState, VMSpec, VMState
+from cloudcore.store.records import VM, PowerState, TaskState, VMSpec, VMState
 from tests.cloud import Cloud
 from tests.waiting import eventually
 
@@ -33,7 +34,7 @@ async def test_retry_of_a_deploy_no_host_could_take_succeeds_once_hosts_are_back
     cloud: Cloud,
 ) -> None:
     for host_id in cloud.drivers:
-        await cloud.orchestrator.set_admin_state(host_id, AdminState.MAINTENANCE)
+        await cloud.orchestrator.set_admin_state(host_id, HostOperation.DISABLE)
     task = await cloud.orchestrator.deploy(
         tenant_id="demo", datacenter_id="dc1", name="patient", spec=VMSpec(cpus=1, memory_mib=64)
     )
@@ -43,7 +44,7 @@ async def test_retry_of_a_deploy_no_host_could_take_succeeds_once_hosts_are_back
     assert (await cloud.store.get(VM, vm_id)).state is VMState.ERROR
 
     for host_id in cloud.drivers:
-        await cloud.orchestrator.set_admin_state(host_id, AdminState.ENABLED)
+        await cloud.orchestrator.set_admin_state(host_id, HostOperation.ENABLE)
     retry = await cloud.orchestrator.recover(vm_id, RecoverVerb.RETRY)
     assert retry is not None and retry.id != task.id
     assert (await cloud.wait(retry)).state is TaskState.SUCCEEDED

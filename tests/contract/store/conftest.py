@@ -20,7 +20,8 @@ from tests.contract.store.factory import Factory
 T = TypeVar("T")
 
 _TABLES = (
-    "outbox, events, task_steps, tasks, ip_allocations, networks, templates, volumes, vms, hosts, "
+    "outbox, events, task_steps, tasks, ip_allocations, networks, templates, volume_snapshots, "
+    "volumes, vms, hosts, "
     "quotas, api_tokens, users, datacenters, tenants, idempotency_keys"
 )
 

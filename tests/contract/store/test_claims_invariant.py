@@ -1,8 +1,9 @@
 """The claim invariant, after every step of randomized sequences on both stores: each host's
-claim equals the sum of the specs of the VMs placed on it (host set, not DELETED), and the
-scheduler's view equals the store. Steps are placements (through the scheduler), resizes that
-grow or shrink, fit or not, succeed or fail (``actors.claims``), deletes, and moves between
-hosts at the store level."""
+claim equals the sum of the specs of the VMs placed on it (host set, not DELETED), plus a
+migration's hold while one is taken, and the scheduler's view equals the store. Steps are
+placements (through the scheduler), resizes that grow or shrink, fit or not, succeed or fail
+(``actors.claims``), deletes, moves between hosts at the store level, and migrations' holds
+(``actors.migration``) ended by the move or given back."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import claims
+from actors import claims, migration
 from actors.scheduler import Explain, PlaceVM, SchedulerActor, resume_on_conflict
 from cloudcore.config import RuntimeSettings
 from cloudcore.errors import Conflict, NoValidHost
@@ -28,6 +29,9 @@ _STEP = st.one_of(
     st.tuples(st.just("resize"), st.integers(0, 20), _SIZE, st.booleans()),
     st.tuples(st.just("delete"), st.integers(0, 20)),
     st.tuples(st.just("move"), st.integers(0, 20), st.integers(0, len(_HOSTS) - 1)),
+    st.tuples(
+        st.just("migrate"), st.integers(0, 20), st.integers(0, len(_HOSTS) - 1), st.booleans()
+    ),
 )
 
 
@@ -80,9 +84,28 @@ class _Run:
             await claims.delete(store, vm, view)
         elif step[0] == "move":
             await claims.move(store, vm, self.hosts[step[2]].id, view)
+        elif step[0] == "migrate":  # held first, then moved with the hold or given it back
+            await self._migrate(vm, self.hosts[step[2]].id, moved=step[3])
 
-    async def check(self) -> None:
+    async def _migrate(self, vm: VM, target: str, *, moved: bool) -> None:
+        if vm.host_id is None or vm.state is VMState.DELETED:
+            return
+        plan = migration.MigrationPlan(
+            source_id=vm.host_id,
+            target_id=target,
+            live=False,
+            cpus=vm.spec.cpus,
+            memory_mib=vm.spec.memory_mib,
+        )
+        vm = await migration.hold(self.store, vm, plan, self.scheduler, [], task_id="t")
+        await self.check(hold=(target, vm.spec))  # the target holds it besides its VMs
+        end = migration.settle if moved else migration.give_back
+        await end(self.store, vm, plan, self.scheduler, [], task_id=None)
+
+    async def check(self, hold: tuple[str, VMSpec] | None = None) -> None:
         held: dict[str, tuple[int, int]] = {h.id: (0, 0) for h in self.hosts}
+        if hold is not None:
+            held[hold[0]] = (hold[1].cpus, hold[1].memory_mib)
         for vm_id in self.vms:
             vm = await self.store.get(VM, vm_id)
             if vm.host_id is not None and vm.state is not VMState.DELETED:

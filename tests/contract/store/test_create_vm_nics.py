@@ -7,7 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudcore.errors import AddressesExhausted, AlreadyExists, InvalidRecord, QuotaExceeded
+from cloudcore.errors import (
+    AddressesExhausted,
+    AlreadyExists,
+    Conflict,
+    InvalidRecord,
+    NotFound,
+    QuotaExceeded,
+)
 from cloudcore.store.base import Store
 from cloudcore.store.records import (
     VM,
@@ -234,3 +241,34 @@ async def test_every_create_holds_all_its_nics_or_none(
         assert sum(a.vm_id == vm_id for a in held) == count
     vms = (await store.list(VM, where={"tenant_id": tenant.id}, limit=1000)).items
     assert {v.id for v in vms} == set(made)
+
+
+async def test_a_taken_public_address_is_attached_to_a_vm_and_detached(
+    store: Store, make: Factory
+) -> None:
+    tenant, other, dc = await make.tenant(), await make.tenant(), await make.datacenter()
+    await store.set_quota(tenant.id, "public_ips", 1)
+    public = await _network(store, dc, "198.51.100.0/28")
+    taken = await store.allocate_ip(public.id, tenant_id=tenant.id)
+    before = {e.seq for e in await store.read_outbox()}
+
+    nic = await store.attach_ip(
+        public.id, taken.address, "vm-1", tenant_id=tenant.id, mac_prefix="02:aa"
+    )
+    assert (nic.vm_id, nic.address) == ("vm-1", taken.address)
+    assert nic.mac is not None and nic.mac.startswith("02:aa:")
+    assert await store.attach_ip(public.id, taken.address, "vm-1", tenant_id=tenant.id) == nic
+    with pytest.raises(Conflict, match="attached to VM vm-1"):
+        await store.attach_ip(public.id, taken.address, "vm-2", tenant_id=tenant.id)
+    with pytest.raises(NotFound):
+        await store.attach_ip(public.id, taken.address, "vm-2", tenant_id=other.id)
+    assert await store.list_ips(vm_id="vm-1") == [nic]
+
+    kept = await store.attach_ip(public.id, taken.address, None, tenant_id=tenant.id)
+    assert (kept.vm_id, kept.mac, kept.tenant_id) == (None, None, tenant.id)
+    events = [e for e in await store.read_outbox() if e.seq not in before]
+    assert [(e.type, e.data["mac"]) for e in events] == [
+        ("nic.added", nic.mac),
+        ("nic.removed", nic.mac),
+    ]
+    assert {q.resource: q.used for q in await store.get_quotas(tenant.id)} == {"public_ips": 1}

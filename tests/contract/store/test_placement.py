@@ -156,3 +156,52 @@ async def test_a_move_leaves_exactly_the_vm_claim_on_the_target(
     assert (there.cpus_used, there.memory_mib_used) == (3, 3000)
     assert await store.get(Host, target.id) == there
     assert (await store.get(Host, source.id)).cpus_used == 0
+
+
+async def test_a_migration_hold_is_taken_and_given_back_with_the_vm_change(
+    store: Store, make: Factory
+) -> None:
+    dc = await make.datacenter()
+    source = await make.host(dc, cpus=8, memory_mib=8192)
+    target = await make.host(dc, cpus=4, memory_mib=4096)
+    vm = await make.vm(await make.tenant(), dc, spec=VMSpec(cpus=3, memory_mib=3000))
+    placed, _ = await store.place_vm(vm.id, source.id, expected_version=1, state=VMState.RUNNING)
+
+    held, there = await store.hold_for_vm(
+        vm.id, target.id, expected_version=placed.version, state=VMState.MIGRATING, task_id="t-1"
+    )
+    assert (held.host_id, held.state, held.task_id) == (source.id, VMState.MIGRATING, "t-1")
+    assert (there.cpus_used, there.memory_mib_used) == (3, 3000)
+    assert (await store.get(Host, source.id)).cpus_used == 3  # the VM's own claim stays
+
+    back, there = await store.release_vm_hold(
+        vm.id, target.id, expected_version=held.version, state=VMState.RUNNING, task_id=None
+    )
+    assert (back.host_id, back.state, back.task_id) == (source.id, VMState.RUNNING, None)
+    assert (there.cpus_used, there.memory_mib_used) == (0, 0)
+    assert await store.get(Host, target.id) == there
+    with pytest.raises(VersionConflict):  # a second give-back of the same hold is refused
+        await store.release_vm_hold(vm.id, target.id, expected_version=held.version)
+
+
+async def test_a_hold_that_cannot_be_taken_changes_neither_vm_nor_host(
+    store: Store, make: Factory
+) -> None:
+    dc = await make.datacenter()
+    source = await make.host(dc, cpus=8, memory_mib=8192)
+    small = await make.host(dc, cpus=2, memory_mib=8192)
+    off = await make.host(dc, cpus=8, memory_mib=8192, admin_state=AdminState.MAINTENANCE)
+    vm = await make.vm(await make.tenant(), dc, spec=VMSpec(cpus=3, memory_mib=1000))
+    placed, _ = await store.place_vm(vm.id, source.id, expected_version=1, state=VMState.RUNNING)
+
+    for host in (small, off):
+        with pytest.raises(InsufficientCapacity):
+            await store.hold_for_vm(
+                vm.id, host.id, expected_version=placed.version, state=VMState.MIGRATING
+            )
+        assert await store.get(Host, host.id) == host
+    with pytest.raises(Conflict, match="already"):
+        await store.hold_for_vm(vm.id, source.id, expected_version=placed.version)
+    with pytest.raises(VersionConflict):
+        await store.hold_for_vm(vm.id, small.id, expected_version=placed.version + 5)
+    assert await store.get(VM, vm.id) == placed

@@ -5,7 +5,9 @@ claims moved with it, and the task's step shows the hypervisor's progress."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from actors.guest import domain_name
 from actors.lifecycle import Operation
 from actors.operations import MigrateParams
 from actors.registration import host_record
+from cloudcore.config import Settings
 from cloudcore.store import Store
 from cloudcore.store.records import VM, Datacenter, Host, TaskState, Tenant, VMSpec, VMState
 from hypervisor_drivers.base import HypervisorDriver
@@ -23,36 +26,52 @@ from tests.integration.migration.conftest import Daemon
 _BANDWIDTH_MIB = "2"
 
 
+@asynccontextmanager
+async def start_two_host_cloud(
+    store: Store,
+    tmp_path: Path,
+    daemons: tuple[Daemon, Daemon],
+    bandwidth_mib: str,
+    **settings: Any,
+) -> AsyncIterator[Cloud]:
+    """An orchestrator whose datacenter dc1 has the two daemons as hosts host-a and host-b."""
+    conf = cloud_settings(tmp_path, step_deadline=60.0, migration_deadline=120.0, **settings)
+    await store.create(Tenant(id="t1", name="t1"))
+    await store.create(Datacenter(id="dc1", name="dc1"))
+    for daemon in daemons:
+        await store.create(daemon_host(conf, daemon, bandwidth_mib))
+    drivers: dict[str, HypervisorDriver] = {}
+    system, orchestrator = await start_cloud(store, conf, drivers)
+    try:
+        yield Cloud(orchestrator, store, conf, drivers)
+    finally:
+        await system.shutdown()
+
+
+def daemon_host(conf: Settings, daemon: Daemon, bandwidth_mib: str) -> Host:
+    host = host_record(
+        conf,
+        host_id=f"host-{daemon.name.lower()}",
+        datacenter_id="dc1",
+        hypervisor="libvirt",
+        uri=daemon.uri,
+        physical_cpus=2,
+        physical_memory_mib=2048,
+    )
+    host.capabilities.update(
+        {"driver.migration_uri": "tcp://127.0.0.1", "driver.migration_bandwidth_mib": bandwidth_mib}
+    )
+    return host
+
+
 @pytest.fixture
 async def cloud(
     sqlite_store: Store,  # noqa: F811
     tmp_path: Path,
     two_libvirtds: tuple[Daemon, Daemon],
 ) -> AsyncIterator[Cloud]:
-    settings = cloud_settings(tmp_path, step_deadline=60.0, migration_deadline=120.0)
-    await sqlite_store.create(Tenant(id="t1", name="t1"))
-    await sqlite_store.create(Datacenter(id="dc1", name="dc1"))
-    for daemon in two_libvirtds:
-        host = host_record(
-            settings,
-            host_id=f"host-{daemon.name.lower()}",
-            datacenter_id="dc1",
-            hypervisor="libvirt",
-            uri=daemon.uri,
-            physical_cpus=2,
-            physical_memory_mib=2048,
-        )
-        host.capabilities.update(
-            {
-                "driver.migration_uri": "tcp://127.0.0.1",
-                "driver.migration_bandwidth_mib": _BANDWIDTH_MIB,
-            }
-        )
-        await sqlite_store.create(host)
-    drivers: dict[str, HypervisorDriver] = {}
-    system, orchestrator = await start_cloud(sqlite_store, settings, drivers)
-    yield Cloud(orchestrator, sqlite_store, settings, drivers)
-    await system.shutdown()
+    async with start_two_host_cloud(sqlite_store, tmp_path, two_libvirtds, _BANDWIDTH_MIB) as c:
+        yield c
 
 
 async def _claims(cloud: Cloud) -> dict[str, tuple[int, int]]:

@@ -9,6 +9,7 @@ snapshots its VDIs; ``VM.checkpoint`` does the same with memory (the copy reads 
 from __future__ import annotations
 
 import time
+import uuid as uuid_module
 import xmlrpc.client
 from typing import Any
 
@@ -224,6 +225,22 @@ class Devices:
             self.store.update("VM", record["VM"], VIFs=[v for v in vm["VIFs"] if v != vif])
             self.store.remove("VIF", vif)
         return ""
+
+    def _VDI_create(self, record: dict[str, Any]) -> str:
+        """An empty VDI on an SR (its content comes through ``/import_raw_vdi``)."""
+        with self.store.lock:
+            self.store.get("SR", record["SR"])
+            return self.store.add(
+                "VDI",
+                {
+                    "name_label": record.get("name_label", ""),
+                    "SR": record["SR"],
+                    "location": str(uuid_module.uuid4()),
+                    "virtual_size": str(record["virtual_size"]),
+                    "is_a_snapshot": False,
+                    "VBDs": [],
+                },
+            )
 
     def _VDI_destroy(self, vdi: str) -> str:
         with self.store.lock:

@@ -67,6 +67,8 @@ class Xapi(Devices):
         self.guest_shutdown_delay = 0.05
         self.ignore_clean_shutdown: set[str] = set()  # VM uuids whose guests ignore it
         self.calls: list[str] = []
+        #: VDI uuid -> (sha256, length) of what ``/import_raw_vdi`` received.
+        self.imported: dict[str, tuple[str, int]] = {}
         host_refs = [self._add_host(name, host_cpus, host_memory_kib) for name in hosts]
         self.network = self.store.add(
             "network",
@@ -400,6 +402,32 @@ class Xapi(Devices):
             self._place(ref, host)
             self._set_power(ref, "Running", host)
         return ""
+
+    # -- HTTP handlers -----------------------------------------------------------------------
+
+    def import_vdi(
+        self, path: str, query: dict[str, str], size: int, sha256: str, tail: bytes
+    ) -> tuple[int, str]:
+        """``PUT /import_raw_vdi``: (HTTP status, reason). The content is recorded in
+        ``imported`` (VDI uuid -> sha256 and length)."""
+        if path != "/import_raw_vdi":
+            return 404, "Not Found"
+        try:
+            self.store.check_session(query.get("session_id"))
+            with self.store.lock:
+                vdi = self.store.get("VDI", query.get("vdi", ""))
+        except XapiError as exc:
+            return 403 if exc.description[0] == "SESSION_INVALID" else 404, exc.description[0]
+        declared = int(vdi["virtual_size"])
+        if query.get("format", "raw") == "vhd":
+            if not tail.startswith(b"conectix"):
+                return 400, "VDI_IO_ERROR not a VHD"
+            if int.from_bytes(tail[48:56], "big") != declared:
+                return 400, "VDI_IO_ERROR the VHD's size is not the VDI's"
+        elif size != declared:
+            return 400, "VDI_IO_ERROR the raw image is not the VDI's size"
+        self.imported[str(vdi["uuid"])] = (sha256, size)
+        return 200, "OK"
 
     # -- for tests ---------------------------------------------------------------------------
 

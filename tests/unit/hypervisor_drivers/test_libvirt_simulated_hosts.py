@@ -56,7 +56,8 @@ def test_user_values_are_escaped_in_domain_xml() -> None:
     vcpu = root.find("vcpu")
     assert vcpu is not None and (vcpu.text, vcpu.get("current")) == ("4", "2")
     disks = root.findall("devices/disk")
-    assert [d.find("target").get("dev") for d in disks] == ["vda", "vdb"]  # type: ignore[union-attr]
+    # The volume sits on the virtio-scsi controller.
+    assert [d.find("target").get("dev") for d in disks] == ["vda", "sda"]  # type: ignore[union-attr]
     assert disks[0].find("source").get("file") == f"/images/{hostile}.qcow2"  # type: ignore[union-attr]
     source = disks[1].find("source")
     assert source is not None and source.get("name") == f"iqn.x:{hostile}/3"
@@ -91,3 +92,14 @@ def test_a_nic_sits_on_its_bridge_or_on_the_vlan_subinterface_of_its_parent() ->
         "52:54:00:aa:00:03": "br-v42",
     }
     assert 'type="direct"' in facts.nics["52:54:00:aa:00:02"][1]
+
+
+def test_a_serial_log_puts_the_console_on_a_logged_serial_port() -> None:
+    spec = DomainSpec(uuid=str(uuid.uuid4()), name="logged", vcpus=1, memory_mib=64)
+    plain = ET.fromstring(domain_xml(spec, "kvm"))
+    assert plain.find("devices/serial") is None
+    root = ET.fromstring(domain_xml(spec, "kvm", serial_log="/var/log/x/logged.serial.log"))
+    log = root.find("devices/serial/log")
+    assert log is not None and log.get("file") == "/var/log/x/logged.serial.log"
+    target = root.find("devices/console/target")
+    assert target is not None and (target.get("type"), target.get("port")) == ("serial", "0")

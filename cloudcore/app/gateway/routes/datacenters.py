@@ -7,13 +7,14 @@ from typing import Annotated
 
 import msgspec
 
+from actors.balancer import BalancePlan, BalancePolicy
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require
 from cloudcore.app.gateway.listing import sorted_page
 from cloudcore.app.gateway.schemas import NamedQuery
 from cloudcore.store.records import Datacenter, Page, Role
 
-__all__ = ["DatacenterCreate", "api"]
+__all__ = ["BalanceQuery", "DatacenterCreate", "api"]
 
 api = Api("datacenters")
 
@@ -60,3 +61,51 @@ async def create_datacenter(req: ApiRequest[DatacenterCreate, None]) -> Reply:
     )
     await req.gateway.orchestrator.add_datacenter(dc)
     return Reply(dc, 201, {"Location": f"/api/v1/datacenters/{dc.id}"})
+
+
+class BalanceQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``spread`` evens out memory load until the most and least loaded hosts differ by at
+    most ``threshold`` (a share of memory); ``consolidate`` empties the least loaded hosts;
+    ``off`` moves nothing. At most ``max_moves`` migrations."""
+
+    policy: BalancePolicy = BalancePolicy.SPREAD
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.2
+    max_moves: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+
+
+class BalanceRun(msgspec.Struct, frozen=True, kw_only=True):
+    plan: BalancePlan
+    task_ids: list[str]
+
+
+@api.get(
+    "/datacenters/{dc_id}/balance",
+    query=BalanceQuery,
+    reply=BalancePlan,
+    summary="The balancing plan, without doing it (admin, operator)",
+    errors=(403, 404),
+)
+async def balance_plan(req: ApiRequest[None, BalanceQuery]) -> BalancePlan:
+    """Each move with its reason, the spread before and after, hosts left empty."""
+    require(req.principal, Role.ADMIN, Role.OPERATOR)
+    q = req.query
+    return await req.gateway.orchestrator.balance_plan(
+        req.params["dc_id"], q.policy, threshold=q.threshold, max_moves=q.max_moves
+    )
+
+
+@api.post(
+    "/datacenters/{dc_id}/balance",
+    body=BalanceQuery,
+    reply=BalanceRun,
+    status=202,
+    summary="Balance a datacenter now: the plan's migrations as tasks (admin, operator)",
+    errors=(403, 404),
+)
+async def balance(req: ApiRequest[BalanceQuery, None]) -> Reply:
+    require(req.principal, Role.ADMIN, Role.OPERATOR)
+    b = req.body
+    made, tasks = await req.gateway.orchestrator.balance(
+        req.params["dc_id"], b.policy, threshold=b.threshold, max_moves=b.max_moves
+    )
+    return Reply(BalanceRun(plan=made, task_ids=[t.id for t in tasks]), 202)

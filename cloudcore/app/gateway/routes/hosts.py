@@ -1,6 +1,7 @@
 """Hypervisor hosts: infrastructure, for admins and operators only (a user gets 403). List with
 filters, get, register a new one (this node starts managing it at once), and set what the
-operator allows on it: enabled, disabled, in maintenance."""
+operator allows on it: enabled, disabled, in maintenance (a task that drains it), maintenance
+cancelled."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from typing import Annotated, Any
 
 import msgspec
 
+from actors.host_lifecycle import HostOperation
 from actors.registration import host_record
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require
 from cloudcore.app.gateway.listing import sorted_page
 from cloudcore.app.gateway.lookup import referenced
-from cloudcore.app.gateway.schemas import NamedQuery, sort_of
+from cloudcore.app.gateway.schemas import NamedQuery, TaskView, sort_of
+from cloudcore.app.gateway.tasks import accepted
 from cloudcore.errors import ConfigError, InvalidRequest, NotFound
 from cloudcore.logging import get_logger
 from cloudcore.store.records import AdminState, Datacenter, Host, HostHealth, Page, Role
@@ -125,11 +128,11 @@ async def register_host(req: ApiRequest[HostRegister, None]) -> Reply:
     return Reply(host, 201, {"Location": f"/api/v1/hosts/{host.id}"})
 
 
-async def _set_admin_state(req: ApiRequest[Any, Any], state: AdminState) -> Host:
+async def _set_admin_state(req: ApiRequest[Any, Any], operation: HostOperation) -> Host:
     require(req.principal, *_INFRA)
     host_id = req.params["host_id"]
     await req.gateway.store.get(Host, host_id)  # 404 before anything changes
-    return await req.gateway.orchestrator.set_admin_state(host_id, state)
+    return await req.gateway.orchestrator.set_admin_state(host_id, operation)
 
 
 _ADMIN_STATE = {"reply": Host, "errors": (403, 404, 409)}
@@ -139,16 +142,39 @@ _ADMIN_STATE = {"reply": Host, "errors": (403, 404, 409)}
     "/hosts/{host_id}/enable", summary="Let the scheduler place VMs on a host", **_ADMIN_STATE
 )
 async def enable_host(req: ApiRequest[None, None]) -> Host:
-    return await _set_admin_state(req, AdminState.ENABLED)
+    """From DISABLED, MAINTENANCE or ERROR_IN_MAINTENANCE (409 while it drains: cancel)."""
+    return await _set_admin_state(req, HostOperation.ENABLE)
 
 
 @api.post("/hosts/{host_id}/disable", summary="Place no new VMs on a host", **_ADMIN_STATE)
 async def disable_host(req: ApiRequest[None, None]) -> Host:
     """VMs already on the host stay and keep running."""
-    return await _set_admin_state(req, AdminState.DISABLED)
+    return await _set_admin_state(req, HostOperation.DISABLE)
 
 
-@api.post("/hosts/{host_id}/maintenance", summary="Put a host in maintenance", **_ADMIN_STATE)
-async def maintain_host(req: ApiRequest[None, None]) -> Host:
-    """No new VMs are placed on it; those already there stay until moved."""
-    return await _set_admin_state(req, AdminState.MAINTENANCE)
+@api.post(
+    "/hosts/{host_id}/maintenance",
+    reply=TaskView,
+    status=202,
+    summary="Put a host in maintenance: drain it by migration (admin, operator)",
+    errors=(403, 404, 409),
+)
+async def maintain_host(req: ApiRequest[None, None]) -> Reply:
+    """The host is PREPARING_FOR_MAINTENANCE at once (no new VMs); a task (202) migrates its
+    VMs away, a few at a time, then the host is MAINTENANCE, or ERROR_IN_MAINTENANCE with the
+    task naming each VM that stays and why. 409 if its state does not allow it."""
+    require(req.principal, *_INFRA)
+    host_id = req.params["host_id"]
+    await req.gateway.store.get(Host, host_id)  # 404 before anything changes
+    return await accepted(req, await req.gateway.orchestrator.maintain(host_id))
+
+
+@api.post(
+    "/hosts/{host_id}/maintenance/cancel",
+    summary="Cancel a host's maintenance: ENABLED again",
+    **_ADMIN_STATE,
+)
+async def cancel_maintenance(req: ApiRequest[None, None]) -> Host:
+    """From PREPARING_FOR_MAINTENANCE (no further VM is moved; migrations in flight end),
+    MAINTENANCE or ERROR_IN_MAINTENANCE."""
+    return await _set_admin_state(req, HostOperation.CANCEL)

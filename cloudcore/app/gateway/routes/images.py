@@ -22,19 +22,20 @@ import aiohttp
 import msgspec
 
 from actors.converter import ImageConverter
+from actors.template_images import accept_image, change_template
 from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.context import Gateway
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.lookup import visible
 from cloudcore.app.gateway.tasks import accepted
-from cloudcore.errors import ImageRejected, UnsupportedOperation, VersionConflict
-from cloudcore.images import ImageLibrary, ImageRepository, UploadFile, inspect
+from cloudcore.errors import UnsupportedOperation
+from cloudcore.images import ImageLibrary, ImageRepository, UploadFile
 from cloudcore.logging import get_logger
 from cloudcore.store import Store
-from cloudcore.store.records import Datacenter, OutboxEvent, Role, Template, TemplateState
+from cloudcore.store.records import Datacenter, Role, Template, TemplateState
 
-__all__ = ["ConversionCreate", "RepositoryView", "UploadQuery", "api"]
+__all__ = ["ConversionCreate", "ImportCreate", "RepositoryView", "UploadQuery", "api"]
 
 api = Api("templates")
 _log = get_logger("gateway.images")
@@ -49,6 +50,15 @@ class UploadQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     size: Annotated[int, msgspec.Meta(ge=1)]
     sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ImportCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An image to fetch (http or https only) and, optionally, what it must be: its sha256 and
+    size in bytes (checked before it enters the library)."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
+    size: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class ConversionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -122,7 +132,14 @@ async def upload_image(req: ApiRequest[None, UploadQuery]) -> Template:
         template = await _receive(req, gateway.store, template, upload, end)
         if upload.size < q.size:
             return template
-        return await _accept(gateway, repo, template, upload.hexdigest())
+        return await accept_image(
+            gateway.store,
+            gateway.qemu,
+            repo,
+            template,
+            upload.hexdigest(),
+            deadline=gateway.settings.images.inspect_deadline,
+        )
     finally:
         library.uploading.discard(template.id)
 
@@ -165,7 +182,7 @@ async def _begin(
             {"offset": 0},
         )
     await repo.discard_partial(template.id)
-    return await _change(
+    return await change_template(
         store,
         template,
         state=step.transient,
@@ -180,78 +197,54 @@ async def _receive(
     req: ApiRequest[Any, Any], store: Store, template: Template, upload: UploadFile, end: int
 ) -> Template:
     """Append the body to the partial file until ``end``; whatever happens, what arrived is
-    fsynced and recorded, so the uploader can resume after it."""
+    fsynced and recorded, so the uploader can resume after it. Bytes are gathered into 1 MiB
+    blocks, each written (and hashed) in a thread while the next block arrives."""
+    buffer = bytearray()
+    writing: asyncio.Future[None] | None = None
+    received = upload.size
     try:
-        async for chunk in req.raw.content.iter_chunked(_CHUNK):
-            room = end - upload.size
-            await upload.write(chunk[:room])
+        async for chunk in req.raw.content.iter_any():
+            room = end - received
+            buffer += chunk[:room]
+            received += min(len(chunk), room)
             if len(chunk) > room:
                 raise ApiError(400, "bad_request", f"the body goes past byte {end}")
+            if len(buffer) >= _CHUNK:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(upload.write(bytes(buffer)))
+                buffer.clear()
     except (aiohttp.ClientPayloadError, ConnectionError) as exc:
         _log.info("template.upload_interrupted", template_id=template.id, error=str(exc))
     finally:
+        if writing is not None:
+            await asyncio.shield(writing)
+        if buffer:
+            await asyncio.shield(upload.write(bytes(buffer)))
         await asyncio.shield(upload.close())
-        template = await asyncio.shield(_change(store, template, uploaded_bytes=upload.size))
+        recorded = change_template(store, template, uploaded_bytes=upload.size)
+        template = await asyncio.shield(recorded)
     return template
 
 
-async def _accept(
-    gateway: Gateway, repo: ImageRepository, template: Template, sha256: str
-) -> Template:
-    """Check the complete upload; into the library and AVAILABLE, or removed and ERROR."""
-    settings = gateway.settings.images
-    partial = repo.partial_path(template.id)
-    try:
-        if sha256 != template.upload_sha256:
-            raise ImageRejected(
-                f"sha256: the image's is {sha256}, the declared {template.upload_sha256}"
-            )
-        info = await inspect(gateway.qemu, partial, deadline=settings.inspect_deadline)
-    except ImageRejected as exc:
-        await repo.discard_partial(template.id)
-        await _change(gateway.store, template, state=TemplateState.ERROR, error=str(exc))
-        raise
-    stored, new = await repo.admit(partial, sha256)
-    actual = (await asyncio.to_thread(stored.stat)).st_blocks * 512
-    _log.info("template.image_stored", template_id=template.id, sha256=sha256, new=new)
-    return await _change(
-        gateway.store,
-        template,
-        state=TemplateState.AVAILABLE,
-        disk_format=info.format,
-        virtual_size=info.virtual_size,
-        actual_size=actual,
-        size_gib=-(-info.virtual_size // _GIB),
-        checksum=sha256,
-        formats={info.format: sha256},
-        error=None,
-    )
-
-
-async def _change(store: Store, template: Template, **changes: Any) -> Template:
-    """Compare-and-set ``changes``, with a ``template.state_changed`` event if the state moves;
-    read again once if another writer got there first."""
-    for attempt in range(2):
-        events = []
-        state = changes.get("state")
-        if state is not None and state != template.state:
-            events.append(
-                OutboxEvent(
-                    type="template.state_changed",
-                    subject=f"template/{template.id}",
-                    tenant_id=template.tenant_id,
-                    data={"template_id": template.id, "state": str(state), "error": None},
-                )
-            )
-        try:
-            return await store.update(
-                Template, template.id, expected_version=template.version, events=events, **changes
-            )
-        except VersionConflict:
-            if attempt:
-                raise
-            template = await store.get(Template, template.id)
-    raise AssertionError("unreachable")
+@api.post(
+    "/templates/{template_id}/import",
+    body=ImportCreate,
+    status=202,
+    summary="Import a template's disk image from an http(s) URL (a task)",
+    errors=(403, 404, 409, 413, 422),
+)
+async def import_image(req: ApiRequest[ImportCreate, None]) -> Reply:
+    """The download resumes after dropped connections; the image passes the upload's checks."""
+    body, gateway = req.body, req.gateway
+    if gateway.importer is None:
+        raise UnsupportedOperation("this node runs no image imports")
+    template = await _modifiable(req)
+    limit = gateway.settings.images.max_upload_bytes
+    if body.size is not None and body.size > limit:
+        raise ApiError(413, "image_too_large", f"the image is larger than {limit} bytes")
+    task = await gateway.importer.start(template, body.url, sha256=body.sha256, size=body.size)
+    return await accepted(req, task)
 
 
 @api.post(

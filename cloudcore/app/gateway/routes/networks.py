@@ -20,6 +20,7 @@ from cloudcore.app.gateway.schemas import ListQuery
 from cloudcore.app.gateway.shared import own_and_public
 from cloudcore.errors import InvalidRecord, NotFound
 from cloudcore.store.records import (
+    VM,
     AddressRange,
     Datacenter,
     IpAllocation,
@@ -29,10 +30,11 @@ from cloudcore.store.records import (
     Page,
     Role,
     Tenant,
+    VMState,
     new_id,
 )
 
-__all__ = ["NetworkCreate", "PublicIpTake", "api"]
+__all__ = ["NetworkCreate", "PublicIpAttach", "PublicIpTake", "api"]
 
 api = Api("networks")
 
@@ -72,6 +74,12 @@ class PublicIpTake(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     network_id: _Id
     address: _Addr | None = None
+
+
+class PublicIpAttach(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Attach a public address the tenant took to its VM ``vm_id``, as a NIC."""
+
+    vm_id: _Id
 
 
 def _owner(principal: Principal, requested: str | msgspec.UnsetType | None) -> str | None:
@@ -232,6 +240,21 @@ async def list_public_ips(req: ApiRequest[None, ListQuery]) -> list[IpAllocation
 async def give_back_public_ip(req: ApiRequest[None, None]) -> Reply:
     """By the tenant holding it (or an admin). It rests in quarantine before anyone gets it
     again. 409 while it is attached to a VM."""
+    network, held = await _public_held(req)
+    if held.vm_id is not None:
+        raise ApiError(409, "conflict", f"{held.address} is attached to VM {held.vm_id}")
+    await req.gateway.store.release_ip(
+        network.id,
+        held.address,
+        events=[
+            _event("address.released", network, tenant_id=held.tenant_id, address=held.address)
+        ],
+    )
+    return Reply(None, 204)
+
+
+async def _public_held(req: ApiRequest[Any, Any]) -> tuple[Network, IpAllocation]:
+    """The public address of the path, if the caller's tenant holds it (admins: anyone's)."""
     network_id, address = req.params["network_id"], req.params["address"]
     store = req.gateway.store
     missing = NotFound(f"public address {address} of network {network_id} not found")
@@ -244,13 +267,53 @@ async def give_back_public_ip(req: ApiRequest[None, None]) -> Reply:
         for a in await store.list_ips(network_id, tenant_id=req.principal.scope())
         if a.address == address
     ]
-    if not held or network.tenant_id is not None:
+    if not held or network.tenant_id is not None or held[0].tenant_id is None:
         raise missing
-    if held[0].vm_id is not None:
-        raise ApiError(409, "conflict", f"{address} is attached to VM {held[0].vm_id}")
-    await store.release_ip(
-        network_id,
-        address,
-        events=[_event("address.released", network, tenant_id=held[0].tenant_id, address=address)],
+    return network, held[0]
+
+
+@api.post(
+    "/public-ips/{network_id}/{address}/attach",
+    body=PublicIpAttach,
+    reply=IpAllocation,
+    summary="Attach a public address to a VM, as a NIC (a new MAC)",
+    errors=(404, 409),
+)
+async def attach_public_ip(req: ApiRequest[PublicIpAttach, None]) -> IpAllocation:
+    """The VM must be the holding tenant's, in the network's datacenter (else 422 naming
+    ``vm_id``); 409 if the address is attached to another VM. The DHCP server of the network
+    serves the new NIC (``nic.added``). The same attachment again answers as the first."""
+    network, held = await _public_held(req)
+    assert held.tenant_id is not None
+    try:
+        vm = await visible(req, VM, req.body.vm_id, "VM")
+    except NotFound:
+        raise InvalidRecord(f"vm_id: no VM {req.body.vm_id!r}") from None
+    if vm.tenant_id != held.tenant_id or vm.datacenter_id != network.datacenter_id:
+        raise InvalidRecord(
+            f"vm_id: VM {vm.id} is not tenant {held.tenant_id}'s in datacenter "
+            f"{network.datacenter_id}"
+        )
+    if vm.state in (VMState.DELETING, VMState.DELETED):
+        raise ApiError(409, "conflict", f"VM {vm.id} is {vm.state.value}")
+    return await req.gateway.store.attach_ip(
+        network.id,
+        held.address,
+        vm.id,
+        tenant_id=held.tenant_id,
+        mac_prefix=req.gateway.settings.network.mac_prefix,
     )
-    return Reply(None, 204)
+
+
+@api.post(
+    "/public-ips/{network_id}/{address}/detach",
+    reply=IpAllocation,
+    summary="Detach a public address from its VM (the tenant keeps it)",
+    errors=(404,),
+)
+async def detach_public_ip(req: ApiRequest[None, None]) -> IpAllocation:
+    network, held = await _public_held(req)
+    assert held.tenant_id is not None
+    return await req.gateway.store.attach_ip(
+        network.id, held.address, None, tenant_id=held.tenant_id
+    )

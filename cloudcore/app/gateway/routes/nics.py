@@ -2,8 +2,9 @@
 address of a network, allocated in one transaction; removed, the address rests in quarantine.
 Deleting the VM releases them all.
 
-The drivers do not plug these NICs into the guest yet: what exists is the record the network
-actor's DHCP server serves (see the README, Networks)."""
+NICs a VM is created with (``POST /vms`` ``nics``) are defined on its hypervisor; one added here
+later is the record the network's DHCP server serves, not yet hot-plugged into a running guest
+(the drivers' ``HOTPLUG_NIC`` has no task driving it yet; see the README, Networks)."""
 
 from __future__ import annotations
 

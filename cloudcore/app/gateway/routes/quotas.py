@@ -53,7 +53,8 @@ async def get_quotas(req: ApiRequest[None, None]) -> QuotaList:
     errors=(403, 404),
 )
 async def set_quota(req: ApiRequest[QuotaSet, None]) -> Quota:
-    """``resource``: vms, cpus, memory_mib or volumes."""
+    """``resource``: one of ``QUOTA_RESOURCES`` (vms, cpus, memory_mib, volumes, public_ips,
+    template_gib)."""
     require(req.principal, Role.ADMIN)
     tenant_id = await _tenant_id(req)
     resource = req.params["resource"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -57,6 +57,30 @@ async def list_tasks(req: ApiRequest[None, TaskQuery]) -> TaskPage:
         where["subject"] = q.subject
     page = await sorted_page(req.gateway.store, Task, where, q)
     return TaskPage(items=page.items, next_cursor=page.next_cursor, total=page.total)
+
+
+class AbortBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Why the task is stopped: recorded as its error."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] = "aborted by an operator"
+
+
+@api.post(
+    "/tasks/{task_id}/abort",
+    body=AbortBody,
+    reply=TaskView,
+    status=202,
+    summary="Abort a migration in flight (admin, operator)",
+    errors=(403, 404, 409),
+)
+async def abort_task(req: ApiRequest[AbortBody, None]) -> Reply:
+    """The hypervisor stops the migration and the VM stays where it was, running if it was;
+    the task ends FAILED with the reason (follow it). 409 if it has ended or is no migration."""
+    task = await _visible_task(req)
+    require(req.principal, Role.ADMIN, Role.OPERATOR)
+    reason = f"{req.body.reason} (by {req.principal.user_id})"
+    now = await req.gateway.orchestrator.abort(task.id, reason)
+    return Reply(await task_view(req.gateway.store, now), 202)
 
 
 @api.post(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from actors.template_images import quota_delta
 from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import Principal
@@ -49,6 +50,9 @@ class TemplateCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     source: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     size_gib: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 0
     tenant_id: _Id | msgspec.UnsetType | None = msgspec.UNSET
+    #: The least a VM deployed from it must have (a deploy below is refused, naming the field).
+    min_cpus: Annotated[int, msgspec.Meta(ge=0, le=1024)] = 0
+    min_memory_mib: Annotated[int, msgspec.Meta(ge=0, le=16 * 1024 * 1024)] = 0
 
 
 def _owner(principal: Principal, requested: str | msgspec.UnsetType | None) -> str | None:
@@ -112,6 +116,8 @@ async def create_template(req: ApiRequest[TemplateCreate, None]) -> Reply:
             disk_format=body.disk_format,
             source=body.source,
             size_gib=body.size_gib,
+            min_cpus=body.min_cpus,
+            min_memory_mib=body.min_memory_mib,
             state=TemplateState.NEW,  # no image until one is uploaded
         )
     )
@@ -138,7 +144,13 @@ async def delete_template(req: ApiRequest[None, None]) -> Reply:
         users = await library.repository(template.datacenter_id).clone_users(base)
         if users:
             raise Conflict(f"template {template.id} is in use by VMs {', '.join(users)}")
-    await store.delete(Template, template.id, expected_version=template.version)
+    await store.delete_charged(
+        Template,
+        template.id,
+        expected_version=template.version,
+        tenant_id=template.tenant_id,
+        delta=quota_delta(template, 0),  # the template_gib its image held, given back
+    )
     if req.gateway.images is not None:
         await _remove_files(store, req.gateway.images, template)
     return Reply(None, 204)

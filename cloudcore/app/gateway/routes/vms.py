@@ -31,6 +31,7 @@ from cloudcore.app.gateway.listing import NEWEST_FIRST, sorted_page
 from cloudcore.app.gateway.lookup import referenced, visible
 from cloudcore.app.gateway.routes.tasks import RecoverBody
 from cloudcore.app.gateway.schemas import (
+    HABody,
     MigrateBody,
     RebootBody,
     ReconfigureBody,
@@ -42,7 +43,7 @@ from cloudcore.app.gateway.schemas import (
     VMQuery,
 )
 from cloudcore.app.gateway.tasks import accepted, task_view
-from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.errors import Conflict, InvalidRecord, NotFound
 from cloudcore.store.listing import Not
 from cloudcore.store.records import (
     VM,
@@ -55,6 +56,7 @@ from cloudcore.store.records import (
     Tenant,
     VMSpec,
     VMState,
+    Volume,
 )
 
 __all__ = ["api"]
@@ -103,6 +105,7 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         template = await referenced(store, Template, body.template_id, "template_id", "template")
         if template.tenant_id not in (None, tenant_id):  # another tenant's: as if none
             raise InvalidRecord(f"template_id: no template {body.template_id!r}")
+        _check_template_minima(body, template)
     _check_maxima(body)
     spec = VMSpec(
         cpus=body.cpus,
@@ -113,6 +116,8 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         nics=tuple(NicRequest(network_id=n.network_id, address=n.address) for n in body.nics),
         max_cpus=body.max_cpus,
         max_memory_mib=body.max_memory_mib,
+        ha=body.ha,
+        ha_priority=body.ha_priority,
     )
     task = await req.gateway.orchestrator.deploy(
         tenant_id=tenant_id,
@@ -124,6 +129,19 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         mac_prefix=req.gateway.settings.network.mac_prefix,
     )
     return await accepted(req, task)
+
+
+def _check_template_minima(body: VMCreate, template: Template) -> None:
+    """A VM made from a template has at least the CPUs and memory the template asks for."""
+    if body.cpus < template.min_cpus:
+        raise InvalidRecord(
+            f"cpus: template {template.id} needs at least {template.min_cpus}, got {body.cpus}"
+        )
+    if body.memory_mib < template.min_memory_mib:
+        raise InvalidRecord(
+            f"memory_mib: template {template.id} needs at least {template.min_memory_mib} MiB, "
+            f"got {body.memory_mib}"
+        )
 
 
 def _check_maxima(body: VMCreate) -> None:
@@ -251,7 +269,21 @@ def _snapshot_name(req: ApiRequest[Any, Any]) -> str:
 
 @api.post("/vms/{vm_id}/migrate", body=MigrateBody, summary="Move a VM to another host", **_ACTION)
 async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
-    return await _operate(req, MigrateParams(host_id=req.body.host_id))
+    return await _operate(req, MigrateParams(host_id=req.body.host_id, deadline=req.body.deadline))
+
+
+@api.post(
+    "/vms/{vm_id}/ha",
+    body=HABody,
+    reply=VM,
+    summary="Set whether a VM is restarted elsewhere when its host fails",
+    errors=(403, 404, 409),
+)
+async def set_ha(req: ApiRequest[HABody, None]) -> VM:
+    """Changes ``spec.ha`` and ``spec.ha_priority`` at once (no task); 409 while an
+    operation runs on the VM."""
+    vm = await visible_vm(req)
+    return await req.gateway.orchestrator.set_ha(vm.id, req.body.ha, req.body.priority)
 
 
 @api.post(
@@ -278,9 +310,14 @@ async def recover_vm(req: ApiRequest[RecoverBody, None]) -> Reply:
 
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
 async def delete_vm(req: ApiRequest[None, None]) -> Reply:
-    """Destroys the VM on its host, releases its capacity and quota; 202 and the task. A VM
-    already deleted is a 409 ``already_deleted``."""
+    """Destroys the VM on its host, releases its capacity and quota; 202 and the task. 409
+    while volumes are attached to it (detach them first), and 409 ``already_deleted`` for a
+    VM already deleted."""
     vm = await visible_vm(req, tombstone=True)
     if vm.state is VMState.DELETED:
         raise ApiError(409, "already_deleted", f"VM {vm.id} is already deleted")
+    attached = await req.gateway.store.list(Volume, where={"vm_id": vm.id}, limit=20)
+    held = [v.id for v in attached.items if v.state != "DELETED"]
+    if held:
+        raise Conflict(f"VM {vm.id} has volumes attached ({', '.join(held)}): detach them first")
     return await _operate(req, DeleteParams(), vm)

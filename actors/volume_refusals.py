@@ -1,0 +1,70 @@
+"""What a Volume actor checks before an operation starts, so a request that cannot succeed is
+refused whole (nothing written, nothing reserved), naming the field or the state at fault."""
+
+from __future__ import annotations
+
+from actors.volume_messages import (
+    AttachParams,
+    DeleteSnapshotParams,
+    DeleteVolumeParams,
+    ExtendParams,
+    VolumeParams,
+)
+from actors.volume_work import ATTACHABLE
+from cloudcore.errors import Conflict, IllegalTransition, InvalidRecord, NotFound
+from cloudcore.store import Store
+from cloudcore.store.records import VM, VMState, Volume, VolumeSnapshot, VolumeSnapshotState
+
+__all__ = ["check_request"]
+
+
+async def check_request(store: Store, volume: Volume, params: VolumeParams) -> None:
+    match params:
+        case AttachParams(vm_id=vm_id):
+            await _check_vm(store, volume, vm_id)
+        case ExtendParams(size_gib=size) if size <= volume.size_gib:
+            raise InvalidRecord(
+                f"size_gib: {size} is not larger than the volume's {volume.size_gib} GiB "
+                "(volumes only grow)"
+            )
+        case DeleteSnapshotParams(snapshot_id=snapshot_id):
+            snap = await _snapshot(store, volume, snapshot_id)
+            if snap.state not in (VolumeSnapshotState.AVAILABLE, VolumeSnapshotState.ERROR):
+                raise Conflict(f"snapshot {snapshot_id} is {snap.state}: wait for it")
+        case DeleteVolumeParams():
+            page = await store.list(VolumeSnapshot, where={"volume_id": volume.id}, limit=20)
+            if page.items:
+                names = ", ".join(s.id for s in page.items)
+                raise Conflict(f"volume {volume.id} has snapshots ({names}): delete them first")
+        case _:
+            pass
+
+
+async def _check_vm(store: Store, volume: Volume, vm_id: str) -> None:
+    try:
+        vm = await store.get(VM, vm_id)
+    except NotFound:
+        vm = None
+    if vm is None or vm.tenant_id != volume.tenant_id or vm.state is VMState.DELETED:
+        raise InvalidRecord(f"vm_id: no VM {vm_id!r}")
+    if vm.datacenter_id != volume.datacenter_id:
+        raise InvalidRecord(
+            f"vm_id: VM {vm_id} is in datacenter {vm.datacenter_id}, the volume in "
+            f"{volume.datacenter_id}"
+        )
+    if vm.host_id is None or vm.state not in ATTACHABLE or vm.task_id is not None:
+        raise IllegalTransition(
+            f"cannot attach volume {volume.id} to VM {vm_id}: the VM is {vm.state}"
+            + (" with a task running" if vm.task_id is not None else "")
+            + f"; a volume attaches to a VM that is {', '.join(sorted(ATTACHABLE))}"
+        )
+
+
+async def _snapshot(store: Store, volume: Volume, snapshot_id: str) -> VolumeSnapshot:
+    try:
+        snap = await store.get(VolumeSnapshot, snapshot_id)
+    except NotFound:
+        snap = None
+    if snap is None or snap.volume_id != volume.id:
+        raise NotFound(f"snapshot {snapshot_id} of volume {volume.id} not found")
+    return snap

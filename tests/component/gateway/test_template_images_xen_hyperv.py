@@ -1,0 +1,119 @@
+"""Templates on the simulated hypervisors. A VM deployed from a template on a XenServer pool
+(the XAPI simulator): the template's image, converted to VHD by the library, is imported into a
+new VDI on the host's SR (``VDI.create``, then an HTTP PUT of the VHD to XAPI's
+``/import_raw_vdi?format=vhd``, which the simulator checks: a session, a VHD footer declaring
+the VDI's size) and attached as the boot disk; the VDI is destroyed with the VM, never the
+library's file. What the simulator does not model: it keeps the VHD's sha256, not its blocks, so
+nothing boots from it. Hyper-V receives no image (a VHDX copy to the host goes over SMB, which
+neither the driver nor its WinRM simulator models): such a deploy fails saying so."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudcore.store import Store
+from tests.cloud import sqlite_store  # noqa: F401 - fixture
+from tests.component.gateway.conftest import ApiClient, api_settings, serve_api
+from tests.component.gateway.test_images_api import put_image, qcow2_image, sha
+from tests.component.gateway.test_xen_hyperv_api import (
+    HV_PASSWORD_ENV,
+    XS_PASSWORD_ENV,
+    register_hyperv,
+    register_pool,
+)
+from tests.simulators.winrm import HyperVHost, running_winrm
+from tests.simulators.xapi import Xapi, XapiServer, running_xapi
+
+
+@pytest.fixture
+def xapi() -> Iterator[XapiServer]:
+    pool = Xapi(host_cpus=8, host_memory_kib=8 * 1024 * 1024, users={"cloudcore": "secret"})
+    with running_xapi(pool) as server:
+        yield server
+
+
+@pytest.fixture
+async def api(
+    sqlite_store: Store,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[ApiClient]:
+    monkeypatch.setenv(XS_PASSWORD_ENV, "secret")
+    async with serve_api(sqlite_store, api_settings(tmp_path), template_disks=True) as client:
+        yield client
+
+
+async def test_a_vm_from_a_template_gets_its_vhd_imported_into_a_vdi(
+    api: ApiClient, xapi: XapiServer, tmp_path: Path
+) -> None:
+    await register_pool(api, xapi)
+    image = qcow2_image(tmp_path).read_bytes()
+    tid = (await api.call("POST", "/templates", "alice", {"name": "golden"})).body["id"]
+    assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
+    body = {"name": "from-tpl", "datacenter_id": "xen", "cpus": 1, "memory_mib": 256}
+    r = await api.call("POST", "/vms", "alice", {**body, "template_id": tid})
+    failed = await api.wait_task(r.body["id"])
+    assert failed.error and "convert it to vpc first" in failed.error
+
+    r = await api.call("POST", f"/templates/{tid}/conversions", "alice", {"format": "vpc"})
+    assert (await api.wait_task(r.body["id"])).error is None
+    template = (await api.call("GET", f"/templates/{tid}", "alice")).body
+    vhd = Path(api.settings.node.data_dir) / "images" / "_shared" / "objects"
+    vhd = vhd / template["formats"]["vpc"]
+
+    r = await api.call("POST", "/vms", "alice", {**body, "name": "from-tpl-2", "template_id": tid})
+    task = await api.wait_task(r.body["id"])
+    assert task.error is None, task.error
+    vm_id = task.subject.removeprefix("vm/")
+    pool = xapi.xapi
+    vdis = pool.store.find("VDI", name_label=f"cc-{vm_id}")
+    assert len(vdis) == 1
+    vdi = pool.store.get("VDI", vdis[0])
+    assert pool.imported[vdi["uuid"]] == (
+        hashlib.sha256(vhd.read_bytes()).hexdigest(),
+        vhd.stat().st_size,
+    )
+    assert int(vdi["virtual_size"]) == template["virtual_size"]
+    vbd = pool.store.get("VBD", vdi["VBDs"][0])
+    assert (vbd["userdevice"], pool.store.get("VM", vbd["VM"])["name_label"]) == (
+        "0",
+        f"cc-{vm_id}",
+    )
+
+    deleted = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    assert (await api.wait_task(deleted.body["id"])).error is None
+    assert pool.store.find("VDI", name_label=f"cc-{vm_id}") == []
+    assert vhd.exists()
+
+
+def test_the_simulator_refuses_a_body_that_is_no_vhd(xapi: XapiServer) -> None:
+    pool = xapi.xapi
+    session = pool.store.login("cloudcore", "secret")
+    sr = next(iter(pool.store.tables["SR"]))
+    vdi = pool.call("VDI.create", [session, {"SR": sr, "virtual_size": "512", "name_label": "x"}])
+    status, _ = pool.import_vdi(
+        "/import_raw_vdi", {"vdi": vdi, "format": "vhd", "session_id": session}, 512, "", b"x"
+    )
+    assert status == 400
+    assert pool.import_vdi("/import_raw_vdi", {"vdi": vdi}, 512, "", b"")[0] == 403
+
+
+async def test_a_hyperv_deploy_from_a_template_fails_saying_it_receives_no_image(
+    api: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HV_PASSWORD_ENV, "Passw0rd!")
+    host = HyperVHost("HV01", cpus=8, memory_kib=8 * 1024 * 1024)
+    with running_winrm(host, username="cloudcore-svc") as server:
+        await register_hyperv(api, server)
+        image = qcow2_image(tmp_path).read_bytes()
+        tid = (await api.call("POST", "/templates", "alice", {"name": "golden"})).body["id"]
+        assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
+        body = {"name": "hv", "datacenter_id": "hyperv", "cpus": 1, "memory_mib": 256}
+        r = await api.call("POST", "/vms", "alice", {**body, "template_id": tid})
+        task = await api.wait_task(r.body["id"])
+        assert task.error and "hyperv driver cannot receive a template's image" in task.error
+        assert host.vms == {}  # the define was refused before the hypervisor was asked
