@@ -13,12 +13,14 @@ from typing import assert_never
 
 from actors.operations import (
     DeleteParams,
+    DeleteSnapshotParams,
     MigrateParams,
     OperationParams,
     PauseParams,
     RebootParams,
     ReconfigureParams,
     ResumeParams,
+    RevertSnapshotParams,
     SnapshotParams,
     StartParams,
     StopParams,
@@ -119,6 +121,10 @@ async def drive(
             await driver.reconfigure_vm(uuid, vcpus=cpus, memory_mib=memory_mib)
         case SnapshotParams(name=name):
             await driver.create_snapshot(uuid, name)
+        case RevertSnapshotParams(name=name):
+            await driver.revert_snapshot(uuid, name)
+        case DeleteSnapshotParams(name=name):
+            await driver.delete_snapshot(uuid, name)
         case DeleteParams():
             await driver.destroy_vm(uuid)
         case MigrateParams():  # run by actors.migration with its plan; here so the match is whole

@@ -22,10 +22,12 @@ from actors.messages import (
     GetConsole,
     GetHost,
     GetVM,
+    ListSnapshots,
     Observation,
     PowerObserved,
     PowerOf,
     ResizeDisk,
+    Snapshot,
     Sweep,
     SweepReport,
 )
@@ -75,6 +77,7 @@ HostMessage = (
     | GetCapabilities
     | GetConsole
     | GetHost
+    | ListSnapshots
     | PowerObserved
     | PowerOf
     | Sweep
@@ -154,26 +157,36 @@ class HostActor(Actor[HostMessage]):
             case GetCapabilities():
                 self._require_connected()
                 return sorted(c.value for c in self.driver.capabilities)
+            case ListSnapshots(vm_id=vm_id):
+                return await self._snapshots(vm_id)
             case GetConsole(vm_id=vm_id, kind=kind):
-                if not self.connected:
-                    raise BackendUnavailable(f"host {self.host.id} is not connected")
+                self._require_connected()
                 return await self.driver.console(vm_id, kind)
             case PowerObserved(vm_id=vm_id):
                 # Not ours (None): the sweep reports the orphan.
                 if (child := self.context.child(vm_id)) is not None:
                     child.tell(message)
             case PowerOf(vm_id=vm_id):
-                if not self.connected:
-                    raise BackendUnavailable(f"host {self.host.id} is not connected")
-                try:
-                    return await self.driver.power_state(vm_id)
-                except NotFound:
-                    return None
+                return await self._power_of(vm_id)
             case Sweep():
                 return await self._sweep()
             case _:
                 assert_never(message)
         return None
+
+    async def _power_of(self, vm_id: str) -> Any:
+        self._require_connected()
+        try:
+            return await self.driver.power_state(vm_id)
+        except NotFound:
+            return None
+
+    async def _snapshots(self, vm_id: str) -> list[Snapshot]:
+        self._require_connected()
+        return [
+            Snapshot(name=s.name, created_at=s.created_at, power=s.power.value)
+            for s in await self.driver.list_snapshots(vm_id)
+        ]
 
     # ----------------------------------------------------------------- connection
 

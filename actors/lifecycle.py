@@ -38,6 +38,8 @@ class Operation(enum.StrEnum):
     SUSPEND = "suspend"
     RECONFIGURE = "reconfigure"
     SNAPSHOT = "snapshot"
+    REVERT_SNAPSHOT = "revert_snapshot"  # the VM's disks, memory and power as they were then
+    DELETE_SNAPSHOT = "delete_snapshot"
     MIGRATE = "migrate"
     DELETE = "delete"
 
@@ -78,6 +80,8 @@ TRANSITIONS: dict[Operation, Transition] = {
         _t(Operation.SUSPEND, {S.RUNNING, S.PAUSED}, S.SUSPENDING, S.SUSPENDED),
         _t(Operation.RECONFIGURE, {S.STOPPED, S.RUNNING, S.PAUSED}, S.RECONFIGURING, None),
         _t(Operation.SNAPSHOT, {S.STOPPED, S.RUNNING, S.PAUSED}, S.SNAPSHOTTING, None),
+        _t(Operation.REVERT_SNAPSHOT, {S.STOPPED, S.RUNNING, S.PAUSED}, S.SNAPSHOTTING, None),
+        _t(Operation.DELETE_SNAPSHOT, {S.STOPPED, S.RUNNING, S.PAUSED}, S.SNAPSHOTTING, None),
         _t(Operation.MIGRATE, {S.RUNNING, S.STOPPED}, S.MIGRATING, None),
         _t(
             Operation.DELETE,

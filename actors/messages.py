@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ __all__ = [
     "GetCapabilities",
     "GetHost",
     "GetVM",
+    "ListSnapshots",
     "Observation",
     "OperationFinished",
     "PowerObserved",
@@ -32,6 +34,7 @@ __all__ = [
     "RecoverVerb",
     "RequestOperation",
     "SetHA",
+    "Snapshot",
     "Sweep",
     "SweepReport",
     "VMChange",
@@ -189,6 +192,14 @@ class GetCapabilities(Message, frozen=True, kw_only=True):
     BackendUnavailable while the host is not connected."""
 
 
+class ListSnapshots(Message, frozen=True, kw_only=True):
+    """Host: the snapshots of one of its VMs, oldest first, as a list of :class:`Snapshot`.
+    UnsupportedOperation when its driver cannot snapshot; BackendUnavailable while the host is
+    not connected."""
+
+    vm_id: str
+
+
 class GetConsole(Message, frozen=True, kw_only=True):
     """Host: where the ``kind`` console of its VM ``vm_id`` is now (a ``ConsoleEndpoint``).
     BackendUnavailable while the host is not connected; the driver's UnsupportedOperation or
@@ -196,6 +207,15 @@ class GetConsole(Message, frozen=True, kw_only=True):
 
     vm_id: str
     kind: ConsoleKind = ConsoleKind.VNC
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A VM's snapshot as the API shows it: its name, when it was taken, and the VM's power
+    state then (to which a revert returns it)."""
+
+    name: str
+    created_at: datetime
+    power: str
 
 
 class Sweep(Message, frozen=True, kw_only=True):

@@ -24,6 +24,7 @@ __all__ = [
     "PARAMS",
     "Cpus",
     "DeleteParams",
+    "DeleteSnapshotParams",
     "HostId",
     "MemoryMib",
     "MigrateParams",
@@ -32,6 +33,7 @@ __all__ = [
     "RebootParams",
     "ReconfigureParams",
     "ResumeParams",
+    "RevertSnapshotParams",
     "SnapshotName",
     "SnapshotParams",
     "StartParams",
@@ -104,6 +106,18 @@ class SnapshotParams(_Params, frozen=True, kw_only=True):
     name: SnapshotName
 
 
+class RevertSnapshotParams(_Params, frozen=True, kw_only=True):
+    """Return the VM to its snapshot ``name``; the monitor then reads the power it has."""
+
+    operation = Operation.REVERT_SNAPSHOT
+    name: SnapshotName
+
+
+class DeleteSnapshotParams(_Params, frozen=True, kw_only=True):
+    operation = Operation.DELETE_SNAPSHOT
+    name: SnapshotName
+
+
 class MigrateParams(_Params, frozen=True, kw_only=True):
     """Move the VM to ``host_id`` (None: the scheduler picks one), aborted if it takes longer
     than ``deadline`` seconds (None: ``orchestrator.migration_deadline``)."""
@@ -126,6 +140,8 @@ OperationParams = (
     | SuspendParams
     | ReconfigureParams
     | SnapshotParams
+    | RevertSnapshotParams
+    | DeleteSnapshotParams
     | MigrateParams
     | DeleteParams
 )
@@ -142,6 +158,8 @@ PARAMS: dict[Operation, type[OperationParams]] = {
         SuspendParams,
         ReconfigureParams,
         SnapshotParams,
+        RevertSnapshotParams,
+        DeleteSnapshotParams,
         MigrateParams,
         DeleteParams,
     )

@@ -33,10 +33,12 @@ from actors.messages import (
     AbortTask,
     Deploy,
     GetConsole,
+    ListSnapshots,
     Recover,
     RecoverVerb,
     RequestOperation,
     SetHA,
+    Snapshot,
     Sweep,
     SweepReport,
 )
@@ -503,6 +505,15 @@ class Orchestrator:
     async def get_vm(self, vm_id: str) -> VM:
         return await self.store.get(VM, vm_id)
 
+    async def snapshots(self, vm: VM) -> list[Snapshot]:
+        """The VM's snapshots as its hypervisor has them, oldest first. Conflict for a VM on
+        no host; UnsupportedOperation when its driver cannot snapshot."""
+        if vm.host_id is None:
+            raise Conflict(f"VM {vm.id} is on no host: it has no snapshots")
+        ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
+        found: list[Snapshot] = await ref.ask(ListSnapshots(vm_id=vm.id))
+        return found
+
     async def console(self, vm: VM, kind: ConsoleKind = ConsoleKind.VNC) -> ConsoleEndpoint:
         """Where ``vm``'s ``kind`` console is, asked of its host's actor (on the node
         that runs the host). IllegalTransition unless the VM runs; UnsupportedOperation when
@@ -559,7 +570,7 @@ async def _write_deploy(
         desired_state=VMState.RUNNING if start else VMState.STOPPED,
     )
     task = Task(
-        id=f"task-{vm.id}",
+        id=new_id("task-"),  # one id format for every task, in time order (see new_id)
         tenant_id=tenant_id,
         kind="vm.deploy",
         subject=f"vm/{vm.id}",

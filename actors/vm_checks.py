@@ -4,8 +4,14 @@ which would otherwise be accepted with 202 and leave a failed task and a fault o
 
 from __future__ import annotations
 
-from actors.operations import OperationParams, ReconfigureParams, SnapshotParams
-from cloudcore.errors import AlreadyExists, Conflict
+from actors.operations import (
+    DeleteSnapshotParams,
+    OperationParams,
+    ReconfigureParams,
+    RevertSnapshotParams,
+    SnapshotParams,
+)
+from cloudcore.errors import AlreadyExists, Conflict, NotFound
 from cloudcore.store.records import VM, VMState
 from hypervisor_drivers.base import HypervisorDriver
 
@@ -17,17 +23,19 @@ _LIVE = frozenset({VMState.RUNNING, VMState.PAUSED})
 
 async def refuse_doomed(vm: VM, driver: HypervisorDriver, params: OperationParams) -> None:
     """Conflict (409) for a live reconfigure past the VM's maxima; AlreadyExists (409) for a
-    snapshot name the VM already has.
+    snapshot name the VM already has; NotFound (404) to revert or delete one it has not.
 
     Snapshot names are asked of the hypervisor rather than kept in the store: it alone stays
     right after a crash lost a snapshot task's end, and after someone took or deleted a
     snapshot out of band. The price is one driver call per snapshot request."""
     if isinstance(params, ReconfigureParams) and vm.state in _LIVE:
         check_live_limits(vm, params)
-    if isinstance(params, SnapshotParams):
-        taken = await driver.list_snapshots(vm.id)
-        if any(s.name == params.name for s in taken):
+    if isinstance(params, SnapshotParams | RevertSnapshotParams | DeleteSnapshotParams):
+        taken = any(s.name == params.name for s in await driver.list_snapshots(vm.id))
+        if taken and isinstance(params, SnapshotParams):
             raise AlreadyExists(f"VM {vm.id} already has a snapshot {params.name!r}")
+        if not taken and not isinstance(params, SnapshotParams):
+            raise NotFound(f"VM {vm.id} has no snapshot {params.name!r}")
 
 
 def check_live_limits(vm: VM, params: ReconfigureParams) -> None:

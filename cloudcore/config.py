@@ -8,6 +8,7 @@ Values in environment variables are read as TOML literals when they parse as one
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -424,6 +425,8 @@ def load_settings(
         if var.startswith(ENV_PREFIX) and "__" in var:
             _apply_override(raw, var, value)
             origin = f"{source} with environment overrides"
+        elif var.startswith(ENV_PREFIX):
+            _check_plain(var)
     try:
         return msgspec.convert(raw, Settings)
     except msgspec.ValidationError as exc:
@@ -446,6 +449,24 @@ def _apply_override(raw: dict[str, Any], var: str, value: str) -> None:
     if not isinstance(target, dict):
         raise ConfigError(f"{var}: [{section}] in the config file is not a table")
     target[key] = _parse_value(value)
+
+
+def _check_plain(var: str) -> None:
+    """A ``CLOUDCORE_`` variable without ``__`` is not a setting, but one that spells a
+    setting with the separator lost or mistyped (``CLOUDCORE_LOGLEVEL``, ``CLOUDCORE_LOG_LEVEL``)
+    is refused as a misspelt key is, rather than ignored: the operator meant to set it."""
+    name = var[len(ENV_PREFIX) :].lower()
+    spellings: dict[str, str] = {}
+    for section, section_type in Settings.__annotations__.items():
+        for key in _section_fields(section_type):
+            meant = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            spellings[f"{section}{key}"] = spellings[f"{section}_{key}"] = meant
+    close = difflib.get_close_matches(name, spellings, n=1, cutoff=0.9)
+    if close:
+        raise ConfigError(
+            f"{var}: not a setting; settings are CLOUDCORE_<SECTION>__<KEY> (two underscores): "
+            f"did you mean {spellings[close[0]]}?"
+        )
 
 
 def _section_fields(section_type: Any) -> tuple[str, ...]:

@@ -17,7 +17,8 @@ from cloudcore.app.client import API_URL_ENV, DEFAULT_API
 __all__ = ["main"]
 
 _DESCRIPTION = """cloudcore: an actor-model IaaS orchestrator. `cloudcore serve` runs a node; `vm`,
-`network`, `host`, `task` and `events` drive a running node through its HTTP API (--api, --token);
+`network`, `host`, `datacenter`, `template`, `task` and `events` drive a running node through
+its HTTP API (--api, --token; a VM, host, datacenter or template by id or by name);
 `console` opens the operator console; `db` and `token` act on the store of this machine."""
 
 
@@ -56,11 +57,12 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_argument("--dry-run", action="store_true", help="reconcile: report drift, fix none")
     db.set_defaults(handler=_db)
 
-    from cloudcore.app.commands import events, host, network, task, template, vm, volume
+    from cloudcore.app.commands import datacenter, events, host, network, task, template, vm, volume
 
     vm.add_parser(sub)
     volume.add_parser(sub)
     network.add_parser(sub)
+    datacenter.add_parser(sub)
     template.add_parser(sub)
     from cloudcore.app.commands import token
 
@@ -90,11 +92,38 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Never a Python trace for the user: a closed pipe (``| head``) ends
+    quietly, anything unforeseen is one line (``CLOUDCORE_DEBUG=1`` shows the trace)."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     handler = args.handler
-    code: int = handler(args)
+    try:
+        code: int = handler(args)
+    except BrokenPipeError:
+        return _pipe_closed()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("CLOUDCORE_DEBUG"):
+            raise
+        print(
+            f"cloudcore: {type(exc).__name__}: {exc} (CLOUDCORE_DEBUG=1 shows where)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _pipe_closed()
     return code
+
+
+def _pipe_closed() -> int:
+    """The reader went away: nothing more to say, and nothing to say it with. Point stdout at
+    /dev/null so the interpreter's final flush does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # as a shell reports a command ended by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -238,14 +238,16 @@ class Client:
         self, path: str, params: Params, *, all_pages: bool, cursor: str = "cursor"
     ) -> dict[str, Any]:
         """A listing's first page, or every page (``all_pages``) joined into one:
-        ``{"items": [...], "next_cursor": ...}``. ``cursor``: the query parameter that takes the
-        previous page's ``next_cursor``."""
+        ``{"items": [...], "next_cursor": ..., "total": ...}`` (``total`` when the API counts).
+        ``cursor``: the query parameter that takes the previous page's ``next_cursor``."""
         page: dict[str, Any] = await self.call("GET", path, params=params)
         items: list[Any] = list(page["items"])
+        total = page.get("total")
         while all_pages and page.get("next_cursor"):
             page = await self.call("GET", path, params={**params, cursor: page["next_cursor"]})
             items += page["items"]
-        return {"items": items, "next_cursor": page.get("next_cursor")}
+        listing = {"items": items, "next_cursor": page.get("next_cursor")}
+        return listing if total is None else {**listing, "total": total}
 
     @contextlib.asynccontextmanager
     async def stream(

@@ -28,6 +28,13 @@ from cloudcore.store._leases import LeaseOps
 from cloudcore.store._outbox import OutboxOps
 from cloudcore.store._table import Table, decode_cursor, encode_cursor, table_of, validate
 from cloudcore.store.base import Store
+from cloudcore.store.listing import (
+    Not,
+    Order,
+    decode_sorted_cursor,
+    encode_sorted_cursor,
+    is_time,
+)
 from cloudcore.store.records import OutboxEvent, Page, Record
 
 __all__ = ["SqlStore"]
@@ -96,23 +103,29 @@ class SqlStore(ClaimOps, AccountingOps, IpamOps, IdempotencyOps, LeaseOps, Outbo
         where: Mapping[str, object] | None = None,
         after: str | None = None,
         limit: int = 100,
+        order: Order | None = None,
+        count: bool = False,
     ) -> Page[R]:
         table = table_of(kind)
         where = where or {}
+        order = order or Order()
         table.check_filters(where)
+        table.check_order(order)
         check_limit(limit)
-        filters = tuple(sorted((c, v is None) for c, v in where.items()))
-        args: builtins.list[Any] = [
-            msgspec.to_builtins(where[c]) for c, null in filters if not null
-        ]
-        if after is not None:
-            args.append(decode_cursor(after))
-        args.append(limit + 1)
+        filters, args = _filters(where)
+        counted = None
         async with self._reader() as conn:
-            rows = await conn.fetch(table.list_sql(filters, after is not None), *args)
+            if count:
+                row = await conn.fetchrow(table.count_sql(filters), *args)
+                counted = int(row["n"])
+            if after is not None:
+                args += _cursor_args(table, order, decode_cursor(after))
+            args.append(limit + 1)
+            rows = await conn.fetch(table.list_sql(filters, order, after is not None), *args)
         items = [table.decode(r) for r in rows[:limit]]
         more = len(rows) > limit
-        return Page(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+        cursor = _next_cursor(order, items[-1]) if more else None
+        return Page(items=items, next_cursor=cursor, total=counted)
 
     async def update(
         self,
@@ -231,3 +244,32 @@ class SqlStore(ClaimOps, AccountingOps, IpamOps, IdempotencyOps, LeaseOps, Outbo
     async def check_schema(self) -> None:
         """Raise SchemaMismatch unless the database is at the version this code knows."""
         migrations.check_version(await self.schema_version())
+
+
+def _filters(where: Mapping[str, object]) -> tuple[tuple[tuple[str, str], ...], list[Any]]:
+    """(column, how) in column order, and the parameters they take."""
+    filters: builtins.list[tuple[str, str]] = []
+    args: builtins.list[Any] = []
+    for column in sorted(where):
+        value = where[column]
+        if value is None:
+            filters.append((column, "null"))
+            continue
+        negated = isinstance(value, Not)
+        filters.append((column, "<>" if negated else "="))
+        args.append(msgspec.to_builtins(value.value if isinstance(value, Not) else value))
+    return tuple(filters), args
+
+
+def _cursor_args(table: Table[Any], order: Order, position: str) -> builtins.list[Any]:
+    if order.field == "id":
+        return [position]
+    time = is_time(table.types[order.field])
+    value, last_id = decode_sorted_cursor(position, order, time)
+    return [value, last_id]
+
+
+def _next_cursor(order: Order, last: Record) -> str:
+    if order.field == "id":
+        return encode_cursor(last.id)
+    return encode_sorted_cursor(getattr(last, order.field), last.id)

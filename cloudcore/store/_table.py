@@ -18,7 +18,9 @@ from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 import msgspec
 
 from cloudcore.errors import InvalidRecord
+from cloudcore.store import listing
 from cloudcore.store._conn import Conn
+from cloudcore.store.listing import Order
 from cloudcore.store.records import (
     CURSOR_PATTERN,
     VM,
@@ -81,6 +83,7 @@ class Table(Generic[R]):
         self.json = json
         self.bools = frozenset(f.name for f in fields if f.type is bool)
         self.filters = frozenset(filters)
+        self.sortable = listing.sortable(self.types, json)
         self.managed = _MANAGED | managed
         cols = ", ".join(self.columns)
         marks = ", ".join(f"${i}" for i in range(1, len(self.columns) + 1))
@@ -159,9 +162,19 @@ class Table(Generic[R]):
     def pg_types(self, columns: tuple[str, ...]) -> tuple[str, ...]:
         return tuple("jsonb" if c in self.json else _pg_type(self.types[c]) for c in columns)
 
-    def list_sql(self, filters: tuple[tuple[str, bool], ...], cursor: bool) -> str:
-        """A page: ``filters`` are (column, is_null) in order, then the cursor, then the limit."""
-        return _list_sql(self.name, self.select, filters, cursor)
+    def list_sql(self, filters: tuple[tuple[str, str], ...], order: Order, cursor: bool) -> str:
+        """A page (see :func:`cloudcore.store.listing.sql`)."""
+        return listing.sql(self.select, filters, order, cursor)
+
+    def count_sql(self, filters: tuple[tuple[str, str], ...]) -> str:
+        return listing.count_sql(self.name, filters)
+
+    def check_order(self, order: Order) -> None:
+        if order.field != "id" and order.field not in self.sortable:
+            allowed = ", ".join(sorted(self.sortable | {"id"}))
+            raise InvalidRecord(
+                f"{self.label} cannot be sorted by {order.field!r} (sort: {allowed})"
+            )
 
     def check_filters(self, where: Mapping[str, object]) -> None:
         for column in where:
@@ -207,23 +220,6 @@ def _pg_type(annotation: Any) -> str:
     return "text"
 
 
-@lru_cache(maxsize=512)
-def _list_sql(table: str, select: str, filters: tuple[tuple[str, bool], ...], cursor: bool) -> str:
-    clauses: list[str] = []
-    n = 0
-    for column, is_null in filters:
-        if is_null:
-            clauses.append(f"{column} IS NULL")
-        else:
-            n += 1
-            clauses.append(f"{column} = ${n}")
-    if cursor:
-        n += 1
-        clauses.append(f"id > ${n}")
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    return f"{select}{where} ORDER BY id LIMIT ${n + 1}"
-
-
 def encode_cursor(last_id: str) -> str:
     """An opaque cursor that resumes a listing after ``last_id``: its UTF-8 in unpadded base64url
     (the alphabet ``[A-Za-z0-9_-]``, which :data:`CURSOR_PATTERN` describes)."""
@@ -267,7 +263,7 @@ _TABLES: dict[type[Any], Table[Any]] = {
             Host,
             "hosts",
             json=frozenset({"capabilities"}),
-            filters=("datacenter_id", "health", "admin_state"),
+            filters=("datacenter_id", "health", "admin_state", "name"),
             managed=frozenset({"cpus_used", "memory_mib_used"}),
             refs=(_DATACENTER,),
         ),
@@ -275,14 +271,14 @@ _TABLES: dict[type[Any], Table[Any]] = {
             VM,
             "vms",
             json=frozenset({"spec"}),
-            filters=("tenant_id", "datacenter_id", "host_id", "state"),
+            filters=("tenant_id", "datacenter_id", "host_id", "state", "name"),
             managed=frozenset({"spec"}),  # the claim on its host: Store.resize_vm
             refs=(_TENANT, _DATACENTER, ("host_id", "hosts", "host")),
         ),
         Table(
             Volume,
             "volumes",
-            filters=("tenant_id", "datacenter_id", "vm_id", "state", "pool_id"),
+            filters=("tenant_id", "datacenter_id", "vm_id", "state", "pool_id", "name"),
             refs=(_TENANT, _DATACENTER),
         ),
         Table(
@@ -302,7 +298,7 @@ _TABLES: dict[type[Any], Table[Any]] = {
             Template,
             "templates",
             json=frozenset({"formats"}),
-            filters=("tenant_id", "datacenter_id", "checksum", "state"),
+            filters=("tenant_id", "datacenter_id", "checksum", "state", "name"),
             refs=(_TENANT, _DATACENTER),
         ),
         Table(

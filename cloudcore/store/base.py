@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from cloudcore.store.listing import Order
 from cloudcore.store.records import (
     VM,
     AuditEvent,
@@ -84,13 +85,19 @@ class Store(ABC):
         where: Mapping[str, object] | None = None,
         after: str | None = None,
         limit: int = 100,
+        order: Order | None = None,
+        count: bool = False,
     ) -> Page[R]:
-        """One page of records of ``kind`` in id order.
+        """One page of records of ``kind``, in id order unless ``order`` says otherwise.
 
-        ``where`` maps filter fields to values (equality; None matches a missing value). Only
-        indexed fields may be filtered on: for VMs ``tenant_id``, ``datacenter_id``, ``host_id``,
-        ``state``; others raise InvalidRecord naming the allowed ones. ``after`` is the
-        ``next_cursor`` of the previous page. ``limit`` is 1 to 1000.
+        ``where`` maps filter fields to values (equality; None matches a missing value;
+        :class:`~cloudcore.store.listing.Not` excludes one value). Only indexed fields may be
+        filtered on: for VMs ``tenant_id``, ``datacenter_id``, ``host_id``, ``state``, ``name``;
+        others raise InvalidRecord naming the allowed ones. ``order`` sorts by a column that is
+        never NULL (then by id), ascending or descending; another raises InvalidRecord naming
+        the sortable ones. ``after`` is the ``next_cursor`` of the previous page of the same
+        listing. ``limit`` is 1 to 1000. ``count``: also say in ``total`` how many records the
+        filters match (one more query, in the same read).
         """
 
     @abstractmethod

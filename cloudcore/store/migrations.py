@@ -318,6 +318,15 @@ CREATE TABLE leases (
 )
 """
 
+# Version 14: names where ids are taken: a VM, host, template or volume is found by its name
+# (the CLI's `vm show web`), so each kind is listed by name through an index.
+_V14 = """
+CREATE INDEX vms_name ON vms (name, id);
+CREATE INDEX hosts_name ON hosts (name, id);
+CREATE INDEX templates_name ON templates (name, id);
+CREATE INDEX volumes_name ON volumes (name, id)
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -329,6 +338,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "storage: volume pools, tiers and devices; volume snapshots", _V9),
     Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
     Migration(13, "leases: one node at a time runs a datacenter", _V13),
+    Migration(14, "indexes to find VMs, hosts, templates and volumes by name", _V14),
 )
 
 #: The schema version this code runs on.

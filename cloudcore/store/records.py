@@ -554,7 +554,9 @@ CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
 class Page(_Struct, Generic[R], frozen=True, kw_only=True):
-    """One page of a listing. ``next_cursor`` None: this is the last page."""
+    """One page of a listing. ``next_cursor`` None: this is the last page. ``total``: how many
+    records the listing's filters match, on every page (None when not counted)."""
 
     items: list[R]
     next_cursor: str | None = None
+    total: int | None = None

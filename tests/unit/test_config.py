@@ -70,3 +70,33 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(default_config_path(), environ={})
     with pytest.raises(AttributeError):
         settings.node.id = "other"  # type: ignore[misc]
+
+
+def _settings_keys() -> list[tuple[str, str]]:
+    from cloudcore.config import Settings, _section_fields
+
+    return [
+        (section, key)
+        for section, kind in Settings.__annotations__.items()
+        for key in _section_fields(kind)
+    ]
+
+
+@pytest.mark.parametrize("joined", ["{s}{k}", "{s}_{k}"])
+def test_a_setting_with_its_separator_lost_is_refused_naming_the_right_one(joined: str) -> None:
+    """Every setting: CLOUDCORE_LOGLEVEL or CLOUDCORE_LOG_LEVEL is not ignored but refused, as a
+    misspelt key is, with the variable the operator meant."""
+    for section, key in _settings_keys():
+        var = "CLOUDCORE_" + joined.format(s=section, k=key).upper()
+        with pytest.raises(ConfigError, match=rf"did you mean CLOUDCORE_{section.upper()}__"):
+            load_settings(environ={var: "x"})
+
+
+@pytest.mark.parametrize(
+    "var",
+    ["CLOUDCORE_TOKEN", "CLOUDCORE_API_URL", "CLOUDCORE_ADMIN_TOKEN", "CLOUDCORE_CONFIG",
+     "CLOUDCORE_DEBUG", "CLOUDCORE_HISTORY", "CLOUDCORE_TEST_POSTGRES", "CLOUDCORE_BENCH_REDIS",
+     "CLOUDCORE_VSPHERE_PASSWORD", "CLOUDCORE_FUZZ_EXAMPLES"],
+)  # fmt: skip
+def test_the_variables_that_are_not_settings_are_left_alone(var: str) -> None:
+    load_settings(environ={var: "x"})

@@ -1,21 +1,22 @@
-"""A task's progress on stderr: one redrawn line on a terminal, one line per step otherwise."""
+"""A task's progress on stderr: a rich progress bar on a terminal, one line per step otherwise."""
 
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = ["ProgressBar"]
 
-_WIDTH = 30
-
 
 class ProgressBar:
-    """Shows ``update`` calls for one task; ``done`` ends the line with the task's outcome.
+    """Shows ``update`` calls for one task; ``done`` ends it with the task's outcome.
 
-    On a terminal the line is redrawn in place (``\\r``) with a bar, the percentage and the
-    current step; elsewhere (a pipe, a log) each step change is a line of its own, so the output
-    reads as a record of what happened.
+    On a terminal a bar with the percentage and the current step is redrawn in place (rich);
+    elsewhere (a pipe, a log) each step change is a line of its own, so the output reads as a
+    record of what happened: ``' 33% step 2 define: RUNNING'``.
     """
 
     def __init__(self, label: str, out: TextIO | None = None, tty: bool | None = None) -> None:
@@ -23,8 +24,9 @@ class ProgressBar:
         self._out = out or sys.stderr
         self._tty = self._out.isatty() if tty is None else tty
         self._seen: set[tuple[int, str]] = set()
-        self._drawn = 0
         self._progress = 0.0
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
     def update(
         self, progress: float, seq: int, step: str, state: str, error: str | None = None
@@ -34,42 +36,41 @@ class ProgressBar:
             return
         self._seen.add((seq, state))
         self._progress = max(self._progress, progress)
-        text = f"step {seq} {step}: {state}" + (f" ({error})" if error else "")
-        if self._tty:
-            self._redraw(f"{self._bar()} {text}")
-        else:
-            self._line(f"{self._percent()} {text}")
+        self._show(f"step {seq} {step}: {state}" + (f" ({error})" if error else ""))
 
     def done(self, state: str, error: str | None = None) -> None:
         self._progress = 1.0
-        text = f"{self._label} {state}" + (f": {error}" if error else "")
-        if self._tty:
-            self._redraw(f"{self._bar()} {text}")
-            self._out.write("\n")
-            self._drawn = 0
-            self._out.flush()
-        else:
-            self._line(f"{self._percent()} {text}")
+        self._show(f"{self._label} {state}" + (f": {error}" if error else ""))
+        self._stop()
 
     def interrupt(self, message: str) -> None:
-        """End a redrawn line before ``message`` (Ctrl-C)."""
-        if self._tty and self._drawn:
-            self._out.write("\n")
-            self._drawn = 0
+        """End the bar before ``message`` (Ctrl-C)."""
+        self._stop()
         self._line(message)
 
-    def _percent(self) -> str:
-        return f"{self._progress:4.0%}"
+    def _show(self, text: str) -> None:
+        if not self._tty:
+            self._line(f"{self._progress:4.0%} {text}")
+            return
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-    def _bar(self) -> str:
-        filled = int(self._progress * _WIDTH)
-        return f"[{'#' * filled}{'.' * (_WIDTH - filled)}] {self._percent()}"
+            console = Console(file=self._out, force_terminal=True, highlight=False)
+            self._bar = Progress(
+                BarColumn(), TaskProgressColumn(), TextColumn("{task.description}"),
+                console=console, auto_refresh=False,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task(text, total=1.0)
+        assert self._task is not None
+        self._bar.update(self._task, completed=self._progress, description=text)
+        self._bar.refresh()
 
-    def _redraw(self, text: str) -> None:
-        pad = " " * max(self._drawn - len(text), 0)
-        self._out.write(f"\r{text}{pad}")
-        self._out.flush()
-        self._drawn = len(text)
+    def _stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
     def _line(self, text: str) -> None:
         self._out.write(text + "\n")

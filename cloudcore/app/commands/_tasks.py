@@ -45,10 +45,10 @@ _STEP_COLUMNS: list[Column] = [
 ]
 
 
-def show_task(task: dict[str, Any], output: str) -> None:
+def show_task(task: dict[str, Any], output: str, select: list[str] | None = None) -> None:
     """A task's fields, then (as a table) its steps."""
-    if output != "table":
-        show_one(task, output, [])
+    if output != "table" or select:
+        show_one(task, output, TASK_COLUMNS, select=select)
         return
     show_one(task, output, TASK_COLUMNS)
     steps = task.get("steps") or []
@@ -59,20 +59,25 @@ def show_task(task: dict[str, Any], output: str) -> None:
 
 async def accepted(client: Client, task: dict[str, Any], args: argparse.Namespace) -> int:
     """After a 202: show the task, or with ``--wait`` follow it and show how it ended."""
+    select = getattr(args, "columns", None)
     if not getattr(args, "wait", False):
-        show_task(task, args.output)
+        show_task(task, args.output, select)
         return 0
-    code, final = await wait_for_task(client, task["id"], task.get("kind", "task"))
-    show_task(final, args.output)
+    label = " ".join(str(task[k]) for k in ("kind", "subject") if task.get(k))
+    code, final = await wait_for_task(client, task["id"], label or "task")
+    if args.output != "table" or select:
+        show_task(final, args.output, select)
+    # A table adds nothing to the bar's last line, which names the task and how it ended.
     return code
 
 
 async def wait_for_task(
-    client: Client, task_id: str, kind: str = "task"
+    client: Client, task_id: str, label: str = "task"
 ) -> tuple[int, dict[str, Any]]:
-    """Follow a task until it ends, with a progress bar on stderr. Returns (exit code, task):
-    0 if it SUCCEEDED, else 1. Ctrl-C stops waiting; the task goes on."""
-    bar = ProgressBar(f"{kind} {task_id}")
+    """Follow a task until it ends, with a progress bar on stderr whose last line is
+    ``label`` and how it ended. Returns (exit code, task): 0 if it SUCCEEDED, else 1. Ctrl-C
+    stops waiting; the task goes on."""
+    bar = ProgressBar(label)
     try:
         task = await _follow(client, task_id, bar)
     except asyncio.CancelledError:

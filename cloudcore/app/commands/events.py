@@ -15,16 +15,21 @@ from typing import Any
 
 from cloudcore.app.client import ApiFailure, Client
 from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import Column, add_output_option, show_list
+from cloudcore.app.commands._output import Column, add_output_option, show_list, show_page
 
 __all__ = ["add_parser"]
 
 _DATA_WIDTH = 100
 
 
+def _whole(event: dict[str, Any]) -> str:
+    """The event's data on one line (a table on a terminal cuts it to the width)."""
+    return json.dumps(event.get("data") or {}, separators=(",", ":"), sort_keys=True)
+
+
 def _data(event: dict[str, Any]) -> str:
-    """The event's data on one line, cut to fit a terminal (-o json shows it all)."""
-    text = json.dumps(event.get("data") or {}, separators=(",", ":"), sort_keys=True)
+    """The event's data cut to a fixed width, for the columns of ``--follow``."""
+    text = _whole(event)
     return text if len(text) <= _DATA_WIDTH else text[: _DATA_WIDTH - 3] + "..."
 
 
@@ -33,7 +38,7 @@ _COLUMNS: list[Column] = [
     ("TIME", "time"),
     ("TYPE", "type"),
     ("SUBJECT", "subject"),
-    ("DATA", _data),
+    ("DATA", _whole),
 ]
 
 _RECONNECT_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -47,9 +52,18 @@ def add_parser(sub: Any) -> None:
         "--type", action="append", dest="types", metavar="T", help="only this type (repeatable)"
     )
     events.add_argument("--subject", metavar="PREFIX", help="only subjects starting with this")
-    events.add_argument("--after", metavar="POSITION", help="only events after this position")
-    events.add_argument("--limit", type=int, help="events read per page (listing)")
-    events.add_argument("--all-pages", action="store_true", help="read to the newest event")
+    events.add_argument(
+        "--after",
+        "--page-token",
+        metavar="POSITION",
+        help="only events after this position (a page's last)",
+    )
+    events.add_argument(
+        "--limit", type=int, help="events per page, after the filters (listing; default 100)"
+    )
+    events.add_argument(
+        "--all", "--all-pages", action="store_true", dest="all_pages", help="to the newest event"
+    )
     events.set_defaults(handler=api_command(_events))
 
 
@@ -71,7 +85,7 @@ async def _events(client: Client, args: argparse.Namespace) -> int:
     if args.limit:
         params["limit"] = str(args.limit)
     listing = await client.listing("/events", params, all_pages=args.all_pages, cursor="after")
-    show_list(listing["items"], args.output, _COLUMNS, listing)
+    show_page(listing, args, _COLUMNS)
     return 0
 
 

@@ -9,15 +9,27 @@ from urllib.parse import quote
 
 from cloudcore.app.client import Client
 from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
+from cloudcore.app.commands._output import (
+    Column,
+    add_listing_options,
+    add_output_option,
+    human_size,
+    show_one,
+    show_page,
+)
+from cloudcore.app.commands._resolve import DATACENTER, HOST, resolve
 from cloudcore.app.commands._tasks import accepted
 
 __all__ = ["add_parser"]
 
 
-def _usage(used: str, total: str) -> Any:
+def _usage(used: str, total: str, unit: int = 1) -> Any:
     def cell(item: dict[str, Any]) -> str:
-        return f"{item.get(used, 0)}/{item.get(total, '?')}"
+        have, of = item.get(used) or 0, item.get(total)
+        if unit == 1:
+            return f"{have}/{'?' if of is None else of}"
+        size = human_size(of * unit) if isinstance(of, int) else "?"
+        return f"{human_size(have * unit)}/{size}"
 
     return cell
 
@@ -30,7 +42,7 @@ _COLUMNS: list[Column] = [
     ("HEALTH", "health"),
     ("ADMIN", "admin_state"),
     ("CPUS", _usage("cpus_used", "cpus")),
-    ("MEMORY_MIB", _usage("memory_mib_used", "memory_mib")),
+    ("MEMORY", _usage("memory_mib_used", "memory_mib", 1024**2)),
 ]
 
 _FIELDS: list[Column] = [
@@ -59,18 +71,19 @@ def add_parser(sub: Any) -> None:
     listing.add_argument(
         "--admin-state", type=str.upper, help="ENABLED, DISABLED, MAINTENANCE, ..."
     )
-    listing.add_argument("--all-pages", action="store_true", help="follow every page")
+    listing.add_argument("--name", help="only hosts of this name")
+    add_listing_options(listing)
     listing.set_defaults(handler=api_command(_list))
 
     show = actions.add_parser("show", help="show a host")
     add_output_option(show)
-    show.add_argument("id")
+    show.add_argument("id", metavar="HOST", help="id or name")
     show.set_defaults(handler=api_command(_show))
 
     for name, help in _ADMIN.items():
         parser = actions.add_parser(name, help=help, description=help)
         add_output_option(parser)
-        parser.add_argument("id")
+        parser.add_argument("id", metavar="HOST", help="id or name")
         parser.set_defaults(handler=api_command(_admin))
 
     maintenance = actions.add_parser(
@@ -88,18 +101,26 @@ def add_parser(sub: Any) -> None:
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
     wanted = {
-        "datacenter_id": args.datacenter,
+        "datacenter_id": args.datacenter and await resolve(client, DATACENTER, args.datacenter),
         "health": args.health,
         "admin_state": args.admin_state,
+        "name": args.name,
+        "sort": args.sort,
+        "cursor": args.page_token,
+        "limit": str(args.limit),
     }
     params = {key: value for key, value in wanted.items() if value}
-    listing = await client.listing("/hosts", params, all_pages=args.all_pages)
-    show_list(listing["items"], args.output, _COLUMNS, listing)
+    show_page(await client.listing("/hosts", params, all_pages=args.all_pages), args, _COLUMNS)
     return 0
 
 
+async def _host(client: Client, args: argparse.Namespace) -> str:
+    return quote(await resolve(client, HOST, args.id), safe="")
+
+
 async def _show(client: Client, args: argparse.Namespace) -> int:
-    show_one(await client.call("GET", f"/hosts/{quote(args.id, safe='')}"), args.output, _FIELDS)
+    host = await client.call("GET", f"/hosts/{await _host(client, args)}")
+    show_one(host, args.output, _FIELDS, select=args.columns)
     return 0
 
 
@@ -113,6 +134,6 @@ async def _maintenance(client: Client, args: argparse.Namespace) -> int:
 
 async def _admin(client: Client, args: argparse.Namespace) -> int:
     """The host as it is now (the API answers with it)."""
-    host = await client.call("POST", f"/hosts/{quote(args.id, safe='')}/{args.host_command}")
-    show_one(host, args.output, _FIELDS)
+    host = await client.call("POST", f"/hosts/{await _host(client, args)}/{args.host_command}")
+    show_one(host, args.output, _FIELDS, select=args.columns)
     return 0

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from cloudcore.app.client import Client
 from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import add_output_option, show_list
+from cloudcore.app.commands._output import add_listing_options, add_output_option, show_page
 from cloudcore.app.commands._tasks import TASK_COLUMNS, accepted, show_task
 
 __all__ = ["add_parser"]
@@ -20,12 +20,11 @@ def add_parser(sub: Any) -> None:
     task = sub.add_parser("task", help="tasks: list, show, recover, abort")
     actions = task.add_subparsers(dest="task_command", required=True, metavar="ACTION")
 
-    listing = actions.add_parser("list", help="list tasks")
+    listing = actions.add_parser("list", help="list tasks, the newest first")
     add_output_option(listing)
     listing.add_argument("--state", type=str.upper, help="only tasks in this state (FAILED, ...)")
     listing.add_argument("--subject", help="only tasks about this subject (vm/<id>)")
-    listing.add_argument("--limit", type=int, default=100, help="tasks per page (default 100)")
-    listing.add_argument("--all-pages", action="store_true", help="follow every page")
+    add_listing_options(listing)
     listing.set_defaults(handler=api_command(_list))
 
     show = actions.add_parser("show", help="show a task and its steps")
@@ -58,14 +57,17 @@ def add_parser(sub: Any) -> None:
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
-    params = {"limit": str(args.limit)}
-    if args.state:
-        params["state"] = args.state
-    if args.subject:
-        params["subject"] = args.subject
+    wanted = {
+        "limit": str(args.limit),
+        "state": args.state,
+        "subject": args.subject,
+        "sort": args.sort,
+        "cursor": args.page_token,
+    }
+    params = {key: value for key, value in wanted.items() if value}
     listing = await client.listing("/tasks", params, all_pages=args.all_pages)
     columns = [c for c in TASK_COLUMNS if c[0] != "PROGRESS"]  # a listing has no steps
-    show_list(listing["items"], args.output, columns, listing)
+    show_page(listing, args, columns)
     return 0
 
 
@@ -73,7 +75,7 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
     task = await client.call("GET", f"/tasks/{quote(args.id, safe='')}")
     if args.wait:
         return await accepted(client, task, args)
-    show_task(task, args.output)
+    show_task(task, args.output, args.columns)
     return 0
 
 

@@ -1,7 +1,8 @@
 """``cloudcore vm ...``: VMs through the HTTP API.
 
-``list``, ``show`` read; ``create``, the power and lifecycle actions and ``delete`` answer with
-the task that does the work (202), which ``--wait`` follows to its end with a progress bar.
+``list``, ``show`` read; ``create``, the power and lifecycle actions, ``recover`` and ``delete``
+answer with the task that does the work (202), which ``--wait`` follows to its end with a
+progress bar. A VM (and a datacenter, host or template) is given by id or by name.
 """
 
 from __future__ import annotations
@@ -11,8 +12,19 @@ from typing import Any
 from urllib.parse import quote
 
 from cloudcore.app.client import Client
+from cloudcore.app.commands import _resolve
 from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
+from cloudcore.app.commands._output import (
+    Column,
+    add_listing_options,
+    add_output_option,
+    gib,
+    mib,
+    show_list,
+    show_one,
+    show_page,
+)
+from cloudcore.app.commands._resolve import resolve
 from cloudcore.app.commands._tasks import accepted
 from cloudcore.app.commands.network import nic_body
 from cloudcore.app.commands.vm_console import add_console
@@ -27,14 +39,14 @@ _COLUMNS: list[Column] = [
     ("DATACENTER", "datacenter_id"),
     ("HOST", "host_id"),
     ("CPUS", "spec.cpus"),
-    ("MEMORY_MIB", "spec.memory_mib"),
+    ("MEMORY", mib("spec.memory_mib")),
 ]
 
 _FIELDS: list[Column] = [
     *_COLUMNS,
     ("TENANT", "tenant_id"),
     ("DESIRED", "desired_state"),
-    ("DISK_GIB", "spec.disk_gib"),
+    ("DISK", gib("spec.disk_gib")),
     ("TASK", "task_id"),
     ("HA", "spec.ha"),
     ("HA_PRIORITY", "spec.ha_priority"),
@@ -65,15 +77,18 @@ def add_parser(sub: Any) -> None:
         parser.set_defaults(handler=api_command(handler))
         return parser
 
-    listing = action("list", "list VMs", _list, wait=False)
+    listing = action("list", "list VMs, the newest first", _list, wait=False)
     listing.add_argument("--state", type=str.upper, help="only VMs in this state (RUNNING, ...)")
     listing.add_argument("--datacenter", help="only VMs in this datacenter")
     listing.add_argument("--host", help="only VMs on this host")
     listing.add_argument("--tenant", help="only this tenant's VMs (admins, operators)")
-    listing.add_argument("--limit", type=int, default=100, help="VMs per page (default 100)")
-    listing.add_argument("--all-pages", action="store_true", help="follow every page")
+    listing.add_argument("--name", help="only VMs of this name")
+    listing.add_argument("--deleted", action="store_true", help="deleted VMs too")
+    add_listing_options(listing)
 
-    action("show", "show a VM", _show, wait=False).add_argument("id")
+    show = action("show", "show a VM", _show, wait=False)
+    show.add_argument("id", metavar="VM", help="id or name")
+    show.add_argument("--deleted", action="store_true", help="a deleted VM (admins, operators)")
 
     create = action("create", "create a VM (and start it)", _create)
     create.add_argument("--name", required=True)
@@ -82,7 +97,10 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--memory", type=int, required=True, metavar="MIB")
     create.add_argument("--disk", type=int, default=0, metavar="GIB")
     create.add_argument("--template")
-    create.add_argument("--tenant", help="create it for this tenant (admins, operators)")
+    create.add_argument(
+        "--tenant",
+        help="create it for this tenant (admins, operators; default: the caller's own tenant)",
+    )
     create.add_argument("--ha", action="store_true", help="restart it elsewhere if its host fails")
     create.add_argument("--ha-priority", type=int, default=0, help="higher restarts first")
     create.add_argument("--no-start", action="store_true", help="define it but do not start it")
@@ -96,28 +114,38 @@ def add_parser(sub: Any) -> None:
     )
 
     for name, help in _SIMPLE.items():
-        action(name, help, _simple).add_argument("id")
+        action(name, help, _simple).add_argument("id", metavar="VM", help="id or name")
 
     stop = action("stop", "power a VM off (gracefully, then hard after the timeout)", _stop)
-    stop.add_argument("id")
+    stop.add_argument("id", metavar="VM", help="id or name")
     stop.add_argument("--hard", action="store_true", help="power off at once")
     stop.add_argument("--timeout", type=float, metavar="S", help="seconds before a hard stop")
 
     reboot = action("reboot", "reboot a VM", _reboot)
-    reboot.add_argument("id")
+    reboot.add_argument("id", metavar="VM", help="id or name")
     reboot.add_argument("--hard", action="store_true", help="reset rather than ACPI reboot")
 
     reconfigure = action("reconfigure", "resize a VM", _reconfigure)
-    reconfigure.add_argument("id")
+    reconfigure.add_argument("id", metavar="VM", help="id or name")
     reconfigure.add_argument("--cpus", type=int)
     reconfigure.add_argument("--memory", type=int, metavar="MIB")
 
     snapshot = action("snapshot", "snapshot a VM", _snapshot)
-    snapshot.add_argument("id")
+    snapshot.add_argument("id", metavar="VM", help="id or name")
     snapshot.add_argument("name")
 
+    snapshots = action("snapshots", "list a VM's snapshots, oldest first", _snapshots, wait=False)
+    snapshots.add_argument("id", metavar="VM", help="id or name")
+    for name, help, handler in (
+        ("revert", "revert a VM to a snapshot (disks, memory, power)", _revert),
+        ("delete-snapshot", "delete a VM's snapshot", _delete_snapshot),
+    ):
+        parser = action(name, help, handler)
+        parser.add_argument("id", metavar="VM", help="id or name")
+        parser.add_argument("name", metavar="SNAPSHOT")
+
     migrate = action("migrate", "move a VM to another host", _migrate)
-    migrate.add_argument("id")
+    migrate.add_argument("id", metavar="VM", help="id or name")
     migrate.add_argument("--host", help="the target host (default: the scheduler picks)")
     migrate.add_argument(
         "--deadline", type=float, metavar="S", help="abort it after S seconds (default: config)"
@@ -128,7 +156,15 @@ def add_parser(sub: Any) -> None:
     ha.add_argument("state", choices=("on", "off"))
     ha.add_argument("--priority", type=int, default=0, help="higher restarts first (0-1000)")
 
-    action("delete", "delete a VM", _delete).add_argument("id")
+    recover = action(
+        "recover",
+        "settle a VM in ERROR: retry its failed task, succeed or fail it, or delete the VM",
+        _recover,
+    )
+    recover.add_argument("id", metavar="VM", help="id or name")
+    recover.add_argument("verb", choices=("retry", "succeed", "fail", "delete"))
+
+    action("delete", "delete a VM", _delete).add_argument("id", metavar="VM", help="id or name")
     add_console(actions)
 
 
@@ -136,38 +172,55 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
     params = {"limit": str(args.limit)}
     for key, value in (
         ("state", args.state),
-        ("datacenter_id", args.datacenter),
-        ("host_id", args.host),
+        ("datacenter_id", args.datacenter and await resolve(client, DC, args.datacenter)),
+        ("host_id", args.host and await resolve(client, _resolve.HOST, args.host)),
         ("tenant_id", args.tenant),
+        ("name", args.name),
+        ("sort", args.sort),
+        ("cursor", args.page_token),
     ):
         if value:
             params[key] = value
-    listing = await client.listing("/vms", params, all_pages=args.all_pages)
-    show_list(listing["items"], args.output, _COLUMNS, listing)
+    if args.deleted:
+        params["deleted"] = "true"
+    show_page(await client.listing("/vms", params, all_pages=args.all_pages), args, _COLUMNS)
     return 0
 
 
+DC = _resolve.DATACENTER
+
+
+async def _vm(client: Client, args: argparse.Namespace) -> str:
+    """The VM's id, quoted for a path."""
+    return quote(await resolve(client, _resolve.VM, args.id), safe="")
+
+
 async def _show(client: Client, args: argparse.Namespace) -> int:
-    """The VM, with the addresses its NICs hold (``address mac network`` each)."""
-    path = f"/vms/{quote(args.id, safe='')}"
-    vm = await client.call("GET", path)
-    nics = await client.call("GET", f"{path}/nics")
-    vm["addresses"] = [f"{n['address']} {n['mac']} {n['network_id']}" for n in nics]
-    show_one(vm, args.output, _FIELDS)
+    """The VM, with the addresses its NICs hold (``address mac network`` each). ``--deleted``:
+    a tombstone, which has no name to find it by (the id as given) and no NICs."""
+    if args.deleted:
+        path = f"/vms/{quote(args.id, safe='')}"
+        vm = await client.call("GET", path, params={"deleted": "true"})
+    else:
+        path = f"/vms/{await _vm(client, args)}"
+        vm = await client.call("GET", path)
+        nics = await client.call("GET", f"{path}/nics")
+        vm["addresses"] = [f"{n['address']} {n['mac']} {n['network_id']}" for n in nics]
+    show_one(vm, args.output, _FIELDS, select=args.columns)
     return 0
 
 
 async def _create(client: Client, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {
         "name": args.name,
-        "datacenter_id": args.datacenter,
+        "datacenter_id": await resolve(client, DC, args.datacenter),
         "cpus": args.cpus,
         "memory_mib": args.memory,
         "disk_gib": args.disk,
         "start": not args.no_start,
     }
     if args.template:
-        body["template_id"] = args.template
+        body["template_id"] = await resolve(client, _resolve.TEMPLATE, args.template)
     if args.tenant:
         body["tenant_id"] = args.tenant
     if args.nic:
@@ -187,7 +240,7 @@ async def _ha(client: Client, args: argparse.Namespace) -> int:
 async def _act(
     client: Client, args: argparse.Namespace, verb: str, body: dict[str, Any] | None = None
 ) -> int:
-    task = await client.call("POST", f"/vms/{quote(args.id, safe='')}/{verb}", body=body)
+    task = await client.call("POST", f"/vms/{await _vm(client, args)}/{verb}", body=body)
     return await accepted(client, task, args)
 
 
@@ -215,11 +268,37 @@ async def _snapshot(client: Client, args: argparse.Namespace) -> int:
     return await _act(client, args, "snapshot", {"name": args.name})
 
 
+_SNAPSHOT_COLUMNS: list[Column] = [("NAME", "name"), ("CREATED", "created_at"), ("POWER", "power")]
+
+
+async def _snapshots(client: Client, args: argparse.Namespace) -> int:
+    taken = await client.call("GET", f"/vms/{await _vm(client, args)}/snapshots")
+    show_list(taken, args.output, _SNAPSHOT_COLUMNS, select=args.columns)
+    return 0
+
+
+async def _revert(client: Client, args: argparse.Namespace) -> int:
+    return await _act(client, args, f"snapshots/{quote(args.name, safe='')}/revert")
+
+
+async def _delete_snapshot(client: Client, args: argparse.Namespace) -> int:
+    path = f"/vms/{await _vm(client, args)}/snapshots/{quote(args.name, safe='')}"
+    return await accepted(client, await client.call("DELETE", path), args)
+
+
 async def _migrate(client: Client, args: argparse.Namespace) -> int:
-    body = {k: v for k, v in (("host_id", args.host), ("deadline", args.deadline)) if v is not None}
+    body: dict[str, Any] = {"deadline": args.deadline} if args.deadline is not None else {}
+    if args.host is not None:
+        body["host_id"] = await resolve(client, _resolve.HOST, args.host)
     return await _act(client, args, "migrate", body)
 
 
+async def _recover(client: Client, args: argparse.Namespace) -> int:
+    """The task that retries or deletes, or the VM's last task, settled."""
+    path = f"/vms/{await _vm(client, args)}/recover"
+    return await accepted(client, await client.call("POST", path, body={"verb": args.verb}), args)
+
+
 async def _delete(client: Client, args: argparse.Namespace) -> int:
-    task = await client.call("DELETE", f"/vms/{quote(args.id, safe='')}")
+    task = await client.call("DELETE", f"/vms/{await _vm(client, args)}")
     return await accepted(client, task, args)

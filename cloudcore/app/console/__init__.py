@@ -57,21 +57,30 @@ def _console(args: argparse.Namespace) -> int:
                 "warning: no API token (--token, $CLOUDCORE_TOKEN, or a node's admin-token "
                 "file); every command will be refused"
             )
-        _greet(console, client)
+        if not _greet(console, client, token is not None):
+            return 1
         with _history():
             console.run()
     return 0
 
 
-def _greet(console: Console, client: BlockingClient) -> None:
+def _greet(console: Console, client: BlockingClient, check_token: bool) -> bool:
+    """Say which node answers; False (after saying why) if it refuses the token, so a bad
+    token is reported before the prompt rather than at every command."""
     try:
         health = client.get("/health")
+        if check_token:
+            client.get("/users/me")
     except ApiFailure as exc:
+        if exc.status == 401:
+            console._say(f"error: {_render.failure(exc)} (give another with --token)")
+            return False
         console._say(f"warning: {_render.failure(exc)}")
-        return
+        return True
     console._say(
         f"connected to node {health['node']} (cloudcore {health['version']}) at {client.base_url}"
     )
+    return True
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ __all__ = [
     "Limit",
     "ListQuery",
     "MigrateBody",
+    "NamedQuery",
     "NicCreate",
     "RebootBody",
     "ReconfigureBody",
@@ -29,8 +30,10 @@ __all__ = [
     "StopBody",
     "TaskQuery",
     "TaskView",
+    "TombstoneQuery",
     "VMCreate",
     "VMQuery",
+    "sort_of",
 ]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
@@ -61,6 +64,35 @@ class ListQuery(_Query, frozen=True, kw_only=True):
 
     limit: Limit = 100
     cursor: Cursor | None = None
+
+
+def sort_of(*fields: str) -> Any:
+    """The type of a listing's ``sort``: ``FIELD[:asc|desc]``, FIELD one of ``fields``."""
+    return Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=64,
+            pattern=rf"^({'|'.join(fields)})(:(asc|desc))?$",
+            description=f"FIELD[:asc|desc], FIELD one of {', '.join(fields)}; then by id. "
+            "Default created_at:desc, the newest first",
+        ),
+    ]
+
+
+VMSort = sort_of(
+    "created_at", "updated_at", "id", "name", "state", "power", "tenant_id", "datacenter_id"
+)
+TaskSort = sort_of("created_at", "updated_at", "id", "kind", "subject", "state")
+NameSort = sort_of("created_at", "updated_at", "id", "name")
+
+
+class NamedQuery(ListQuery, frozen=True, kw_only=True):
+    """A listing of things with names: ``name`` finds those of exactly this name; ``sort``
+    (by name or time) and every page says in ``total`` how many match."""
+
+    name: Name | None = None
+    sort: NameSort | None = None  # type: ignore[valid-type]
 
 
 class NicCreate(_Body, frozen=True, kw_only=True):
@@ -108,10 +140,24 @@ class HABody(_Body, frozen=True, kw_only=True):
 
 
 class VMQuery(ListQuery, frozen=True, kw_only=True):
+    """``deleted``: include deleted VMs (their tombstones), which are left out otherwise
+    unless ``state`` is DELETED; ``name``: exactly this name. Every page says in ``total``
+    how many match."""
+
+    name: Name | None = None
+    sort: VMSort | None = None  # type: ignore[valid-type]
+
     tenant_id: Id | None = None
     datacenter_id: Id | None = None
     host_id: Id | None = None
     state: VMState | None = None
+    deleted: bool = False
+
+
+class TombstoneQuery(_Query, frozen=True, kw_only=True):
+    """``deleted``: an admin's or operator's read of a deleted VM's tombstone (404 without)."""
+
+    deleted: bool = False
 
 
 class StopBody(_Body, frozen=True, kw_only=True):
@@ -146,6 +192,7 @@ class MigrateBody(_Body, frozen=True, kw_only=True):
 
 
 class TaskQuery(ListQuery, frozen=True, kw_only=True):
+    sort: TaskSort | None = None  # type: ignore[valid-type]
     state: TaskState | None = None
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     tenant_id: Id | None = None

@@ -11,7 +11,7 @@ from cloudcore.app.gateway.routes import hosts, system
 from cloudcore.app.gateway.routes.datacenters import list_datacenters
 from cloudcore.app.gateway.routes.hosts import HostQuery
 from cloudcore.app.gateway.routes.system import DeadLetterQuery, TreeQuery
-from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.app.gateway.schemas import NamedQuery
 from cloudcore.app.web.context import Failed, Ui, page
 
 __all__ = ["add_routes"]
@@ -24,7 +24,7 @@ _ADMIN_ACTIONS: dict[str, Any] = {
 
 
 async def datacenters_page(ui: Ui) -> web.StreamResponse:
-    dcs = (await ui.call(list_datacenters, query=ListQuery(limit=1000))).items
+    dcs = (await ui.call(list_datacenters, query=NamedQuery(limit=1000))).items
     found = (await ui.call(hosts.list_hosts, query=HostQuery(limit=1000))).items
     counts = {dc.id: sum(1 for h in found if h.datacenter_id == dc.id) for dc in dcs}
     return ui.render("datacenters.html", datacenters=dcs, host_counts=counts)

@@ -11,7 +11,14 @@ from aiohttp import web
 from cloudcore.app.gateway.routes import consoles, events, quotas, tasks, templates, vms
 from cloudcore.app.gateway.routes.datacenters import list_datacenters
 from cloudcore.app.gateway.routes.events import EventQuery
-from cloudcore.app.gateway.schemas import ListQuery, StopBody, TaskQuery, VMCreate, VMQuery
+from cloudcore.app.gateway.schemas import (
+    NamedQuery,
+    StopBody,
+    TaskQuery,
+    TombstoneQuery,
+    VMCreate,
+    VMQuery,
+)
 from cloudcore.app.gateway.tasks import task_view
 from cloudcore.app.web.context import Failed, Ui, page
 
@@ -37,8 +44,8 @@ async def _vms(ui: Ui) -> list[Any]:
 
 
 async def vms_page(ui: Ui) -> web.StreamResponse:
-    dcs = (await ui.call(list_datacenters, query=ListQuery(limit=1000))).items
-    tpls = (await ui.call(templates.list_templates, query=ListQuery(limit=1000))).items
+    dcs = (await ui.call(list_datacenters, query=NamedQuery(limit=1000))).items
+    tpls = (await ui.call(templates.list_templates, query=NamedQuery(limit=1000))).items
     return ui.render("vms.html", vms=await _vms(ui), datacenters=dcs, templates=tpls, sizes=SIZES)
 
 
@@ -82,7 +89,7 @@ async def vm_action(ui: Ui) -> web.StreamResponse:
         raise web.HTTPNotFound()
     body = StopBody(hard=ui.form.get("hard") == "on") if action == "stop" else None
     try:
-        vm = await ui.call(vms.get_vm, vm_id=vm_id)
+        vm = await ui.call(vms.get_vm, query=TombstoneQuery(), vm_id=vm_id)
         task = await ui.call(handler, body=body, vm_id=vm_id)
     except Failed as exc:
         return ui.flash(f"Could not {action} the VM: {exc.message}", error=exc)
@@ -92,7 +99,7 @@ async def vm_action(ui: Ui) -> web.StreamResponse:
 async def console_page(ui: Ui) -> web.StreamResponse:
     vm_id = ui.request.match_info["vm_id"]
     try:
-        vm = await ui.call(vms.get_vm, vm_id=vm_id)
+        vm = await ui.call(vms.get_vm, query=TombstoneQuery(), vm_id=vm_id)
         console = await ui.call(consoles.get_console, vm_id=vm_id)
     except Failed as exc:
         return ui.render("console.html", status=exc.status, vm=None, console=None, error=exc)

@@ -46,7 +46,9 @@ async def test_an_admin_registers_a_datacenter_that_runs_at_once(api: ApiClient)
     assert r.body["location"] == "Oslo" and r.body["version"] == 1
     assert r.headers["Location"] == "/api/v1/datacenters/dc2"
     assert api.system.lookup("/user/dc/dc2") is not None
-    assert ids((await api.call("GET", "/datacenters", "bob")).body) == ["dc1", "dc2"]
+    assert ids((await api.call("GET", "/datacenters", "bob")).body) == ["dc2", "dc1"]  # newest
+    by_name = await api.call("GET", "/datacenters?name=second", "bob")
+    assert ids(by_name.body) == ["dc2"] and by_name.body["total"] == 1
 
 
 @pytest.mark.parametrize("who", ["operator", "alice"])
@@ -90,13 +92,16 @@ async def test_a_datacenter_id_or_name_taken_is_409(api: ApiClient, body: dict[s
 async def test_admins_and_operators_list_hosts_with_filters_and_pages(
     api: ApiClient, who: str
 ) -> None:
-    listed = await api.call("GET", "/hosts?datacenter_id=dc1&health=HEALTHY", who)
+    listed = await api.call("GET", "/hosts?datacenter_id=dc1&health=HEALTHY&sort=name", who)
     assert listed.status == 200 and ids(listed.body) == ["dc1-h1", "dc1-h2"]
     assert ids((await api.call("GET", "/hosts?admin_state=DISABLED", who)).body) == []
-    first = await api.call("GET", "/hosts?limit=1", who)
-    assert ids(first.body) == ["dc1-h1"] and first.body["next_cursor"]
-    second = await api.call("GET", f"/hosts?limit=1&cursor={first.body['next_cursor']}", who)
-    assert ids(second.body) == ["dc1-h2"] and second.body["next_cursor"] is None
+    first = await api.call("GET", "/hosts?limit=1&sort=id:desc", who)
+    assert ids(first.body) == ["dc1-h2"] and first.body["next_cursor"]
+    assert first.body["total"] == 2
+    second = await api.call(
+        "GET", f"/hosts?limit=1&sort=id:desc&cursor={first.body['next_cursor']}", who
+    )
+    assert ids(second.body) == ["dc1-h1"] and second.body["next_cursor"] is None
     got = await api.call("GET", "/hosts/dc1-h2", who)
     assert got.status == 200 and got.body["health"] == "HEALTHY"
 
@@ -228,7 +233,7 @@ async def test_admin_states_are_stored_and_steer_the_scheduler(api: ApiClient) -
         r = await api.call("POST", f"/hosts/{host}/disable", "operator")
         assert r.status == 200 and r.body["admin_state"] == "DISABLED"
     listed = await api.call("GET", "/hosts?admin_state=DISABLED")
-    assert ids(listed.body) == ["dc1-h1", "dc1-h2"]
+    assert sorted(ids(listed.body)) == ["dc1-h1", "dc1-h2"]
     spec = {"datacenter_id": "dc1", "cpus": 1, "memory_mib": 64}
     refused = await api.call("POST", "/vms", "alice", {"name": "a", **spec})
     assert (await api.wait_task(refused.body["id"])).state is TaskState.FAILED
@@ -318,12 +323,10 @@ async def test_a_user_pages_through_its_tenants_and_the_public_templates(api: Ap
             if page.body["next_cursor"] is None:
                 break
             path = f"/templates?limit={limit}&cursor={page.body['next_cursor']}"
-        assert seen == ["a1", "p1", "a2", "p2", "a3"], limit
-    assert [names[i] for i in ids((await api.call("GET", "/templates", "bob")).body)] == [
-        "p1",
-        "b1",
-        "p2",
-    ]
+        assert seen == ["a3", "p2", "a2", "p1", "a1"], limit  # the newest first
+    bobs = await api.call("GET", "/templates?sort=created_at:asc", "bob")
+    assert [names[i] for i in ids(bobs.body)] == ["p1", "b1", "p2"]
+    assert bobs.body["total"] == 3
     assert len((await api.call("GET", "/templates", "operator")).body["items"]) == 6
     bad = await api.call("GET", "/templates?cursor=garb%40ge", "alice")  # @: not base64url
     assert bad.status == 422 and "cursor" in bad.body["error"]["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -88,7 +89,25 @@ async def test_delete_answers_202_and_the_vm_ends_deleted(api: ApiClient) -> Non
     r = await api.call("DELETE", f"/vms/{vm_id}", "alice")
     assert r.status == 202 and r.body["kind"] == "vm.delete"
     assert (await api.wait_task(r.body["id"])).state == "SUCCEEDED"
-    assert (await api.call("GET", f"/vms/{vm_id}", "alice")).body["state"] == "DELETED"
+    gone = await api.call("GET", f"/vms/{vm_id}", "alice")
+    assert gone.status == 404 and gone.error_code == "not_found"
+
+
+async def test_a_deleted_vm_is_hidden_read_by_admins_and_not_deleted_twice(
+    api: ApiClient,
+) -> None:
+    vm_id = await running_vm(api, name="tomb")
+    r = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    assert (await api.wait_task(r.body["id"])).state == "SUCCEEDED"
+    assert vm_id not in ids_of((await api.call("GET", "/vms", "alice")).body)
+    assert vm_id in ids_of((await api.call("GET", "/vms?deleted=true", "alice")).body)
+    # only admins and operators read a tombstone; for its tenant it is gone
+    assert (await api.call("GET", f"/vms/{vm_id}?deleted=true", "alice")).status == 404
+    tomb = await api.call("GET", f"/vms/{vm_id}?deleted=true", "admin")
+    assert tomb.status == 200 and tomb.body["state"] == "DELETED"
+    again = await api.call("DELETE", f"/vms/{vm_id}", "alice")
+    assert again.status == 409 and again.error_code == "already_deleted"
+    assert "already deleted" in again.body["error"]["message"]
 
 
 async def test_list_filters_and_pages_with_a_cursor(api: ApiClient) -> None:
@@ -96,8 +115,15 @@ async def test_list_filters_and_pages_with_a_cursor(api: ApiClient) -> None:
     first = await api.call("GET", "/vms?limit=2", "alice")
     assert first.status == 200 and len(first.body["items"]) == 2
     second = await api.call("GET", f"/vms?limit=2&cursor={first.body['next_cursor']}", "alice")
-    assert [v["id"] for v in first.body["items"] + second.body["items"]] == ids
+    assert [v["id"] for v in first.body["items"] + second.body["items"]] == ids[::-1]  # newest
     assert second.body["next_cursor"] is None
+    assert first.body["total"] == second.body["total"] == 3
+    by_name = await api.call("GET", "/vms?sort=name:desc", "alice")
+    assert [v["name"] for v in by_name.body["items"]] == ["vm2", "vm1", "vm0"]
+    named = await api.call("GET", "/vms?name=vm1", "alice")
+    assert ids_of(named.body) == [ids[1]]
+    bad = await api.call("GET", "/vms?sort=spec", "alice")
+    assert bad.status == 422 and bad.body["error"]["details"]["field"] == "sort"
     stopped = await api.call("GET", "/vms?state=STOPPED&datacenter_id=dc1", "alice")
     assert len(stopped.body["items"]) == 3
     assert (await api.call("GET", "/vms?state=RUNNING", "alice")).body["items"] == []
@@ -163,6 +189,23 @@ async def test_recover_verbs_are_for_operators_not_users(api: ApiClient) -> None
     assert allowed.status == 409 and "ERROR" in allowed.body["error"]["message"]  # VM not in ERROR
 
 
+def ids_of(page: dict[str, Any]) -> list[str]:
+    return [item["id"] for item in page["items"]]
+
+
+async def test_task_ids_are_one_format_in_time_order(api: ApiClient) -> None:
+    """Deploy and operation tasks alike: ``task-`` and 28 hex digits, so sorting the ids sorts
+    the tasks by when they were made, and the newest-first listing agrees."""
+    vm_id = await running_vm(api, name="ordered")
+    await act(api, vm_id, "stop", {"hard": True})
+    await act(api, vm_id, "start")
+    listed = await api.call("GET", f"/tasks?subject=vm/{vm_id}", "alice")
+    tasks = listed.body["items"]
+    assert [t["kind"] for t in tasks] == ["vm.start", "vm.stop", "vm.deploy"]
+    assert all(re.fullmatch(r"task-[0-9a-f]{28}", t["id"]) for t in tasks), tasks
+    assert [t["id"] for t in tasks] == sorted((t["id"] for t in tasks), reverse=True)
+
+
 async def test_abort_is_for_operators_and_only_stops_a_migration_in_flight(
     api: ApiClient,
 ) -> None:
@@ -177,7 +220,8 @@ async def test_abort_is_for_operators_and_only_stops_a_migration_in_flight(
     assert (await api.wait_task(task_id)).state == "SUCCEEDED"  # a simulated move is instant
     ended = await api.call("POST", f"/tasks/{task_id}/abort", "operator", {})
     assert ended.status == 409 and "has ended" in ended.body["error"]["message"]
-    create = (await api.call("GET", f"/tasks?subject=vm/{vm_id}", "operator")).body["items"][0]
+    listed = await api.call("GET", f"/tasks?subject=vm/{vm_id}", "operator")
+    create = listed.body["items"][-1]  # the oldest: the newest come first
     assert create["kind"] == "vm.deploy"
     wrong = await api.call("POST", f"/tasks/{create['id']}/abort", "operator", {"reason": "x"})
     assert wrong.status == 409

@@ -80,8 +80,9 @@ async def _check_store(data_dir: Path) -> tuple[int, int]:
     store = await SqliteStore.connect(data_dir / "cloudcore.db")
     try:
         vms = [vm async for vm in _all(store, VM) if vm.tenant_id == "demo"]
-        tasks = {t.id async for t in _all(store, Task)}
-        orphans = [vm.id for vm in vms if f"task-{vm.id}" not in tasks]
+        tasks = [t async for t in _all(store, Task)]
+        deployed = {t.subject for t in tasks if t.kind == "vm.deploy"}
+        orphans = [vm.id for vm in vms if f"vm/{vm.id}" not in deployed]
         assert orphans == [], f"{len(orphans)} VMs without a deploy task"
         alive = [vm for vm in vms if vm.state is not VMState.DELETED]
         exists = {

@@ -7,7 +7,16 @@ import pytest
 from actors.lifecycle import TRANSITIONS, Operation, allowed_operations
 from actors.operations import StopParams, decode_params
 from cloudcore.errors import IllegalTransition, InvalidRequest
-from cloudcore.store.records import VM, Host, PowerState, StepState, TaskState, VMSpec, VMState
+from cloudcore.store.records import (
+    VM,
+    Host,
+    PowerState,
+    StepState,
+    Task,
+    TaskState,
+    VMSpec,
+    VMState,
+)
 from tests.cloud import Cloud
 from tests.waiting import eventually
 
@@ -42,7 +51,9 @@ async def test_deploy_schedules_claims_defines_and_starts_with_every_step_journa
     assert (host.cpus_used, host.memory_mib_used) == (1, 256)
     info = await cloud.drivers[vm.host_id].get_vm(vm.id)
     assert info.power.value == "running"
-    steps = await cloud.store.list_steps(f"task-{vm.id}")
+    deploys = await cloud.store.list(Task, where={"subject": f"vm/{vm.id}"})
+    [deploy_task] = deploys.items
+    steps = await cloud.store.list_steps(deploy_task.id)
     assert [(s.name, s.state) for s in steps] == [
         ("schedule", StepState.DONE),
         ("define", StepState.DONE),

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cloudcore.cluster import ClusterNode
-from cloudcore.config import load_settings
+from cloudcore.config import Settings, load_settings
+from cloudcore.logging import configure_logging
 from cloudcore.runtime import Actor, ActorRef, Message
 
 
@@ -38,9 +39,16 @@ NODE = web.AppKey("node", ClusterNode)
 COUNTER = web.AppKey("counter", ActorRef)
 
 
+def settings() -> Settings:
+    # JSON log lines when stderr is not a terminal (log.format forces one), as `cloudcore serve`.
+    loaded = load_settings()
+    configure_logging(loaded.log.level, loaded.log.format)
+    return loaded
+
+
 async def cluster_node(app: web.Application) -> AsyncIterator[None]:
     # The node runs in aiohttp's event loop, started and stopped with the application.
-    async with ClusterNode(load_settings(), kinds={"Counter": Counter}) as node:
+    async with ClusterNode(settings(), kinds={"Counter": Counter}) as node:
         app[NODE] = node
         yield
 
@@ -69,7 +77,7 @@ def serve_web() -> None:
 async def serve_worker() -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with ClusterNode(load_settings(), kinds={"Counter": Counter}):
+    async with ClusterNode(settings(), kinds={"Counter": Counter}):
         await stop.wait()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -73,7 +74,6 @@ async def test_the_embedding_example_serves_cluster_actors_over_http(
         "CLOUDCORE_NODE__DATA_DIR": str(tmp_path),
         "CLOUDCORE_CLUSTER__HEARTBEAT_INTERVAL": "0.25",
         "CLOUDCORE_CLUSTER__NODE_TIMEOUT": "1.5",
-        "CLOUDCORE_LOG__FORMAT": "json",
         "PORT": str(port),
     }
     worker_env = {
@@ -101,3 +101,9 @@ async def test_the_embedding_example_serves_cluster_actors_over_http(
                 assert response.status == 200, (tmp_path / "web.log").read_text()
                 totals.append(await response.json())
     assert totals == [{"total": 2, "node": "worker-1"}, {"total": 5, "node": "worker-1"}]
+    # Logs to a file are JSON lines, as the README says, without log.format forcing it.
+    for name in ("worker.log", "web.log"):
+        lines = (tmp_path / name).read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        assert records and all("event" in r and "level" in r for r in records), lines
+        assert not any("[info" in line or "[debug" in line for line in lines), lines

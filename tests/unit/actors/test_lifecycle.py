@@ -35,6 +35,8 @@ def test_a_refusal_lists_what_a_running_vm_accepts() -> None:
         "suspend",
         "reconfigure",
         "snapshot",
+        "revert_snapshot",
+        "delete_snapshot",
         "migrate",
         "delete",
     ]

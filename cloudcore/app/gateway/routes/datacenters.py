@@ -10,7 +10,8 @@ import msgspec
 from actors.balancer import BalancePlan, BalancePolicy
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require
-from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.app.gateway.listing import sorted_page
+from cloudcore.app.gateway.schemas import NamedQuery
 from cloudcore.store.records import Datacenter, Page, Role
 
 __all__ = ["BalanceQuery", "DatacenterCreate", "api"]
@@ -29,10 +30,12 @@ class DatacenterCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     location: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
-@api.get("/datacenters", query=ListQuery, reply=Page[Datacenter], summary="List datacenters")
-async def list_datacenters(req: ApiRequest[None, ListQuery]) -> Page[Datacenter]:
+@api.get("/datacenters", query=NamedQuery, reply=Page[Datacenter], summary="List datacenters")
+async def list_datacenters(req: ApiRequest[None, NamedQuery]) -> Page[Datacenter]:
+    """The newest first unless ``sort`` says otherwise."""
     q = req.query
-    return await req.gateway.store.list(Datacenter, after=q.cursor, limit=q.limit)
+    where = {} if q.name is None else {"name": q.name}
+    return await sorted_page(req.gateway.store, Datacenter, where, q)
 
 
 @api.get("/datacenters/{dc_id}", reply=Datacenter, summary="Get a datacenter", errors=(404,))

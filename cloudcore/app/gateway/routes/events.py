@@ -82,16 +82,33 @@ def _wanted(
     return principal.sees_all or event.tenant == principal.tenant_id
 
 
+#: Events one listing request reads at most looking for ``limit`` that pass its filters.
+SCAN_LIMIT = 20_000
+_BATCH = 1000
+
+
 @api.get("/events", query=EventQuery, reply=EventPage, summary="List events", errors=(409,))
 async def list_events(req: ApiRequest[None, EventQuery]) -> EventPage:
-    """Oldest first, from ``after``. A filtered page may hold fewer than ``limit`` events;
-    follow ``next_cursor`` until it is None."""
+    """Oldest first, from ``after``; the filters apply before the limit: the page holds
+    ``limit`` events that pass them, unless the log ends first or :data:`SCAN_LIMIT` events
+    were read without finding as many (then fewer, and ``next_cursor`` goes on from there).
+    Follow ``next_cursor`` until it is None."""
     q, bus = req.query, req.gateway.events
     types = _types(q.types)
-    scanned = await bus.read(after=q.after or START, limit=q.limit)
-    items = [e for e in scanned if _wanted(e, req.principal, types, q.subject)]
-    more = len(scanned) == q.limit
-    return EventPage(items=items, next_cursor=scanned[-1].position if more else None)
+    items: list[Event] = []
+    position, scanned = q.after or START, 0
+    while scanned < SCAN_LIMIT:
+        batch = await bus.read(after=position, limit=_BATCH)
+        for event in batch:
+            position = event.position
+            if _wanted(event, req.principal, types, q.subject):
+                items.append(event)
+                if len(items) == q.limit:
+                    return EventPage(items=items, next_cursor=position)
+        scanned += len(batch)
+        if len(batch) < _BATCH:
+            return EventPage(items=items, next_cursor=None)
+    return EventPage(items=items, next_cursor=position)
 
 
 @api.get(

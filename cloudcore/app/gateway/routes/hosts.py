@@ -13,8 +13,9 @@ from actors.host_lifecycle import HostOperation
 from actors.registration import host_record
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require
+from cloudcore.app.gateway.listing import sorted_page
 from cloudcore.app.gateway.lookup import referenced
-from cloudcore.app.gateway.schemas import ListQuery, TaskView
+from cloudcore.app.gateway.schemas import NamedQuery, TaskView, sort_of
 from cloudcore.app.gateway.tasks import accepted
 from cloudcore.errors import ConfigError, InvalidRequest, NotFound
 from cloudcore.logging import get_logger
@@ -47,7 +48,13 @@ class HostRegister(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     capabilities: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class HostQuery(ListQuery, frozen=True, kw_only=True):
+_HostSort = sort_of(
+    "created_at", "updated_at", "id", "name", "datacenter_id", "health", "admin_state"
+)
+
+
+class HostQuery(NamedQuery, frozen=True, kw_only=True):
+    sort: _HostSort | None = None  # type: ignore[valid-type]
     datacenter_id: _Id | None = None
     health: HostHealth | None = None
     admin_state: AdminState | None = None
@@ -68,10 +75,10 @@ async def list_hosts(req: ApiRequest[None, HostQuery]) -> Page[Host]:
     q = req.query
     where = {
         key: value
-        for key in ("datacenter_id", "health", "admin_state")
+        for key in ("datacenter_id", "health", "admin_state", "name")
         if (value := getattr(q, key)) is not None
     }
-    return await req.gateway.store.list(Host, where=where, after=q.cursor, limit=q.limit)
+    return await sorted_page(req.gateway.store, Host, where, q)
 
 
 @api.get("/hosts/{host_id}", reply=Host, summary="Get a host", errors=(403, 404))

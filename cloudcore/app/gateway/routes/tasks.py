@@ -9,6 +9,7 @@ import msgspec
 from actors.messages import RecoverVerb
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require, tenant_filter
+from cloudcore.app.gateway.listing import sorted_page
 from cloudcore.app.gateway.lookup import visible
 from cloudcore.app.gateway.schemas import TaskQuery, TaskView
 from cloudcore.app.gateway.tasks import accepted, task_view
@@ -30,6 +31,7 @@ class RecoverBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[Task]
     next_cursor: str | None = None
+    total: int | None = None
 
 
 async def _visible_task(req: ApiRequest[Any, Any]) -> Task:
@@ -44,16 +46,17 @@ async def get_task(req: ApiRequest[None, None]) -> TaskView:
 
 @api.get("/tasks", query=TaskQuery, reply=TaskPage, summary="List tasks")
 async def list_tasks(req: ApiRequest[None, TaskQuery]) -> TaskPage:
+    """The newest first unless ``sort`` says otherwise."""
     q = req.query
     where = tenant_filter(req.principal, q.tenant_id)
     if where is None:
-        return TaskPage(items=[])
+        return TaskPage(items=[], total=0)
     if q.state is not None:
         where["state"] = q.state
     if q.subject is not None:
         where["subject"] = q.subject
-    page = await req.gateway.store.list(Task, where=where, after=q.cursor, limit=q.limit)
-    return TaskPage(items=page.items, next_cursor=page.next_cursor)
+    page = await sorted_page(req.gateway.store, Task, where, q)
+    return TaskPage(items=page.items, next_cursor=page.next_cursor, total=page.total)
 
 
 class AbortBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

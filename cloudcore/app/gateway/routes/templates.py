@@ -12,8 +12,9 @@ from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.listing import order_of, sorted_page
 from cloudcore.app.gateway.lookup import referenced, visible
-from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.app.gateway.schemas import NamedQuery
 from cloudcore.app.gateway.shared import own_and_public
 from cloudcore.errors import Conflict
 from cloudcore.images import ImageLibrary
@@ -72,15 +73,17 @@ async def _visible(req: ApiRequest[Any, Any]) -> Template:
     return await visible(req, Template, req.params["template_id"], "template")
 
 
-@api.get("/templates", query=ListQuery, reply=Page[Template], summary="List templates")
-async def list_templates(req: ApiRequest[None, ListQuery]) -> Page[Template]:
-    """In creation order. A user's pages interleave its tenant's templates with the public
-    ones."""
+@api.get("/templates", query=NamedQuery, reply=Page[Template], summary="List templates")
+async def list_templates(req: ApiRequest[None, NamedQuery]) -> Page[Template]:
+    """The newest first unless ``sort`` says otherwise. A user's pages interleave its
+    tenant's templates with the public ones."""
     q, store = req.query, req.gateway.store
+    where = {} if q.name is None else {"name": q.name}
     scope = req.principal.scope()
     if scope is None:
-        return await store.list(Template, after=q.cursor, limit=q.limit)
-    return await own_and_public(store, Template, scope, q.cursor, q.limit)
+        return await sorted_page(store, Template, where, q)
+    order = order_of(q.sort)
+    return await own_and_public(store, Template, scope, q.cursor, q.limit, where=where, order=order)
 
 
 @api.get("/templates/{template_id}", reply=Template, summary="Get a template", errors=(404,))

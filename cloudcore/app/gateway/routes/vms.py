@@ -5,23 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from actors.messages import Snapshot
 from actors.operations import (
     DeleteParams,
+    DeleteSnapshotParams,
     MigrateParams,
     OperationParams,
     PauseParams,
     RebootParams,
     ReconfigureParams,
     ResumeParams,
+    RevertSnapshotParams,
+    SnapshotName,
     SnapshotParams,
     StartParams,
     StopParams,
     SuspendParams,
 )
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
-from cloudcore.app.gateway.auth import Principal, tenant_filter
+from cloudcore.app.gateway.auth import Principal, require, tenant_filter
 from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.listing import NEWEST_FIRST, sorted_page
 from cloudcore.app.gateway.lookup import referenced, visible
+from cloudcore.app.gateway.routes.tasks import RecoverBody
 from cloudcore.app.gateway.schemas import (
     HABody,
     MigrateBody,
@@ -30,19 +38,24 @@ from cloudcore.app.gateway.schemas import (
     SnapshotBody,
     StopBody,
     TaskView,
+    TombstoneQuery,
     VMCreate,
     VMQuery,
 )
-from cloudcore.app.gateway.tasks import accepted
-from cloudcore.errors import InvalidRecord
+from cloudcore.app.gateway.tasks import accepted, task_view
+from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.store.listing import Not
 from cloudcore.store.records import (
     VM,
     Datacenter,
     NicRequest,
     Page,
+    Role,
+    Task,
     Template,
     Tenant,
     VMSpec,
+    VMState,
 )
 
 __all__ = ["api"]
@@ -50,9 +63,13 @@ __all__ = ["api"]
 api = Api("vms")
 
 
-async def visible_vm(req: ApiRequest[Any, Any]) -> VM:
-    """The VM named in the path, if the caller may see it (else 404, as for a missing one)."""
-    return await visible(req, VM, req.params["vm_id"], "VM")
+async def visible_vm(req: ApiRequest[Any, Any], *, tombstone: bool = False) -> VM:
+    """The VM named in the path, if the caller may see it and it is not deleted (else 404, as
+    for a missing one). ``tombstone``: a deleted one too."""
+    vm = await visible(req, VM, req.params["vm_id"], "VM")
+    if vm.state is VMState.DELETED and not tombstone:
+        raise NotFound(f"VM {vm.id} not found")
+    return vm
 
 
 def _owner(principal: Principal, requested: str | None) -> str:
@@ -137,25 +154,33 @@ def _check_maxima(body: VMCreate) -> None:
 
 @api.get("/vms", query=VMQuery, reply=Page[VM], summary="List VMs")
 async def list_vms(req: ApiRequest[None, VMQuery]) -> Page[VM]:
-    """In creation order, a page at a time. A user sees its own tenant's VMs only."""
+    """The newest first unless ``sort`` says otherwise, a page at a time, filters applied
+    before the limit. Deleted VMs are left out unless ``deleted`` (or ``state=DELETED``). A
+    user sees its own tenant's VMs only."""
     q = req.query
     where = tenant_filter(req.principal, q.tenant_id)
     if where is None:
-        return Page(items=[])
-    for key in ("datacenter_id", "host_id", "state"):
+        return Page(items=[], total=0)
+    for key in ("datacenter_id", "host_id", "state", "name"):
         value = getattr(q, key)
         if value is not None:
             where[key] = value
-    return await req.gateway.store.list(VM, where=where, after=q.cursor, limit=q.limit)
+    if q.state is None and not q.deleted:
+        where["state"] = Not(VMState.DELETED)
+    return await sorted_page(req.gateway.store, VM, where, q)
 
 
-@api.get("/vms/{vm_id}", reply=VM, summary="Get a VM", errors=(404,))
-async def get_vm(req: ApiRequest[None, None]) -> VM:
-    return await visible_vm(req)
+@api.get("/vms/{vm_id}", query=TombstoneQuery, reply=VM, summary="Get a VM", errors=(404,))
+async def get_vm(req: ApiRequest[None, TombstoneQuery]) -> VM:
+    """A deleted VM is a 404 as a missing one is; admins and operators read its tombstone
+    with ``deleted=true``."""
+    return await visible_vm(req, tombstone=req.query.deleted and req.principal.sees_all)
 
 
-async def _operate(req: ApiRequest[Any, Any], params: OperationParams) -> Reply:
-    vm = await visible_vm(req)
+async def _operate(
+    req: ApiRequest[Any, Any], params: OperationParams, vm: VM | None = None
+) -> Reply:
+    vm = vm or await visible_vm(req)
     task = await req.gateway.orchestrator.operate(vm.id, params.operation, params)
     return await accepted(req, task)
 
@@ -207,6 +232,40 @@ async def snapshot_vm(req: ApiRequest[SnapshotBody, None]) -> Reply:
     return await _operate(req, SnapshotParams(name=req.body.name))
 
 
+@api.get(
+    "/vms/{vm_id}/snapshots",
+    reply=list[Snapshot],
+    summary="List a VM's snapshots",
+    errors=(404, 409),
+)
+async def list_snapshots(req: ApiRequest[None, None]) -> list[Snapshot]:
+    """As its hypervisor has them, oldest first (409 ``unsupported_operation`` for a driver
+    without snapshots)."""
+    return await req.gateway.orchestrator.snapshots(await visible_vm(req))
+
+
+@api.post(
+    "/vms/{vm_id}/snapshots/{name}/revert",
+    summary="Revert a VM to a snapshot",
+    **_ACTION,
+)
+async def revert_snapshot(req: ApiRequest[None, None]) -> Reply:
+    """Disks, memory and power as they were when it was taken (404 for a name it has not)."""
+    return await _operate(req, RevertSnapshotParams(name=_snapshot_name(req)))
+
+
+@api.delete("/vms/{vm_id}/snapshots/{name}", summary="Delete a snapshot", **_ACTION)
+async def delete_snapshot(req: ApiRequest[None, None]) -> Reply:
+    return await _operate(req, DeleteSnapshotParams(name=_snapshot_name(req)))
+
+
+def _snapshot_name(req: ApiRequest[Any, Any]) -> str:
+    try:
+        return msgspec.convert(req.params["name"], SnapshotName)
+    except msgspec.ValidationError as exc:
+        raise InvalidRecord(f"name: {exc}") from None
+
+
 @api.post("/vms/{vm_id}/migrate", body=MigrateBody, summary="Move a VM to another host", **_ACTION)
 async def migrate_vm(req: ApiRequest[MigrateBody, None]) -> Reply:
     return await _operate(req, MigrateParams(host_id=req.body.host_id, deadline=req.body.deadline))
@@ -226,10 +285,34 @@ async def set_ha(req: ApiRequest[HABody, None]) -> VM:
     return await req.gateway.orchestrator.set_ha(vm.id, req.body.ha, req.body.priority)
 
 
+@api.post(
+    "/vms/{vm_id}/recover",
+    body=RecoverBody,
+    reply=TaskView,
+    status=202,
+    summary="Recover a VM in ERROR",
+    errors=(403, 404, 409),
+)
+async def recover_vm(req: ApiRequest[RecoverBody, None]) -> Reply:
+    """As ``POST /tasks/{id}/recover`` for the VM's last task, by VM (admins and operators):
+    ``retry`` and ``delete`` answer 202 with the task that does it; ``succeed`` and ``fail``
+    answer 200 with the VM's last task, settled."""
+    vm = await visible_vm(req)
+    require(req.principal, Role.ADMIN, Role.OPERATOR)
+    store = req.gateway.store
+    follow = await req.gateway.orchestrator.recover(vm.id, req.body.verb)
+    if follow is not None:
+        return await accepted(req, follow)
+    last = await store.list(Task, where={"subject": f"vm/{vm.id}"}, limit=1, order=NEWEST_FIRST)
+    return Reply(await task_view(store, last.items[0]), 200)
+
+
 @api.delete("/vms/{vm_id}", summary="Delete a VM", **_ACTION)
 async def delete_vm(req: ApiRequest[None, None]) -> Reply:
     """Detaches the VM's volumes (each kept AVAILABLE, or deleted if it was attached with
     ``delete_on_termination``), destroys the VM on its host, releases its capacity and quota;
-    202 and the task."""
-    await visible_vm(req)
-    return await _operate(req, DeleteParams())
+    202 and the task. 409 ``already_deleted`` for a VM already deleted."""
+    vm = await visible_vm(req, tombstone=True)
+    if vm.state is VMState.DELETED:
+        raise ApiError(409, "already_deleted", f"VM {vm.id} is already deleted")
+    return await _operate(req, DeleteParams(), vm)
