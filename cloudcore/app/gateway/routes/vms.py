@@ -244,17 +244,21 @@ async def list_snapshots(req: ApiRequest[None, None]) -> list[Snapshot]:
     return await req.gateway.orchestrator.snapshots(await visible_vm(req))
 
 
+#: A snapshot's name in the path is checked as at its creation: 422 naming ``name``.
+_SNAPSHOT_ACTION = {**_ACTION, "errors": (404, 409, 422)}
+
+
 @api.post(
     "/vms/{vm_id}/snapshots/{name}/revert",
     summary="Revert a VM to a snapshot",
-    **_ACTION,
+    **_SNAPSHOT_ACTION,
 )
 async def revert_snapshot(req: ApiRequest[None, None]) -> Reply:
     """Disks, memory and power as they were when it was taken (404 for a name it has not)."""
     return await _operate(req, RevertSnapshotParams(name=_snapshot_name(req)))
 
 
-@api.delete("/vms/{vm_id}/snapshots/{name}", summary="Delete a snapshot", **_ACTION)
+@api.delete("/vms/{vm_id}/snapshots/{name}", summary="Delete a snapshot", **_SNAPSHOT_ACTION)
 async def delete_snapshot(req: ApiRequest[None, None]) -> Reply:
     return await _operate(req, DeleteSnapshotParams(name=_snapshot_name(req)))
 
