@@ -63,7 +63,8 @@ async def test_a_burst_of_concurrent_deploys_all_end_and_none_is_left_running(
         )
     )
     done = await asyncio.gather(*(cloud.orchestrator.wait(t.id, timeout=120) for t in tasks))
-    assert [t.state for t in done] == [TaskState.SUCCEEDED] * len(tasks)
+    failed = {t.id: t.error for t in done if t.state is not TaskState.SUCCEEDED}
+    assert failed == {}
     running = await cloud.store.list(Task, where={"state": TaskState.RUNNING}, limit=1000)
     assert running.items == []
 
