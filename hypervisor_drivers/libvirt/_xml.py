@@ -30,6 +30,10 @@ __all__ = [
 _TARGET_PREFIX = "vd"
 
 
+#: Milliseconds the firmware waits before it retries a boot that found nothing to boot.
+_BOOT_RETRY_MS = 5000
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
     element = ET.SubElement(parent, tag, attrib)
     if text is not None:
@@ -188,8 +192,9 @@ def domain_xml(
     _sub(os_element, "type", "hvm", **os_type)
     # A VM with NICs and no disk boots from the network (iPXE asks DHCP, then for a script).
     _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
-    if domain_type != "test":  # the firmware's messages on the serial console too
-        _sub(os_element, "bios", useserial="yes")
+    if domain_type != "test":  # the firmware's messages on the serial console too; a boot
+        # that finds nothing bootable is retried after 5 s (SeaBIOS waits 60 s by default)
+        _sub(os_element, "bios", useserial="yes", rebootTimeout=str(_BOOT_RETRY_MS))
     _sub(_sub(domain, "features"), "acpi")
     for event, action in (
         ("on_poweroff", "destroy"),
