@@ -277,6 +277,9 @@ class HyperVClient:
         vm = self.find(uuid)
         return vm, rec.power(vm)
 
+    def power(self, uuid: str) -> GuestPower:
+        return self.state(uuid)[1]
+
     def _guarded(self, uuid: str, action: str) -> GuestPower:
         """Print the VM's state, then run ``action`` (a pipeline from ``$vm``, filtered by
         state); one script with the cached Id. Returns the state before the action."""

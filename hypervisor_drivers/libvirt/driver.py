@@ -18,26 +18,17 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from cloudcore.errors import BackendUnavailable, CloudcoreError, InvalidRequest
+from cloudcore.errors import BackendUnavailable, CloudcoreError
 from hypervisor_drivers.base import (
     Capability,
     ConsoleEndpoint,
     ConsoleKind,
-    DiskSpec,
-    DomainSpec,
     DriverSettings,
-    GuestPower,
-    HostCapacity,
-    HostInventory,
-    HypervisorDriver,
-    IscsiDisk,
     MigrationProgress,
-    NicInfo,
-    NicSpec,
-    SnapshotInfo,
     StopOutcome,
     VMInfo,
 )
+from hypervisor_drivers.delegating import DelegatingDriver
 from hypervisor_drivers.libvirt._client import LibvirtClient
 from hypervisor_drivers.libvirt._errors import call_translated
 
@@ -78,7 +69,7 @@ _CAPABILITIES = {
 _OTHER = frozenset({Capability.LIFECYCLE_EVENTS, Capability.GRACEFUL_STOP, Capability.PAUSE})
 
 
-class LibvirtDriver(HypervisorDriver):
+class LibvirtDriver(DelegatingDriver[LibvirtClient]):
     """A libvirt connection. ``settings.extra["domain_type"]`` forces the domain type of new
     VMs (``kvm`` or ``qemu`` for TCG); by default ``kvm`` when libvirt offers it."""
 
@@ -151,32 +142,7 @@ class LibvirtDriver(HypervisorDriver):
             executor.shutdown(wait=False)
             _log.info("hypervisor.closed", uri=self._settings.uri)
 
-    # -- host and reading ----------------------------------------------------------------------
-
-    async def host_inventory(self) -> HostInventory:
-        return await self._call(lambda c: c.inventory())
-
-    async def host_capacity(self) -> HostCapacity:
-        return await self._call(lambda c: c.capacity())
-
-    async def list_vms(self) -> list[VMInfo]:
-        return await self._call(lambda c: c.list_vms())
-
-    async def get_vm(self, uuid: str) -> VMInfo:
-        return await self._call(lambda c: c.get_vm(uuid))
-
-    async def power_state(self, uuid: str) -> GuestPower:
-        return await self._call(lambda c: c.power(uuid))
-
     # -- lifecycle -----------------------------------------------------------------------------
-
-    async def define_vm(self, spec: DomainSpec) -> VMInfo:
-        if any(isinstance(disk, IscsiDisk) for disk in spec.disks):
-            self._require(Capability.ISCSI_DISKS)
-        return await self._call(lambda c: c.define(spec))
-
-    async def start_vm(self, uuid: str) -> None:
-        await self._call(lambda c: c.start(uuid))
 
     async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
         async def request_shutdown() -> None:
@@ -187,10 +153,6 @@ class LibvirtDriver(HypervisorDriver):
 
         return await self._stop_with_deadline(uuid, timeout, request_shutdown, power_off)
 
-    async def reboot_vm(self, uuid: str, *, hard: bool = False) -> None:
-        self._require(Capability.REBOOT)
-        await self._call(lambda c: c.reboot(uuid, hard))
-
     async def pause_vm(self, uuid: str) -> None:
         self._require(Capability.PAUSE)
         await self._call(lambda c: c.pause(uuid))
@@ -198,17 +160,6 @@ class LibvirtDriver(HypervisorDriver):
     async def unpause_vm(self, uuid: str) -> None:
         self._require(Capability.PAUSE)
         await self._call(lambda c: c.unpause(uuid))
-
-    async def suspend_vm(self, uuid: str) -> None:
-        self._require(Capability.SUSPEND)
-        await self._call(lambda c: c.suspend(uuid))
-
-    async def resume_vm(self, uuid: str) -> None:
-        self._require(Capability.SUSPEND)
-        await self._call(lambda c: c.resume(uuid))
-
-    async def destroy_vm(self, uuid: str) -> None:
-        await self._call(lambda c: c.destroy(uuid))
 
     async def migrate_vm(
         self,
@@ -255,55 +206,13 @@ class LibvirtDriver(HypervisorDriver):
         self, uuid: str, *, vcpus: int | None = None, memory_mib: int | None = None
     ) -> VMInfo:
         self._require(Capability.RECONFIGURE)
-        if (vcpus is not None and vcpus < 1) or (memory_mib is not None and memory_mib < 1):
-            raise InvalidRequest("a VM needs at least 1 vCPU and 1 MiB of memory")
+        self._check_sizes(vcpus, memory_mib)
         live = self.supports(Capability.LIVE_RECONFIGURE)
         return await self._call(lambda c: c.reconfigure(uuid, vcpus, memory_mib, live))
-
-    async def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
-        self._require(Capability.SNAPSHOT)
-        return await self._call(lambda c: c.create_snapshot(uuid, name))
-
-    async def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
-        self._require(Capability.SNAPSHOT)
-        return await self._call(lambda c: c.list_snapshots(uuid))
-
-    async def revert_snapshot(self, uuid: str, name: str) -> None:
-        self._require(Capability.SNAPSHOT)
-        await self._call(lambda c: c.revert_snapshot(uuid, name))
-
-    async def delete_snapshot(self, uuid: str, name: str) -> None:
-        self._require(Capability.SNAPSHOT)
-        await self._call(lambda c: c.delete_snapshot(uuid, name))
-
-    async def attach_volume(self, uuid: str, disk: DiskSpec) -> str:
-        self._require(Capability.ATTACH_VOLUME)
-        if isinstance(disk, IscsiDisk):
-            self._require(Capability.ISCSI_DISKS)
-        if disk.serial is None:
-            raise InvalidRequest("attach_volume needs disk.serial (the volume id)")
-        return await self._call(lambda c: c.attach(uuid, disk))
-
-    async def detach_volume(self, uuid: str, serial: str) -> None:
-        self._require(Capability.ATTACH_VOLUME)
-        await self._call(lambda c: c.detach(uuid, serial))
 
     async def resize_volume(self, uuid: str, serial: str, size_bytes: int) -> None:
         self._require(Capability.RESIZE_VOLUME)
         await self._call(lambda c: c.resize_disk(uuid, serial, size_bytes))
-
-    async def list_nics(self, uuid: str) -> list[NicInfo]:
-        return await self._call(lambda c: c.list_nics(uuid))
-
-    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
-        self._require(Capability.HOTPLUG_NIC)
-        if nic.mac is None:
-            raise InvalidRequest("attach_nic needs nic.mac")
-        await self._call(lambda c: c.attach_nic(uuid, nic))
-
-    async def detach_nic(self, uuid: str, mac: str) -> None:
-        self._require(Capability.HOTPLUG_NIC)
-        await self._call(lambda c: c.detach_nic(uuid, mac))
 
     async def console(self, uuid: str, kind: ConsoleKind = ConsoleKind.VNC) -> ConsoleEndpoint:
         self._require(Capability.CONSOLE)

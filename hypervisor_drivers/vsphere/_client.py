@@ -15,6 +15,7 @@ from pyVmomi import vim, vmodl
 
 from cloudcore.errors import Conflict, IllegalTransition, NotFound, UnsupportedOperation
 from hypervisor_drivers.types import (
+    DiskSpec,
     DomainSpec,
     DriverSettings,
     FileDisk,
@@ -23,9 +24,10 @@ from hypervisor_drivers.types import (
     HostInventory,
     NicInfo,
     NicSpec,
+    SnapshotInfo,
     VMInfo,
 )
-from hypervisor_drivers.vsphere import _specs
+from hypervisor_drivers.vsphere import _snapshots, _specs
 from hypervisor_drivers.vsphere._connection import Session, session_key
 from hypervisor_drivers.vsphere._inventory import HostRefs, find_host, vm_props, wait_task
 from hypervisor_drivers.vsphere._power import POWER, power_of, require_power
@@ -298,9 +300,25 @@ class HostClient:
         self._wait(vm.ReconfigVM_Task(change))
         return self.get_vm(uuid)
 
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
+        return _snapshots.create(self.content, self.vm(uuid), name)
+
+    def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
+        return _snapshots.listed(self.content, self.vm(uuid))
+
+    def revert_snapshot(self, uuid: str, name: str) -> None:
+        _snapshots.revert(self.content, self.vm(uuid), name)
+
+    def delete_snapshot(self, uuid: str, name: str) -> None:
+        _snapshots.delete(self.content, self.vm(uuid), name)
+
     # -- volumes -------------------------------------------------------------------------------
 
-    def attach(self, uuid: str, disk: FileDisk) -> str:
+    def attach(self, uuid: str, disk: DiskSpec) -> str:
+        if not isinstance(disk, FileDisk):  # an iSCSI LUN needs the host's initiator
+            raise UnsupportedOperation("vSphere attaches file disks (VMDKs) only")
         vm = self.vm(uuid)
         assert disk.serial is not None
         facts = _specs.vm_facts(vm.config)

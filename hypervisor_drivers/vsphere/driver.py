@@ -21,26 +21,17 @@ from typing import TypeVar
 
 import structlog
 
-from cloudcore.errors import BackendUnavailable, InvalidRequest
+from cloudcore.errors import BackendUnavailable
 from hypervisor_drivers.base import (
     Capability,
-    DiskSpec,
-    DomainSpec,
     DriverSettings,
     FileDisk,
-    GuestPower,
-    HostCapacity,
-    HostInventory,
-    HypervisorDriver,
-    IscsiDisk,
     MigrationProgress,
-    NicInfo,
-    NicSpec,
-    SnapshotInfo,
     StopOutcome,
     VMInfo,
 )
-from hypervisor_drivers.vsphere import _connection, _datastore, _snapshots
+from hypervisor_drivers.delegating import DelegatingDriver
+from hypervisor_drivers.vsphere import _connection, _datastore
 from hypervisor_drivers.vsphere._client import HostClient
 from hypervisor_drivers.vsphere._errors import TRANSPORT_ERRORS, call_translated
 from hypervisor_drivers.vsphere._events import Watcher
@@ -78,7 +69,7 @@ def _open(settings: DriverSettings) -> HostClient:
         raise
 
 
-class VSphereDriver(HypervisorDriver):
+class VSphereDriver(DelegatingDriver[HostClient]):
     """One ESXi host in a vCenter."""
 
     name = "vsphere"
@@ -154,32 +145,7 @@ class VSphereDriver(HypervisorDriver):
         executor.shutdown(wait=False)
         _log.info("hypervisor.closed", uri=self._settings.uri)
 
-    # -- host and reading ----------------------------------------------------------------------
-
-    async def host_inventory(self) -> HostInventory:
-        return await self._call(lambda c: c.inventory())
-
-    async def host_capacity(self) -> HostCapacity:
-        return await self._call(lambda c: c.capacity())
-
-    async def list_vms(self) -> list[VMInfo]:
-        return await self._call(lambda c: c.list_vms())
-
-    async def get_vm(self, uuid: str) -> VMInfo:
-        return await self._call(lambda c: c.get_vm(uuid))
-
-    async def power_state(self, uuid: str) -> GuestPower:
-        return await self._call(lambda c: c.power(uuid))
-
     # -- lifecycle -----------------------------------------------------------------------------
-
-    async def define_vm(self, spec: DomainSpec) -> VMInfo:
-        if any(isinstance(disk, IscsiDisk) for disk in spec.disks):
-            self._require(Capability.ISCSI_DISKS)
-        return await self._call(lambda c: c.define(spec))
-
-    async def start_vm(self, uuid: str) -> None:
-        await self._call(lambda c: c.start(uuid))
 
     async def stop_vm(self, uuid: str, *, timeout: float) -> StopOutcome:
         if timeout <= 0:  # one call: the state check rides on the VM's lookup
@@ -194,26 +160,11 @@ class VSphereDriver(HypervisorDriver):
 
         return await self._stop_with_deadline(uuid, timeout, request_shutdown, power_off)
 
-    async def reboot_vm(self, uuid: str, *, hard: bool = False) -> None:
-        self._require(Capability.REBOOT)
-        await self._call(lambda c: c.reboot(uuid, hard))
-
     async def pause_vm(self, uuid: str) -> None:
         self._require(Capability.PAUSE)
 
     async def unpause_vm(self, uuid: str) -> None:
         self._require(Capability.PAUSE)
-
-    async def suspend_vm(self, uuid: str) -> None:
-        self._require(Capability.SUSPEND)
-        await self._call(lambda c: c.suspend(uuid))
-
-    async def resume_vm(self, uuid: str) -> None:
-        self._require(Capability.SUSPEND)
-        await self._call(lambda c: c.resume(uuid))
-
-    async def destroy_vm(self, uuid: str) -> None:
-        await self._call(lambda c: c.destroy(uuid))
 
     #: ESXi's VMDK is a descriptor plus a flat extent of raw bytes: the driver takes the raw
     #: image and writes the descriptor (see _datastore).
@@ -248,48 +199,5 @@ class VSphereDriver(HypervisorDriver):
         self, uuid: str, *, vcpus: int | None = None, memory_mib: int | None = None
     ) -> VMInfo:
         self._require(Capability.RECONFIGURE)
-        if (vcpus is not None and vcpus < 1) or (memory_mib is not None and memory_mib < 1):
-            raise ValueError("a VM needs at least 1 vCPU and 1 MiB of memory")
+        self._check_sizes(vcpus, memory_mib)
         return await self._call(lambda c: c.reconfigure(uuid, vcpus, memory_mib))
-
-    async def create_snapshot(self, uuid: str, name: str) -> SnapshotInfo:
-        self._require(Capability.SNAPSHOT)
-        return await self._call(lambda c: _snapshots.create(c.content, c.vm(uuid), name))
-
-    async def list_snapshots(self, uuid: str) -> list[SnapshotInfo]:
-        self._require(Capability.SNAPSHOT)
-        return await self._call(lambda c: _snapshots.listed(c.content, c.vm(uuid)))
-
-    async def revert_snapshot(self, uuid: str, name: str) -> None:
-        self._require(Capability.SNAPSHOT)
-        await self._call(lambda c: _snapshots.revert(c.content, c.vm(uuid), name))
-
-    async def delete_snapshot(self, uuid: str, name: str) -> None:
-        self._require(Capability.SNAPSHOT)
-        await self._call(lambda c: _snapshots.delete(c.content, c.vm(uuid), name))
-
-    async def attach_volume(self, uuid: str, disk: DiskSpec) -> str:
-        self._require(Capability.ATTACH_VOLUME)
-        if isinstance(disk, IscsiDisk):
-            self._require(Capability.ISCSI_DISKS)
-        assert isinstance(disk, FileDisk)
-        if disk.serial is None:
-            raise ValueError("attach_volume needs disk.serial (the volume id)")
-        return await self._call(lambda c: c.attach(uuid, disk))
-
-    async def detach_volume(self, uuid: str, serial: str) -> None:
-        self._require(Capability.ATTACH_VOLUME)
-        await self._call(lambda c: c.detach(uuid, serial))
-
-    async def list_nics(self, uuid: str) -> list[NicInfo]:
-        return await self._call(lambda c: c.list_nics(uuid))
-
-    async def attach_nic(self, uuid: str, nic: NicSpec) -> None:
-        self._require(Capability.HOTPLUG_NIC)
-        if nic.mac is None:
-            raise InvalidRequest("attach_nic needs nic.mac")
-        await self._call(lambda c: c.attach_nic(uuid, nic))
-
-    async def detach_nic(self, uuid: str, mac: str) -> None:
-        self._require(Capability.HOTPLUG_NIC)
-        await self._call(lambda c: c.detach_nic(uuid, mac))
