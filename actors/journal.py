@@ -236,11 +236,38 @@ class Journal:
             data={"task_id": task.id, "kind": task.kind, "subject": task.subject, **data},
         )
 
-    async def finish(self, state: TaskState, error: str | None = None) -> Task:
-        """Record the task's end (compare-and-set, re-read once if an operator changed it)."""
+    @staticmethod
+    def new_task(
+        *,
+        kind: str,
+        subject: str,
+        tenant_id: str | None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """A task RUNNING, not stored yet: the caller writes it in the same transaction as the
+        change it begins (``Store.update_charged``'s ``create``), then journals it with
+        ``Journal(store, stored)``."""
+        return Task(
+            id=new_id("task-"),
+            tenant_id=tenant_id,
+            kind=kind,
+            subject=subject,
+            state=TaskState.RUNNING,
+            data=dict(data or {}),
+        )
+
+    def ending(self, state: TaskState, error: str | None = None) -> tuple[Task, OutboxEvent]:
+        """The task as it ends and its ``task.finished`` event, for a caller that writes both
+        in the same transaction as the change the end comes with (``Store.update_charged``'s
+        ``end_task``), then calls :meth:`ended`."""
         finished = self._event(
             "task.finished", {"state": str(state), "error": error, "progress": 1.0}
         )
+        return msgspec.structs.replace(self.task, state=state, error=error), finished
+
+    async def finish(self, state: TaskState, error: str | None = None) -> Task:
+        """Record the task's end (compare-and-set, re-read once if an operator changed it)."""
+        _, finished = self.ending(state, error)
         for _ in range(3):
             try:
                 self.task = await self._store.update(
@@ -257,16 +284,21 @@ class Journal:
                 self.task = await self._store.get(Task, self.task.id)
                 if self.task.state in FINAL:
                     break
+        return self.ended(self.task)
+
+    def ended(self, task: Task) -> Task:
+        """The task has ended as stored (``task``): wake who waits for it, say so."""
+        self.task = task
         if self._waiters is not None:
-            self._waiters.resolve(self.task)
+            self._waiters.resolve(task)
         _log.info(
             "task.finished",
-            task_id=self.task.id,
-            kind=self.task.kind,
-            state=str(self.task.state),
-            error=error,
+            task_id=task.id,
+            kind=task.kind,
+            state=str(task.state),
+            error=task.error,
         )
-        return self.task
+        return task
 
 
 def planned_steps(task: Task) -> list[str]:

@@ -209,6 +209,7 @@ class StorageService:
         if pool_id is not None:
             tier = self.pools[pool_id].tier if pool_id in self.pools else tier
         pool = await self._place(datacenter_id, tier, size_gib * MIB_PER_GIB, pool_id)
+        task_id = new_id("task-")  # the volume is born holding its task: a crash resumes it
         volume = Volume(
             id=new_id("vol-"),
             tenant_id=tenant_id,
@@ -217,9 +218,10 @@ class StorageService:
             size_gib=size_gib,
             pool_id=pool.id,
             tier=tier,
+            task_id=task_id,
         )
         task = Task(
-            id=new_id("task-"),
+            id=task_id,
             tenant_id=tenant_id,
             kind="volume.create",
             subject=f"volume/{volume.id}",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, assert_never
 
+from actors.journal import Journal
 from actors.paging import all_records
 from actors.services import Services
 from actors.supervision import DOMAIN_STRATEGY
@@ -25,12 +26,21 @@ from actors.volume_messages import (
     PoolStatus,
     Release,
     Reserve,
+    WatchVolumeTasks,
 )
+from actors.watchdog import Resume, undriven
 from cloudcore.config import PoolSettings
 from cloudcore.errors import BackendUnavailable, InsufficientCapacity, NotFound, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import Volume, VolumeSnapshot, VolumeSnapshotState, VolumeState
+from cloudcore.store.records import (
+    Task,
+    TaskState,
+    Volume,
+    VolumeSnapshot,
+    VolumeSnapshotState,
+    VolumeState,
+)
 from storage_drivers.base import Capacity, StorageDriver
 
 __all__ = ["MIB_PER_GIB", "PoolMessage", "StoragePoolActor"]
@@ -46,7 +56,7 @@ class _Check(Message, frozen=True, kw_only=True):
     """Connect (again): the backend is reachable and serves every export it should."""
 
 
-PoolMessage = GetPool | Reserve | Release | Activate | ListBackend | _Check
+PoolMessage = GetPool | Reserve | Release | Activate | ListBackend | WatchVolumeTasks | _Check
 
 
 class StoragePoolActor(Actor[PoolMessage]):
@@ -72,6 +82,8 @@ class StoragePoolActor(Actor[PoolMessage]):
         self.committed_mib = await self._committed_in_store()
         self.context.self_ref.tell(_Check())
         self.context.schedule_periodic("check", self.services.settings.sweep_interval, _Check())
+        watch = self.services.settings.watchdog_interval
+        self.context.schedule_periodic("watchdog", watch, WatchVolumeTasks())
 
     async def stopping(self) -> None:
         await self.driver.close()
@@ -89,6 +101,8 @@ class StoragePoolActor(Actor[PoolMessage]):
                 return await self._activate(volume_id)
             case ListBackend():
                 return await self._backend()
+            case WatchVolumeTasks():
+                return await self._watch()
             case _Check():
                 await self._check()
             case _:
@@ -164,10 +178,48 @@ class StoragePoolActor(Actor[PoolMessage]):
         await self._reexport()
 
     async def _resume_unsettled(self) -> None:
-        """Start the actor of every volume a crash left between states: it resumes its task."""
+        """Have the actor of every volume a crash left between states resume its task (the
+        watchdog ends the tasks of volumes at rest)."""
         async for volume in all_records(self.services.store, Volume, {"pool_id": self.pool.id}):
-            if volume.state not in _RESTING and volume.state is not VolumeState.DELETED:
-                await self._activate(volume.id)
+            if volume.state in _RESTING or volume.state is VolumeState.DELETED:
+                continue
+            if volume.task_id is None or volume.task_id in self.services.runners:
+                continue
+            ref = await self._activate(volume.id)
+            ref.tell(Resume(task_id=volume.task_id))
+
+    async def _watch(self) -> list[str]:
+        """The watchdog of this pool's volume tasks (issue: every task ends by itself): each
+        RUNNING with nothing driving it goes to its volume's actor, which resumes it or ends
+        it; one whose volume is deleted is ended here."""
+        store, grace = self.services.store, self.services.settings.watchdog_interval
+        acted = []
+        async for task in undriven(store, self.services.runners, grace):
+            if not task.subject.startswith("volume/"):
+                continue
+            try:
+                volume = await store.get(Volume, task.subject.removeprefix("volume/"))
+            except NotFound:
+                volume = None
+            if volume is not None and volume.pool_id != self.pool.id:
+                continue
+            _log.warning("task.undriven", task_id=task.id, kind=task.kind, subject=task.subject)
+            acted.append(task.id)
+            try:
+                await self._revive(task, volume)
+            except Exception as exc:  # the next round tries again
+                _log.error("task.revive_failed", task_id=task.id, error=describe(exc))
+        return acted
+
+    async def _revive(self, task: Task, volume: Volume | None) -> None:
+        if volume is None or volume.state is VolumeState.DELETED:
+            fault = f"interrupted; {task.subject} is deleted"
+            await Journal(self.services.store, task, self.services.waiters).finish(
+                TaskState.FAILED, fault
+            )
+            return
+        ref = await self._activate(volume.id)
+        await ref.ask(Resume(task_id=task.id), timeout=self.services.settings.step_deadline)
 
     async def _reexport(self) -> None:
         """Export again, to its host, every volume the store says is attached and the backend

@@ -13,7 +13,7 @@ growth when asked and gives it back if it fails; a delete gives the whole volume
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, assert_never
 
 import msgspec
@@ -21,7 +21,7 @@ import msgspec
 from actors.journal import FINAL, Journal
 from actors.messages import RecoverVerb
 from actors.services import Services
-from actors.volume_lifecycle import TRANSITIONS, VolumeOperation, transition
+from actors.volume_lifecycle import STABLE, TRANSITIONS, VolumeOperation, transition
 from actors.volume_messages import (
     AttachParams,
     DeleteSnapshotParams,
@@ -37,11 +37,13 @@ from actors.volume_messages import (
 )
 from actors.volume_refusals import check_request
 from actors.volume_work import MIB_PER_GIB, Work, run
+from actors.watchdog import Resume
 from cloudcore.errors import IllegalTransition, NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import (
     OutboxEvent,
+    Record,
     Task,
     TaskState,
     Volume,
@@ -69,7 +71,7 @@ class _VolumeFinish(Message, frozen=True, kw_only=True):
     error: str | None
 
 
-VolumeMessage = GetVolume | RequestVolumeOperation | RecoverVolume | _VolumeFinish
+VolumeMessage = GetVolume | RequestVolumeOperation | RecoverVolume | Resume | _VolumeFinish
 
 
 def task_params(task: Task) -> VolumeParams:
@@ -95,10 +97,14 @@ class VolumeActor(Actor[VolumeMessage]):
         self.work: asyncio.Task[None] | None = None
 
     async def started(self) -> None:
-        if self.context.restarts:  # the record given at spawn is stale: the store has the truth
-            self.volume = await self.services.store.get(Volume, self.volume.id)
+        """A restart (after a failure of the actor's own) resumes the task the volume holds;
+        a first start does not: a create's request drives its task, and after a node's crash
+        the pool resumes what the store shows unsettled (``Resume``)."""
+        if not self.context.restarts:
+            return
+        self.volume = await self.services.store.get(Volume, self.volume.id)  # the truth
         task_id = self.volume.task_id
-        if task_id is not None and self.volume.state not in (S.AVAILABLE, S.ATTACHED, S.ERROR):
+        if task_id is not None and self.volume.state not in STABLE:
             await self._resume(task_id)
 
     async def stopping(self) -> None:
@@ -113,6 +119,9 @@ class VolumeActor(Actor[VolumeMessage]):
                 return await self._request(params, task)
             case RecoverVolume(verb=verb):
                 return await self._recover(verb)
+            case Resume(task_id=task_id):
+                await self._revive(task_id)
+                return None
             case _VolumeFinish():
                 await self._finish(message)
                 return None
@@ -122,6 +131,8 @@ class VolumeActor(Actor[VolumeMessage]):
     # ----------------------------------------------------------------- operations
 
     async def _request(self, params: VolumeParams, task: Task | None) -> Task:
+        if task is not None and task.id == self.volume.task_id and task.id in self.services.runners:
+            return task  # a create's task, written with its volume, resumed when the actor started
         if self.work is not None and not self.work.done():
             raise IllegalTransition(
                 f"cannot {params.operation} volume {self.volume.id}: it is {self.volume.state} "
@@ -132,28 +143,19 @@ class VolumeActor(Actor[VolumeMessage]):
         source = self.volume.state
         reserved = await self._reserve(params)
         try:
-            if task is None:
-                task = (
-                    await Journal.begin(
-                        self.services.store,
-                        kind=f"volume.{params.operation}",
-                        subject=f"volume/{self.volume.id}",
-                        tenant_id=self.volume.tenant_id,
-                        data=task_data(params, self.volume),
-                    )
-                ).task
-            await self._begin(params, t.transient, task)
+            begun = await self._begin(params, t.transient, task)
         except BaseException as exc:
             if reserved:
                 self.pool.tell(Release(size_mib=reserved))
-            if task is not None and self.volume.task_id != task.id:  # begun, never driven
+            if task is not None and self.volume.task_id != task.id:  # written, never driven
                 await self._refused(task, exc)
             raise
-        self._start(source, params, task)
-        return task
+        self._start(source, params, begun)
+        return begun
 
     async def _refused(self, task: Task, cause: BaseException) -> None:
-        """End a task whose operation was refused before it started (a quota, a conflict)."""
+        """End a create's task, written with its volume, whose operation was refused before it
+        started (a task the actor begins is written with the volume's change, or not at all)."""
         try:
             journal = Journal(self.services.store, task, self.services.waiters)
             await journal.finish(TaskState.FAILED, f"refused: {describe(cause)}")
@@ -171,29 +173,46 @@ class VolumeActor(Actor[VolumeMessage]):
             await self.pool.ask(Reserve(size_mib=size))
         return size
 
-    async def _begin(self, params: VolumeParams, transient: VolumeState, task: Task) -> None:
-        """Write the transient state and the task (and what the operation takes with it)."""
+    async def _begin(
+        self, params: VolumeParams, transient: VolumeState, given: Task | None
+    ) -> Task:
+        """Write the transient state, the task (new, unless ``given``: a create's, written with
+        its volume) and what the operation takes with it (quota, a snapshot's record) in ONE
+        transaction, so no crash leaves a task RUNNING beside a volume at rest; the task."""
+        volume = self.volume
+        if given is not None and volume.state is transient and volume.task_id == given.id:
+            return given
+        task = given or Journal.new_task(
+            kind=f"volume.{params.operation}",
+            subject=f"volume/{volume.id}",
+            tenant_id=volume.tenant_id,
+            data=task_data(params, volume),
+        )
         changes: dict[str, Any] = {"state": transient, "task_id": task.id, "fault": None}
+        create: list[Record] = [] if given is not None else [task]
         consume = None
         if isinstance(params, ExtendParams):
-            consume = {"volume_gib": params.size_gib - self.volume.size_gib}
+            consume = {"volume_gib": params.size_gib - volume.size_gib}
             changes["size_gib"] = params.size_gib
         elif isinstance(params, AttachParams):
             changes["vm_id"] = params.vm_id
         elif isinstance(params, SnapshotVolumeParams):
-            await self.services.store.create(
+            create.append(
                 VolumeSnapshot(
                     id=params.snapshot_id,
-                    tenant_id=self.volume.tenant_id,
-                    volume_id=self.volume.id,
+                    tenant_id=volume.tenant_id,
+                    volume_id=volume.id,
                     name=params.name,
-                    size_gib=self.volume.size_gib,
+                    size_gib=volume.size_gib,
                 )
             )
-        elif isinstance(params, DeleteSnapshotParams):
+        await self._save(changes, consume=consume, create=create)
+        if isinstance(params, DeleteSnapshotParams):  # after: a resumed task deletes it anyway
             await self._set_snapshot(params.snapshot_id, VolumeSnapshotState.DELETING)
-        if self.volume.state is not transient or self.volume.task_id != task.id:
-            await self._save(changes, consume=consume)
+        if given is not None:
+            return given
+        stamp = self.volume.updated_at  # the store stamps what it creates with the change's time
+        return msgspec.structs.replace(task, version=1, created_at=stamp, updated_at=stamp)
 
     def _start(self, source: VolumeState, params: VolumeParams, task: Task) -> None:
         journal = Journal(self.services.store, task, self.services.waiters)
@@ -241,10 +260,14 @@ class VolumeActor(Actor[VolumeMessage]):
             elif isinstance(params, AttachParams):
                 changes.update(vm_id=None, target=None, device=None)
         release += await self._settle_snapshot(params, error)
-        await self._save(changes, give_back=give_back)
+        state = TaskState.FAILED if error else TaskState.SUCCEEDED
+        try:  # the volume settles and its task ends in one transaction
+            await self._save(changes, give_back=give_back, ending=(message.journal, state, error))
+        except VersionConflict:  # the task was ended by another writer: the volume alone
+            await self._save(changes, give_back=give_back)
+            await message.journal.finish(state, error)
         if release:
             self.pool.tell(Release(size_mib=release))
-        await message.journal.finish(TaskState.FAILED if error else TaskState.SUCCEEDED, error)
         self.work = None
         if self.volume.state is S.DELETED:
             self.context.stop(self.context.self_ref)
@@ -261,8 +284,11 @@ class VolumeActor(Actor[VolumeMessage]):
             if error is not None:
                 await self._set_snapshot(params.snapshot_id, VolumeSnapshotState.ERROR, error)
                 return 0
-            snap = await self.services.store.get(VolumeSnapshot, params.snapshot_id)
-            await self.services.store.delete(VolumeSnapshot, snap.id)
+            try:
+                snap = await self.services.store.get(VolumeSnapshot, params.snapshot_id)
+                await self.services.store.delete(VolumeSnapshot, snap.id)
+            except NotFound:  # deleted before a crash cut the task short: given back then
+                return 0
             return snap.size_gib * MIB_PER_GIB
         return 0
 
@@ -290,6 +316,26 @@ class VolumeActor(Actor[VolumeMessage]):
         source = self._source_of(params)
         _log.warning("volume.task_resumed", volume_id=self.volume.id, task_id=task_id)
         self._start(source, params, task)
+
+    async def _revive(self, task_id: str) -> None:
+        """The pool's watchdog found ``task_id`` RUNNING with nothing driving it: resume it if
+        the volume is at it, else end it (the volume rests or has moved on: nothing will)."""
+        if task_id in self.services.runners:
+            return  # driven since the watchdog looked
+        self.volume = await self.services.store.get(Volume, self.volume.id)  # rare: the truth
+        if self.volume.task_id == task_id and self.volume.state not in STABLE:
+            await self._resume(task_id)
+            return
+        task = await self.services.store.get(Task, task_id)
+        if task.state in FINAL:
+            return
+        fault = f"interrupted; volume {self.volume.id} is {self.volume.state} now"
+        journal = Journal(self.services.store, task, self.services.waiters)
+        if self.volume.task_id == task_id:  # at rest yet holding it: let go with the end
+            await self._save({"task_id": None}, ending=(journal, TaskState.FAILED, fault))
+        else:
+            await journal.finish(TaskState.FAILED, fault)
+        _log.warning("volume.task_ended", volume_id=self.volume.id, task_id=task_id, error=fault)
 
     def _source_of(self, params: VolumeParams) -> VolumeState:
         """The stable state an interrupted operation started from."""
@@ -355,9 +401,13 @@ class VolumeActor(Actor[VolumeMessage]):
         *,
         consume: dict[str, int] | None = None,
         give_back: dict[str, int] | None = None,
+        create: Sequence[Record] = (),
+        ending: tuple[Journal, TaskState, str | None] | None = None,
     ) -> None:
-        """Compare-and-set ``changes`` with the quota they move and a ``volume.state_changed``
-        event, in one transaction; on a conflict the record is read again and the error raised."""
+        """Compare-and-set ``changes`` with the quota they move, a ``volume.state_changed``
+        event, the records they ``create`` (the task they begin) and the end of the task
+        ``ending`` (its journal, state and error), in one transaction; on a conflict the
+        record is read again and the error raised."""
         volume = self.volume
         events = []
         if changes.get("state", volume.state) is not volume.state:
@@ -374,18 +424,32 @@ class VolumeActor(Actor[VolumeMessage]):
                     },
                 )
             )
+        end_task = None
+        if ending is not None:
+            journal, state, error = ending
+            end_task, finished = journal.ending(state, error)
+            events.append(finished)
+        delta = {**(consume or {}), **{r: -n for r, n in (give_back or {}).items()}}
         try:
-            self.volume = await self.services.store.change_volume(
+            self.volume = await self.services.store.update_charged(
+                Volume,
                 volume.id,
                 expected_version=volume.version,
-                consume=consume,
-                give_back=give_back,
+                tenant_id=volume.tenant_id,
+                delta=delta,
                 events=events,
+                create=create,
+                end_task=end_task,
                 **changes,
             )
         except VersionConflict:
             self.volume = await self.services.store.get(Volume, volume.id)
             raise
+        if ending is not None and end_task is not None:
+            stamp = self.volume.updated_at
+            ending[0].ended(
+                msgspec.structs.replace(end_task, version=end_task.version + 1, updated_at=stamp)
+            )
 
 
 def task_data(params: VolumeParams, volume: Volume) -> dict[str, Any]:

@@ -35,6 +35,7 @@ __all__ = [
     "SizeGib",
     "SnapshotVolumeParams",
     "VolumeParams",
+    "WatchVolumeTasks",
 ]
 
 #: The largest volume: 64 TiB.
@@ -179,3 +180,8 @@ class Activate(Message, frozen=True, kw_only=True):
 class ListBackend(Message, frozen=True, kw_only=True):
     """Replies with what the backend holds: (volume ids with the initiator each is exported to,
     snapshot ids)."""
+
+
+class WatchVolumeTasks(Message, frozen=True, kw_only=True):
+    """To a pool: resume or end the tasks of its volumes RUNNING that nothing drives (also
+    sent by a timer). Replies with the ids of the tasks it acted on."""

@@ -1,6 +1,7 @@
 """Creating a VM (quota, VM, deploy task, its NICs' addresses and MACs) or a volume (quota,
 volume, create task) in one transaction with the Idempotency-Key it was asked under, changing a
-volume with its quota, and recomputing quota usage from what exists."""
+record with its quota and the task the change begins or ends, and recomputing quota usage from
+what exists."""
 
 from __future__ import annotations
 
@@ -144,39 +145,6 @@ class AccountingOps(IpamOps):
             raise
         return volume, task
 
-    async def change_volume(
-        self,
-        volume_id: str,
-        *,
-        expected_version: int,
-        consume: Mapping[str, int] | None = None,
-        give_back: Mapping[str, int] | None = None,
-        events: Sequence[OutboxEvent] = (),
-        **changes: Any,
-    ) -> Volume:
-        check_amounts(**(consume or {}), **(give_back or {}))
-        async with self._transaction() as conn:
-            old = _VOLUMES.decode(await self._must(conn, _VOLUMES.get_sql, "Volume", volume_id))
-            if old.version != expected_version:
-                raise VersionConflict(
-                    f"Volume {volume_id!r} is at version {old.version}, not {expected_version}"
-                )
-            columns, values = _VOLUMES.encode_changes(changes)
-            row = await conn.fetchrow(
-                _VOLUMES.update_sql(columns), volume_id, expected_version, now(), *values
-            )
-            if row is None:
-                raise VersionConflict(f"Volume {volume_id!r} changed meanwhile")
-            if give_back:
-                await self._give_back(conn, old.tenant_id, give_back)
-            if consume:
-                await self._consume(conn, old.tenant_id, consume)
-            if events:
-                await _outbox.insert(conn, _outbox.stamp(events))
-        if events:
-            self._outbox_written()
-        return _VOLUMES.decode(row)
-
     async def _hold_task(self, conn: Conn, claim: IdempotencyKey, task_id: str) -> None:
         args = (claim.principal, claim.key, claim.owner, task_id)
         if await conn.fetchrow(_HOLD_TASK, *args) is None:
@@ -284,25 +252,51 @@ class AccountingOps(IpamOps):
         tenant_id: str | None,
         delta: Mapping[str, int],
         events: Sequence[OutboxEvent] = (),
+        create: Sequence[Record] = (),
+        end_task: Task | None = None,
         **changes: Any,
     ) -> R:
         table = table_of(kind)
         columns, values = table.encode_changes(changes)
+        stamp = now()
+        created = [
+            msgspec.structs.replace(validate(r), version=1, created_at=stamp, updated_at=stamp)
+            for r in create
+        ]
         stamped = _outbox.stamp(events)
+        missed: tuple[Table[Any], str, int] = (table, id, expected_version)
         try:
             async with self._transaction() as conn:
                 await self._move_quota(conn, tenant_id, delta)
                 row = await conn.fetchrow(
-                    table.update_sql(columns), id, expected_version, now(), *values
+                    table.update_sql(columns), id, expected_version, stamp, *values
                 )
                 if row is None:
                     raise _Missed
+                for record in created:
+                    each = table_of(type(record))
+                    await conn.execute(each.insert_sql, *each.encode(record))
+                if end_task is not None:
+                    missed = (_TASKS, end_task.id, end_task.version)
+                    await self._end_task(conn, end_task, stamp)
                 await _outbox.insert(conn, stamped)
         except _Missed:
-            await self._why_missed(table, id, expected_version)
+            await self._why_missed(*missed)
+        except InvalidRecord:
+            for record in created:
+                await self._name_missing_reference(table_of(type(record)), record)
+            raise
         if stamped:
             self._outbox_written()
         return table.decode(row)
+
+    async def _end_task(self, conn: Conn, task: Task, stamp: Any) -> None:
+        """Set a stored task to the state and error ``task`` carries (compare-and-set at its
+        version), inside the caller's transaction; _Missed if it is not at that version."""
+        columns, values = _TASKS.encode_changes({"state": task.state, "error": task.error})
+        sql = _TASKS.update_sql(columns)
+        if await conn.fetchrow(sql, task.id, task.version, stamp, *values) is None:
+            raise _Missed
 
     async def delete_charged(
         self,

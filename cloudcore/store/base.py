@@ -331,22 +331,6 @@ class Store(ABC):
         or nothing."""
 
     @abstractmethod
-    async def change_volume(
-        self,
-        volume_id: str,
-        *,
-        expected_version: int,
-        consume: Mapping[str, int] | None = None,
-        give_back: Mapping[str, int] | None = None,
-        events: Sequence[OutboxEvent] = (),
-        **changes: Any,
-    ) -> Volume:
-        """Compare-and-set ``changes`` of a volume (as :meth:`update`) and, in the same
-        transaction, give back and consume quota of its tenant and write ``events``: how an
-        extend takes its growth, a failed one gives it back, and a delete gives back the whole
-        volume. QuotaExceeded, VersionConflict, NotFound, InvalidRecord: nothing written."""
-
-    @abstractmethod
     async def update_charged(
         self,
         kind: type[R],
@@ -357,11 +341,20 @@ class Store(ABC):
         tenant_id: str | None,
         delta: Mapping[str, int],
         events: Sequence[OutboxEvent] = (),
+        create: Sequence[Record] = (),
+        end_task: Task | None = None,
         **changes: Any,
     ) -> R:
         """:meth:`update` and, in the same transaction, move ``tenant_id``'s quota usage by
         ``delta`` (positive amounts consumed, negative given back; ``tenant_id`` None: no
-        quota). All or nothing: QuotaExceeded names the resource; NotFound, VersionConflict.
+        quota), insert the records of ``create`` (as :meth:`create` stores them: the task the
+        change begins, a record it makes) and set ``end_task``, a stored task, to the ``state``
+        and ``error`` it carries (compare-and-set at its ``version``: the task the change
+        ends). How a record and the task that changes it never disagree after a crash: an
+        extend takes its growth with its task, a finished operation gives back what it
+        should and ends its task. All or nothing: QuotaExceeded names the resource; NotFound
+        and VersionConflict name the record (``kind``'s or the task) that is missing or
+        moved on; InvalidRecord, AlreadyExists (a record of ``create``).
         """
 
     @abstractmethod

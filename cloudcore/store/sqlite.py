@@ -143,13 +143,22 @@ class SqliteStore(SqlStore):
     async def _transaction(self) -> AsyncIterator[Conn]:
         async with self._lock, self._translated():
             conn = self._writer_conn
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
+                await conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                await self._roll_back()
                 raise
-            await conn.execute("COMMIT")
+
+    async def _roll_back(self) -> None:
+        """End whatever transaction the writer holds. aiosqlite runs each statement in its
+        thread in the order asked, even when the coroutine that asked is cancelled: a BEGIN
+        (or COMMIT) whose caller was cancelled still runs, so the ROLLBACK asked after it ends
+        its transaction instead of leaving it open to the next writer ("cannot start a
+        transaction within a transaction"). None open: nothing to do."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            await self._writer_conn.execute("ROLLBACK")
 
     async def _schema_table_exists(self, conn: Conn) -> bool:
         row = await conn.fetchrow(

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from actors.registration import bootstrap_demo
 from actors.volume_messages import AttachParams
 from cloudcore.store import Store
@@ -22,12 +20,6 @@ from hypervisor_drivers.base import HypervisorDriver
 from tests.cloud import cloud_settings, start_cloud
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect: an attach whose task was written RUNNING but whose volume had not "
-    "taken it when the node stopped is never ended (the task and the volume's change are two "
-    "transactions; the pool resumes only volumes between states); see README Storage, Not yet",
-)
 async def test_attaches_cut_short_by_a_stop_all_end_and_agree_with_the_backend(
     sqlite_store: Store, tmp_path: Path
 ) -> None:

@@ -1,16 +1,25 @@
 """Volumes in the store: created with their quota and task in one transaction, changed with
-their quota in one transaction, counted by the quota reconciliation; snapshots refer to them."""
+their quota and the task they begin or end in one transaction, counted by the quota
+reconciliation; snapshots refer to them."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudcore.errors import AlreadyExists, InvalidRecord, QuotaExceeded, VersionConflict
+from cloudcore.errors import (
+    AlreadyExists,
+    InvalidRecord,
+    NotFound,
+    QuotaExceeded,
+    VersionConflict,
+)
 from cloudcore.store.base import Store
 from cloudcore.store.records import (
     Task,
+    TaskState,
     Volume,
     VolumeSnapshot,
     VolumeState,
@@ -90,34 +99,123 @@ async def test_an_unknown_datacenter_is_named(store: Store, make: Factory) -> No
         await store.create_volume(volume, task, volume_usage(10))
 
 
-async def test_change_volume_moves_quota_with_the_record(store: Store, make: Factory) -> None:
+async def test_a_volume_change_moves_quota_with_the_record(store: Store, make: Factory) -> None:
     tenant, dc = await make.tenant(), await make.datacenter()
     await store.set_quota(tenant.id, "volume_gib", 30)
     volume, task = _volume(tenant.id, dc.id, 10)
     volume, _ = await store.create_volume(volume, task, volume_usage(10))
 
-    with pytest.raises(QuotaExceeded, match="volume_gib"):
-        await store.change_volume(
-            volume.id, expected_version=1, consume={"volume_gib": 25}, size_gib=35
+    async def change(version: int, delta: dict[str, int], **changes: object) -> Volume:
+        return await store.update_charged(
+            Volume,
+            volume.id,
+            expected_version=version,
+            tenant_id=tenant.id,
+            delta=delta,
+            **changes,
         )
+
+    with pytest.raises(QuotaExceeded, match="volume_gib"):
+        await change(1, {"volume_gib": 25}, size_gib=35)
     assert (await store.get(Volume, volume.id)).size_gib == 10  # nothing written
 
-    grown = await store.change_volume(
-        volume.id,
-        expected_version=1,
-        consume={"volume_gib": 20},
-        size_gib=30,
-        state=VolumeState.EXTENDING,
-    )
+    grown = await change(1, {"volume_gib": 20}, size_gib=30, state=VolumeState.EXTENDING)
     assert grown.size_gib == 30 and grown.version == 2
     assert await _usage(store, tenant.id) == {"volume_gib": 30}
     with pytest.raises(VersionConflict):
-        await store.change_volume(volume.id, expected_version=1, state=VolumeState.AVAILABLE)
+        await change(1, {}, state=VolumeState.AVAILABLE)
 
-    await store.change_volume(
-        volume.id, expected_version=2, give_back={"volume_gib": 30}, state=VolumeState.DELETED
-    )
+    await change(2, {"volume_gib": -30}, state=VolumeState.DELETED)
     assert await _usage(store, tenant.id) == {"volume_gib": 0}
+
+
+async def test_a_change_writes_the_task_it_begins_or_nothing(store: Store, make: Factory) -> None:
+    """The task an operation begins is written with the volume's change: a refused change
+    (quota, version) leaves no task, so none can be left RUNNING beside a volume at rest."""
+    tenant, dc = await make.tenant(), await make.datacenter()
+    await store.set_quota(tenant.id, "volume_gib", 15)
+    volume, task = _volume(tenant.id, dc.id, 10)
+    volume, _ = await store.create_volume(volume, task, volume_usage(10))
+    extend = Task(
+        id=new_id("task-"),
+        tenant_id=tenant.id,
+        kind="volume.extend",
+        subject=f"volume/{volume.id}",
+        state=TaskState.RUNNING,
+    )
+
+    with pytest.raises(QuotaExceeded, match="volume_gib"):
+        await store.update_charged(
+            Volume,
+            volume.id,
+            expected_version=1,
+            tenant_id=tenant.id,
+            delta={"volume_gib": 10},
+            create=[extend],
+            state=VolumeState.EXTENDING,
+            task_id=extend.id,
+        )
+    with pytest.raises(NotFound):
+        await store.get(Task, extend.id)
+
+    begun = await store.update_charged(
+        Volume,
+        volume.id,
+        expected_version=1,
+        tenant_id=tenant.id,
+        delta={"volume_gib": 5},
+        create=[extend],
+        state=VolumeState.EXTENDING,
+        task_id=extend.id,
+        size_gib=15,
+    )
+    stored = await store.get(Task, extend.id)
+    assert (stored.state, stored.version, stored.created_at) == (
+        TaskState.RUNNING,
+        1,
+        begun.updated_at,
+    )
+    assert begun.task_id == extend.id
+
+
+async def test_a_change_ends_its_task_in_the_same_transaction(store: Store, make: Factory) -> None:
+    tenant, dc = await make.tenant(), await make.datacenter()
+    volume, task = _volume(tenant.id, dc.id, 10)
+    volume, task = await store.create_volume(
+        msgspec.structs.replace(volume, task_id=task.id), task, {}
+    )
+    ended = msgspec.structs.replace(task, state=TaskState.SUCCEEDED)
+
+    with pytest.raises(VersionConflict, match="Task"):  # the task moved on: nothing written
+        await store.update_charged(
+            Volume,
+            volume.id,
+            expected_version=1,
+            tenant_id=None,
+            delta={},
+            end_task=msgspec.structs.replace(ended, version=7),
+            state=VolumeState.AVAILABLE,
+            task_id=None,
+        )
+    assert (await store.get(Volume, volume.id)).state is VolumeState.CREATING
+
+    settled = await store.update_charged(
+        Volume,
+        volume.id,
+        expected_version=1,
+        tenant_id=None,
+        delta={},
+        end_task=ended,
+        state=VolumeState.AVAILABLE,
+        task_id=None,
+    )
+    stored = await store.get(Task, task.id)
+    assert (settled.state, settled.task_id) == (VolumeState.AVAILABLE, None)
+    assert (stored.state, stored.version, stored.updated_at) == (
+        TaskState.SUCCEEDED,
+        2,
+        settled.updated_at,
+    )
 
 
 async def test_reconciliation_counts_volumes_and_their_size(store: Store, make: Factory) -> None:
@@ -183,19 +281,23 @@ async def test_used_volume_gib_always_equals_the_sizes_of_live_volumes(
             elif op == "extend":
                 v = live.pop(0)
                 live.append(
-                    await store.change_volume(
+                    await store.update_charged(
+                        Volume,
                         v.id,
                         expected_version=v.version,
-                        consume={"volume_gib": size},
+                        tenant_id=tenant.id,
+                        delta={"volume_gib": size},
                         size_gib=v.size_gib + size,
                     )
                 )
             else:
                 v = live.pop(0)
-                await store.change_volume(
+                await store.update_charged(
+                    Volume,
                     v.id,
                     expected_version=v.version,
-                    give_back=volume_usage(v.size_gib),
+                    tenant_id=tenant.id,
+                    delta={r: -n for r, n in volume_usage(v.size_gib).items()},
                     state=VolumeState.DELETED,
                 )
         except QuotaExceeded:
