@@ -23,7 +23,9 @@ class Timeline:
         self.running: set[str] = set()
         self.log: list[tuple[str, str]] = []
 
-    def keeper(self, store: Store, node: str, healthy: list[bool]) -> DatacenterLeases:
+    def keeper(
+        self, store: Store, node: str, healthy: list[bool], site: str | None = None
+    ) -> DatacenterLeases:
         async def wanted() -> list[str]:
             return ["dc1"]
 
@@ -38,8 +40,24 @@ class Timeline:
                 self.log.append(("drop", node))
 
         return DatacenterLeases(
-            store, node, ttl=TTL, wanted=wanted, run=run, drop=drop, healthy=lambda: healthy[0]
+            store,
+            node,
+            ttl=TTL,
+            wanted=wanted,
+            run=run,
+            drop=drop,
+            healthy=lambda: healthy[0],
+            site=site,
         )
+
+    async def crash(self, keeper: DatacenterLeases) -> None:
+        """What ``kill -9`` leaves: the process drives nothing, its leases stay in the store."""
+        assert keeper._loop_task is not None
+        keeper._loop_task.cancel()
+        for dc in keeper.owned:
+            keeper._forget(dc)
+        self.running.discard(keeper.node_id)
+        self.log.append(("crash", keeper.node_id))
 
 
 @pytest.fixture
@@ -90,3 +108,28 @@ async def test_a_node_that_stops_releases_and_the_other_takes_over_at_its_next_r
     await eventually(lambda: n2.owned == ["dc1"] or None, timeout=TTL * 2)
     assert asyncio.get_running_loop().time() - stopped < TTL  # not after an expiry
     assert timeline.log == [("run", "n1"), ("drop", "n1"), ("run", "n2")]
+
+
+async def test_a_node_restarted_at_its_site_takes_its_own_lease_back_at_once(store: Store) -> None:
+    timeline = Timeline()
+    first = timeline.keeper(store, "n1", [True], site="s1")
+    await first.start()
+    held = (await store.list_leases("datacenter/dc1"))[0]
+    await timeline.crash(first)
+    elsewhere = timeline.keeper(store, "n1", [True], site="s2")  # same id, another machine
+    unsited = timeline.keeper(store, "n1", [True])  # its data directory was locked
+    again = timeline.keeper(store, "n1", [True], site="s1")
+    try:
+        await elsewhere.start()
+        await unsited.start()
+        assert elsewhere.owned == unsited.owned == []  # those wait for the expiry
+        await again.start()
+        assert again.owned == ["dc1"]
+        taken = (await store.list_leases("datacenter/dc1"))[0]
+        assert taken.token == held.token + 1 and taken.acquired_at < held.expires_at
+        assert timeline.log == [("run", "n1"), ("crash", "n1"), ("run", "n1")]
+        # It keeps it: the others never run the datacenter, past the old expiry too.
+        await never(lambda: len(timeline.log) != 3, within=TTL * 2)
+    finally:
+        for keeper in (again, elsewhere, unsited):
+            await keeper.stop()
