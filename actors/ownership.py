@@ -89,7 +89,7 @@ class DatacenterLeases:
         self._wanted, self._run, self._drop, self._healthy = wanted, run, drop, healthy
         self._held: dict[str, _Held] = {}
         self._loop_task: asyncio.Task[None] | None = None
-        self._drops: set[asyncio.Task[None]] = set()
+        self._drops: dict[str, asyncio.Task[None]] = {}  # fenced datacenters being stopped
         self._lock = asyncio.Lock()
         self._was_healthy = True
 
@@ -127,7 +127,7 @@ class DatacenterLeases:
                     _log.warning("lease.release_failed", datacenter=dc, error=describe(exc))
                 _log.info("lease.released", datacenter=dc, node=self.node_id)
         if self._drops:
-            await asyncio.gather(*self._drops, return_exceptions=True)
+            await asyncio.gather(*self._drops.values(), return_exceptions=True)
 
     async def _keep(self) -> None:
         while True:
@@ -171,6 +171,8 @@ class DatacenterLeases:
         self._arm(dc, held, sent)
 
     async def _acquire(self, dc: str) -> None:
+        if dc in self._drops:
+            return  # fenced, its actors still stopping: taken again at a round after they end
         sent = asyncio.get_running_loop().time()
         lease = await self.store.acquire_lease(
             lease_name(dc), self.node_id, self.holder, self.ttl, reclaim=self._reclaim
@@ -200,8 +202,8 @@ class DatacenterLeases:
         _log.error("lease.fenced", datacenter=dc, node=self.node_id, token=held.lease.token)
         self._forget(dc)
         task = asyncio.create_task(self._stop_fenced(dc), name=f"fence-{dc}")
-        self._drops.add(task)
-        task.add_done_callback(self._drops.discard)
+        self._drops[dc] = task
+        task.add_done_callback(lambda _: self._drops.pop(dc, None))
 
     async def _stop_fenced(self, dc: str) -> None:
         await self._drop(dc)

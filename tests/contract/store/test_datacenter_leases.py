@@ -22,19 +22,33 @@ class Timeline:
     def __init__(self) -> None:
         self.running: set[str] = set()
         self.log: list[tuple[str, str]] = []
+        #: (node, those running) at each start while others ran (the start then fails).
+        self.overlaps: list[tuple[str, list[str]]] = []
 
     def keeper(
-        self, store: Store, node: str, healthy: list[bool], site: str | None = None
+        self,
+        store: Store,
+        node: str,
+        healthy: list[bool],
+        site: str | None = None,
+        stop_seconds: float = 0.0,
     ) -> DatacenterLeases:
+        """``stop_seconds``: how long its datacenter's actors take to stop."""
+
         async def wanted() -> list[str]:
             return ["dc1"]
 
         async def run(dc: str) -> None:
+            if self.running:
+                self.overlaps.append((node, sorted(self.running)))
             assert not self.running, f"{node} runs {dc} while {self.running} does"
             self.running.add(node)
             self.log.append(("run", node))
 
         async def drop(dc: str) -> None:
+            if stop_seconds and node in self.running:
+                self.log.append(("stopping", node))
+                await asyncio.sleep(stop_seconds)
             if node in self.running:
                 self.running.discard(node)
                 self.log.append(("drop", node))
@@ -133,3 +147,22 @@ async def test_a_node_restarted_at_its_site_takes_its_own_lease_back_at_once(sto
     finally:
         for keeper in (again, elsewhere, unsited):
             await keeper.stop()
+
+
+async def test_a_fenced_node_runs_its_datacenter_again_only_once_its_actors_stopped(
+    store: Store,
+) -> None:
+    timeline = Timeline()
+    health = [True]
+    n1 = timeline.keeper(store, "n1", health, site="s1", stop_seconds=TTL)
+    try:
+        await n1.start()
+        health[0] = False  # cut off: fenced, and its actors take a while to stop
+        await eventually(lambda: ("stopping", "n1") in timeline.log or None, timeout=TTL * 2)
+        health[0] = True  # back at once: its own lease is there to take back
+        await eventually(lambda: len(timeline.log) >= 4 or None, timeout=TTL * 4)
+        assert timeline.overlaps == []
+        assert timeline.log == [("run", "n1"), ("stopping", "n1"), ("drop", "n1"), ("run", "n1")]
+        assert n1.owned == ["dc1"]
+    finally:
+        await n1.stop()
