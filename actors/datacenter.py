@@ -97,6 +97,9 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.scheduler: ActorRef[SchedulerMessage] | None = None
         #: Deploys found RUNNING at the start, not resumed yet (see ``_resume_more``).
         self.backlog: dict[str, Task] = {}
+        #: The names of the runners of deploys resumed from the backlog, until they end (new
+        #: deploys have runners too, but do not count: under load the backlog would starve).
+        self.resuming: set[str] = set()
 
     async def started(self) -> None:
         began = datetime.now(UTC)
@@ -161,7 +164,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 return (await self._watch())[0]
             case _FirstWatch(before=before):
                 await self._first_watch(before)
-            case Terminated():
+            case Terminated(actor=ref):
+                self.resuming.discard(ref.name)
                 self._resume_more()  # a resumed deploy's runner ended: the next one
             case _Load():
                 await self._load()
@@ -208,17 +212,14 @@ class DatacenterActor(Actor[DatacenterMessage]):
 
     def _resume_more(self) -> None:
         """Resume deploys of the backlog while fewer than ``resume_batch`` runners run."""
-        if not self.backlog:
-            return
         batch = self.services.settings.resume_batch
-        active = sum(1 for ref in self.context.children if ref.name.startswith("deploy-"))
-        while self.backlog and active < batch:
+        while self.backlog and len(self.resuming) < batch:
             task = next(iter(self.backlog.values()))
             ref = self._run(task)
             if ref is not None:
                 _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
+                self.resuming.add(ref.name)
                 self.context.watch(ref)
-                active += 1
 
     def _maintain(self, task: Task) -> None:
         name = f"maintenance-{host_of(task)}"
