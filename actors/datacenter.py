@@ -2,17 +2,23 @@
 
 Deploys reach it as tasks in the store. A task written PENDING (by the API, the CLI, another
 node) is claimed by a compare-and-set to RUNNING, so exactly one datacenter actor runs it; tasks
-found RUNNING when the actor starts are deploys a crash interrupted, and are resumed.
+found RUNNING when the actor starts are deploys a crash interrupted, and are resumed at once, at
+most ``resume_batch`` in flight (the next one as each ends), so that a restart after hundreds
+were cut off does not bury the scheduler and the store under them all at the same instant.
 
 It is also the watchdog of its datacenter's tasks (:mod:`actors.watchdog`): every
 ``watchdog_interval`` it looks for tasks RUNNING that nothing drives (a runner stopped on an
 error it could not settle, a VM actor stopped mid-operation, a crash) and resumes a deploy with a
 new runner, or has the VM's actor settle any other task from what the hypervisor shows; a task
 whose VM has no actor here (its host's actor is not running) is failed, the VM put in ERROR.
+A first pass runs a second after the actor starts, for the tasks unchanged since before it
+started (none of its own actors can be driving those), so that a restart does not wait a whole
+interval and grace; a task whose VM's actor is not there yet is left to the periodic passes.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, assert_never
 
 from actors.deploy import DeployRunner
@@ -31,7 +37,7 @@ from actors.vm_events import state_changed
 from actors.watchdog import Resume, undriven
 from cloudcore.errors import CloudcoreError, NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
-from cloudcore.runtime import Actor, ActorRef, Message
+from cloudcore.runtime import Actor, ActorRef, Message, Terminated
 from cloudcore.store.records import VM, Datacenter, Host, Task, TaskState, VMState
 
 __all__ = ["AddHost", "DatacenterActor", "Maintain", "PollTasks", "WatchTasks"]
@@ -65,7 +71,20 @@ class _Load(Message, frozen=True, kw_only=True):
     """Load the hosts and resume the tasks found RUNNING (again, after the store failed)."""
 
 
-DatacenterMessage = Deploy | AddHost | Maintain | PollTasks | WatchTasks | _Load
+class _FirstWatch(Message, frozen=True, kw_only=True):
+    """The watchdog's first pass: the tasks RUNNING unchanged since ``before`` (this actor's
+    start), whatever the grace. While some VM has no actor yet (its host still connecting), the
+    pass runs again every FIRST_WATCH_DELAY, until the periodic passes take over."""
+
+    before: datetime
+
+
+DatacenterMessage = (
+    Deploy | AddHost | Maintain | PollTasks | WatchTasks | _Load | _FirstWatch | Terminated
+)
+
+#: Seconds after the start of the watchdog's first pass (the hosts' actors connect meanwhile).
+FIRST_WATCH_DELAY = 1.0
 
 
 class DatacenterActor(Actor[DatacenterMessage]):
@@ -76,8 +95,14 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.datacenter = datacenter
         self.poll_interval = poll_interval
         self.scheduler: ActorRef[SchedulerMessage] | None = None
+        #: Deploys found RUNNING at the start, not resumed yet (see ``_resume_more``).
+        self.backlog: dict[str, Task] = {}
+        #: The names of the runners of deploys resumed from the backlog, until they end (new
+        #: deploys have runners too, but do not count: under load the backlog would starve).
+        self.resuming: set[str] = set()
 
     async def started(self) -> None:
+        began = datetime.now(UTC)
         self.scheduler = self.context.spawn(
             SchedulerActor, self.services.store, self.datacenter.id, name="scheduler"
         )
@@ -94,6 +119,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.context.schedule_periodic("poll", self.poll_interval, PollTasks())
         watch = self.services.settings.watchdog_interval
         self.context.schedule_periodic("watchdog", watch, WatchTasks())
+        first = _FirstWatch(before=began)
+        self.context.schedule_once("watchdog-first", min(FIRST_WATCH_DELAY, watch), first)
         await self._load()
 
     async def _load(self) -> None:
@@ -105,8 +132,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 self._manage(host)
             running = [t async for t in all_records(store, Task, {"state": TaskState.RUNNING})]
             for task in await self._owned([t for t in running if t.kind == DEPLOY]):
-                _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
-                self._run(task)
+                self.backlog[task.id] = task
+            self._resume_more()
             for task in running:
                 if task.kind == MAINTENANCE and self.context.child(host_of(task)) is not None:
                     _log.info("maintenance.resumed", task_id=task.id, subject=task.subject)
@@ -129,11 +156,17 @@ class DatacenterActor(Actor[DatacenterMessage]):
             case Maintain(task=task):
                 self._maintain(task)
             case PollTasks():
+                self._resume_more()
                 pending = all_records(self.services.store, Task, {"state": TaskState.PENDING})
                 for task in await self._owned([t async for t in pending if t.kind == DEPLOY]):
                     await self._claim(task)
             case WatchTasks():
-                return await self._watch()
+                return (await self._watch())[0]
+            case _FirstWatch(before=before):
+                await self._first_watch(before)
+            case Terminated(actor=ref):
+                self.resuming.discard(ref.name)
+                self._resume_more()  # a resumed deploy's runner ended: the next one
             case _Load():
                 await self._load()
             case _:
@@ -166,45 +199,81 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 return  # another node (or an earlier poll) took it
         self._run(task, vm)
 
-    def _run(self, task: Task, vm: VM | None = None) -> None:
+    def _run(self, task: Task, vm: VM | None = None) -> ActorRef[Any] | None:
+        """Spawn the runner of deploy ``task``; None if one runs it already."""
         name = f"deploy-{task.id}"
+        self.backlog.pop(task.id, None)
         if self.context.child(name) is not None:
-            return
+            return None
         assert self.scheduler is not None
-        self.context.spawn(
+        return self.context.spawn(
             DeployRunner, self.services, task, self.scheduler, self.host_ref, vm, name=name
         )
+
+    def _resume_more(self) -> None:
+        """Resume deploys of the backlog while fewer than ``resume_batch`` runners run."""
+        batch = self.services.settings.resume_batch
+        while self.backlog and len(self.resuming) < batch:
+            task = next(iter(self.backlog.values()))
+            ref = self._run(task)
+            if ref is not None:
+                _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
+                self.resuming.add(ref.name)
+                self.context.watch(ref)
 
     def _maintain(self, task: Task) -> None:
         name = f"maintenance-{host_of(task)}"
         if self.context.child(name) is None:
             self.context.spawn(MaintenanceRunner, self.services, task, self.scheduler, name=name)
 
-    async def _watch(self) -> list[str]:
+    async def _first_watch(self, before: datetime) -> None:
+        try:
+            left = (await self._watch(before))[1]
+        except CloudcoreError as exc:  # the store: the next try, or the periodic passes
+            _log.warning("task.first_watch_failed", error=describe(exc))
+            left = 1
+        interval = self.services.settings.watchdog_interval
+        if left and (datetime.now(UTC) - before).total_seconds() + FIRST_WATCH_DELAY < interval:
+            self.context.schedule_once(
+                "watchdog-first", FIRST_WATCH_DELAY, _FirstWatch(before=before)
+            )
+
+    async def _watch(self, before: datetime | None = None) -> tuple[list[str], int]:
+        """Resume or settle the undriven tasks (``before``: a first pass, see _FirstWatch):
+        the ids of those acted on, and how many were left for a later pass."""
         store, grace = self.services.store, self.services.settings.watchdog_interval
-        acted = []
-        for task in await self._owned(
-            [t async for t in undriven(store, self.services.runners, grace)]
-        ):
-            _log.warning("task.undriven", task_id=task.id, kind=task.kind, subject=task.subject)
-            acted.append(task.id)
+        acted, left = [], 0
+        found = undriven(store, self.services.runners, grace, before=before)
+        tasks = [t async for t in found if t.id not in self.backlog]  # those will be resumed
+        for task in await self._owned(tasks):
             try:
-                await self._revive(task)
+                if await self._revive(task, abandon=before is None):
+                    _log.warning(
+                        "task.undriven", task_id=task.id, kind=task.kind, subject=task.subject
+                    )
+                    acted.append(task.id)
+                else:
+                    left += 1
             except Exception as exc:  # the next round tries again
                 _log.error("task.revive_failed", task_id=task.id, error=describe(exc))
-        return acted
+        return acted, left
 
-    async def _revive(self, task: Task) -> None:
+    async def _revive(self, task: Task, *, abandon: bool = True) -> bool:
+        """Resume or settle ``task``; False if its VM has no actor here and not ``abandon``."""
         if task.kind == DEPLOY:
-            self._run(task)
-            return
+            self.backlog[task.id] = task
+            self._resume_more()
+            return True
         vm = await self.services.store.get(VM, task.subject.removeprefix("vm/"))
         try:
             ref = self.context.system.lookup(f"{self.context.path}/{vm.host_id}/{vm.id}")
         except NotFound:
+            if not abandon:
+                return False
             await self._abandon(task, vm)
         else:
             await ref.ask(Resume(task_id=task.id), timeout=self.services.settings.step_deadline)
+        return True
 
     async def _abandon(self, task: Task, vm: VM) -> None:
         """A task whose VM no actor here holds: nothing can ask the hypervisor, so it fails and

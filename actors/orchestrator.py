@@ -113,6 +113,9 @@ class Orchestrator:
         self.storage: StorageService | None = None
         self._balanced: dict[str, float] = {}  # VM id: when a balance last moved it
         self._started_dcs: set[str] = set()
+        #: Datacenters dropped whose actor may still be stopping (a slow stop outlived the
+        #: drop's wait): a new run waits for it, else the old one would stand for it and go.
+        self._dropped: dict[str, ActorRef[Any]] = {}
         #: Takes a new datacenter's lease (set when the node runs datacenters by lease).
         self.claim: Callable[[str], Awaitable[bool]] | None = None
         #: Where datacenters that run on other nodes are (set on a node of a cluster): their
@@ -169,8 +172,16 @@ class Orchestrator:
             return False
         return True
 
-    async def run_datacenter(self, datacenter_id: str) -> None:
-        """Start the actors of a datacenter of the store (this node now owns it)."""
+    async def run_datacenter(self, datacenter_id: str, timeout: float = 10.0) -> None:
+        """Start the actors of a datacenter of the store (this node now owns it), once its
+        actors of an earlier run, if still stopping, have ended (TimeoutError if they do not
+        within ``timeout``: the caller tries again later)."""
+        dropped = self._dropped.get(datacenter_id)
+        if dropped is not None:
+            async with asyncio.timeout(timeout):
+                await dropped.stopped()
+            if self._dropped.get(datacenter_id) is dropped:
+                del self._dropped[datacenter_id]
         if not self.runs(datacenter_id):
             self._spawn_datacenter(await self.store.get(Datacenter, datacenter_id))
 
@@ -182,6 +193,7 @@ class Orchestrator:
         except NotFound:
             return
         ref.stop()
+        self._dropped[datacenter_id] = ref
         try:
             async with asyncio.timeout(timeout):
                 await ref.stopped()

@@ -11,6 +11,15 @@ stops the datacenter's actors by itself. The clock of that deadline starts befor
 that set it is sent, and the store's expiry is ``ttl`` after that renewal arrived: the old
 holder has stopped driving a quarter of ``ttl`` before any other node can take the lease. Never
 two owners, provided the nodes' clocks agree (NTP) to well under that margin.
+
+A restart of the same node (``kill -9``, a crash, then the service manager starts it again)
+takes its own leases back at once instead of waiting them out, when it knows that the process
+which held them has ended: the node passes a ``site`` only while it holds the exclusive lock of
+its data directory (see :mod:`cloudcore.app.node`), and every holder name carries the site, so a
+lease held under ``<node>/<site>/`` was taken by a process that had this lock and is therefore
+gone (the kernel frees the lock when a process dies, however it dies). A dead process drives
+nothing; the larger token it gets still fences anything of the old holder in flight. Another
+node with the same id elsewhere (another site) waits for expiry as any peer does.
 """
 
 from __future__ import annotations
@@ -67,16 +76,20 @@ class DatacenterLeases:
         run: Callable[[str], Awaitable[None]],
         drop: Callable[[str], Awaitable[None]],
         healthy: Callable[[], bool] = lambda: True,
+        site: str | None = None,
     ) -> None:
         self.store = store
         self.node_id = node_id
-        #: This process: a restarted node is another holder, which waits for the old lease.
-        self.holder = f"{node_id}/{secrets.token_hex(4)}"
+        #: This process: a restarted node is another holder. With a ``site`` (no other process
+        #: of this node runs there now), it takes back the leases of the node's earlier
+        #: processes at that site at once; without, it waits for them to expire.
+        self.holder = f"{node_id}/{site or '-'}/{secrets.token_hex(4)}"
+        self._reclaim = None if site is None else f"{node_id}/{site}/"
         self.ttl = ttl
         self._wanted, self._run, self._drop, self._healthy = wanted, run, drop, healthy
         self._held: dict[str, _Held] = {}
         self._loop_task: asyncio.Task[None] | None = None
-        self._drops: set[asyncio.Task[None]] = set()
+        self._drops: dict[str, asyncio.Task[None]] = {}  # fenced datacenters being stopped
         self._lock = asyncio.Lock()
         self._was_healthy = True
 
@@ -114,7 +127,7 @@ class DatacenterLeases:
                     _log.warning("lease.release_failed", datacenter=dc, error=describe(exc))
                 _log.info("lease.released", datacenter=dc, node=self.node_id)
         if self._drops:
-            await asyncio.gather(*self._drops, return_exceptions=True)
+            await asyncio.gather(*self._drops.values(), return_exceptions=True)
 
     async def _keep(self) -> None:
         while True:
@@ -158,8 +171,12 @@ class DatacenterLeases:
         self._arm(dc, held, sent)
 
     async def _acquire(self, dc: str) -> None:
+        if dc in self._drops:
+            return  # fenced, its actors still stopping: taken again at a round after they end
         sent = asyncio.get_running_loop().time()
-        lease = await self.store.acquire_lease(lease_name(dc), self.node_id, self.holder, self.ttl)
+        lease = await self.store.acquire_lease(
+            lease_name(dc), self.node_id, self.holder, self.ttl, reclaim=self._reclaim
+        )
         if lease is None:
             return
         held = self._held[dc] = _Held(lease)
@@ -185,8 +202,8 @@ class DatacenterLeases:
         _log.error("lease.fenced", datacenter=dc, node=self.node_id, token=held.lease.token)
         self._forget(dc)
         task = asyncio.create_task(self._stop_fenced(dc), name=f"fence-{dc}")
-        self._drops.add(task)
-        task.add_done_callback(self._drops.discard)
+        self._drops[dc] = task
+        task.add_done_callback(lambda _: self._drops.pop(dc, None))
 
     async def _stop_fenced(self, dc: str) -> None:
         await self._drop(dc)

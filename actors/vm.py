@@ -413,13 +413,19 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
         finally:
             self.services.runners.discard(journal.task.id)
         if message.reply_to is not None:
-            vm = await self.context.self_ref.ask(GetVM())
+            vm = await self._own(GetVM())
             message.reply_to.tell(OperationFinished(task_id=journal.task.id, vm=vm, error=error))
         self.work = None
 
     async def _update(self, change: VMChange) -> None:
         """Change the record from background work: through the mailbox, like every change."""
-        await self.context.self_ref.ask(_Update(change=change))
+        await self._own(_Update(change=change))
+
+    async def _own(self, message: GetVM | _Update) -> Any:
+        # As patient as a step: the change is made anyway, so a short timeout would call it failed.
+        return await self.context.self_ref.ask(
+            message, timeout=self.services.settings.step_deadline
+        )
 
     async def _define(self, journal: Journal) -> str | None:
         async def define() -> None:
@@ -443,12 +449,9 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
 
     async def _start_defined(self, journal: Journal) -> str | None:
         await self._update(VMChange(state=VMState.STARTING))
+        due = self.services.settings.step_deadline
         try:
-            await journal.step(
-                "start",
-                lambda: self.driver.start_vm(self.vm.id),
-                deadline=self.services.settings.step_deadline,
-            )
+            await journal.step("start", lambda: self.driver.start_vm(self.vm.id), deadline=due)
         except Exception as exc:
             error = describe(exc)
             await self._update(
@@ -459,12 +462,9 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
         return None
 
     async def _roll_back(self, journal: Journal) -> None:
+        due = self.services.settings.step_deadline
         try:
-            await journal.step(
-                "undefine",
-                lambda: self.driver.destroy_vm(self.vm.id),
-                deadline=self.services.settings.step_deadline,
-            )
+            await journal.step("undefine", lambda: self.driver.destroy_vm(self.vm.id), deadline=due)
         except Exception as exc:
             _log.error("vm.rollback_failed", vm_id=self.vm.id, error=describe(exc))
             return

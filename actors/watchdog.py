@@ -58,10 +58,13 @@ class Runners:
         return len(self._ids)
 
 
-async def undriven(store: Store, runners: Runners, grace: float) -> AsyncIterator[Task]:
+async def undriven(
+    store: Store, runners: Runners, grace: float, *, before: datetime | None = None
+) -> AsyncIterator[Task]:
     """The RUNNING tasks no runner of this process drives and that have not changed for
-    ``grace`` seconds (a task is written before its runner registers it)."""
-    before = datetime.now(UTC) - timedelta(seconds=grace)
+    ``grace`` seconds (a task is written before its runner registers it), or since ``before``
+    if given (a time before which no runner of the caller's could have written them)."""
+    before = before or datetime.now(UTC) - timedelta(seconds=grace)
     async for task in all_records(store, Task, {"state": TaskState.RUNNING}):
         if task.id not in runners and task.updated_at <= before:
             yield task

@@ -195,6 +195,7 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
     watchdog_interval: float = 10.0
+    resume_batch: int = 64
     drain_concurrency: int = 4
     ha_grace: float = 30.0
     ha_check_interval: float = 5.0
@@ -206,6 +207,7 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
             "ha_grace",
             "ha_check_interval",
             "watchdog_interval",
+            "resume_batch",
             "drain_concurrency",
             "stop_timeout",
             "step_deadline",

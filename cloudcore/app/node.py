@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -216,22 +218,47 @@ async def _datacenter_leases(
         ids = [dc.id async for dc in all_records(store, Datacenter)]
         return ids if plan.datacenters is None else [i for i in ids if i in plan.datacenters]
 
-    leases = DatacenterLeases(
-        store,
-        settings.node.id,
-        ttl=settings.cluster.lease_seconds,
-        wanted=wanted,
-        run=orchestrator.run_datacenter,
-        drop=orchestrator.drop_datacenter,
-        healthy=(lambda: cluster.connected) if cluster is not None else (lambda: True),
-    )
-    await leases.start()
-    orchestrator.claim = leases.claim
+    with site_lock(Path(settings.node.data_dir)) as site:
+        leases = DatacenterLeases(
+            store,
+            settings.node.id,
+            ttl=settings.cluster.lease_seconds,
+            wanted=wanted,
+            run=orchestrator.run_datacenter,
+            drop=orchestrator.drop_datacenter,
+            healthy=(lambda: cluster.connected) if cluster is not None else (lambda: True),
+            site=site,
+        )
+        await leases.start()
+        orchestrator.claim = leases.claim
+        try:
+            yield
+        finally:
+            orchestrator.claim = None
+            await leases.stop()
+
+
+@contextlib.contextmanager
+def site_lock(data_dir: Path) -> Iterator[str | None]:
+    """While no other process holds it, the exclusive lock of ``data_dir`` (``node.lock``),
+    and a name of this site (this machine and data directory). With it, a restarted node
+    takes back at once the leases its crashed process held there (the kernel frees the lock
+    when a process dies, so their holder has ended; see actors.ownership). None when another
+    process holds the lock (a second node started on the same data directory): that one
+    waits for leases to expire, as a peer does."""
+    path = data_dir / "node.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log.warning("node.data_dir_in_use", path=str(path), leases="waited out")
+            yield None
+            return
+        where = f"{socket.gethostname()}:{data_dir.resolve()}"
+        yield hashlib.sha256(where.encode()).hexdigest()[:12]
     finally:
-        orchestrator.claim = None
-        await leases.stop()
+        os.close(fd)  # frees the lock
 
 
 @contextlib.asynccontextmanager

@@ -20,16 +20,24 @@ from cloudcore.store.records import Lease
 __all__ = ["LeaseOps"]
 
 _COLS = "name, node, holder, token, acquired_at, expires_at"
-# A free name is inserted with token 1; an expired lease changes hands and its token grows.
+# A free name is inserted with token 1; an expired lease changes hands and its token grows, as
+# does one held by an ended process of the same node that the caller may reclaim ($6: a LIKE
+# pattern of its holders; NULL: none, and NULL LIKE anything is not true).
 _ACQUIRE = f"""INSERT INTO leases ({_COLS}) VALUES ($1, $2, $3, 1, $4, $5)
 ON CONFLICT (name) DO UPDATE SET node = excluded.node, holder = excluded.holder,
     token = leases.token + 1, acquired_at = excluded.acquired_at,
     expires_at = excluded.expires_at
 WHERE leases.expires_at <= excluded.acquired_at
+    OR (leases.node = excluded.node AND leases.holder LIKE $6 ESCAPE '\\')
 RETURNING {_COLS}"""
 _HELD = "WHERE name = $1 AND holder = $2 AND token = $3"
 _RENEW = f"UPDATE leases SET expires_at = $4 {_HELD} AND expires_at > $5 RETURNING {_COLS}"
 _RELEASE = f"UPDATE leases SET expires_at = $4 {_HELD} AND expires_at > $4"
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern (escape character ``\\``) of the strings that start with ``prefix``."""
+    return prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
 
 
 def _lease(row: Any) -> Lease:
@@ -40,12 +48,20 @@ class LeaseOps(SqlBase):
     """The store's calls for leases."""
 
     async def acquire_lease(
-        self, name: str, node: str, holder: str, ttl: float, *, at: datetime | None = None
+        self,
+        name: str,
+        node: str,
+        holder: str,
+        ttl: float,
+        *,
+        at: datetime | None = None,
+        reclaim: str | None = None,
     ) -> Lease | None:
         stamp = at or now()
+        pattern = None if reclaim is None else _like_prefix(reclaim)
         async with self._writer() as conn:
             row = await conn.fetchrow(
-                _ACQUIRE, name, node, holder, stamp, stamp + timedelta(seconds=ttl)
+                _ACQUIRE, name, node, holder, stamp, stamp + timedelta(seconds=ttl), pattern
             )
         return None if row is None else _lease(row)
 
@@ -72,6 +88,6 @@ class LeaseOps(SqlBase):
         async with self._reader() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLS} FROM leases WHERE name LIKE $1 ESCAPE '\\' ORDER BY name",
-                prefix.replace("%", r"\%").replace("_", r"\_") + "%",
+                _like_prefix(prefix),
             )
         return [_lease(row) for row in rows]

@@ -597,11 +597,22 @@ class Store(ABC):
 
     @abstractmethod
     async def acquire_lease(
-        self, name: str, node: str, holder: str, ttl: float, *, at: datetime | None = None
+        self,
+        name: str,
+        node: str,
+        holder: str,
+        ttl: float,
+        *,
+        at: datetime | None = None,
+        reclaim: str | None = None,
     ) -> Lease | None:
         """Take the lease ``name`` for ``holder`` (a process of ``node``) for ``ttl`` seconds
         from ``at`` (default now) if nobody holds it or its lease expired by ``at``: the lease
-        (its token one more than the last holder's), else None. Never two unexpired holders."""
+        (its token one more than the last holder's), else None. Never two unexpired holders.
+
+        ``reclaim``: a holder prefix of processes of the same ``node`` that the caller knows
+        have ended (a restart after a crash, see :mod:`actors.ownership`): a lease held by
+        ``node`` under a holder starting with it is taken at once, expired or not."""
 
     @abstractmethod
     async def renew_lease(

@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-s", type=float, default=120.0, help="watch cap after the load")
     p.add_argument("--deadline", type=float, help="hard limit of the whole run, seconds")
     p.add_argument("--keep-logs", metavar="DIR", help="copy the node/PostgreSQL/Redis logs here")
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="the node's log level (info: leases taken, deploys resumed, for --keep-logs)",
+    )
     args = p.parse_args(argv)
     for key, value in _PRESETS["quick" if args.quick else "full"].items():
         if getattr(args, key) is None:
@@ -136,7 +142,7 @@ class Run:
             "CLOUDCORE_NODE__ID": "chaos-node",
             "CLOUDCORE_NODE__DATA_DIR": str(data_dir),
             "CLOUDCORE_LOG__FORMAT": "json",
-            "CLOUDCORE_LOG__LEVEL": "warning",
+            "CLOUDCORE_LOG__LEVEL": self.args.log_level,
             "CLOUDCORE_STORE__BACKEND": "postgres",
             "CLOUDCORE_STORE__POSTGRES_DSN": pg.dsn,
             "CLOUDCORE_STORE__AUTO_UPGRADE": "true",

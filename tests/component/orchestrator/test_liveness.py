@@ -223,3 +223,27 @@ async def test_a_store_failing_while_the_datacenter_starts_still_resumes_its_dep
         assert failures == 0
     finally:
         await system.shutdown()
+
+
+async def test_a_deploy_whose_vm_actor_answers_itself_late_still_succeeds(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """The VM actor records each step through its own mailbox; under a burst that queue is
+    longer than the runtime's ask timeout. The change is made all the same, so the deploy must
+    not be called failed (a CI run saw one FAILED of 300 with 1 s asks)."""
+    settings = msgspec.structs.replace(
+        cloud_settings(tmp_path), runtime=RuntimeSettings(ask_timeout=0.001)
+    )
+    await bootstrap_demo(sqlite_store, settings)
+    drivers: dict[str, HypervisorDriver] = {}
+    system, orchestrator = await start_cloud(sqlite_store, settings, drivers)
+    try:
+        task = await orchestrator.deploy(
+            tenant_id="demo", datacenter_id="dc1", name="late", spec=VMSpec(cpus=1, memory_mib=128)
+        )
+        done = await orchestrator.wait(task.id, timeout=30)
+        assert done.state is TaskState.SUCCEEDED, done.error
+        vm = await sqlite_store.get(VM, task.subject.removeprefix("vm/"))
+        assert vm.state is VMState.RUNNING
+    finally:
+        await system.shutdown()

@@ -22,24 +22,56 @@ class Timeline:
     def __init__(self) -> None:
         self.running: set[str] = set()
         self.log: list[tuple[str, str]] = []
+        #: (node, those running) at each start while others ran (the start then fails).
+        self.overlaps: list[tuple[str, list[str]]] = []
 
-    def keeper(self, store: Store, node: str, healthy: list[bool]) -> DatacenterLeases:
+    def keeper(
+        self,
+        store: Store,
+        node: str,
+        healthy: list[bool],
+        site: str | None = None,
+        stop_seconds: float = 0.0,
+    ) -> DatacenterLeases:
+        """``stop_seconds``: how long its datacenter's actors take to stop."""
+
         async def wanted() -> list[str]:
             return ["dc1"]
 
         async def run(dc: str) -> None:
+            if self.running:
+                self.overlaps.append((node, sorted(self.running)))
             assert not self.running, f"{node} runs {dc} while {self.running} does"
             self.running.add(node)
             self.log.append(("run", node))
 
         async def drop(dc: str) -> None:
+            if stop_seconds and node in self.running:
+                self.log.append(("stopping", node))
+                await asyncio.sleep(stop_seconds)
             if node in self.running:
                 self.running.discard(node)
                 self.log.append(("drop", node))
 
         return DatacenterLeases(
-            store, node, ttl=TTL, wanted=wanted, run=run, drop=drop, healthy=lambda: healthy[0]
+            store,
+            node,
+            ttl=TTL,
+            wanted=wanted,
+            run=run,
+            drop=drop,
+            healthy=lambda: healthy[0],
+            site=site,
         )
+
+    async def crash(self, keeper: DatacenterLeases) -> None:
+        """What ``kill -9`` leaves: the process drives nothing, its leases stay in the store."""
+        assert keeper._loop_task is not None
+        keeper._loop_task.cancel()
+        for dc in keeper.owned:
+            keeper._forget(dc)
+        self.running.discard(keeper.node_id)
+        self.log.append(("crash", keeper.node_id))
 
 
 @pytest.fixture
@@ -90,3 +122,47 @@ async def test_a_node_that_stops_releases_and_the_other_takes_over_at_its_next_r
     await eventually(lambda: n2.owned == ["dc1"] or None, timeout=TTL * 2)
     assert asyncio.get_running_loop().time() - stopped < TTL  # not after an expiry
     assert timeline.log == [("run", "n1"), ("drop", "n1"), ("run", "n2")]
+
+
+async def test_a_node_restarted_at_its_site_takes_its_own_lease_back_at_once(store: Store) -> None:
+    timeline = Timeline()
+    first = timeline.keeper(store, "n1", [True], site="s1")
+    await first.start()
+    held = (await store.list_leases("datacenter/dc1"))[0]
+    await timeline.crash(first)
+    elsewhere = timeline.keeper(store, "n1", [True], site="s2")  # same id, another machine
+    unsited = timeline.keeper(store, "n1", [True])  # its data directory was locked
+    again = timeline.keeper(store, "n1", [True], site="s1")
+    try:
+        await elsewhere.start()
+        await unsited.start()
+        assert elsewhere.owned == unsited.owned == []  # those wait for the expiry
+        await again.start()
+        assert again.owned == ["dc1"]
+        taken = (await store.list_leases("datacenter/dc1"))[0]
+        assert taken.token == held.token + 1 and taken.acquired_at < held.expires_at
+        assert timeline.log == [("run", "n1"), ("crash", "n1"), ("run", "n1")]
+        # It keeps it: the others never run the datacenter, past the old expiry too.
+        await never(lambda: len(timeline.log) != 3, within=TTL * 2)
+    finally:
+        for keeper in (again, elsewhere, unsited):
+            await keeper.stop()
+
+
+async def test_a_fenced_node_runs_its_datacenter_again_only_once_its_actors_stopped(
+    store: Store,
+) -> None:
+    timeline = Timeline()
+    health = [True]
+    n1 = timeline.keeper(store, "n1", health, site="s1", stop_seconds=TTL)
+    try:
+        await n1.start()
+        health[0] = False  # cut off: fenced, and its actors take a while to stop
+        await eventually(lambda: ("stopping", "n1") in timeline.log or None, timeout=TTL * 2)
+        health[0] = True  # back at once: its own lease is there to take back
+        await eventually(lambda: len(timeline.log) >= 4 or None, timeout=TTL * 4)
+        assert timeline.overlaps == []
+        assert timeline.log == [("run", "n1"), ("stopping", "n1"), ("drop", "n1"), ("run", "n1")]
+        assert n1.owned == ["dc1"]
+    finally:
+        await n1.stop()

@@ -47,6 +47,29 @@ async def test_renewal_extends_and_release_lets_the_next_holder_in_at_once(store
     assert [lease.holder for lease in await store.list_leases("datacenter/")] == ["n2/a"]
 
 
+async def test_a_node_reclaims_at_once_the_unexpired_lease_of_its_own_ended_process(
+    store: Store,
+) -> None:
+    dead = await store.acquire_lease("datacenter/dc1", "n1", "n1/s1/a", TTL, at=T0)
+    assert dead is not None
+    soon = T0 + timedelta(seconds=1)
+    # Another node, another site of the same node, or a prefix with LIKE characters: refused.
+    assert await store.acquire_lease("datacenter/dc1", "n2", "n2/s1/b", TTL, at=soon) is None
+    for reclaim in ("n1/s2/", "n1/s_/", "n1/s%", "n2/s1/"):
+        node = reclaim.split("/")[0]
+        got = await store.acquire_lease(
+            "datacenter/dc1", node, f"{reclaim}b", TTL, at=soon, reclaim=reclaim
+        )
+        assert got is None, reclaim
+    # The node's own earlier process at the same site: taken now, a larger token.
+    back = await store.acquire_lease(
+        "datacenter/dc1", "n1", "n1/s1/b", TTL, at=soon, reclaim="n1/s1/"
+    )
+    assert back is not None and (back.holder, back.token) == ("n1/s1/b", 2)
+    assert back.expires_at == soon + timedelta(seconds=TTL)
+    assert await store.renew_lease(dead, TTL, at=soon) is None  # the old holder is fenced
+
+
 async def test_leases_are_listed_by_prefix_with_like_characters_taken_literally(
     store: Store,
 ) -> None:
