@@ -74,8 +74,11 @@ class ImageRepository:
     def partial_path(self, template_id: str) -> Path:
         return self.uploads / f"{template_id}.part"
 
-    def scratch_path(self, suffix: str) -> Path:
-        return self.tmp / f"{uuid.uuid4().hex}.{suffix}"
+    def scratch_path(self, suffix: str, name: str | None = None) -> Path:
+        """A file in this node's scratch: ``<name>.<suffix>``, or a new name if none is given."""
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise InvalidRequest(f"name: {name!r} cannot name a scratch file")
+        return self.tmp / f"{name or uuid.uuid4().hex}.{suffix}"
 
     def clone_path(self, base_sha256: str, vm_id: str) -> Path:
         """Where the linked clone of VM ``vm_id`` on the library file ``base_sha256`` lives:

@@ -21,7 +21,8 @@ from typing import Annotated, Any, Literal
 import aiohttp
 import msgspec
 
-from actors.converter import ImageConverter
+from actors.conversion import request_conversion
+from actors.converter import PollConversions
 from actors.template_images import accept_image, change_template
 from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
@@ -81,12 +82,6 @@ def _library(gateway: Gateway) -> ImageLibrary:
     if gateway.images is None:
         raise UnsupportedOperation("this node serves no image library")
     return gateway.images
-
-
-def _converter(gateway: Gateway) -> ImageConverter:
-    if gateway.converter is None:
-        raise UnsupportedOperation("this node runs no image conversions")
-    return gateway.converter
 
 
 async def _modifiable(req: ApiRequest[Any, Any]) -> Template:
@@ -255,8 +250,21 @@ async def import_image(req: ApiRequest[ImportCreate, None]) -> Reply:
     errors=(403, 404, 409, 422),
 )
 async def convert_template(req: ApiRequest[ConversionCreate, None]) -> Reply:
+    """The task is PENDING until the converter of the template's datacenter claims it (a
+    shared template's: any datacenter's); this node's converters are told at once."""
     template = await _modifiable(req)
-    task = await _converter(req.gateway).start(template, req.body.format)
+    task = await request_conversion(
+        req.gateway.store,
+        template,
+        req.body.format,
+        datacenter_id=template.datacenter_id,
+        join=False,
+    )
+    disks = req.gateway.orchestrator.services.disks
+    if disks is not None:
+        for datacenter_id, converter in list(disks.converters.items()):
+            if template.datacenter_id in (None, datacenter_id):
+                converter.tell(PollConversions())
     return await accepted(req, task)
 
 

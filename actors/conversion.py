@@ -1,0 +1,215 @@
+"""One template conversion (V2V): how it is asked for, and the work of its task.
+
+A conversion is asked for by writing its task PENDING (``template.convert``, data: template,
+format, datacenter) after the template's compare-and-set from AVAILABLE to CONVERTING: of two
+askers, API requests or deploys on any node, one wins the template and writes the task, and the
+other, joining, is given that task (:func:`request_conversion`). The converter actor of the
+datacenter (:mod:`actors.converter`) claims it and runs :func:`convert`, three journaled steps:
+
+- ``convert``: ``qemu-img convert -p`` into ``tmp/<node>/<task id>.<format>``, its progress
+  parsed into the step's ``data.percent``;
+- ``compare`` (``images.compare_conversions``): ``qemu-img compare`` with the source, the same
+  guest-visible bytes or the task fails; the result's sha256 is read beside it;
+- ``store``: the sha256 (read now if the compare did not), fsynced and renamed into the library.
+
+:func:`end` makes the template AVAILABLE again, with the new format on success, and ends the
+task. The scratch file is named by the task, so a conversion started again after a crash removes
+what the interrupted one left before it begins: never a half file in the library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from actors.journal import FINAL, Journal, backoff
+from actors.template_lifecycle import TemplateOperation, transition
+from actors.template_tasks import Progress
+from cloudcore.config import ImagesSettings
+from cloudcore.errors import (
+    AlreadyExists,
+    DriverError,
+    IllegalTransition,
+    InvalidRequest,
+    NotFound,
+    VersionConflict,
+)
+from cloudcore.images import FORMATS, ImageRepository, QemuImg, sha256_of
+from cloudcore.runtime import Message
+from cloudcore.store import Store
+from cloudcore.store.records import (
+    OutboxEvent,
+    Task,
+    TaskState,
+    Template,
+    TemplateState,
+    new_id,
+)
+
+__all__ = ["CONVERT", "Convert", "convert", "end", "request_conversion", "scratch_of"]
+
+CONVERT = "template.convert"
+_JOIN_TRIES = 8  # the winner writes its task right after the template: found within a second
+
+
+class Convert(Message, frozen=True, kw_only=True):
+    """To a datacenter's converter: convert a template to ``format`` (for a deploy of that
+    datacenter), or join the conversion under way. Replies with its task (PENDING or RUNNING);
+    AlreadyExists if the template has the format, IllegalTransition if its state allows no
+    conversion (NEW, UPLOADING, ...)."""
+
+    template_id: str
+    format: str
+
+
+async def request_conversion(
+    store: Store, template: Template, fmt: str, *, datacenter_id: str | None, join: bool
+) -> Task:
+    """The task converting ``template`` to ``fmt``, written PENDING. ``join``: a template
+    CONVERTING already gives the task converting it (to ``fmt`` or another format: wait for it,
+    then ask again); else that is an IllegalTransition. InvalidRequest for an unknown format,
+    AlreadyExists if the template has it, IllegalTransition if its state allows no conversion."""
+    if fmt not in FORMATS:
+        raise InvalidRequest(f"format: {fmt!r} is not one of {', '.join(sorted(FORMATS))}")
+    if fmt in template.formats:
+        raise AlreadyExists(f"template {template.id} is available in {fmt} already")
+    if join and template.state is TemplateState.CONVERTING:
+        return await _in_flight(store, template)
+    step = transition(TemplateOperation.CONVERT, template.state, template.id)
+    try:
+        await store.update(
+            Template,
+            template.id,
+            expected_version=template.version,
+            events=[_event(template, step.transient)],
+            state=step.transient,
+        )
+    except VersionConflict:
+        if not join:
+            raise
+        current = await store.get(Template, template.id)
+        return await request_conversion(store, current, fmt, datacenter_id=datacenter_id, join=join)
+    return await store.create(
+        Task(
+            id=new_id("task-"),
+            tenant_id=template.tenant_id,
+            kind=CONVERT,
+            subject=f"template/{template.id}",
+            state=TaskState.PENDING,
+            data={
+                "template_id": template.id,
+                "format": fmt,
+                "datacenter_id": datacenter_id or template.datacenter_id,
+            },
+        )
+    )
+
+
+async def _in_flight(store: Store, template: Template) -> Task:
+    """The conversion task of a CONVERTING template (written just after its state)."""
+    subject = f"template/{template.id}"
+    for attempt in range(_JOIN_TRIES):
+        for state in (TaskState.RUNNING, TaskState.PENDING):
+            page = await store.list(Task, where={"subject": subject, "state": state})
+            for task in page.items:
+                if task.kind == CONVERT:
+                    return task
+        await asyncio.sleep(backoff(attempt))
+    raise IllegalTransition(f"template {template.id} is CONVERTING with no conversion task")
+
+
+def scratch_of(repo: ImageRepository, task: Task) -> Path:
+    """Where ``task`` writes its result before it is stored: named by the task."""
+    return repo.scratch_path(str(task.data["format"]), task.id)
+
+
+async def convert(
+    journal: Journal,
+    qemu: QemuImg,
+    repo: ImageRepository,
+    template: Template,
+    fmt: str,
+    settings: ImagesSettings,
+) -> str:
+    """The steps of one conversion; the sha256 of the result, stored in ``repo``."""
+    source = repo.object_path(template.checksum)
+    out = scratch_of(repo, journal.task)
+    deadline = settings.convert_deadline
+    await asyncio.to_thread(out.unlink, missing_ok=True)  # what an interrupted run left
+    report = Progress(journal)
+    hashing: list[asyncio.Future[str]] = []
+
+    async def write() -> None:
+        await qemu.convert(
+            source, template.disk_format, out, fmt, deadline=deadline, progress=report
+        )
+
+    async def compare() -> None:
+        # The result's sha256 (its name in the library) is read beside the comparison: both
+        # only read the file, and the store step then has little left to wait for.
+        hashing.append(asyncio.ensure_future(asyncio.to_thread(sha256_of, out)))
+        if not await qemu.compare(source, template.disk_format, out, fmt, deadline=deadline):
+            raise DriverError(f"the {fmt} image differs from its source", code="compare")
+
+    async def store() -> str:
+        sha = await hashing[-1] if hashing else await asyncio.to_thread(sha256_of, out)
+        await repo.admit(out, sha)
+        return sha
+
+    try:
+        await journal.step("convert", write, deadline=deadline, data={"format": fmt})
+        if settings.compare_conversions:
+            await journal.step("compare", compare, deadline=deadline)
+        return await journal.step("store", store, deadline=deadline)
+    finally:
+        for job in hashing:  # a failed compare leaves it running: its result is dropped
+            job.add_done_callback(_drop)
+
+
+async def end(
+    store: Store,
+    journal: Journal,
+    fmt: str,
+    sha: str | None,
+    outcome: TaskState,
+    error: str | None,
+) -> Task:
+    """The template back to AVAILABLE (with the new format on success), then the task's end."""
+    template_id = str(journal.task.data["template_id"])
+    for _ in range(5):
+        try:
+            current = await store.get(Template, template_id)
+        except NotFound:
+            break
+        if current.state is not TemplateState.CONVERTING:
+            break
+        formats = {**current.formats, fmt: sha} if sha else current.formats
+        try:
+            await store.update(
+                Template,
+                template_id,
+                expected_version=current.version,
+                events=[_event(current, TemplateState.AVAILABLE)],
+                state=TemplateState.AVAILABLE,
+                formats=formats,
+            )
+            break
+        except VersionConflict:  # a concurrent change of the record: read again
+            continue
+    if journal.task.state in FINAL:
+        return journal.task
+    return await journal.finish(outcome, error)
+
+
+def _drop(job: asyncio.Future[str]) -> None:
+    if not job.cancelled():
+        job.exception()  # retrieved, so asyncio does not log it as lost
+
+
+def _event(template: Template, state: TemplateState) -> OutboxEvent:
+    return OutboxEvent(
+        type="template.state_changed",
+        subject=f"template/{template.id}",
+        tenant_id=template.tenant_id,
+        data={"template_id": template.id, "state": str(state), "from": str(template.state)},
+    )
