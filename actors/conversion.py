@@ -8,9 +8,11 @@ datacenter (:mod:`actors.converter`) claims it and runs :func:`convert`, three j
 
 - ``convert``: ``qemu-img convert -p`` into ``tmp/<node>/<task id>.<format>``, its progress
   parsed into the step's ``data.percent``;
-- ``compare`` (``images.compare_conversions``): ``qemu-img compare`` with the source, the same
-  guest-visible bytes or the task fails; the result's sha256 is read beside it;
-- ``store``: the sha256 (read now if the compare did not), fsynced and renamed into the library.
+- ``compare``, when asked (``"compare": true`` in the request, or ``images.compare_conversions``):
+  ``qemu-img compare`` with the source, the same guest-visible bytes or the task fails (a full
+  read of both images: as long again as the conversion); the result's sha256 is read beside it;
+- ``store``: ``qemu-img info`` of the result (the format asked for, the source's virtual size),
+  its sha256 read while it is fsynced (a thread each), then renamed into the library.
 
 :func:`end` makes the template AVAILABLE again, with the new format on success, and ends the
 task. The scratch file is named by the task, so a conversion started again after a crash removes
@@ -34,7 +36,7 @@ from cloudcore.errors import (
     NotFound,
     VersionConflict,
 )
-from cloudcore.images import FORMATS, ImageRepository, QemuImg, sha256_of
+from cloudcore.images import FORMATS, ImageRepository, QemuImg, fsync_file, sha256_of
 from cloudcore.runtime import Message
 from cloudcore.store import Store
 from cloudcore.store.records import (
@@ -63,9 +65,16 @@ class Convert(Message, frozen=True, kw_only=True):
 
 
 async def request_conversion(
-    store: Store, template: Template, fmt: str, *, datacenter_id: str | None, join: bool
+    store: Store,
+    template: Template,
+    fmt: str,
+    *,
+    datacenter_id: str | None,
+    join: bool,
+    compare: bool | None = None,
 ) -> Task:
-    """The task converting ``template`` to ``fmt``, written PENDING. ``join``: a template
+    """The task converting ``template`` to ``fmt``, written PENDING; ``compare``: check the
+    result with ``qemu-img compare`` (None: as ``images.compare_conversions``). ``join``: a template
     CONVERTING already gives the task converting it (to ``fmt`` or another format: wait for it,
     then ask again); else that is an IllegalTransition. InvalidRequest for an unknown format,
     AlreadyExists if the template has it, IllegalTransition if its state allows no conversion."""
@@ -100,6 +109,7 @@ async def request_conversion(
                 "template_id": template.id,
                 "format": fmt,
                 "datacenter_id": datacenter_id or template.datacenter_id,
+                **({} if compare is None else {"compare": compare}),
             },
         )
     )
@@ -152,13 +162,24 @@ async def convert(
             raise DriverError(f"the {fmt} image differs from its source", code="compare")
 
     async def store() -> str:
-        sha = await hashing[-1] if hashing else await asyncio.to_thread(sha256_of, out)
-        await repo.admit(out, sha)
+        info = await qemu.info(out, deadline=settings.inspect_deadline)
+        size = template.virtual_size
+        if info.format != fmt or (size and info.virtual_size != size):
+            raise DriverError(
+                f"the result is a {info.format} image of {info.virtual_size} bytes, not a {fmt} "
+                f"image of {size}",
+                code="qemu-img",
+            )
+        if not hashing:  # read while the file goes to disk: both wait on other things
+            hashing.append(asyncio.ensure_future(asyncio.to_thread(sha256_of, out)))
+        await asyncio.to_thread(fsync_file, out)
+        sha = await hashing[-1]
+        await repo.admit(out, sha, fsynced=True)
         return sha
 
     try:
         await journal.step("convert", write, deadline=deadline, data={"format": fmt})
-        if settings.compare_conversions:
+        if journal.task.data.get("compare", settings.compare_conversions):
             await journal.step("compare", compare, deadline=deadline)
         return await journal.step("store", store, deadline=deadline)
     finally:

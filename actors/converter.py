@@ -137,7 +137,7 @@ class ConverterActor(Actor[ConverterMessage]):
                 break
             if not self._ours(task):
                 continue
-            data = {**task.data, **self._runner()}
+            data = {**task.data, **self._runner(task)}
             try:
                 task = await store.update(
                     Task, task.id, expected_version=task.version, state=TaskState.RUNNING, data=data
@@ -172,17 +172,17 @@ class ConverterActor(Actor[ConverterMessage]):
                     Task,
                     task.id,
                     expected_version=task.version,
-                    data={**task.data, **self._runner()},
+                    data={**task.data, **self._runner(task)},
                 )
             except VersionConflict:
                 continue
             _log.info("template.convert_restarted", task_id=task.id, datacenter=self.datacenter_id)
             self._start(task)
 
-    def _runner(self) -> dict[str, Any]:
+    def _runner(self, task: Task) -> dict[str, Any]:
         """What a claimed task records of who runs it, and how (its planned steps)."""
-        settings = self.disks.settings
-        return {"node": self.disks.library.node, "compare": settings.compare_conversions}
+        compare = task.data.get("compare", self.disks.settings.compare_conversions)
+        return {"node": self.disks.library.node, "compare": compare}
 
     def _start(self, task: Task) -> None:
         self.services.runners.add(task.id)

@@ -286,8 +286,9 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     max_conversions: int = 1
     # Seconds a conversion, or its comparison, may take before it is killed.
     convert_deadline: float = 3600.0
-    # Check each conversion's result with qemu-img compare against its source (reads both).
-    compare_conversions: bool = True
+    # Check every conversion's result with qemu-img compare against its source (a full read of
+    # both, as long again as the conversion); a request may ask for it ("compare": true).
+    compare_conversions: bool = False
     # Seconds qemu-img info / check may take on an uploaded image.
     inspect_deadline: float = 120.0
     qemu_img: str = "qemu-img"

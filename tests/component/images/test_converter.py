@@ -173,7 +173,8 @@ async def test_a_node_stopped_mid_conversion_restarts_it_and_leaves_no_half_file
     library = ImageLibrary(tmp_path / "images", "node-a")
     template = await available_template(sqlite_store, library, tmp_path)
     repo = library.repository(None)
-    async with converter(sqlite_store, library, stalling_qemu(tmp_path), ImagesSettings()) as ref:
+    settings = ImagesSettings(compare_conversions=True)
+    async with converter(sqlite_store, library, stalling_qemu(tmp_path), settings) as ref:
         task: Task = await ref.ask(Convert(template_id=template.id, format="vmdk"))
         await eventually(lambda: at_40_percent(sqlite_store, task), timeout=10)
     # What a crash leaves: the task RUNNING, the template CONVERTING, a half file in scratch.
@@ -183,7 +184,7 @@ async def test_a_node_stopped_mid_conversion_restarts_it_and_leaves_no_half_file
 
     # The same library object: its scratch is not emptied by opening it again, so removing the
     # half file is the restarted conversion's doing.
-    async with converter(sqlite_store, library, QemuImg(), ImagesSettings()):
+    async with converter(sqlite_store, library, QemuImg(), settings):
         done = await eventually(lambda: ended(sqlite_store, task), timeout=30)
     assert done.state is TaskState.SUCCEEDED, done.error
     steps = [(s.name, s.state) for s in await sqlite_store.list_steps(task.id)]

@@ -41,7 +41,7 @@ async def stored_template(
     store: Store, library: ImageLibrary, src: Path, fmt: str, template_id: str
 ) -> Template:
     """A template AVAILABLE whose one file, ``src`` in ``fmt`` (64 MiB), is in the library."""
-    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    sha = hashlib.sha256(await asyncio.to_thread(src.read_bytes)).hexdigest()
     await library.repository(None).admit(src, sha)
     return await store.create(
         Template(
