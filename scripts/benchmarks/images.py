@@ -6,9 +6,10 @@ process is the client (the CLI's own upload code, ``cloudcore.app.commands.templ
 
 - ``upload_mib_per_s``: a 1 GiB raw image of dense pseudo-random bytes through
   ``PUT /templates/{id}/image`` (streamed, each 4 MiB block written and hashed at once in two
-  threads, fsynced, inspected by qemu-img, renamed into the library), timed from the first byte to the reply; the sha256 the client computes first is
-  not counted. ``raw_copy_mib_per_s``: ``cp`` of the same file on the same disk, then an fsync
-  of the copy (the upload fsyncs too), in the same run.
+  threads, fsynced, inspected by qemu-img, renamed into the library), timed from the first
+  byte to the reply; the sha256 the client computes first is not counted.
+  ``raw_copy_mib_per_s``: ``cp`` of the same file on the same disk, then an fsync of the copy
+  (the upload fsyncs too), in the same run.
 - ``convert_vmdk_s``: ``POST /templates/{id}/conversions {"format": "vmdk"}`` until its task
   ends (claimed by the datacenter's converter actor: qemu-img convert, qemu-img info of the
   result, its sha256 read while it is fsynced, the rename into the library; no qemu-img compare,
