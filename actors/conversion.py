@@ -22,9 +22,12 @@ what the interrupted one left before it begins: never a half file in the library
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from actors.journal import FINAL, Journal, backoff
+from actors.paging import all_records
 from actors.template_lifecycle import TemplateOperation, transition
 from actors.template_tasks import Progress
 from cloudcore.config import ImagesSettings
@@ -48,7 +51,15 @@ from cloudcore.store.records import (
     new_id,
 )
 
-__all__ = ["CONVERT", "Convert", "convert", "end", "request_conversion", "scratch_of"]
+__all__ = [
+    "CONVERT",
+    "Convert",
+    "convert",
+    "end",
+    "free_orphans",
+    "request_conversion",
+    "scratch_of",
+]
 
 CONVERT = "template.convert"
 _JOIN_TRIES = 8  # the winner writes its task right after the template: found within a second
@@ -124,8 +135,41 @@ async def _in_flight(store: Store, template: Template) -> Task:
             for task in page.items:
                 if task.kind == CONVERT:
                     return task
-        await asyncio.sleep(backoff(attempt))
+        await asyncio.sleep(backoff(attempt))  # the winner has not written its task yet
     raise IllegalTransition(f"template {template.id} is CONVERTING with no conversion task")
+
+
+async def free_orphans(store: Store, datacenter_id: str, grace: float = 60.0) -> int:
+    """Templates of ``datacenter_id`` (and shared ones) CONVERTING for ``grace`` seconds with
+    no conversion task PENDING or RUNNING (a crash between the template's change and its
+    task's write): AVAILABLE again. Returns how many."""
+    freed = 0
+    before = datetime.now(UTC) - timedelta(seconds=grace)
+    for where in ({"datacenter_id": datacenter_id}, {"datacenter_id": None}):
+        async for template in all_records(
+            store, Template, {**where, "state": TemplateState.CONVERTING}
+        ):
+            if template.updated_at > before or await _has_task(store, template):
+                continue
+            with contextlib.suppress(VersionConflict):  # changed meanwhile: not an orphan
+                await store.update(
+                    Template,
+                    template.id,
+                    expected_version=template.version,
+                    events=[_event(template, TemplateState.AVAILABLE)],
+                    state=TemplateState.AVAILABLE,
+                )
+                freed += 1
+    return freed
+
+
+async def _has_task(store: Store, template: Template) -> bool:
+    subject = f"template/{template.id}"
+    for state in (TaskState.RUNNING, TaskState.PENDING):
+        page = await store.list(Task, where={"subject": subject, "state": state})
+        if any(task.kind == CONVERT for task in page.items):
+            return True
+    return False
 
 
 def scratch_of(repo: ImageRepository, task: Task) -> Path:

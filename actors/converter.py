@@ -28,6 +28,7 @@ from actors.conversion import (
     Convert,
     convert,
     end,
+    free_orphans,
     request_conversion,
     scratch_of,
 )
@@ -77,6 +78,7 @@ class ConverterActor(Actor[ConverterMessage]):
         self.context.schedule_periodic("poll", self.poll_interval, PollConversions())
         try:
             await self._restart()
+            await free_orphans(self.services.store, self.datacenter_id)
             await self._claim()
         except CloudcoreError as exc:  # the store is down: the timer tries again
             _log.warning("converter.load_failed", datacenter_id=self.datacenter_id, error=str(exc))
@@ -151,12 +153,9 @@ class ConverterActor(Actor[ConverterMessage]):
         """The conversions of this datacenter found RUNNING: interrupted (a crash, a stop).
         Their interrupted steps are marked FAILED and they start again."""
         store = self.services.store
-        node = self.disks.library.node
         running = [t async for t in all_records(store, Task, {"state": TaskState.RUNNING})]
         for task in running:
-            ours = self._ours(task) and (
-                task.data.get("datacenter_id") is not None or task.data.get("node") == node
-            )
+            ours = task.kind == CONVERT and task.data.get("datacenter_id") == self.datacenter_id
             if not ours or task.id in self.jobs:
                 continue
             for step in await store.list_steps(task.id):
@@ -180,9 +179,15 @@ class ConverterActor(Actor[ConverterMessage]):
             self._start(task)
 
     def _runner(self, task: Task) -> dict[str, Any]:
-        """What a claimed task records of who runs it, and how (its planned steps)."""
+        """What a claimed task records of who runs it (a shared template's task asked for by
+        the API becomes this datacenter's: restarted by its converter after a crash), and how
+        (its planned steps)."""
         compare = task.data.get("compare", self.disks.settings.compare_conversions)
-        return {"node": self.disks.library.node, "compare": compare}
+        return {
+            "node": self.disks.library.node,
+            "datacenter_id": self.datacenter_id,
+            "compare": compare,
+        }
 
     def _start(self, task: Task) -> None:
         self.services.runners.add(task.id)

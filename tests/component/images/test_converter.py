@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.conversion import CONVERT, Convert
+from actors.conversion import CONVERT, Convert, free_orphans, request_conversion
 from actors.converter import CancelConversion, ConverterActor
 from actors.services import Services
 from actors.template_disks import TemplateDisks
@@ -200,3 +200,23 @@ async def test_a_node_stopped_mid_conversion_restarts_it_and_leaves_no_half_file
     assert sorted(p.name for p in repo.objects.iterdir()) == sorted(after.formats.values())
     page = await sqlite_store.list(Task, where={"subject": f"template/{template.id}"})
     assert [t.id for t in page.items] == [task.id]  # started again, not asked again
+
+
+async def test_a_template_left_converting_without_a_task_is_freed(
+    sqlite_store: Store,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    library = ImageLibrary(tmp_path / "images")
+    orphan = await available_template(sqlite_store, library, tmp_path)
+    busy = await available_template(sqlite_store, library, tmp_path, "tpl-2")
+    # A crash between the template's change and its task's write leaves the first.
+    await sqlite_store.update(
+        Template, orphan.id, expected_version=orphan.version, state=TemplateState.CONVERTING
+    )
+    await request_conversion(sqlite_store, busy, "vmdk", datacenter_id="dc1", join=False)
+
+    # Within the grace its task may be on its way: left alone.
+    assert await free_orphans(sqlite_store, "dc1") == 0
+    assert await free_orphans(sqlite_store, "dc1", grace=0.0) == 1
+    assert (await sqlite_store.get(Template, orphan.id)).state is TemplateState.AVAILABLE
+    assert (await sqlite_store.get(Template, busy.id)).state is TemplateState.CONVERTING
