@@ -128,13 +128,10 @@ async def request_conversion(
 
 async def _in_flight(store: Store, template: Template) -> Task:
     """The conversion task of a CONVERTING template (written just after its state)."""
-    subject = f"template/{template.id}"
     for attempt in range(_JOIN_TRIES):
-        for state in (TaskState.RUNNING, TaskState.PENDING):
-            page = await store.list(Task, where={"subject": subject, "state": state})
-            for task in page.items:
-                if task.kind == CONVERT:
-                    return task
+        task = await _live_task(store, template)
+        if task is not None:
+            return task
         await asyncio.sleep(backoff(attempt))  # the winner has not written its task yet
     raise IllegalTransition(f"template {template.id} is CONVERTING with no conversion task")
 
@@ -149,7 +146,7 @@ async def free_orphans(store: Store, datacenter_id: str, grace: float = 60.0) ->
         async for template in all_records(
             store, Template, {**where, "state": TemplateState.CONVERTING}
         ):
-            if template.updated_at > before or await _has_task(store, template):
+            if template.updated_at > before or await _live_task(store, template) is not None:
                 continue
             with contextlib.suppress(VersionConflict):  # changed meanwhile: not an orphan
                 await store.update(
@@ -163,13 +160,15 @@ async def free_orphans(store: Store, datacenter_id: str, grace: float = 60.0) ->
     return freed
 
 
-async def _has_task(store: Store, template: Template) -> bool:
+async def _live_task(store: Store, template: Template) -> Task | None:
+    """The conversion task of ``template`` RUNNING or PENDING, if there is one."""
     subject = f"template/{template.id}"
     for state in (TaskState.RUNNING, TaskState.PENDING):
         page = await store.list(Task, where={"subject": subject, "state": state})
-        if any(task.kind == CONVERT for task in page.items):
-            return True
-    return False
+        for task in page.items:
+            if task.kind == CONVERT:
+                return task
+    return None
 
 
 def scratch_of(repo: ImageRepository, task: Task) -> Path:
