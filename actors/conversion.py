@@ -205,7 +205,13 @@ async def convert(
             raise DriverError(f"the {fmt} image differs from its source", code="compare")
 
     async def store() -> str:
-        info = await qemu.info(out, deadline=settings.inspect_deadline)
+        if not hashing:
+            hashing.append(asyncio.ensure_future(asyncio.to_thread(sha256_of, out)))
+        # qemu-img info, the sha256 and the fsync at once: each waits on something else.
+        info, _ = await asyncio.gather(
+            qemu.info(out, deadline=settings.inspect_deadline),
+            asyncio.to_thread(fsync_file, out),
+        )
         size = template.virtual_size
         if info.format != fmt or (size and info.virtual_size != size):
             raise DriverError(
@@ -213,9 +219,6 @@ async def convert(
                 f"image of {size}",
                 code="qemu-img",
             )
-        if not hashing:  # read while the file goes to disk: both wait on other things
-            hashing.append(asyncio.ensure_future(asyncio.to_thread(sha256_of, out)))
-        await asyncio.to_thread(fsync_file, out)
         sha = await hashing[-1]
         await repo.admit(out, sha, fsynced=True)
         return sha
