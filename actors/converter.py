@@ -1,227 +1,233 @@
-"""Template conversions (V2V): ``qemu-img convert`` as journaled tasks, a few at a time.
+"""The converter of a datacenter: runs its template conversions (V2V), a few at a time.
 
-A conversion is a task of three journaled steps: ``convert`` (qemu-img convert -p into the
-repository's scratch directory, its progress reported into the step), ``compare`` (qemu-img
-compare of the result against the source: the same guest-visible bytes or the task fails) and
-``store`` (hashed, fsynced, renamed into the library under its sha256). The template is
-CONVERTING meanwhile and AVAILABLE afterwards whatever the outcome; on success its ``formats``
-names the new file. A failure, a deadline or a cancellation removes the scratch file; a crash
-leaves it in the node's ``tmp/``, which is emptied when the node next opens the repository, and
-:meth:`ImageConverter.recover` fails the task it left RUNNING: never a half file in the library.
+A child of the datacenter actor (``<datacenter>/converter``), so it runs wherever the datacenter
+runs and is supervised with it. Conversions reach it as ``template.convert`` tasks written
+PENDING (:func:`actors.conversion.request_conversion`: by the API on any node, or by
+:class:`Convert` from a deploy that needs a format its template lacks); it claims them by a
+compare-and-set to RUNNING, at most ``images.max_conversions`` at once (Abiquo's BPM ran one),
+the others staying PENDING in the store until a slot frees: the queue survives a crash. The
+tasks of the datacenter's templates (and the shared templates' tasks asked for here) are
+claimed by it; a shared template's task asked for by the API goes to whichever converter
+claims it first.
 
-At most ``images.max_conversions`` run at once on a node (Abiquo's BPM ran one); more wait for a
-slot, their task RUNNING without steps.
+Each conversion runs in the background (:func:`actors.conversion.convert`: convert, compare,
+store, journaled, each step within ``images.convert_deadline``). :class:`CancelConversion` ends
+one CANCELLED with its scratch file removed. When the actor stops (the node stopping, the
+datacenter moving, a crash), its conversions stop with their tasks RUNNING; the next converter of
+the datacenter starts them again from the beginning, removing the scratch file the interrupted
+run left first. Deploys waiting on a conversion wait on its task (:mod:`actors.template_disks`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from typing import Any, assert_never
 
-from actors.journal import Journal, TaskWaiters
-from actors.template_lifecycle import TemplateOperation, transition
-from cloudcore.config import ImagesSettings
-from cloudcore.errors import (
-    AlreadyExists,
-    DriverError,
-    InvalidRequest,
-    NotFound,
-    VersionConflict,
+from actors.conversion import (
+    CONVERT,
+    Convert,
+    convert,
+    end,
+    free_orphans,
+    request_conversion,
+    scratch_of,
 )
-from cloudcore.images import FORMATS, ImageLibrary, QemuImg, sha256_of
+from actors.journal import Journal
+from actors.paging import all_records
+from actors.services import Services
+from actors.template_disks import TemplateDisks
+from cloudcore.errors import CloudcoreError, NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
-from cloudcore.store import Store
-from cloudcore.store.records import OutboxEvent, Task, TaskState, Template, TemplateState
+from cloudcore.runtime import Actor, Message
+from cloudcore.store.records import StepState, Task, TaskState, Template
 
-__all__ = ["ImageConverter"]
+__all__ = ["CancelConversion", "Convert", "ConverterActor", "ConverterMessage", "PollConversions"]
 
 _log = get_logger("actors.converter")
-_REPORT_EVERY = 0.05  # progress is written to the store at most every 5 %
-_REPORT_GAP = 0.5  # ... and at most twice a second (each write is a commit)
 
 
-class ImageConverter:
-    """Starts conversions and runs them in the background, bounded by a semaphore."""
+class CancelConversion(Message, frozen=True, kw_only=True):
+    """End a conversion this converter runs, CANCELLED. Replies whether it ran here."""
 
-    def __init__(
-        self,
-        store: Store,
-        library: ImageLibrary,
-        qemu: QemuImg,
-        settings: ImagesSettings,
-        waiters: TaskWaiters | None = None,
-    ) -> None:
-        self._store = store
-        self._library = library
-        self._qemu = qemu
-        self._settings = settings
-        self._waiters = waiters
-        self._slots = asyncio.Semaphore(settings.max_conversions)
-        self._running: set[asyncio.Task[None]] = set()
+    task_id: str
 
-    async def start(self, template: Template, fmt: str) -> Task:
-        """Begin converting ``template`` to ``fmt``; the task, RUNNING. IllegalTransition if
-        the template is not AVAILABLE, AlreadyExists if it has ``fmt`` already."""
-        if fmt not in FORMATS:
-            raise InvalidRequest(f"format: {fmt!r} is not one of {', '.join(sorted(FORMATS))}")
-        step = transition(TemplateOperation.CONVERT, template.state, template.id)
-        if fmt in template.formats:
-            raise AlreadyExists(f"template {template.id} is available in {fmt} already")
-        template = await self._store.update(
-            Template,
-            template.id,
-            expected_version=template.version,
-            events=[_event(template, step.transient)],
-            state=step.transient,
-        )
-        journal = await Journal.begin(
-            self._store,
-            kind="template.convert",
-            subject=f"template/{template.id}",
-            tenant_id=template.tenant_id,
-            data={"template_id": template.id, "format": fmt, "node": self._library.node},
-            waiters=self._waiters,
-        )
-        job = asyncio.create_task(self._run(journal, template, fmt))
-        self._running.add(job)
-        job.add_done_callback(self._running.discard)
-        return journal.task
 
-    async def recover(self) -> int:
-        """After a restart: fail the conversions this node was running when it stopped (their
-        scratch files went with the repository's opening) and make their templates AVAILABLE
-        again. A conversion is not resumed: it is asked for again. Returns how many."""
-        found = 0
-        after: str | None = None
-        while True:
-            page = await self._store.list(
-                Task, where={"state": TaskState.RUNNING}, after=after, limit=500
-            )
-            for task in page.items:
-                if task.kind == "template.convert" and task.data.get("node") == self._library.node:
-                    found += 1
-                    await self._end(
-                        Journal(self._store, task, self._waiters),
-                        str(task.data["template_id"]),
-                        str(task.data["format"]),
-                        None,
-                        TaskState.FAILED,
-                        "interrupted: the node stopped during the conversion; ask again",
-                    )
-            if page.next_cursor is None:
-                return found
-            after = page.next_cursor
+class PollConversions(Message, frozen=True, kw_only=True):
+    """Claim the conversions written PENDING, as slots allow (also sent by a timer)."""
 
-    async def close(self) -> None:
-        """Cancel the conversions running (their scratch files are removed) and wait."""
-        for job in list(self._running):
+
+class _Ended(Message, frozen=True, kw_only=True):
+    task_id: str
+
+
+ConverterMessage = Convert | CancelConversion | PollConversions | _Ended
+
+
+class ConverterActor(Actor[ConverterMessage]):
+    def __init__(self, services: Services, datacenter_id: str, poll_interval: float = 1.0):
+        assert services.disks is not None, "a converter needs the image library"
+        self.services = services
+        self.disks: TemplateDisks = services.disks
+        self.datacenter_id = datacenter_id
+        self.poll_interval = poll_interval
+        self.jobs: dict[str, asyncio.Task[None]] = {}
+        self.cancelled: set[str] = set()
+
+    async def started(self) -> None:
+        self.disks.converters[self.datacenter_id] = self.context.self_ref
+        self.context.schedule_periodic("poll", self.poll_interval, PollConversions())
+        try:
+            await self._restart()
+            await free_orphans(self.services.store, self.datacenter_id)
+            await self._claim()
+        except CloudcoreError as exc:  # the store is down: the timer tries again
+            _log.warning("converter.load_failed", datacenter_id=self.datacenter_id, error=str(exc))
+
+    async def stopping(self) -> None:
+        if self.disks.converters.get(self.datacenter_id) == self.context.self_ref:
+            del self.disks.converters[self.datacenter_id]
+        # Left RUNNING: the datacenter's next converter starts them again.
+        jobs = list(self.jobs.values())
+        for job in jobs:
             job.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*jobs, return_exceptions=True)
+        for task_id in self.jobs:
+            self.services.runners.discard(task_id)
 
-    async def _run(self, journal: Journal, template: Template, fmt: str) -> None:
-        repo = self._library.repository(template.datacenter_id)
-        scratch = repo.scratch_path(fmt)
-        sha: str | None = None
-        outcome, error = TaskState.FAILED, None
+    async def receive(self, message: ConverterMessage) -> Any:
+        match message:
+            case Convert(template_id=template_id, format=fmt):
+                template = await self.services.store.get(Template, template_id)
+                task = await request_conversion(
+                    self.services.store, template, fmt, datacenter_id=self.datacenter_id, join=True
+                )
+                await self._claim()
+                return task
+            case CancelConversion(task_id=task_id):
+                job = self.jobs.get(task_id)
+                if job is None:
+                    return False
+                self.cancelled.add(task_id)
+                job.cancel()
+                return True
+            case PollConversions():
+                await self._claim()
+            case _Ended(task_id=task_id):
+                self.jobs.pop(task_id, None)
+                self.cancelled.discard(task_id)
+                self.services.runners.discard(task_id)
+                await self._claim()
+            case _:
+                assert_never(message)
+        return None
+
+    def _ours(self, task: Task) -> bool:
+        return task.kind == CONVERT and task.data.get("datacenter_id") in (
+            self.datacenter_id,
+            None,
+        )
+
+    async def _claim(self) -> None:
+        """Claim PENDING conversions of this datacenter while slots are free."""
+        free = self.disks.settings.max_conversions - len(self.jobs)
+        if free <= 0:
+            return
+        store = self.services.store
+        pending = [t async for t in all_records(store, Task, {"state": TaskState.PENDING})]
+        for task in pending:
+            if free <= 0:
+                break
+            if not self._ours(task):
+                continue
+            data = {**task.data, **self._runner(task)}
+            try:
+                task = await store.update(
+                    Task, task.id, expected_version=task.version, state=TaskState.RUNNING, data=data
+                )
+            except VersionConflict:
+                continue  # another converter took it
+            self._start(task)
+            free -= 1
+
+    async def _restart(self) -> None:
+        """The conversions of this datacenter found RUNNING: interrupted (a crash, a stop).
+        Their interrupted steps are marked FAILED and they start again."""
+        store = self.services.store
+        running = [t async for t in all_records(store, Task, {"state": TaskState.RUNNING})]
+        for task in running:
+            ours = task.kind == CONVERT and task.data.get("datacenter_id") == self.datacenter_id
+            if not ours or task.id in self.jobs:
+                continue
+            for step in await store.list_steps(task.id):
+                if step.state is StepState.RUNNING:
+                    await store.update_step(
+                        task.id,
+                        step.seq,
+                        state=StepState.FAILED,
+                        error="interrupted: the node stopped; the conversion starts again",
+                    )
+            try:
+                task = await store.update(
+                    Task,
+                    task.id,
+                    expected_version=task.version,
+                    data={**task.data, **self._runner(task)},
+                )
+            except VersionConflict:
+                continue
+            _log.info("template.convert_restarted", task_id=task.id, datacenter=self.datacenter_id)
+            self._start(task)
+
+    def _runner(self, task: Task) -> dict[str, Any]:
+        """What a claimed task records of who runs it (a shared template's task asked for by
+        the API becomes this datacenter's: restarted by its converter after a crash), and how
+        (its planned steps)."""
+        compare = task.data.get("compare", self.disks.settings.compare_conversions)
+        return {
+            "node": self.disks.library.node,
+            "datacenter_id": self.datacenter_id,
+            "compare": compare,
+        }
+
+    def _start(self, task: Task) -> None:
+        self.services.runners.add(task.id)
+        self.jobs[task.id] = asyncio.create_task(self._run(task))
+
+    async def _run(self, task: Task) -> None:
+        store, disks = self.services.store, self.disks
+        journal = Journal(store, task, self.services.waiters, steps_done=None)
+        fmt = str(task.data["format"])
         try:
-            async with self._slots:
-                sha = await self._convert(journal, template, fmt, scratch)
-            outcome = TaskState.SUCCEEDED
-        except asyncio.CancelledError:
-            outcome, error = TaskState.CANCELLED, "cancelled"
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            _log.warning("template.convert_failed", template_id=template.id, error=error)
+            template = await store.get(Template, str(task.data["template_id"]))
+            repo = disks.library.repository(template.datacenter_id)
+            try:
+                sha = await convert(journal, disks.qemu, repo, template, fmt, disks.settings)
+            except asyncio.CancelledError:
+                if task.id not in self.cancelled:
+                    raise  # the actor stops: RUNNING, started again by the next converter
+                cancelled = self._end(journal, fmt, None, TaskState.CANCELLED, "cancelled")
+                await asyncio.shield(cancelled)
+                raise
+            except Exception as exc:
+                error = describe(exc)
+                _log.warning("template.convert_failed", task_id=task.id, error=error)
+                await self._end(journal, fmt, None, TaskState.FAILED, error)
+            else:
+                await self._end(journal, fmt, sha, TaskState.SUCCEEDED, None)
+        except NotFound as exc:  # the template went
+            await self._end(journal, fmt, None, TaskState.FAILED, describe(exc))
         finally:
-            await asyncio.shield(self._end(journal, template.id, fmt, sha, outcome, error))
-            await asyncio.to_thread(scratch.unlink, missing_ok=True)
-
-    async def _convert(self, journal: Journal, template: Template, fmt: str, out: Path) -> str:
-        repo = self._library.repository(template.datacenter_id)
-        source = repo.object_path(template.checksum)
-        deadline = self._settings.convert_deadline
-        last = [0.0, 0.0]  # the fraction reported last, and when
-
-        async def progress(fraction: float) -> None:
-            now = asyncio.get_running_loop().time()
-            due = fraction - last[0] >= _REPORT_EVERY and now - last[1] >= _REPORT_GAP
-            if due or (fraction >= 1.0 > last[0]):
-                last[0], last[1] = fraction, now
-                await journal.report({"percent": round(fraction * 100, 1)})
-
-        async def convert() -> None:
-            await self._qemu.convert(
-                source, template.disk_format, out, fmt, deadline=deadline, progress=progress
-            )
-
-        hashing: list[asyncio.Future[str]] = []
-
-        async def compare() -> None:
-            # The result's sha256 (its name in the library) is read beside the comparison:
-            # both only read the file, and the store step then has little left to wait for.
-            hashing.append(asyncio.ensure_future(asyncio.to_thread(sha256_of, out)))
-            same = await self._qemu.compare(
-                source, template.disk_format, out, fmt, deadline=deadline
-            )
-            if not same:
-                raise DriverError(f"the {fmt} image differs from its source", code="compare")
-
-        async def store() -> str:
-            sha = await hashing[-1] if hashing else await asyncio.to_thread(sha256_of, out)
-            await repo.admit(out, sha)
-            return sha
-
-        try:
-            await journal.step("convert", convert, deadline=deadline, data={"format": fmt})
-            await journal.step("compare", compare, deadline=deadline)
-            return await journal.step("store", store, deadline=deadline)
-        finally:
-            for job in hashing:  # a failed compare leaves it running: its result is dropped
-                job.add_done_callback(_drop)
+            self.context.self_ref.tell(_Ended(task_id=task.id))
 
     async def _end(
-        self,
-        journal: Journal,
-        template_id: str,
-        fmt: str,
-        sha: str | None,
-        outcome: TaskState,
-        error: str | None,
+        self, journal: Journal, fmt: str, sha: str | None, outcome: TaskState, error: str | None
     ) -> None:
-        """Back to AVAILABLE (with the new format on success), then the task's end."""
-        for _ in range(5):
-            try:
-                current = await self._store.get(Template, template_id)
-            except NotFound:
-                break
-            if current.state is not TemplateState.CONVERTING:
-                break
-            formats = {**current.formats, fmt: sha} if sha else current.formats
-            try:
-                await self._store.update(
-                    Template,
-                    template_id,
-                    expected_version=current.version,
-                    events=[_event(current, TemplateState.AVAILABLE)],
-                    state=TemplateState.AVAILABLE,
-                    formats=formats,
-                )
-                break
-            except VersionConflict:  # a concurrent change of the record: read again
-                continue
-        await journal.finish(outcome, error)
-
-
-def _drop(job: asyncio.Future[str]) -> None:
-    if not job.cancelled():
-        job.exception()  # retrieved, so asyncio does not log it as lost
-
-
-def _event(template: Template, state: TemplateState) -> OutboxEvent:
-    return OutboxEvent(
-        type="template.state_changed",
-        subject=f"template/{template.id}",
-        tenant_id=template.tenant_id,
-        data={"template_id": template.id, "state": str(state), "from": str(template.state)},
-    )
+        template_id = str(journal.task.data["template_id"])
+        try:
+            template = await self.services.store.get(Template, template_id)
+        except NotFound:
+            pass
+        else:
+            repo = self.disks.library.repository(template.datacenter_id)
+            await asyncio.to_thread(scratch_of(repo, journal.task).unlink, missing_ok=True)
+        await end(self.services.store, journal, fmt, sha, outcome, error)

@@ -1,4 +1,5 @@
-"""The datacenter actor: supervises its hosts, its scheduler and its deploys in flight.
+"""The datacenter actor: supervises its hosts, its scheduler, its converter of template images
+(:mod:`actors.converter`) and its deploys in flight.
 
 Deploys reach it as tasks in the store. A task written PENDING (by the API, the CLI, another
 node) is claimed by a compare-and-set to RUNNING, so exactly one datacenter actor runs it; tasks
@@ -21,6 +22,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
+from actors.converter import ConverterActor
 from actors.deploy import DeployRunner
 from actors.ha import HAActor
 from actors.host import HostActor, HostMessage
@@ -114,6 +116,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
             self.context.self_ref.tell,
             name="ha",
         )
+        if self.services.disks is not None:  # the image library: conversions run here
+            self.context.spawn(ConverterActor, self.services, self.datacenter.id, name="converter")
         # The timers first: if the store fails while loading, polling and the watchdog still run
         # (a failed ``started`` is resumed, and what follows the failure never ran).
         self.context.schedule_periodic("poll", self.poll_interval, PollTasks())

@@ -17,6 +17,7 @@ import asyncio
 from actors.journal import Journal, TaskWaiters
 from actors.template_images import accept_image, change_template, reject_image
 from actors.template_lifecycle import TemplateOperation, transition
+from actors.template_tasks import Background, Progress, running_tasks
 from cloudcore.config import ImagesSettings
 from cloudcore.errors import Conflict, ImageRejected, NotFound, QuotaExceeded
 from cloudcore.images import ImageLibrary, QemuImg
@@ -28,8 +29,6 @@ from cloudcore.store.records import Task, TaskState, Template, TemplateState
 __all__ = ["ImageImporter"]
 
 _log = get_logger("actors.image_import")
-_REPORT_EVERY = 0.05  # progress is written to the store at most every 5 %
-_REPORT_GAP = 0.5  # ... and at most twice a second (each write is a commit)
 
 
 class ImageImporter:
@@ -48,7 +47,7 @@ class ImageImporter:
         self._qemu = qemu
         self._settings = settings
         self._waiters = waiters
-        self._running: set[asyncio.Task[None]] = set()
+        self._jobs = Background()
 
     async def start(
         self, template: Template, url: str, *, sha256: str | None, size: int | None
@@ -77,9 +76,7 @@ class ImageImporter:
         except BaseException:
             self._library.uploading.discard(template.id)
             raise
-        job = asyncio.create_task(self._run(journal, template, size))
-        self._running.add(job)
-        job.add_done_callback(self._running.discard)
+        self._jobs.spawn(self._run(journal, template, size))
         return journal.task
 
     async def _begin(
@@ -117,27 +114,18 @@ class ImageImporter:
         """After a restart: fail the imports this node was running when it stopped; their
         templates stay UPLOADING with the bytes kept (importing again resumes)."""
         found = 0
-        after: str | None = None
-        while True:
-            page = await self._store.list(
-                Task, where={"state": TaskState.RUNNING}, after=after, limit=500
-            )
-            for task in page.items:
-                if task.kind == "template.import" and task.data.get("node") == self._library.node:
-                    found += 1
-                    await Journal(self._store, task, self._waiters).finish(
-                        TaskState.FAILED,
-                        "interrupted: the node stopped during the import; ask again to resume",
-                    )
-            if page.next_cursor is None:
-                return found
-            after = page.next_cursor
+        async for task in running_tasks(self._store, "template.import"):
+            if task.data.get("node") == self._library.node:
+                found += 1
+                await Journal(self._store, task, self._waiters).finish(
+                    TaskState.FAILED,
+                    "interrupted: the node stopped during the import; ask again to resume",
+                )
+        return found
 
     async def close(self) -> None:
         """Cancel the imports running (their bytes kept) and wait."""
-        for job in list(self._running):
-            job.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await self._jobs.close()
 
     async def _run(self, journal: Journal, template: Template, size: int | None) -> None:
         outcome, error = TaskState.FAILED, None
@@ -162,15 +150,10 @@ class ImageImporter:
             attempts=settings.import_attempts,
             read_timeout=settings.import_read_timeout,
         )
-        last = [0.0, 0.0]  # the fraction reported last, and when
+        report = Progress(journal)
 
         async def progress(done: int, total: int | None) -> None:
-            fraction = done / total if total else 0.0
-            now = asyncio.get_running_loop().time()
-            due = fraction - last[0] >= _REPORT_EVERY and now - last[1] >= _REPORT_GAP
-            if due or (fraction >= 1.0 > last[0]):
-                last[0], last[1] = fraction, now
-                await journal.report({"bytes": done, "percent": round(fraction * 100, 1)})
+            await report(done / total if total else 0.0, bytes=done)
 
         async def sized(total: int) -> None:
             """The image's size, once known: what the template holds of the tenant's quota."""

@@ -313,7 +313,8 @@ def planned_steps(task: Task) -> list[str]:
             ]
         )
     if task.kind == "template.convert":
-        return ["convert", "compare", "store"]
+        compare = task.data.get("compare", True)
+        return ["convert", "compare", "store"] if compare else ["convert", "store"]
     if task.kind == "template.import":
         return ["download", "accept"]
     if task.kind == "host.maintenance":

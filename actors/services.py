@@ -37,6 +37,10 @@ class Services:
     #: template, as with no image library).
     disks: TemplateDisks | None = None
 
+    def __post_init__(self) -> None:
+        if self.disks is not None:  # a deploy waits for a conversion as the API waits for tasks
+            self.disks.waiters = self.waiters
+
 
 #: Prefix of host capabilities that are settings of the host's driver (``driver.domain_type``).
 DRIVER_OPTION = "driver."

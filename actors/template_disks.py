@@ -7,18 +7,29 @@ repository under ``clones/<base sha256>/<vm id>.qcow2``: the repository is the d
 shared directory (NFS in production), so every host of the datacenter opens the same path and
 no per-host copy of the base is made yet. The clone is grown to the VM's ``disk_gib`` when that
 is larger than the template's virtual size.
+
+A template that lacks the format the host's driver needs is converted first, on demand, by the
+converter of the VM's datacenter (:mod:`actors.converter`): the deploy asks it for the
+conversion, joins the one under way if another deploy asked first (one conversion for any
+number of deploys), and waits for its task; a failed conversion fails the deploy naming the
+task and its error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
-from cloudcore.errors import IllegalTransition, UnsupportedOperation
+from actors.conversion import Convert
+from actors.journal import TaskWaiters
+from cloudcore.config import ImagesSettings
+from cloudcore.errors import AlreadyExists, DriverError, IllegalTransition, UnsupportedOperation
 from cloudcore.images import ImageLibrary, QemuImg
 from cloudcore.logging import get_logger
+from cloudcore.runtime import ActorRef
 from cloudcore.store import Store
-from cloudcore.store.records import VM, Template
+from cloudcore.store.records import VM, TaskState, Template
 from hypervisor_drivers.base import HypervisorDriver
 from hypervisor_drivers.types import Capability, FileDisk
 
@@ -29,12 +40,64 @@ _GIB = 1024**3
 
 
 class TemplateDisks:
-    """Makes and removes VMs' linked clones."""
+    """Makes and removes VMs' linked clones; knows the converters of the datacenters running
+    in this process (each registers itself)."""
 
-    def __init__(self, store: Store, library: ImageLibrary, qemu: QemuImg) -> None:
+    def __init__(
+        self,
+        store: Store,
+        library: ImageLibrary,
+        qemu: QemuImg,
+        settings: ImagesSettings | None = None,
+        waiters: TaskWaiters | None = None,
+    ) -> None:
         self._store = store
         self.library = library
-        self._qemu = qemu
+        self.qemu = qemu
+        self.settings = settings or ImagesSettings()
+        self.waiters = waiters or TaskWaiters()
+        #: datacenter id -> its converter actor (``actors.converter``), while it runs here.
+        self.converters: dict[str, ActorRef[Any]] = {}
+
+    async def with_format(self, template: Template, fmt: str, datacenter_id: str) -> Template:
+        """``template`` once it has ``fmt``: converted by ``datacenter_id``'s converter if it
+        lacks it (the conversion under way joined). IllegalTransition if no converter runs here
+        for that datacenter or the template's state allows no conversion; DriverError naming
+        the task if the conversion fails."""
+        while fmt not in template.formats:
+            converter = self.converters.get(datacenter_id)
+            if converter is None or not template.formats:
+                have = ", ".join(sorted(template.formats)) or "no image"
+                why = "" if template.formats else f", {template.state.name}"
+                raise IllegalTransition(
+                    f"template {template.id} has no {fmt} image ({have}{why}): "
+                    f"convert it to {fmt} first"
+                )
+            try:
+                task = await converter.ask(Convert(template_id=template.id, format=fmt))
+            except AlreadyExists:  # converted meanwhile
+                template = await self._store.get(Template, template.id)
+                continue
+            _log.info("vm.disk_waits_conversion", template_id=template.id, task_id=task.id)
+            done = await self._ended(task.id)
+            template = await self._store.get(Template, template.id)
+            if done.state is not TaskState.SUCCEEDED and fmt not in template.formats:
+                raise DriverError(
+                    f"template {template.id} could not be converted to {fmt}: task {done.id} "
+                    f"{done.state.name}: {done.error or 'no reason given'}",
+                    code="conversion",
+                )
+        return template
+
+    async def _ended(self, task_id: str) -> Any:
+        """The task once it ends; the store read again every second (it may end on another
+        node, whose journal resolves no waiter of this process)."""
+        async with asyncio.timeout(self.settings.convert_deadline * 3):
+            while True:
+                try:
+                    return await self.waiters.wait(self._store, task_id, timeout=1.0)
+                except TimeoutError:
+                    continue
 
     async def disk_for(self, vm: VM, driver: HypervisorDriver | None = None) -> FileDisk | None:
         """The boot disk of ``vm``: its clone, made if missing (idempotent, so a resumed deploy
@@ -44,38 +107,32 @@ class TemplateDisks:
         if vm.spec.template_id is None:
             return None
         template = await self._store.get(Template, vm.spec.template_id)
-        if driver is not None and driver.supports(Capability.IMPORT_IMAGE):
-            return await self._imported(vm, template, driver)
-        if driver is not None and driver.image_format != "qcow2":
+        importing = driver is not None and driver.supports(Capability.IMPORT_IMAGE)
+        if driver is not None and not importing and driver.image_format != "qcow2":
             raise UnsupportedOperation(
                 f"the {driver.name or type(driver).__name__} driver cannot receive a template's "
-                "image: deploy from a template on libvirt, vSphere or XenServer"
+                "image: deploy from a template on libvirt, vSphere, XenServer or Hyper-V"
             )
-        base_sha = template.formats.get("qcow2")
-        if base_sha is None:
-            have = ", ".join(sorted(template.formats)) or "no image"
-            raise IllegalTransition(
-                f"template {template.id} has no qcow2 image ({have}): convert it to qcow2 first"
-            )
+        fmt = driver.image_format if driver is not None and importing else "qcow2"
+        if fmt not in template.formats:
+            template = await self.with_format(template, fmt, vm.datacenter_id)
+        if driver is not None and importing:
+            return await self._imported(vm, template, driver)
+        base_sha = template.formats["qcow2"]
         repo = self.library.repository(template.datacenter_id)
         clone = repo.clone_path(base_sha, vm.id)
         if not await asyncio.to_thread(clone.exists):
             await asyncio.to_thread(clone.parent.mkdir, parents=True, exist_ok=True)
             partial = clone.with_suffix(".partial")
             size = max(vm.spec.disk_gib * _GIB, template.virtual_size)
-            await self._qemu.create_clone(repo.object_path(base_sha), partial, size=size)
+            await self.qemu.create_clone(repo.object_path(base_sha), partial, size=size)
             await asyncio.to_thread(os.replace, partial, clone)  # whole or not at all
             _log.info("vm.disk_cloned", vm_id=vm.id, template_id=template.id, base=base_sha)
         return FileDisk(path=str(clone), format="qcow2")
 
     async def _imported(self, vm: VM, template: Template, driver: HypervisorDriver) -> FileDisk:
         fmt = driver.image_format
-        sha = template.formats.get(fmt)
-        if sha is None:
-            have = ", ".join(sorted(template.formats)) or "no image"
-            raise IllegalTransition(
-                f"template {template.id} has no {fmt} image ({have}): convert it to {fmt} first"
-            )
+        sha = template.formats[fmt]
         path = self.library.repository(template.datacenter_id).object_path(sha)
         disk = await driver.import_image(str(path), _disk_name(vm))
         _log.info("vm.disk_imported", vm_id=vm.id, template_id=template.id, format=fmt)

@@ -284,10 +284,13 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # The largest image an upload may declare (bytes); the JSON limit api.max_body_bytes does
     # not apply to the streamed upload.
     max_upload_bytes: int = 64 * 1024**3
-    # Conversions (qemu-img convert) a node runs at once; more wait their turn.
+    # Conversions (qemu-img convert) a datacenter's converter runs at once; more wait their turn.
     max_conversions: int = 1
     # Seconds a conversion, or its comparison, may take before it is killed.
     convert_deadline: float = 3600.0
+    # Check every conversion's result with qemu-img compare against its source (a full read of
+    # both, as long again as the conversion); a request may ask for it ("compare": true).
+    compare_conversions: bool = False
     # Seconds qemu-img info / check may take on an uploaded image.
     inspect_deadline: float = 120.0
     qemu_img: str = "qemu-img"

@@ -100,7 +100,9 @@ async def _run(
                 await store.reconcile_quotas()
                 await store.purge_idempotency_keys()
             library = ImageLibrary(image_root(settings), settings.node.id)
-            disks = TemplateDisks(store, library, QemuImg(settings.images.qemu_img))
+            disks = TemplateDisks(
+                store, library, QemuImg(settings.images.qemu_img), settings.images
+            )
             services = Services(store, events, settings.orchestrator, disks=disks)
             async with contextlib.AsyncExitStack() as stack:
                 await _start_groups(stack, settings, plan, services, sock)

@@ -16,6 +16,7 @@ from cloudcore.images.repository import (
     ImageLibrary,
     ImageRepository,
     UploadFile,
+    fsync_file,
     sha256_of,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "ImageRepository",
     "QemuImg",
     "UploadFile",
+    "fsync_file",
     "image_root",
     "inspect",
     "sha256_of",

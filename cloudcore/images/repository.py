@@ -74,8 +74,11 @@ class ImageRepository:
     def partial_path(self, template_id: str) -> Path:
         return self.uploads / f"{template_id}.part"
 
-    def scratch_path(self, suffix: str) -> Path:
-        return self.tmp / f"{uuid.uuid4().hex}.{suffix}"
+    def scratch_path(self, suffix: str, name: str | None = None) -> Path:
+        """A file in this node's scratch: ``<name>.<suffix>``, or a new name if none is given."""
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise InvalidRequest(f"name: {name!r} cannot name a scratch file")
+        return self.tmp / f"{name or uuid.uuid4().hex}.{suffix}"
 
     def clone_path(self, base_sha256: str, vm_id: str) -> Path:
         """Where the linked clone of VM ``vm_id`` on the library file ``base_sha256`` lives:
@@ -105,18 +108,19 @@ class ImageRepository:
         to start over), with the sha256 of what it holds so far."""
         return await asyncio.to_thread(UploadFile.open, self.partial_path(template_id), offset)
 
-    async def admit(self, path: Path, sha256: str) -> tuple[Path, bool]:
-        """Move the complete, fsynced file ``path`` into the library as ``sha256``. Returns the
-        library path and whether the content was new (False: stored already; ``path`` is
-        removed and the existing file kept)."""
-        return await asyncio.to_thread(self._admit, path, self.object_path(sha256))
+    async def admit(self, path: Path, sha256: str, *, fsynced: bool = False) -> tuple[Path, bool]:
+        """Move the complete file ``path`` into the library as ``sha256``, fsynced first unless
+        ``fsynced`` says it is. Returns the library path and whether the content was new
+        (False: stored already; ``path`` is removed and the existing file kept)."""
+        return await asyncio.to_thread(self._admit, path, self.object_path(sha256), fsynced)
 
     @staticmethod
-    def _admit(path: Path, target: Path) -> tuple[Path, bool]:
+    def _admit(path: Path, target: Path, fsynced: bool) -> tuple[Path, bool]:
         if target.exists():
             path.unlink(missing_ok=True)
             return target, False
-        _fsync_file(path)
+        if not fsynced:
+            fsync_file(path)
         os.replace(path, target)
         _fsync_dir(target.parent)
         return target, True
@@ -163,12 +167,14 @@ class UploadFile:
             raise
         return cls(path, handle, digest, offset)
 
-    async def write(self, chunk: bytes) -> None:
-        await asyncio.to_thread(self._write, chunk)
-
-    def _write(self, chunk: bytes) -> None:
-        self._handle.write(chunk)
-        self._digest.update(chunk)
+    async def write(self, chunk: bytes | bytearray) -> None:
+        """Append ``chunk`` (not to be changed until this returns): written and hashed at the
+        same time, in two threads (both let go of the GIL), so hashing costs no time of its own
+        when the disk is the slower."""
+        await asyncio.gather(
+            asyncio.to_thread(self._handle.write, chunk),
+            asyncio.to_thread(self._digest.update, chunk),
+        )
         self.size += len(chunk)
 
     def hexdigest(self) -> str:
@@ -221,7 +227,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Blocking: write ``path``'s data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -79,18 +79,17 @@ def create_app(gateway: Gateway) -> web.Application:
 
 
 async def _recover_conversions(app: web.Application) -> None:
-    """The conversions and imports this node left RUNNING when it stopped: failed."""
+    """The imports this node left RUNNING when it stopped: failed (conversions are started
+    again by their datacenter's converter)."""
     gateway = app[GATEWAY]
-    for runner in (gateway.converter, gateway.importer):
-        if runner is not None:
-            await runner.recover()
+    if gateway.importer is not None:
+        await gateway.importer.recover()
 
 
 async def _stop_conversions(app: web.Application) -> None:
     gateway = app[GATEWAY]
-    for runner in (gateway.converter, gateway.importer):
-        if runner is not None:
-            await runner.close()
+    if gateway.importer is not None:
+        await gateway.importer.close()
 
 
 def listen(api: ApiSettings) -> socket.socket:

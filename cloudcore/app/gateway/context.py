@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from actors.converter import ImageConverter
 from actors.image_import import ImageImporter
 from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
 from cloudcore.app.gateway.consoles import ConsoleTickets
@@ -42,10 +41,10 @@ class Gateway:
     members: Callable[[], Sequence[Member]] = field(default=lambda: ())
     #: Failed authentications by client address (``api.auth_failures_per_second``).
     failures: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20))
-    #: The image library (``[images]``), its qemu-img and the conversions of this node.
+    #: The image library (``[images]``), its qemu-img and the imports of this node (conversions
+    #: run in the datacenters' converter actors).
     images: ImageLibrary | None = None
     qemu: QemuImg = field(default_factory=QemuImg)
-    converter: ImageConverter | None = None
     importer: ImageImporter | None = None
     #: The console tickets this node issued (``GET /vms/{id}/console``).
     consoles: ConsoleTickets = field(default_factory=lambda: ConsoleTickets(30.0))
@@ -84,9 +83,6 @@ class Gateway:
             ),
             images=images,
             qemu=qemu,
-            converter=ImageConverter(
-                store, images, qemu, settings.images, orchestrator.services.waiters
-            ),
             importer=ImageImporter(
                 store, images, qemu, settings.images, orchestrator.services.waiters
             ),

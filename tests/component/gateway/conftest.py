@@ -132,18 +132,14 @@ async def api(
 
 
 @asynccontextmanager
-async def serve_api(
-    store: Store, settings: Settings, *, template_disks: bool = False
-) -> AsyncIterator[ApiClient]:
-    """The API of a node on ``store``; ``template_disks``: VMs from templates get their disks
-    from the image library (linked clones, or copies for drivers that import images)."""
+async def serve_api(store: Store, settings: Settings) -> AsyncIterator[ApiClient]:
+    """The API of a node on ``store``, with the image library as a node has it: VMs from
+    templates get their disks from it (linked clones, or copies for drivers that import images)
+    and each datacenter has its converter."""
     await bootstrap_demo(store, settings)
     drivers: dict[str, HypervisorDriver] = {}
-    disks = (
-        TemplateDisks(store, ImageLibrary(image_root(settings), settings.node.id), QemuImg())
-        if template_disks
-        else None
-    )
+    library = ImageLibrary(image_root(settings), settings.node.id)
+    disks = TemplateDisks(store, library, QemuImg(), settings.images)
     system, orchestrator = await start_cloud(store, settings, drivers, disks=disks)
     gateway = Gateway.of(settings, system, orchestrator)
     runner = await start_api(gateway)

@@ -302,7 +302,9 @@ async def test_a_conversion_is_a_task_with_progress_and_a_compared_result(
     tid = await new_template(api)
     assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
 
-    r = await api.call("POST", f"/templates/{tid}/conversions", "alice", {"format": fmt})
+    r = await api.call(
+        "POST", f"/templates/{tid}/conversions", "alice", {"format": fmt, "compare": True}
+    )
     assert r.status == 202, r.body
     task: Task = await api.wait_task(r.body["id"])
     assert task.state is TaskState.SUCCEEDED, task.error
@@ -325,6 +327,24 @@ async def test_a_conversion_is_a_task_with_progress_and_a_compared_result(
 
     again = await api.call("POST", f"/templates/{tid}/conversions", "alice", {"format": fmt})
     assert again.status == 409
+
+
+async def test_a_conversion_not_asked_to_compare_checks_format_and_size_only(
+    api: ApiClient, tmp_path: Path
+) -> None:
+    image = qcow2_image(tmp_path).read_bytes()
+    tid = await new_template(api)
+    assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
+    r = await api.call("POST", f"/templates/{tid}/conversions", "alice", {"format": "vmdk"})
+    task: Task = await api.wait_task(r.body["id"])
+    assert task.state is TaskState.SUCCEEDED, task.error
+    steps = await api.store.list_steps(task.id)
+    assert [s.name for s in steps] == ["convert", "store"]
+    t = (await api.call("GET", f"/templates/{tid}", "alice")).body
+    converted = repo(api) / "objects" / t["formats"]["vmdk"]
+    assert hashlib.sha256(converted.read_bytes()).hexdigest() == t["formats"]["vmdk"]
+    source = repo(api) / "objects" / t["checksum"]
+    qemu_img("compare", "-f", "qcow2", "-F", "vmdk", str(source), str(converted))
 
 
 async def test_a_template_without_an_image_cannot_be_converted(api: ApiClient) -> None:

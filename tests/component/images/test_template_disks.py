@@ -19,7 +19,7 @@ from actors.registration import bootstrap_demo
 from actors.template_disks import TemplateDisks
 from cloudcore.images import ImageLibrary, QemuImg
 from cloudcore.store import Store
-from cloudcore.store.records import VM, TaskState, Template, TemplateState, VMSpec
+from cloudcore.store.records import VM, Task, TaskState, Template, TemplateState, VMSpec
 from hypervisor_drivers.base import HypervisorDriver
 from tests.cloud import cloud_settings, sqlite_store, start_cloud  # noqa: F401 - fixture
 
@@ -37,23 +37,30 @@ async def qemu_json(*args: str) -> Any:
     return json.loads(done.stdout)
 
 
-async def library_template(store: Store, library: ImageLibrary, tmp_path: Path) -> Template:
-    src = tmp_path / "base.qcow2"
-    args = ["qemu-img", "create", "-q", "-f", "qcow2", str(src), "64M"]
-    await asyncio.to_thread(subprocess.run, args, check=True)
-    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+async def stored_template(
+    store: Store, library: ImageLibrary, src: Path, fmt: str, template_id: str
+) -> Template:
+    """A template AVAILABLE whose one file, ``src`` in ``fmt`` (64 MiB), is in the library."""
+    sha = hashlib.sha256(await asyncio.to_thread(src.read_bytes)).hexdigest()
     await library.repository(None).admit(src, sha)
     return await store.create(
         Template(
-            id="tpl-golden",
-            name="golden",
-            disk_format="qcow2",
+            id=template_id,
+            name=template_id.removeprefix("tpl-"),
+            disk_format=fmt,
             checksum=sha,
-            formats={"qcow2": sha},
+            formats={fmt: sha},
             virtual_size=64 * 1024 * 1024,
             state=TemplateState.AVAILABLE,
         )
     )
+
+
+async def library_template(store: Store, library: ImageLibrary, tmp_path: Path) -> Template:
+    src = tmp_path / "base.qcow2"
+    args = ["qemu-img", "create", "-q", "-f", "qcow2", str(src), "64M"]
+    await asyncio.to_thread(subprocess.run, args, check=True)
+    return await stored_template(store, library, src, "qcow2", "tpl-golden")
 
 
 async def test_a_vm_from_a_template_boots_from_a_linked_clone_that_its_delete_removes(
@@ -121,5 +128,87 @@ async def test_a_template_without_a_qcow2_file_fails_the_deploy_with_the_reason(
         done = await orchestrator.wait(task.id, 30)
         assert done.state is not TaskState.SUCCEEDED
         assert "has no qcow2 image" in (done.error or "")
+    finally:
+        await system.shutdown()
+
+
+async def raw_template(store: Store, library: ImageLibrary, tmp_path: Path) -> Template:
+    """A template whose only file is raw: a deploy on libvirt needs it in qcow2."""
+    src = tmp_path / "base.raw"
+    with src.open("wb") as f:
+        f.write(b"\x5a" * 1024 * 1024)
+        f.truncate(64 * 1024 * 1024)
+    return await stored_template(store, library, src, "raw", "tpl-raw")
+
+
+async def deploy_two(orchestrator: Any, template: Template) -> list[Any]:
+    tasks = await asyncio.gather(
+        *(
+            orchestrator.deploy(
+                tenant_id="demo",
+                datacenter_id="dc1",
+                name=f"from-raw-{n}",
+                spec=VMSpec(cpus=1, memory_mib=256, disk_gib=1, template_id=template.id),
+            )
+            for n in range(2)
+        )
+    )
+    return list(await asyncio.gather(*(orchestrator.wait(t.id, 60) for t in tasks)))
+
+
+async def test_two_deploys_needing_the_same_conversion_run_it_once(
+    sqlite_store: Store,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    settings = cloud_settings(tmp_path)
+    await bootstrap_demo(sqlite_store, settings)
+    library = ImageLibrary(tmp_path / "images", "node-1")
+    template = await raw_template(sqlite_store, library, tmp_path)
+    disks = TemplateDisks(sqlite_store, library, QemuImg())
+    system, orchestrator = await start_cloud(sqlite_store, settings, {}, disks=disks)
+    try:
+        done = await deploy_two(orchestrator, template)
+        assert [d.state for d in done] == [TaskState.SUCCEEDED] * 2, [d.error for d in done]
+        page = await sqlite_store.list(Task, where={"subject": f"template/{template.id}"})
+        conversions = [t for t in page.items if t.kind == "template.convert"]
+        assert [(t.state, t.data["format"]) for t in conversions] == [
+            (TaskState.SUCCEEDED, "qcow2")
+        ]
+        after = await sqlite_store.get(Template, template.id)
+        assert set(after.formats) == {"raw", "qcow2"}
+        repo = library.repository(None)
+        for d in done:  # both clones on the one converted base
+            assert repo.clone_path(after.formats["qcow2"], d.subject.removeprefix("vm/")).exists()
+    finally:
+        await system.shutdown()
+
+
+async def test_a_failed_conversion_fails_the_deploys_waiting_on_it_naming_it(
+    sqlite_store: Store,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    settings = cloud_settings(tmp_path)
+    await bootstrap_demo(sqlite_store, settings)
+    library = ImageLibrary(tmp_path / "images", "node-1")
+    template = await raw_template(sqlite_store, library, tmp_path)
+    broken = tmp_path / "qemu-img"
+    broken.write_text(
+        '#!/bin/sh\nif [ "$1" = convert ]; then echo "no space left" >&2; exit 1; fi\n'
+        'exec qemu-img "$@"\n'
+    )
+    broken.chmod(0o755)
+    disks = TemplateDisks(sqlite_store, library, QemuImg(str(broken)))
+    system, orchestrator = await start_cloud(sqlite_store, settings, {}, disks=disks)
+    try:
+        done = await deploy_two(orchestrator, template)
+        for d in done:
+            assert d.state is not TaskState.SUCCEEDED
+            assert "could not be converted to qcow2" in (d.error or ""), d.error
+            assert "no space left" in (d.error or ""), d.error
+        page = await sqlite_store.list(Task, where={"subject": f"template/{template.id}"})
+        assert len([t for t in page.items if t.kind == "template.convert"]) >= 1
+        after = await sqlite_store.get(Template, template.id)
+        assert after.state is TemplateState.AVAILABLE and set(after.formats) == {"raw"}
+        assert list(library.repository(None).tmp.iterdir()) == []
     finally:
         await system.shutdown()

@@ -6,60 +6,19 @@ The node runs on a private SQLite data directory; the test reads its store direc
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 
 from cloudcore.store.records import VM, Task, VMState, new_id
 from cloudcore.store.sqlite import SqliteStore
-from tests.component.cli.conftest import Lines
+from tests.component.serve import serve_node
 
 _RESOURCES = {"vms": 100_000, "cpus": 100_000, "memory_mib": 100_000_000}
 _IN_FLIGHT = 48
-
-
-@asynccontextmanager
-async def _node(data_dir: Path) -> AsyncIterator[tuple[subprocess.Popen[str], str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDCORE_")}
-    env |= {
-        "CLOUDCORE_NODE__DATA_DIR": str(data_dir),
-        "CLOUDCORE_STORE__AUTO_UPGRADE": "true",
-        "CLOUDCORE_API__PORT": "0",
-        "CLOUDCORE_API__RATE_LIMIT": "100000",
-        "CLOUDCORE_API__RATE_BURST": "100000",
-        "CLOUDCORE_LOG__FORMAT": "json",
-    }
-    proc = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, "-m", "cloudcore.app.cli", "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=data_dir,
-    )
-    lines = Lines(proc.stderr)
-    try:
-        url = ""
-        while not url:
-            record = json.loads(await asyncio.to_thread(lines.next))
-            if record.get("event") == "api.listening":
-                url = str(record["url"])
-        yield proc, url, (data_dir / "admin-token").read_text().strip()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        await asyncio.to_thread(proc.wait)
-        await asyncio.to_thread(lines.join)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 async def _create(session: aiohttp.ClientSession, url: str, accepted: asyncio.Queue[str]) -> None:
@@ -109,7 +68,7 @@ async def _all(store: SqliteStore, kind: type) -> AsyncIterator:  # type: ignore
 
 
 async def test_kill_9_during_creates_leaves_no_orphan_and_no_quota_drift(tmp_path: Path) -> None:
-    async with _node(tmp_path) as (proc, url, token):
+    async with serve_node(tmp_path) as (proc, url, token):
         auth = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession(headers=auth) as session:
             for resource, maximum in _RESOURCES.items():
@@ -127,7 +86,7 @@ async def test_kill_9_during_creates_leaves_no_orphan_and_no_quota_drift(tmp_pat
             await asyncio.gather(*burst)
     assert await _check_store(tmp_path) >= (3 * _IN_FLIGHT, 3 * _IN_FLIGHT)
 
-    async with _node(tmp_path) as (proc, url, token):  # the node restarts on what was left
+    async with serve_node(tmp_path) as (proc, url, token):  # the node restarts on what was left
         auth = {"Authorization": f"Bearer {token}"}
         async with (
             aiohttp.ClientSession(headers=auth) as session,

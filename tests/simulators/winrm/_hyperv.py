@@ -17,6 +17,7 @@ import time
 import uuid as uuid_module
 from typing import Any
 
+from tests.simulators.winrm._files import HostFiles
 from tests.simulators.winrm._powershell import Cmdlet, Interpreter, PSError, Result
 
 RUNNING, OFF, SAVED, PAUSED = 2, 3, 6, 9
@@ -48,6 +49,9 @@ class HyperVHost:
         self.scripts: list[str] = []
         self.peers = peers if peers is not None else {}
         self.peers[computer_name] = self
+        #: The host's files (the driver's copies of templates' VHDX images).
+        self.disk_files = HostFiles()
+        self.virtual_hard_disk_path = "C:\\ProgramData\\Microsoft\\Windows\\Virtual Hard Disks"
         self.interpreter = Interpreter(self._cmdlets())
 
     def run(self, script: str) -> Result:
@@ -87,6 +91,7 @@ class HyperVHost:
             "ConvertTo-Json": self._to_json,
             "Write-Error": self._write_error,
             "Out-Null": lambda items, params: [],
+            **self.disk_files.cmdlets(),
         }
         return names
 
@@ -145,6 +150,7 @@ class HyperVHost:
                 "ComputerName": self.computer_name,
                 "LogicalProcessorCount": self.cpus,
                 "MemoryCapacity": self.memory_bytes,
+                "VirtualHardDiskPath": self.virtual_hard_disk_path,
             }
         ]
 

@@ -36,6 +36,7 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<dq>\"[^\"$`]*\")|(?P<pipe>\|)|(?P<comma>,)"
     r"|(?P<word>[^\s|,']+))"
 )
+_FROM_BASE64 = re.compile(r"\[Convert\]::FromBase64String\((\$[\w.\[\]]+)\)")
 SWITCHES = {
     "Force",
     "TurnOff",
@@ -155,6 +156,10 @@ class Interpreter:
             target = None
             if m := re.match(r"^\$(\w+) = (.*)$", line):
                 target, line = m.group(1), m.group(2)
+            # The one .NET call the driver makes: base64 to bytes (its image copies).
+            if target and (call := _FROM_BASE64.fullmatch(line)):
+                variables[target] = base64.b64decode(self._value(call.group(1), variables))
+                continue
             try:
                 result = self._pipeline(self._parse(line, variables))
             except PSError as exc:

@@ -21,7 +21,8 @@ from typing import Annotated, Any, Literal
 import aiohttp
 import msgspec
 
-from actors.converter import ImageConverter
+from actors.conversion import request_conversion
+from actors.converter import PollConversions
 from actors.template_images import accept_image, change_template
 from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
@@ -40,7 +41,7 @@ __all__ = ["ConversionCreate", "ImportCreate", "RepositoryView", "UploadQuery", 
 api = Api("templates")
 _log = get_logger("gateway.images")
 
-_CHUNK = 1024 * 1024
+_BLOCK = 4 * 1024 * 1024
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 _GIB = 1024**3
 
@@ -62,9 +63,12 @@ class ImportCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class ConversionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The format to convert a template's image to (``vpc`` is VHD)."""
+    """The format to convert a template's image to (``vpc`` is VHD); ``compare``: check the
+    result against the source with ``qemu-img compare`` (a full read of both; default: the
+    node's ``images.compare_conversions``)."""
 
     format: Literal["raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi"]
+    compare: bool | None = None
 
 
 class RepositoryView(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,12 +85,6 @@ def _library(gateway: Gateway) -> ImageLibrary:
     if gateway.images is None:
         raise UnsupportedOperation("this node serves no image library")
     return gateway.images
-
-
-def _converter(gateway: Gateway) -> ImageConverter:
-    if gateway.converter is None:
-        raise UnsupportedOperation("this node runs no image conversions")
-    return gateway.converter
 
 
 async def _modifiable(req: ApiRequest[Any, Any]) -> Template:
@@ -197,8 +195,8 @@ async def _receive(
     req: ApiRequest[Any, Any], store: Store, template: Template, upload: UploadFile, end: int
 ) -> Template:
     """Append the body to the partial file until ``end``; whatever happens, what arrived is
-    fsynced and recorded, so the uploader can resume after it. Bytes are gathered into 1 MiB
-    blocks, each written (and hashed) in a thread while the next block arrives."""
+    fsynced and recorded, so the uploader can resume after it. Bytes are gathered into 4 MiB
+    blocks, each written and hashed (in two threads) while the next block arrives."""
     buffer = bytearray()
     writing: asyncio.Future[None] | None = None
     received = upload.size
@@ -209,18 +207,19 @@ async def _receive(
             received += min(len(chunk), room)
             if len(chunk) > room:
                 raise ApiError(400, "bad_request", f"the body goes past byte {end}")
-            if len(buffer) >= _CHUNK:
+            if len(buffer) >= _BLOCK:
                 if writing is not None:
                     await writing
-                writing = asyncio.ensure_future(upload.write(bytes(buffer)))
-                buffer.clear()
+                # The block is handed over whole (no copy) and a new one gathered.
+                writing = asyncio.ensure_future(upload.write(buffer))
+                buffer = bytearray()
     except (aiohttp.ClientPayloadError, ConnectionError) as exc:
         _log.info("template.upload_interrupted", template_id=template.id, error=str(exc))
     finally:
         if writing is not None:
             await asyncio.shield(writing)
         if buffer:
-            await asyncio.shield(upload.write(bytes(buffer)))
+            await asyncio.shield(upload.write(buffer))
         await asyncio.shield(upload.close())
         recorded = change_template(store, template, uploaded_bytes=upload.size)
         template = await asyncio.shield(recorded)
@@ -255,8 +254,22 @@ async def import_image(req: ApiRequest[ImportCreate, None]) -> Reply:
     errors=(403, 404, 409, 422),
 )
 async def convert_template(req: ApiRequest[ConversionCreate, None]) -> Reply:
+    """The task is PENDING until the converter of the template's datacenter claims it (a
+    shared template's: any datacenter's); this node's converters are told at once."""
     template = await _modifiable(req)
-    task = await _converter(req.gateway).start(template, req.body.format)
+    task = await request_conversion(
+        req.gateway.store,
+        template,
+        req.body.format,
+        datacenter_id=template.datacenter_id,
+        join=False,
+        compare=req.body.compare,
+    )
+    disks = req.gateway.orchestrator.services.disks
+    if disks is not None:
+        for datacenter_id, converter in list(disks.converters.items()):
+            if template.datacenter_id in (None, datacenter_id):
+                converter.tell(PollConversions())
     return await accepted(req, task)
 
 
