@@ -147,7 +147,7 @@ def test_events_list_the_vms_state_changes(
 def test_events_follow_prints_events_as_they_happen(node: Node) -> None:
     vm_id = _create(node, "followed")
     history = json.loads(node.ok("events", "--subject", f"vm/{vm_id}", "-o", "json").stdout)
-    last = history["items"][-1]["position"]
+    last = history["items"][0]["position"]  # the newest first
     follow = subprocess.Popen(
         [sys.executable, "-m", "cloudcore.app.cli", "events", "--follow", "-o", "json",
          "--subject", f"vm/{vm_id}", "--after", last],

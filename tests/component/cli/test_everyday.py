@@ -113,6 +113,28 @@ def test_event_filters_apply_before_the_limit(node: Node, vms: dict[str, Any]) -
     assert len(table) == 3 and all("task.finished" in line for line in table[1:])
 
 
+def test_events_are_listed_newest_first_and_sorted_on_request(
+    node: Node, vms: dict[str, Any]
+) -> None:
+    subject = ("--subject", f"vm/{vms['solo']}", "--type", "vm.state_changed")
+    newest = _json(node, "events", *subject)["items"]
+    positions = [e["position"] for e in newest]
+    assert len(positions) >= 3 and positions == sorted(positions, reverse=True)
+    assert newest[0]["data"]["state"] == "RUNNING"  # solo was rebooted: running again last
+    oldest = _json(node, "events", *subject, "--sort", "position:asc")["items"]
+    assert oldest == newest[::-1]
+    assert oldest[0]["data"]["state"] == "SCHEDULING"
+
+    first = node.ok("events", *subject, "--limit", "1")
+    token = first.stderr.strip().split("--page-token ")[1].split()[0]
+    second = _json(node, "events", *subject, "--limit", "1", "--page-token", token)
+    assert second["items"] == newest[1:2]
+    between = ("--after", positions[-1], "--before", positions[0])
+    assert _json(node, "events", *subject, *between)["items"] == newest[1:-1]
+    bad = node.cli("events", "--sort", "colour")
+    assert bad.returncode == 1 and "sort" in bad.stderr
+
+
 def test_tables_are_plain_when_piped_and_cut_to_a_terminal(node: Node, vms: dict[str, Any]) -> None:
     piped = node.ok("events", "--limit", "3").stdout
     assert "\x1b[" not in piped and "…" not in piped  # whole values, no colour
