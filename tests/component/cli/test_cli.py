@@ -239,6 +239,6 @@ def test_a_network_is_made_and_a_vm_created_on_it_shows_the_address_it_was_given
                      "--memory", "128", "--nic", "lan=10.61.0.42")  # fmt: skip
     assert taken.returncode == 1 and f"held by VM {vm_id}" in taken.stderr
     unknown = node.cli("network", "show", "nowhere")
-    assert unknown.returncode == 1 and "no network called 'nowhere'" in unknown.stderr
+    assert unknown.returncode == 1 and "network nowhere not found" in unknown.stderr
     busy = node.cli("network", "delete", "lan")
     assert busy.returncode == 1 and "in use" in busy.stderr

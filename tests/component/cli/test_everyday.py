@@ -68,6 +68,43 @@ def test_an_ambiguous_name_is_refused_listing_the_candidates(
     assert sorted(error["details"]["candidates"]) == sorted(vms["twins"])
 
 
+def _made(node: Node, *args: str) -> str:
+    return str(_json(node, *args, "--wait")["subject"]).split("/", 1)[1]
+
+
+@pytest.mark.timeout(180)  # a dozen CLI processes, each a Python start
+def test_volumes_and_networks_are_found_by_name_like_vms(node: Node, vms: dict[str, Any]) -> None:
+    volume = ("volume", "create", "--datacenter", "dc1", "--size", "1", "--name")
+    data = [_made(node, *volume, "data"), _made(node, *volume, "data")]
+    logs = _made(node, *volume, "logs")
+    assert _json(node, "volume", "show", "logs")["id"] == logs
+    assert _json(node, "volume", "attach", "logs", "--vm", "solo", "--wait")["state"] == "SUCCEEDED"
+    assert _json(node, "volume", "show", logs)["vm_id"] == vms["solo"]
+    assert _json(node, "volume", "detach", "logs", "--wait")["state"] == "SUCCEEDED"
+    listed = _json(node, "volume", "list", "--name", "data")
+    assert [v["id"] for v in listed["items"]] == data[::-1] and listed["total"] == 2
+
+    ambiguous = node.cli("volume", "delete", "data", "--wait", "-o", "json")
+    assert ambiguous.returncode == 1
+    error = json.loads(ambiguous.stderr)["error"]
+    assert error["code"] == "ambiguous_name"
+    assert sorted(error["details"]["candidates"]) == sorted(data)
+    line = node.cli("volume", "show", "data").stderr.strip()
+    assert line.startswith("cloudcore: 2 volumes are named 'data': ") and data[0] in line
+
+    network = ("network", "create", "--datacenter", "dc1", "--name", "lan", "-o", "json")
+    nets = [  # one name, unique in each tenant: the admin sees both
+        json.loads(node.ok(*network, "--cidr", "10.71.0.0/24").stdout)["id"],
+        json.loads(node.ok(*network, "--cidr", "10.72.0.0/24", "--tenant", "demo").stdout)["id"],
+    ]
+    shown = node.cli("network", "show", "lan")
+    assert shown.returncode == 1 and "2 networks are named 'lan'" in shown.stderr
+    assert all(net in shown.stderr for net in nets)
+    node.ok("network", "delete", nets[0])
+    assert _json(node, "network", "show", "lan")["id"] == nets[1]
+    assert node.ok("network", "delete", "lan").stdout.strip() == f"deleted {nets[1]}"
+
+
 # -- listings ----------------------------------------------------------------------------------
 
 
