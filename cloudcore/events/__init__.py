@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cloudcore.config import Settings
-from cloudcore.events._wire import POSITION_PATTERN
+from cloudcore.events._wire import POSITION_PATTERN, normalize_position
 from cloudcore.events.base import START, Event, EventBus, EventFilter
 from cloudcore.events.dedup import SeenIds, deduplicated
 
@@ -15,6 +15,7 @@ __all__ = [
     "EventFilter",
     "SeenIds",
     "deduplicated",
+    "normalize_position",
     "open_event_bus",
 ]
 

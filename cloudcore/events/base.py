@@ -109,6 +109,13 @@ class EventBus(ABC):
         """
 
     @abstractmethod
+    async def read_back(self, *, before: str | None = None, limit: int = 1000) -> list[Event]:
+        """Up to ``limit`` retained events before position ``before`` (None: from the newest),
+        newest first (a page of the history read backwards; does not wait). Reading back past
+        the retained history simply ends. Raises BackendUnavailable.
+        """
+
+    @abstractmethod
     def subscribe(
         self,
         *,

@@ -91,6 +91,12 @@ class LocalEventBus(EventBus):
     async def read(self, *, after: str = START, limit: int = 1000) -> list[Event]:
         return self._after(after, limit)
 
+    async def read_back(self, *, before: str | None = None, limit: int = 1000) -> list[Event]:
+        end = len(self._positions)
+        if before is not None:
+            end = bisect.bisect_left(self._positions, normalize_position(before))
+        return self._events[max(0, end - limit) : end][::-1]
+
     async def subscribe(
         self,
         *,

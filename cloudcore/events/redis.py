@@ -188,6 +188,16 @@ class RedisEventBus(EventBus):
             raise _failure(exc, self._url) from exc
         return self._decode(entries)
 
+    async def read_back(self, *, before: str | None = None, limit: int = 1000) -> list[Event]:
+        end = "+" if before is None else f"({to_stream_id(normalize_position(before))}"
+        if end == "(0-0":
+            return []  # nothing is before the start (and Redis refuses the interval)
+        try:
+            entries: Any = await self._redis.xrevrange(self._key, max=end, min="-", count=limit)
+        except RedisError as exc:
+            raise _failure(exc, self._url) from exc
+        return self._decode([(stream_id, fields.get(_FIELD)) for stream_id, fields in entries])
+
     async def last_position(self) -> str:
         try:
             entries: Any = await self._redis.xrevrange(self._key, count=1)

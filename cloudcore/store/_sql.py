@@ -22,6 +22,7 @@ from cloudcore.store import _outbox, migrations
 from cloudcore.store._accounting import AccountingOps
 from cloudcore.store._claims import ClaimOps
 from cloudcore.store._conn import Conn, check_limit, now
+from cloudcore.store._grants import GrantOps
 from cloudcore.store._idempotency import IdempotencyOps
 from cloudcore.store._ipam import IpamOps
 from cloudcore.store._leases import LeaseOps
@@ -44,7 +45,9 @@ R = TypeVar("R", bound=Record)
 _log = get_logger("cloudcore.store")
 
 
-class SqlStore(ClaimOps, AccountingOps, IpamOps, IdempotencyOps, LeaseOps, OutboxOps, Store):
+class SqlStore(
+    ClaimOps, AccountingOps, IpamOps, IdempotencyOps, LeaseOps, GrantOps, OutboxOps, Store
+):
     """Store operations in portable SQL; subclasses provide connections and the dialect."""
 
     dialect: migrations.Dialect

@@ -630,6 +630,28 @@ class Store(ABC):
     async def list_leases(self, prefix: str = "") -> builtins.list[Lease]:
         """The leases whose name starts with ``prefix``, expired ones included, by name."""
 
+    # -- grants -----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def put_grant(self, digest: str, kind: str, payload: str, expires_at: datetime) -> None:
+        """Keep a grant of ``kind`` (``console``, ``session``) under ``digest``, the SHA-256
+        (64 hex digits) of its secret, with ``payload`` (text the caller encodes), until
+        ``expires_at``. The secret itself is never stored. Expired grants are removed here.
+        InvalidRecord for a malformed digest; Conflict if the digest is taken."""
+
+    @abstractmethod
+    async def get_grant(self, digest: str, kind: str, *, at: datetime | None = None) -> str | None:
+        """The payload of the grant, if it is unexpired at ``at`` (default now); else None."""
+
+    @abstractmethod
+    async def take_grant(self, digest: str, kind: str, *, at: datetime | None = None) -> str | None:
+        """Remove the grant and return its payload if it was unexpired at ``at``; else None.
+        Atomic: of concurrent takes of one grant, from any node, exactly one gets it."""
+
+    @abstractmethod
+    async def drop_grant(self, digest: str, kind: str) -> None:
+        """Remove the grant (a session logged out). A no-op when there is none."""
+
     # -- schema and life cycle --------------------------------------------------------------
 
     @abstractmethod

@@ -327,6 +327,18 @@ CREATE INDEX templates_name ON templates (name, id);
 CREATE INDEX volumes_name ON volumes (name, id)
 """
 
+# Version 21: grants, short-lived secrets any API node checks (console tickets, web console
+# sessions), kept by the SHA-256 of the secret, never the secret.
+_V21 = """
+CREATE TABLE grants (
+    digest TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    expires_at %TIME% NOT NULL
+);
+CREATE INDEX grants_expires ON grants (expires_at)
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -339,6 +351,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
     Migration(13, "leases: one node at a time runs a datacenter", _V13),
     Migration(14, "indexes to find VMs, hosts, templates and volumes by name", _V14),
+    Migration(21, "grants: console tickets and web sessions any API node checks", _V21),
 )
 
 #: The schema version this code runs on.

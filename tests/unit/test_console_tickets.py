@@ -1,45 +1,53 @@
-"""Console tickets: each opens one console, once, before it expires."""
+"""Console tickets: each opens one console, once, before it expires (kept in a store; see
+tests/component/web/test_shared_grants.py for two nodes sharing one)."""
 
 from __future__ import annotations
 
-from cloudcore.app.gateway.consoles import ConsoleTickets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cloudcore.app.gateway.consoles import ConsoleTickets, _digest
+from cloudcore.store import Store
+from cloudcore.store.sqlite import SqliteStore
 from hypervisor_drivers.types import ConsoleEndpoint
 
 ENDPOINT = ConsoleEndpoint(host="127.0.0.1", port=5900)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await SqliteStore.connect(tmp_path / "cloudcore.db")
+    await store.upgrade()
+    yield store
+    await store.close()
 
-    def __call__(self) -> float:
-        return self.now
 
-
-def test_a_ticket_is_spent_once() -> None:
-    tickets = ConsoleTickets(30.0, Clock())
-    secret = tickets.issue("vm-1", "usr-1", ENDPOINT)
-    assert tickets.peek(secret) is not None  # looking does not spend it
-    ticket = tickets.spend(secret)
+async def test_a_ticket_is_spent_once(store: Store) -> None:
+    tickets = ConsoleTickets(store, 30.0)
+    secret = await tickets.issue("vm-1", "usr-1", ENDPOINT)
+    assert await tickets.peek(secret) is not None  # looking does not spend it
+    ticket = await tickets.spend(secret)
     assert ticket is not None and (ticket.vm_id, ticket.endpoint) == ("vm-1", ENDPOINT)
-    assert tickets.spend(secret) is None
-    assert tickets.peek(secret) is None
+    assert await tickets.spend(secret) is None
+    assert await tickets.peek(secret) is None
 
 
-def test_a_ticket_expires_after_its_lifetime() -> None:
-    clock = Clock()
-    tickets = ConsoleTickets(30.0, clock)
-    secret = tickets.issue("vm-1", "usr-1", ENDPOINT)
-    clock.now += 29.9
-    assert tickets.peek(secret) is not None
-    clock.now += 0.1
-    assert tickets.peek(secret) is None
-    assert tickets.spend(secret) is None
+async def test_a_ticket_expires_after_its_lifetime(store: Store) -> None:
+    tickets = ConsoleTickets(store, 30.0)
+    secret = await tickets.issue("vm-1", "usr-1", ENDPOINT)
+    soon = datetime.now(UTC) + timedelta(seconds=29)
+    assert await store.get_grant(_digest(secret), "console", at=soon) is not None
+    later = datetime.now(UTC) + timedelta(seconds=30.5)
+    assert await store.get_grant(_digest(secret), "console", at=later) is None
+    assert await store.take_grant(_digest(secret), "console", at=later) is None
 
 
-def test_tickets_are_unguessable_and_distinct() -> None:
-    tickets = ConsoleTickets(30.0, Clock())
-    secrets = {tickets.issue("vm-1", "usr-1", ENDPOINT) for _ in range(100)}
+async def test_tickets_are_unguessable_and_distinct(store: Store) -> None:
+    tickets = ConsoleTickets(store, 30.0)
+    secrets = {await tickets.issue("vm-1", "usr-1", ENDPOINT) for _ in range(100)}
     assert len(secrets) == 100
     assert all(len(s) >= 43 for s in secrets)  # 256 random bits
-    assert tickets.spend("not-a-ticket") is None
+    assert await tickets.spend("not-a-ticket") is None

@@ -114,7 +114,12 @@ def add_output_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_listing_options(parser: argparse.ArgumentParser, *, sort: bool = True) -> None:
+def add_listing_options(
+    parser: argparse.ArgumentParser,
+    *,
+    sort: bool = True,
+    default_sort: str = "created_at:desc",
+) -> None:
     """``--limit``, ``--all``, ``--page-token`` and (``sort``) ``--sort``."""
     parser.add_argument("--limit", type=int, default=100, help="per page (default 100)")
     parser.add_argument(
@@ -125,7 +130,7 @@ def add_listing_options(parser: argparse.ArgumentParser, *, sort: bool = True) -
         parser.add_argument(
             "--sort",
             metavar="FIELD[:asc|desc]",
-            help="order by this field (default: created_at:desc, the newest first)",
+            help=f"order by this field (default: {default_sort}, the newest first)",
         )
 
 

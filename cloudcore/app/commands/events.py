@@ -1,6 +1,7 @@
 """``cloudcore events [--follow]``: what happened, from the API's event log.
 
-Without ``--follow`` it lists the events recorded (``GET /events``); with it, it prints events as
+Without ``--follow`` it lists the events recorded (``GET /events``), the newest first unless
+``--sort position:asc``; with it, it prints events as
 they come (``GET /events/stream``, Server-Sent Events), reopening a dropped stream from the last
 event it printed (``Last-Event-ID``) so none is lost or shown twice.
 """
@@ -15,7 +16,13 @@ from typing import Any
 
 from cloudcore.app.client import ApiFailure, Client
 from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import Column, add_output_option, show_list, show_page
+from cloudcore.app.commands._output import (
+    Column,
+    add_listing_options,
+    add_output_option,
+    show_list,
+    show_page,
+)
 
 __all__ = ["add_parser"]
 
@@ -53,17 +60,10 @@ def add_parser(sub: Any) -> None:
     )
     events.add_argument("--subject", metavar="PREFIX", help="only subjects starting with this")
     events.add_argument(
-        "--after",
-        "--page-token",
-        metavar="POSITION",
-        help="only events after this position (a page's last)",
+        "--after", metavar="POSITION", help="only events after this position (follow: from it)"
     )
-    events.add_argument(
-        "--limit", type=int, help="events per page, after the filters (listing; default 100)"
-    )
-    events.add_argument(
-        "--all", "--all-pages", action="store_true", dest="all_pages", help="to the newest event"
-    )
+    events.add_argument("--before", metavar="POSITION", help="only events before this position")
+    add_listing_options(events, default_sort="position:desc")
     events.set_defaults(handler=api_command(_events))
 
 
@@ -82,9 +82,15 @@ async def _events(client: Client, args: argparse.Namespace) -> int:
     if args.follow:
         return await _follow(client, args)
     params = _params(args)
-    if args.limit:
-        params["limit"] = str(args.limit)
-    listing = await client.listing("/events", params, all_pages=args.all_pages, cursor="after")
+    for key, value in (
+        ("limit", str(args.limit)),
+        ("before", args.before),
+        ("sort", args.sort),
+        ("cursor", args.page_token),
+    ):
+        if value:
+            params[key] = value
+    listing = await client.listing("/events", params, all_pages=args.all_pages)
     show_page(listing, args, _COLUMNS)
     return 0
 

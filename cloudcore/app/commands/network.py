@@ -1,6 +1,6 @@
 """``cloudcore network list|show|create|delete|addresses``: networks and the addresses held in
-them, through the HTTP API. A network is named by its id or, within what the caller sees, its
-name."""
+them, through the HTTP API. A network (and a datacenter) is given by its id or, within what the
+caller sees, its name (:mod:`cloudcore.app.commands._resolve`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from cloudcore.app.client import ApiFailure, Client
-from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
+from cloudcore.app.client import Client
+from cloudcore.app.commands._output import Column, show_list, show_one
+from cloudcore.app.commands._resolve import DATACENTER, NETWORK, resolve
+from cloudcore.app.commands._resource import Actions, body_of, list_records
 
 __all__ = ["add_parser", "network_id", "nic_body"]
 
@@ -46,25 +47,17 @@ _ADDRESSES: list[Column] = [
 
 
 def add_parser(sub: Any) -> None:
-    network = sub.add_parser("network", help="networks: list, show, create, delete, addresses")
-    actions = network.add_subparsers(dest="network_command", required=True, metavar="ACTION")
-
-    listing = actions.add_parser("list", help="list the networks you may use")
-    add_output_option(listing)
+    actions = Actions(sub, "network", "networks: list, show, create, delete, addresses")
+    listing = actions.listing("list the networks you may use, the newest first", _list)
     listing.add_argument("--datacenter", help="only networks of this datacenter")
-    listing.set_defaults(handler=api_command(_list))
+    listing.add_argument("--name", help="only networks of this name")
 
-    for name, help, handler in (
-        ("show", "show a network", _show),
-        ("addresses", "the addresses held in a network (and by whom)", _addresses),
-    ):
-        parser = actions.add_parser(name, help=help)
-        add_output_option(parser)
-        parser.add_argument("network", help="id or name")
-        parser.set_defaults(handler=api_command(handler))
+    actions.add("show", "show a network", _show, ref="NETWORK")
+    actions.add(
+        "addresses", "the addresses held in a network (and by whom)", _addresses, ref="NETWORK"
+    )
 
-    create = actions.add_parser("create", help="create a network")
-    add_output_option(create)
+    create = actions.add("create", "create a network", _create)
     create.add_argument("--name", required=True)
     create.add_argument("--datacenter", required=True)
     create.add_argument("--cidr", required=True, help="10.0.0.0/24 or fd00::/64")
@@ -79,28 +72,18 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--quarantine", type=int, metavar="S", help="seconds before reuse")
     create.add_argument("--public", action="store_true", help="a public network (admins)")
     create.add_argument("--tenant", help="another tenant's private network (admins)")
-    create.set_defaults(handler=api_command(_create))
 
-    delete = actions.add_parser("delete", help="delete a network no address of which is held")
-    delete.add_argument("network", help="id or name")
-    delete.set_defaults(handler=api_command(_delete))
+    actions.add("delete", "delete a network no address of which is held", _delete, ref="NETWORK")
 
 
 async def network_id(client: Client, given: str) -> str:
-    """The id of the network ``given`` names: an id, else the name of one the caller sees
-    (ambiguous or unknown: a failure naming it)."""
-    try:
-        await client.call("GET", f"/networks/{quote(given, safe='')}")
-        return given
-    except ApiFailure as exc:
-        if exc.status != 404:
-            raise
-    listing = await client.listing("/networks", {}, all_pages=True)
-    ids = [n["id"] for n in listing["items"] if n["name"] == given]
-    if len(ids) != 1:
-        why = "no network" if not ids else f"{len(ids)} networks ({', '.join(ids)})"
-        raise ApiFailure(f"{why} called {given!r}: give its id", status=404, code="not_found")
-    return str(ids[0])
+    """The id of the network ``given`` names (an id, or the name of one the caller sees);
+    an ambiguous name is refused listing the candidates' ids."""
+    return await resolve(client, NETWORK, given)
+
+
+async def _path(client: Client, args: argparse.Namespace, suffix: str = "") -> str:
+    return f"/networks/{quote(await network_id(client, args.id), safe='')}{suffix}"
 
 
 async def nic_body(client: Client, nic: str) -> dict[str, str]:
@@ -113,42 +96,38 @@ async def nic_body(client: Client, nic: str) -> dict[str, str]:
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
-    params = {"datacenter_id": args.datacenter} if args.datacenter else {}
-    listing = await client.listing("/networks", params, all_pages=True)
-    show_list(listing["items"], args.output, _COLUMNS, listing)
-    return 0
+    datacenter = args.datacenter and await resolve(client, DATACENTER, args.datacenter)
+    return await list_records(
+        client, args, "/networks", _COLUMNS, ("datacenter_id", datacenter), ("name", args.name)
+    )
 
 
 async def _show(client: Client, args: argparse.Namespace) -> int:
-    found = await network_id(client, args.network)
-    show_one(await client.call("GET", f"/networks/{quote(found, safe='')}"), args.output, _FIELDS)
+    show_one(await client.call("GET", await _path(client, args)), args.output, _FIELDS)
     return 0
 
 
 async def _addresses(client: Client, args: argparse.Namespace) -> int:
-    found = await network_id(client, args.network)
-    held = await client.call("GET", f"/networks/{quote(found, safe='')}/addresses")
-    show_list(held, args.output, _ADDRESSES)
+    held = await client.call("GET", await _path(client, args, "/addresses"))
+    show_list(held, args.output, _ADDRESSES, select=args.columns)
     return 0
 
 
 async def _create(client: Client, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "name": args.name,
-        "datacenter_id": args.datacenter,
-        "cidr": args.cidr,
-        "bridge": args.bridge,
-        "dns": args.dns,
-        "excluded": args.exclude,
-        "ranges": [_range(r) for r in args.range],
-    }
-    for key, value in (
+    body = body_of(
+        {
+            "name": args.name,
+            "datacenter_id": await resolve(client, DATACENTER, args.datacenter),
+            "cidr": args.cidr,
+            "bridge": args.bridge,
+            "dns": args.dns,
+            "excluded": args.exclude,
+            "ranges": [_range(r) for r in args.range],
+        },
         ("gateway", args.gateway),
         ("quarantine_s", args.quarantine),
         ("tenant_id", args.tenant),
-    ):
-        if value is not None:
-            body[key] = value
+    )
     if args.vlan is not None:
         body |= {"kind": "vlan", "vlan": args.vlan}
     if args.public:
@@ -163,7 +142,7 @@ def _range(text: str) -> dict[str, str]:
 
 
 async def _delete(client: Client, args: argparse.Namespace) -> int:
-    found = await network_id(client, args.network)
+    found = await network_id(client, args.id)
     await client.call("DELETE", f"/networks/{quote(found, safe='')}")
     print(f"deleted {found}")
     return 0

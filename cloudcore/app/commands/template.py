@@ -3,7 +3,8 @@
 ``create`` adds a template (no image yet); ``upload ID FILE`` streams a file to it with a
 progress bar (its sha256 computed first, the upload resumed from what the server holds after a
 dropped connection); ``import ID URL`` and ``convert ID FORMAT`` answer with their task, which
-``--wait`` follows with a progress bar; ``list``, ``show`` and ``delete`` as for VMs.
+``--wait`` follows with a progress bar; ``list``, ``show`` and ``delete`` as for VMs. A
+template (and a datacenter) is given by id or by name.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from cloudcore.app.client import ApiFailure, Client
-from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import Column, add_output_option, show_list, show_one
+from cloudcore.app.commands._output import Column, show_one
+from cloudcore.app.commands._resolve import DATACENTER, TEMPLATE, resolve
+from cloudcore.app.commands._resource import Actions, body_of, list_records
 from cloudcore.app.commands._tasks import accepted
 
 __all__ = ["ByteProgress", "add_parser"]
@@ -55,23 +57,12 @@ _FIELDS: list[Column] = [
 
 
 def add_parser(sub: Any) -> None:
-    template = sub.add_parser("template", help="templates: create, upload, import, list, delete")
-    actions = template.add_subparsers(dest="template_command", required=True, metavar="ACTION")
+    actions = Actions(sub, "template", "templates: create, upload, import, list, delete")
+    listing = actions.listing("list templates (yours and the public ones), the newest first", _list)
+    listing.add_argument("--name", help="only templates of this name")
+    actions.add("show", "show a template", _show, ref="TEMPLATE")
 
-    def action(name: str, help: str, handler: Any, wait: bool = False) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = actions.add_parser(name, help=help, description=help)
-        add_output_option(parser)
-        if wait:
-            parser.add_argument("--wait", action="store_true", help="follow the task until it ends")
-        parser.set_defaults(handler=api_command(handler))
-        return parser
-
-    listing = action("list", "list templates (yours and the public ones)", _list)
-    listing.add_argument("--limit", type=int, default=100, help="templates per page")
-    listing.add_argument("--all-pages", action="store_true", help="follow every page")
-    action("show", "show a template", _show).add_argument("id")
-
-    create = action("create", "add a template (its image comes by upload or import)", _create)
+    create = actions.add("create", "add a template (its image comes by upload or import)", _create)
     create.add_argument("--name", required=True)
     create.add_argument("--datacenter", help="its datacenter (default: every datacenter)")
     create.add_argument("--os-type", default="")
@@ -80,75 +71,84 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--public", action="store_true", help="for every tenant (admins)")
     create.add_argument("--tenant", help="for this tenant (admins, operators)")
 
-    upload = action("upload", "upload a disk image file to a template", _upload)
-    upload.add_argument("id")
+    upload = actions.add(
+        "upload", "upload a disk image file to a template", _upload, ref="TEMPLATE"
+    )
     upload.add_argument("file", type=Path)
 
-    imported = action("import", "import a template's image from an http(s) URL", _import, True)
-    imported.add_argument("id")
+    imported = actions.add(
+        "import",
+        "import a template's image from an http(s) URL",
+        _import,
+        wait=True,
+        ref="TEMPLATE",
+    )
     imported.add_argument("url")
     imported.add_argument("--sha256", help="the image's sha256 (checked)")
     imported.add_argument("--size", type=int, help="the image's size in bytes (checked)")
 
-    convert = action("convert", "convert a template's image to another format", _convert, True)
-    convert.add_argument("id")
+    convert = actions.add(
+        "convert",
+        "convert a template's image to another format",
+        _convert,
+        wait=True,
+        ref="TEMPLATE",
+    )
     convert.add_argument("format", choices=["raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi"])
 
-    action("delete", "delete a template", _delete).add_argument("id")
+    actions.add("delete", "delete a template", _delete, ref="TEMPLATE")
 
 
 def _path(template_id: str, suffix: str = "") -> str:
     return f"/templates/{quote(template_id, safe='')}{suffix}"
 
 
+async def _template(client: Client, args: argparse.Namespace, suffix: str = "") -> str:
+    """The template's path (``args.id`` an id or a name), then ``suffix``."""
+    return _path(await resolve(client, TEMPLATE, args.id), suffix)
+
+
 async def _list(client: Client, args: argparse.Namespace) -> int:
-    listing = await client.listing(
-        "/templates", {"limit": str(args.limit)}, all_pages=args.all_pages
-    )
-    show_list(listing["items"], args.output, _COLUMNS, listing)
-    return 0
+    return await list_records(client, args, "/templates", _COLUMNS, ("name", args.name))
 
 
 async def _show(client: Client, args: argparse.Namespace) -> int:
-    show_one(await client.call("GET", _path(args.id)), args.output, _FIELDS)
+    show_one(await client.call("GET", await _template(client, args)), args.output, _FIELDS)
     return 0
 
 
 async def _create(client: Client, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "name": args.name,
-        "os_type": args.os_type,
-        "min_cpus": args.min_cpus,
-        "min_memory_mib": args.min_memory,
-    }
-    if args.datacenter:
-        body["datacenter_id"] = args.datacenter
+    datacenter = args.datacenter and await resolve(client, DATACENTER, args.datacenter)
+    body = body_of(
+        {
+            "name": args.name,
+            "os_type": args.os_type,
+            "min_cpus": args.min_cpus,
+            "min_memory_mib": args.min_memory,
+        },
+        ("datacenter_id", datacenter or None),
+        ("tenant_id", args.tenant),
+    )
     if args.public:
         body["tenant_id"] = None
-    elif args.tenant:
-        body["tenant_id"] = args.tenant
     show_one(await client.call("POST", "/templates", body=body), args.output, _FIELDS)
     return 0
 
 
 async def _import(client: Client, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"url": args.url}
-    if args.sha256:
-        body["sha256"] = args.sha256
-    if args.size:
-        body["size"] = args.size
-    return await accepted(
-        client, await client.call("POST", _path(args.id, "/import"), body=body), args
-    )
+    body = body_of({"url": args.url}, ("sha256", args.sha256 or None), ("size", args.size or None))
+    path = await _template(client, args, "/import")
+    return await accepted(client, await client.call("POST", path, body=body), args)
 
 
 async def _convert(client: Client, args: argparse.Namespace) -> int:
-    task = await client.call("POST", _path(args.id, "/conversions"), body={"format": args.format})
+    path = await _template(client, args, "/conversions")
+    task = await client.call("POST", path, body={"format": args.format})
     return await accepted(client, task, args)
 
 
 async def _delete(client: Client, args: argparse.Namespace) -> int:
-    await client.call("DELETE", _path(args.id))
+    await client.call("DELETE", await _template(client, args))
     return 0
 
 
@@ -157,7 +157,8 @@ async def _upload(client: Client, args: argparse.Namespace) -> int:
     size = (await asyncio.to_thread(path.stat)).st_size
     digest = await asyncio.to_thread(_sha256, path)
     bar = ByteProgress(f"upload {path.name}", size)
-    template = await upload_file(client, args.id, path, size, digest, bar)
+    template_id = await resolve(client, TEMPLATE, args.id)
+    template = await upload_file(client, template_id, path, size, digest, bar)
     bar.done(template["state"])
     show_one(template, args.output, _FIELDS)
     return 0 if template["state"] == "AVAILABLE" else 1

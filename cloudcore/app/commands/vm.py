@@ -8,23 +8,15 @@ progress bar. A VM (and a datacenter, host or template) is given by id or by nam
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 from urllib.parse import quote
 
 from cloudcore.app.client import Client
 from cloudcore.app.commands import _resolve
-from cloudcore.app.commands._api import api_command
-from cloudcore.app.commands._output import (
-    Column,
-    add_listing_options,
-    add_output_option,
-    gib,
-    mib,
-    show_list,
-    show_one,
-    show_page,
-)
+from cloudcore.app.commands._output import Column, gib, mib, show_list, show_one
 from cloudcore.app.commands._resolve import resolve
+from cloudcore.app.commands._resource import Actions, body_of, list_records
 from cloudcore.app.commands._tasks import accepted
 from cloudcore.app.commands.network import nic_body
 from cloudcore.app.commands.vm_console import add_console
@@ -66,28 +58,17 @@ _SIMPLE = {
 
 
 def add_parser(sub: Any) -> None:
-    vm = sub.add_parser("vm", help="VMs: list, show, create, operate, delete")
-    actions = vm.add_subparsers(dest="vm_command", required=True, metavar="ACTION")
-
-    def action(name: str, help: str, handler: Any, wait: bool = True) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = actions.add_parser(name, help=help, description=help)
-        add_output_option(parser)
-        if wait:
-            parser.add_argument("--wait", action="store_true", help="follow the task until it ends")
-        parser.set_defaults(handler=api_command(handler))
-        return parser
-
-    listing = action("list", "list VMs, the newest first", _list, wait=False)
+    vms = Actions(sub, "vm", "VMs: list, show, create, operate, delete")
+    action = functools.partial(vms.add, wait=True)
+    listing = vms.listing("list VMs, the newest first", _list)
     listing.add_argument("--state", type=str.upper, help="only VMs in this state (RUNNING, ...)")
     listing.add_argument("--datacenter", help="only VMs in this datacenter")
     listing.add_argument("--host", help="only VMs on this host")
     listing.add_argument("--tenant", help="only this tenant's VMs (admins, operators)")
     listing.add_argument("--name", help="only VMs of this name")
     listing.add_argument("--deleted", action="store_true", help="deleted VMs too")
-    add_listing_options(listing)
 
-    show = action("show", "show a VM", _show, wait=False)
-    show.add_argument("id", metavar="VM", help="id or name")
+    show = vms.add("show", "show a VM", _show, ref="VM")
     show.add_argument("--deleted", action="store_true", help="a deleted VM (admins, operators)")
 
     create = action("create", "create a VM (and start it)", _create)
@@ -114,45 +95,40 @@ def add_parser(sub: Any) -> None:
     )
 
     for name, help in _SIMPLE.items():
-        action(name, help, _simple).add_argument("id", metavar="VM", help="id or name")
+        action(name, help, _simple, ref="VM")
 
-    stop = action("stop", "power a VM off (gracefully, then hard after the timeout)", _stop)
-    stop.add_argument("id", metavar="VM", help="id or name")
+    stop = action(
+        "stop", "power a VM off (gracefully, then hard after the timeout)", _stop, ref="VM"
+    )
     stop.add_argument("--hard", action="store_true", help="power off at once")
     stop.add_argument("--timeout", type=float, metavar="S", help="seconds before a hard stop")
 
-    reboot = action("reboot", "reboot a VM", _reboot)
-    reboot.add_argument("id", metavar="VM", help="id or name")
+    reboot = action("reboot", "reboot a VM", _reboot, ref="VM")
     reboot.add_argument("--hard", action="store_true", help="reset rather than ACPI reboot")
 
-    reconfigure = action("reconfigure", "resize a VM", _reconfigure)
-    reconfigure.add_argument("id", metavar="VM", help="id or name")
+    reconfigure = action("reconfigure", "resize a VM", _reconfigure, ref="VM")
     reconfigure.add_argument("--cpus", type=int)
     reconfigure.add_argument("--memory", type=int, metavar="MIB")
 
-    snapshot = action("snapshot", "snapshot a VM", _snapshot)
-    snapshot.add_argument("id", metavar="VM", help="id or name")
+    snapshot = action("snapshot", "snapshot a VM", _snapshot, ref="VM")
     snapshot.add_argument("name")
 
-    snapshots = action("snapshots", "list a VM's snapshots, oldest first", _snapshots, wait=False)
-    snapshots.add_argument("id", metavar="VM", help="id or name")
+    action("snapshots", "list a VM's snapshots, oldest first", _snapshots, wait=False, ref="VM")
     for name, help, handler in (
         ("revert", "revert a VM to a snapshot (disks, memory, power)", _revert),
         ("delete-snapshot", "delete a VM's snapshot", _delete_snapshot),
     ):
-        parser = action(name, help, handler)
-        parser.add_argument("id", metavar="VM", help="id or name")
-        parser.add_argument("name", metavar="SNAPSHOT")
+        action(name, help, handler, ref="VM").add_argument("name", metavar="SNAPSHOT")
 
-    migrate = action("migrate", "move a VM to another host", _migrate)
-    migrate.add_argument("id", metavar="VM", help="id or name")
+    migrate = action("migrate", "move a VM to another host", _migrate, ref="VM")
     migrate.add_argument("--host", help="the target host (default: the scheduler picks)")
     migrate.add_argument(
         "--deadline", type=float, metavar="S", help="abort it after S seconds (default: config)"
     )
 
-    ha = action("ha", "restart a VM elsewhere if its host fails (or not)", _ha, wait=False)
-    ha.add_argument("id")
+    ha = action(
+        "ha", "restart a VM elsewhere if its host fails (or not)", _ha, wait=False, ref="VM"
+    )
     ha.add_argument("state", choices=("on", "off"))
     ha.add_argument("--priority", type=int, default=0, help="higher restarts first (0-1000)")
 
@@ -160,31 +136,27 @@ def add_parser(sub: Any) -> None:
         "recover",
         "settle a VM in ERROR: retry its failed task, succeed or fail it, or delete the VM",
         _recover,
+        ref="VM",
     )
-    recover.add_argument("id", metavar="VM", help="id or name")
     recover.add_argument("verb", choices=("retry", "succeed", "fail", "delete"))
 
-    action("delete", "delete a VM", _delete).add_argument("id", metavar="VM", help="id or name")
-    add_console(actions)
+    action("delete", "delete a VM", _delete, ref="VM")
+    add_console(vms.subparsers)
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
-    params = {"limit": str(args.limit)}
-    for key, value in (
+    return await list_records(
+        client,
+        args,
+        "/vms",
+        _COLUMNS,
         ("state", args.state),
         ("datacenter_id", args.datacenter and await resolve(client, DC, args.datacenter)),
         ("host_id", args.host and await resolve(client, _resolve.HOST, args.host)),
         ("tenant_id", args.tenant),
         ("name", args.name),
-        ("sort", args.sort),
-        ("cursor", args.page_token),
-    ):
-        if value:
-            params[key] = value
-    if args.deleted:
-        params["deleted"] = "true"
-    show_page(await client.listing("/vms", params, all_pages=args.all_pages), args, _COLUMNS)
-    return 0
+        ("deleted", args.deleted and "true"),
+    )
 
 
 DC = _resolve.DATACENTER
@@ -211,18 +183,19 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _create(client: Client, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "name": args.name,
-        "datacenter_id": await resolve(client, DC, args.datacenter),
-        "cpus": args.cpus,
-        "memory_mib": args.memory,
-        "disk_gib": args.disk,
-        "start": not args.no_start,
-    }
-    if args.template:
-        body["template_id"] = await resolve(client, _resolve.TEMPLATE, args.template)
-    if args.tenant:
-        body["tenant_id"] = args.tenant
+    template = args.template and await resolve(client, _resolve.TEMPLATE, args.template)
+    body = body_of(
+        {
+            "name": args.name,
+            "datacenter_id": await resolve(client, DC, args.datacenter),
+            "cpus": args.cpus,
+            "memory_mib": args.memory,
+            "disk_gib": args.disk,
+            "start": not args.no_start,
+        },
+        ("template_id", template),
+        ("tenant_id", args.tenant),
+    )
     if args.nic:
         body["nics"] = [await nic_body(client, nic) for nic in args.nic]
     if args.ha:
@@ -232,7 +205,7 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
 
 async def _ha(client: Client, args: argparse.Namespace) -> int:
     body = {"ha": args.state == "on", "priority": args.priority}
-    vm = await client.call("POST", f"/vms/{quote(args.id, safe='')}/ha", body=body)
+    vm = await client.call("POST", f"/vms/{await _vm(client, args)}/ha", body=body)
     show_one(vm, args.output, _FIELDS)
     return 0
 

@@ -175,7 +175,7 @@ class Console(cmd.Cmd):
         if any(w not in ("--follow", "-f") for w in words):
             raise InvalidRequest("usage: events [--follow]")
         if not words:
-            latest = collections.deque(self._pages("/events"), maxlen=_EVENTS)
+            latest = self.client.get("/events", {"limit": _EVENTS})["items"][::-1]
             for event in latest:
                 self._say(_render.event_line(event))
             self._say(f"{len(latest)} latest event(s)")
@@ -237,10 +237,9 @@ class Console(cmd.Cmd):
 
     def _pages(self, path: str) -> Iterator[Any]:
         """Every item of a paged listing, following ``next_cursor``."""
-        cursor_key = "after" if path == "/events" else "cursor"
         cursor: str | None = None
         while True:
-            page = self.client.get(path, {"limit": _PAGE, cursor_key: cursor})
+            page = self.client.get(path, {"limit": _PAGE, "cursor": cursor})
             yield from page["items"]
             cursor = page.get("next_cursor")
             if not cursor:

@@ -117,7 +117,12 @@ class TokenCache:
         """The principal of the token ``secret``, None if it is unknown, revoked or expired.
         ``admit`` is called before a store lookup (not on a cache hit) and may refuse it by
         raising."""
-        digest = hash_token(secret)
+        return await self.principal_of_digest(hash_token(secret), admit)
+
+    async def principal_of_digest(
+        self, digest: str, admit: Callable[[], None] | None = None
+    ) -> Principal | None:
+        """As :meth:`principal`, for a token known by its SHA-256 (what a web session keeps)."""
         now = time.monotonic()
         hit = self._known.get(digest)
         if hit is not None and hit[1] > now:

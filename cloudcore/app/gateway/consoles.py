@@ -5,7 +5,8 @@ console.
 listens, and gives a ticket: a random secret in a URL that opens that console once, within
 ``api.console_ticket_seconds``. The WebSocket at that URL needs no bearer token (browsers
 cannot send one on a WebSocket): the ticket is the credential, spent when the socket opens.
-Tickets live in the memory of the node that issued them, so the URL must reach that node.
+Tickets are kept in the store by their SHA-256 (never the secret), so any API node opens one,
+once; the relay then connects from the node that opens it.
 
 The relay is byte-for-byte: binary WebSocket messages to the VNC server's TCP socket and back
 (what noVNC and websockify speak, subprotocol ``binary``), or to the serial port's
@@ -18,69 +19,77 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import secrets
 import termios
-import time
 import tty
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from cloudcore.errors import BackendUnavailable, Conflict
 from cloudcore.logging import get_logger
+from cloudcore.store import Store
 from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
 
 __all__ = ["ConsoleTicket", "ConsoleTickets", "connect", "proxy", "serial_session", "websocket"]
 
 _log = get_logger("cloudcore.app.gateway.consoles")
 _CHUNK = 64 * 1024
-#: Tickets kept at most; the oldest go first past it (each expires in seconds anyway).
-_MAX_TICKETS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class ConsoleTicket:
+class ConsoleTicket(msgspec.Struct, frozen=True, kw_only=True):
+    """What a ticket opens: the VM's console at ``endpoint``, for ``user_id``."""
+
     vm_id: str
     user_id: str
     endpoint: ConsoleEndpoint
-    expires: float  # on the clock of the tickets
+
+
+_KIND = "console"
+_decoder = msgspec.json.Decoder(ConsoleTicket)
 
 
 class ConsoleTickets:
-    """The tickets of this node, by secret. Each one opens one console, once, before it
-    expires."""
+    """Console tickets, kept in the store by the SHA-256 of their secret, so a ticket one
+    API node issued opens on any (behind a load balancer) and a copy of the store opens
+    nothing. Each one opens one console, once, before it expires: spending it is one atomic
+    delete in the store, so of two nodes racing with one ticket only one opens it."""
 
-    def __init__(self, lifetime: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Store, lifetime: float) -> None:
         self.lifetime = lifetime
-        self._clock = clock
-        self._tickets: dict[str, ConsoleTicket] = {}
-        #: The serial consoles (pseudo-terminal paths) a session has open now.
+        self._store = store
+        #: The serial consoles (pseudo-terminal paths) a session of this node has open now
+        #: (a pseudo-terminal is on this node's machine: no other node opens it).
         self.serial_in_use: set[str] = set()
 
-    def issue(self, vm_id: str, user_id: str, endpoint: ConsoleEndpoint) -> str:
-        now = self._clock()
-        self._tickets = {k: t for k, t in self._tickets.items() if t.expires > now}
-        while len(self._tickets) >= _MAX_TICKETS:
-            del self._tickets[next(iter(self._tickets))]
+    async def issue(self, vm_id: str, user_id: str, endpoint: ConsoleEndpoint) -> str:
+        """A new ticket's secret (256 random bits)."""
         secret = secrets.token_urlsafe(32)
-        self._tickets[secret] = ConsoleTicket(vm_id, user_id, endpoint, now + self.lifetime)
+        ticket = ConsoleTicket(vm_id=vm_id, user_id=user_id, endpoint=endpoint)
+        expires = datetime.now(UTC) + timedelta(seconds=self.lifetime)
+        payload = msgspec.json.encode(ticket).decode()
+        await self._store.put_grant(_digest(secret), _KIND, payload, expires)
         return secret
 
-    def peek(self, secret: str) -> ConsoleTicket | None:
+    async def peek(self, secret: str) -> ConsoleTicket | None:
         """The ticket, if it is valid now (not spent)."""
-        ticket = self._tickets.get(secret)
-        if ticket is None or ticket.expires <= self._clock():
-            return None
-        return ticket
+        return _decoded(await self._store.get_grant(_digest(secret), _KIND))
 
-    def spend(self, secret: str) -> ConsoleTicket | None:
+    async def spend(self, secret: str) -> ConsoleTicket | None:
         """The ticket, once: it is gone afterwards. None when unknown, spent or expired."""
-        ticket = self._tickets.pop(secret, None)
-        if ticket is None or ticket.expires <= self._clock():
-            return None
-        return ticket
+        return _decoded(await self._store.take_grant(_digest(secret), _KIND))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _decoded(payload: str | None) -> ConsoleTicket | None:
+    return None if payload is None else _decoder.decode(payload)
 
 
 _CONNECT_TIMEOUT = 5.0

@@ -37,6 +37,8 @@ class Gateway:
     orchestrator: Orchestrator
     tokens: TokenCache
     limiter: RateLimiter
+    #: The console tickets (``GET /vms/{id}/console``), in the store: any node spends one.
+    consoles: ConsoleTickets
     #: The cluster view (ClusterNode.members) of a clustered node; a node on its own has none.
     members: Callable[[], Sequence[Member]] = field(default=lambda: ())
     #: Failed authentications by client address (``api.auth_failures_per_second``).
@@ -46,8 +48,6 @@ class Gateway:
     images: ImageLibrary | None = None
     qemu: QemuImg = field(default_factory=QemuImg)
     importer: ImageImporter | None = None
-    #: The console tickets this node issued (``GET /vms/{id}/console``).
-    consoles: ConsoleTickets = field(default_factory=lambda: ConsoleTickets(30.0))
     #: The actor tree of another node of the cluster (ClusterNode.tree); None on its own.
     trees: Callable[[str, str], Awaitable[ActorInfo]] | None = None
 
@@ -86,7 +86,7 @@ class Gateway:
             importer=ImageImporter(
                 store, images, qemu, settings.images, orchestrator.services.waiters
             ),
-            consoles=ConsoleTickets(settings.api.console_ticket_seconds),
+            consoles=ConsoleTickets(store, settings.api.console_ticket_seconds),
         )
 
 

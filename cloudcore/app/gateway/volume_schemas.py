@@ -10,7 +10,7 @@ import msgspec
 
 from actors.messages import RecoverVerb
 from actors.volume_messages import SizeGib
-from cloudcore.app.gateway.schemas import Id, ListQuery, Name
+from cloudcore.app.gateway.schemas import Id, Name, NamedQuery
 from cloudcore.store.records import VolumeState
 
 __all__ = [
@@ -45,7 +45,7 @@ class VolumeCreate(_Body, frozen=True, kw_only=True):
     source_volume_id: Id | None = None
 
 
-class VolumeQuery(ListQuery, frozen=True, kw_only=True):
+class VolumeQuery(NamedQuery, frozen=True, kw_only=True):
     tenant_id: Id | None = None
     datacenter_id: Id | None = None
     vm_id: Id | None = None

@@ -28,7 +28,7 @@ _KEEPALIVE = 15.0
 def add_web(app: web.Application) -> None:
     gateway = app[GATEWAY]
     settings = gateway.settings.ui
-    app[SESSIONS] = Sessions(settings.session_seconds)
+    app[SESSIONS] = Sessions(gateway.store, settings.session_seconds)
     app[TEMPLATES] = templates()
     router = app.router
     router.add_get("/ui", _index)
@@ -78,15 +78,15 @@ async def _login(request: web.Request) -> web.StreamResponse:
     sessions = request.app[SESSIONS]
     old = request.cookies.get(COOKIE)
     if old:
-        sessions.close(old)  # a new login never reuses a session id (fixation)
-    session = sessions.open(token)
+        await sessions.close(old)  # a new login never reuses a session id (fixation)
+    session = await sessions.open(token)
     response = web.HTTPSeeOther("/ui/vms")
     sessions.set_cookie(request, response, session)
     raise response
 
 
 async def _logout(ui: Ui) -> web.StreamResponse:
-    ui.request.app[SESSIONS].close(ui.session.id)
+    await ui.request.app[SESSIONS].close(ui.session.id)
     response = web.HTTPSeeOther("/ui/login")
     Sessions.clear_cookie(response)
     if ui.htmx:  # htmx follows a redirect in place: make it load the login page instead

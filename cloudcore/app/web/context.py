@@ -16,7 +16,7 @@ from cloudcore.app.gateway.api import ApiRequest, Handler, Reply
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.app.gateway.context import GATEWAY, PRINCIPAL, Gateway
 from cloudcore.app.gateway.errors import explain
-from cloudcore.app.web.session import COOKIE, Session, Sessions, same_origin
+from cloudcore.app.web.session import Session, Sessions, same_origin
 from cloudcore.errors import CloudcoreError
 from cloudcore.store.records import Role
 
@@ -125,12 +125,12 @@ def page(
     async def handle(request: web.Request) -> web.StreamResponse:
         sessions = request.app[SESSIONS]
         gateway = request.app[GATEWAY]
-        principal = await sessions.principal(request, gateway.tokens)
-        session = sessions.get(request.cookies.get(COOKIE))
-        if principal is None or session is None:
+        current = await sessions.current(request, gateway.tokens)
+        if current is None:
             if request.headers.get("HX-Request") == "true":
                 return web.Response(status=401, headers={"HX-Redirect": "/ui/login"})
             raise web.HTTPSeeOther("/ui/login")
+        principal, session = current
         form: Any = None
         if request.method == "POST":
             form = await request.post()

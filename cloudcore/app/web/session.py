@@ -1,85 +1,99 @@
 """Web console sessions: a login with an API token gives a session cookie; forms are
 CSRF-checked.
 
-The token stays in the server's memory, never in the browser: the cookie holds only a random
-session id, ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page sends
-it), ``Secure`` when the request came over TLS, limited to ``/ui``. Every request checks the
-token again through the gateway's token cache, so a revoked token or a disabled user ends the
-session within ``api.token_cache_seconds``. Every POST must carry the session's CSRF token
-(a form field or the ``X-CSRF-Token`` header, which htmx sends) and, when the browser says
-where it came from (``Origin``), come from this origin. Sessions live in the memory of the
-node that logged in: behind several API nodes, route a browser to one (sticky sessions).
+The token never reaches the browser: the cookie holds only a random session id, ``HttpOnly``
+(no script reads it), ``SameSite=Strict`` (no other site's page sends it), ``Secure`` when the
+request came over TLS, limited to ``/ui``. Sessions are kept in the store (a grant, see
+:meth:`cloudcore.store.base.Store.put_grant`) by the SHA-256 of the session id, holding the
+SHA-256 of the token, so any API node serves a logged-in browser and a copy of the store logs
+nobody in. Every request checks the token again through the gateway's token cache, so a
+revoked token or a disabled user ends the session within ``api.token_cache_seconds``. Every
+POST must carry the session's CSRF token (a form field or the ``X-CSRF-Token`` header, which
+htmx sends), an HMAC of the session id that every node computes alike, and, when the browser
+says where it came from (``Origin``), come from this origin.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+import msgspec
 from aiohttp import web
 
-from cloudcore.app.gateway.auth import Principal, TokenCache
+from cloudcore.app.gateway.auth import Principal, TokenCache, hash_token
+from cloudcore.store import Store
 
 __all__ = ["COOKIE", "Session", "Sessions", "same_origin"]
 
 COOKIE = "cc_session"
-_MAX_SESSIONS = 10_000
+_KIND = "session"
 
 
-@dataclass(slots=True)
+class _Kept(msgspec.Struct, frozen=True, kw_only=True):
+    """What the store keeps of a session: its token's SHA-256."""
+
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
+    """A logged-in browser: ``id`` is the cookie's secret, ``csrf`` its forms' token."""
+
     id: str
-    token: str
-    csrf: str
-    expires: float
+    token_hash: str
+
+    @property
+    def csrf(self) -> str:
+        return hmac.new(self.id.encode(), b"cloudcore-ui-csrf", hashlib.sha256).hexdigest()
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 class Sessions:
-    """The logged-in browsers of this node, by session id."""
+    """The logged-in browsers, in the store, by the SHA-256 of their session id."""
 
-    def __init__(self, lifetime: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Store, lifetime: float) -> None:
         self.lifetime = lifetime
-        self._clock = clock
-        self._sessions: dict[str, Session] = {}
+        self._store = store
 
-    def open(self, token: str) -> Session:
-        now = self._clock()
-        if len(self._sessions) >= _MAX_SESSIONS:
-            self._sessions = {k: s for k, s in self._sessions.items() if s.expires > now}
-            while len(self._sessions) >= _MAX_SESSIONS:
-                del self._sessions[next(iter(self._sessions))]
-        session = Session(
-            secrets.token_urlsafe(32), token, secrets.token_urlsafe(32), now + self.lifetime
-        )
-        self._sessions[session.id] = session
+    async def open(self, token: str) -> Session:
+        session = Session(secrets.token_urlsafe(32), hash_token(token))
+        expires = datetime.now(UTC) + timedelta(seconds=self.lifetime)
+        kept = msgspec.json.encode(_Kept(token_hash=session.token_hash)).decode()
+        await self._store.put_grant(_digest(session.id), _KIND, kept, expires)
         return session
 
-    def get(self, session_id: str | None) -> Session | None:
-        session = self._sessions.get(session_id or "")
+    async def get(self, session_id: str | None) -> Session | None:
+        if not session_id:
+            return None
+        kept = await self._store.get_grant(_digest(session_id), _KIND)
+        if kept is None:
+            return None
+        return Session(session_id, msgspec.json.decode(kept, type=_Kept).token_hash)
+
+    async def close(self, session_id: str) -> None:
+        await self._store.drop_grant(_digest(session_id), _KIND)
+
+    async def current(
+        self, request: web.Request, tokens: TokenCache
+    ) -> tuple[Principal, Session] | None:
+        """The caller behind the request's session cookie and its session, None when there is
+        no live session or its token no longer works (the session is then closed)."""
+        session = await self.get(request.cookies.get(COOKIE))
         if session is None:
             return None
-        if session.expires <= self._clock():
-            del self._sessions[session.id]
-            return None
-        return session
-
-    def close(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
-
-    async def principal(self, request: web.Request, tokens: TokenCache) -> Principal | None:
-        """The caller behind the request's session cookie, None when there is no live session
-        or its token no longer works."""
-        session = self.get(request.cookies.get(COOKIE))
-        if session is None:
-            return None
-        principal = await tokens.principal(session.token)
+        principal = await tokens.principal_of_digest(session.token_hash)
         if principal is None:
-            self.close(session.id)
-        return principal
+            await self.close(session.id)
+            return None
+        return principal, session
 
     def set_cookie(
         self, request: web.Request, response: web.StreamResponse, session: Session

@@ -121,10 +121,8 @@ async def task_rows(ui: Ui) -> web.StreamResponse:
 
 
 async def events_page(ui: Ui) -> web.StreamResponse:
-    # Oldest first in the API: the last page read holds the newest (bounded by the limit).
-    found = await ui.call(events.list_events, query=EventQuery(limit=1000))
-    recent = list(reversed(found.items[-_RECENT_EVENTS:]))
-    return ui.render("events.html", events=recent)
+    found = await ui.call(events.list_events, query=EventQuery(limit=_RECENT_EVENTS))
+    return ui.render("events.html", events=found.items)
 
 
 async def quotas_page(ui: Ui) -> web.StreamResponse:

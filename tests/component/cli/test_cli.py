@@ -147,7 +147,7 @@ def test_events_list_the_vms_state_changes(
 def test_events_follow_prints_events_as_they_happen(node: Node) -> None:
     vm_id = _create(node, "followed")
     history = json.loads(node.ok("events", "--subject", f"vm/{vm_id}", "-o", "json").stdout)
-    last = history["items"][-1]["position"]
+    last = history["items"][0]["position"]  # the newest first
     follow = subprocess.Popen(
         [sys.executable, "-m", "cloudcore.app.cli", "events", "--follow", "-o", "json",
          "--subject", f"vm/{vm_id}", "--after", last],
@@ -239,6 +239,6 @@ def test_a_network_is_made_and_a_vm_created_on_it_shows_the_address_it_was_given
                      "--memory", "128", "--nic", "lan=10.61.0.42")  # fmt: skip
     assert taken.returncode == 1 and f"held by VM {vm_id}" in taken.stderr
     unknown = node.cli("network", "show", "nowhere")
-    assert unknown.returncode == 1 and "no network called 'nowhere'" in unknown.stderr
+    assert unknown.returncode == 1 and "network nowhere not found" in unknown.stderr
     busy = node.cli("network", "delete", "lan")
     assert busy.returncode == 1 and "in use" in busy.stderr

@@ -68,6 +68,43 @@ def test_an_ambiguous_name_is_refused_listing_the_candidates(
     assert sorted(error["details"]["candidates"]) == sorted(vms["twins"])
 
 
+def _made(node: Node, *args: str) -> str:
+    return str(_json(node, *args, "--wait")["subject"]).split("/", 1)[1]
+
+
+@pytest.mark.timeout(180)  # a dozen CLI processes, each a Python start
+def test_volumes_and_networks_are_found_by_name_like_vms(node: Node, vms: dict[str, Any]) -> None:
+    volume = ("volume", "create", "--datacenter", "dc1", "--size", "1", "--name")
+    data = [_made(node, *volume, "data"), _made(node, *volume, "data")]
+    logs = _made(node, *volume, "logs")
+    assert _json(node, "volume", "show", "logs")["id"] == logs
+    assert _json(node, "volume", "attach", "logs", "--vm", "solo", "--wait")["state"] == "SUCCEEDED"
+    assert _json(node, "volume", "show", logs)["vm_id"] == vms["solo"]
+    assert _json(node, "volume", "detach", "logs", "--wait")["state"] == "SUCCEEDED"
+    listed = _json(node, "volume", "list", "--name", "data")
+    assert [v["id"] for v in listed["items"]] == data[::-1] and listed["total"] == 2
+
+    ambiguous = node.cli("volume", "delete", "data", "--wait", "-o", "json")
+    assert ambiguous.returncode == 1
+    error = json.loads(ambiguous.stderr)["error"]
+    assert error["code"] == "ambiguous_name"
+    assert sorted(error["details"]["candidates"]) == sorted(data)
+    line = node.cli("volume", "show", "data").stderr.strip()
+    assert line.startswith("cloudcore: 2 volumes are named 'data': ") and data[0] in line
+
+    network = ("network", "create", "--datacenter", "dc1", "--name", "lan", "-o", "json")
+    nets = [  # one name, unique in each tenant: the admin sees both
+        json.loads(node.ok(*network, "--cidr", "10.71.0.0/24").stdout)["id"],
+        json.loads(node.ok(*network, "--cidr", "10.72.0.0/24", "--tenant", "demo").stdout)["id"],
+    ]
+    shown = node.cli("network", "show", "lan")
+    assert shown.returncode == 1 and "2 networks are named 'lan'" in shown.stderr
+    assert all(net in shown.stderr for net in nets)
+    node.ok("network", "delete", nets[0])
+    assert _json(node, "network", "show", "lan")["id"] == nets[1]
+    assert node.ok("network", "delete", "lan").stdout.strip() == f"deleted {nets[1]}"
+
+
 # -- listings ----------------------------------------------------------------------------------
 
 
@@ -111,6 +148,28 @@ def test_event_filters_apply_before_the_limit(node: Node, vms: dict[str, Any]) -
     assert [e["type"] for e in page["items"]] == ["task.finished", "task.finished"]
     table = node.ok("events", "--type", "task.finished", "--limit", "2").stdout.splitlines()
     assert len(table) == 3 and all("task.finished" in line for line in table[1:])
+
+
+def test_events_are_listed_newest_first_and_sorted_on_request(
+    node: Node, vms: dict[str, Any]
+) -> None:
+    subject = ("--subject", f"vm/{vms['solo']}", "--type", "vm.state_changed")
+    newest = _json(node, "events", *subject)["items"]
+    positions = [e["position"] for e in newest]
+    assert len(positions) >= 3 and positions == sorted(positions, reverse=True)
+    assert newest[0]["data"]["state"] == "RUNNING"  # solo was rebooted: running again last
+    oldest = _json(node, "events", *subject, "--sort", "position:asc")["items"]
+    assert oldest == newest[::-1]
+    assert oldest[0]["data"]["state"] == "SCHEDULING"
+
+    first = node.ok("events", *subject, "--limit", "1")
+    token = first.stderr.strip().split("--page-token ")[1].split()[0]
+    second = _json(node, "events", *subject, "--limit", "1", "--page-token", token)
+    assert second["items"] == newest[1:2]
+    between = ("--after", positions[-1], "--before", positions[0])
+    assert _json(node, "events", *subject, *between)["items"] == newest[1:-1]
+    bad = node.cli("events", "--sort", "colour")
+    assert bad.returncode == 1 and "sort" in bad.stderr
 
 
 def test_tables_are_plain_when_piped_and_cut_to_a_terminal(node: Node, vms: dict[str, Any]) -> None:

@@ -41,4 +41,4 @@ def test_create_with_the_cli_see_it_in_the_console_tree_and_read_its_events(node
 
     events = node.ok("events", "--subject", f"vm/{vm_id}", "-o", "json").stdout
     states = [e["data"]["state"] for e in json.loads(events)["items"]]
-    assert "PROVISIONING" in states and states[-1] == "RUNNING", states
+    assert "PROVISIONING" in states and states[0] == "RUNNING", states  # the newest first

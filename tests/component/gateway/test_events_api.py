@@ -9,6 +9,7 @@ import msgspec
 
 from tests.component.gateway.conftest import ApiClient
 from tests.component.gateway.test_vms_api import running_vm
+from tests.waiting import eventually
 
 
 async def read_sse(
@@ -45,12 +46,53 @@ async def test_list_pages_through_the_history_filtered(api: ApiClient) -> None:
     r = await api.call("GET", f"/events?types=vm.state_changed&subject=vm/{vm_id}", "alice")
     assert r.status == 200
     states = [e["data"]["state"] for e in r.body["items"]]
-    assert states[-1] == "RUNNING" and "PROVISIONING" in states
+    assert states[0] == "RUNNING" and "PROVISIONING" in states  # the newest first
     first = await api.call("GET", "/events?limit=2", "admin")
     assert len(first.body["items"]) == 2 and first.body["next_cursor"]
-    rest = await api.call("GET", f"/events?after={first.body['next_cursor']}", "admin")
+    rest = await api.call("GET", f"/events?cursor={first.body['next_cursor']}", "admin")
     positions = [e["position"] for e in first.body["items"] + rest.body["items"]]
-    assert positions == sorted(set(positions))
+    assert positions == sorted(set(positions), reverse=True)
+    everything = await api.call("GET", "/events?limit=1000&sort=position:asc", "admin")
+    oldest = [e["position"] for e in everything.body["items"]]
+    assert oldest == sorted(set(oldest)) and set(positions) <= set(oldest)
+
+
+async def test_the_oldest_first_pages_on_and_the_bounds_cut_either_way(api: ApiClient) -> None:
+    vm_id = await running_vm(api)
+    query = f"types=vm.state_changed&subject=vm/{vm_id}"
+    whole = (await api.call("GET", f"/events?{query}&sort=time:asc", "alice")).body["items"]
+    assert len(whole) >= 3, whole
+    first = await api.call("GET", f"/events?{query}&sort=time:asc&limit=1", "alice")
+    cursor = first.body["next_cursor"]
+    rest = await api.call("GET", f"/events?{query}&sort=time:asc&cursor={cursor}", "alice")
+    assert first.body["items"] + rest.body["items"] == whole
+    assert rest.body["next_cursor"] is None
+    low, high = whole[0]["position"], whole[-1]["position"]
+    for sort in ("position:asc", "position:desc"):
+        inside = await api.call("GET", f"/events?{query}&sort={sort}&after={low}&before={high}")
+        expected = whole[1:-1] if sort.endswith("asc") else whole[1:-1][::-1]
+        assert inside.body["items"] == expected, sort
+    bad = await api.call("GET", "/events?sort=type", "alice")
+    assert bad.status == 422 and "sort" in bad.body["error"]["message"]
+
+
+async def test_filters_apply_before_the_limit_newest_first(api: ApiClient) -> None:
+    tasks = []
+    for name in ("first", "second"):
+        body = {"name": name, "datacenter_id": "dc1", "cpus": 1, "memory_mib": 128}
+        r = await api.call("POST", "/vms", "alice", body)
+        tasks.append(r.body["id"])
+        await api.wait_task(r.body["id"])
+    expected = [f"task/{tasks[1]}", f"task/{tasks[0]}"]
+
+    async def page() -> Any:
+        found = await api.call("GET", "/events?types=task.finished&limit=2", "alice")
+        return found if [e["subject"] for e in found.body["items"]] == expected else None
+
+    found = await eventually(page)  # the outbox relays the events after the tasks end
+    assert [e["type"] for e in found.body["items"]] == ["task.finished"] * 2
+    everything = await api.call("GET", "/events?limit=1000", "alice")
+    assert len(everything.body["items"]) > 2  # other events lie between: filtered first
 
 
 async def test_a_user_sees_only_its_tenants_events(api: ApiClient) -> None:

@@ -36,11 +36,13 @@ async def test_events_after_39_zeros_is_the_start(api: ApiClient) -> None:
 
 
 async def test_events_after_a_redis_stream_id_and_past_the_end(api: ApiClient) -> None:
-    whole = (await api.call("GET", "/events")).body["items"]
+    whole = (await api.call("GET", "/events?sort=position:asc")).body["items"]
     assert whole, "the demo's creation published events"
     ms, seq = whole[0]["position"].split("-")
-    r = await api.call("GET", f"/events?after={int(ms)}-{int(seq)}")  # Redis's spelling
+    r = await api.call("GET", f"/events?after={int(ms)}-{int(seq)}&sort=position:asc")  # Redis's
     assert r.status == 200 and r.body["items"] == whole[1:]
+    r = await api.call("GET", f"/events?before={int(ms)}-{int(seq) + 1}")
+    assert r.status == 200 and r.body["items"] == whole[:1]
     r = await api.call("GET", "/events?after=" + "9" * 40)
     assert r.status == 200 and r.body["items"] == []
 

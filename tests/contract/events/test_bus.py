@@ -45,6 +45,18 @@ async def test_read_replays_after_a_position(bus: EventBus) -> None:
     assert await bus.read(after=sent[-1].position) == []
 
 
+async def test_read_back_reads_the_newest_first_before_a_position(bus: EventBus) -> None:
+    assert await bus.read_back() == []
+    sent = [await bus.publish("vm.started", f"vm/{i}", data={"i": i}) for i in range(6)]
+
+    assert await bus.read_back() == sent[::-1]
+    assert await bus.read_back(limit=2) == [sent[5], sent[4]]
+    assert await bus.read_back(before=sent[3].position) == [sent[2], sent[1], sent[0]]
+    assert await bus.read_back(before=sent[3].position, limit=1) == [sent[2]]
+    assert await bus.read_back(before=sent[0].position) == []
+    assert await bus.read_back(before=START) == []
+
+
 async def test_a_subscriber_gets_the_replay_then_live_events_without_gap_or_repeat(
     bus: EventBus,
 ) -> None:

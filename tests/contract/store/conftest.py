@@ -22,7 +22,7 @@ T = TypeVar("T")
 _TABLES = (
     "outbox, events, task_steps, tasks, ip_allocations, networks, templates, volume_snapshots, "
     "volumes, vms, hosts, "
-    "quotas, api_tokens, users, datacenters, tenants, idempotency_keys, leases"
+    "quotas, api_tokens, users, datacenters, tenants, idempotency_keys, leases, grants"
 )
 
 

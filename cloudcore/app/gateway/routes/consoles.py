@@ -57,7 +57,7 @@ async def get_console(req: ApiRequest[None, ConsoleQuery]) -> ConsoleView:
     kind = req.query.kind if req.query is not None else ConsoleKind.VNC
     endpoint = await req.gateway.orchestrator.console(vm, kind)
     tickets = req.gateway.consoles
-    secret = tickets.issue(vm.id, req.principal.user_id, endpoint)
+    secret = await tickets.issue(vm.id, req.principal.user_id, endpoint)
     path = "/api/v1" + _TICKET.format(ticket=secret)
     scheme = "wss" if req.raw.secure else "ws"
     return ConsoleView(
@@ -83,12 +83,12 @@ async def open_console(req: ApiRequest[None, None]) -> web.StreamResponse:
     left unspent); 409 when the VM's serial console is in use by another session; 503 when the
     console cannot be reached."""
     tickets, secret = req.gateway.consoles, req.params["ticket"]
-    if tickets.peek(secret) is None:
+    if await tickets.peek(secret) is None:
         raise ApiError(404, "not_found", "no such console ticket: unknown, used or expired")
     ws = websocket()
     if not ws.can_prepare(req.raw).ok:
         raise ApiError(400, "bad_request", "a console ticket opens a WebSocket: send an upgrade")
-    ticket = tickets.spend(secret)
+    ticket = await tickets.spend(secret)
     if ticket is None:  # spent meanwhile by a concurrent request
         raise ApiError(404, "not_found", "no such console ticket: unknown, used or expired")
     with serial_session(tickets, ticket):

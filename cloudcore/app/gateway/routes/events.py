@@ -20,7 +20,14 @@ from aiohttp import web
 from cloudcore.app.gateway.api import Api, ApiRequest
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.errors import BusClosed
-from cloudcore.events import POSITION_PATTERN, START, Event, deduplicated
+from cloudcore.events import (
+    POSITION_PATTERN,
+    START,
+    Event,
+    EventBus,
+    deduplicated,
+    normalize_position,
+)
 
 __all__ = ["api"]
 
@@ -43,14 +50,29 @@ Types = Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=r"^[A
 Prefix = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
+EventSort = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(position|time)(:(asc|desc))?$",
+        description="position or time (the same order: an event's position is when it was "
+        "recorded), :asc or :desc; default the newest first",
+    ),
+]
+
+
 class EventQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``types``: comma-separated event types; ``subject``: a subject prefix (``vm/<id>``);
-    ``after``: a position (the ``next_cursor`` of the previous page, or an event's)."""
+    ``after`` and ``before``: only events after (before) this position; ``cursor``: the
+    ``next_cursor`` of the previous page, to go on in the page's order; ``sort``: the newest
+    first unless ``position:asc``."""
 
     after: Position | None = None
+    before: Position | None = None
+    cursor: Position | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     types: Types | None = None
     subject: Prefix | None = None
+    sort: EventSort | None = None
 
 
 class StreamQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -87,28 +109,58 @@ SCAN_LIMIT = 20_000
 _BATCH = 1000
 
 
+class _Scan:
+    """The history read one way between the query's bounds, a batch at a time."""
+
+    def __init__(self, bus: EventBus, q: EventQuery) -> None:
+        self.bus = bus
+        self.newest_first = q.sort is None or q.sort.endswith(":desc")
+        self.ended = False
+        after = None if q.after is None else normalize_position(q.after)
+        before = None if q.before is None else normalize_position(q.before)
+        if self.newest_first:
+            self.position, self.stop = q.cursor or before, after
+        else:
+            self.position, self.stop = q.cursor or after, before
+        if q.cursor is not None:
+            self.position = normalize_position(q.cursor)
+
+    async def batch(self) -> list[Event]:
+        """The next batch, cut at the far bound (an empty list: the end)."""
+        if self.newest_first:
+            found = await self.bus.read_back(before=self.position, limit=_BATCH)
+            inside = [e for e in found if self.stop is None or e.position > self.stop]
+        else:
+            found = await self.bus.read(after=self.position or START, limit=_BATCH)
+            inside = [e for e in found if self.stop is None or e.position < self.stop]
+        self.ended = len(inside) < len(found) or len(found) < _BATCH
+        return inside
+
+
 @api.get("/events", query=EventQuery, reply=EventPage, summary="List events", errors=(409,))
 async def list_events(req: ApiRequest[None, EventQuery]) -> EventPage:
-    """Oldest first, from ``after``; the filters apply before the limit: the page holds
-    ``limit`` events that pass them, unless the log ends first or :data:`SCAN_LIMIT` events
-    were read without finding as many (then fewer, and ``next_cursor`` goes on from there).
-    Follow ``next_cursor`` until it is None."""
-    q, bus = req.query, req.gateway.events
+    """The newest first (``sort=position:asc``: the oldest first); the filters apply before
+    the limit: the page holds ``limit`` events that pass them, unless the history ends first or
+    :data:`SCAN_LIMIT` events were read without finding as many (then fewer, and
+    ``next_cursor`` goes on from there). Follow ``next_cursor`` (as ``cursor``) until it is
+    None. Reading the oldest first from a position no longer retained is a 409."""
+    q = req.query
     types = _types(q.types)
+    scan = _Scan(req.gateway.events, q)
     items: list[Event] = []
-    position, scanned = q.after or START, 0
+    scanned = 0
     while scanned < SCAN_LIMIT:
-        batch = await bus.read(after=position, limit=_BATCH)
+        batch = await scan.batch()
         for event in batch:
-            position = event.position
+            scan.position = event.position
             if _wanted(event, req.principal, types, q.subject):
                 items.append(event)
                 if len(items) == q.limit:
-                    return EventPage(items=items, next_cursor=position)
+                    return EventPage(items=items, next_cursor=scan.position)
         scanned += len(batch)
-        if len(batch) < _BATCH:
+        if scan.ended:
             return EventPage(items=items, next_cursor=None)
-    return EventPage(items=items, next_cursor=position)
+    return EventPage(items=items, next_cursor=scan.position)
 
 
 @api.get(

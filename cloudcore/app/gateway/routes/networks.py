@@ -15,8 +15,9 @@ import msgspec
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.listing import order_of, sorted_page
 from cloudcore.app.gateway.lookup import referenced, visible
-from cloudcore.app.gateway.schemas import ListQuery
+from cloudcore.app.gateway.schemas import ListQuery, NamedQuery
 from cloudcore.app.gateway.shared import own_and_public
 from cloudcore.errors import InvalidRecord, NotFound
 from cloudcore.store.records import (
@@ -64,7 +65,7 @@ class NetworkCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     tenant_id: _Id | msgspec.UnsetType | None = msgspec.UNSET
 
 
-class NetworkQuery(ListQuery, frozen=True, kw_only=True):
+class NetworkQuery(NamedQuery, frozen=True, kw_only=True):
     datacenter_id: _Id | None = None
 
 
@@ -147,20 +148,18 @@ async def create_network(req: ApiRequest[NetworkCreate, None]) -> Reply:
 
 @api.get("/networks", query=NetworkQuery, reply=Page[Network], summary="List networks")
 async def list_networks(req: ApiRequest[None, NetworkQuery]) -> Page[Network]:
-    """In creation order. A user's pages interleave its tenant's networks with the public
-    ones."""
+    """The newest first unless ``sort`` says otherwise. A user's pages interleave its tenant's
+    networks with the public ones."""
     q, store = req.query, req.gateway.store
+    where: dict[str, object] = {}
+    for key in ("datacenter_id", "name"):
+        if (value := getattr(q, key)) is not None:
+            where[key] = value
     scope = req.principal.scope()
     if scope is None:
-        where: dict[str, object] = {}
-        if q.datacenter_id is not None:
-            where["datacenter_id"] = q.datacenter_id
-        return await store.list(Network, where=where, after=q.cursor, limit=q.limit)
-    page = await own_and_public(store, Network, scope, q.cursor, q.limit)
-    if q.datacenter_id is None:
-        return page
-    items = [n for n in page.items if n.datacenter_id == q.datacenter_id]
-    return Page(items=items, next_cursor=page.next_cursor)
+        return await sorted_page(store, Network, where, q)
+    order = order_of(q.sort)
+    return await own_and_public(store, Network, scope, q.cursor, q.limit, where=where, order=order)
 
 
 @api.get("/networks/{network_id}", reply=Network, summary="Get a network", errors=(404,))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from actors.storage import Drift, StorageService
 from actors.volume_messages import (
     AttachParams,
@@ -21,6 +19,7 @@ from actors.volume_messages import (
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require, tenant_filter
 from cloudcore.app.gateway.errors import ApiError
+from cloudcore.app.gateway.listing import sorted_page
 from cloudcore.app.gateway.lookup import referenced, visible
 from cloudcore.app.gateway.schemas import ListQuery, TaskView
 from cloudcore.app.gateway.tasks import accepted
@@ -34,6 +33,7 @@ from cloudcore.app.gateway.volume_schemas import (
     VolumeQuery,
 )
 from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.store.listing import Not
 from cloudcore.store.records import (
     Datacenter,
     Page,
@@ -42,6 +42,7 @@ from cloudcore.store.records import (
     Tenant,
     Volume,
     VolumeSnapshot,
+    VolumeState,
     new_id,
 )
 
@@ -131,18 +132,17 @@ async def _source(
 
 @api.get("/volumes", query=VolumeQuery, reply=Page[Volume], summary="List volumes")
 async def list_volumes(req: ApiRequest[None, VolumeQuery]) -> Page[Volume]:
-    """In creation order, a page at a time; deleted ones only when ``state=DELETED``."""
+    """The newest first unless ``sort`` says otherwise, a page at a time, counted; deleted ones
+    only when ``state=DELETED``."""
     q = req.query
     where = tenant_filter(req.principal, q.tenant_id)
     if where is None:
-        return Page(items=[])
-    for key in ("datacenter_id", "vm_id", "state"):
+        return Page(items=[], total=0)
+    where["state"] = Not(VolumeState.DELETED)
+    for key in ("datacenter_id", "vm_id", "state", "name"):
         if (value := getattr(q, key)) is not None:
             where[key] = value
-    page = await req.gateway.store.list(Volume, where=where, after=q.cursor, limit=q.limit)
-    if q.state is None:  # a page may come out shorter: the cursor still moves on
-        page = msgspec.structs.replace(page, items=[v for v in page.items if v.state != "DELETED"])
-    return page
+    return await sorted_page(req.gateway.store, Volume, where, q)
 
 
 @api.get("/volumes/{volume_id}", reply=Volume, summary="Get a volume", errors=(404,))
