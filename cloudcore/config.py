@@ -235,8 +235,16 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     auth_failures_per_second: float = 5.0
     auth_failure_burst: int = 20
     console_ticket_seconds: float = 30.0
+    # Where rate limits are counted: "auto" (Redis when events.backend is redis, else memory),
+    # "redis" (events.redis_url) or "memory" (this process alone).
+    limits_backend: str = "auto"
+    limits_key_prefix: str = "cloudcore:limits"
 
     def __post_init__(self) -> None:
+        if self.limits_backend not in ("auto", "redis", "memory"):
+            raise ValueError(
+                f"api.limits_backend must be auto, redis or memory, got {self.limits_backend!r}"
+            )
         if self.console_ticket_seconds <= 0:
             raise ValueError("api.console_ticket_seconds must be > 0")
         if self.idle_timeout <= 0:

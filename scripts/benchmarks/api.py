@@ -128,7 +128,8 @@ async def _serve_gateway(dsn: str, ready: Connection) -> None:
     from actors.services import Services
     from cloudcore.app.gateway import Gateway, start_api
     from cloudcore.app.gateway.app import bound_port
-    from cloudcore.app.gateway.auth import RateLimiter, TokenCache
+    from cloudcore.app.gateway.auth import TokenCache
+    from cloudcore.app.gateway.ratelimits import RateLimiter
     from cloudcore.config import ApiSettings, OrchestratorSettings, Settings
     from cloudcore.events.local import LocalEventBus
     from cloudcore.events.relay import OutboxRelayActor

@@ -62,6 +62,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.cleanup_ctx.append(count_finished_tasks)
     app.on_startup.append(_recover_conversions)
     app.on_cleanup.append(_stop_conversions)
+    app.on_cleanup.append(_close_counters)
     routes: list[Route] = []
     for api in all_apis():
         for route in api.routes:
@@ -91,6 +92,12 @@ async def _stop_conversions(app: web.Application) -> None:
     for runner in (gateway.converter, gateway.importer):
         if runner is not None:
             await runner.close()
+
+
+async def _close_counters(app: web.Application) -> None:
+    counters = app[GATEWAY].counters
+    if counters is not None:
+        await counters.close()
 
 
 def listen(api: ApiSettings) -> socket.socket:

@@ -11,10 +11,11 @@ from aiohttp import web
 
 from actors.converter import ImageConverter
 from actors.image_import import ImageImporter
-from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
+from cloudcore.app.gateway.auth import Principal, TokenCache
 from cloudcore.app.gateway.consoles import ConsoleTickets
+from cloudcore.app.gateway.ratelimits import Counters, RateLimiter
 from cloudcore.cluster import Member
-from cloudcore.config import Settings
+from cloudcore.config import ApiSettings, Settings
 from cloudcore.events import EventBus
 from cloudcore.images import ImageLibrary, QemuImg, image_root
 from cloudcore.runtime import ActorSystem
@@ -24,7 +25,7 @@ from cloudcore.store import Store
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
 
-__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway"]
+__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway", "limit_counters", "limiters"]
 
 
 @dataclass(slots=True)
@@ -41,7 +42,9 @@ class Gateway:
     #: The cluster view (ClusterNode.members) of a clustered node; a node on its own has none.
     members: Callable[[], Sequence[Member]] = field(default=lambda: ())
     #: Failed authentications by client address (``api.auth_failures_per_second``).
-    failures: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20))
+    failures: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20, name="auth"))
+    #: Where ``limiter`` and ``failures`` count (closed with the application).
+    counters: Counters | None = None
     #: The image library (``[images]``), its qemu-img and the conversions of this node.
     images: ImageLibrary | None = None
     qemu: QemuImg = field(default_factory=QemuImg)
@@ -70,6 +73,8 @@ class Gateway:
             else ImageLibrary(image_root(settings), settings.node.id)
         )
         qemu = QemuImg(settings.images.qemu_img)
+        counters = limit_counters(settings)
+        limiter, failures = limiters(settings.api, counters)
         return cls(
             settings=settings,
             store=store,
@@ -77,11 +82,10 @@ class Gateway:
             system=system,
             orchestrator=orchestrator,
             tokens=TokenCache(store, settings.api.token_cache_seconds),
-            limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
+            limiter=limiter,
             members=members or (lambda: ()),
-            failures=RateLimiter(
-                settings.api.auth_failures_per_second, settings.api.auth_failure_burst
-            ),
+            failures=failures,
+            counters=counters,
             images=images,
             qemu=qemu,
             converter=ImageConverter(
@@ -92,6 +96,24 @@ class Gateway:
             ),
             consoles=ConsoleTickets(settings.api.console_ticket_seconds),
         )
+
+
+def limit_counters(settings: Settings) -> Counters:
+    """Where this node's API counts its limits: Redis (``events.redis_url``, shared with every
+    API process and node on it) when ``api.limits_backend`` is "redis", or "auto" with the
+    Redis event bus; else this process's memory."""
+    backend = settings.api.limits_backend
+    if backend == "redis" or (backend == "auto" and settings.events.backend == "redis"):
+        return Counters(settings.events.redis_url, settings.api.limits_key_prefix)
+    return Counters()
+
+
+def limiters(api: ApiSettings, counters: Counters) -> tuple[RateLimiter, RateLimiter]:
+    """The per-token request limit and the per-address failed-authentication limit."""
+    return (
+        RateLimiter(api.rate_limit, api.rate_burst, counters, name="requests"),
+        RateLimiter(api.auth_failures_per_second, api.auth_failure_burst, counters, name="auth"),
+    )
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
