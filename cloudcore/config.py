@@ -138,6 +138,7 @@ class TransportSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fiel
     batch_max_count: int = 2000
     batch_max_delay: float = 0.0
     confirm_window: int = 128
+    max_unsent_bytes: int = 64 * 1024 * 1024
     delivery_limit: int = 5
     dedup_window: int = 100_000
     dedup_journal: bool = True
@@ -156,7 +157,13 @@ class TransportSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fiel
             )
         if self.amqp_key_file and not self.amqp_cert_file:
             raise ValueError("transport.amqp_key_file needs transport.amqp_cert_file")
-        for name in ("prefetch", "batch_max_bytes", "batch_max_count", "confirm_window"):
+        for name in (
+            "prefetch",
+            "batch_max_bytes",
+            "batch_max_count",
+            "confirm_window",
+            "max_unsent_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"transport.{name} must be >= 1")
         if self.batch_max_delay < 0:
