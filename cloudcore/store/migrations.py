@@ -327,6 +327,13 @@ CREATE INDEX templates_name ON templates (name, id);
 CREATE INDEX volumes_name ON volumes (name, id)
 """
 
+# Version 20: listings come newest first by default (``ORDER BY created_at DESC, id DESC``):
+# without an index each page of VMs or tasks sorts the whole table.
+_V20 = """
+CREATE INDEX vms_created ON vms (created_at, id);
+CREATE INDEX tasks_created ON tasks (created_at, id)
+"""
+
 # Versions are handed out ahead to parallel work, so there may be gaps: a database gets every
 # migration it lacks, whatever its number (see SqlStore.upgrade).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -339,6 +346,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
     Migration(13, "leases: one node at a time runs a datacenter", _V13),
     Migration(14, "indexes to find VMs, hosts, templates and volumes by name", _V14),
+    Migration(20, "indexes to list VMs and tasks newest first", _V20),
 )
 
 #: The schema version this code runs on.
