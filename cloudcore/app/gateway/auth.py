@@ -15,6 +15,7 @@ Rules (:class:`~cloudcore.store.records.Role`):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -108,6 +109,7 @@ class TokenCache:
         self._unknown_ttl = min(ttl, unknown_ttl)
         self._known: dict[str, tuple[Principal, float, datetime | None]] = {}
         self._unknown: dict[str, float] = {}
+        self._running: dict[str, asyncio.Task[Principal | None]] = {}
         #: Store lookups made (what the caches save is measured against it).
         self.lookups = 0
 
@@ -115,8 +117,8 @@ class TokenCache:
         self, secret: str, admit: Callable[[], Awaitable[None]] | None = None
     ) -> Principal | None:
         """The principal of the token ``secret``, None if it is unknown, revoked or expired.
-        ``admit`` is called before a store lookup (not on a cache hit) and may refuse it by
-        raising."""
+        ``admit`` is called before a store lookup (not on a cache hit, nor when the same token
+        is being looked up already: that lookup answers) and may refuse it by raising."""
         digest = hash_token(secret)
         now = time.monotonic()
         hit = self._known.get(digest)
@@ -127,8 +129,19 @@ class TokenCache:
             return None
         if self._unknown.get(digest, 0.0) > now:
             return None
+        running = self._running.get(digest)
+        if running is not None:
+            # The same token, already being looked up (many requests of a client that has
+            # just started): one lookup answers them all, and only it was admitted.
+            return await asyncio.shield(running)
         if admit is not None:
             await admit()
+        task = asyncio.get_running_loop().create_task(self._resolve(digest, now))
+        self._running[digest] = task
+        task.add_done_callback(lambda _: self._running.pop(digest, None))
+        return await asyncio.shield(task)
+
+    async def _resolve(self, digest: str, now: float) -> Principal | None:
         self.lookups += 1
         found = await self._lookup(digest)
         if found is None:
