@@ -246,8 +246,11 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # "redis" (events.redis_url) or "memory" (this process alone).
     limits_backend: str = "auto"
     limits_key_prefix: str = "cloudcore:limits"
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"api.workers must be >= 1, got {self.workers}")
         if self.limits_backend not in ("auto", "redis", "memory"):
             raise ValueError(
                 f"api.limits_backend must be auto, redis or memory, got {self.limits_backend!r}"
