@@ -138,6 +138,7 @@ class TransportSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fiel
     batch_max_count: int = 2000
     batch_max_delay: float = 0.0
     confirm_window: int = 128
+    max_unsent_bytes: int = 64 * 1024 * 1024
     delivery_limit: int = 5
     dedup_window: int = 100_000
     dedup_journal: bool = True
@@ -156,7 +157,13 @@ class TransportSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fiel
             )
         if self.amqp_key_file and not self.amqp_cert_file:
             raise ValueError("transport.amqp_key_file needs transport.amqp_cert_file")
-        for name in ("prefetch", "batch_max_bytes", "batch_max_count", "confirm_window"):
+        for name in (
+            "prefetch",
+            "batch_max_bytes",
+            "batch_max_count",
+            "confirm_window",
+            "max_unsent_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"transport.{name} must be >= 1")
         if self.batch_max_delay < 0:
@@ -237,8 +244,19 @@ class ApiSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     auth_failures_per_second: float = 5.0
     auth_failure_burst: int = 20
     console_ticket_seconds: float = 30.0
+    # Where rate limits are counted: "auto" (Redis when events.backend is redis, else memory),
+    # "redis" (events.redis_url) or "memory" (this process alone).
+    limits_backend: str = "auto"
+    limits_key_prefix: str = "cloudcore:limits"
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"api.workers must be >= 1, got {self.workers}")
+        if self.limits_backend not in ("auto", "redis", "memory"):
+            raise ValueError(
+                f"api.limits_backend must be auto, redis or memory, got {self.limits_backend!r}"
+            )
         if self.console_ticket_seconds <= 0:
             raise ValueError("api.console_ticket_seconds must be > 0")
         if self.idle_timeout <= 0:

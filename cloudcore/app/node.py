@@ -347,9 +347,12 @@ def serve(config: str | None = None, profile: str | None = None) -> int:
     Exit codes: 0 stopped by a signal after a clean start, 1 a backend could not be reached,
     2 bad configuration (a setting, a short admin token, a port that cannot be bound) or a
     schema this code does not know, 128 + the signal's number when a signal ended a start."""
+    from cloudcore.app.workers import Workers, check_workers, is_worker
+
     try:
         settings = with_profile(load_settings(config), profile)
         plan = plan_of(settings)
+        check_workers(settings, plan)
     except ConfigError as exc:
         configure_logging()
         _log.error("config.invalid", error=str(exc))
@@ -361,7 +364,18 @@ def serve(config: str | None = None, profile: str | None = None) -> int:
             from cloudcore.app.gateway.bootstrap import admin_token_from
 
             admin_token_from(os.environ)
-        asyncio.run(_main(settings, interrupted))
+        workers: list[Workers] = []
+
+        def start_workers() -> None:
+            # Once this node has started: its first start made the admin and the demo alone.
+            if plan.api and settings.api.workers > 1 and not is_worker():
+                workers.append(Workers.start(settings, config))
+
+        try:
+            asyncio.run(_main(settings, interrupted, start_workers))
+        finally:
+            for group in workers:
+                group.stop()
     except ConfigError as exc:
         _log.error("config.invalid", error=str(exc))
         return 2
@@ -390,7 +404,9 @@ def with_profile(settings: Settings, profile: str | None) -> Settings:
     return msgspec.structs.replace(settings, node=node)
 
 
-async def _main(settings: Settings, interrupted: list[int]) -> None:
+async def _main(
+    settings: Settings, interrupted: list[int], on_started: Callable[[], None] = lambda: None
+) -> None:
     """Run the node; the first SIGINT/SIGTERM stops a started node gracefully, a signal during
     the start (which may wait long on a backend) or a second signal cancels it outright: a
     signal always ends the process."""
@@ -416,8 +432,15 @@ async def _main(settings: Settings, interrupted: list[int]) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+
+    async def when_started() -> None:
+        await started.wait()
+        on_started()
+
+    waiter = loop.create_task(when_started())
     try:
         await run_node(settings, stop, started)
     finally:
+        waiter.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -111,10 +111,13 @@ class Remoting:
 
     def tell(self, node: str, path: str, message: Any) -> None:
         """Persistent, at-least-once (duplicates dropped by the receiver), in order per sender
-        while connected. Raises InvalidMessage or TypeError if the message cannot travel."""
+        while connected. Raises InvalidMessage or TypeError if the message cannot travel, and
+        TransportUnavailable while too much waits for the broker (transport.max_unsent_bytes)."""
         msg_id, data = self._encode(TELL, path, message)
-        self._last_tell[node] = msg_id
+        # Sent first: a send refused (TransportUnavailable, back-pressure) must not leave asks
+        # waiting behind a tell that never left.
         self.transport.send(node, data, persistent=True)
+        self._last_tell[node] = msg_id
 
     async def ask(self, node: str, path: str, message: Any, timeout: float | None) -> Any:
         if timeout is None:

@@ -10,6 +10,7 @@ same statements and the same contract suite.
 from __future__ import annotations
 
 import builtins
+import functools
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -28,6 +29,7 @@ from cloudcore.store._ipam import IpamOps
 from cloudcore.store._leases import LeaseOps
 from cloudcore.store._outbox import OutboxOps
 from cloudcore.store._table import Table, decode_cursor, encode_cursor, table_of, validate
+from cloudcore.store._totals import Totals
 from cloudcore.store.base import Store
 from cloudcore.store.listing import (
     Not,
@@ -116,11 +118,8 @@ class SqlStore(
         table.check_order(order)
         check_limit(limit)
         filters, args = _filters(where)
-        counted = None
+        counted = await self._total(table, filters, args) if count else None
         async with self._reader() as conn:
-            if count:
-                row = await conn.fetchrow(table.count_sql(filters), *args)
-                counted = int(row["n"])
             if after is not None:
                 args += _cursor_args(table, order, decode_cursor(after))
             args.append(limit + 1)
@@ -129,6 +128,27 @@ class SqlStore(
         more = len(rows) > limit
         cursor = _next_cursor(order, items[-1]) if more else None
         return Page(items=items, next_cursor=cursor, total=counted)
+
+    @functools.cached_property
+    def _totals(self) -> Totals:
+        return Totals()
+
+    async def _total(
+        self, table: Table[Any], filters: tuple[tuple[str, str], ...], args: builtins.list[Any]
+    ) -> int:
+        """How many rows ``filters`` match (a large total is kept a moment: see _totals)."""
+
+        async def count() -> int:
+            async with self._reader() as conn:
+                row = await conn.fetchrow(table.count_sql(filters), *args)
+            return int(row["n"])
+
+        try:
+            key = (table.name, filters, tuple(args))
+            hash(key)
+        except TypeError:  # a filter value that cannot be a key: counted every time
+            return await count()
+        return await self._totals.total(key, count)
 
     async def update(
         self,

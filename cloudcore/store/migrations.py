@@ -327,6 +327,13 @@ CREATE INDEX templates_name ON templates (name, id);
 CREATE INDEX volumes_name ON volumes (name, id)
 """
 
+# Version 20: listings come newest first by default (``ORDER BY created_at DESC, id DESC``):
+# without an index each page of VMs or tasks sorts the whole table.
+_V20 = """
+CREATE INDEX vms_created ON vms (created_at, id);
+CREATE INDEX tasks_created ON tasks (created_at, id)
+"""
+
 # Version 21: grants, short-lived secrets any API node checks (console tickets, web console
 # sessions), kept by the SHA-256 of the secret, never the secret.
 _V21 = """
@@ -351,6 +358,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
     Migration(13, "leases: one node at a time runs a datacenter", _V13),
     Migration(14, "indexes to find VMs, hosts, templates and volumes by name", _V14),
+    Migration(20, "indexes to list VMs and tasks newest first", _V20),
     Migration(21, "grants: console tickets and web sessions any API node checks", _V21),
 )
 

@@ -117,18 +117,19 @@ _ADMIN_DSN = os.environ.get(
 # -- the servers (each in a process of its own) ----------------------------------------------
 
 
-def gateway_process(dsn: str, ready: Connection) -> None:
-    asyncio.run(_serve_gateway(dsn, ready))
+def gateway_process(dsn: str, port: int, workers: int, ready: Connection) -> None:
+    asyncio.run(_serve_gateway(dsn, port, workers, ready))
 
 
-async def _serve_gateway(dsn: str, ready: Connection) -> None:
+async def _serve_gateway(dsn: str, port: int, workers: int, ready: Connection) -> None:
     import msgspec
 
     from actors.orchestrator import Orchestrator
     from actors.services import Services
     from cloudcore.app.gateway import Gateway, start_api
     from cloudcore.app.gateway.app import bound_port
-    from cloudcore.app.gateway.auth import RateLimiter, TokenCache
+    from cloudcore.app.gateway.auth import TokenCache
+    from cloudcore.app.gateway.ratelimits import RateLimiter
     from cloudcore.config import ApiSettings, OrchestratorSettings, Settings
     from cloudcore.events.local import LocalEventBus
     from cloudcore.events.relay import OutboxRelayActor
@@ -139,10 +140,10 @@ async def _serve_gateway(dsn: str, ready: Connection) -> None:
     configure_logging("error")
     settings = msgspec.structs.replace(
         Settings(),
-        api=ApiSettings(port=0, rate_limit=1e9, rate_burst=1_000_000_000),
+        api=ApiSettings(port=port, workers=workers, rate_limit=1e9, rate_burst=1_000_000_000),
         orchestrator=OrchestratorSettings(sweep_interval=3600.0),
     )
-    store = await PostgresStore.connect(dsn, pool_size=16)
+    store = await PostgresStore.connect(dsn, pool_size=max(4, 16 // workers))
     system = ActorSystem("bench-api")
     events = LocalEventBus()
     services = Services(store, events, settings.orchestrator)
@@ -229,6 +230,7 @@ async def _load(plan: dict[str, Any]) -> dict[str, Any]:
     connections: int = plan["connections"]
     latencies: list[float] = []
     errors = 0
+    samples: list[str] = []
     measuring = False
     stop = False
 
@@ -240,11 +242,13 @@ async def _load(plan: dict[str, Any]) -> dict[str, Any]:
             i += 1
             began = time.perf_counter()
             async with session.request(method, url, data=body, headers=headers) as r:
-                await r.read()
+                answer = await r.read()
                 ok = r.status == expect
             if measuring:
                 latencies.append(time.perf_counter() - began)
                 errors += not ok
+                if not ok and len(samples) < 3:
+                    samples.append(f"{r.status} {answer[:300]!r}")
 
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -264,6 +268,7 @@ async def _load(plan: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else None,
         "requests": len(latencies),
         "unexpected_status": errors,
+        "unexpected_samples": samples,
     }
 
 
@@ -289,6 +294,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="gateway processes on one port ([api] workers)"
+    )
     args = parser.parse_args()
 
     from store import scratch_database
@@ -320,9 +328,14 @@ def measure(dsn: str, token: str, cursors: list[str], args: argparse.Namespace) 
         )
     finally:
         hello_server.stop()
-    gateway = Server(gateway_process, dsn)
+    # The first worker takes a free port; the others bind it too (SO_REUSEPORT).
+    gateways = [Server(gateway_process, dsn, 0, args.workers)]
     try:
-        base = f"http://127.0.0.1:{gateway.port}/api/v1"
+        gateways += [
+            Server(gateway_process, dsn, gateways[0].port, args.workers)
+            for _ in range(args.workers - 1)
+        ]
+        base = f"http://127.0.0.1:{gateways[0].port}/api/v1"
         pages = [f"{base}/vms?limit={PAGE}" + (f"&cursor={c}" if c else "") for c in cursors]
         page = run_load({**common, "method": "GET", "urls": pages, "headers": auth, "expect": 200})
         body = json.dumps(CREATE).encode()
@@ -337,22 +350,26 @@ def measure(dsn: str, token: str, cursors: list[str], args: argparse.Namespace) 
             }
         )
     finally:
-        gateway.stop()
+        for gateway in gateways:
+            gateway.stop()
     ratio = page["rps"] / hello["rps"] if hello["rps"] else 0.0
     return {
         "suite": "api",
         "vms": args.vms,
         "pages": len(cursors),
         "connections": args.connections,
+        "api_workers": args.workers,
         "seconds": args.seconds,
         "store": "postgres",
         "get_vm_page_rps": _round(page["rps"]),
         "get_vm_page_p50_ms": _round(page["p50_ms"], 2),
         "get_vm_page_p99_ms": _round(page["p99_ms"], 2),
         "get_vm_page_unexpected_status": page["unexpected_status"],
+        "get_vm_page_unexpected_samples": page["unexpected_samples"],
         "create_vm_rps": _round(create["rps"]),
         "create_vm_p99_ms": _round(create["p99_ms"], 2),
         "create_vm_unexpected_status": create["unexpected_status"],
+        "create_vm_unexpected_samples": create["unexpected_samples"],
         "create_vm_notes": "no datacenter actor on the node: deploys are written PENDING",
         "aiohttp_hello_rps": _round(hello["rps"]),
         "aiohttp_hello_p99_ms": _round(hello["p99_ms"], 2),

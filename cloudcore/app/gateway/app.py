@@ -62,6 +62,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.cleanup_ctx.append(count_finished_tasks)
     app.on_startup.append(_recover_conversions)
     app.on_cleanup.append(_stop_conversions)
+    app.on_cleanup.append(_close_counters)
     routes: list[Route] = []
     for api in all_apis():
         for route in api.routes:
@@ -92,9 +93,22 @@ async def _stop_conversions(app: web.Application) -> None:
         await gateway.importer.close()
 
 
+async def _close_counters(app: web.Application) -> None:
+    counters = app[GATEWAY].counters
+    if counters is not None:
+        await counters.close()
+
+
 def listen(api: ApiSettings) -> socket.socket:
     """A socket bound to ``api.host``:``api.port`` and listening. Bound before anything else
-    starts, so a taken port stops the node at once. Raises ConfigError naming ``api.port``."""
+    starts, so a taken port stops the node at once. Raises ConfigError naming ``api.port``.
+
+    With ``api.workers`` > 1 the socket has SO_REUSEPORT: each worker process binds the same
+    port and the kernel spreads new connections among them (Linux; ConfigError naming
+    ``api.workers`` where the option does not exist)."""
+    reuse_port = getattr(socket, "SO_REUSEPORT", None)
+    if api.workers > 1 and reuse_port is None:
+        raise ConfigError("api.workers > 1 needs SO_REUSEPORT, which this platform lacks")
     try:
         infos = socket.getaddrinfo(
             api.host, api.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -105,6 +119,8 @@ def listen(api: ApiSettings) -> socket.socket:
         raise ConfigError(f"api.host: cannot listen on {api.host!r} ({exc})") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if api.workers > 1 and reuse_port is not None:
+            sock.setsockopt(socket.SOL_SOCKET, reuse_port, 1)
         sock.bind(address)
         sock.listen(1024)
         sock.setblocking(False)

@@ -15,16 +15,18 @@ Rules (:class:`~cloudcore.store.records.Role`):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from aiohttp import web
 
+from cloudcore.app.gateway.ratelimits import RateLimiter
 from cloudcore.errors import NotFound
 from cloudcore.store import Store
 from cloudcore.store.records import ApiToken, Role, User
@@ -32,7 +34,6 @@ from cloudcore.store.records import ApiToken, Role, User
 __all__ = [
     "ANONYMOUS",
     "Principal",
-    "RateLimiter",
     "TokenCache",
     "authenticate",
     "hash_token",
@@ -108,19 +109,20 @@ class TokenCache:
         self._unknown_ttl = min(ttl, unknown_ttl)
         self._known: dict[str, tuple[Principal, float, datetime | None]] = {}
         self._unknown: dict[str, float] = {}
+        self._running: dict[str, asyncio.Task[Principal | None]] = {}
         #: Store lookups made (what the caches save is measured against it).
         self.lookups = 0
 
     async def principal(
-        self, secret: str, admit: Callable[[], None] | None = None
+        self, secret: str, admit: Callable[[], Awaitable[None]] | None = None
     ) -> Principal | None:
         """The principal of the token ``secret``, None if it is unknown, revoked or expired.
-        ``admit`` is called before a store lookup (not on a cache hit) and may refuse it by
-        raising."""
+        ``admit`` is called before a store lookup (not on a cache hit, nor when the same token
+        is being looked up already: that lookup answers) and may refuse it by raising."""
         return await self.principal_of_digest(hash_token(secret), admit)
 
     async def principal_of_digest(
-        self, digest: str, admit: Callable[[], None] | None = None
+        self, digest: str, admit: Callable[[], Awaitable[None]] | None = None
     ) -> Principal | None:
         """As :meth:`principal`, for a token known by its SHA-256 (what a web session keeps)."""
         now = time.monotonic()
@@ -132,8 +134,19 @@ class TokenCache:
             return None
         if self._unknown.get(digest, 0.0) > now:
             return None
+        running = self._running.get(digest)
+        if running is not None:
+            # The same token, already being looked up (many requests of a client that has
+            # just started): one lookup answers them all, and only it was admitted.
+            return await asyncio.shield(running)
         if admit is not None:
-            admit()
+            await admit()
+        task = asyncio.get_running_loop().create_task(self._resolve(digest, now))
+        self._running[digest] = task
+        task.add_done_callback(lambda _: self._running.pop(digest, None))
+        return await asyncio.shield(task)
+
+    async def _resolve(self, digest: str, now: float) -> Principal | None:
         self.lookups += 1
         found = await self._lookup(digest)
         if found is None:
@@ -173,46 +186,6 @@ def _remember(entries: dict[str, V], key: str, value: V) -> None:
     entries[key] = value
 
 
-class RateLimiter:
-    """A token bucket per API token: ``rate`` requests a second on average, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def wait_time(self, key: str, *, count: bool = True) -> float:
-        """0 if a request may go now (and it is counted, unless ``count`` is false), else the
-        seconds until one may."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        if tokens >= 1.0:
-            if count:
-                tokens -= 1.0
-            self._store(key, tokens, now)
-            return 0.0
-        self._store(key, tokens, now)
-        return (1.0 - tokens) / self._rate
-
-    def refund(self, key: str) -> None:
-        """Give back one request counted for ``key`` (it turned out not to count)."""
-        tokens, last = self._buckets.get(key, (self._burst, time.monotonic()))
-        self._buckets[key] = (min(self._burst, tokens + 1.0), last)
-
-    def _store(self, key: str, tokens: float, now: float) -> None:
-        if key not in self._buckets and len(self._buckets) >= TokenCache.MAX_ENTRIES:
-            # Forget the full buckets (a key idle for a while): they hold no information.
-            idle = [
-                k
-                for k, (t, last) in self._buckets.items()
-                if t + (now - last) * self._rate >= self._burst
-            ]
-            for k in idle:
-                del self._buckets[k]
-        self._buckets[key] = (tokens, now)
-
-
 #: The caller of a public endpoint (no token): sees nothing of any tenant.
 ANONYMOUS = Principal(user_id="", tenant_id="", role=Role.USER, token_id="")
 
@@ -231,15 +204,15 @@ async def authenticate(
 
     address = request.remote or ""
     if failures is not None:
-        _refuse_if_over(failures.wait_time(address, count=False), "failed authentications")
+        _refuse_if_over(await failures.wait_time(address, count=False), "failed authentications")
 
     admitted: list[bool] = []
 
-    def admit() -> None:
+    async def admit() -> None:
         # A lookup may fail: it takes a failure's place up front (concurrent guesses cannot
         # all pass the check above) and gives it back if the token is good.
         if failures is not None:
-            _refuse_if_over(failures.wait_time(address), "failed authentications")
+            _refuse_if_over(await failures.wait_time(address), "failed authentications")
             admitted.append(True)
 
     header = request.headers.get("Authorization", "")
@@ -258,15 +231,15 @@ async def authenticate(
         # The store could not answer (an outage, a cancelled request): no failed
         # authentication, so the slot taken up front is given back.
         if failures is not None and admitted:
-            failures.refund(address)
+            await failures.refund(address)
         raise
     if principal is None:
         raise ApiError(
             401, "unauthorized", "the API token is unknown, revoked or expired", headers=challenge
         )
     if failures is not None and admitted:
-        failures.refund(address)
-    _refuse_if_over(limiter.wait_time(principal.token_id), "requests with this token")
+        await failures.refund(address)
+    _refuse_if_over(await limiter.wait_time(principal.token_id), "requests with this token")
     return principal
 
 

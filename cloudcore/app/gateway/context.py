@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from actors.image_import import ImageImporter
-from cloudcore.app.gateway.auth import Principal, RateLimiter, TokenCache
+from cloudcore.app.gateway.auth import Principal, TokenCache
 from cloudcore.app.gateway.consoles import ConsoleTickets
+from cloudcore.app.gateway.ratelimits import Counters, RateLimiter
 from cloudcore.cluster import Member
-from cloudcore.config import Settings
+from cloudcore.config import ApiSettings, Settings
 from cloudcore.events import EventBus
 from cloudcore.images import ImageLibrary, QemuImg, image_root
 from cloudcore.runtime import ActorSystem
@@ -23,7 +24,7 @@ from cloudcore.store import Store
 if TYPE_CHECKING:
     from actors.orchestrator import Orchestrator
 
-__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway"]
+__all__ = ["GATEWAY", "PRINCIPAL", "REQUEST_ID", "Gateway", "limit_counters", "limiters"]
 
 
 @dataclass(slots=True)
@@ -42,7 +43,9 @@ class Gateway:
     #: The cluster view (ClusterNode.members) of a clustered node; a node on its own has none.
     members: Callable[[], Sequence[Member]] = field(default=lambda: ())
     #: Failed authentications by client address (``api.auth_failures_per_second``).
-    failures: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20))
+    failures: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20, name="auth"))
+    #: Where ``limiter`` and ``failures`` count (closed with the application).
+    counters: Counters | None = None
     #: The image library (``[images]``), its qemu-img and the imports of this node (conversions
     #: run in the datacenters' converter actors).
     images: ImageLibrary | None = None
@@ -69,6 +72,8 @@ class Gateway:
             else ImageLibrary(image_root(settings), settings.node.id)
         )
         qemu = QemuImg(settings.images.qemu_img)
+        counters = limit_counters(settings)
+        limiter, failures = limiters(settings.api, counters)
         return cls(
             settings=settings,
             store=store,
@@ -76,11 +81,10 @@ class Gateway:
             system=system,
             orchestrator=orchestrator,
             tokens=TokenCache(store, settings.api.token_cache_seconds),
-            limiter=RateLimiter(settings.api.rate_limit, settings.api.rate_burst),
+            limiter=limiter,
             members=members or (lambda: ()),
-            failures=RateLimiter(
-                settings.api.auth_failures_per_second, settings.api.auth_failure_burst
-            ),
+            failures=failures,
+            counters=counters,
             images=images,
             qemu=qemu,
             importer=ImageImporter(
@@ -88,6 +92,24 @@ class Gateway:
             ),
             consoles=ConsoleTickets(store, settings.api.console_ticket_seconds),
         )
+
+
+def limit_counters(settings: Settings) -> Counters:
+    """Where this node's API counts its limits: Redis (``events.redis_url``, shared with every
+    API process and node on it) when ``api.limits_backend`` is "redis", or "auto" with the
+    Redis event bus; else this process's memory."""
+    backend = settings.api.limits_backend
+    if backend == "redis" or (backend == "auto" and settings.events.backend == "redis"):
+        return Counters(settings.events.redis_url, settings.api.limits_key_prefix)
+    return Counters()
+
+
+def limiters(api: ApiSettings, counters: Counters) -> tuple[RateLimiter, RateLimiter]:
+    """The per-token request limit and the per-address failed-authentication limit."""
+    return (
+        RateLimiter(api.rate_limit, api.rate_burst, counters, name="requests"),
+        RateLimiter(api.auth_failures_per_second, api.auth_failure_burst, counters, name="auth"),
+    )
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -67,13 +67,13 @@ async def _login(request: web.Request) -> web.StreamResponse:
         return web.Response(status=403, text="cross-site request refused")
     gateway = request.app[GATEWAY]
     address = request.remote or ""
-    if gateway.failures.wait_time(address, count=False) > 0:
+    if await gateway.failures.wait_time(address, count=False) > 0:
         return _login_form(request, "Too many failed logins: wait a few seconds.", 429)
     form = await request.post()
     token = str(form.get("token", "")).strip()
     principal = await gateway.tokens.principal(token) if token else None
     if principal is None:
-        gateway.failures.wait_time(address)  # counts the failure
+        await gateway.failures.wait_time(address)  # counts the failure
         return _login_form(request, "That token is unknown, revoked or expired.", 401)
     sessions = request.app[SESSIONS]
     old = request.cookies.get(COOKIE)

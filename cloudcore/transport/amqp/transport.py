@@ -6,6 +6,9 @@
   (nack, lost channel) is kept and published again once connected, so it may arrive twice;
   receivers drop duplicates.
 - Transient batches (asks, replies, heartbeats) carry a TTL and are dropped while disconnected.
+- Persistent batches waiting for the broker are bounded: past ``max_unsent_bytes`` of them, a
+  persistent send raises TransportUnavailable (retryable; the API answers 503 with Retry-After)
+  until they are published. Back-pressure, not an unbounded queue in the node's memory.
 - Received command batches are acknowledged through :class:`Delivery` when the node says so,
   on the channel they came from; an undecodable body is rejected to the dead-letter exchange.
 - The connection is watched: on loss the node hears ``on_connection(False)`` and the transport
@@ -97,6 +100,8 @@ class AmqpTransport(Transport):
             on_ready=self._on_ready,
         )
         self._unsent: deque[Batch] = deque()
+        self._unsent_bytes = 0  # of the batches in _unsent
+        self._refusing = False  # over max_unsent_bytes (logged once per episode)
         self._inflight: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None  # reconnects
@@ -128,15 +133,37 @@ class AmqpTransport(Transport):
     def connected(self) -> bool:
         return self._link is not None
 
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes of persistent batches kept until the broker takes them."""
+        return self._unsent_bytes
+
     def send(
         self, node: str, item: bytes, *, persistent: bool, expires_at: float | None = None
     ) -> None:
+        if persistent:
+            self._check_backlog()
         self._batcher.add(
             self._settings.exchange,
             Names.command_key(node),
             item,
             persistent=persistent,
             expires_at=None if persistent else expires_at,
+        )
+
+    def _check_backlog(self) -> None:
+        limit = self._settings.max_unsent_bytes
+        if self._unsent_bytes < limit:
+            if self._refusing:
+                self._refusing = False
+                _log.info("transport.backpressure_ended", node=self._node)
+            return
+        if not self._refusing:
+            self._refusing = True
+            _log.warning("transport.backpressure", node=self._node, unsent_bytes=self._unsent_bytes)
+        raise TransportUnavailable(
+            f"{self._unsent_bytes} bytes of persistent messages wait for the broker "
+            f"(transport.max_unsent_bytes = {limit}): refused until they are published"
         )
 
     def send_control(self, node: str, item: bytes, *, expires_at: float | None = None) -> None:
@@ -240,7 +267,7 @@ class AmqpTransport(Transport):
         batch.headers = {"x-cloudcore-reason": reason, "x-cloudcore-node": self._node}
         for item in items:
             batch.add(bytes(item), None)
-        self._unsent.append(batch)
+        self._keep(batch)
         self._wake()
 
     # ------------------------------------------------------------------ the connection
@@ -327,7 +354,7 @@ class AmqpTransport(Transport):
         while ready:
             batch = ready.popleft()
             if batch.persistent:
-                self._unsent.append(batch)
+                self._keep(batch)
             else:
                 dropped += len(batch.items)
         if dropped:
@@ -341,9 +368,19 @@ class AmqpTransport(Transport):
             self._draining = False
 
     async def _drain_once(self, link: Link) -> None:
-        for queue in (self._unsent, self._batcher.ready):
-            while queue and self._link is link:
-                await self._publish(link, queue.popleft())
+        unsent = self._unsent
+        while unsent and self._link is link:
+            batch = unsent.popleft()
+            self._unsent_bytes -= batch.size
+            await self._publish(link, batch)
+        ready = self._batcher.ready
+        while ready and self._link is link:
+            await self._publish(link, ready.popleft())
+
+    def _keep(self, batch: Batch) -> None:
+        """Keep a persistent batch to publish once connected (counted against the bound)."""
+        self._unsent.append(batch)
+        self._unsent_bytes += batch.size
 
     async def _publish(self, link: Link, batch: Batch) -> None:
         inflight = self._inflight
@@ -403,10 +440,10 @@ class AmqpTransport(Transport):
             )
         except Exception as exc:
             if batch.persistent:
-                self._unsent.append(batch)
+                self._keep(batch)
             _log.debug("transport.publish_unconfirmed", node=self._node, error=repr(exc))
             return
         if not isinstance(result, Basic.Ack) and batch.persistent:
             _log.warning("transport.publish_nacked", node=self._node, result=type(result).__name__)
-            self._unsent.append(batch)
+            self._keep(batch)
             asyncio.get_running_loop().call_later(0.5, self._wake)

@@ -77,3 +77,15 @@ async def test_lookups_the_store_cannot_answer_are_not_failed_authentications(
             assert r.status == 503, r.body
     # Back up: the clients' address has no failures counted against it.
     assert (await guarded.call("GET", "/users/me", "alice")).status == 200
+
+
+async def test_a_client_opening_with_many_requests_at_once_costs_one_lookup(
+    guarded: ApiClient,
+) -> None:
+    assert guarded.gateway is not None
+    guarded.gateway.tokens.forget()
+    before = _lookups(guarded)
+    # More at once than the failed-authentication burst (20): one lookup, admitted once.
+    replies = await asyncio.gather(*(guarded.call("GET", "/users/me", "alice") for _ in range(50)))
+    assert {r.status for r in replies} == {200}, [r.body for r in replies if r.status != 200][:1]
+    assert _lookups(guarded) - before == 1

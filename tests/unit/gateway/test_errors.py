@@ -16,7 +16,7 @@ from cloudcore.app.gateway.api import Api, ApiRequest, aiohttp_handler
 from cloudcore.app.gateway.context import REQUEST_ID
 from cloudcore.app.gateway.errors import error_middleware
 from cloudcore.app.gateway.schemas import StopBody
-from cloudcore.errors import InvalidRequest
+from cloudcore.errors import InvalidRequest, TransportUnavailable
 
 _api = Api("test")
 
@@ -29,6 +29,11 @@ async def bug(req: ApiRequest[None, None]) -> Any:
 @_api.post("/refuse", summary="a handler refusing its input", public=True)
 async def refuse(req: ApiRequest[None, None]) -> Any:
     raise InvalidRequest("count: must be 1 or more")
+
+
+@_api.post("/congested", summary="a handler whose tell the transport refuses", public=True)
+async def congested(req: ApiRequest[None, None]) -> Any:
+    raise TransportUnavailable("9000 bytes wait for the broker (transport.max_unsent_bytes)")
 
 
 @_api.post("/stop", body=StopBody, summary="a typed body", public=True)
@@ -92,3 +97,14 @@ async def test_what_msgspec_refuses_at_the_edge_stays_a_client_error(
     assert error["code"] == "invalid_body" and "timeout" in error["message"]
     fine = await client.post("/stop", json={"timeout": 5})
     assert (fine.status, await fine.json()) == (200, {"timeout": 5.0})
+
+
+async def test_transport_back_pressure_is_a_503_with_retry_after(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    r = await client.post("/congested")
+    assert r.status == 503
+    assert int(r.headers["Retry-After"]) >= 1
+    body = await r.json()
+    assert body["error"]["code"] == "backend_unavailable"
+    assert "transport.max_unsent_bytes" in body["error"]["message"]
