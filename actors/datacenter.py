@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, assert_never
 
+from actors.balancing import BalancerActor, BalancerMessage, Wake
 from actors.deploy import DeployRunner
 from actors.ha import HAActor
 from actors.host import HostActor, HostMessage
@@ -79,7 +80,15 @@ class DatacenterActor(Actor[DatacenterMessage]):
 
     async def started(self) -> None:
         self.scheduler = self.context.spawn(
-            SchedulerActor, self.services.store, self.datacenter.id, name="scheduler"
+            SchedulerActor,
+            self.services.store,
+            self.datacenter.id,
+            waker=self._wake,
+            wake_delay=self.services.settings.host_wake_delay,
+            name="scheduler",
+        )
+        self.context.spawn(
+            BalancerActor, self.services, self.datacenter.id, self.scheduler, name="balancer"
         )
         self.context.spawn(
             HAActor,
@@ -174,6 +183,12 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.context.spawn(
             DeployRunner, self.services, task, self.scheduler, self.host_ref, vm, name=name
         )
+
+    def _wake(self, host_id: str) -> None:
+        """The scheduler needs a standby host's capacity: its balancer wakes it."""
+        balancer: ActorRef[BalancerMessage] | None = self.context.child("balancer")
+        if balancer is not None:
+            balancer.tell(Wake(host_id=host_id))
 
     def _maintain(self, task: Task) -> None:
         name = f"maintenance-{host_of(task)}"
