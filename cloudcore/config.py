@@ -195,7 +195,7 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
     watchdog_interval: float = 10.0
-    drain_concurrency: int = 4
+    drain_concurrency: int = 16
     ha_grace: float = 30.0
     ha_check_interval: float = 5.0
     balance_cooldown: float = 600.0
