@@ -21,6 +21,7 @@ from typing import assert_never
 
 from actors import host_power
 from actors.balancer import BalancePlan, plan
+from actors.journal import FINAL
 from actors.lifecycle import Operation
 from actors.messages import RequestOperation, SetHostPower
 from actors.operations import MigrateParams
@@ -39,13 +40,11 @@ from cloudcore.store.records import (
     HostHealth,
     HostPower,
     Task,
-    TaskState,
 )
 
 __all__ = ["BalancerActor", "BalancerMessage", "LastPlan", "Rebalance", "Wake"]
 
 _log = get_logger("actors.balancing")
-_FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
 
 class Rebalance(Message, frozen=True, kw_only=True):
@@ -139,7 +138,7 @@ class BalancerActor(Actor[BalancerMessage]):
         """Whether a migration of the last round is still in flight."""
         left = []
         for task_id in self.in_flight:
-            if (await self.services.store.get(Task, task_id)).state not in _FINAL:
+            if (await self.services.store.get(Task, task_id)).state not in FINAL:
                 left.append(task_id)
         self.in_flight = left
         return bool(left)
