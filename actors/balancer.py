@@ -3,7 +3,7 @@
 
 :func:`plan` is pure and in memory: it reads hosts and VMs as the store has them and returns a
 :class:`BalancePlan` (the moves, each with its reason, and the spread before and after). Load is
-the share of a host's memory claimed. Only RUNNING VMs move (live), only to ENABLED and HEALTHY
+the share of a host's memory claimed. Only RUNNING VMs move (live), only to ENABLED, HEALTHY and ON
 hosts, never beyond a target's capacity, at most ``max_moves`` per plan and each VM at most once.
 
 Hysteresis, so nothing moves back and forth: ``spread`` acts only while the most and least
@@ -11,26 +11,27 @@ loaded hosts differ by more than ``threshold``, and every move strictly narrows 
 at most half the gap), so a VM never goes back to a host it could have come from; ``recent``
 VMs (moved by a plan within the cool-down) are left alone. ``consolidate`` empties the least
 loaded hosts whose every VM fits elsewhere under ``ceiling``, and names them as standby
-candidates (power saving itself is not built).
+candidates (:mod:`actors.balancing` puts them to standby once empty).
 """
 
 from __future__ import annotations
 
-import enum
 import heapq
 from collections.abc import Callable, Iterable
 
 import msgspec
 
-from cloudcore.store.records import VM, AdminState, Host, HostHealth, VMState
+from cloudcore.store.records import (
+    VM,
+    AdminState,
+    BalancePolicy,
+    Host,
+    HostHealth,
+    HostPower,
+    VMState,
+)
 
 __all__ = ["BalancePlan", "BalancePolicy", "Move", "plan"]
-
-
-class BalancePolicy(enum.StrEnum):
-    OFF = "off"
-    SPREAD = "spread"
-    CONSOLIDATE = "consolidate"
 
 
 class Move(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,7 +62,9 @@ class _Host:
         self.used = host.memory_mib_used
         self.cpus_free = host.cpus - host.cpus_used
         self.schedulable = (
-            host.admin_state is AdminState.ENABLED and host.health is HostHealth.HEALTHY
+            host.admin_state is AdminState.ENABLED
+            and host.health is HostHealth.HEALTHY
+            and host.power_state is HostPower.ON
         )
         self.vms: list[VM] = []
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
+from actors.balancing import BalancerActor, BalancerMessage, Wake
 from actors.converter import ConverterActor
 from actors.deploy import DeployRunner
 from actors.ha import HAActor
@@ -106,7 +107,15 @@ class DatacenterActor(Actor[DatacenterMessage]):
     async def started(self) -> None:
         began = datetime.now(UTC)
         self.scheduler = self.context.spawn(
-            SchedulerActor, self.services.store, self.datacenter.id, name="scheduler"
+            SchedulerActor,
+            self.services.store,
+            self.datacenter.id,
+            waker=self._wake,
+            wake_delay=self.services.settings.host_wake_delay,
+            name="scheduler",
+        )
+        self.context.spawn(
+            BalancerActor, self.services, self.datacenter.id, self.scheduler, name="balancer"
         )
         self.context.spawn(
             HAActor,
@@ -224,6 +233,12 @@ class DatacenterActor(Actor[DatacenterMessage]):
                 _log.info("deploy.resumed", task_id=task.id, subject=task.subject)
                 self.resuming.add(ref.name)
                 self.context.watch(ref)
+
+    def _wake(self, host_id: str) -> None:
+        """The scheduler needs a standby host's capacity: its balancer wakes it."""
+        balancer: ActorRef[BalancerMessage] | None = self.context.child("balancer")
+        if balancer is not None:
+            balancer.tell(Wake(host_id=host_id))
 
     def _maintain(self, task: Task) -> None:
         name = f"maintenance-{host_of(task)}"

@@ -26,7 +26,7 @@ from actors.messages import AdoptVM, Forget, OperationFinished, Provision
 from actors.scheduler.messages import PlaceVM, SchedulerMessage
 from actors.services import Services
 from actors.vm_events import state_changed
-from cloudcore.errors import NotFound, NoValidHost, VersionConflict, describe
+from cloudcore.errors import HostWaking, NotFound, NoValidHost, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store.records import VM, Task, TaskState, VMState
@@ -53,6 +53,8 @@ class _Overdue(Message, frozen=True, kw_only=True):
 DeployMessage = _Advance | _Overdue | OperationFinished
 
 _PROVISIONING = frozenset({VMState.PLACED, VMState.PROVISIONING, VMState.STARTING})
+#: Placements that may wait for a standby host to wake before a refusal counts as one.
+_WAKE_WAITS = 3
 
 
 class DeployRunner(Actor[DeployMessage]):
@@ -74,6 +76,7 @@ class DeployRunner(Actor[DeployMessage]):
         self.known: VM | None = vm  # the record as the deploy was submitted, used once
         self.failures = 0  # errors in a row, each retried after a backoff
         self.retry_until: float | None = None  # when the errors in a row must be settled
+        self.wake_waits = 0  # placements that waited for a standby host to wake
         self.sent = 0  # Provision messages sent; the one awaited, if any, in ``waiting``
         self.waiting: int | None = None
 
@@ -171,6 +174,14 @@ class DeployRunner(Actor[DeployMessage]):
                 data={"attempt": self.attempts + 1},
             )
             return placed
+        except HostWaking as exc:  # standby capacity: ready after the wake-up delay
+            self.wake_waits += 1
+            if self.wake_waits > _WAKE_WAITS:  # the wakes keep failing: an ordinary refusal
+                await self._retry_or_fail(vm, describe(exc))
+                return None
+            _log.info("deploy.waits_for_host", vm_id=vm.id, host_id=exc.host_id, delay=exc.ready_in)
+            self.context.schedule_once("retry", exc.ready_in, _Advance())
+            return None
         except NoValidHost as exc:
             await self._retry_or_fail(vm, describe(exc))
             return None

@@ -27,6 +27,7 @@ from actors.messages import (
     PowerObserved,
     PowerOf,
     ResizeDisk,
+    SetHostPower,
     Snapshot,
     Sweep,
     SweepReport,
@@ -80,6 +81,7 @@ HostMessage = (
     | ListSnapshots
     | PowerObserved
     | PowerOf
+    | SetHostPower
     | Sweep
     | _Connect
 )
@@ -168,6 +170,9 @@ class HostActor(Actor[HostMessage]):
                     child.tell(message)
             case PowerOf(vm_id=vm_id):
                 return await self._power_of(vm_id)
+            case SetHostPower(standby=standby):
+                self._require_connected()
+                return await self.driver.set_host_power(standby)
             case Sweep():
                 return await self._sweep()
             case _:

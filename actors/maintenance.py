@@ -5,7 +5,8 @@ refused whole when the state does not allow it). A ``host.maintenance`` task (su
 ``host/<id>``) is driven by a :class:`MaintenanceRunner`, a child of the datacenter actor: the
 host is PREPARING_FOR_MAINTENANCE, so the scheduler places nothing there; each VM on it
 migrates (live if RUNNING, cold if STOPPED) to where the scheduler chooses, at most
-``orchestrator.drain_concurrency`` at once, each a ``vm.migrate`` task of its own. Then the host
+``orchestrator.drain_concurrency`` at once, each a ``vm.migrate`` task of its own; the host is
+looked at again once they have, for VMs that came in as it went PREPARING. Then the host
 is MAINTENANCE if none is left, or ERROR_IN_MAINTENANCE with the task naming every VM that
 stays and why (the scheduler's explanation when no host fits). A cancel (the host back to
 ENABLED) stops starting migrations; those in flight end on their own. A drain a crash cut short
@@ -15,6 +16,7 @@ is run again by the datacenter when it starts: it looks only at what is still on
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +53,8 @@ _MOVABLE = frozenset({VMState.RUNNING, VMState.STOPPED})
 _ATTEMPTS = 4
 _RETRY_DELAY = 0.5  # seconds before the second try, doubled for each further one
 _FINAL_REASONS = ("it is ", "maintenance cancelled")
+_PASSES = 3  # passes over the host's VMs (one more for each that came in meanwhile)
+_REPORT_EVERY = 0.5  # seconds between two progress writes of a drain
 
 
 def host_of(task: Task) -> str:
@@ -102,6 +106,7 @@ class MaintenanceRunner(Actor[_Stop]):
         self.unmoved: dict[str, str] = {}
         self.moved = 0
         self._report = asyncio.Lock()
+        self._reported = 0.0  # when progress was last written
 
     async def started(self) -> None:
         self.services.runners.add(self.journal.task.id)
@@ -144,22 +149,32 @@ class MaintenanceRunner(Actor[_Stop]):
         ]
 
     async def _drain(self) -> None:
-        vms = await self._on_host()
-        total = len(vms)
+        """Pass after pass over what is on the host: a VM that came in while it was becoming
+        PREPARING (a migration that chose it just before) is moved by the next pass."""
         gate = asyncio.Semaphore(self.services.settings.drain_concurrency)
+        seen: set[str] = set()
+        for _ in range(_PASSES):
+            vms = [vm for vm in await self._on_host() if vm.id not in seen]
+            if not vms:
+                return
+            seen.update(vm.id for vm in vms)
+            await asyncio.gather(*(self._one(gate, vm, len(seen)) for vm in vms))
 
-        async def one(vm: VM) -> None:
-            async with gate:
-                reason = await self._move(vm)
-            async with self._report:
-                if reason is None:
-                    self.moved += 1
-                else:
-                    self.unmoved[vm.id] = reason
+    async def _one(self, gate: asyncio.Semaphore, vm: VM, total: int) -> None:
+        async with gate:
+            reason = await self._move(vm)
+        async with self._report:
+            if reason is None:
+                self.moved += 1
+            else:
+                self.unmoved[vm.id] = reason
+            # Progress is written at most every _REPORT_EVERY seconds, and at the end of a
+            # pass: a write per VM was a tenth of a drain's writes.
+            now = time.monotonic()
+            if now - self._reported >= _REPORT_EVERY or self.moved + len(self.unmoved) >= total:
+                self._reported = now
                 progress = {"moved": self.moved, "total": total, "unmoved": dict(self.unmoved)}
                 await self.journal.report(progress)
-
-        await asyncio.gather(*(one(vm) for vm in vms))
 
     async def _move(self, vm: VM) -> str | None:
         """Migrate ``vm`` away, trying again when a refusal may have been a race (the target

@@ -34,6 +34,7 @@ __all__ = [
     "RecoverVerb",
     "RequestOperation",
     "SetHA",
+    "SetHostPower",
     "Snapshot",
     "Sweep",
     "SweepReport",
@@ -190,6 +191,15 @@ class AbortTask(Message, frozen=True, kw_only=True):
 class GetCapabilities(Message, frozen=True, kw_only=True):
     """Host: the capabilities of its driver (``Capability`` values), sorted.
     BackendUnavailable while the host is not connected."""
+
+
+class SetHostPower(Message, frozen=True, kw_only=True):
+    """Host: put the whole host to standby (``standby``) or wake it through its driver (the
+    ``HOST_POWER`` capability; :mod:`actors.host_power` decides when). Replies with how it was
+    done, in words. UnsupportedOperation when the driver cannot; BackendUnavailable while the
+    host is not connected."""
+
+    standby: bool
 
 
 class ListSnapshots(Message, frozen=True, kw_only=True):

@@ -203,14 +203,24 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_f
     memory_overcommit: float = 1.0
     watchdog_interval: float = 10.0
     resume_batch: int = 64
-    drain_concurrency: int = 4
+    drain_concurrency: int = 16
     ha_grace: float = 30.0
     ha_check_interval: float = 5.0
     balance_cooldown: float = 600.0
+    balance_interval: float = 60.0
+    balance_max_moves: int = 20
+    balance_threshold: float = 0.2
+    balance_ceiling: float = 0.85
+    host_wake_delay: float = 30.0
 
     def __post_init__(self) -> None:
         for name in (
             "balance_cooldown",
+            "balance_interval",
+            "balance_max_moves",
+            "balance_threshold",
+            "balance_ceiling",
+            "host_wake_delay",
             "ha_grace",
             "ha_check_interval",
             "watchdog_interval",

@@ -25,6 +25,7 @@ id at the gateway, a restart in an actor. Code that means "the caller's input is
     │   ├── VersionConflict                  compare-and-set lost: the record changed meanwhile
     │   ├── InsufficientCapacity             a host cannot take the claim
     │   ├── NoValidHost                      no host passes the scheduler's filters; says which
+    │   │   └── HostWaking                   none now; a standby host woken for it is ready soon
     │   ├── QuotaExceeded                    a tenant's quota cannot take the request
     │   ├── AddressesExhausted               a network has no free address left
     │   └── PositionExpired                  an event position is older than the retained history
@@ -75,6 +76,7 @@ __all__ = [
     "Conflict",
     "DatacenterUnavailable",
     "DriverError",
+    "HostWaking",
     "IllegalTransition",
     "ImageRejected",
     "InsufficientCapacity",
@@ -276,6 +278,23 @@ class NoValidHost(Conflict):
     def __init__(self, message: str, *, explanation: Mapping[str, int] | None = None) -> None:
         super().__init__(message)
         self.explanation: dict[str, int] = dict(explanation or {})
+
+
+class HostWaking(NoValidHost):
+    """No ON host fits the request, but a STANDBY host that does is being woken for it: ask
+    again after ``ready_in`` seconds (the host's wake-up delay, what is left of it)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host_id: str,
+        ready_in: float,
+        explanation: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(message, explanation=explanation)
+        self.host_id = host_id
+        self.ready_in = ready_in
 
 
 def describe(error: BaseException) -> str:

@@ -351,6 +351,17 @@ class HypervisorDriver(abc.ABC):
         self._require(Capability.CONSOLE)
         raise UnsupportedOperation(f"{type(self).__name__} declares consoles but has none")
 
+    # -- host power ------------------------------------------------------------------------
+
+    async def set_host_power(self, standby: bool) -> str:
+        """Put the host to standby (``standby``) or wake it; returns how it was done, in words
+        (a simulated backend says so). Needs ``HOST_POWER``: a driver that declares it
+        overrides this. The caller makes sure the host runs no VM before a standby. Idempotent:
+        a host already in the asked state is left as it is. Returns once the backend accepted
+        the change; the host may take a while more to be usable after a wake."""
+        self._require(Capability.HOST_POWER)
+        raise UnsupportedOperation(f"{type(self).__name__} declares host power but has none")
+
     # -- helpers for implementations ---------------------------------------------------------
 
     async def _stop_with_deadline(

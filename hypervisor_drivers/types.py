@@ -60,6 +60,7 @@ class Capability(enum.StrEnum):
     HOTPLUG_NIC = "hotplug_nic"  # add and remove NICs of a running VM
     CONSOLE = "console"  # a running VM's graphical (VNC) and serial consoles
     IMPORT_IMAGE = "import_image"  # a template's image copied to the host's own storage
+    HOST_POWER = "host_power"  # put the whole host to standby and wake it (power saving)
 
 
 class GuestPower(enum.StrEnum):

@@ -15,7 +15,8 @@ does not restart it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar, assert_never
 
 from actors.scheduler.affinity import group_key
@@ -36,6 +37,7 @@ from actors.scheduler.weighers import Weigher
 from cloudcore.errors import (
     ConfigError,
     Conflict,
+    HostWaking,
     InsufficientCapacity,
     InvalidRequest,
     NotFound,
@@ -44,7 +46,7 @@ from cloudcore.errors import (
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, Directive
 from cloudcore.store import Store
-from cloudcore.store.records import VM, Host, VMState
+from cloudcore.store.records import VM, Host, HostPower, VMState
 
 __all__ = ["SchedulerActor", "resume_on_conflict"]
 
@@ -70,6 +72,11 @@ class SchedulerActor(Actor[SchedulerMessage]):
 
     ``max_attempts`` bounds the claims one PlaceVM tries that the store refuses because the view
     was stale; past it the placement fails with NoValidHost rather than chasing a moving target.
+
+    Power saving: when no ON host fits but a STANDBY one would, ``waker`` is called with its id
+    (it wakes the host in the background and tells HostUpdated once it is ON) and the placement
+    raises HostWaking, saying when to ask again (``wake_delay`` after the wake began): standby
+    capacity counts as available after the wake-up delay.
     """
 
     def __init__(
@@ -80,8 +87,13 @@ class SchedulerActor(Actor[SchedulerMessage]):
         weigher: Weigher = Weigher.PACK,
         candidates: int = 3,
         max_attempts: int = 64,
+        waker: Callable[[str], None] | None = None,
+        wake_delay: float = 30.0,
     ) -> None:
         self._store = store
+        self._waker = waker
+        self._wake_delay = wake_delay
+        self._waking: dict[str, float] = {}  # host id: when its wake-up should be done
         self._engine = SchedulerEngine(datacenter_id, weigher=weigher, candidates=candidates)
         self._max_attempts = max_attempts
         self._log = _log.bind(actor=self.context.path, datacenter_id=datacenter_id)
@@ -136,6 +148,8 @@ class SchedulerActor(Actor[SchedulerMessage]):
                 return await self._load()
             case HostUpdated(host=host):
                 self._engine.upsert_host(host)
+                if host.power_state is HostPower.ON:
+                    self._waking.pop(host.id, None)
                 return None
             case HostRemoved(host_id=host_id):
                 self._engine.remove_host(host_id)
@@ -157,7 +171,11 @@ class SchedulerActor(Actor[SchedulerMessage]):
         request = PlacementRequest.for_vm(vm)
         refused = 0
         while True:
-            for host_id in self._engine.select(request):
+            try:
+                chosen = self._engine.select(request)
+            except NoValidHost as exc:
+                raise self._wake_for(request, exc) from None
+            for host_id in chosen:
                 placed = await self._try(vm, host_id, message.expected_version)
                 if placed is not None:
                     return placed
@@ -169,6 +187,27 @@ class SchedulerActor(Actor[SchedulerMessage]):
                         "scheduler learns of it",
                         explanation=self._engine.explain(request).rejected,
                     )
+
+    def _wake_for(self, request: PlacementRequest, refused: NoValidHost) -> NoValidHost:
+        """HostWaking if a host asleep fits ``request`` (woken now unless a wake runs), else
+        ``refused`` as it is."""
+        host_id = self._engine.standby_for(request) if self._waker is not None else None
+        if host_id is None or self._waker is None:
+            return refused
+        now = time.monotonic()
+        ready = self._waking.get(host_id)
+        if ready is None or now > ready + self._wake_delay:  # none runs (or it failed): wake it
+            ready = self._waking[host_id] = now + self._wake_delay
+            self._log.info("scheduler.waking_host", host_id=host_id, request=request.describe())
+            self._waker(host_id)
+        ready_in = max(ready - now, 0.2)
+        return HostWaking(
+            f"{refused}; host {host_id} is in standby and being woken for it: ready in "
+            f"{ready_in:.1f} s",
+            host_id=host_id,
+            ready_in=ready_in,
+            explanation=refused.explanation,
+        )
 
     async def _try(self, vm: VM, host_id: str, expected_version: int) -> VM | None:
         """Place ``vm`` on ``host_id``; None if the store refused the host (view refreshed)."""

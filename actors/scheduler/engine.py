@@ -27,7 +27,7 @@ from actors.scheduler.request import PlacementRequest
 from actors.scheduler.weighers import IndexKey, Weigher, index_key, rank, walk
 from cloudcore.errors import NoValidHost
 from cloudcore.logging import get_logger
-from cloudcore.store.records import Host
+from cloudcore.store.records import Host, HostPower
 
 __all__ = ["Explanation", "SchedulerEngine"]
 
@@ -192,6 +192,19 @@ class SchedulerEngine:
                 explanation=self.explain(request).rejected,
             )
         return chosen[: self.candidates]
+
+    def standby_for(self, request: PlacementRequest) -> str | None:
+        """The best host that is not powered ON (STANDBY or WAKING) but passes every other
+        filter for ``request``: the one to wake for it. None if there is none."""
+        group_hosts = self._groups.get(request.group, _NO_GROUP) if request.group else _NO_GROUP
+        asleep = (
+            host
+            for host in self._hosts.values()
+            if host.power is not HostPower.ON
+            and all(f(host, request, group_hosts) for name, f in FILTERS if name != "power")
+        )
+        best = rank(self.weigher, asleep)
+        return best[0].id if best else None
 
     def explain(self, request: PlacementRequest) -> Explanation:
         """How every filter treats every known host for ``request`` (a full scan)."""

@@ -6,7 +6,7 @@ how many; it is empty when the request has no group. :data:`FILTERS` lists them 
 run; a host rejected by one is not shown to the next, so a no-fit explanation counts every host
 once, under the first filter that rejected it.
 
-The engine's fast path gets the first three for free from its index (it only indexes the
+The engine's fast path gets the first four for free from its index (it only indexes the
 schedulable hosts of its datacenter) and runs :data:`REQUEST_FILTERS` on the few hosts it walks;
 the full scan behind an explanation runs them all. Both call these same functions.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from actors.scheduler.affinity import Policy
 from actors.scheduler.hostview import HostView
 from actors.scheduler.request import PlacementRequest
-from cloudcore.store.records import AdminState, HostHealth
+from cloudcore.store.records import AdminState, HostHealth, HostPower
 
 __all__ = [
     "FILTERS",
@@ -30,6 +30,7 @@ __all__ = [
     "capacity",
     "datacenter",
     "health",
+    "power",
 ]
 
 Filter = Callable[[HostView, PlacementRequest, Mapping[str, int]], bool]
@@ -48,6 +49,11 @@ def admin_state(host: HostView, request: PlacementRequest, group_hosts: Mapping[
 def health(host: HostView, request: PlacementRequest, group_hosts: Mapping[str, int]) -> bool:
     """The monitor last saw the host HEALTHY (not UNKNOWN, DEGRADED or UNREACHABLE)."""
     return host.health is HostHealth.HEALTHY
+
+
+def power(host: HostView, request: PlacementRequest, group_hosts: Mapping[str, int]) -> bool:
+    """The host is powered ON (not in STANDBY, nor WAKING from it: power saving)."""
+    return host.power is HostPower.ON
 
 
 def capacity(host: HostView, request: PlacementRequest, group_hosts: Mapping[str, int]) -> bool:
@@ -78,6 +84,7 @@ FILTERS: tuple[tuple[str, Filter], ...] = (
     ("datacenter", datacenter),
     ("admin_state", admin_state),
     ("health", health),
+    ("power", power),
     ("capacity", capacity),
     ("affinity", affinity),
     ("anti_affinity", anti_affinity),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actors.scheduler.overcommit import physical_cpus
-from cloudcore.store.records import AdminState, Host, HostHealth
+from cloudcore.store.records import AdminState, Host, HostHealth, HostPower
 
 __all__ = ["HostView"]
 
@@ -26,6 +26,7 @@ class HostView:
         "max_vcpus",
         "memory_mib",
         "memory_mib_used",
+        "power",
         "version",
     )
 
@@ -39,6 +40,7 @@ class HostView:
         self.memory_mib_used = host.memory_mib_used
         self.health = host.health
         self.admin_state = host.admin_state
+        self.power = host.power_state
         self.max_vcpus = physical_cpus(host) or host.cpus
 
     @property
@@ -51,11 +53,16 @@ class HostView:
 
     @property
     def schedulable(self) -> bool:
-        """ENABLED and HEALTHY: what the store's claim itself requires."""
-        return self.admin_state is AdminState.ENABLED and self.health is HostHealth.HEALTHY
+        """ENABLED, HEALTHY and powered ON: what the store's claim itself requires."""
+        return (
+            self.admin_state is AdminState.ENABLED
+            and self.health is HostHealth.HEALTHY
+            and self.power is HostPower.ON
+        )
 
     def __repr__(self) -> str:
         return (
             f"<HostView {self.id} {self.free_cpus}/{self.cpus} CPUs "
-            f"{self.free_memory_mib}/{self.memory_mib} MiB free {self.admin_state} {self.health}>"
+            f"{self.free_memory_mib}/{self.memory_mib} MiB free {self.admin_state} {self.health} "
+            f"{self.power}>"
         )

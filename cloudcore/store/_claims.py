@@ -39,7 +39,7 @@ _HOST_COLS = ", ".join(_HOSTS.columns)
 _VM_COLS = ", ".join(_VMS.columns)
 
 _CLAIM = f"""UPDATE hosts SET cpus_used = cpus_used + $2, memory_mib_used = memory_mib_used + $3
-WHERE id = $1 AND admin_state = 'ENABLED' AND health = 'HEALTHY'
+WHERE id = $1 AND admin_state = 'ENABLED' AND health = 'HEALTHY' AND power_state = 'ON'
 AND cpus_used + $2 <= cpus AND memory_mib_used + $3 <= memory_mib RETURNING {_HOST_COLS}"""
 _RELEASE = f"""UPDATE hosts SET cpus_used = cpus_used - $2, memory_mib_used = memory_mib_used - $3
 WHERE id = $1 AND cpus_used >= $2 AND memory_mib_used >= $3 RETURNING {_HOST_COLS}"""
@@ -67,7 +67,7 @@ class ClaimOps(IpamOps):
             return _HOSTS.decode(row)
         host = _HOSTS.decode(await self._must(conn, _HOSTS.get_sql, "Host", host_id))
         raise InsufficientCapacity(
-            f"host {host_id!r} ({host.admin_state}, {host.health}) has "
+            f"host {host_id!r} ({host.admin_state}, {host.health}, power {host.power_state}) has "
             f"{host.cpus - host.cpus_used} CPUs and {host.memory_mib - host.memory_mib_used} MiB "
             f"free, asked {cpus} CPUs and {memory_mib} MiB"
         )

@@ -263,7 +263,7 @@ _TABLES: dict[type[Any], Table[Any]] = {
             Host,
             "hosts",
             json=frozenset({"capabilities"}),
-            filters=("datacenter_id", "health", "admin_state", "name"),
+            filters=("datacenter_id", "health", "admin_state", "power_state", "name"),
             managed=frozenset({"cpus_used", "memory_mib_used"}),
             refs=(_DATACENTER,),
         ),

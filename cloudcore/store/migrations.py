@@ -327,6 +327,14 @@ CREATE INDEX templates_name ON templates (name, id);
 CREATE INDEX volumes_name ON volumes (name, id)
 """
 
+# Version 17: balancing and power saving. A datacenter's balancing policy (off, spread,
+# consolidate), run by its balancer; a host's power state (ON, STANDBY, WAKING): only ON takes a
+# claim, so a host asleep or waking takes no VM.
+_V17 = """
+ALTER TABLE datacenters ADD COLUMN balance_policy TEXT NOT NULL DEFAULT 'off';
+ALTER TABLE hosts ADD COLUMN power_state TEXT NOT NULL DEFAULT 'ON'
+"""
+
 # Version 20: listings come newest first by default (``ORDER BY created_at DESC, id DESC``):
 # without an index each page of VMs or tasks sorts the whole table.
 _V20 = """
@@ -358,6 +366,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "templates: minimum CPUs and memory of a VM made from them", _V12),
     Migration(13, "leases: one node at a time runs a datacenter", _V13),
     Migration(14, "indexes to find VMs, hosts, templates and volumes by name", _V14),
+    Migration(17, "balancing policy of a datacenter, power state of a host", _V17),
     Migration(20, "indexes to list VMs and tasks newest first", _V20),
     Migration(21, "grants: console tickets and web sessions any API node checks", _V21),
 )

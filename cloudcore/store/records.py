@@ -28,9 +28,11 @@ __all__ = [
     "AdminState",
     "ApiToken",
     "AuditEvent",
+    "BalancePolicy",
     "Datacenter",
     "Host",
     "HostHealth",
+    "HostPower",
     "IdempotencyKey",
     "IpAllocation",
     "Lease",
@@ -154,6 +156,24 @@ class HostHealth(StrEnum):
     FENCED = "FENCED"  # down past HA's grace, then confirmed off (actors.ha); HEALTHY when back
 
 
+class HostPower(StrEnum):
+    """Whether a host is powered for work (``actors.host_power``). Only ON takes new VMs; a
+    STANDBY host is empty and asleep, WAKING on its way back (the wake-up delay)."""
+
+    ON = "ON"
+    STANDBY = "STANDBY"
+    WAKING = "WAKING"
+
+
+class BalancePolicy(StrEnum):
+    """A datacenter's balancing policy (``actors.balancer``): none, even out the hosts'
+    allocation, or pack VMs onto fewer hosts (the emptied ones go to standby)."""
+
+    OFF = "off"
+    SPREAD = "spread"
+    CONSOLIDATE = "consolidate"
+
+
 class AdminState(StrEnum):
     """What the operator allows on a host (``actors.host_lifecycle`` has the transitions).
     Only ENABLED takes new VMs."""
@@ -234,6 +254,7 @@ class ApiToken(Record, frozen=True, kw_only=True):
 class Datacenter(Record, frozen=True, kw_only=True):
     name: Name
     location: str = ""
+    balance_policy: BalancePolicy = BalancePolicy.OFF
 
 
 class Host(Record, frozen=True, kw_only=True):
@@ -251,6 +272,7 @@ class Host(Record, frozen=True, kw_only=True):
     admin_state: AdminState = AdminState.ENABLED
     capabilities: dict[str, str] = msgspec.field(default_factory=dict)
     observed_at: Time | None = None
+    power_state: HostPower = HostPower.ON
 
 
 class NicRequest(_Struct, frozen=True, kw_only=True):

@@ -54,8 +54,15 @@ _COMMON = frozenset(
 _CAPABILITIES = {
     # The test driver keeps network disks in the definition but cannot hot-plug: its attach and
     # detach are simulated (recorded in this process, logged as such, devices named
-    # "simulated:sdX"); its migration is simulated between test hosts of this process.
-    "test": _COMMON | {Capability.ATTACH_VOLUME, Capability.ISCSI_DISKS, Capability.MIGRATE},
+    # "simulated:sdX"); its migration is simulated between test hosts of this process, and so
+    # is its host's power (standby and wake change nothing but a flag).
+    "test": _COMMON
+    | {
+        Capability.ATTACH_VOLUME,
+        Capability.ISCSI_DISKS,
+        Capability.MIGRATE,
+        Capability.HOST_POWER,
+    },
     "qemu": _COMMON
     | {
         Capability.ATTACH_VOLUME,
@@ -84,6 +91,8 @@ class LibvirtDriver(DelegatingDriver[LibvirtClient]):
         self._client: LibvirtClient | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
+        #: A test host's simulated power: True while it is in standby.
+        self.standby = False
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -188,6 +197,15 @@ class LibvirtDriver(DelegatingDriver[LibvirtClient]):
         except asyncio.CancelledError:
             await self._abort_migration(uuid, job)
             raise
+
+    async def set_host_power(self, standby: bool) -> str:
+        # Only a test host declares it: a real libvirt host's power is outside libvirt (its
+        # power command, actors.host_power).
+        self._require(Capability.HOST_POWER)
+        self._connected()
+        self.standby = standby
+        _log.info("hypervisor.host_power_simulated", uri=self._settings.uri, standby=standby)
+        return f"simulated: test host {'put to standby' if standby else 'woken'} (a flag only)"
 
     async def _abort_migration(self, uuid: str, job: asyncio.Future[None]) -> None:
         """Abort the migration ``job`` runs and wait until the hypervisor has given up."""

@@ -256,8 +256,10 @@ async def _fill(cloud: Cloud, on: list[str], vms: int, ha: bool = False) -> list
 
 
 async def drain_figures(hosts: int, drained: int, vms: int) -> dict[str, Any]:
+    """Maintenance of ``drained`` hosts at once holding ``vms`` VMs between them, at the
+    default ``orchestrator.drain_concurrency`` (migrations in flight per drained host)."""
     with tempfile.TemporaryDirectory() as folder:
-        cloud = await _simulated_cloud(Path(folder), hosts, drain_concurrency=8)
+        cloud = await _simulated_cloud(Path(folder), hosts)
         try:
             victims = sorted(cloud.drivers)[:drained]
             await _fill(cloud, victims, vms)
@@ -266,13 +268,19 @@ async def drain_figures(hosts: int, drained: int, vms: int) -> dict[str, Any]:
             ended = [await cloud.orchestrator.wait(t.id, 3600) for t in tasks]
             elapsed = time.perf_counter() - began
             failed = sum(t.state is not TaskState.SUCCEEDED for t in ended)
+            errors = [t.error[:300] for t in ended if t.error][:3]
             left = 0
             for h in victims:
                 left += (await cloud.store.get(Host, h)).cpus_used
         finally:
             await cloud.orchestrator.system.shutdown(timeout=60)
             await cloud.store.close()
-    return {"evacuate_s": elapsed, "failed_drains": failed, "vms_left_on_drained_hosts": left}
+    return {
+        "evacuate_s": elapsed,
+        "failed_drains": failed,
+        "vms_left_on_drained_hosts": left,
+        "drain_errors": errors,
+    }
 
 
 async def ha_figures(hosts: int, failed_hosts: int, vms: int, grace: float) -> dict[str, Any]:

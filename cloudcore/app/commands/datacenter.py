@@ -1,5 +1,6 @@
-"""``cloudcore datacenter list|show|create``: datacenters through the API (every role reads
-them; an admin registers one, which the node starts running at once)."""
+"""``cloudcore datacenter list|show|create|balance``: datacenters through the API (every role
+reads them; an admin registers one, which the node starts running at once; an admin or operator
+sets its balancing policy, or sees the plan a policy would make now)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,34 @@ from cloudcore.app.commands._resolve import DATACENTER, resolve
 
 __all__ = ["add_parser"]
 
-_COLUMNS: list[Column] = [("ID", "id"), ("NAME", "name"), ("LOCATION", "location")]
+_COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("LOCATION", "location"),
+    ("BALANCE", "balance_policy"),
+]
+_POLICIES = ("off", "spread", "consolidate")
 _FIELDS: list[Column] = [*_COLUMNS, ("CREATED", "created_at"), ("UPDATED", "updated_at")]
+_MOVES: list[Column] = [
+    ("VM", "vm_id"),
+    ("FROM", "source"),
+    ("TO", "target"),
+    ("MIB", "memory_mib"),
+    ("WHY", "reason"),
+]
+_PLAN: list[Column] = [
+    ("POLICY", "policy"),
+    ("HOSTS", "hosts"),
+    ("VMS", "vms"),
+    ("SPREAD BEFORE", "spread_before"),
+    ("SPREAD AFTER", "spread_after"),
+    ("STANDBY", "standby"),
+    ("EXPLANATION", "explanation"),
+]
 
 
 def add_parser(sub: Any) -> None:
-    dc = sub.add_parser("datacenter", help="datacenters: list, show, create")
+    dc = sub.add_parser("datacenter", help="datacenters: list, show, create, balance")
     actions = dc.add_subparsers(dest="dc_command", required=True, metavar="ACTION")
 
     listing = actions.add_parser("list", help="list datacenters, the newest first")
@@ -45,6 +68,22 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--name", help="its name (default: the id)")
     create.add_argument("--location", default="", help="where it is")
     create.set_defaults(handler=api_command(_create))
+
+    balance = actions.add_parser(
+        "balance",
+        help="set the balancing policy (off, spread, consolidate), or show the plan it makes",
+    )
+    add_output_option(balance)
+    balance.add_argument("id", metavar="DATACENTER", help="id or name")
+    balance.add_argument(
+        "policy", nargs="?", choices=_POLICIES, help="the policy its balancer applies from now"
+    )
+    balance.add_argument(
+        "--plan",
+        choices=_POLICIES,
+        help="show the migrations this policy would make now, with their reasons (moves nothing)",
+    )
+    balance.set_defaults(handler=api_command(_balance))
 
 
 async def _list(client: Client, args: argparse.Namespace) -> int:
@@ -72,4 +111,22 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
     body = {"id": args.id, "name": args.name or args.id, "location": args.location}
     dc = await client.call("POST", "/datacenters", body=body)
     show_one(dc, args.output, _FIELDS, select=args.columns)
+    return 0
+
+
+async def _balance(client: Client, args: argparse.Namespace) -> int:
+    if (args.policy is None) == (args.plan is None):
+        raise SystemExit("cloudcore datacenter balance: give a POLICY to set, or --plan POLICY")
+    dc_id = quote(await resolve(client, DATACENTER, args.id), safe="")
+    if args.policy is not None:
+        body = {"policy": args.policy}
+        dc = await client.call("PUT", f"/datacenters/{dc_id}/balance/policy", body=body)
+        show_one(dc, args.output, _FIELDS, select=args.columns)
+        return 0
+    made = await client.call("GET", f"/datacenters/{dc_id}/balance", params={"policy": args.plan})
+    if args.output != "table":
+        show_one(made, args.output, _PLAN)  # the whole plan as JSON or YAML
+        return 0
+    show_page({"items": made["moves"], "total": len(made["moves"])}, args, _MOVES)
+    show_one(made, args.output, _PLAN)
     return 0

@@ -271,7 +271,7 @@ def test_datacenters_are_created_listed_and_shown_by_name(node: Node) -> None:
         "Oslo",
     ]
     listed = node.ok("datacenter", "list").stdout.splitlines()
-    assert listed[0].split() == ["ID", "NAME", "LOCATION"]
+    assert listed[0].split() == ["ID", "NAME", "LOCATION", "BALANCE"]
     assert [line.split()[0] for line in listed[1:3]] == ["dc9", "dc1"]  # the newest first
 
 

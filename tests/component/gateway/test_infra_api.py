@@ -357,3 +357,20 @@ async def test_a_balance_plan_is_shown_to_operators_and_moves_nothing(api: ApiCl
     assert (await api.call("GET", "/datacenters/nope/balance", "operator")).status == 404
     ran = await api.call("POST", "/datacenters/dc1/balance", "operator", {"policy": "spread"})
     assert ran.status == 202 and ran.body["task_ids"] == []
+
+
+async def test_a_datacenter_balance_policy_is_set_by_operators_and_checked(
+    api: ApiClient,
+) -> None:
+    assert (await api.call("GET", "/datacenters/dc1", "operator")).body["balance_policy"] == "off"
+    path = "/datacenters/dc1/balance/policy"
+    r = await api.call("PUT", path, "operator", {"policy": "consolidate"})
+    assert r.status == 200 and r.body["balance_policy"] == "consolidate"
+    assert (await api.call("GET", "/datacenters/dc1", "alice")).body["balance_policy"] == (
+        "consolidate"
+    )
+    bad = await api.call("PUT", path, "operator", {"policy": "sideways"})
+    assert bad.status == 422 and "policy" in bad.body["error"]["message"]
+    assert (await api.call("PUT", path, "alice", {"policy": "off"})).status == 403
+    gone = await api.call("PUT", "/datacenters/nope/balance/policy", "operator", {"policy": "off"})
+    assert gone.status == 404

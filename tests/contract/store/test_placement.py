@@ -14,7 +14,7 @@ from cloudcore.errors import (
     VersionConflict,
 )
 from cloudcore.store.base import Store
-from cloudcore.store.records import VM, AdminState, Host, HostHealth, VMSpec, VMState
+from cloudcore.store.records import VM, AdminState, Host, HostHealth, HostPower, VMSpec, VMState
 from tests.contract.store.factory import Factory
 
 
@@ -34,6 +34,8 @@ async def test_a_claim_that_fits_adds_to_the_used_capacity(store: Store, make: F
         ({}, 1, 8193),
         ({"health": HostHealth.UNREACHABLE}, 1, 1),
         ({"admin_state": AdminState.MAINTENANCE}, 1, 1),
+        ({"power_state": HostPower.STANDBY}, 1, 1),
+        ({"power_state": HostPower.WAKING}, 1, 1),
     ],
 )
 async def test_a_claim_that_does_not_fit_or_an_unschedulable_host_is_refused(

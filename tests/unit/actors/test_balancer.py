@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.balancer import BalancePolicy, plan
-from cloudcore.store.records import VM, AdminState, Host, HostHealth, VMSpec, VMState
+from cloudcore.store.records import VM, AdminState, Host, HostHealth, HostPower, VMSpec, VMState
 
 _SIZES = st.sampled_from([256, 512, 1024, 2048, 4096])
 
@@ -111,3 +111,36 @@ def test_spread_plans_applied_in_turn_converge_and_never_move_a_vm_back(
             left.setdefault(m.vm_id, set()).add(m.source)
         hosts, vms = _apply(hosts, vms, result.moves)
     raise AssertionError("plans did not converge in 30 rounds")
+
+
+@settings(max_examples=100, deadline=None)
+@given(dc=datacenters())
+def test_consolidation_rounds_converge_never_move_a_vm_back_and_skip_standby_hosts(
+    dc: tuple[list[Host], list[VM]],
+) -> None:
+    """As the balancer runs it: each round's moves applied, then the hosts left empty put to
+    STANDBY (out of every later plan); nothing lands on a standby host, nothing comes back."""
+    hosts, vms = dc
+    left: dict[str, set[str]] = {}
+    for _ in range(30):
+        result = plan(hosts, vms, BalancePolicy.CONSOLIDATE, max_moves=5, ceiling=0.85)
+        asleep = {h.id for h in hosts if h.power_state is HostPower.STANDBY}
+        for m in result.moves:
+            assert m.target not in asleep and m.source not in asleep
+            assert m.target not in left.get(m.vm_id, set()), "a VM went back to a host it left"
+            left.setdefault(m.vm_id, set()).add(m.source)
+        hosts, vms = _apply(hosts, vms, result.moves)
+        hosts = [
+            msgspec.structs.replace(h, power_state=HostPower.STANDBY)
+            if h.id in result.standby and h.memory_mib_used == 0
+            else h
+            for h in hosts
+        ]
+        if not result.moves:
+            break
+    else:
+        raise AssertionError("consolidation did not converge in 30 rounds")
+    on = [h for h in hosts if h.power_state is HostPower.ON and h.admin_state is AdminState.ENABLED]
+    assert all(h.memory_mib_used <= h.memory_mib for h in hosts)
+    # converged: no schedulable host left empty and awake
+    assert not [h for h in on if h.memory_mib_used == 0 and h.cpus_used == 0]

@@ -4,7 +4,7 @@ import pytest
 
 from actors.scheduler import PlacementRequest, SchedulerEngine, Weigher
 from cloudcore.errors import NoValidHost
-from cloudcore.store.records import AdminState, HostHealth
+from cloudcore.store.records import AdminState, HostHealth, HostPower
 from tests.unit.scheduler.hosts import DC, host, vm
 
 
@@ -126,6 +126,7 @@ def test_no_fit_counts_each_host_under_the_first_filter_that_rejected_it() -> No
         "datacenter": 1,
         "admin_state": 2,
         "health": 1,
+        "power": 0,
         "capacity": 7,
         "affinity": 0,
         "anti_affinity": 1,
@@ -207,3 +208,17 @@ def test_adopt_records_the_group_without_counting_the_claim_again() -> None:
     engine.released("db0")
     assert h0.memory_mib_used == 0
     assert engine.group_hosts("t1/db") == {}
+
+
+def test_a_standby_host_is_never_offered_but_named_to_wake_when_nothing_else_fits() -> None:
+    engine = SchedulerEngine(DC)
+    engine.upsert_host(host("on", memory_mib=8192))
+    engine.upsert_host(host("asleep", power_state=HostPower.STANDBY))
+    engine.upsert_host(host("waking", power_state=HostPower.WAKING, memory_mib=4096))
+    assert engine.select(_request(memory_mib=4096)) == ["on"]
+    with pytest.raises(NoValidHost) as failure:
+        engine.select(_request(memory_mib=16384))
+    assert failure.value.explanation["power"] == 2
+    assert engine.standby_for(_request(memory_mib=16384)) == "asleep"  # the one it fits
+    assert engine.standby_for(_request(memory_mib=4096)) == "waking"  # pack: least free first
+    assert engine.standby_for(_request(memory_mib=65536)) is None

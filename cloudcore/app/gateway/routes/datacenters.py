@@ -14,7 +14,7 @@ from cloudcore.app.gateway.listing import sorted_page
 from cloudcore.app.gateway.schemas import NamedQuery
 from cloudcore.store.records import Datacenter, Page, Role
 
-__all__ = ["BalanceQuery", "DatacenterCreate", "api"]
+__all__ = ["BalancePolicyChange", "BalanceQuery", "DatacenterCreate", "api"]
 
 api = Api("datacenters")
 
@@ -109,3 +109,25 @@ async def balance(req: ApiRequest[BalanceQuery, None]) -> Reply:
         req.params["dc_id"], b.policy, threshold=b.threshold, max_moves=b.max_moves
     )
     return Reply(BalanceRun(plan=made, task_ids=[t.id for t in tasks]), 202)
+
+
+class BalancePolicyChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The policy the datacenter's balancer applies every ``orchestrator.balance_interval``:
+    ``off``, ``spread`` (even out the hosts' memory load) or ``consolidate`` (pack VMs onto
+    fewer hosts; empty hosts go to standby and are woken when a placement needs them)."""
+
+    policy: BalancePolicy
+
+
+@api.put(
+    "/datacenters/{dc_id}/balance/policy",
+    body=BalancePolicyChange,
+    reply=Datacenter,
+    summary="Set the datacenter's balancing policy (admin, operator)",
+    errors=(403, 404),
+)
+async def set_balance_policy(req: ApiRequest[BalancePolicyChange, None]) -> Datacenter:
+    """Stored on the datacenter (its ``balance_policy``); its balancer runs a round at once
+    when the datacenter runs on this node, else at its next interval."""
+    require(req.principal, Role.ADMIN, Role.OPERATOR)
+    return await req.gateway.orchestrator.set_balance_policy(req.params["dc_id"], req.body.policy)
