@@ -4,17 +4,20 @@
 Host A is "powered off" when neither its libvirtd nor any QEMU process it started (their pid
 files under A's own /run/libvirt) runs: the fence command checks that, as an IPMI power status
 would. While A's guests still run (only its libvirtd died) the command says so and no VM is
-restarted: no VM ever runs twice.
+restarted: no VM ever runs twice. Then the same with a real ``cloudcore serve`` killed -9 in
+the middle of the recovery and started again: every HA VM restarted exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from actors.guest import domain_name
@@ -33,9 +36,11 @@ from cloudcore.store.records import (
     VMSpec,
     VMState,
 )
+from cloudcore.store.sqlite import SqliteStore
 from hypervisor_drivers.base import HypervisorDriver
 from tests.cloud import Cloud, cloud_settings, sqlite_store, start_cloud  # noqa: F401
 from tests.integration.migration.conftest import Daemon, libvirtd_pair
+from tests.integration.migration.test_crash import _call, _node
 from tests.waiting import eventually, never
 
 pytestmark = pytest.mark.timeout(300)
@@ -222,3 +227,102 @@ async def test_a_dead_libvirtd_host_is_fenced_and_its_ha_vms_run_on_the_other_on
     assert all(t.state is TaskState.SUCCEEDED for t in restarts)
     host_b = await cloud.store.get(Host, "host-b")
     assert (host_b.cpus_used, host_b.memory_mib_used) == (_VMS, _VMS * _MEMORY_MIB)
+
+
+_NODE = {
+    "sweep_interval": "1.0",
+    "ha_grace": str(_GRACE),
+    "ha_check_interval": "0.5",
+    "reconnect_delay": "0.5",
+}
+
+
+async def _prepare(data_dir: Path, daemons: tuple[Daemon, Daemon]) -> None:
+    store = await SqliteStore.connect(data_dir / "cloudcore.db")
+    try:
+        await store.upgrade()
+        await store.create(Tenant(id="t1", name="t1"))
+        await store.create(Datacenter(id="dc1", name="dc1"))
+        for host in _hosts(cloud_settings(data_dir), data_dir, daemons):
+            await store.create(host)
+    finally:
+        await store.close()
+
+
+async def _deploy_on_a(session: aiohttp.ClientSession, url: str) -> list[str]:
+    """One HA VM per priority (five tiers, restarted one after the other), all on host-a."""
+    await _call(session, "POST", f"{url}/hosts/host-b/disable")
+    ids = []
+    for n in range(_VMS):
+        body = {"name": f"ha{n}", "tenant_id": "t1", "datacenter_id": "dc1", "cpus": 1}
+        body |= {"memory_mib": _MEMORY_MIB, "ha": True, "ha_priority": n}
+        task = await _call(session, "POST", f"{url}/vms", body)
+        ended = await eventually(lambda t=task: _final(session, url, t["id"]), 90, 0.2)
+        assert ended["state"] == "SUCCEEDED", ended
+        ids.append(task["subject"].removeprefix("vm/"))
+    await _call(session, "POST", f"{url}/hosts/host-b/enable")
+    return ids
+
+
+async def _final(session: aiohttp.ClientSession, url: str, task_id: str) -> object:
+    task = await _call(session, "GET", f"{url}/tasks/{task_id}")
+    return task if task["state"] not in ("PENDING", "RUNNING") else None
+
+
+async def _on_b(session: aiohttp.ClientSession, url: str, ids: list[str]) -> list[str]:
+    """The VMs RUNNING on host-b now."""
+    vms = [await _call(session, "GET", f"{url}/vms/{i}") for i in ids]
+    return [v["id"] for v in vms if v["state"] == "RUNNING" and v["host_id"] == "host-b"]
+
+
+async def test_the_orchestrator_killed_mid_recovery_restarts_each_ha_vm_once(
+    tmp_path: Path, daemons: tuple[Daemon, Daemon]
+) -> None:
+    a, b = daemons
+    await _prepare(tmp_path, daemons)
+    async with _node(tmp_path, **_NODE) as (proc, url, token):
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(headers=auth) as session:
+            ids = await _deploy_on_a(session, url)
+            guests = _guests_of(a)
+            assert len(guests) == _VMS
+            _kill([a.process.pid, *guests])  # host A is lost, all of it
+            await asyncio.to_thread(a.process.wait, 10)
+
+            # Killed once the first tier is back and before the last one is.
+            await eventually(lambda: _on_b(session, url, ids), timeout=60, interval=0.1)
+            os.kill(proc.pid, signal.SIGKILL)
+    # What the dead node left: some VMs back on B, not all.
+    store = await SqliteStore.connect(tmp_path / "cloudcore.db")
+    try:
+        left = [await store.get(VM, i) for i in ids]
+    finally:
+        await store.close()
+    back = [v for v in left if v.host_id == "host-b" and v.state is VMState.RUNNING]
+    assert 0 < len(back) < _VMS, f"not in the middle of the recovery: {len(back)} back"
+
+    async with _node(tmp_path, **_NODE) as (proc, url, token):
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(headers=auth) as session:
+
+            async def all_back() -> bool:
+                return len(await _on_b(session, url, ids)) == _VMS
+
+            await eventually(all_back, timeout=90, interval=0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+
+    names = [domain_name(i) for i in ids]
+    assert [b.state(n) for n in names] == ["running"] * _VMS
+    assert all(_qemu_processes(n) == 1 for n in names)  # none on two hosts, none twice
+    store = await SqliteStore.connect(tmp_path / "cloudcore.db")
+    try:
+        assert (await store.get(Host, "host-a")).health is HostHealth.FENCED
+        tasks = (await store.list(Task, limit=500)).items
+        restarts = [t for t in tasks if t.data.get("ha_restart_from") == "host-a"]
+        assert sorted(t.subject for t in restarts) == sorted(f"vm/{i}" for i in ids)  # once each
+        assert all(t.state is TaskState.SUCCEEDED for t in restarts)
+        host_b = await store.get(Host, "host-b")
+        assert (host_b.cpus_used, host_b.memory_mib_used) == (_VMS, _VMS * _MEMORY_MIB)
+    finally:
+        await store.close()
