@@ -191,7 +191,15 @@ class HAActor(Actor[CheckHosts]):
             vm,
             self.scheduler,
             state=VMState.DEFINED,
-            events=state_changed(vm, {"state": VMState.DEFINED, "power": PowerState.OFF}),
+            events=[
+                *state_changed(vm, {"state": VMState.DEFINED, "power": PowerState.OFF}),
+                OutboxEvent(
+                    type="vm.ha_restart",
+                    subject=f"vm/{vm.id}",
+                    tenant_id=vm.tenant_id,
+                    data={"from_host": host.id, "task_id": task.id},
+                ),
+            ],
             power=PowerState.OFF,
             task_id=task.id,
             fault=fault,

@@ -23,6 +23,13 @@
   ``cloudcore_image_library_images{repository}``: templates by state, and what each image
   repository's library (``objects/``) allocates, read with the counts above. Conversions by
   outcome are ``cloudcore_tasks_finished_total{kind="template.convert",state}``.
+- Mobility: ``cloudcore_migrations_total{outcome}`` (``vm.migrate`` tasks ended SUCCEEDED,
+  FAILED or CANCELLED, aborts included), ``cloudcore_ha_restarts_total`` (HA VMs taken off a
+  fenced host to be restarted elsewhere, from ``vm.ha_restart`` events) and
+  ``cloudcore_hosts_fenced_total`` (``host.fenced``), counted with the tasks above;
+  ``cloudcore_hosts_by_admin_state{admin_state}`` (ENABLED, DISABLED, the maintenance states)
+  read with the store counts. A host's power is its ``cloudcore_hosts{health}``: FENCED is
+  confirmed off.
 
 Served by ``cloudcore.app.gateway.routes.metrics``.
 """
@@ -31,7 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -46,6 +54,7 @@ from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorSystem
 from cloudcore.store.records import (
     VM,
+    AdminState,
     Host,
     HostHealth,
     Network,
@@ -63,6 +72,9 @@ __all__ = [
     "count_finished_tasks",
     "metrics_middleware",
 ]
+
+#: The events counted into counters while the app serves.
+_COUNTED = ("task.finished", "vm.ha_restart", "host.fenced")
 
 _log = get_logger("cloudcore.app.gateway")
 
@@ -90,6 +102,22 @@ class Metrics:
             "cloudcore_tasks_finished",
             "Tasks finished since this gateway started, by kind and final state",
             ["kind", "state"],
+            registry=self.registry,
+        )
+        self.migrations = Counter(
+            "cloudcore_migrations",
+            "VM migrations ended since this gateway started, by outcome (the task's state)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.ha_restarts = Counter(
+            "cloudcore_ha_restarts",
+            "HA VMs of fenced hosts given a restart elsewhere since this gateway started",
+            registry=self.registry,
+        )
+        self.hosts_fenced = Counter(
+            "cloudcore_hosts_fenced",
+            "Hosts fenced by HA since this gateway started",
             registry=self.registry,
         )
         self._counts = _StoreCounts(gateway) if gateway is not None else None
@@ -152,6 +180,7 @@ class _StoreCounts(Collector):
         self._gateway = gateway
         self._vms: dict[str, int] = {}
         self._hosts: dict[str, int] = {}
+        self._admin: dict[str, int] = {}
         self._volumes: dict[str, int] = {}
         self._pools: list[tuple[str, dict[str, int]]] = []
         self._addresses: dict[str, tuple[int, int]] = {}  # network id -> (used, free)
@@ -170,6 +199,7 @@ class _StoreCounts(Collector):
             try:
                 self._vms = await store.count_by(VM, "state")
                 self._hosts = await store.count_by(Host, "health")
+                self._admin = await store.count_by(Host, "admin_state")
                 self._volumes = await store.count_by(Volume, "state")
                 storage = self._gateway.orchestrator.storage
                 pools = [] if storage is None else await storage.pool_status()
@@ -262,6 +292,13 @@ class _StoreCounts(Collector):
         hosts = GaugeMetricFamily("cloudcore_hosts", "Hosts by health", labels=["health"])
         for health in HostHealth:
             hosts.add_metric([health.value], self._hosts.get(health.value, 0))
+        admin = GaugeMetricFamily(
+            "cloudcore_hosts_by_admin_state",
+            "Hosts by what the operator allows (enabled, disabled, maintenance states)",
+            labels=["admin_state"],
+        )
+        for admin_state in AdminState:
+            admin.add_metric([admin_state.value], self._admin.get(admin_state.value, 0))
         volumes = GaugeMetricFamily("cloudcore_volumes", "Volumes by state", labels=["state"])
         for volume_state in VolumeState:
             volumes.add_metric([volume_state.value], self._volumes.get(volume_state.value, 0))
@@ -275,13 +312,14 @@ class _StoreCounts(Collector):
                 pools.add_metric([pool_id, kind], value)
         yield vms
         yield hosts
+        yield admin
         yield volumes
         yield pools
 
 
 async def count_finished_tasks(app: web.Application) -> AsyncIterator[None]:
-    """An ``app.cleanup_ctx``: count ``task.finished`` events into
-    ``cloudcore_tasks_finished_total`` from the app's start to its cleanup."""
+    """An ``app.cleanup_ctx``: count ``task.finished``, ``vm.ha_restart`` and ``host.fenced``
+    events into their counters from the app's start to its cleanup."""
     gateway, metrics = app[GATEWAY], app[METRICS]
     after = await gateway.events.last_position()  # from now, without missing the first ones
     counting = asyncio.create_task(_count(gateway, metrics, after), name="metrics.tasks")
@@ -296,11 +334,10 @@ async def _count(gateway: Gateway, metrics: Metrics, after: str) -> None:
     seen = SeenIds()  # events come at least once: a copy is not counted again
     while True:
         try:
-            events = gateway.events.subscribe(after=after, types=("task.finished",))
+            events = gateway.events.subscribe(after=after, types=_COUNTED)
             async for event in deduplicated(events, seen):
                 after = event.position
-                kind = str(event.data.get("kind", "unknown"))
-                metrics.tasks_finished.labels(kind, str(event.data.get("state", ""))).inc()
+                _tally(metrics, event.type, event.data)
         except BusClosed:
             return  # the node is shutting down
         except CloudcoreError as exc:
@@ -309,6 +346,18 @@ async def _count(gateway: Gateway, metrics: Metrics, after: str) -> None:
             _log.warning("metrics.tasks_resubscribing", error=str(exc))
             await asyncio.sleep(1.0)
             after = await _last_position(gateway, after)
+
+
+def _tally(metrics: Metrics, type: str, data: Mapping[str, Any]) -> None:
+    if type == "vm.ha_restart":
+        metrics.ha_restarts.inc()
+    elif type == "host.fenced":
+        metrics.hosts_fenced.inc()
+    else:
+        kind, state = str(data.get("kind", "unknown")), str(data.get("state", ""))
+        metrics.tasks_finished.labels(kind, state).inc()
+        if kind == "vm.migrate":
+            metrics.migrations.labels(state).inc()
 
 
 async def _last_position(gateway: Gateway, fallback: str) -> str:

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from cloudcore.app.gateway.routes.metrics import on_loopback
-from cloudcore.store.records import Host
+from cloudcore.store.records import VM, Host, OutboxEvent
 from tests.component.gateway.conftest import ApiClient
 
 WEB = {"name": "web", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 256}
@@ -184,3 +184,38 @@ async def test_templates_and_the_image_library_show_by_state_and_repository(
     stored = value(m["cloudcore_image_library_bytes"], "cloudcore_image_library_bytes",
                    repository="_shared")  # fmt: skip
     assert stored > 0
+
+
+async def test_migrations_by_outcome_ha_restarts_fences_and_hosts_by_admin_state(
+    api: ApiClient,
+) -> None:
+    created = await api.call("POST", "/vms", "alice", WEB)
+    assert (await api.wait_task(created.body["id"])).state == "SUCCEEDED"
+    vm_id = created.body["subject"].removeprefix("vm/")
+    source = (await api.store.get(VM, vm_id)).host_id
+    moved = await api.call("POST", f"/vms/{vm_id}/migrate", "operator", {})
+    assert moved.status == 202, moved.body
+    assert (await api.wait_task(moved.body["id"])).state == "SUCCEEDED"
+    drained = await api.call("POST", f"/hosts/{source}/maintenance", "operator")
+    assert drained.status == 202, drained.body
+    assert (await api.wait_task(drained.body["id"])).state == "SUCCEEDED"
+    # What HA writes when it fences a host and restarts a VM (actors/ha.py; the HA tests see
+    # it written), relayed from the outbox as HA's own events are.
+    await api.store.write_events(
+        [
+            OutboxEvent(type="host.fenced", subject="host/dc1-h9", data={"how": "test"}),
+            OutboxEvent(type="vm.ha_restart", subject="vm/x", data={"from_host": "dc1-h9"}),
+        ]
+    )
+
+    def counted(families: dict[str, list[Sample]]) -> bool:
+        return bool(families.get("cloudcore_ha_restarts")) and any(
+            s.value >= 1 for s in families["cloudcore_ha_restarts"]
+        )
+
+    m = await scrape_until(api, counted)
+    assert value(m["cloudcore_migrations"], "cloudcore_migrations_total", outcome="SUCCEEDED") == 1
+    assert value(m["cloudcore_ha_restarts"], "cloudcore_ha_restarts_total") == 1
+    assert value(m["cloudcore_hosts_fenced"], "cloudcore_hosts_fenced_total") == 1
+    admin = {s.labels["admin_state"]: s.value for s in m["cloudcore_hosts_by_admin_state"]}
+    assert admin["MAINTENANCE"] == 1 and admin["ENABLED"] == 1 and admin["DISABLED"] == 0

@@ -143,6 +143,12 @@ async def test_a_dead_host_is_fenced_then_its_ha_vms_restart_elsewhere_by_priori
     events = await cloud.orchestrator.services.events.read(limit=10_000)
     (fenced,) = [e for e in events if e.type == "host.fenced"]
     assert fenced.subject == "host/dc1-h1" and "simulated" in fenced.data["how"]
+    # One vm.ha_restart event per restart (counted by the metrics), naming its task.
+    restarts = [e for e in events if e.type == "vm.ha_restart"]
+    assert sorted((e.subject, e.data["task_id"]) for e in restarts) == sorted(
+        (t.subject, t.id) for t in tasks
+    )
+    assert {e.data["from_host"] for e in restarts} == {"dc1-h1"}
     assert await _check(cloud) == ["dc1-h1"]  # fenced, nothing left to restart: no duplicate
     assert (
         len(

@@ -103,16 +103,23 @@ def _wait(predicate: object, what: str, timeout: float = 20.0) -> None:
 
 @pytest.fixture(scope="module")
 def two_libvirtds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Daemon]]:
+    with libvirtd_pair(tmp_path_factory.mktemp("libvirtds")) as pair:
+        yield pair
+
+
+@contextlib.contextmanager
+def libvirtd_pair(root: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    """Two daemons A and B under ``root``, in a network namespace of their own (skipped, with
+    the reason, where that cannot be had); everything stopped and deleted on the way out."""
     if os.geteuid() != 0:
         pytest.skip("two private libvirtd instances need root (namespaces, bind mounts)")
     for tool in ("libvirtd", "virsh", "ip", "unshare", "qemu-system-x86_64"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
-    netns = f"ccmig-{os.getpid()}"
+    netns = f"ccmig-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     if subprocess.run(["ip", "netns", "add", netns], check=False).returncode != 0:
         pytest.skip("cannot create a network namespace here")
     daemons: list[Daemon] = []
-    root = tmp_path_factory.mktemp("libvirtds")
     try:
         subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
         for name, port in _HOSTS:

@@ -46,7 +46,10 @@ async def _prepare(data_dir: Path, daemons: tuple[Daemon, Daemon]) -> None:
 
 
 @asynccontextmanager
-async def _node(data_dir: Path) -> AsyncIterator[tuple[subprocess.Popen[str], str, str]]:
+async def _node(
+    data_dir: Path, **orchestrator: str
+) -> AsyncIterator[tuple[subprocess.Popen[str], str, str]]:
+    """``cloudcore serve`` on ``data_dir``; ``orchestrator``: more of its settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDCORE_")}
     env |= {
         "CLOUDCORE_NODE__DATA_DIR": str(data_dir),
@@ -55,6 +58,7 @@ async def _node(data_dir: Path) -> AsyncIterator[tuple[subprocess.Popen[str], st
         "CLOUDCORE_ORCHESTRATOR__WATCHDOG_INTERVAL": "1.0",
         "CLOUDCORE_ORCHESTRATOR__STEP_DEADLINE": "60.0",
     }
+    env |= {f"CLOUDCORE_ORCHESTRATOR__{k.upper()}": v for k, v in orchestrator.items()}
     proc = await asyncio.to_thread(
         subprocess.Popen,
         [sys.executable, "-m", "cloudcore.app.cli", "serve"],
