@@ -56,6 +56,7 @@ from actors.routing import (
     RoutedRecover,
     RoutedReply,
     RoutedSetHA,
+    RoutedSnapshots,
     RoutedSweep,
     Routes,
 )
@@ -534,6 +535,12 @@ class Orchestrator:
         no host; UnsupportedOperation when its driver cannot snapshot."""
         if vm.host_id is None:
             raise Conflict(f"VM {vm.id} is on no host: it has no snapshots")
+        port = await self.port_of(vm.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedSnapshots(datacenter_id=vm.datacenter_id, vm_id=vm.id)
+            )
+            return reply.snapshots or []
         ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
         found: list[Snapshot] = await ref.ask(ListSnapshots(vm_id=vm.id))
         return found

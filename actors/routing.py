@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from actors.host_lifecycle import HostOperation
 from actors.lifecycle import Operation
-from actors.messages import Deploy, RecoverVerb, SweepReport
+from actors.messages import Deploy, RecoverVerb, Snapshot, SweepReport
 from actors.operations import OperationParams
 from actors.ownership import lease_name
 from actors.volume_messages import PoolStatus, VolumeParams
@@ -52,6 +52,7 @@ __all__ = [
     "RoutedRecover",
     "RoutedReply",
     "RoutedSetHA",
+    "RoutedSnapshots",
     "RoutedSweep",
     "RoutedVolumeCreate",
     "RoutedVolumeOperate",
@@ -137,6 +138,13 @@ class RoutedSetHA(Message, frozen=True, kw_only=True):
     priority: int
 
 
+class RoutedSnapshots(Message, frozen=True, kw_only=True):
+    """A VM's snapshots as its hypervisor has them. Replies RoutedReply(snapshots)."""
+
+    datacenter_id: str
+    vm_id: str
+
+
 class RoutedVolumeCreate(Message, frozen=True, kw_only=True):
     """Create a volume on a pool of the datacenter (its source, if any, by id: a snapshot or
     a volume the caller may use). Replies RoutedReply(task)."""
@@ -180,6 +188,7 @@ class RoutedReply(Message, frozen=True, kw_only=True):
     volume: Volume | None = None
     report: SweepReport | None = None
     pools: list[PoolStatus] | None = None
+    snapshots: list[Snapshot] | None = None
 
 
 PortMessage = (
@@ -192,6 +201,7 @@ PortMessage = (
     | RoutedAbort
     | RoutedMaintain
     | RoutedSetHA
+    | RoutedSnapshots
     | RoutedVolumeCreate
     | RoutedVolumeOperate
     | RoutedVolumeRecover
@@ -236,6 +246,7 @@ _HostOrVMMessage = (
     | RoutedAbort
     | RoutedMaintain
     | RoutedSetHA
+    | RoutedSnapshots
 )
 
 
@@ -259,6 +270,9 @@ async def _run(orchestrator: Orchestrator, message: _HostOrVMMessage) -> RoutedR
             return RoutedReply(task=await orchestrator.maintain(host_id))
         case RoutedSetHA(vm_id=vm_id, ha=ha, priority=priority):
             return RoutedReply(vm=await orchestrator.set_ha(vm_id, ha, priority))
+        case RoutedSnapshots(vm_id=vm_id):
+            vm = await orchestrator.store.get(VM, vm_id)
+            return RoutedReply(snapshots=await orchestrator.snapshots(vm))
         case _:
             assert_never(message)
 
@@ -319,18 +333,30 @@ class Routes:
         self.store = store
         self._ref = ref
         self._status = status
+        #: The last lease read of each datacenter: its holder's node and its expiry. Until
+        #: that expiry no other node can take the lease, so it needs no new read before then.
+        self._known: dict[str, tuple[str, datetime]] = {}
 
     async def owner(self, datacenter_id: str) -> str | None:
         """The node that runs the datacenter now, or None."""
+        now = datetime.now(UTC)
+        known = self._known.get(datacenter_id)
+        if known is not None and known[1] > now:
+            return known[0]
         name = lease_name(datacenter_id)
         leases = [lease for lease in await self.store.list_leases(name) if lease.name == name]
-        if not leases or leases[0].expires_at <= datetime.now(UTC):
+        if not leases or leases[0].expires_at <= now:
+            self._known.pop(datacenter_id, None)
             return None
+        self._known[datacenter_id] = (leases[0].node, leases[0].expires_at)
         return leases[0].node
 
     async def port(self, datacenter_id: str) -> ActorRef[PortMessage]:
         """The port of the datacenter's owner; DatacenterUnavailable (503) if it has none up."""
         node = await self.owner(datacenter_id)
+        if node is not None and self._status(node) != "up" and datacenter_id in self._known:
+            del self._known[datacenter_id]  # read again: it may have handed the lease over
+            node = await self.owner(datacenter_id)
         if node is None:
             raise DatacenterUnavailable(
                 f"datacenter {datacenter_id} has no running owner node (none runs it, or its "

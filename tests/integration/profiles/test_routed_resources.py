@@ -1,6 +1,6 @@
-"""Volumes, migrations, HA settings and maintenance through the server node land on the node
-that runs their datacenter (checked in that node's actors), and answer 503 with Retry-After at
-once while that node is down."""
+"""Volumes, migrations, snapshots, HA settings and maintenance through the server node land on
+the node that runs their datacenter (checked in that node's actors), and answer 503 with
+Retry-After at once while that node is down."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ async def test_volumes_and_migrations_run_on_the_datacenters_node_and_503_while_
         await succeeded(api, migrate)
         dc2_tree = paths(await here.tree("node-dc2", "/user"))
         assert f"/user/dc/dc2/{target}/{vm['id']}" in dc2_tree
+        await succeeded(api, await api.call("POST", f"/vms/{vm['id']}/snapshot", {"name": "s1"}))
+        listed = await api.call("GET", f"/vms/{vm['id']}/snapshots")  # asked of dc2's node
+        assert listed.status == 200 and [s["name"] for s in listed.body] == ["s1"], listed.body
         ha = await api.call("POST", f"/vms/{vm['id']}/ha", {"ha": True, "priority": 3})
         assert ha.status == 200 and ha.body["spec"]["ha"] is True, ha.body
         maintain = await api.call("POST", f"/hosts/{vm['host_id']}/maintenance")
