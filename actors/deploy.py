@@ -23,19 +23,21 @@ from typing import TYPE_CHECKING, Any, assert_never
 from actors import claims
 from actors.journal import Journal, backoff, retryable
 from actors.messages import AdoptVM, Forget, OperationFinished, Provision
+from actors.quotas import vm_usage
 from actors.scheduler.messages import PlaceVM, SchedulerMessage
 from actors.services import Services
 from actors.vm_events import state_changed
 from cloudcore.errors import HostWaking, NotFound, NoValidHost, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
-from cloudcore.store.records import VM, Task, TaskState, VMState
+from cloudcore.store import Store
+from cloudcore.store.records import VM, IdempotencyKey, Task, TaskState, VMSpec, VMState, new_id
 
 if TYPE_CHECKING:
     from actors.host import HostMessage
     from actors.vm import VMMessage
 
-__all__ = ["DeployRunner"]
+__all__ = ["DeployRunner", "write_deploy"]
 
 _log = get_logger("actors.deploy")
 
@@ -298,3 +300,37 @@ def _transient(error: Exception) -> bool:
     """An error after which the same step may go through: a backend down, a reply not in time,
     a record changed under us, the VM actor unable to record."""
     return retryable(error) or isinstance(error, TimeoutError | VersionConflict | _Unrecorded)
+
+
+async def write_deploy(
+    store: Store,
+    *,
+    tenant_id: str,
+    datacenter_id: str,
+    name: str,
+    spec: VMSpec,
+    start: bool,
+    state: TaskState,
+    claim: IdempotencyKey | None = None,
+    mac_prefix: str | None = None,
+) -> tuple[VM, Task]:
+    """A new VM (DEFINED) and its deploy task in ``state``, counted against the tenant's
+    quotas, in one transaction (QuotaExceeded names the resource; then nothing is written).
+    ``claim``: the Idempotency-Key the create was asked under, recorded with the task."""
+    vm = VM(
+        id=new_id(uuid=True),
+        tenant_id=tenant_id,
+        datacenter_id=datacenter_id,
+        name=name,
+        spec=spec,
+        desired_state=VMState.RUNNING if start else VMState.STOPPED,
+    )
+    task = Task(
+        id=new_id("task-"),  # one id format for every task, in time order (see new_id)
+        tenant_id=tenant_id,
+        kind="vm.deploy",
+        subject=f"vm/{vm.id}",
+        state=state,
+        data={"start": start},
+    )
+    return await store.create_vm(vm, task, vm_usage(spec), claim=claim, mac_prefix=mac_prefix)

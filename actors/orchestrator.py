@@ -26,6 +26,7 @@ from actors import claims
 from actors.balancer import BalancePlan, BalancePolicy, plan
 from actors.balancing import Rebalance
 from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage, Maintain
+from actors.deploy import write_deploy as _write_deploy
 from actors.host import HostMessage
 from actors.host_lifecycle import HostOperation, host_transition
 from actors.journal import FINAL, Journal
@@ -46,15 +47,18 @@ from actors.messages import (
 )
 from actors.operations import MigrateParams, OperationParams, decode_params
 from actors.paging import all_records
-from actors.quotas import vm_usage
 from actors.routing import (
     PortMessage,
+    RoutedAbort,
     RoutedAddHost,
     RoutedAdminState,
     RoutedDeploy,
+    RoutedMaintain,
     RoutedOperate,
     RoutedRecover,
     RoutedReply,
+    RoutedSetHA,
+    RoutedSnapshots,
     RoutedSweep,
     Routes,
 )
@@ -126,7 +130,7 @@ class Orchestrator:
         #: operations are routed there. None: only this node's datacenters are operated.
         self.routes: Routes | None = None
 
-    async def _port(self, datacenter_id: str) -> ActorRef[PortMessage] | None:
+    async def port_of(self, datacenter_id: str) -> ActorRef[PortMessage] | None:
         """The port of the node that runs ``datacenter_id`` if that is another one (None:
         here, or no routes); DatacenterUnavailable if its owner is down."""
         if self.routes is None or self.runs(datacenter_id):
@@ -222,7 +226,7 @@ class Orchestrator:
         datacenter runs on another node (told there; if that node is down, it manages the host
         from its next start)."""
         try:
-            port = await self._port(host.datacenter_id)
+            port = await self.port_of(host.datacenter_id)
         except DatacenterUnavailable as exc:
             _log.warning("host.registered_unowned", host_id=host.id, error=str(exc))
             return None
@@ -240,7 +244,7 @@ class Orchestrator:
         allowed when its admin state does not permit it (maintenance: :meth:`maintain`).
         Routed to the node that runs the host's datacenter if that is another one."""
         stored = await self.store.get(Host, host_id)
-        port = await self._port(stored.datacenter_id)
+        port = await self.port_of(stored.datacenter_id)
         if port is not None:
             reply: RoutedReply = await port.ask(
                 RoutedAdminState(
@@ -257,8 +261,15 @@ class Orchestrator:
         """Put a host in maintenance: PREPARING_FOR_MAINTENANCE at once (no new VMs), then a
         task drains it by migration (MAINTENANCE, or ERROR_IN_MAINTENANCE naming the VMs that
         stay and why). Returns the task. IllegalTransition if the host's state does not allow
-        it; NotFound if its datacenter is not run on this node."""
+        it. Routed to the node that runs the host's datacenter if that is another one."""
         host = await self.store.get(Host, host_id)
+        port = await self.port_of(host.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedMaintain(datacenter_id=host.datacenter_id, host_id=host_id)
+            )
+            assert reply.task is not None
+            return reply.task
         datacenter = self.datacenter(host.datacenter_id)
         host_transition(HostOperation.MAINTAIN, host.admin_state, host_id)  # refused before a task
         journal = await Journal.begin(
@@ -309,7 +320,7 @@ class Orchestrator:
         except NotFound:
             await self.store.get(Datacenter, datacenter_id)  # NotFound names a wrong id
             datacenter = None
-        port = await self._port(datacenter_id)  # refused before anything is written
+        port = await self.port_of(datacenter_id)  # refused before anything is written
         vm, task = await _write_deploy(
             self.store,
             tenant_id=tenant_id,
@@ -359,7 +370,7 @@ class Orchestrator:
         vm = await self.store.get(VM, vm_id)
         if vm.host_id is None:
             return await self._operate_unplaced(vm, operation)
-        port = await self._port(vm.datacenter_id)
+        port = await self.port_of(vm.datacenter_id)
         if port is not None:
             reply: RoutedReply = await port.ask(
                 RoutedOperate(
@@ -399,6 +410,13 @@ class Orchestrator:
         if task.kind != "vm.migrate":
             raise Conflict(f"task {task_id} is a {task.kind}: only a migration can be aborted")
         vm = await self.store.get(VM, task.subject.removeprefix("vm/"))
+        port = await self.port_of(vm.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedAbort(datacenter_id=vm.datacenter_id, task_id=task_id, reason=reason)
+            )
+            assert reply.task is not None
+            return reply.task
         await self._vm_ref(vm).ask(AbortTask(task_id=task_id, reason=reason))
         _log.warning("task.abort_requested", task_id=task_id, vm_id=vm.id, reason=reason)
         return await self.store.get(Task, task_id)
@@ -476,6 +494,13 @@ class Orchestrator:
         if vm.host_id is None:  # no actor owns it: the record alone (resize keeps its claim)
             spec = msgspec.structs.replace(vm.spec, ha=ha, ha_priority=priority)
             return await self.store.resize_vm(vm.id, spec, expected_version=vm.version)
+        port = await self.port_of(vm.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedSetHA(datacenter_id=vm.datacenter_id, vm_id=vm_id, ha=ha, priority=priority)
+            )
+            assert reply.vm is not None
+            return reply.vm
         changed: VM = await self._vm_ref(vm).ask(SetHA(ha=ha, priority=priority))
         return changed
 
@@ -484,7 +509,7 @@ class Orchestrator:
         task that does is returned), ``succeed`` and ``fail`` settle it (None), ``delete``
         deletes it (the delete task). IllegalTransition if the VM is not in ERROR."""
         vm = await self.store.get(VM, vm_id)
-        port = await self._port(vm.datacenter_id)
+        port = await self.port_of(vm.datacenter_id)
         if port is not None:
             reply: RoutedReply = await port.ask(
                 RoutedRecover(datacenter_id=vm.datacenter_id, vm_id=vm_id, verb=verb)
@@ -554,6 +579,12 @@ class Orchestrator:
         no host; UnsupportedOperation when its driver cannot snapshot."""
         if vm.host_id is None:
             raise Conflict(f"VM {vm.id} is on no host: it has no snapshots")
+        port = await self.port_of(vm.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedSnapshots(datacenter_id=vm.datacenter_id, vm_id=vm.id)
+            )
+            return reply.snapshots or []
         ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
         found: list[Snapshot] = await ref.ask(ListSnapshots(vm_id=vm.id))
         return found
@@ -575,7 +606,7 @@ class Orchestrator:
 
     async def sweep(self, datacenter_id: str, host_id: str) -> SweepReport:
         """Compare a host's hypervisor with the store now."""
-        port = await self._port(datacenter_id)
+        port = await self.port_of(datacenter_id)
         if port is not None:
             reply: RoutedReply = await port.ask(
                 RoutedSweep(datacenter_id=datacenter_id, host_id=host_id), timeout=60
@@ -588,40 +619,6 @@ class Orchestrator:
             raise NotFound(f"host {host_id} is not managed in {datacenter_id}") from None
         report: SweepReport = await ref.ask(Sweep(), timeout=60)
         return report
-
-
-async def _write_deploy(
-    store: Store,
-    *,
-    tenant_id: str,
-    datacenter_id: str,
-    name: str,
-    spec: VMSpec,
-    start: bool,
-    state: TaskState,
-    claim: IdempotencyKey | None = None,
-    mac_prefix: str | None = None,
-) -> tuple[VM, Task]:
-    """A new VM (DEFINED) and its deploy task in ``state``, counted against the tenant's
-    quotas, in one transaction (QuotaExceeded names the resource; then nothing is written).
-    ``claim``: the Idempotency-Key the create was asked under, recorded with the task."""
-    vm = VM(
-        id=new_id(uuid=True),
-        tenant_id=tenant_id,
-        datacenter_id=datacenter_id,
-        name=name,
-        spec=spec,
-        desired_state=VMState.RUNNING if start else VMState.STOPPED,
-    )
-    task = Task(
-        id=new_id("task-"),  # one id format for every task, in time order (see new_id)
-        tenant_id=tenant_id,
-        kind="vm.deploy",
-        subject=f"vm/{vm.id}",
-        state=state,
-        data={"start": start},
-    )
-    return await store.create_vm(vm, task, vm_usage(spec), claim=claim, mac_prefix=mac_prefix)
 
 
 def _params_of(operation: Operation, data: dict[str, Any]) -> dict[str, Any]:

@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from actors.host_lifecycle import HostOperation
 from actors.lifecycle import Operation
-from actors.messages import Deploy, RecoverVerb, SweepReport
+from actors.messages import Deploy, RecoverVerb, Snapshot, SweepReport
 from actors.operations import OperationParams
 from actors.ownership import lease_name
+from actors.volume_messages import PoolStatus, VolumeParams
 from cloudcore.errors import BusClosed, DatacenterUnavailable, NotFound, describe
 from cloudcore.events import EventBus
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store import Store
-from cloudcore.store.records import VM, Host, Task
+from cloudcore.store.records import VM, Host, IdempotencyKey, Task, Volume, VolumeSnapshot
 
 if TYPE_CHECKING:
     from actors.journal import TaskWaiters
@@ -41,13 +42,21 @@ __all__ = [
     "DatacenterPort",
     "FinishedTasks",
     "PortMessage",
+    "RoutedAbort",
     "RoutedAddHost",
     "RoutedAdminState",
     "RoutedDeploy",
+    "RoutedMaintain",
     "RoutedOperate",
+    "RoutedPools",
     "RoutedRecover",
     "RoutedReply",
+    "RoutedSetHA",
+    "RoutedSnapshots",
     "RoutedSweep",
+    "RoutedVolumeCreate",
+    "RoutedVolumeOperate",
+    "RoutedVolumeRecover",
     "Routes",
 ]
 
@@ -105,14 +114,98 @@ class RoutedSweep(Message, frozen=True, kw_only=True):
     host_id: str
 
 
+class RoutedAbort(Message, frozen=True, kw_only=True):
+    """Stop a migration in flight. Replies RoutedReply(task)."""
+
+    datacenter_id: str
+    task_id: str
+    reason: str
+
+
+class RoutedMaintain(Message, frozen=True, kw_only=True):
+    """Put a host in maintenance (drained by migration). Replies RoutedReply(task)."""
+
+    datacenter_id: str
+    host_id: str
+
+
+class RoutedSetHA(Message, frozen=True, kw_only=True):
+    """Whether HA restarts a VM elsewhere, and how early. Replies RoutedReply(vm)."""
+
+    datacenter_id: str
+    vm_id: str
+    ha: bool
+    priority: int
+
+
+class RoutedSnapshots(Message, frozen=True, kw_only=True):
+    """A VM's snapshots as its hypervisor has them. Replies RoutedReply(snapshots)."""
+
+    datacenter_id: str
+    vm_id: str
+
+
+class RoutedVolumeCreate(Message, frozen=True, kw_only=True):
+    """Create a volume on a pool of the datacenter (its source, if any, by id: a snapshot or
+    a volume the caller may use). Replies RoutedReply(task)."""
+
+    datacenter_id: str
+    tenant_id: str
+    name: str
+    size_gib: int
+    tier: str
+    claim: IdempotencyKey | None = None
+    snapshot_id: str | None = None
+    source_volume_id: str | None = None
+
+
+class RoutedVolumeOperate(Message, frozen=True, kw_only=True):
+    """Start an operation on a volume of the datacenter. Replies RoutedReply(task)."""
+
+    datacenter_id: str
+    volume_id: str
+    params: VolumeParams
+
+
+class RoutedVolumeRecover(Message, frozen=True, kw_only=True):
+    """An operator's verdict on a volume in ERROR. Replies RoutedReply(task or volume)."""
+
+    datacenter_id: str
+    volume_id: str
+    verb: RecoverVerb
+
+
+class RoutedPools(Message, frozen=True, kw_only=True):
+    """The storage pools of the datacenter as they are now. Replies RoutedReply(pools)."""
+
+    datacenter_id: str
+
+
 class RoutedReply(Message, frozen=True, kw_only=True):
     task: Task | None = None
     host: Host | None = None
+    vm: VM | None = None
+    volume: Volume | None = None
     report: SweepReport | None = None
+    pools: list[PoolStatus] | None = None
+    snapshots: list[Snapshot] | None = None
 
 
 PortMessage = (
-    RoutedDeploy | RoutedOperate | RoutedRecover | RoutedAdminState | RoutedAddHost | RoutedSweep
+    RoutedDeploy
+    | RoutedOperate
+    | RoutedRecover
+    | RoutedAdminState
+    | RoutedAddHost
+    | RoutedSweep
+    | RoutedAbort
+    | RoutedMaintain
+    | RoutedSetHA
+    | RoutedSnapshots
+    | RoutedVolumeCreate
+    | RoutedVolumeOperate
+    | RoutedVolumeRecover
+    | RoutedPools
 )
 
 
@@ -132,24 +225,96 @@ class DatacenterPort(Actor[PortMessage]):
             raise DatacenterUnavailable(
                 f"datacenter {message.datacenter_id} no longer runs on this node; retry"
             )
-        match message:
-            case RoutedDeploy(task=task, vm=vm):
-                orchestrator.datacenter(message.datacenter_id).tell(Deploy(task=task, vm=vm))
-                return None
-            case RoutedOperate(vm_id=vm_id, operation=operation, params=params):
-                return RoutedReply(task=await orchestrator.operate(vm_id, operation, params))
-            case RoutedRecover(vm_id=vm_id, verb=verb):
-                return RoutedReply(task=await orchestrator.recover(vm_id, verb))
-            case RoutedAdminState(host_id=host_id, operation=operation):
-                return RoutedReply(host=await orchestrator.set_admin_state(host_id, operation))
-            case RoutedAddHost(host_id=host_id):
-                await orchestrator.add_host(await orchestrator.store.get(Host, host_id))
-                return RoutedReply()
-            case RoutedSweep(host_id=host_id):
-                report = await orchestrator.sweep(message.datacenter_id, host_id)
-                return RoutedReply(report=report)
-            case _:
-                assert_never(message)
+        if isinstance(message, RoutedDeploy):
+            orchestrator.datacenter(message.datacenter_id).tell(
+                Deploy(task=message.task, vm=message.vm)
+            )
+            return None
+        if isinstance(message, _VOLUME_MESSAGES):
+            return await _run_volume(orchestrator, message)
+        return await _run(orchestrator, message)
+
+
+_VOLUME_MESSAGES = (RoutedVolumeCreate, RoutedVolumeOperate, RoutedVolumeRecover, RoutedPools)
+_VolumeMessage = RoutedVolumeCreate | RoutedVolumeOperate | RoutedVolumeRecover | RoutedPools
+_HostOrVMMessage = (
+    RoutedOperate
+    | RoutedRecover
+    | RoutedAdminState
+    | RoutedAddHost
+    | RoutedSweep
+    | RoutedAbort
+    | RoutedMaintain
+    | RoutedSetHA
+    | RoutedSnapshots
+)
+
+
+async def _run(orchestrator: Orchestrator, message: _HostOrVMMessage) -> RoutedReply:
+    """A VM's or a host's operation, with this node's orchestrator."""
+    match message:
+        case RoutedOperate(vm_id=vm_id, operation=operation, params=params):
+            return RoutedReply(task=await orchestrator.operate(vm_id, operation, params))
+        case RoutedRecover(vm_id=vm_id, verb=verb):
+            return RoutedReply(task=await orchestrator.recover(vm_id, verb))
+        case RoutedAdminState(host_id=host_id, operation=operation):
+            return RoutedReply(host=await orchestrator.set_admin_state(host_id, operation))
+        case RoutedAddHost(host_id=host_id):
+            await orchestrator.add_host(await orchestrator.store.get(Host, host_id))
+            return RoutedReply()
+        case RoutedSweep(host_id=host_id):
+            return RoutedReply(report=await orchestrator.sweep(message.datacenter_id, host_id))
+        case RoutedAbort(task_id=task_id, reason=reason):
+            return RoutedReply(task=await orchestrator.abort(task_id, reason))
+        case RoutedMaintain(host_id=host_id):
+            return RoutedReply(task=await orchestrator.maintain(host_id))
+        case RoutedSetHA(vm_id=vm_id, ha=ha, priority=priority):
+            return RoutedReply(vm=await orchestrator.set_ha(vm_id, ha, priority))
+        case RoutedSnapshots(vm_id=vm_id):
+            vm = await orchestrator.store.get(VM, vm_id)
+            return RoutedReply(snapshots=await orchestrator.snapshots(vm))
+        case _:
+            assert_never(message)
+
+
+async def _run_volume(orchestrator: Orchestrator, message: _VolumeMessage) -> RoutedReply:
+    """A volume's operation, with this node's storage pools."""
+    storage = orchestrator.storage
+    if storage is None:
+        raise NotFound(f"node runs no storage pools of datacenter {message.datacenter_id}")
+    match message:
+        case RoutedVolumeCreate():
+            task = await storage.create_volume(
+                tenant_id=message.tenant_id,
+                datacenter_id=message.datacenter_id,
+                name=message.name,
+                size_gib=message.size_gib,
+                tier=message.tier,
+                claim=message.claim,
+                source=await _volume_source(orchestrator.store, message),
+            )
+            return RoutedReply(task=task)
+        case RoutedVolumeOperate(volume_id=volume_id, params=params):
+            return RoutedReply(task=await storage.operate(volume_id, params))
+        case RoutedVolumeRecover(volume_id=volume_id, verb=verb):
+            result = await storage.recover(volume_id, verb)
+            if isinstance(result, Task):
+                return RoutedReply(task=result)
+            return RoutedReply(volume=result)
+        case RoutedPools(datacenter_id=datacenter_id):
+            return RoutedReply(pools=await storage.pool_status(datacenter_id))
+        case _:
+            assert_never(message)
+
+
+async def _volume_source(
+    store: Store, message: RoutedVolumeCreate
+) -> Volume | VolumeSnapshot | None:
+    if message.snapshot_id is not None:
+        return await store.get(VolumeSnapshot, message.snapshot_id)
+    if message.source_volume_id is not None:
+        return await store.get(Volume, message.source_volume_id)
+    return None
 
 
 class Routes:
@@ -168,18 +333,30 @@ class Routes:
         self.store = store
         self._ref = ref
         self._status = status
+        #: The last lease read of each datacenter: its holder's node and its expiry. Until
+        #: that expiry no other node can take the lease, so it needs no new read before then.
+        self._known: dict[str, tuple[str, datetime]] = {}
 
     async def owner(self, datacenter_id: str) -> str | None:
         """The node that runs the datacenter now, or None."""
+        now = datetime.now(UTC)
+        known = self._known.get(datacenter_id)
+        if known is not None and known[1] > now:
+            return known[0]
         name = lease_name(datacenter_id)
         leases = [lease for lease in await self.store.list_leases(name) if lease.name == name]
-        if not leases or leases[0].expires_at <= datetime.now(UTC):
+        if not leases or leases[0].expires_at <= now:
+            self._known.pop(datacenter_id, None)
             return None
+        self._known[datacenter_id] = (leases[0].node, leases[0].expires_at)
         return leases[0].node
 
     async def port(self, datacenter_id: str) -> ActorRef[PortMessage]:
         """The port of the datacenter's owner; DatacenterUnavailable (503) if it has none up."""
         node = await self.owner(datacenter_id)
+        if node is not None and self._status(node) != "up" and datacenter_id in self._known:
+            del self._known[datacenter_id]  # read again: it may have handed the lease over
+            node = await self.owner(datacenter_id)
         if node is None:
             raise DatacenterUnavailable(
                 f"datacenter {datacenter_id} has no running owner node (none runs it, or its "

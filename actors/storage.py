@@ -12,7 +12,7 @@ and is what the HTTP gateway, the CLI and embedding programs call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,15 @@ import msgspec
 from actors.journal import TaskWaiters
 from actors.messages import RecoverVerb
 from actors.orchestrator import _Group
+from actors.paging import all_records
+from actors.routing import (
+    PortMessage,
+    RoutedPools,
+    RoutedReply,
+    RoutedVolumeCreate,
+    RoutedVolumeOperate,
+    RoutedVolumeRecover,
+)
 from actors.services import Services
 from actors.storage_pool import MIB_PER_GIB, StoragePoolActor
 from actors.volume import task_data
@@ -37,10 +46,17 @@ from actors.volume_messages import (
     VolumeParams,
 )
 from cloudcore.config import PoolSettings, StorageConfig
-from cloudcore.errors import Conflict, InsufficientCapacity, InvalidRecord, NotFound
+from cloudcore.errors import (
+    Conflict,
+    DatacenterUnavailable,
+    InsufficientCapacity,
+    InvalidRecord,
+    NotFound,
+)
 from cloudcore.logging import get_logger
 from cloudcore.runtime import ActorRef, ActorSystem
 from cloudcore.store.records import (
+    Datacenter,
     Host,
     IdempotencyKey,
     Task,
@@ -57,6 +73,9 @@ from storage_drivers.base import StorageDriver, StorageSettings
 __all__ = ["Drift", "StorageService", "demo_pool", "initiator_name"]
 
 _log = get_logger("actors.storage")
+
+#: The port of the node that runs a datacenter if that is another one (None: this node).
+PortOf = Callable[[str], Awaitable[ActorRef[PortMessage] | None]]
 
 #: Makes the (unconnected) driver of a pool.
 DriverFactory = Callable[[PoolSettings, StorageSettings], StorageDriver]
@@ -100,7 +119,11 @@ class Drift(msgspec.Struct, frozen=True, kw_only=True):
 
 class StorageService:
     """Start with ``await StorageService.start(system, services, config, pools, data_dir)``;
-    stop with the actor system."""
+    stop with the actor system.
+
+    A node runs the pools of the datacenters it runs; with :attr:`port_of` set (a node of a
+    cluster), an operation on a volume of a datacenter another node runs is routed to that
+    node's port (DatacenterUnavailable, a 503, at once when that node is down)."""
 
     def __init__(self, system: ActorSystem, services: Services, config: StorageConfig) -> None:
         self.system = system
@@ -108,6 +131,12 @@ class StorageService:
         self.store = services.store
         self.config = config
         self.pools: dict[str, PoolSettings] = {}
+        self.port_of: PortOf | None = None
+
+    async def _port(self, datacenter_id: str) -> ActorRef[PortMessage] | None:
+        if self.port_of is None:
+            return None
+        return await self.port_of(datacenter_id)
 
     @classmethod
     async def start(
@@ -158,6 +187,22 @@ class StorageService:
         return ref
 
     async def pool_status(self, datacenter_id: str | None = None) -> list[PoolStatus]:
+        """The pools of ``datacenter_id`` (None: of every datacenter: those of a datacenter
+        whose node is down are left out) as they are now."""
+        if datacenter_id is None and self.port_of is not None:
+            found = await self._local_pools(None)
+            async for dc in all_records(self.store, Datacenter):
+                try:
+                    if (port := await self._port(dc.id)) is not None:
+                        found.extend(await _routed_pools(port, dc.id))
+                except DatacenterUnavailable:
+                    continue
+            return found
+        if datacenter_id is not None and (port := await self._port(datacenter_id)) is not None:
+            return await _routed_pools(port, datacenter_id)
+        return await self._local_pools(datacenter_id)
+
+    async def _local_pools(self, datacenter_id: str | None) -> list[PoolStatus]:
         found = []
         for pool in self.pools.values():
             if datacenter_id is None or pool.datacenter == datacenter_id:
@@ -204,7 +249,24 @@ class StorageService:
         """Place the volume on a pool with room, write it (CREATING) with its task and its
         quota in one transaction, and have its actor create it. The task at once. ``source``:
         a snapshot or a volume whose data it starts with (on the pool of that volume, of its
-        tier, and at least its size: InvalidRecord naming ``size_gib`` otherwise)."""
+        tier, and at least its size: InvalidRecord naming ``size_gib`` otherwise). Routed to
+        the node that runs the datacenter if that is another one."""
+        port = await self._port(datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedVolumeCreate(
+                    datacenter_id=datacenter_id,
+                    tenant_id=tenant_id,
+                    name=name,
+                    size_gib=size_gib,
+                    tier=tier,
+                    claim=claim,
+                    snapshot_id=source.id if isinstance(source, VolumeSnapshot) else None,
+                    source_volume_id=source.id if isinstance(source, Volume) else None,
+                )
+            )
+            assert reply.task is not None
+            return reply.task
         params, pool_id = await self._source(source, size_gib)
         if pool_id is not None:
             tier = self.pools[pool_id].tier if pool_id in self.pools else tier
@@ -270,13 +332,32 @@ class StorageService:
         volume = await self.store.get(Volume, volume_id)
         if volume.state is VolumeState.DELETED:
             raise NotFound(f"volume {volume_id} is deleted")
+        port = await self._port(volume.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedVolumeOperate(
+                    datacenter_id=volume.datacenter_id, volume_id=volume_id, params=params
+                )
+            )
+            assert reply.task is not None
+            return reply.task
         task: Task = await (await self.volume_ref(volume)).ask(
             RequestVolumeOperation(params=params)
         )
         return task
 
     async def recover(self, volume_id: str, verb: RecoverVerb) -> Any:
+        """An operator's verdict on a volume in ERROR: the volume, or (``retry``, ``delete``)
+        the task that runs."""
         volume = await self.store.get(Volume, volume_id)
+        port = await self._port(volume.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedVolumeRecover(
+                    datacenter_id=volume.datacenter_id, volume_id=volume_id, verb=verb
+                )
+            )
+            return reply.task if reply.task is not None else reply.volume
         return await (await self.volume_ref(volume)).ask(RecoverVolume(verb=verb))
 
     async def wait(self, task_id: str, timeout: float = 60.0) -> Task:
@@ -294,8 +375,6 @@ class StorageService:
         return drift
 
     async def _reconcile_pool(self, pool_id: str) -> list[Drift]:
-        from actors.paging import all_records
-
         backend, snapshots = await self.pool_ref(pool_id).ask(ListBackend())
         known: dict[str, Volume] = {}
         async for volume in all_records(self.store, Volume, {"pool_id": pool_id}):
@@ -323,8 +402,6 @@ class StorageService:
     async def _snapshot_drift(
         self, pool_id: str, volume_ids: set[str], on_backend: list[str]
     ) -> list[Drift]:
-        from actors.paging import all_records
-
         stored, known = set(), set()
         async for snap in all_records(self.store, VolumeSnapshot):
             if snap.volume_id in volume_ids:
@@ -341,8 +418,11 @@ class StorageService:
         ]
 
 
-async def _hosts(services: Services) -> Any:
-    from actors.paging import all_records
+async def _routed_pools(port: ActorRef[PortMessage], datacenter_id: str) -> list[PoolStatus]:
+    reply: RoutedReply = await port.ask(RoutedPools(datacenter_id=datacenter_id))
+    return reply.pools or []
 
+
+async def _hosts(services: Services) -> Any:
     async for host in all_records(services.store, Host):
         yield host

@@ -148,8 +148,8 @@ async def _start_groups(
         only = None if plan.datacenters is None else ",".join(sorted(plan.datacenters))
         spawn = plan.runs_datacenters and not leased  # by lease: once this node holds one
         made.append(await Orchestrator.start(system, services, only, spawn=spawn))
-        if plan.api:  # volumes are not routed: the pools run where the API takes their calls
-            made[0].storage = await start_storage(system, services, settings)
+        if plan.api or plan.runs_datacenters:  # pools run with their datacenters
+            made[0].storage = await start_storage(system, services, settings, plan)
         if plan.runs_datacenters and settings.network.dhcp:  # a dnsmasq per network of its DCs
             dhcp = options_of(settings.network, settings.node.data_dir)
             system.spawn(DhcpServers, services.store, services.events, dhcp, only, name="dhcp")
@@ -163,6 +163,8 @@ async def _start_groups(
         members = cluster.members
         cluster.info = NodeInfo(plan.profile, orchestrator, services)
         orchestrator.routes = Routes(services.store, cluster.ref, _status_of(cluster))
+        if orchestrator.storage is not None:  # volumes of other nodes' datacenters: routed
+            orchestrator.storage.port_of = orchestrator.port_of
     if leased:
         await stack.enter_async_context(_datacenter_leases(settings, plan, orchestrator, cluster))
     if plan.api and cluster is not None:
@@ -277,18 +279,23 @@ async def _finished_tasks(services: Services) -> AsyncIterator[None]:
 
 
 async def start_storage(
-    system: ActorSystem, services: Services, settings: Settings
+    system: ActorSystem, services: Services, settings: Settings, plan: Plan | None = None
 ) -> StorageService:
-    """The storage pools of ``[storage]`` (of this node's datacenter when its capabilities
-    name one), or the demo datacenter's simulated pool when none is configured."""
+    """The storage pools of ``[storage]`` of the datacenters this node may run (none on a
+    server node), or the demo datacenters' simulated pools when none is configured (of the
+    first demo datacenter only, on a monolithic node that runs every datacenter)."""
     from actors.storage import StorageService, demo_pool
 
+    plan = plan or plan_of(settings)
     pools = list(settings.storage.pools)
     if not pools and settings.demo.enabled:
-        demo = demo_pool(settings.storage, settings.demo.datacenter.split(",")[0].strip())
-        pools = [demo] if demo is not None else []
-    mine = settings.node.capabilities.get("datacenter")
-    pools = [p for p in pools if mine is None or p.datacenter == mine]
+        demo = [d.strip() for d in settings.demo.datacenter.split(",") if d.strip()]
+        if plan.datacenters is None:
+            demo = demo[:1]
+        made = (demo_pool(settings.storage, dc) for dc in demo)
+        pools = [p for p in made if p is not None]
+    mine = plan.datacenters
+    pools = [p for p in pools if mine is None or p.datacenter in mine]
     return await StorageService.start(
         system, services, settings.storage, pools, settings.node.data_dir
     )
