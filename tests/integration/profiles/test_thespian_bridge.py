@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("thespian")
-
-from thespian.actors import ActorExitRequest, ActorSystem
+from thespian.actors import ActorExitRequest, ActorSystem  # scripts/test installs [thespian]
 
 from cloudcore.cluster import ClusterNode
 from cloudcore.cluster.thespian_bridge import (
