@@ -24,10 +24,17 @@ from actors import claims
 from actors.journal import Journal, backoff, retryable
 from actors.messages import AdoptVM, Forget, OperationFinished, Provision
 from actors.quotas import vm_usage
-from actors.scheduler.messages import PlaceVM, SchedulerMessage
+from actors.scheduler.messages import ReservationEnded, ReserveHost, SchedulerMessage
 from actors.services import Services
 from actors.vm_events import state_changed
-from cloudcore.errors import HostWaking, NotFound, NoValidHost, VersionConflict, describe
+from cloudcore.errors import (
+    HostWaking,
+    InsufficientCapacity,
+    NotFound,
+    NoValidHost,
+    VersionConflict,
+    describe,
+)
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store import Store
@@ -57,6 +64,8 @@ DeployMessage = _Advance | _Overdue | OperationFinished
 _PROVISIONING = frozenset({VMState.PLACED, VMState.PROVISIONING, VMState.STARTING})
 #: Placements that may wait for a standby host to wake before a refusal counts as one.
 _WAKE_WAITS = 3
+#: Hosts the store may refuse (the scheduler's view was stale) before a placement gives up.
+_PLACE_ATTEMPTS = 64
 
 
 class DeployRunner(Actor[DeployMessage]):
@@ -165,13 +174,10 @@ class DeployRunner(Actor[DeployMessage]):
                 events=state_changed(vm, scheduling),
                 **scheduling,
             )
-        # The scheduler answers in turn: under a burst its mailbox is long, so the ask waits as
-        # long as the step may, not the runtime's default ask timeout.
-        place = PlaceVM(vm_id=vm.id, expected_version=vm.version, vm=vm)
         try:
             placed: VM = await self.journal.step(
                 "schedule",
-                lambda: self.scheduler.ask(place, timeout=self.deadline + 1),
+                lambda: self._place(vm),
                 deadline=self.deadline,
                 data={"attempt": self.attempts + 1},
             )
@@ -190,6 +196,30 @@ class DeployRunner(Actor[DeployMessage]):
         except VersionConflict:
             self.context.self_ref.tell(_Advance())  # someone changed the VM: read it again
             return None
+
+    async def _place(self, vm: VM) -> VM:
+        """The scheduler picks a host and holds it in its view; the claim is written here, so
+        the store writes of concurrent deploys overlap rather than queue behind the scheduler
+        (one at a time there, they bounded a burst to one placement per round trip)."""
+        for _ in range(_PLACE_ATTEMPTS):
+            # Under a burst the scheduler's mailbox is long: the ask waits as long as the step.
+            reserve = ReserveHost(vm=vm)
+            host_id: str = await self.scheduler.ask(reserve, timeout=self.deadline + 1)
+            placed: VM | None = None
+            try:
+                placed, _ = await self.services.store.place_vm(
+                    vm.id, host_id, expected_version=vm.version, state=VMState.PLACED
+                )
+            except InsufficientCapacity:
+                continue  # the view was stale: it is read again, and another host tried
+            finally:
+                ended = ReservationEnded(vm_id=vm.id, host_id=host_id, placed=placed is not None)
+                self.scheduler.tell(ended)
+            return placed
+        raise NoValidHost(
+            f"gave up placing VM {vm.id!r} after {_PLACE_ATTEMPTS} hosts refused by the store: "
+            "hosts are changing faster than the scheduler learns of it"
+        )
 
     async def _retry_or_fail(self, vm: VM, fault: str) -> None:
         store = self.services.store

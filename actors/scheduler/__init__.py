@@ -19,6 +19,8 @@ from actors.scheduler.messages import (
     HostUpdated,
     PlaceVM,
     ReleaseVM,
+    ReservationEnded,
+    ReserveHost,
     SchedulerMessage,
 )
 from actors.scheduler.overcommit import PHYSICAL_CPUS, PHYSICAL_MEMORY_MIB, allocatable
@@ -38,6 +40,8 @@ __all__ = [
     "PlacementRequest",
     "Policy",
     "ReleaseVM",
+    "ReservationEnded",
+    "ReserveHost",
     "SchedulerActor",
     "SchedulerEngine",
     "SchedulerMessage",

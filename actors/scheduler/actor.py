@@ -28,6 +28,8 @@ from actors.scheduler.messages import (
     HostUpdated,
     PlaceVM,
     ReleaseVM,
+    ReservationEnded,
+    ReserveHost,
     Resync,
     SchedulerMessage,
     SelectHosts,
@@ -127,10 +129,21 @@ class SchedulerActor(Actor[SchedulerMessage]):
         self._log.info("scheduler.loaded", hosts=len(engine), placed_vms=placed)
         return len(engine)
 
-    async def receive(self, message: SchedulerMessage) -> VM | Explanation | int | list[str] | None:
+    async def receive(
+        self, message: SchedulerMessage
+    ) -> VM | Explanation | int | list[str] | str | None:
         match message:
             case PlaceVM():
                 return await self._place(message)
+            case ReserveHost(vm=vm):
+                return self._reserve(vm)
+            case ReservationEnded(vm_id=vm_id, host_id=host_id, placed=placed):
+                if placed:
+                    self._log.info("vm.placed", vm_id=vm_id, host_id=host_id)
+                else:
+                    self._engine.released(vm_id)
+                    await self._refresh(host_id)
+                return None
             case ReleaseVM(vm_id=vm_id, host_id=host_id, group=group):
                 self._engine.released(vm_id, host_id, message.cpus, message.memory_mib, group)
                 return None
@@ -208,6 +221,21 @@ class SchedulerActor(Actor[SchedulerMessage]):
             ready_in=ready_in,
             explanation=refused.explanation,
         )
+
+    def _reserve(self, vm: VM) -> str:
+        """The best host for ``vm``, its claim held in the view until ReservationEnded."""
+        if vm.host_id is not None:
+            raise Conflict(f"VM {vm.id!r} is already placed on host {vm.host_id!r}")
+        request = PlacementRequest.for_vm(vm)
+        try:
+            host_id = self._engine.select(request)[0]
+        except NoValidHost as exc:
+            raise self._wake_for(request, exc) from None
+        spec = vm.spec
+        self._engine.claimed(
+            host_id, spec.cpus, spec.memory_mib, vm.id, group_key(vm.tenant_id, spec)
+        )
+        return host_id
 
     async def _try(self, vm: VM, host_id: str, expected_version: int) -> VM | None:
         """Place ``vm`` on ``host_id``; None if the store refused the host (view refreshed)."""

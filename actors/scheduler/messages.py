@@ -15,6 +15,8 @@ __all__ = [
     "HostUpdated",
     "PlaceVM",
     "ReleaseVM",
+    "ReservationEnded",
+    "ReserveHost",
     "Resync",
     "SchedulerMessage",
     "SelectHosts",
@@ -37,6 +39,30 @@ class PlaceVM(Message, frozen=True, kw_only=True):
     vm_id: str
     expected_version: int
     vm: VM | None = None
+
+
+class ReserveHost(Message, frozen=True, kw_only=True):
+    """Pick a host for ``vm`` (on no host yet) and hold its claim in the view, not in the store,
+    so that the placements decided after it count it. Replies with the host's id.
+
+    PlaceVM in two halves, for a caller that writes the claim itself (``Store.place_vm``) and then
+    tells ReservationEnded, placed or not: the scheduler decides one placement after another,
+    but the store writes of many placements overlap instead of waiting in its mailbox. Raises
+    NoValidHost, Conflict (the VM is on a host already), InvalidRecord (unknown affinity policy).
+    """
+
+    vm: VM
+
+
+class ReservationEnded(Message, frozen=True, kw_only=True):
+    """The store write after a ReserveHost is over. ``placed``: the store claimed the host for
+    the VM (the view holds it already); otherwise the reservation is given back and the host
+    read again from the store (it refused: the view was stale; or the write failed). Replies
+    None."""
+
+    vm_id: str
+    host_id: str
+    placed: bool
 
 
 class ReleaseVM(Message, frozen=True, kw_only=True):
@@ -131,5 +157,14 @@ class SelectHosts(Message, frozen=True, kw_only=True):
 
 
 SchedulerMessage = (
-    PlaceVM | ReleaseVM | ClaimChanged | Resync | HostUpdated | HostRemoved | Explain | SelectHosts
+    PlaceVM
+    | ReserveHost
+    | ReservationEnded
+    | ReleaseVM
+    | ClaimChanged
+    | Resync
+    | HostUpdated
+    | HostRemoved
+    | Explain
+    | SelectHosts
 )

@@ -4,7 +4,9 @@ answer (status, body, Location) instead of running again.
 The first attempt holds the key in the store (:meth:`Store.claim_idempotency_key`); a create
 records its task against the key in the create's own transaction, so a retry after a crash that
 cut the answer off still finds what was made and answers with it. Once answered, the answer is
-stored. An attempt that fails (a 4xx or 5xx) lets the key go, so a retry runs again. A second
+stored. An attempt that fails (a 4xx or 5xx) lets the key go, so a retry runs again; when the
+store cannot take that release (it is down: often why the attempt failed), it is tried again in
+the background until it goes through, else a retry would wait out the rest of the lease. A second
 attempt while the first is running waits for it (up to the lease); a request that differs from
 the first under the same key is a 409 naming the key.
 """
@@ -22,7 +24,9 @@ from aiohttp import web
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.app.gateway.context import GATEWAY
 from cloudcore.app.gateway.errors import ApiError
-from cloudcore.errors import NotFound
+from cloudcore.errors import CloudcoreError, NotFound, describe
+from cloudcore.logging import get_logger
+from cloudcore.store import Store
 from cloudcore.store.records import IdempotencyKey, Task
 
 __all__ = ["HEADER", "MAX_KEY", "idempotent"]
@@ -30,9 +34,13 @@ __all__ = ["HEADER", "MAX_KEY", "idempotent"]
 HEADER = "Idempotency-Key"
 MAX_KEY = 255
 _POLL = (0.02, 0.5)  # first and longest pause between looks at a key held on another node
+_RELEASE_BACKOFF = (0.1, 2.0)  # first and longest pause between tries of a failed release
+_log = get_logger("cloudcore.app.gateway.idempotency")
 
 # Attempts running on this node, by (user, key): a second attempt awaits the first's end.
 _running: dict[tuple[str, str], asyncio.Event] = {}
+# Releases tried again in the background (referenced so that they are not collected).
+_releasing: set[asyncio.Task[None]] = set()
 
 Respond = Callable[[IdempotencyKey | None], Awaitable[web.StreamResponse]]
 
@@ -127,10 +135,39 @@ async def _run(request: web.Request, claim: IdempotencyKey, respond: Respond) ->
         return response
     finally:
         if not answered:  # failed, or nothing to replay: a retry runs again
-            await asyncio.shield(store.release_idempotency_key(claim))
+            lease = request.app[GATEWAY].settings.api.idempotency_lease_seconds
+            await asyncio.shield(_release(store, claim, lease))
         if _running.get(slot) is done:
             del _running[slot]
         done.set()
+
+
+async def _release(store: Store, claim: IdempotencyKey, lease: float) -> None:
+    """Let the key go now; if the store cannot say yes now, keep trying in the background
+    (within the lease, after which the key is free anyway)."""
+    try:
+        await store.release_idempotency_key(claim)
+    except CloudcoreError as exc:
+        if not exc.retryable:
+            raise
+        task = asyncio.create_task(_release_later(store, claim, lease))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
+
+
+async def _release_later(store: Store, claim: IdempotencyKey, lease: float) -> None:
+    loop = asyncio.get_running_loop()
+    give_up, pause = loop.time() + lease, _RELEASE_BACKOFF[0]
+    while loop.time() + pause < give_up:
+        await asyncio.sleep(pause)
+        try:
+            await store.release_idempotency_key(claim)
+            return
+        except CloudcoreError as exc:
+            if not exc.retryable:
+                _log.warning("idempotency.release_failed", key=claim.key, error=describe(exc))
+                return
+        pause = min(pause * 2, _RELEASE_BACKOFF[1])
 
 
 async def _replay(request: web.Request, claim: IdempotencyKey) -> web.Response | None:

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from cloudcore.errors import BackendUnavailable
 from cloudcore.store.records import VM, VMSpec, new_id
 from tests.component.gateway.conftest import ApiClient
 
@@ -79,6 +80,33 @@ async def test_a_failed_request_does_not_hold_its_key(api: ApiClient) -> None:
 
     assert refused.status == 409 and refused.error_code == "quota_exceeded"
     assert retried.status == 202 and len(await _vms(api, "acme")) == 1
+
+
+async def test_a_key_the_store_could_not_release_is_released_soon_after(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store goes away as a create fails: the key is let go once it is back, so the
+    client's retry runs at once instead of waiting out the lease (30 s)."""
+    key = {"Idempotency-Key": new_id("k-")}
+    await api.store.set_quota("acme", "vms", 0)
+    release = api.store.release_idempotency_key
+    down = [1]
+
+    async def flaky(claim: Any) -> None:
+        if down[0]:
+            down[0] -= 1
+            raise BackendUnavailable("the database system is shutting down")
+        await release(claim)
+
+    monkeypatch.setattr(api.store, "release_idempotency_key", flaky)
+    refused = await api.call("POST", "/vms", "alice", WEB, headers=key)
+    await api.store.set_quota("acme", "vms", 5)
+    async with asyncio.timeout(10):
+        retried = await api.call("POST", "/vms", "alice", WEB, headers=key)
+
+    assert refused.status == 409 and refused.error_code == "quota_exceeded"
+    assert retried.status == 202 and len(await _vms(api, "acme")) == 1
+    assert down == [0]
 
 
 async def test_a_create_whose_answer_was_cut_off_is_answered_from_its_task(

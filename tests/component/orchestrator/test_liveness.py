@@ -247,3 +247,39 @@ async def test_a_deploy_whose_vm_actor_answers_itself_late_still_succeeds(
         assert vm.state is VMState.RUNNING
     finally:
         await system.shutdown()
+
+
+async def test_the_store_writes_of_concurrent_placements_overlap(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler decides placements one at a time, but does not hold the next one up for
+    the store's round trip of the last: under a burst that round trip bounded deploys per
+    second (one placement per PostgreSQL commit)."""
+    place = cloud.store.place_vm
+    inflight, most = 0, 0
+
+    async def slow_place(*args: Any, **kwargs: Any) -> Any:
+        nonlocal inflight, most
+        inflight += 1
+        most = max(most, inflight)
+        try:
+            await asyncio.sleep(0.05)  # a database's round trip under load
+            return await place(*args, **kwargs)
+        finally:
+            inflight -= 1
+
+    monkeypatch.setattr(cloud.store, "place_vm", slow_place)
+    tasks = await asyncio.gather(
+        *(
+            cloud.orchestrator.deploy(
+                tenant_id="demo",
+                datacenter_id="dc1",
+                name=f"vm{n}",
+                spec=VMSpec(cpus=1, memory_mib=128),
+            )
+            for n in range(6)
+        )
+    )
+    done = await asyncio.gather(*(cloud.orchestrator.wait(t.id, timeout=30) for t in tasks))
+    assert [t.state for t in done] == [TaskState.SUCCEEDED] * 6, [t.error for t in done]
+    assert most > 1

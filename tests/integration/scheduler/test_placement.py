@@ -13,6 +13,8 @@ from actors.scheduler import (
     HostUpdated,
     PlaceVM,
     ReleaseVM,
+    ReservationEnded,
+    ReserveHost,
     SchedulerActor,
 )
 from cloudcore.errors import Conflict, NoValidHost, VersionConflict
@@ -236,3 +238,25 @@ async def test_a_placed_vm_is_not_placed_again(store: Store, system: ActorSystem
         await scheduler.ask(PlaceVM(vm_id=vm.id, expected_version=placed.version))
     assert not isinstance(failure.value, NoValidHost)
     assert (await store.get(Host, host.id)).cpus_used == 2
+
+
+async def test_a_reserved_host_counts_in_the_view_before_the_store_has_the_claim(
+    store: Store, system: ActorSystem
+) -> None:
+    world = await World(store).start()
+    hosts = {(await world.host(8, 65536)).id for _ in range(2)}
+    group = [await world.vm(1, 1024, affinity_group="db") for _ in range(3)]
+    scheduler = system.spawn(SchedulerActor, store, world.dc.id)
+
+    first = await scheduler.ask(ReserveHost(vm=group[0]))
+    second = await scheduler.ask(ReserveHost(vm=group[1]))
+    assert {first, second} == hosts  # the first hold counted, though nothing is written yet
+    with pytest.raises(NoValidHost, match="anti_affinity rejected 2"):
+        await scheduler.ask(ReserveHost(vm=group[2]))
+    # The first is written by its deploy; the second's write fails: its hold is given back.
+    await store.place_vm(group[0].id, first, expected_version=group[0].version)
+    await scheduler.ask(ReservationEnded(vm_id=group[0].id, host_id=first, placed=True))
+    await scheduler.ask(ReservationEnded(vm_id=group[1].id, host_id=second, placed=False))
+    assert await scheduler.ask(ReserveHost(vm=group[2])) == second
+    with pytest.raises(Conflict, match="already placed"):
+        await scheduler.ask(ReserveHost(vm=await store.get(VM, group[0].id)))
