@@ -10,6 +10,8 @@ the same way.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -57,9 +59,22 @@ def _row(event: OutboxEvent) -> tuple[Any, ...]:
 
 
 async def insert(conn: Conn, events: Sequence[OutboxEvent]) -> None:
-    """Write stamped ``events`` on ``conn`` (inside the caller's transaction)."""
+    """Write stamped ``events`` on ``conn`` (inside the caller's transaction), in one statement
+    (rows are numbered in the order of its VALUES list)."""
+    if not events:
+        return
+    args: list[Any] = []
     for event in events:
-        await conn.execute(_INSERT, *_row(event))
+        args.extend(_row(event))
+    await conn.execute(_insert_sql(len(events)), *args)
+
+
+@lru_cache(maxsize=16)
+def _insert_sql(count: int) -> str:
+    rows = ", ".join(
+        "(" + ", ".join(f"${6 * r + c}" for c in range(1, 7)) + ")" for r in range(count)
+    )
+    return _INSERT.split(" VALUES ")[0] + " VALUES " + rows
 
 
 def unnest_sql(first: int) -> str:
