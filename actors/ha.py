@@ -5,20 +5,25 @@ One :class:`HAActor` per datacenter (a child of its actor) checks every
 ``orchestrator.ha_grace`` seconds (UNREACHABLE since its ``observed_at``, and at least since
 this actor began) is fenced (:mod:`actors.fencing`);
 only once a fence method confirms is its health recorded FENCED, and only a FENCED host's VMs
-are restarted, so no VM ever runs on two hosts. Then, highest ``ha_priority`` first, one
+are restarted, so no VM ever runs on two hosts. The down hosts of a check are handled at once
+(a slow fence command holds up only its own host). Then, highest ``ha_priority`` first, one
 priority at a time, each HA VM still placed there is taken off it (its claim released) under a
 new deploy task, which the datacenter runs as any deploy: scheduled by the scheduler, defined and
-started on its new host, every step journaled. A crash of the node during recovery loses none
-and doubles none: a deploy task is resumed at start (or picked up PENDING), and the next check
-finds only the HA VMs still on the fenced host. VMs without ``ha`` stay where they were,
-STOPPED (powered off by the fence) with a fault saying so.
+started on its new host, every step journaled. The VMs of a tier are taken off together
+(``_PARALLEL`` writes at a time); the next tier goes once each of them is placed on a host (its
+capacity taken first) or its task ended, so starts overlap. A crash of the node during recovery
+loses none and doubles none: a deploy task is resumed at start (or picked up PENDING), and the
+next check finds only the HA VMs still on the fenced host. VMs without ``ha`` stay where they
+were, STOPPED (powered off by the fence) with a fault saying so.
 
-Not done: the cluster-wide singleton (PostgreSQL advisory lock) for a datacenter run by
-several nodes; a datacenter is run by one node here.
+One node runs a datacenter, and its HA with it: when datacenters are leased (PostgreSQL, several
+nodes), the holder of the datacenter's lease (:mod:`actors.ownership`), so HA is a singleton
+per datacenter; a holder that dies hands it over with the lease.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -53,6 +58,8 @@ __all__ = ["CheckHosts", "HAActor"]
 _log = get_logger("actors.ha")
 #: States of a VM that HA leaves alone (gone, or already being dealt with).
 _SETTLED = frozenset({VMState.DELETED, VMState.DEFINED, VMState.SCHEDULING})
+#: Restarts of one tier written at once (their deploys then run as the datacenter runs any).
+_PARALLEL = 32
 
 
 class CheckHosts(Message, frozen=True, kw_only=True):
@@ -72,7 +79,8 @@ class HAActor(Actor[CheckHosts]):
         self.datacenter_id = datacenter_id
         self.scheduler = scheduler
         self.deploy = deploy  # hands a deploy task to the datacenter
-        self.waiting: dict[str, list[str]] = {}  # host id: restart tasks of its current tier
+        # host id: (task id, VM id) of the restarts of its current tier
+        self.waiting: dict[str, list[tuple[str, str]]] = {}
         # A host recorded down before this actor began (the node was stopped) gets the whole
         # grace period from now to reconnect: never fenced on a stale record.
         self.began = datetime.now(UTC)
@@ -89,27 +97,35 @@ class HAActor(Actor[CheckHosts]):
                 assert_never(message)
 
     async def _check(self) -> list[str]:
-        store, acted = self.services.store, []
-        grace = timedelta(seconds=self.services.settings.ha_grace)
-        now = datetime.now(UTC)
-        async for host in all_records(store, Host, {"datacenter_id": self.datacenter_id}):
-            if host.health not in (HostHealth.UNREACHABLE, HostHealth.FENCED):
-                continue
-            if host.health is HostHealth.UNREACHABLE:
-                since = max(host.observed_at or now, self.began)
-                if now - since < grace:
-                    continue
-                try:
-                    host = await self._fence(host)
-                except (FenceFailed, CloudcoreError) as exc:
-                    _log.error("ha.fence_failed", host_id=host.id, error=describe(exc))
-                    continue
-            acted.append(host.id)
+        """Every down host at once: a slow fence command holds up only its own host."""
+        hosts = [
+            host
+            async for host in all_records(
+                self.services.store, Host, {"datacenter_id": self.datacenter_id}
+            )
+            if host.health in (HostHealth.UNREACHABLE, HostHealth.FENCED)
+        ]
+        acted = await asyncio.gather(*(self._handle(host) for host in hosts))
+        return [host.id for host, done in zip(hosts, acted, strict=True) if done]
+
+    async def _handle(self, host: Host) -> bool:
+        """Fence ``host`` if it has been down past the grace period, then recover its VMs;
+        whether it is fenced."""
+        if host.health is HostHealth.UNREACHABLE:
+            grace = timedelta(seconds=self.services.settings.ha_grace)
+            now = datetime.now(UTC)
+            if now - max(host.observed_at or now, self.began) < grace:
+                return False
             try:
-                await self._recover(host)
-            except CloudcoreError as exc:  # the next check carries on from the store
-                _log.error("ha.recovery_failed", host_id=host.id, error=describe(exc))
-        return acted
+                host = await self._fence(host)
+            except (FenceFailed, CloudcoreError) as exc:
+                _log.error("ha.fence_failed", host_id=host.id, error=describe(exc))
+                return False
+        try:
+            await self._recover(host)
+        except CloudcoreError as exc:  # the next check carries on from the store
+            _log.error("ha.recovery_failed", host_id=host.id, error=describe(exc))
+        return True
 
     async def _fence(self, host: Host) -> Host:
         how = await fence(self.services, host)
@@ -145,13 +161,24 @@ class HAActor(Actor[CheckHosts]):
             if not vm.spec.ha and vm.state is not VMState.STOPPED:
                 await self._stopped(host, vm)
         waiting = sorted((vm for vm in placed if vm.spec.ha), key=lambda v: -v.spec.ha_priority)
+        gate = asyncio.Semaphore(_PARALLEL)
+
+        async def restart(vm: VM) -> tuple[str, str]:
+            async with gate:
+                return await self._restart(host, vm), vm.id
+
         for _, tier in groupby(waiting, key=lambda v: v.spec.ha_priority):
-            self.waiting[host.id] = [await self._restart(host, vm) for vm in tier]
+            self.waiting[host.id] = list(await asyncio.gather(*(restart(vm) for vm in tier)))
             return
 
     async def _tier_done(self, host_id: str) -> bool:
-        for task_id in self.waiting.get(host_id, []):
-            if (await self.services.store.get(Task, task_id)).state not in FINAL:
+        """Whether every VM of the tier restarting has been placed (its capacity taken before
+        a lower priority's) or its task has ended."""
+        store = self.services.store
+        for task_id, vm_id in self.waiting.get(host_id, []):
+            if (await store.get(VM, vm_id)).host_id is not None:
+                continue
+            if (await store.get(Task, task_id)).state not in FINAL:
                 return False
         self.waiting.pop(host_id, None)
         return True

@@ -252,6 +252,8 @@ class HostActor(Actor[HostMessage]):
     async def _set_health(self, health: HostHealth) -> None:
         if self.host.health is health:
             return
+        if self.host.health is HostHealth.FENCED and health is HostHealth.UNREACHABLE:
+            return  # fenced by HA (confirmed off): so it stays until it answers again
         changed = OutboxEvent(
             type="host.health_changed", subject=f"host/{self.host.id}", data={"health": str(health)}
         )
