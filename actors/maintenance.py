@@ -28,7 +28,7 @@ from actors.operations import MigrateParams
 from actors.paging import all_records
 from actors.scheduler.messages import HostUpdated, SchedulerMessage
 from actors.services import Services
-from cloudcore.errors import CloudcoreError, VersionConflict, describe
+from cloudcore.errors import CloudcoreError, HostWaking, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store import Store
@@ -53,6 +53,7 @@ _MOVABLE = frozenset({VMState.RUNNING, VMState.STOPPED})
 _ATTEMPTS = 4
 _RETRY_DELAY = 0.5  # seconds before the second try, doubled for each further one
 _FINAL_REASONS = ("it is ", "maintenance cancelled")
+_WAKE_WAITS = 3  # waits of one VM's move for a standby host woken to take it
 _PASSES = 3  # passes over the host's VMs (one more for each that came in meanwhile)
 _REPORT_EVERY = 0.5  # seconds between two progress writes of a drain
 
@@ -181,12 +182,19 @@ class MaintenanceRunner(Actor[_Stop]):
         chosen went into maintenance or filled up between the choice and the hold); None once
         it is off the host, else why it stays."""
         reason: str | None = None
-        for attempt in range(_ATTEMPTS):
+        attempt = woken = 0
+        while attempt < _ATTEMPTS:
             if attempt:  # let the race settle: the scheduler learns of the target's new state
                 await asyncio.sleep(_RETRY_DELAY * 2 ** (attempt - 1))
             reason = await self._move_once(vm)
             if reason is None or reason.startswith(_FINAL_REASONS):
                 return reason
+            if HostWaking.__name__ in reason and woken < _WAKE_WAITS:
+                # only a standby host can take it, and it is being woken: wait, not a try
+                woken += 1
+                await asyncio.sleep(self.services.settings.host_wake_delay)
+                continue
+            attempt += 1
         return reason
 
     async def _move_once(self, vm: VM) -> str | None:

@@ -173,7 +173,11 @@ class SchedulerActor(Actor[SchedulerMessage]):
                 )
                 return self._engine.explain(request)
             case SelectHosts(vm=vm):
-                return self._engine.select(PlacementRequest.for_vm(vm), exclude=vm.host_id)
+                request = PlacementRequest.for_vm(vm)
+                try:
+                    return self._engine.select(request, exclude=vm.host_id)
+                except NoValidHost as exc:  # a migration's target may be a host asleep
+                    raise self._wake_for(request, exc) from None
             case _:
                 assert_never(message)
 

@@ -151,7 +151,8 @@ class Explain(Message, frozen=True, kw_only=True):
 
 class SelectHosts(Message, frozen=True, kw_only=True):
     """Replies with the ids of the hosts, best first, that pass every filter for ``vm`` other
-    than the one it is on (the targets of its migration). Claims nothing. Raises NoValidHost."""
+    than the one it is on (the targets of its migration). Claims nothing. Raises NoValidHost,
+    or HostWaking when only a standby host fits (woken for it: ask again after its delay)."""
 
     vm: VM
 

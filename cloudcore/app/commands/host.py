@@ -41,6 +41,7 @@ _COLUMNS: list[Column] = [
     ("HYPERVISOR", "hypervisor"),
     ("HEALTH", "health"),
     ("ADMIN", "admin_state"),
+    ("POWER", "power_state"),
     ("CPUS", _usage("cpus_used", "cpus")),
     ("MEMORY", _usage("memory_mib_used", "memory_mib", 1024**2)),
 ]

@@ -184,8 +184,8 @@ def test_tasks_show_their_steps_and_hosts_are_listed(
     assert task["progress"] == 1.0
 
     hosts = node.ok("host", "list").stdout.splitlines()
-    assert hosts[0].split()[:2] == ["ID", "NAME"]
-    assert any(line.startswith("dc1-h1") for line in hosts[1:])
+    assert hosts[0].split()[:2] == ["ID", "NAME"] and "POWER" in hosts[0].split()
+    assert any(line.startswith("dc1-h1") and " ON " in line for line in hosts[1:])
 
 
 def test_a_task_that_fails_makes_wait_exit_1_with_the_tasks_error(node: Node) -> None:

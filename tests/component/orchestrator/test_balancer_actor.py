@@ -126,10 +126,8 @@ async def test_spread_evens_the_hosts_out_then_its_rounds_move_nothing(cloud3: C
     assert await _loads(cloud) == loads
 
 
-async def test_consolidation_puts_an_empty_host_to_standby_and_a_deploy_wakes_it(
-    cloud3: Cloud,
-) -> None:
-    cloud = cloud3
+async def _consolidated(cloud: Cloud) -> None:
+    """dc1-h1 (one VM) emptied onto dc1-h2 (two) and put to standby; dc1-h3 disabled."""
     await _deploy_on(cloud, "dc1-h1", 1)
     await _deploy_on(cloud, "dc1-h2", 2)
     await cloud.orchestrator.set_admin_state("dc1-h3", HostOperation.DISABLE)  # out of the way
@@ -143,6 +141,13 @@ async def test_consolidation_puts_an_empty_host_to_standby_and_a_deploy_wakes_it
 
     await eventually(asleep)  # its VM moved to dc1-h2, then the emptied host went to standby
     assert (await _loads(cloud))["dc1-h2"] == 3072
+
+
+async def test_consolidation_puts_an_empty_host_to_standby_and_a_deploy_wakes_it(
+    cloud3: Cloud,
+) -> None:
+    cloud = cloud3
+    await _consolidated(cloud)
     driver = cloud.drivers["dc1-h1"]
     assert isinstance(driver, LibvirtDriver) and driver.standby  # through the host's driver
 
@@ -160,3 +165,13 @@ async def test_consolidation_puts_an_empty_host_to_standby_and_a_deploy_wakes_it
     assert vm.host_id == "dc1-h1"
     assert (await cloud.store.get(Host, "dc1-h1")).power_state is HostPower.ON
     assert not driver.standby
+
+
+async def test_a_drain_that_needs_a_standby_host_wakes_it(cloud3: Cloud) -> None:
+    cloud = cloud3
+    await _consolidated(cloud)
+    await cloud.orchestrator.set_balance_policy("dc1", BalancePolicy.OFF)  # no standby again
+    task = await cloud.wait(await cloud.orchestrator.maintain("dc1-h2"), timeout=60)
+    assert task.state is TaskState.SUCCEEDED, task.error  # its 3 VMs went to dc1-h1, woken
+    assert (await _loads(cloud))["dc1-h1"] == 3072
+    assert (await cloud.store.get(Host, "dc1-h1")).power_state is HostPower.ON

@@ -97,6 +97,7 @@ def _calls(driver: HypervisorDriver, vm: str) -> dict[Capability, Callable[[], A
         Capability.ATTACH_VOLUME: lambda: driver.attach_volume(vm, disk),
         Capability.MIGRATE: lambda: driver.migrate_vm(vm, driver.settings),
         Capability.HOTPLUG_NIC: lambda: driver.attach_nic(vm, NicSpec(mac="52:54:00:00:00:09")),
+        Capability.HOST_POWER: lambda: driver.set_host_power(True),
     }
 
 
