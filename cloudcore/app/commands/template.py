@@ -93,6 +93,11 @@ def add_parser(sub: Any) -> None:
     convert = action("convert", "convert a template's image to another format", _convert, True)
     convert.add_argument("id")
     convert.add_argument("format", choices=["raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi"])
+    convert.add_argument(
+        "--compare",
+        action="store_true",
+        help="check the result against the source with qemu-img compare (reads both whole)",
+    )
 
     action("delete", "delete a template", _delete).add_argument("id")
 
@@ -143,7 +148,10 @@ async def _import(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _convert(client: Client, args: argparse.Namespace) -> int:
-    task = await client.call("POST", _path(args.id, "/conversions"), body={"format": args.format})
+    body: dict[str, Any] = {"format": args.format}
+    if args.compare:
+        body["compare"] = True
+    task = await client.call("POST", _path(args.id, "/conversions"), body=body)
     return await accepted(client, task, args)
 
 
