@@ -86,13 +86,22 @@ class ConverterActor(Actor[ConverterMessage]):
     async def stopping(self) -> None:
         if self.disks.converters.get(self.datacenter_id) == self.context.self_ref:
             del self.disks.converters[self.datacenter_id]
-        # Left RUNNING: the datacenter's next converter starts them again.
+        await self._stop_jobs()
+
+    async def before_restart(self, error: Exception) -> None:
+        # The new instance starts them again: none may run twice.
+        await self._stop_jobs()
+
+    async def _stop_jobs(self) -> None:
+        """Cancel the conversions running, left RUNNING: the datacenter's next converter (or
+        this one restarted) starts them again."""
         jobs = list(self.jobs.values())
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
         for task_id in self.jobs:
             self.services.runners.discard(task_id)
+        self.jobs.clear()
 
     async def receive(self, message: ConverterMessage) -> Any:
         match message:

@@ -95,6 +95,11 @@ def add_parser(sub: Any) -> None:
         ref="TEMPLATE",
     )
     convert.add_argument("format", choices=["raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi"])
+    convert.add_argument(
+        "--compare",
+        action="store_true",
+        help="check the result against the source with qemu-img compare (reads both whole)",
+    )
 
     actions.add("delete", "delete a template", _delete, ref="TEMPLATE")
 
@@ -143,7 +148,10 @@ async def _import(client: Client, args: argparse.Namespace) -> int:
 
 async def _convert(client: Client, args: argparse.Namespace) -> int:
     path = await _template(client, args, "/conversions")
-    task = await client.call("POST", path, body={"format": args.format})
+    body: dict[str, Any] = {"format": args.format}
+    if args.compare:
+        body["compare"] = True
+    task = await client.call("POST", path, body=body)
     return await accepted(client, task, args)
 
 

@@ -52,8 +52,10 @@ def test_upload_convert_deploy_and_delete_a_template_from_the_command_line(
     assert len(progress) >= 4 and "MiB/s" in progress[0]
     assert "100%" in progress[-2] and progress[-1].endswith("AVAILABLE")
 
-    converted = node.ok("template", "convert", tid, "vmdk", "--wait", "-o", "json")
-    assert json.loads(converted.stdout)["state"] == "SUCCEEDED"
+    converted = node.ok("template", "convert", tid, "vmdk", "--compare", "--wait", "-o", "json")
+    done = json.loads(converted.stdout)
+    assert done["state"] == "SUCCEEDED"
+    assert [s["name"] for s in done["steps"]] == ["convert", "compare", "store"]
     assert "convert" in converted.stderr  # the task's steps on the progress bar
 
     listed = node.ok("template", "list")
