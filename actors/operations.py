@@ -42,6 +42,7 @@ __all__ = [
     "SuspendParams",
     "decode_params",
     "default_params",
+    "params_of",
     "task_data",
 ]
 
@@ -194,3 +195,11 @@ def task_data(params: OperationParams) -> dict[str, Any]:
     """The parameters as the task records them: the fields given, without the tag."""
     fields = msgspec.structs.asdict(params)
     return {name: value for name, value in fields.items() if value is not None}
+
+
+def params_of(operation: Operation, data: dict[str, Any]) -> dict[str, Any]:
+    """A task's data without what the operation recorded beside its parameters (a migration
+    records its plan: source, target, live, hold)."""
+    if operation is Operation.MIGRATE:
+        return {k: v for k, v in data.items() if k in ("host_id", "deadline")}
+    return data

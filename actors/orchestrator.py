@@ -45,7 +45,7 @@ from actors.messages import (
     Sweep,
     SweepReport,
 )
-from actors.operations import MigrateParams, OperationParams, decode_params
+from actors.operations import MigrateParams, OperationParams, decode_params, params_of
 from actors.paging import all_records
 from actors.routing import (
     PortMessage,
@@ -374,7 +374,11 @@ class Orchestrator:
         if port is not None:
             reply: RoutedReply = await port.ask(
                 RoutedOperate(
-                    datacenter_id=vm.datacenter_id, vm_id=vm_id, operation=operation, params=params
+                    datacenter_id=vm.datacenter_id,
+                    vm_id=vm_id,
+                    operation=operation,
+                    params=params,
+                    host_id=vm.host_id,
                 )
             )
             assert reply.task is not None
@@ -539,7 +543,7 @@ class Orchestrator:
         redeploy = last is None or last.kind == "vm.deploy" or vm.state is VMState.PLACED
         if not redeploy and last is not None:
             op = Operation(last.kind.removeprefix("vm."))
-            return await self.operate(vm_id, op, decode_params(op, _params_of(op, last.data)))
+            return await self.operate(vm_id, op, decode_params(op, params_of(op, last.data)))
         if vm.host_id is None:
             vm = await self.store.update(
                 VM, vm.id, expected_version=vm.version, state=VMState.DEFINED, fault=None
@@ -560,6 +564,20 @@ class Orchestrator:
     async def _last_task(self, vm_id: str) -> Task | None:
         tasks = [t async for t in all_records(self.store, Task, {"subject": f"vm/{vm_id}"})]
         return max(tasks, key=lambda t: t.created_at, default=None)
+
+    def placed(
+        self, datacenter_id: str, host_id: str | None, vm_id: str
+    ) -> ActorRef[VMMessage] | None:
+        """The actor of a VM on ``host_id`` of a datacenter run here, if it is there now."""
+        if host_id is None:
+            return None
+        try:
+            ref: ActorRef[VMMessage] = self.system.lookup(
+                f"/user/dc/{datacenter_id}/{host_id}/{vm_id}"
+            )
+        except NotFound:
+            return None
+        return ref
 
     def _vm_ref(self, vm: VM) -> ActorRef[VMMessage]:
         ref: ActorRef[VMMessage] = self.system.lookup(
@@ -619,11 +637,3 @@ class Orchestrator:
             raise NotFound(f"host {host_id} is not managed in {datacenter_id}") from None
         report: SweepReport = await ref.ask(Sweep(), timeout=60)
         return report
-
-
-def _params_of(operation: Operation, data: dict[str, Any]) -> dict[str, Any]:
-    """A task's data without what the operation recorded beside its parameters (a migration
-    records its plan: source, target, live, hold)."""
-    if operation is Operation.MIGRATE:
-        return {k: v for k, v in data.items() if k in ("host_id", "deadline")}
-    return data

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from actors.host_lifecycle import HostOperation
 from actors.lifecycle import Operation
-from actors.messages import Deploy, RecoverVerb, Snapshot, SweepReport
+from actors.messages import Deploy, RecoverVerb, RequestOperation, Snapshot, SweepReport
 from actors.operations import OperationParams
 from actors.ownership import lease_name
 from actors.volume_messages import PoolStatus, VolumeParams
@@ -76,12 +76,15 @@ class RoutedDeploy(Message, frozen=True, kw_only=True):
 
 
 class RoutedOperate(Message, frozen=True, kw_only=True):
-    """Start ``operation`` on a VM of a datacenter of this node. Replies RoutedReply(task)."""
+    """Start ``operation`` on a VM of a datacenter of this node. Replies RoutedReply(task).
+    ``host_id``: where the sender saw the VM (its actor is asked there without reading the
+    VM again; read if it has moved since)."""
 
     datacenter_id: str
     vm_id: str
     operation: Operation
     params: OperationParams | None = None
+    host_id: str | None = None
 
 
 class RoutedRecover(Message, frozen=True, kw_only=True):
@@ -254,6 +257,10 @@ async def _run(orchestrator: Orchestrator, message: _HostOrVMMessage) -> RoutedR
     """A VM's or a host's operation, with this node's orchestrator."""
     match message:
         case RoutedOperate(vm_id=vm_id, operation=operation, params=params):
+            placed = orchestrator.placed(message.datacenter_id, message.host_id, vm_id)
+            if placed is not None:
+                task: Task = await placed.ask(RequestOperation(operation=operation, params=params))
+                return RoutedReply(task=task)
             return RoutedReply(task=await orchestrator.operate(vm_id, operation, params))
         case RoutedRecover(vm_id=vm_id, verb=verb):
             return RoutedReply(task=await orchestrator.recover(vm_id, verb))

@@ -124,11 +124,36 @@ class Console(cmd.Cmd):
             self._say(_render.tree(tree))
 
     def do_inspect(self, arg: str) -> None:
-        """inspect <actor>: one actor: class, status, mailbox, processed, restarts, children."""
-        info = self.client.get(
-            "/system/actors", {"path": _actor_path(_one(arg, "inspect <actor>"))}
-        )
-        self._say(_render.actor(info))
+        """inspect <actor> [@node]: one actor: class, status, mailbox, processed, restarts,
+        children; on the node named after @, or else on the node answering and, if it has no
+        such actor, on the first other up node of the cluster that has."""
+        words = arg.split()
+        node = next((w[1:] for w in words if w.startswith("@")), None)
+        path = _actor_path(_one(" ".join(w for w in words if not w.startswith("@")), _INSPECT))
+        if node is not None:
+            self._say(
+                _render.actor(self.client.get("/system/actors", {"path": path, "node": node}))
+            )
+            return
+        try:
+            self._say(_render.actor(self.client.get("/system/actors", {"path": path})))
+            return
+        except ApiFailure as exc:
+            if exc.status != 404:
+                raise
+            missing = exc
+        for n in self.client.get("/system/nodes")["items"]:
+            if n["status"] != "up" or n.get("this"):
+                continue
+            try:
+                info = self.client.get("/system/actors", {"path": path, "node": n["id"]})
+            except ApiFailure as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            self._say(_render.actor(info))
+            return
+        raise missing
 
     def do_tell(self, arg: str) -> None:
         """tell <actor> <message>: send a message, don't wait. The message is JSON with its
@@ -307,6 +332,9 @@ def _age(started_at: str | None, now: datetime) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+_INSPECT = "inspect <actor> [@node]"
 
 
 def _actor_path(word: str) -> str:

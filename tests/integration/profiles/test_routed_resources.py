@@ -4,14 +4,19 @@ Retry-After at once while that node is down."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import re
 import time
 from typing import Any
 
 import pytest
 
+from cloudcore.app.client import BlockingClient
+from cloudcore.app.console.shell import Console
 from cloudcore.cluster import ClusterNode
 from tests.integration.profiles.api import Answer, Api
-from tests.integration.profiles.launcher import Cluster
+from tests.integration.profiles.launcher import TOKEN, Cluster
 from tests.integration.profiles.test_three_nodes import deploy, paths
 from tests.waiting import eventually
 
@@ -40,6 +45,25 @@ async def test_volumes_and_migrations_run_on_the_datacenters_node_and_503_while_
         assert {p["id"] for p in pools.body} == {"dc1-pool", "dc2-pool"}
         server_tree = paths(await here.tree("server", "/user"))
         assert not any(p.startswith("/user/storage/") for p in server_tree)
+
+        # The console inspects another node's actor: named with @node, or found on it.
+        inspected = await api.call(
+            "GET", "/system/actors?path=/user/storage/dc2-pool&node=node-dc2"
+        )
+        assert inspected.status == 200, inspected.body
+        assert (inspected.body["node"], inspected.body["class_name"]) == (
+            "node-dc2",
+            "StoragePoolActor",
+        )
+        said = await asyncio.to_thread(
+            console,
+            cluster.api,
+            [
+                "inspect /user/storage/dc1-pool @node-dc1",
+                "inspect /user/storage/dc2-pool",
+            ],
+        )
+        assert re.search(r"node:\s+node-dc1", said) and re.search(r"node:\s+node-dc2", said), said
 
         # A volume's whole life through the server, run by dc2's node.
         create = await api.call(
@@ -95,6 +119,16 @@ async def test_volumes_and_migrations_run_on_the_datacenters_node_and_503_while_
         await succeeded(api, other)
     finally:
         await api.close()
+
+
+def console(api: str, commands: list[str]) -> str:
+    """What the operator console prints for ``commands`` against the API at ``api``."""
+    out = io.StringIO()
+    with BlockingClient(api + "/api/v1", TOKEN) as client:
+        shell = Console(client, stdout=out)
+        for command in commands:
+            shell.onecmd(command)
+    return out.getvalue()
 
 
 async def _hosts(api: Api, datacenter: str) -> list[str]:

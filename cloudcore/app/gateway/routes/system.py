@@ -44,6 +44,12 @@ class PathQuery(_Body, frozen=True, kw_only=True):
     path: ActorPath
 
 
+class InspectQuery(_Body, frozen=True, kw_only=True):
+    path: ActorPath
+    #: Another node of the cluster, asked through it (default: the node answering).
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+
+
 class TreeQuery(_Body, frozen=True, kw_only=True):
     path: ActorPath = "/user"
     #: Another node of the cluster, asked through it (default: the node answering).
@@ -208,20 +214,32 @@ async def actor_tree(req: ApiRequest[None, TreeQuery]) -> ActorInfo:
 
 @api.get(
     "/system/actors",
-    query=PathQuery,
+    query=InspectQuery,
     reply=ActorView,
     summary="Inspect one actor",
     errors=(403, 404),
 )
-async def inspect_actor(req: ApiRequest[None, PathQuery]) -> ActorView:
-    return _actor_view(_operator(req), req.query.path)
+async def inspect_actor(req: ApiRequest[None, InspectQuery]) -> ActorView:
+    """One actor; of ``node`` if given (another node of the cluster, asked through it: 404 if
+    this node is on its own)."""
+    system = _operator(req)
+    node = req.query.node
+    if node is None or node == system.node_id:
+        return _actor_view(system, req.query.path)
+    trees = req.gateway.trees
+    if trees is None:
+        raise ApiError(404, "not_found", f"node {node!r}: this node belongs to no cluster")
+    return _view_of(await trees(node, req.query.path), node)
 
 
 def _actor_view(system: ActorSystem, path: str) -> ActorView:
-    info = system.tree(path)
+    return _view_of(system.tree(path), system.node_id)
+
+
+def _view_of(info: ActorInfo, node: str) -> ActorView:
     return ActorView(
         path=info.path,
-        node=system.node_id,
+        node=node,
         class_name=info.class_name,
         status=info.status,
         mailbox_depth=info.mailbox_depth,
