@@ -19,7 +19,7 @@ import msgspec
 
 from cloudcore.errors import Conflict, InvalidRecord, NotFound, VersionConflict
 from cloudcore.logging import get_logger
-from cloudcore.store import _outbox, listing, migrations
+from cloudcore.store import _outbox, migrations
 from cloudcore.store._accounting import AccountingOps
 from cloudcore.store._claims import ClaimOps
 from cloudcore.store._conn import Conn, check_limit, now
@@ -124,53 +124,6 @@ class SqlStore(ClaimOps, AccountingOps, IpamOps, IdempotencyOps, LeaseOps, Outbo
         items = [table.decode(r) for r in rows[:limit]]
         more = len(rows) > limit
         cursor = _next_cursor(order, items[-1]) if more else None
-        return Page(items=items, next_cursor=cursor, total=counted)
-
-    def _json_of(self, table: Table[Any]) -> str | None:
-        """The SQL expression of a row's record JSON, if the database can build it (None:
-        records are encoded here)."""
-        return None
-
-    async def list_json(
-        self,
-        kind: type[R],
-        /,
-        *,
-        where: Mapping[str, object] | None = None,
-        after: str | None = None,
-        limit: int = 100,
-        order: Order | None = None,
-        count: bool = False,
-    ) -> Page[msgspec.Raw]:
-        table = table_of(kind)
-        expression = self._json_of(table)
-        if expression is None:
-            return await super().list_json(
-                kind, where=where, after=after, limit=limit, order=order, count=count
-            )
-        where = where or {}
-        order = order or Order()
-        table.check_filters(where)
-        table.check_order(order)
-        check_limit(limit)
-        filters, args = _filters(where)
-        counted = await self._total(table, filters, args) if count else None
-        if after is not None:
-            args += _cursor_args(table, order, decode_cursor(after))
-        args.append(limit + 1)
-        select = f"SELECT {expression}::text AS _json, id AS _id, {order.field} AS _key FROM "
-        sql = listing.sql(select + table.name, filters, order, after is not None)
-        async with self._reader() as conn:
-            rows = await conn.fetch(sql, *args)
-        items = [msgspec.Raw(row["_json"].encode()) for row in rows[:limit]]
-        cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            cursor = (
-                encode_cursor(last["_id"])
-                if order.field == "id"
-                else encode_sorted_cursor(last["_key"], last["_id"])
-            )
         return Page(items=items, next_cursor=cursor, total=counted)
 
     @functools.cached_property

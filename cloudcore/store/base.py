@@ -31,8 +31,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import msgspec
-
 from cloudcore.store.listing import Order
 from cloudcore.store.records import (
     VM,
@@ -99,30 +97,9 @@ class Store(ABC):
         never NULL (then by id), ascending or descending; another raises InvalidRecord naming
         the sortable ones. ``after`` is the ``next_cursor`` of the previous page of the same
         listing. ``limit`` is 1 to 1000. ``count``: also say in ``total`` how many records the
-        filters match (one more query; a total of 10,000 or more may be up to a second old:
-        see ``cloudcore.store._totals``).
+        filters match (one more query; a total of 10,000 or more may be a few seconds old: see
+        ``cloudcore.store._totals``).
         """
-
-    async def list_json(
-        self,
-        kind: type[R],
-        /,
-        *,
-        where: Mapping[str, object] | None = None,
-        after: str | None = None,
-        limit: int = 100,
-        order: Order | None = None,
-        count: bool = False,
-    ) -> Page[msgspec.Raw]:
-        """:meth:`list`, each record as its JSON (what ``msgspec.json.encode`` makes of it):
-        for an answer that passes records through without using them. The same records, the
-        same cursor and total; a backend may build the JSON in the database (whitespace may
-        then differ, never a key, a value or the order of keys)."""
-        page = await self.list(
-            kind, where=where, after=after, limit=limit, order=order, count=count
-        )
-        items = [msgspec.Raw(msgspec.json.encode(item)) for item in page.items]
-        return Page(items=items, next_cursor=page.next_cursor, total=page.total)
 
     @abstractmethod
     async def count_by(self, kind: type[R], field: str, /) -> dict[str, int]:

@@ -26,7 +26,6 @@ from cloudcore.errors import (
 from cloudcore.logging import get_logger
 from cloudcore.store._conn import Conn
 from cloudcore.store._pgbatch import CasBatcher
-from cloudcore.store._pgjson import record_json
 from cloudcore.store._pgops import PgOps
 from cloudcore.store._pgpool import Pool
 from cloudcore.store._pgsteps import StepBatcher
@@ -89,9 +88,6 @@ class PostgresStore(PgOps, SqlStore):
 
     dialect = "postgres"
     _row_lock = " FOR UPDATE"
-
-    def _json_of(self, table: Table[Any]) -> str | None:
-        return record_json(table)
 
     def __init__(self, pool: Pool, where: str, *, group_commit: bool = True) -> None:
         self._pool = pool

@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-import msgspec
-
 from cloudcore.app.gateway.schemas import ListQuery
 from cloudcore.store import Store
 from cloudcore.store.listing import Order
 from cloudcore.store.records import Page, Record
 
-__all__ = ["NEWEST_FIRST", "order_of", "sorted_json_page", "sorted_page"]
+__all__ = ["NEWEST_FIRST", "order_of", "sorted_page"]
 
 R = TypeVar("R", bound=Record)
 
@@ -35,21 +33,6 @@ async def sorted_page(
     """One page, counted, in the order of the query's ``sort`` (its fields checked at the
     edge: see :func:`~cloudcore.app.gateway.schemas.sort_of`)."""
     return await store.list(
-        kind,
-        where=where,
-        after=query.cursor,
-        limit=query.limit,
-        order=order_of(getattr(query, "sort", None)),
-        count=True,
-    )
-
-
-async def sorted_json_page(
-    store: Store, kind: type[R], where: Mapping[str, object], query: ListQuery
-) -> Page[msgspec.Raw]:
-    """:func:`sorted_page` with each record as its JSON, passed through to the answer without
-    becoming a record here (PostgreSQL builds it: see ``Store.list_json``)."""
-    return await store.list_json(
         kind,
         where=where,
         after=query.cursor,
