@@ -97,7 +97,8 @@ class Store(ABC):
         never NULL (then by id), ascending or descending; another raises InvalidRecord naming
         the sortable ones. ``after`` is the ``next_cursor`` of the previous page of the same
         listing. ``limit`` is 1 to 1000. ``count``: also say in ``total`` how many records the
-        filters match (one more query, in the same read).
+        filters match (one more query; a total of 10,000 or more may be a few seconds old: see
+        ``cloudcore.store._totals``).
         """
 
     @abstractmethod
