@@ -7,8 +7,9 @@ const socket = new WebSocket(terminal.dataset.url, ["binary"]);
 socket.binaryType = "arraybuffer";
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
-// CSI and OSC sequences, other two-byte escapes, and carriage returns before a newline.
-const ESCAPES = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r(?=\n)/g;
+// CSI and OSC sequences, character set choices (ESC ( B), other two-byte escapes (ESC c, the
+// reset SeaBIOS sends), and carriage returns before a newline.
+const ESCAPES = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()*+][0-~]|\x1b[0-~]|\r(?=\n)/g;
 const MAX_TEXT = 200000;
 
 socket.addEventListener("open", () => {
