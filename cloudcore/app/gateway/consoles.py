@@ -175,7 +175,9 @@ async def proxy(
             task.cancel()
         await asyncio.gather(to_vm, to_client, return_exceptions=True)
         writer.close()
-        with contextlib.suppress(OSError):
+        # A serial console's writer is a pipe's, whose protocol has nothing to wait for
+        # (asyncio raises NotImplementedError): closing it is enough.
+        with contextlib.suppress(OSError, NotImplementedError):
             await writer.wait_closed()
         await ws.close()
         _log.info("console.closed", vm_id=ticket.vm_id, user_id=ticket.user_id)

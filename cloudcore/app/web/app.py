@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from cloudcore.app.gateway.context import GATEWAY
-from cloudcore.app.web import operator, tenant
+from cloudcore.app.web import operator, reports, resources, tenant
 from cloudcore.app.web.context import SESSIONS, TEMPLATES, Ui, page, security_headers, templates
 from cloudcore.app.web.session import COOKIE, Sessions, same_origin
 from cloudcore.errors import BusClosed
@@ -44,7 +44,9 @@ def add_web(app: web.Application) -> None:
             if (root / package).is_dir():
                 router.add_static(f"/ui/assets/{prefix}", root / package)
     tenant.add_routes(app)
+    resources.add_routes(app)
     operator.add_routes(app)
+    reports.add_routes(app)
 
 
 async def _index(request: web.Request) -> web.StreamResponse:

@@ -120,7 +120,7 @@ def page(
     handler: PageHandler, *, operator: bool = False
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp handler for a page or action of a logged-in browser: no session sends it to
-    the login page; a POST needs this origin and the session's CSRF token."""
+    the login page; a POST or PUT needs this origin and the session's CSRF token."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         sessions = request.app[SESSIONS]
@@ -132,8 +132,8 @@ def page(
             raise web.HTTPSeeOther("/ui/login")
         principal, session = current
         form: Any = None
-        if request.method == "POST":
-            form = await request.post()
+        if request.method in ("POST", "PUT"):  # a PUT's body is a file: its token in a header
+            form = await request.post() if request.method == "POST" else {}
             given = request.headers.get("X-CSRF-Token") or form.get("csrf")
             if not same_origin(request) or not sessions.csrf_ok(session, given):
                 return web.Response(status=403, text="cross-site request refused")

@@ -1,5 +1,5 @@
 """The tenant's pages: VMs (live), create from a template with a size, every action, the
-graphical console, tasks with their progress (live), events (live), quotas."""
+graphical and serial consoles, tasks with their progress (live), events (live), quotas."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from cloudcore.app.gateway.schemas import (
 )
 from cloudcore.app.gateway.tasks import task_view
 from cloudcore.app.web.context import Failed, Ui, page
+from hypervisor_drivers.types import ConsoleKind
 
 __all__ = ["SIZES", "add_routes"]
 
@@ -106,6 +107,17 @@ async def console_page(ui: Ui) -> web.StreamResponse:
     return ui.render("console.html", vm=vm, console=console, error=None)
 
 
+async def serial_page(ui: Ui) -> web.StreamResponse:
+    vm_id = ui.request.match_info["vm_id"]
+    query = consoles.ConsoleQuery(kind=ConsoleKind.SERIAL)
+    try:
+        vm = await ui.call(vms.get_vm, query=TombstoneQuery(), vm_id=vm_id)
+        console = await ui.call(consoles.get_console, query=query, vm_id=vm_id)
+    except Failed as exc:
+        return ui.render("serial.html", status=exc.status, vm=None, console=None, error=exc)
+    return ui.render("serial.html", vm=vm, console=console, error=None)
+
+
 async def _tasks(ui: Ui) -> list[Any]:
     page_ = await ui.call(tasks.list_tasks, query=TaskQuery(limit=1000))
     newest = sorted(page_.items, key=lambda t: t.created_at, reverse=True)[:100]
@@ -136,6 +148,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui/vms/rows", page(vm_rows))
     app.router.add_post("/ui/vms/{vm_id}/{action}", page(vm_action))
     app.router.add_get("/ui/vms/{vm_id}/console", page(console_page))
+    app.router.add_get("/ui/vms/{vm_id}/serial", page(serial_page))
     app.router.add_get("/ui/tasks", page(tasks_page))
     app.router.add_get("/ui/tasks/rows", page(task_rows))
     app.router.add_get("/ui/events", page(events_page))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cloudcore.store import Store
+from hypervisor_drivers.types import DomainSpec
 from tests.component.gateway.conftest import ApiClient, api_settings, serve_api
 from tests.integration.web.conftest import with_assets
 
@@ -112,3 +113,86 @@ async def test_an_operator_sees_hosts_with_capacity_and_the_actor_tree(
     headers = await page.locator("thead th").all_inner_texts()
     assert "Mailbox" in headers and "Restarts" in headers
     await page.screenshot(path=str(screenshots / "actors.png"), full_page=True)
+
+
+async def test_a_tenant_uses_volumes_networks_and_uploads_a_template_image(
+    browser: Any, web: ApiClient, screenshots: Path, tmp_path: Path
+) -> None:
+    made = await web.call(
+        "POST", "/networks", "admin",
+        {"name": "lan", "datacenter_id": "dc1", "cidr": "10.91.0.0/24", "tenant_id": "acme"},
+    )  # fmt: skip
+    assert made.status == 201, made.body
+    nic = {"network_id": made.body["id"], "address": "10.91.0.5"}
+    r = await web.call(
+        "POST", "/vms", "alice",
+        {"name": "db", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 256, "nics": [nic]},
+    )  # fmt: skip
+    assert r.status == 202, r.body
+    assert (await web.wait_task(r.body["id"])).error is None
+    page = await _login(browser, web, "alice")
+    await page.get_by_role("link", name="Volumes").click()
+    await page.wait_for_url("**/ui/volumes")
+    await page.evaluate("window.notReloaded = true")
+    await page.get_by_label("Name").fill("data")
+    await page.get_by_label("Size (GiB)").fill("4")
+    await page.get_by_role("button", name="Create volume").press("Enter")  # the keyboard
+    row = page.locator("tr:has(th:text-is('data'))")
+    await row.locator("[data-state='AVAILABLE']").wait_for(timeout=_WAIT)
+    await page.get_by_label("VM to attach data to").select_option(label="db")
+    await page.get_by_role("button", name="Attach data").click()
+    await row.locator("[data-state='ATTACHED']").wait_for(timeout=_WAIT)
+    assert await row.get_by_role("cell", name="db", exact=True).count() == 1
+    await page.screenshot(path=str(screenshots / "volumes.png"), full_page=True)
+    await page.get_by_role("button", name="Detach data").click()
+    await row.locator("[data-state='AVAILABLE']").wait_for(timeout=_WAIT)
+    assert await page.evaluate("window.notReloaded") is True  # live, no page load
+
+    await page.get_by_role("link", name="Networks").click()
+    await page.get_by_role("link", name="Addresses held in lan").click()
+    await page.get_by_text("10.91.0.5").wait_for(timeout=_WAIT)
+    await page.screenshot(path=str(screenshots / "addresses.png"), full_page=True)
+
+    image = tmp_path / "boot.raw"
+    image.write_bytes(b"\xeb\xfe" + b"\0" * (512 * 1024 - 2))
+    await page.get_by_role("link", name="Templates").click()
+    await page.get_by_label("Name").fill("tiny")
+    await page.get_by_role("button", name="Add template").click()
+    await (
+        page.get_by_role("status").filter(has_text="Template tiny created").wait_for(timeout=_WAIT)
+    )
+    await page.reload()  # the upload form lists the new template
+    await page.get_by_label("Template", exact=True).select_option(label="tiny")
+    await page.get_by_label("Image file").set_input_files(str(image))
+    await page.get_by_role("button", name="Upload").click()
+    await (
+        page.locator("#upload-status").filter(has_text="is AVAILABLE: raw").wait_for(timeout=_WAIT)
+    )
+    tiny = page.locator("tr:has(th:has-text('tiny')) [data-state='AVAILABLE']")
+    await tiny.wait_for(timeout=_WAIT)
+    await page.screenshot(path=str(screenshots / "templates.png"), full_page=True)
+
+
+async def test_an_operator_sees_drift_and_orphans(
+    browser: Any, web: ApiClient, screenshots: Path
+) -> None:
+    r = await web.call(
+        "POST",
+        "/vms",
+        "alice",
+        {"name": "app", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 64},
+    )
+    assert r.status == 202, r.body
+    assert (await web.wait_task(r.body["id"])).error is None
+    # A domain on a hypervisor the store does not know: what a sweep reports as an orphan.
+    orphan = "0badc0de-0000-4000-8000-000000000001"
+    driver = web.drivers["dc1-h1"]
+    await driver.define_vm(DomainSpec(uuid=orphan, name="not-ours", vcpus=1, memory_mib=64))
+    page = await _login(browser, web, "operator")
+    await page.get_by_role("link", name="Drift").click()
+    host = page.locator("tr[data-host='dc1-h1']")
+    await host.get_by_text(orphan).wait_for(timeout=_WAIT)
+    assert await page.locator("tr[data-host='dc1-h2']").get_by_text(orphan).count() == 0
+    await page.get_by_text("No drift: every pool matches the store.").wait_for()
+    await page.get_by_text("no alarms yet").wait_for()
+    await page.screenshot(path=str(screenshots / "drift.png"), full_page=True)

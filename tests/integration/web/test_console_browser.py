@@ -61,3 +61,37 @@ async def test_the_console_page_shows_a_real_vms_screen_through_novnc(
     box = await page.locator("#screen canvas").bounding_box()
     assert box is not None and box["width"] > 100 and box["height"] > 100
     await page.screenshot(path=str(screenshots / "console.png"))
+
+
+@pytest.mark.timeout(240)  # SeaBIOS greets again at its 60 s boot retry
+async def test_the_serial_page_shows_what_a_real_vm_writes_on_its_serial_port(
+    browser: Any, qemu_web: ApiClient, screenshots: Path
+) -> None:
+    api = qemu_web
+    r = await api.call(
+        "POST",
+        "/vms",
+        "alice",
+        {"name": "tty", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 32},
+    )
+    assert r.status == 202, r.body
+    assert (await api.wait_task(r.body["id"], timeout=90)).error is None
+    vm_id = str(r.body["subject"]).removeprefix("vm/")
+
+    page = await _login(browser, api, "alice")
+    await page.get_by_role("link", name="Serial console of tty").click()
+    terminal = page.locator("#terminal[data-connected='true']")
+    await terminal.wait_for(timeout=30_000)
+    assert await page.get_by_role("status").inner_text() == "Connected."
+    assert await page.evaluate("document.activeElement.id") == "terminal"  # keys go to the VM
+    # SeaBIOS (useserial) greets at boot, kept by the terminal, or at its next boot retry.
+    await page.wait_for_function(
+        "uuid => document.querySelector('#terminal').textContent.includes('Machine UUID ' + uuid)",
+        arg=vm_id,
+        timeout=90_000,
+    )
+    text = await page.locator("#terminal").inner_text()
+    assert "SeaBIOS" in text and "\x1b" not in text
+    await page.get_by_label("Line to send").fill("boot")
+    await page.get_by_role("button", name="Send line").click()  # sent; nothing to refuse it
+    await page.screenshot(path=str(screenshots / "serial.png"))

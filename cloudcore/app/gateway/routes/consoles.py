@@ -15,7 +15,7 @@ from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.routes.vms import visible_vm
 from hypervisor_drivers.types import ConsoleKind
 
-__all__ = ["ConsoleView", "api"]
+__all__ = ["ConsoleQuery", "ConsoleView", "api"]
 
 api = Api("consoles")
 
