@@ -45,6 +45,7 @@ from cloudcore.store.records import (
     VM,
     Host,
     HostHealth,
+    HostPower,
     OutboxEvent,
     PowerState,
     Task,
@@ -103,7 +104,9 @@ class HAActor(Actor[CheckHosts]):
             async for host in all_records(
                 self.services.store, Host, {"datacenter_id": self.datacenter_id}
             )
+            # A host asleep (or waking) for power saving is unreachable on purpose, and empty.
             if host.health in (HostHealth.UNREACHABLE, HostHealth.FENCED)
+            and host.power_state is HostPower.ON
         ]
         acted = await asyncio.gather(*(self._handle(host) for host in hosts))
         return [host.id for host, done in zip(hosts, acted, strict=True) if done]

@@ -3,6 +3,9 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+# One set of extras for every script (run, test, bench, cluster): one install, never redone
+# because another script wanted a different set.
+EXTRAS="dev,libvirt,vsphere,xenserver,hyperv,thespian,bench"
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '==> %s\n' "$*" >&2; }

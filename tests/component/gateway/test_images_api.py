@@ -26,7 +26,13 @@ pytestmark = pytest.mark.skipif(
 
 
 def qemu_img(*args: str) -> None:
-    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+    for _ in range(5):
+        done = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+        # A LUKS header times its key derivation by the CPU time it used: on a loaded machine
+        # qemu-img may see none and give up ("Unable to get accurate CPU usage"); make it again.
+        if done.returncode == 0 or "accurate CPU usage" not in done.stderr:
+            break
+    done.check_returncode()
 
 
 def raw_image(path: Path, size_mib: int = 16, data_mib: int = 2, seed: int = 1) -> Path:

@@ -18,7 +18,16 @@ from actors.registration import bootstrap_demo
 from cloudcore.config import DemoSettings
 from cloudcore.errors import BackendUnavailable
 from cloudcore.store import Store
-from cloudcore.store.records import VM, Host, HostHealth, Task, TaskState, VMSpec, VMState
+from cloudcore.store.records import (
+    VM,
+    Host,
+    HostHealth,
+    HostPower,
+    Task,
+    TaskState,
+    VMSpec,
+    VMState,
+)
 from hypervisor_drivers.base import HypervisorDriver
 from tests.cloud import Cloud, cloud_settings, start_cloud
 from tests.waiting import eventually
@@ -180,3 +189,21 @@ async def test_with_room_for_one_the_highest_priority_vm_is_the_one_restarted(
     won = await cloud.store.get(VM, second.id)
     assert (won.host_id, won.state) == ("dc1-h2", VMState.RUNNING)
     assert await _where(cloud, second.id) == ["dc1-h2"]
+
+
+async def test_a_host_asleep_for_power_saving_is_not_fenced_when_it_does_not_answer(
+    cloud3: Cloud, tmp_path: Path
+) -> None:
+    host = await cloud3.store.get(Host, "dc1-h2")
+    await cloud3.store.update(
+        Host, host.id, expected_version=host.version, power_state=HostPower.STANDBY
+    )
+    await _kill(cloud3, tmp_path, "dc1-h2")  # asleep: its hypervisor does not answer
+    await _kill(cloud3, tmp_path, "dc1-h3")  # dead
+
+    async def fenced() -> list[str]:
+        return await _check(cloud3)
+
+    assert await eventually(fenced) == ["dc1-h3"]  # once past the grace: the dead one only
+    assert (await cloud3.store.get(Host, "dc1-h3")).health is HostHealth.FENCED
+    assert (await cloud3.store.get(Host, "dc1-h2")).health is HostHealth.UNREACHABLE
