@@ -28,9 +28,10 @@ from actors.operations import MigrateParams
 from actors.paging import all_records
 from actors.scheduler.messages import HostUpdated, SchedulerMessage
 from actors.services import Services
-from cloudcore.errors import CloudcoreError, describe
+from cloudcore.errors import CloudcoreError, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
+from cloudcore.store import Store
 from cloudcore.store.records import (
     VM,
     AdminState,
@@ -39,12 +40,57 @@ from cloudcore.store.records import (
     Host,
     HostHealth,
     HostPower,
+    OutboxEvent,
     Task,
 )
 
-__all__ = ["BalancerActor", "BalancerMessage", "LastPlan", "Rebalance", "Wake"]
+__all__ = [
+    "BalancerActor",
+    "BalancerMessage",
+    "LastPlan",
+    "Rebalance",
+    "Wake",
+    "datacenter_load",
+    "store_policy",
+]
 
 _log = get_logger("actors.balancing")
+
+
+async def datacenter_load(store: Store, datacenter_id: str) -> tuple[list[Host], list[VM]]:
+    """The datacenter's hosts and VMs, as a plan reads them: one walk each, not a query per
+    host."""
+    where = {"datacenter_id": datacenter_id}
+    hosts = [h async for h in all_records(store, Host, where)]
+    vms = [v async for v in all_records(store, VM, where)]
+    return hosts, vms
+
+
+async def store_policy(store: Store, datacenter_id: str, policy: BalancePolicy) -> Datacenter:
+    """Store the datacenter's balancing policy (compare-and-set, read again on a conflict),
+    with a ``datacenter.balance_policy_changed`` event. NotFound."""
+    changed = OutboxEvent(
+        type="datacenter.balance_policy_changed",
+        subject=f"datacenter/{datacenter_id}",
+        data={"balance_policy": str(policy)},
+    )
+    for attempt in range(3):
+        dc = await store.get(Datacenter, datacenter_id)
+        try:
+            dc = await store.update(
+                Datacenter,
+                datacenter_id,
+                expected_version=dc.version,
+                events=[changed],
+                balance_policy=policy,
+            )
+        except VersionConflict:
+            if attempt == 2:
+                raise
+            continue
+        _log.info("datacenter.balance_policy", datacenter_id=datacenter_id, policy=str(policy))
+        return dc
+    raise AssertionError("unreachable")
 
 
 class Rebalance(Message, frozen=True, kw_only=True):
@@ -110,9 +156,7 @@ class BalancerActor(Actor[BalancerMessage]):
             return None
         now = time.monotonic()
         self.moved = {v: t for v, t in self.moved.items() if now - t < settings.balance_cooldown}
-        where = {"datacenter_id": self.datacenter_id}
-        hosts = [h async for h in all_records(store, Host, where)]
-        vms = [v async for v in all_records(store, VM, where)]
+        hosts, vms = await datacenter_load(store, self.datacenter_id)
         made = plan(
             hosts,
             vms,
