@@ -8,9 +8,10 @@ tasks. Hysteresis, so nothing moves back and forth: no round begins while the mi
 last are in flight, a VM it moved stays put for ``balance_cooldown`` seconds, and the plan only
 makes moves that narrow the gap they act on (see :mod:`actors.balancer`). Under
 ``consolidate`` an empty host (ON, ENABLED, HEALTHY, no VM) goes to STANDBY
-(:mod:`actors.host_power`), unless it was woken within the cool-down. The scheduler asks it to
-wake a standby host when a placement needs that capacity (:class:`Wake`). The last plan, with
-its explanation, is kept for the API.
+(:mod:`actors.host_power`), unless it was woken within the cool-down (or could not be
+powered: no power command, no driver support). The scheduler asks it to wake a standby host
+when a placement needs that capacity (:class:`Wake`). Its last plan, with the explanation, is
+logged (``balance.planned``) and kept (:class:`LastPlan`, for the console and tests).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class BalancerActor(Actor[BalancerMessage]):
         self.last: BalancePlan | None = None
         self.moved: dict[str, float] = {}  # VM id: when this balancer last moved it
         self.woken: dict[str, float] = {}  # host id: when it was last woken
+        self.unpowered: dict[str, float] = {}  # host id: when it could not be put to standby
         self.in_flight: list[str] = []  # the task ids of the last round's migrations
         self.wakes: dict[str, asyncio.Task[None]] = {}
 
@@ -209,6 +211,7 @@ class BalancerActor(Actor[BalancerMessage]):
             and host.memory_mib_used == 0
             and host.id not in self.wakes
             and now - self.woken.get(host.id, -cooldown) >= cooldown
+            and now - self.unpowered.get(host.id, -cooldown) >= cooldown
         )
 
     async def _standby(self, host_id: str) -> None:
@@ -216,6 +219,8 @@ class BalancerActor(Actor[BalancerMessage]):
             host = await host_power.standby(self.services, host_id, self._driver_power(host_id))
         except CloudcoreError as exc:  # it took a VM meanwhile, or cannot be powered: stays ON
             _log.info("balance.standby_refused", host_id=host_id, error=describe(exc))
+            if isinstance(exc, host_power.PowerUnavailable):  # not tried again for a while
+                self.unpowered[host_id] = time.monotonic()
             return
         self.scheduler.tell(HostUpdated(host=host))
 
