@@ -8,9 +8,10 @@ tasks. Hysteresis, so nothing moves back and forth: no round begins while the mi
 last are in flight, a VM it moved stays put for ``balance_cooldown`` seconds, and the plan only
 makes moves that narrow the gap they act on (see :mod:`actors.balancer`). Under
 ``consolidate`` an empty host (ON, ENABLED, HEALTHY, no VM) goes to STANDBY
-(:mod:`actors.host_power`), unless it was woken within the cool-down. The scheduler asks it to
-wake a standby host when a placement needs that capacity (:class:`Wake`). The last plan, with
-its explanation, is kept for the API.
+(:mod:`actors.host_power`), unless it was woken within the cool-down (or could not be
+powered: no power command, no driver support). The scheduler asks it to wake a standby host
+when a placement needs that capacity (:class:`Wake`). Its last plan, with the explanation, is
+logged (``balance.planned``) and kept (:class:`LastPlan`, for the console and tests).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from actors.operations import MigrateParams
 from actors.paging import all_records
 from actors.scheduler.messages import HostUpdated, SchedulerMessage
 from actors.services import Services
-from cloudcore.errors import CloudcoreError, describe
+from cloudcore.errors import CloudcoreError, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
+from cloudcore.store import Store
 from cloudcore.store.records import (
     VM,
     AdminState,
@@ -39,12 +41,57 @@ from cloudcore.store.records import (
     Host,
     HostHealth,
     HostPower,
+    OutboxEvent,
     Task,
 )
 
-__all__ = ["BalancerActor", "BalancerMessage", "LastPlan", "Rebalance", "Wake"]
+__all__ = [
+    "BalancerActor",
+    "BalancerMessage",
+    "LastPlan",
+    "Rebalance",
+    "Wake",
+    "datacenter_load",
+    "store_policy",
+]
 
 _log = get_logger("actors.balancing")
+
+
+async def datacenter_load(store: Store, datacenter_id: str) -> tuple[list[Host], list[VM]]:
+    """The datacenter's hosts and VMs, as a plan reads them: one walk each, not a query per
+    host."""
+    where = {"datacenter_id": datacenter_id}
+    hosts = [h async for h in all_records(store, Host, where)]
+    vms = [v async for v in all_records(store, VM, where)]
+    return hosts, vms
+
+
+async def store_policy(store: Store, datacenter_id: str, policy: BalancePolicy) -> Datacenter:
+    """Store the datacenter's balancing policy (compare-and-set, read again on a conflict),
+    with a ``datacenter.balance_policy_changed`` event. NotFound."""
+    changed = OutboxEvent(
+        type="datacenter.balance_policy_changed",
+        subject=f"datacenter/{datacenter_id}",
+        data={"balance_policy": str(policy)},
+    )
+    for attempt in range(3):
+        dc = await store.get(Datacenter, datacenter_id)
+        try:
+            dc = await store.update(
+                Datacenter,
+                datacenter_id,
+                expected_version=dc.version,
+                events=[changed],
+                balance_policy=policy,
+            )
+        except VersionConflict:
+            if attempt == 2:
+                raise
+            continue
+        _log.info("datacenter.balance_policy", datacenter_id=datacenter_id, policy=str(policy))
+        return dc
+    raise AssertionError("unreachable")
 
 
 class Rebalance(Message, frozen=True, kw_only=True):
@@ -76,6 +123,7 @@ class BalancerActor(Actor[BalancerMessage]):
         self.last: BalancePlan | None = None
         self.moved: dict[str, float] = {}  # VM id: when this balancer last moved it
         self.woken: dict[str, float] = {}  # host id: when it was last woken
+        self.unpowered: dict[str, float] = {}  # host id: when it could not be put to standby
         self.in_flight: list[str] = []  # the task ids of the last round's migrations
         self.wakes: dict[str, asyncio.Task[None]] = {}
 
@@ -110,9 +158,7 @@ class BalancerActor(Actor[BalancerMessage]):
             return None
         now = time.monotonic()
         self.moved = {v: t for v, t in self.moved.items() if now - t < settings.balance_cooldown}
-        where = {"datacenter_id": self.datacenter_id}
-        hosts = [h async for h in all_records(store, Host, where)]
-        vms = [v async for v in all_records(store, VM, where)]
+        hosts, vms = await datacenter_load(store, self.datacenter_id)
         made = plan(
             hosts,
             vms,
@@ -165,6 +211,7 @@ class BalancerActor(Actor[BalancerMessage]):
             and host.memory_mib_used == 0
             and host.id not in self.wakes
             and now - self.woken.get(host.id, -cooldown) >= cooldown
+            and now - self.unpowered.get(host.id, -cooldown) >= cooldown
         )
 
     async def _standby(self, host_id: str) -> None:
@@ -172,6 +219,8 @@ class BalancerActor(Actor[BalancerMessage]):
             host = await host_power.standby(self.services, host_id, self._driver_power(host_id))
         except CloudcoreError as exc:  # it took a VM meanwhile, or cannot be powered: stays ON
             _log.info("balance.standby_refused", host_id=host_id, error=describe(exc))
+            if isinstance(exc, host_power.PowerUnavailable):  # not tried again for a while
+                self.unpowered[host_id] = time.monotonic()
             return
         self.scheduler.tell(HostUpdated(host=host))
 

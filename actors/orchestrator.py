@@ -24,7 +24,7 @@ import msgspec
 
 from actors import claims
 from actors.balancer import BalancePlan, BalancePolicy, plan
-from actors.balancing import Rebalance
+from actors.balancing import Rebalance, datacenter_load, store_policy
 from actors.datacenter import AddHost, DatacenterActor, DatacenterMessage, Maintain
 from actors.deploy import write_deploy as _write_deploy
 from actors.host import HostMessage
@@ -72,7 +72,6 @@ from cloudcore.errors import (
     DatacenterUnavailable,
     IllegalTransition,
     NotFound,
-    VersionConflict,
 )
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, ActorSystem
@@ -82,7 +81,6 @@ from cloudcore.store.records import (
     Datacenter,
     Host,
     IdempotencyKey,
-    OutboxEvent,
     Task,
     TaskState,
     VMSpec,
@@ -430,46 +428,19 @@ class Orchestrator:
     ) -> BalancePlan:
         """The migrations ``policy`` would make in the datacenter now, explained; nothing moves.
         VMs a balance moved within ``orchestrator.balance_cooldown`` seconds stay put."""
-        await self.store.get(Datacenter, datacenter_id)
-        where = {"datacenter_id": datacenter_id}  # one walk each, not a query per host
-        hosts = [h async for h in all_records(self.store, Host, where)]
-        vms = [v async for v in all_records(self.store, VM, where)]
         now, cooldown = time.monotonic(), self.services.settings.balance_cooldown
         self._balanced = {v: t for v, t in self._balanced.items() if now - t < cooldown}
-        return plan(
-            hosts,
-            vms,
-            policy,
-            threshold=threshold,
-            max_moves=max_moves,
-            recent=frozenset(self._balanced),
-        )
+        await self.store.get(Datacenter, datacenter_id)
+        hosts, vms = await datacenter_load(self.store, datacenter_id)
+        recent = frozenset(self._balanced)
+        return plan(hosts, vms, policy, threshold=threshold, max_moves=max_moves, recent=recent)
 
     async def set_balance_policy(self, datacenter_id: str, policy: BalancePolicy) -> Datacenter:
         """The policy the datacenter's balancer applies from its next round (run at once when
         the datacenter runs on this node). NotFound."""
-        for attempt in range(3):
-            dc = await self.store.get(Datacenter, datacenter_id)
-            changed = OutboxEvent(
-                type="datacenter.balance_policy_changed",
-                subject=f"datacenter/{datacenter_id}",
-                data={"balance_policy": str(policy)},
-            )
-            try:
-                dc = await self.store.update(
-                    Datacenter,
-                    datacenter_id,
-                    expected_version=dc.version,
-                    events=[changed],
-                    balance_policy=policy,
-                )
-                break
-            except VersionConflict:
-                if attempt == 2:
-                    raise
+        dc = await store_policy(self.store, datacenter_id, policy)
         with contextlib.suppress(NotFound):
             self.system.lookup(f"/user/dc/{datacenter_id}/balancer").tell(Rebalance())
-        _log.info("datacenter.balance_policy", datacenter_id=datacenter_id, policy=str(policy))
         return dc
 
     async def balance(
