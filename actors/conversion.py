@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from actors.journal import FINAL, Journal, backoff
 from actors.paging import all_records
@@ -97,13 +98,7 @@ async def request_conversion(
         return await _in_flight(store, template)
     step = transition(TemplateOperation.CONVERT, template.state, template.id)
     try:
-        await store.update(
-            Template,
-            template.id,
-            expected_version=template.version,
-            events=[_event(template, step.transient)],
-            state=step.transient,
-        )
+        await _set_state(store, template, step.transient)
     except VersionConflict:
         if not join:
             raise
@@ -149,13 +144,7 @@ async def free_orphans(store: Store, datacenter_id: str, grace: float = 60.0) ->
             if template.updated_at > before or await _live_task(store, template) is not None:
                 continue
             with contextlib.suppress(VersionConflict):  # changed meanwhile: not an orphan
-                await store.update(
-                    Template,
-                    template.id,
-                    expected_version=template.version,
-                    events=[_event(template, TemplateState.AVAILABLE)],
-                    state=TemplateState.AVAILABLE,
-                )
+                await _set_state(store, template, TemplateState.AVAILABLE)
                 freed += 1
     return freed
 
@@ -252,14 +241,7 @@ async def end(
             break
         formats = {**current.formats, fmt: sha} if sha else current.formats
         try:
-            await store.update(
-                Template,
-                template_id,
-                expected_version=current.version,
-                events=[_event(current, TemplateState.AVAILABLE)],
-                state=TemplateState.AVAILABLE,
-                formats=formats,
-            )
+            await _set_state(store, current, TemplateState.AVAILABLE, formats=formats)
             break
         except VersionConflict:  # a concurrent change of the record: read again
             continue
@@ -271,6 +253,20 @@ async def end(
 def _drop(job: asyncio.Future[str]) -> None:
     if not job.cancelled():
         job.exception()  # retrieved, so asyncio does not log it as lost
+
+
+async def _set_state(
+    store: Store, template: Template, state: TemplateState, **changes: Any
+) -> Template:
+    """``template`` in ``state`` (compare-and-set), with its ``template.state_changed``."""
+    return await store.update(
+        Template,
+        template.id,
+        expected_version=template.version,
+        events=[_event(template, state)],
+        state=state,
+        **changes,
+    )
 
 
 def _event(template: Template, state: TemplateState) -> OutboxEvent:

@@ -36,12 +36,19 @@ from actors.journal import Journal
 from actors.paging import all_records
 from actors.services import Services
 from actors.template_disks import TemplateDisks
-from cloudcore.errors import CloudcoreError, NotFound, VersionConflict, describe
+from cloudcore.errors import CloudcoreError, Conflict, NotFound, VersionConflict, describe
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, Message
 from cloudcore.store.records import StepState, Task, TaskState, Template
 
-__all__ = ["CancelConversion", "Convert", "ConverterActor", "ConverterMessage", "PollConversions"]
+__all__ = [
+    "CancelConversion",
+    "Convert",
+    "ConverterActor",
+    "ConverterMessage",
+    "PollConversions",
+    "cancel_conversion",
+]
 
 _log = get_logger("actors.converter")
 
@@ -50,6 +57,34 @@ class CancelConversion(Message, frozen=True, kw_only=True):
     """End a conversion this converter runs, CANCELLED. Replies whether it ran here."""
 
     task_id: str
+
+
+async def cancel_conversion(services: Services, task: Task) -> Task:
+    """End the conversion ``task`` CANCELLED: PENDING, here (the template AVAILABLE again);
+    RUNNING, by the converter of its datacenter, which must run on this node (Conflict
+    otherwise, naming the node). Conflict if it has ended. Returns the task as it is now."""
+    store = services.store
+    if task.state is TaskState.PENDING:
+        try:  # taken from the queue first, so no converter claims it meanwhile
+            task = await store.update(
+                Task, task.id, expected_version=task.version, state=TaskState.RUNNING
+            )
+        except VersionConflict:
+            task = await store.get(Task, task.id)  # claimed by a converter meanwhile
+        else:
+            journal = Journal(store, task, services.waiters)
+            fmt = str(task.data["format"])
+            return await end(store, journal, fmt, None, TaskState.CANCELLED, "cancelled")
+    if task.state is not TaskState.RUNNING:
+        raise Conflict(f"task {task.id} has ended ({task.state}): nothing to cancel")
+    disks = services.disks
+    datacenter_id = str(task.data.get("datacenter_id"))
+    converter = disks.converters.get(datacenter_id) if disks is not None else None
+    if converter is None or not await converter.ask(CancelConversion(task_id=task.id)):
+        raise Conflict(
+            f"task {task.id} runs on node {task.data.get('node')}, not here: cancel it there"
+        )
+    return await services.waiters.wait(services.store, task.id, timeout=30.0)
 
 
 class PollConversions(Message, frozen=True, kw_only=True):

@@ -139,7 +139,7 @@ async def serve_api(store: Store, settings: Settings) -> AsyncIterator[ApiClient
     await bootstrap_demo(store, settings)
     drivers: dict[str, HypervisorDriver] = {}
     library = ImageLibrary(image_root(settings), settings.node.id)
-    disks = TemplateDisks(store, library, QemuImg(), settings.images)
+    disks = TemplateDisks(store, library, QemuImg(settings.images.qemu_img), settings.images)
     system, orchestrator = await start_cloud(store, settings, drivers, disks=disks)
     gateway = Gateway.of(settings, system, orchestrator)
     runner = await start_api(gateway)

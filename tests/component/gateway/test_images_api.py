@@ -15,8 +15,12 @@ import msgspec
 import pytest
 from multidict import CIMultiDict
 
+from cloudcore.store import Store
 from cloudcore.store.records import StepState, Task, TaskState, Template
-from tests.component.gateway.conftest import ApiClient, Reply
+from tests.cloud import sqlite_store  # noqa: F401 - the fixture
+from tests.component.gateway.conftest import ApiClient, Reply, api_settings, serve_api
+from tests.component.images.test_converter import STALLING
+from tests.waiting import eventually
 
 MIB = 1024 * 1024
 pytestmark = pytest.mark.skipif(
@@ -351,6 +355,39 @@ async def test_a_conversion_not_asked_to_compare_checks_format_and_size_only(
     assert hashlib.sha256(converted.read_bytes()).hexdigest() == t["formats"]["vmdk"]
     source = repo(api) / "objects" / t["checksum"]
     qemu_img("compare", "-f", "qcow2", "-F", "vmdk", str(source), str(converted))
+
+
+async def test_an_operator_aborts_a_conversion_midway_and_no_half_file_is_left(
+    sqlite_store: Store,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    stalling = tmp_path / "qemu-img"
+    stalling.write_text(STALLING)
+    stalling.chmod(0o755)
+    settings = api_settings(tmp_path)
+    images = msgspec.structs.replace(settings.images, qemu_img=str(stalling))
+    async with serve_api(sqlite_store, msgspec.structs.replace(settings, images=images)) as api:
+        image = qcow2_image(tmp_path).read_bytes()
+        tid = await new_template(api)
+        assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
+        r = await api.call("POST", f"/templates/{tid}/conversions", "alice", {"format": "vdi"})
+        task_id = r.body["id"]
+
+        async def at_40_percent() -> bool:
+            steps = await api.store.list_steps(task_id)
+            return bool(steps) and steps[-1].data.get("percent") == 40.0
+
+        await eventually(at_40_percent, timeout=10)
+        assert leftovers(api) != []  # the half file, in scratch
+        assert (await api.call("POST", f"/tasks/{task_id}/abort", "alice", {})).status == 403
+        aborted = await api.call("POST", f"/tasks/{task_id}/abort", "admin", {})
+        assert aborted.status == 202, aborted.body
+        assert aborted.body["state"] == "CANCELLED"
+        assert leftovers(api) == []
+        t = (await api.call("GET", f"/templates/{tid}", "alice")).body
+        assert t["state"] == "AVAILABLE" and set(t["formats"]) == {"qcow2"}
+        again = await api.call("POST", f"/tasks/{task_id}/abort", "admin", {})
+        assert again.status == 409
 
 
 async def test_a_template_without_an_image_cannot_be_converted(api: ApiClient) -> None:

@@ -9,12 +9,15 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actors.lifecycle import Operation
+from actors.orchestrator import Orchestrator
 from actors.registration import bootstrap_demo
 from actors.template_disks import TemplateDisks
 from cloudcore.images import ImageLibrary, QemuImg
@@ -35,6 +38,23 @@ async def qemu_json(*args: str) -> Any:
         subprocess.run, ["qemu-img", *args], check=True, capture_output=True
     )
     return json.loads(done.stdout)
+
+
+@asynccontextmanager
+async def library_cloud(
+    store: Store, tmp_path: Path, qemu: QemuImg | None = None
+) -> AsyncIterator[tuple[Orchestrator, ImageLibrary, dict[str, HypervisorDriver]]]:
+    """The demo cloud with an image library (its hosts' drivers by host id), stopped after."""
+    settings = cloud_settings(tmp_path)
+    await bootstrap_demo(store, settings)
+    library = ImageLibrary(tmp_path / "images", "node-1")
+    disks = TemplateDisks(store, library, qemu or QemuImg())
+    drivers: dict[str, HypervisorDriver] = {}
+    system, orchestrator = await start_cloud(store, settings, drivers, disks=disks)
+    try:
+        yield orchestrator, library, drivers
+    finally:
+        await system.shutdown()
 
 
 async def stored_template(
@@ -67,14 +87,8 @@ async def test_a_vm_from_a_template_boots_from_a_linked_clone_that_its_delete_re
     sqlite_store: Store,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    settings = cloud_settings(tmp_path)
-    await bootstrap_demo(sqlite_store, settings)
-    library = ImageLibrary(tmp_path / "images", "node-1")
-    template = await library_template(sqlite_store, library, tmp_path)
-    disks = TemplateDisks(sqlite_store, library, QemuImg())
-    drivers: dict[str, HypervisorDriver] = {}
-    system, orchestrator = await start_cloud(sqlite_store, settings, drivers, disks=disks)
-    try:
+    async with library_cloud(sqlite_store, tmp_path) as (orchestrator, library, drivers):
+        template = await library_template(sqlite_store, library, tmp_path)
         task = await orchestrator.deploy(
             tenant_id="demo",
             datacenter_id="dc1",
@@ -104,21 +118,14 @@ async def test_a_vm_from_a_template_boots_from_a_linked_clone_that_its_delete_re
         assert deleted.state is TaskState.SUCCEEDED, deleted.error
         assert not clone.exists() and base.exists()
         assert await library.repository(None).clone_users(template.checksum) == []
-    finally:
-        await system.shutdown()
 
 
 async def test_a_template_without_a_qcow2_file_fails_the_deploy_with_the_reason(
     sqlite_store: Store,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    settings = cloud_settings(tmp_path)
-    await bootstrap_demo(sqlite_store, settings)
-    library = ImageLibrary(tmp_path / "images", "node-1")
     await sqlite_store.create(Template(id="tpl-empty", name="empty", state=TemplateState.NEW))
-    disks = TemplateDisks(sqlite_store, library, QemuImg())
-    system, orchestrator = await start_cloud(sqlite_store, settings, {}, disks=disks)
-    try:
+    async with library_cloud(sqlite_store, tmp_path) as (orchestrator, _, _):
         task = await orchestrator.deploy(
             tenant_id="demo",
             datacenter_id="dc1",
@@ -128,8 +135,6 @@ async def test_a_template_without_a_qcow2_file_fails_the_deploy_with_the_reason(
         done = await orchestrator.wait(task.id, 30)
         assert done.state is not TaskState.SUCCEEDED
         assert "has no qcow2 image" in (done.error or "")
-    finally:
-        await system.shutdown()
 
 
 async def raw_template(store: Store, library: ImageLibrary, tmp_path: Path) -> Template:
@@ -160,13 +165,8 @@ async def test_two_deploys_needing_the_same_conversion_run_it_once(
     sqlite_store: Store,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    settings = cloud_settings(tmp_path)
-    await bootstrap_demo(sqlite_store, settings)
-    library = ImageLibrary(tmp_path / "images", "node-1")
-    template = await raw_template(sqlite_store, library, tmp_path)
-    disks = TemplateDisks(sqlite_store, library, QemuImg())
-    system, orchestrator = await start_cloud(sqlite_store, settings, {}, disks=disks)
-    try:
+    async with library_cloud(sqlite_store, tmp_path) as (orchestrator, library, _):
+        template = await raw_template(sqlite_store, library, tmp_path)
         done = await deploy_two(orchestrator, template)
         assert [d.state for d in done] == [TaskState.SUCCEEDED] * 2, [d.error for d in done]
         page = await sqlite_store.list(Task, where={"subject": f"template/{template.id}"})
@@ -179,27 +179,21 @@ async def test_two_deploys_needing_the_same_conversion_run_it_once(
         repo = library.repository(None)
         for d in done:  # both clones on the one converted base
             assert repo.clone_path(after.formats["qcow2"], d.subject.removeprefix("vm/")).exists()
-    finally:
-        await system.shutdown()
 
 
 async def test_a_failed_conversion_fails_the_deploys_waiting_on_it_naming_it(
     sqlite_store: Store,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    settings = cloud_settings(tmp_path)
-    await bootstrap_demo(sqlite_store, settings)
-    library = ImageLibrary(tmp_path / "images", "node-1")
-    template = await raw_template(sqlite_store, library, tmp_path)
     broken = tmp_path / "qemu-img"
     broken.write_text(
         '#!/bin/sh\nif [ "$1" = convert ]; then echo "no space left" >&2; exit 1; fi\n'
         'exec qemu-img "$@"\n'
     )
     broken.chmod(0o755)
-    disks = TemplateDisks(sqlite_store, library, QemuImg(str(broken)))
-    system, orchestrator = await start_cloud(sqlite_store, settings, {}, disks=disks)
-    try:
+    qemu = QemuImg(str(broken))
+    async with library_cloud(sqlite_store, tmp_path, qemu) as (orchestrator, library, _):
+        template = await raw_template(sqlite_store, library, tmp_path)
         done = await deploy_two(orchestrator, template)
         for d in done:
             assert d.state is not TaskState.SUCCEEDED
@@ -210,5 +204,3 @@ async def test_a_failed_conversion_fails_the_deploys_waiting_on_it_naming_it(
         after = await sqlite_store.get(Template, template.id)
         assert after.state is TemplateState.AVAILABLE and set(after.formats) == {"raw"}
         assert list(library.repository(None).tmp.iterdir()) == []
-    finally:
-        await system.shutdown()

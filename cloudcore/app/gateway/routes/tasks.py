@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from actors.conversion import CONVERT
+from actors.converter import cancel_conversion
 from actors.messages import RecoverVerb
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require, tenant_filter
@@ -70,16 +72,21 @@ class AbortBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     body=AbortBody,
     reply=TaskView,
     status=202,
-    summary="Abort a migration in flight (admin, operator)",
+    summary="Abort a migration or a template conversion in flight (admin, operator)",
     errors=(403, 404, 409),
 )
 async def abort_task(req: ApiRequest[AbortBody, None]) -> Reply:
-    """The hypervisor stops the migration and the VM stays where it was, running if it was;
-    the task ends FAILED with the reason (follow it). 409 if it has ended or is no migration."""
+    """A migration: the hypervisor stops it and the VM stays where it was, running if it was;
+    the task ends FAILED with the reason (follow it). A template conversion: it ends CANCELLED,
+    its scratch file removed and the template AVAILABLE (409 if it runs on another node). 409
+    if the task has ended or is neither."""
     task = await _visible_task(req)
     require(req.principal, Role.ADMIN, Role.OPERATOR)
     reason = f"{req.body.reason} (by {req.principal.user_id})"
-    now = await req.gateway.orchestrator.abort(task.id, reason)
+    if task.kind == CONVERT:
+        now = await cancel_conversion(req.gateway.orchestrator.services, task)
+    else:
+        now = await req.gateway.orchestrator.abort(task.id, reason)
     return Reply(await task_view(req.gateway.store, now), 202)
 
 
