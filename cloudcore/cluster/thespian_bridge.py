@@ -13,7 +13,7 @@ bridge's process) and then takes, from any Thespian actor:
 - :class:`CloudcoreExpose`: makes a cloudcore actor at ``/user/thespian/<name>`` on the
   bridge's node that forwards every message it is told to the Thespian actor that asked (the
   ref cloudcore actors use to reach a Thespian actor); answered with :class:`CloudcoreExposed`
-  (the node and path of that ref).
+  (the node and path of that ref), or a CloudcoreReply with the error (a name taken).
 
 What crosses into cloudcore is msgpack (msgspec), as everything on the cloudcore wire, never
 pickle; between Thespian actors, Thespian's own transport carries these messages. The bridge
@@ -210,7 +210,11 @@ class CloudcoreBridge(_ThespianActor):  # type: ignore[misc]
             return ref.path
 
         made: Future[str] = asyncio.run_coroutine_threadsafe(_call(spawn), side.loop)
-        path = made.result(timeout=10)
+        try:
+            path = made.result(timeout=10)
+        except Exception as exc:  # a name taken already, a bad name: said to the asker
+            self.send(sender, CloudcoreReply(error=type(exc).__name__, text=describe(exc)))
+            return
         self.send(sender, CloudcoreExposed(node=node.node_id, path=path))
 
     def _submit(self, work: Any) -> None:

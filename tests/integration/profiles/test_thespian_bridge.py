@@ -130,6 +130,8 @@ async def test_thespian_actors_ask_tell_and_hear_cloudcore_and_are_reached_by_a_
         # A cloudcore actor reaches the Thespian actor through a ref to its address.
         exposed = await _ask(thespian, listener, ("expose", bridge, "listener"))
         assert exposed == CloudcoreExposed(node="thespian-bridge", path="/user/thespian/listener")
+        taken = await _ask(thespian, listener, ("expose", bridge, "listener"))
+        assert isinstance(taken, CloudcoreReply) and taken.error is not None, taken
         here.ref(exposed.node, exposed.path).tell(Echo(text="from cloudcore"))
 
         async def reached() -> bool:

@@ -51,14 +51,16 @@ class Listener(TActor):  # type: ignore[misc]
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if not hasattr(self, "seen"):
             self.seen: list[Any] = []
+            self.requester: Any = None
         if isinstance(message, tuple) and message[0] == "subscribe":
             self.send(message[1], CloudcoreSubscribe(types=message[2]))
             self.send(sender, "subscribed")
         elif isinstance(message, tuple) and message[0] == "expose":
             self.requester = sender
             self.send(message[1], CloudcoreExpose(name=message[2]))
-        elif isinstance(message, CloudcoreExposed):
-            self.send(self.requester, message)
+        elif isinstance(message, CloudcoreExposed | CloudcoreReply) and self.requester:
+            self.send(self.requester, message)  # the answer to an expose
+            self.requester = None
         elif message == "collected":
             self.send(sender, list(self.seen))
         elif not isinstance(message, str):

@@ -40,10 +40,6 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     pass
 
 
-class PathQuery(_Body, frozen=True, kw_only=True):
-    path: ActorPath
-
-
 class InspectQuery(_Body, frozen=True, kw_only=True):
     path: ActorPath
     #: Another node of the cluster, asked through it (default: the node answering).
