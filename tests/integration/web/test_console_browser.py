@@ -79,7 +79,7 @@ async def test_the_serial_page_shows_what_a_real_vm_writes_on_its_serial_port(
     vm_id = str(r.body["subject"]).removeprefix("vm/")
 
     page = await _login(browser, api, "alice")
-    await page.get_by_role("link", name="Serial console of tty").click()
+    await page.get_by_role("link", name="Serial terminal of tty").click()
     terminal = page.locator("#terminal[data-connected='true']")
     await terminal.wait_for(timeout=30_000)
     assert await page.get_by_role("status").inner_text() == "Connected."
