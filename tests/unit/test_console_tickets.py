@@ -3,30 +3,18 @@ tests/component/web/test_shared_grants.py for two nodes sharing one)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from cloudcore.app.gateway.consoles import ConsoleTickets, _digest
 from cloudcore.store import Store
-from cloudcore.store.sqlite import SqliteStore
 from hypervisor_drivers.types import ConsoleEndpoint
+from tests.cloud import sqlite_store  # noqa: F401 - fixtures
 
 ENDPOINT = ConsoleEndpoint(host="127.0.0.1", port=5900)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await SqliteStore.connect(tmp_path / "cloudcore.db")
-    await store.upgrade()
-    yield store
-    await store.close()
-
-
-async def test_a_ticket_is_spent_once(store: Store) -> None:
-    tickets = ConsoleTickets(store, 30.0)
+async def test_a_ticket_is_spent_once(sqlite_store: Store) -> None:  # noqa: F811 - the fixture
+    tickets = ConsoleTickets(sqlite_store, 30.0)
     secret = await tickets.issue("vm-1", "usr-1", ENDPOINT)
     assert await tickets.peek(secret) is not None  # looking does not spend it
     ticket = await tickets.spend(secret)
@@ -35,18 +23,18 @@ async def test_a_ticket_is_spent_once(store: Store) -> None:
     assert await tickets.peek(secret) is None
 
 
-async def test_a_ticket_expires_after_its_lifetime(store: Store) -> None:
-    tickets = ConsoleTickets(store, 30.0)
+async def test_a_ticket_expires_after_its_lifetime(sqlite_store: Store) -> None:  # noqa: F811 - the fixture
+    tickets = ConsoleTickets(sqlite_store, 30.0)
     secret = await tickets.issue("vm-1", "usr-1", ENDPOINT)
     soon = datetime.now(UTC) + timedelta(seconds=29)
-    assert await store.get_grant(_digest(secret), "console", at=soon) is not None
+    assert await sqlite_store.get_grant(_digest(secret), "console", at=soon) is not None
     later = datetime.now(UTC) + timedelta(seconds=30.5)
-    assert await store.get_grant(_digest(secret), "console", at=later) is None
-    assert await store.take_grant(_digest(secret), "console", at=later) is None
+    assert await sqlite_store.get_grant(_digest(secret), "console", at=later) is None
+    assert await sqlite_store.take_grant(_digest(secret), "console", at=later) is None
 
 
-async def test_tickets_are_unguessable_and_distinct(store: Store) -> None:
-    tickets = ConsoleTickets(store, 30.0)
+async def test_tickets_are_unguessable_and_distinct(sqlite_store: Store) -> None:  # noqa: F811 - the fixture
+    tickets = ConsoleTickets(sqlite_store, 30.0)
     secrets = {await tickets.issue("vm-1", "usr-1", ENDPOINT) for _ in range(100)}
     assert len(secrets) == 100
     assert all(len(s) >= 43 for s in secrets)  # 256 random bits

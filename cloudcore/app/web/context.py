@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
+import msgspec
 from aiohttp import web
 from multidict import MultiDictProxy
 
@@ -20,7 +21,16 @@ from cloudcore.app.web.session import Session, Sessions, same_origin
 from cloudcore.errors import CloudcoreError
 from cloudcore.store.records import Role
 
-__all__ = ["SESSIONS", "TEMPLATES", "Failed", "Ui", "page", "security_headers"]
+__all__ = [
+    "SESSIONS",
+    "TEMPLATES",
+    "Failed",
+    "Ui",
+    "create",
+    "form_body",
+    "page",
+    "security_headers",
+]
 
 SESSIONS = web.AppKey("ui_sessions", Sessions)
 TEMPLATES = web.AppKey("ui_templates", jinja2.Environment)
@@ -111,6 +121,36 @@ class Ui:
             raise web.HTTPSeeOther(back if back.startswith(("/", "http")) else "/ui/vms")
         status = error.status if error is not None else 200
         return self.render("_flash.html", status=status, message=message, error=error)
+
+
+T = TypeVar("T")
+
+
+def form_body(raw: dict[str, Any], kind: type[T], what: str) -> T:
+    """A form's fields as the API's body ``kind``; a 422 Failed naming the bad field."""
+    try:
+        return msgspec.convert(raw, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("$.", "")
+        raise Failed(422, "invalid_body", f"the {what} is not valid: {message}") from None
+
+
+async def create(
+    ui: Ui,
+    what: str,
+    raw: dict[str, Any],
+    kind: type[T],
+    handler: Handler,
+    done: Callable[[T, Any], str],
+) -> web.Response:
+    """A create form's outcome: ``raw`` as the API's body ``kind`` given to ``handler``, then
+    ``done(body, answer)`` as the message, or the refusal explained."""
+    try:
+        body = form_body(raw, kind, what)
+        answer = await ui.call(handler, body=body)
+    except Failed as exc:
+        return ui.flash(f"Could not create the {what}: {exc.message}", error=exc)
+    return ui.flash(done(body, answer))
 
 
 PageHandler = Callable[[Ui], Awaitable[web.StreamResponse]]

@@ -3,9 +3,8 @@ networks and the addresses held in them, templates (list, create, upload an imag
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from cloudcore.app.gateway.routes import images, networks, templates, vms, volumes
@@ -15,26 +14,14 @@ from cloudcore.app.gateway.routes.networks import NetworkQuery
 from cloudcore.app.gateway.routes.templates import TemplateCreate
 from cloudcore.app.gateway.schemas import NamedQuery, VMQuery
 from cloudcore.app.gateway.volume_schemas import AttachBody, VolumeCreate, VolumeQuery
-from cloudcore.app.web.context import Failed, Ui, page
+from cloudcore.app.web.context import Failed, Ui, create, form_body, page
 
-__all__ = ["add_routes", "form_body"]
+__all__ = ["add_routes"]
 
 _VOLUME_ACTIONS: dict[str, Any] = {
     "detach": volumes.detach_volume,
     "delete": volumes.delete_volume,
 }
-
-
-T = TypeVar("T")
-
-
-def form_body(raw: dict[str, Any], kind: type[T], what: str) -> T:
-    """A form's fields as the API's body ``kind``; a 422 Failed naming the bad field."""
-    try:
-        return msgspec.convert(raw, kind, strict=False)
-    except msgspec.ValidationError as exc:
-        message = str(exc).replace("$.", "")
-        raise Failed(422, "invalid_body", f"the {what} is not valid: {message}") from None
 
 
 # -- volumes ------------------------------------------------------------------------------
@@ -68,12 +55,10 @@ async def create_volume(ui: Ui) -> web.StreamResponse:
         "size_gib": form.get("size_gib", ""),
         "tier": form.get("tier") or "standard",
     }
-    try:
-        body = form_body(raw, VolumeCreate, "volume")
-        task = await ui.call(volumes.create_volume, body=body)
-    except Failed as exc:
-        return ui.flash(f"Could not create the volume: {exc.message}", error=exc)
-    return ui.flash(f"Creating volume {body.name} (task {task.id}).")
+    return await create(
+        ui, "volume", raw, VolumeCreate, volumes.create_volume,
+        lambda body, task: f"Creating volume {body.name} (task {task.id}).",
+    )  # fmt: skip
 
 
 async def volume_action(ui: Ui) -> web.StreamResponse:
@@ -133,12 +118,10 @@ async def create_template(ui: Ui) -> web.StreamResponse:
         "os_type": form.get("os_type", ""),
         "datacenter_id": form.get("datacenter_id") or None,
     }
-    try:
-        body = form_body(raw, TemplateCreate, "template")
-        created = await ui.call(templates.create_template, body=body)
-    except Failed as exc:
-        return ui.flash(f"Could not create the template: {exc.message}", error=exc)
-    return ui.flash(f"Template {created.name} created: upload its image below.")
+    return await create(
+        ui, "template", raw, TemplateCreate, templates.create_template,
+        lambda _, made: f"Template {made.name} created: upload its image below.",
+    )  # fmt: skip
 
 
 async def upload_image(ui: Ui) -> web.StreamResponse:

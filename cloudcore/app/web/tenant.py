@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from cloudcore.app.gateway.routes import consoles, events, quotas, tasks, templates, vms
@@ -20,7 +19,7 @@ from cloudcore.app.gateway.schemas import (
     VMQuery,
 )
 from cloudcore.app.gateway.tasks import task_view
-from cloudcore.app.web.context import Failed, Ui, page
+from cloudcore.app.web.context import Failed, Ui, create, page
 from hypervisor_drivers.types import ConsoleKind
 
 __all__ = ["SIZES", "add_routes"]
@@ -54,7 +53,7 @@ async def vm_rows(ui: Ui) -> web.StreamResponse:
     return ui.render("_vm_rows.html", vms=await _vms(ui))
 
 
-def _create_body(form: Any) -> VMCreate:
+def _create_body(form: Any) -> dict[str, Any]:
     size = {name: (cpus, mib) for name, cpus, mib in SIZES}.get(form.get("size", ""))
     raw: dict[str, Any] = {
         "name": form.get("name", ""),
@@ -67,20 +66,14 @@ def _create_body(form: Any) -> VMCreate:
     else:
         for field in ("cpus", "memory_mib"):
             raw[field] = form.get(field, "")
-    try:
-        return msgspec.convert(raw, VMCreate, strict=False)
-    except msgspec.ValidationError as exc:
-        message = str(exc).replace("$.", "")
-        raise Failed(422, "invalid_body", f"the VM is not valid: {message}") from None
+    return raw
 
 
 async def create_vm(ui: Ui) -> web.StreamResponse:
-    try:
-        body = _create_body(ui.form)
-        task = await ui.call(vms.create_vm, body=body)
-    except Failed as exc:
-        return ui.flash(f"Could not create the VM: {exc.message}", error=exc)
-    return ui.flash(f"Creating VM {body.name} (task {task.id}).")
+    return await create(
+        ui, "VM", _create_body(ui.form), VMCreate, vms.create_vm,
+        lambda body, task: f"Creating VM {body.name} (task {task.id}).",
+    )  # fmt: skip
 
 
 async def vm_action(ui: Ui) -> web.StreamResponse:

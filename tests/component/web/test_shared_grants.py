@@ -21,6 +21,7 @@ from cloudcore.store.sqlite import SqliteStore
 from hypervisor_drivers.types import ConsoleEndpoint
 from tests.component.gateway.conftest import ApiClient
 from tests.component.gateway.test_vms_api import running_vm
+from tests.component.web.test_web_console import _login
 
 _GREETING = b"RFB 003.008\n"
 
@@ -106,22 +107,17 @@ async def test_two_nodes_racing_with_one_ticket_open_it_once(
         assert sorted(results, key=str) == [404, _GREETING], results
 
 
+def _session_id(browser: aiohttp.ClientSession) -> str:
+    return next(c.value for c in browser.cookie_jar if c.key == "cc_session")
+
+
 async def test_a_web_session_opened_on_one_node_is_served_and_ended_by_another(
     api: ApiClient, second_node: str
 ) -> None:
-    first = _first(api)
-    jar = aiohttp.CookieJar(unsafe=True)
-    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
-        async with browser.post(
-            first + "/ui/login",
-            data={"token": api.tokens["alice"]},
-            headers={"Origin": first},
-            allow_redirects=False,
-        ) as r:
-            assert r.status == 303
-        session_id = next(c.value for c in jar if c.key == "cc_session")
+    browser, _ = await _login(api, "alice")  # on the first node
+    async with browser:
         # The same browser behind a load balancer: its cookie sent to the other node.
-        cookies = {"cc_session": session_id}
+        cookies = {"cc_session": _session_id(browser)}
         async with aiohttp.ClientSession(cookies=cookies) as elsewhere:
             async with elsewhere.get(second_node + "/ui/vms", allow_redirects=False) as r:
                 assert r.status == 200
@@ -141,7 +137,7 @@ async def test_a_web_session_opened_on_one_node_is_served_and_ended_by_another(
                 allow_redirects=False,
             ) as r:
                 assert r.status == 303
-        async with browser.get(first + "/ui/vms", allow_redirects=False) as r:
+        async with browser.get(_first(api) + "/ui/vms", allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/ui/login"
 
 
@@ -149,19 +145,9 @@ async def test_the_store_keeps_digests_never_the_secrets(api: ApiClient, vnc_por
     assert api.gateway is not None
     endpoint = ConsoleEndpoint(host="127.0.0.1", port=vnc_port)
     secret = await api.gateway.consoles.issue("vm-1", api.users["alice"].id, endpoint)
-    first = _first(api)
-    jar = aiohttp.CookieJar(unsafe=True)
-    async with (
-        aiohttp.ClientSession(cookie_jar=jar) as browser,
-        browser.post(
-            first + "/ui/login",
-            data={"token": api.tokens["alice"]},
-            headers={"Origin": first},
-            allow_redirects=False,
-        ) as r,
-    ):
-        assert r.status == 303
-    session_id = next(c.value for c in jar if c.key == "cc_session")
+    browser, _ = await _login(api, "alice")
+    async with browser:
+        session_id = _session_id(browser)
     async with api.store._reader() as conn:  # type: ignore[attr-defined]
         rows = await conn.fetch("SELECT digest, kind, payload FROM grants")
     assert sorted(row["kind"] for row in rows) == ["console", "session"]

@@ -37,6 +37,15 @@ async def _login(browser: Any, web: ApiClient, who: str) -> Any:
     return page
 
 
+async def running(web: ApiClient, name: str, memory_mib: int = 64, **fields: Any) -> str:
+    """A VM of alice's, deployed: its id."""
+    body = {"name": name, "datacenter_id": "dc1", "cpus": 1, "memory_mib": memory_mib, **fields}
+    r = await web.call("POST", "/vms", "alice", body)
+    assert r.status == 202, r.body
+    assert (await web.wait_task(r.body["id"], timeout=90)).error is None
+    return str(r.body["subject"]).removeprefix("vm/")
+
+
 def _state(page: Any, name: str) -> Any:
     return page.locator(f"tr:has(th:text-is('{name}')) [data-state]")
 
@@ -89,14 +98,7 @@ async def test_a_tenant_creates_a_vm_watches_it_run_stops_it_and_sees_a_409_expl
 async def test_an_operator_sees_hosts_with_capacity_and_the_actor_tree(
     browser: Any, web: ApiClient, screenshots: Path
 ) -> None:
-    r = await web.call(
-        "POST",
-        "/vms",
-        "alice",
-        {"name": "big", "datacenter_id": "dc1", "cpus": 4, "memory_mib": 2048},
-    )
-    assert r.status == 202, r.body
-    assert (await web.wait_task(r.body["id"])).error is None
+    await running(web, "big", 2048, cpus=4)
     page = await _login(browser, web, "operator")
     await page.get_by_role("link", name="Hosts").click()
     await page.get_by_text("HEALTHY").first.wait_for(timeout=_WAIT)
@@ -123,13 +125,7 @@ async def test_a_tenant_uses_volumes_networks_and_uploads_a_template_image(
         {"name": "lan", "datacenter_id": "dc1", "cidr": "10.91.0.0/24", "tenant_id": "acme"},
     )  # fmt: skip
     assert made.status == 201, made.body
-    nic = {"network_id": made.body["id"], "address": "10.91.0.5"}
-    r = await web.call(
-        "POST", "/vms", "alice",
-        {"name": "db", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 256, "nics": [nic]},
-    )  # fmt: skip
-    assert r.status == 202, r.body
-    assert (await web.wait_task(r.body["id"])).error is None
+    await running(web, "db", nics=[{"network_id": made.body["id"], "address": "10.91.0.5"}])
     page = await _login(browser, web, "alice")
     await page.get_by_role("link", name="Volumes").click()
     await page.wait_for_url("**/ui/volumes")
@@ -176,14 +172,7 @@ async def test_a_tenant_uses_volumes_networks_and_uploads_a_template_image(
 async def test_an_operator_sees_drift_and_orphans(
     browser: Any, web: ApiClient, screenshots: Path
 ) -> None:
-    r = await web.call(
-        "POST",
-        "/vms",
-        "alice",
-        {"name": "app", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 64},
-    )
-    assert r.status == 202, r.body
-    assert (await web.wait_task(r.body["id"])).error is None
+    await running(web, "app")
     # A domain on a hypervisor the store does not know: what a sweep reports as an orphan.
     orphan = "0badc0de-0000-4000-8000-000000000001"
     driver = web.drivers["dc1-h1"]

@@ -14,7 +14,7 @@ from tests.component.gateway.conftest import ApiClient, api_settings
 from tests.integration.console.conftest import serve_qemu_api
 from tests.integration.libvirt.conftest import domain_type, libvirtd  # noqa: F401 - fixtures
 from tests.integration.web.conftest import with_assets
-from tests.integration.web.test_browser import _login
+from tests.integration.web.test_browser import _login, running
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -68,18 +68,10 @@ async def test_the_serial_page_shows_what_a_real_vm_writes_on_its_serial_port(
     browser: Any, qemu_web: ApiClient, screenshots: Path
 ) -> None:
     api = qemu_web
-    r = await api.call(
-        "POST",
-        "/vms",
-        "alice",
-        {"name": "tty", "datacenter_id": "dc1", "cpus": 1, "memory_mib": 32},
-    )
-    assert r.status == 202, r.body
-    assert (await api.wait_task(r.body["id"], timeout=90)).error is None
-    vm_id = str(r.body["subject"]).removeprefix("vm/")
+    vm_id = await running(api, "tty", 32)
 
     page = await _login(browser, api, "alice")
-    await page.get_by_role("link", name="Serial console of tty").click()
+    await page.get_by_role("link", name="Serial terminal of tty").click()
     terminal = page.locator("#terminal[data-connected='true']")
     await terminal.wait_for(timeout=30_000)
     assert await page.get_by_role("status").inner_text() == "Connected."

@@ -17,11 +17,13 @@ socket.addEventListener("open", () => {
   terminal.dataset.connected = "true";
   terminal.focus();
 });
+// What arrived, as text: a sequence may come split over several messages, so the escapes are
+// left out of the whole (the newest MAX_TEXT characters), not of each message.
+let received = "";
 socket.addEventListener("message", (event) => {
-  const text = decoder.decode(new Uint8Array(event.data), { stream: true }).replace(ESCAPES, "");
-  let shown = terminal.textContent + text;
-  if (shown.length > MAX_TEXT) shown = shown.slice(shown.length - MAX_TEXT);
-  terminal.textContent = shown;
+  received += decoder.decode(new Uint8Array(event.data), { stream: true });
+  if (received.length > MAX_TEXT) received = received.slice(received.length - MAX_TEXT);
+  terminal.textContent = received.replace(ESCAPES, "");
   terminal.scrollTop = terminal.scrollHeight;
 });
 socket.addEventListener("close", () => {
