@@ -109,3 +109,39 @@ async def test_an_operation_a_crash_left_running_is_settled_right_after_the_star
         assert (await sqlite_store.get(VM, vm_id)).state is VMState.RUNNING
     finally:
         await system.shutdown()
+
+
+async def test_new_deploys_in_flight_do_not_hold_the_resumed_ones_back(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    settings = cloud_settings(
+        tmp_path, resume_batch=1, watchdog_interval=3600.0, schedule_attempts=1000
+    )
+    await bootstrap_demo(sqlite_store, settings)
+    drivers: dict[str, HypervisorDriver] = {}
+    system, orchestrator = await start_cloud(sqlite_store, settings, drivers)
+    try:
+        await orchestrator.drop_datacenter("dc1")
+        written = [
+            await _write_deploy(
+                sqlite_store,
+                tenant_id="demo",
+                datacenter_id="dc1",
+                name=f"cut{n}",
+                spec=VMSpec(cpus=1, memory_mib=256),
+                start=True,
+                state=TaskState.RUNNING,
+            )
+            for n in range(2)
+        ]
+        await orchestrator.run_datacenter("dc1")
+        # A new deploy that fits nowhere: its runner retries (and lives) all along.
+        await orchestrator.deploy(
+            tenant_id="demo", datacenter_id="dc1", name="huge", spec=VMSpec(cpus=4, memory_mib=8192)
+        )
+        done = await asyncio.gather(
+            *(orchestrator.wait(task.id, timeout=15) for _, task in written)
+        )
+        assert [t.state for t in done] == [TaskState.SUCCEEDED] * 2, [t.error for t in done]
+    finally:
+        await system.shutdown()
