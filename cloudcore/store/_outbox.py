@@ -10,10 +10,9 @@ the same way.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import msgspec
