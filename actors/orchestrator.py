@@ -37,7 +37,6 @@ from actors.messages import (
     Deploy,
     GetConsole,
     ListSnapshots,
-    Recover,
     RecoverVerb,
     RequestOperation,
     SetHA,
@@ -45,8 +44,9 @@ from actors.messages import (
     Sweep,
     SweepReport,
 )
-from actors.operations import MigrateParams, OperationParams, decode_params, params_of
+from actors.operations import MigrateParams, OperationParams
 from actors.paging import all_records
+from actors.recovery import recover
 from actors.routing import (
     PortMessage,
     RoutedAbort,
@@ -55,7 +55,6 @@ from actors.routing import (
     RoutedDeploy,
     RoutedMaintain,
     RoutedOperate,
-    RoutedRecover,
     RoutedReply,
     RoutedSetHA,
     RoutedSnapshots,
@@ -85,7 +84,6 @@ from cloudcore.store.records import (
     TaskState,
     VMSpec,
     VMState,
-    new_id,
 )
 from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
 
@@ -381,9 +379,7 @@ class Orchestrator:
             )
             assert reply.task is not None
             return reply.task
-        task: Task = await self._vm_ref(vm).ask(
-            RequestOperation(operation=operation, params=params)
-        )
+        task: Task = await self.vm_ref(vm).ask(RequestOperation(operation=operation, params=params))
         return task
 
     async def _operate_unplaced(self, vm: VM, operation: Operation) -> Task:
@@ -419,7 +415,7 @@ class Orchestrator:
             )
             assert reply.task is not None
             return reply.task
-        await self._vm_ref(vm).ask(AbortTask(task_id=task_id, reason=reason))
+        await self.vm_ref(vm).ask(AbortTask(task_id=task_id, reason=reason))
         _log.warning("task.abort_requested", task_id=task_id, vm_id=vm.id, reason=reason)
         return await self.store.get(Task, task_id)
 
@@ -476,65 +472,12 @@ class Orchestrator:
             )
             assert reply.vm is not None
             return reply.vm
-        changed: VM = await self._vm_ref(vm).ask(SetHA(ha=ha, priority=priority))
+        changed: VM = await self.vm_ref(vm).ask(SetHA(ha=ha, priority=priority))
         return changed
 
     async def recover(self, vm_id: str, verb: RecoverVerb) -> Task | None:
-        """An operator's verdict on a VM in ERROR: ``retry`` runs its failed task again (the
-        task that does is returned), ``succeed`` and ``fail`` settle it (None), ``delete``
-        deletes it (the delete task). IllegalTransition if the VM is not in ERROR."""
-        vm = await self.store.get(VM, vm_id)
-        port = await self.port_of(vm.datacenter_id)
-        if port is not None:
-            reply: RoutedReply = await port.ask(
-                RoutedRecover(datacenter_id=vm.datacenter_id, vm_id=vm_id, verb=verb)
-            )
-            return reply.task
-        if vm.state is not VMState.ERROR:
-            raise IllegalTransition(f"recover applies to a VM in ERROR; VM {vm_id} is {vm.state}")
-        if verb is RecoverVerb.DELETE:
-            return await self.operate(vm_id, Operation.DELETE)
-        last = await self._last_task(vm_id)
-        if vm.host_id is not None:
-            vm = await self._vm_ref(vm).ask(Recover(verb=verb, task=last))
-        elif verb is RecoverVerb.SUCCEED:
-            raise IllegalTransition(
-                f"VM {vm_id} is on no host: it can retry, fail or be deleted, not succeed"
-            )
-        elif verb is RecoverVerb.FAIL:  # on no host there is nothing to settle but the record
-            vm = await self.store.update(
-                VM,
-                vm.id,
-                expected_version=vm.version,
-                state=VMState.DEFINED,
-                fault=f"recovered: {vm.fault}",
-            )
-        if verb is not RecoverVerb.RETRY:
-            return None
-        redeploy = last is None or last.kind == "vm.deploy" or vm.state is VMState.PLACED
-        if not redeploy and last is not None:
-            op = Operation(last.kind.removeprefix("vm."))
-            return await self.operate(vm_id, op, decode_params(op, params_of(op, last.data)))
-        if vm.host_id is None:
-            vm = await self.store.update(
-                VM, vm.id, expected_version=vm.version, state=VMState.DEFINED, fault=None
-            )
-        task = await self.store.create(
-            Task(
-                id=new_id("task-"),
-                tenant_id=vm.tenant_id,
-                kind="vm.deploy",
-                subject=f"vm/{vm.id}",
-                state=TaskState.RUNNING,
-                data={"start": vm.desired_state is VMState.RUNNING, "retry_of": last and last.id},
-            )
-        )
-        self.datacenter(vm.datacenter_id).tell(Deploy(task=task))
-        return task
-
-    async def _last_task(self, vm_id: str) -> Task | None:
-        tasks = [t async for t in all_records(self.store, Task, {"subject": f"vm/{vm_id}"})]
-        return max(tasks, key=lambda t: t.created_at, default=None)
+        """An operator's verdict on a VM in ERROR (see :func:`actors.recovery.recover`)."""
+        return await recover(self, vm_id, verb)
 
     def placed(
         self, datacenter_id: str, host_id: str | None, vm_id: str
@@ -550,7 +493,7 @@ class Orchestrator:
             return None
         return ref
 
-    def _vm_ref(self, vm: VM) -> ActorRef[VMMessage]:
+    def vm_ref(self, vm: VM) -> ActorRef[VMMessage]:
         ref: ActorRef[VMMessage] = self.system.lookup(
             f"/user/dc/{vm.datacenter_id}/{vm.host_id}/{vm.id}"
         )
