@@ -137,7 +137,11 @@ def _ref_as_null(kind: Any) -> dict[str, Any]:
 @functools.cache
 def _sendable(cls: type) -> bool:
     """Whether JSON can carry a ``cls``: every field has a JSON schema, and none it needs is
-    an actor reference (Spawned, Terminated and the like travel only between actors)."""
+    an actor reference (Spawned, Terminated and the like travel only between actors). A type
+    named with a leading ``_`` is an actor's own (its timers, its notes to itself): private,
+    never sent from outside."""
+    if cls.__name__.startswith("_"):
+        return False
     try:
         msgspec.json.schema(cls, schema_hook=_ref_as_null)
     except (NotImplementedError, TypeError):
