@@ -75,11 +75,9 @@ class _Load(Message, frozen=True, kw_only=True):
 
 
 class _FirstWatch(Message, frozen=True, kw_only=True):
-    """The watchdog's first pass: the tasks RUNNING unchanged since ``before`` (this actor's
-    start), whatever the grace. While some VM has no actor yet (its host still connecting), the
-    pass runs again every FIRST_WATCH_DELAY, until the periodic passes take over."""
-
-    before: datetime
+    """The watchdog's first pass: the tasks RUNNING unchanged since this actor started,
+    whatever the grace. While some VM has no actor yet (its host still connecting), the pass
+    runs again every FIRST_WATCH_DELAY, until the periodic passes take over."""
 
 
 DatacenterMessage = (
@@ -98,6 +96,7 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.datacenter = datacenter
         self.poll_interval = poll_interval
         self.scheduler: ActorRef[SchedulerMessage] | None = None
+        self.began = datetime.now(UTC)  # set again when started
         #: Deploys found RUNNING at the start, not resumed yet (see ``_resume_more``).
         self.backlog: dict[str, Task] = {}
         #: The names of the runners of deploys resumed from the backlog, until they end (new
@@ -105,7 +104,7 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.resuming: set[str] = set()
 
     async def started(self) -> None:
-        began = datetime.now(UTC)
+        self.began = datetime.now(UTC)
         self.scheduler = self.context.spawn(
             SchedulerActor,
             self.services.store,
@@ -132,8 +131,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
         self.context.schedule_periodic("poll", self.poll_interval, PollTasks())
         watch = self.services.settings.watchdog_interval
         self.context.schedule_periodic("watchdog", watch, WatchTasks())
-        first = _FirstWatch(before=began)
-        self.context.schedule_once("watchdog-first", min(FIRST_WATCH_DELAY, watch), first)
+        first = min(FIRST_WATCH_DELAY, watch)
+        self.context.schedule_once("watchdog-first", first, _FirstWatch())
         await self._load()
 
     async def _load(self) -> None:
@@ -175,8 +174,8 @@ class DatacenterActor(Actor[DatacenterMessage]):
                     await self._claim(task)
             case WatchTasks():
                 return (await self._watch())[0]
-            case _FirstWatch(before=before):
-                await self._first_watch(before)
+            case _FirstWatch():
+                await self._first_watch(self.began)
             case Terminated(actor=ref):
                 self.resuming.discard(ref.name)
                 self._resume_more()  # a resumed deploy's runner ended: the next one
@@ -253,9 +252,7 @@ class DatacenterActor(Actor[DatacenterMessage]):
             left = 1
         interval = self.services.settings.watchdog_interval
         if left and (datetime.now(UTC) - before).total_seconds() + FIRST_WATCH_DELAY < interval:
-            self.context.schedule_once(
-                "watchdog-first", FIRST_WATCH_DELAY, _FirstWatch(before=before)
-            )
+            self.context.schedule_once("watchdog-first", FIRST_WATCH_DELAY, _FirstWatch())
 
     async def _watch(self, before: datetime | None = None) -> tuple[list[str], int]:
         """Resume or settle the undriven tasks (``before``: a first pass, see _FirstWatch):
