@@ -57,8 +57,13 @@ def _alive(pid: int) -> bool:
 
 
 def _running(daemon: str) -> bool:
-    found = subprocess.run(["pgrep", "-x", daemon], capture_output=True, text=True)
-    return any(_alive(int(pid)) for pid in found.stdout.split())
+    """Whether the system's ``daemon`` runs: the one its pid file in /run names (private
+    instances that other tests start, under the same name, have pid files of their own)."""
+    try:
+        pid = int(Path(f"/run/{daemon}.pid").read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return _alive(pid)
 
 
 def _wait(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
