@@ -3,12 +3,15 @@
 The clone (``qemu-img create -f qcow2 -b BASE -F qcow2``) holds only what the VM writes. Its
 base is the VM's host's copy of the template's library file (:mod:`cloudcore.images.host_cache`):
 made once per host, on the first deploy there (concurrent deploys wait for that one copy),
-checked against the file's size and sha256, and shared by every clone of the host. Clones live
-in the host's cache under ``clones/<base sha256>/<vm id>.qcow2``; a template whose file a clone
-uses cannot be deleted (refused, naming the VMs), and a base no clone of its host uses is
-evicted when its template is deleted, or by a sweep (:meth:`TemplateDisks.sweep`, at a node's
-start). The clone is grown to the VM's ``disk_gib`` when that is larger than the template's
-virtual size.
+checked against the file's size and sha256, and shared by every clone of the host. A clone
+lives in the cache of the host the VM was first defined on, ``clones/<base sha256>/<vm
+id>.qcow2``, and stays there when the VM migrates or is restarted on another host (every host
+of this machine reads every host's directory; in production clones would need storage every
+host of the datacenter mounts). A template whose file a clone uses cannot be deleted (refused,
+naming the VMs); a base no clone of its host uses is evicted when its template is deleted, or
+by a sweep (:meth:`TemplateDisks.sweep`, at a node's start). Clones made before the caches
+existed, in the repository's ``clones/``, are still found, used and removed. The clone is
+grown to the VM's ``disk_gib`` when that is larger than the template's virtual size.
 
 A template that lacks the format the host's driver needs is converted first, on demand, by the
 converter of the VM's datacenter (:mod:`actors.converter`): the deploy asks it for the
@@ -125,11 +128,15 @@ class TemplateDisks:
     async def _cloned(self, vm: VM, template: Template, base_sha: str) -> FileDisk:
         if vm.host_id is None:
             raise IllegalTransition(f"vm {vm.id} has no host: its disk is made on its host")
+        repo = self.library.repository(template.datacenter_id)
+        old = repo.clone_path(base_sha, vm.id)  # from before the caches
+        made = [old] if await asyncio.to_thread(old.exists) else []
+        made += await self.library.clones_of(base_sha, vm.id)
+        if made:  # a resumed deploy's, or the disk it had on the host it left
+            return FileDisk(path=str(made[0]), format="qcow2")
         cache = self.library.host_cache(vm.host_id)
         clone = cache.clone_path(base_sha, vm.id)
-        if await asyncio.to_thread(clone.exists):
-            return FileDisk(path=str(clone), format="qcow2")  # a resumed deploy's
-        source = self.library.repository(template.datacenter_id).object_path(base_sha)
+        source = repo.object_path(base_sha)
         length = (await asyncio.to_thread(source.stat)).st_size
         async with cache.base(base_sha, source, length) as base:
             await asyncio.to_thread(clone.parent.mkdir, parents=True, exist_ok=True)
@@ -172,9 +179,10 @@ class TemplateDisks:
         base_sha = template.formats.get("qcow2")
         if base_sha is None:
             return
+        # The repository's (from before the caches), and in whichever host's cache: a VM that
+        # migrated or was restarted elsewhere keeps the clone made on its first host.
         clones = [self.library.repository(template.datacenter_id).clone_path(base_sha, vm.id)]
-        if vm.host_id is not None:  # the host's; the repository's from before the caches
-            clones.append(self.library.host_cache(vm.host_id).clone_path(base_sha, vm.id))
+        clones += await self.library.clones_of(base_sha, vm.id)
         for clone in clones:
             await asyncio.to_thread(clone.unlink, missing_ok=True)
 

@@ -247,6 +247,12 @@ class ImageLibrary:
             users.update(await cache.clone_users(sha256))
         return sorted(users)
 
+    async def clones_of(self, sha256: str, vm_id: str) -> list[Path]:
+        """Where VM ``vm_id``'s clones on ``sha256`` are, in any host's cache (one, unless the
+        VM moved hosts after a crash while its define ran)."""
+        found = [c.clone_path(sha256, vm_id) for c in await self.host_caches()]
+        return [p for p in found if await asyncio.to_thread(p.exists)]
+
     async def evict(self, sha256: str) -> list[str]:
         """Remove base ``sha256`` from every host's cache where no clone uses it; the hosts
         whose copy was removed."""

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from actors.template_disks import TemplateDisks
@@ -170,6 +171,11 @@ async def qemu_info(path: Path) -> Any:
     return json.loads(done.stdout)
 
 
+def cache_of(library: ImageLibrary, vm: VM) -> HostCache:
+    assert vm.host_id is not None
+    return library.host_cache(vm.host_id)
+
+
 def vm_on(host_id: str, n: int, template_id: str) -> VM:
     return VM(
         id=f"vm-{host_id}-{n}",
@@ -205,6 +211,15 @@ async def test_deploys_make_one_base_per_host_their_clones_share(
         str(library.host_cache(vm.host_id or "").clone_path(sha, vm.id)) for vm in vms
     ]
     assert await library.clone_users(None, sha) == ["vm-h1-1", "vm-h1-2", "vm-h2-1"]
+
+    # A VM defined again on another host (after a migration, or an HA restart) keeps its disk.
+    moved = msgspec.structs.replace(vms[1], host_id="h2")
+    again = await disks.disk_for(moved)
+    first = cache_of(library, vms[1]).clone_path(sha, vms[1].id)
+    assert again is not None and again.path == str(first)
+    assert await library.host_cache("h2").clone_users(sha) == ["vm-h2-1"]
+    await disks.remove(moved)  # wherever the clone is
+    assert await library.clone_users(None, sha) == ["vm-h1-1", "vm-h2-1"]
 
     # Deleting h2's VM leaves its base for the next deploy there; a sweep evicts it, not h1's.
     await disks.remove(vms[2])
