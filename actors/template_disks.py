@@ -1,12 +1,17 @@
 """The disk of a VM deployed from a template: a qcow2 linked clone of the template's qcow2 file.
 
-The clone (``qemu-img create -f qcow2 -b BASE -F qcow2``) holds only what the VM writes; the
-template's file in the library is its read-only base and is never changed or removed while a
-clone uses it (a template delete is refused, naming the VMs). Clones live in the template's
-repository under ``clones/<base sha256>/<vm id>.qcow2``: the repository is the datacenter's
-shared directory (NFS in production), so every host of the datacenter opens the same path and
-no per-host copy of the base is made yet. The clone is grown to the VM's ``disk_gib`` when that
-is larger than the template's virtual size.
+The clone (``qemu-img create -f qcow2 -b BASE -F qcow2``) holds only what the VM writes. Its
+base is the VM's host's copy of the template's library file (:mod:`cloudcore.images.host_cache`):
+made once per host, on the first deploy there (concurrent deploys wait for that one copy),
+checked against the file's size and sha256, and shared by every clone of the host. A clone
+lives in the cache of the host the VM was first defined on, ``clones/<base sha256>/<vm
+id>.qcow2``, and stays there when the VM migrates or is restarted on another host (every host
+of this machine reads every host's directory; in production clones would need storage every
+host of the datacenter mounts). A template whose file a clone uses cannot be deleted (refused,
+naming the VMs); a base no clone of its host uses is evicted when its template is deleted, or
+by a sweep (:meth:`TemplateDisks.sweep`, at a node's start). Clones made before the caches
+existed, in the repository's ``clones/``, are still found, used and removed. The clone is
+grown to the VM's ``disk_gib`` when that is larger than the template's virtual size.
 
 A template that lacks the format the host's driver needs is converted first, on demand, by the
 converter of the VM's datacenter (:mod:`actors.converter`): the deploy asks it for the
@@ -118,17 +123,38 @@ class TemplateDisks:
             template = await self.with_format(template, fmt, vm.datacenter_id)
         if driver is not None and importing:
             return await self._imported(vm, template, driver)
-        base_sha = template.formats["qcow2"]
+        return await self._cloned(vm, template, template.formats["qcow2"])
+
+    async def _cloned(self, vm: VM, template: Template, base_sha: str) -> FileDisk:
+        if vm.host_id is None:
+            raise IllegalTransition(f"vm {vm.id} has no host: its disk is made on its host")
         repo = self.library.repository(template.datacenter_id)
-        clone = repo.clone_path(base_sha, vm.id)
-        if not await asyncio.to_thread(clone.exists):
+        old = repo.clone_path(base_sha, vm.id)  # from before the caches
+        made = [old] if await asyncio.to_thread(old.exists) else []
+        made += await self.library.clones_of(base_sha, vm.id)
+        if made:  # a resumed deploy's, or the disk it had on the host it left
+            return FileDisk(path=str(made[0]), format="qcow2")
+        cache = self.library.host_cache(vm.host_id)
+        clone = cache.clone_path(base_sha, vm.id)
+        source = repo.object_path(base_sha)
+        length = (await asyncio.to_thread(source.stat)).st_size
+        async with cache.base(base_sha, source, length) as base:
             await asyncio.to_thread(clone.parent.mkdir, parents=True, exist_ok=True)
             partial = clone.with_suffix(".partial")
             size = max(vm.spec.disk_gib * _GIB, template.virtual_size)
-            await self.qemu.create_clone(repo.object_path(base_sha), partial, size=size)
+            await self.qemu.create_clone(base, partial, size=size)
             await asyncio.to_thread(os.replace, partial, clone)  # whole or not at all
-            _log.info("vm.disk_cloned", vm_id=vm.id, template_id=template.id, base=base_sha)
+        _log.info(
+            "vm.disk_cloned", vm_id=vm.id, template_id=template.id, base=base_sha, host=vm.host_id
+        )
         return FileDisk(path=str(clone), format="qcow2")
+
+    async def sweep(self) -> dict[str, list[str]]:
+        """Evict from every host's cache the bases no clone uses (host id -> sha256s)."""
+        removed = await self.library.sweep()
+        for host, shas in removed.items():
+            _log.info("image.bases_evicted", host=host, bases=shas)
+        return removed
 
     async def _imported(self, vm: VM, template: Template, driver: HypervisorDriver) -> FileDisk:
         fmt = driver.image_format
@@ -153,8 +179,12 @@ class TemplateDisks:
         base_sha = template.formats.get("qcow2")
         if base_sha is None:
             return
-        clone = self.library.repository(template.datacenter_id).clone_path(base_sha, vm.id)
-        await asyncio.to_thread(clone.unlink, missing_ok=True)
+        # The repository's (from before the caches), and in whichever host's cache: a VM that
+        # migrated or was restarted elsewhere keeps the clone made on its first host.
+        clones = [self.library.repository(template.datacenter_id).clone_path(base_sha, vm.id)]
+        clones += await self.library.clones_of(base_sha, vm.id)
+        for clone in clones:
+            await asyncio.to_thread(clone.unlink, missing_ok=True)
 
 
 def _disk_name(vm: VM) -> str:

@@ -309,6 +309,9 @@ class ImagesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # Empty: <node.data_dir>/images. One directory per datacenter below it. In production this
     # is an NFS export every host of the datacenter mounts at the same path.
     repository_dir: str = ""
+    # Empty: <repository dir>.hosts. Each libvirt host's cache of linked-clone bases, one
+    # directory per host below it (<dir>/<host id>); a host's local disk in production.
+    host_cache_dir: str = ""
     # The largest image an upload may declare (bytes); the JSON limit api.max_body_bytes does
     # not apply to the streamed upload.
     max_upload_bytes: int = 64 * 1024**3

@@ -85,7 +85,7 @@ async def _run(
     from actors.services import Services
     from actors.template_disks import TemplateDisks
     from cloudcore.events import open_event_bus
-    from cloudcore.images import ImageLibrary, QemuImg, image_root
+    from cloudcore.images import ImageLibrary, QemuImg, host_cache_root, image_root
     from cloudcore.store import open_store
 
     store = await open_store(settings)
@@ -99,10 +99,13 @@ async def _run(
                 # before taking requests (logged as quota.drift_fixed), and forget expired keys.
                 await store.reconcile_quotas()
                 await store.purge_idempotency_keys()
-            library = ImageLibrary(image_root(settings), settings.node.id)
+            library = ImageLibrary(
+                image_root(settings), settings.node.id, host_cache_root(settings)
+            )
             disks = TemplateDisks(
                 store, library, QemuImg(settings.images.qemu_img), settings.images
             )
+            await disks.sweep()  # the bases no VM uses any more
             services = Services(store, events, settings.orchestrator, disks=disks)
             async with contextlib.AsyncExitStack() as stack:
                 await _start_groups(stack, settings, plan, services, sock)

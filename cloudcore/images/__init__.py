@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cloudcore.config import Settings
 from cloudcore.errors import ImageRejected
+from cloudcore.images.host_cache import HostCache
 from cloudcore.images.qemu import CHECKABLE, FORMATS, ImageInfo, QemuImg
 from cloudcore.images.repository import (
     Capacity,
@@ -24,12 +25,14 @@ __all__ = [
     "CHECKABLE",
     "FORMATS",
     "Capacity",
+    "HostCache",
     "ImageInfo",
     "ImageLibrary",
     "ImageRepository",
     "QemuImg",
     "UploadFile",
     "fsync_file",
+    "host_cache_root",
     "image_root",
     "inspect",
     "sha256_of",
@@ -62,3 +65,8 @@ async def inspect(qemu: QemuImg, path: Path, *, deadline: float) -> ImageInfo:
 def image_root(settings: Settings) -> Path:
     """``images.repository_dir``, or ``<node.data_dir>/images``."""
     return Path(settings.images.repository_dir or Path(settings.node.data_dir) / "images")
+
+
+def host_cache_root(settings: Settings) -> Path | None:
+    """``images.host_cache_dir``, or None: beside the library (``<image root>.hosts``)."""
+    return Path(settings.images.host_cache_dir) if settings.images.host_cache_dir else None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cloudcore.errors import InvalidRequest
+from cloudcore.images.host_cache import HostCache
 
 __all__ = ["Capacity", "ImageLibrary", "ImageRepository", "UploadFile", "sha256_of"]
 
@@ -192,16 +193,20 @@ class UploadFile:
 
 class ImageLibrary:
     """The repositories of every datacenter below one directory. Templates usable in every
-    datacenter (``datacenter_id`` None) live in ``_shared``."""
+    datacenter (``datacenter_id`` None) live in ``_shared``. The hosts' caches of linked-clone
+    bases (:class:`HostCache`) are one directory per host below ``host_cache_root`` (None:
+    ``<root>.hosts``, beside the library)."""
 
     SHARED = "_shared"
 
-    def __init__(self, root: Path, node: str = "node") -> None:
+    def __init__(self, root: Path, node: str = "node", host_cache_root: Path | None = None) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]*", node):
             raise InvalidRequest(f"node id {node!r} cannot name a scratch directory")
         self.root = root
         self.node = node
+        self.host_cache_root = host_cache_root or root.parent / f"{root.name}.hosts"
         self._repos: dict[str, ImageRepository] = {}
+        self._hosts: dict[str, HostCache] = {}
         #: Templates an upload request of this node is writing (one request at a time each).
         self.uploading: set[str] = set()
 
@@ -216,6 +221,47 @@ class ImageLibrary:
             repo.clear_scratch()
             self._repos[name] = repo
         return repo
+
+    def host_cache(self, host_id: str) -> HostCache:
+        """Host ``host_id``'s cache of bases, made on first use."""
+        cache = self._hosts.get(host_id)
+        if cache is None:
+            if not re.fullmatch(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]*", host_id):
+                raise InvalidRequest(f"host_id: {host_id!r} cannot name a cache directory")
+            cache = self._hosts[host_id] = HostCache(self.host_cache_root / host_id)
+        return cache
+
+    async def host_caches(self) -> list[HostCache]:
+        """The cache of every host that has one."""
+        root = self.host_cache_root
+        names = await asyncio.to_thread(
+            lambda: sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        )
+        return [self.host_cache(name) for name in names]
+
+    async def clone_users(self, datacenter_id: str | None, sha256: str) -> list[str]:
+        """The VMs whose disks are linked clones of the library file ``sha256``: in any host's
+        cache, or (made before the caches) in ``datacenter_id``'s repository."""
+        users = set(await self.repository(datacenter_id).clone_users(sha256))
+        for cache in await self.host_caches():
+            users.update(await cache.clone_users(sha256))
+        return sorted(users)
+
+    async def clones_of(self, sha256: str, vm_id: str) -> list[Path]:
+        """Where VM ``vm_id``'s clones on ``sha256`` are, in any host's cache (one, unless the
+        VM moved hosts after a crash while its define ran)."""
+        found = [c.clone_path(sha256, vm_id) for c in await self.host_caches()]
+        return [p for p in found if await asyncio.to_thread(p.exists)]
+
+    async def evict(self, sha256: str) -> list[str]:
+        """Remove base ``sha256`` from every host's cache where no clone uses it; the hosts
+        whose copy was removed."""
+        return [c.root.name for c in await self.host_caches() if await c.evict(sha256)]
+
+    async def sweep(self) -> dict[str, list[str]]:
+        """Evict, on every host, the bases no clone uses: host id -> the bases removed."""
+        removed = {cache.root.name: await cache.sweep() for cache in await self.host_caches()}
+        return {host: shas for host, shas in removed.items() if shas}
 
 
 def sha256_of(path: Path) -> str:

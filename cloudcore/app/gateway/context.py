@@ -16,7 +16,7 @@ from cloudcore.app.gateway.ratelimits import Counters, RateLimiter
 from cloudcore.cluster import Member
 from cloudcore.config import ApiSettings, Settings
 from cloudcore.events import EventBus
-from cloudcore.images import ImageLibrary, QemuImg, image_root
+from cloudcore.images import ImageLibrary, QemuImg, host_cache_root, image_root
 from cloudcore.runtime import ActorSystem
 from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.store import Store
@@ -69,7 +69,7 @@ class Gateway:
         images = (
             disks.library
             if disks is not None
-            else ImageLibrary(image_root(settings), settings.node.id)
+            else ImageLibrary(image_root(settings), settings.node.id, host_cache_root(settings))
         )
         qemu = QemuImg(settings.images.qemu_img)
         counters = limit_counters(settings)

@@ -405,12 +405,21 @@ async def test_a_template_whose_file_a_vm_clone_uses_cannot_be_deleted(
     assert (await put_image(api, tid, image, size=len(image), digest=sha(image))).status == 200
     gateway = api.gateway
     assert gateway is not None and gateway.images is not None
-    clone = gateway.images.repository(None).clone_path(sha(image), "vm-0123")
-    clone.parent.mkdir(parents=True)
-    clone.write_bytes(b"a clone")
+    library = gateway.images
+    cache = library.host_cache("h1")  # host h1's copy of the file, and a clone on it there
+    source = library.repository(None).object_path(sha(image))
+    async with cache.base(sha(image), source, len(image)) as base:
+        clone = cache.clone_path(sha(image), "vm-0123")
+        clone.parent.mkdir(parents=True)
+        clone.write_bytes(b"a clone")
+    idle = library.host_cache("h2")  # h2 holds a copy no clone uses
+    async with idle.base(sha(image), source, len(image)):
+        pass
     r = await api.call("DELETE", f"/templates/{tid}", "alice")
     assert r.status == 409 and "in use by VMs vm-0123" in r.body["error"]["message"]
-    assert library_files(api) == [sha(image)]
+    assert library_files(api) == [sha(image)] and base.exists()
     clone.unlink()
     assert (await api.call("DELETE", f"/templates/{tid}", "alice")).status == 204
     assert library_files(api) == []
+    # Every host's copy goes with the template.
+    assert not base.exists() and not idle.base_path(sha(image)).exists()

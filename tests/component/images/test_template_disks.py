@@ -98,26 +98,32 @@ async def test_a_vm_from_a_template_boots_from_a_linked_clone_that_its_delete_re
         done = await orchestrator.wait(task.id, 30)
         assert done.state is TaskState.SUCCEEDED, done.error
         vm = await sqlite_store.get(VM, task.subject.removeprefix("vm/"))
-        base = library.repository(None).object_path(template.checksum)
-        clone = library.repository(None).clone_path(template.checksum, vm.id)
+        assert vm.host_id is not None
+        library_file = library.repository(None).object_path(template.checksum)
+        cache = library.host_cache(vm.host_id)
+        base = cache.base_path(template.checksum)  # the host's copy of the library file
+        clone = cache.clone_path(template.checksum, vm.id)
 
         info = await qemu_json("info", "--output=json", str(clone))
         assert info["format"] == "qcow2"
         assert info["full-backing-filename"] == str(base)
         assert info["virtual-size"] == 1 * GIB  # grown to disk_gib
-        assert vm.host_id is not None
+        assert base.read_bytes() == library_file.read_bytes()
         # The domain's definition on the host names the clone (the driver's own connection:
         # libvirt's test driver keeps its state per connection).
         xml = drivers[vm.host_id]._client._domain(vm.id).XMLDesc(0)  # type: ignore[attr-defined]
         assert f"file='{clone}'" in xml or f'file="{clone}"' in xml
-        assert await library.repository(None).clone_users(template.checksum) == [vm.id]
+        assert await library.clone_users(None, template.checksum) == [vm.id]
 
         deleted = await orchestrator.wait(
             (await orchestrator.operate(vm.id, Operation.DELETE)).id, 30
         )
         assert deleted.state is TaskState.SUCCEEDED, deleted.error
-        assert not clone.exists() and base.exists()
-        assert await library.repository(None).clone_users(template.checksum) == []
+        assert not clone.exists() and base.exists() and library_file.exists()
+        assert await library.clone_users(None, template.checksum) == []
+        # The host's copy stays for the next deploy there, until a sweep finds no clone on it.
+        assert await library.sweep() == {vm.host_id: [template.checksum]}
+        assert not base.exists() and library_file.exists()
 
 
 async def test_a_template_without_a_qcow2_file_fails_the_deploy_with_the_reason(
@@ -176,9 +182,11 @@ async def test_two_deploys_needing_the_same_conversion_run_it_once(
         ]
         after = await sqlite_store.get(Template, template.id)
         assert set(after.formats) == {"raw", "qcow2"}
-        repo = library.repository(None)
         for d in done:  # both clones on the one converted base
-            assert repo.clone_path(after.formats["qcow2"], d.subject.removeprefix("vm/")).exists()
+            vm = await sqlite_store.get(VM, d.subject.removeprefix("vm/"))
+            assert vm.host_id is not None
+            cache = library.host_cache(vm.host_id)
+            assert cache.clone_path(after.formats["qcow2"], vm.id).exists()
 
 
 async def test_a_failed_conversion_fails_the_deploys_waiting_on_it_naming_it(

@@ -3,10 +3,11 @@
 The template's image is made here: a 512-byte boot sector (hand-assembled x86 real-mode code)
 that writes a line to the first serial port (I/O port 0x3f8) and halts, in a qcow2 file. It is
 uploaded through the API like any image; a VM deployed from it on ``qemu:///system`` gets a
-qcow2 linked clone of the library file as its disk, SeaBIOS boots the clone, and the line
-appears in the VM's serial log (virtlogd writes it, driver option ``serial_log_dir``). The
-template cannot be deleted while the VM's clone uses it; deleting the VM removes the clone and
-leaves the template's file.
+qcow2 linked clone of the host's cached copy of the library file as its disk, SeaBIOS boots the
+clone, and the line appears in the VM's serial log (virtlogd writes it, driver option
+``serial_log_dir``). The template cannot be deleted while the VM's clone uses it; deleting the
+VM removes the clone and leaves the template's file; deleting the template removes the host's
+copy too.
 """
 
 from __future__ import annotations
@@ -158,11 +159,17 @@ async def test_a_vm_deployed_from_an_uploaded_template_boots_its_disk_on_real_qe
 
     await eventually(printed, timeout=60)
 
-    # The disk QEMU runs is a linked clone whose backing file is the template's library file.
+    # The disk QEMU runs is a linked clone whose backing file is the host's cached copy of the
+    # template's library file: one copy on the host, byte for byte the library's.
     xml = virsh("dumpxml", f"cc-{vm_id}").stdout
-    library = Path(api.settings.images.repository_dir) / "_shared"
-    base = library / "objects" / str(template["checksum"])
-    clone = library / "clones" / str(template["checksum"]) / f"{vm_id}.qcow2"
+    sha = str(template["checksum"])
+    root = Path(api.settings.images.repository_dir)
+    library_file = root / "_shared" / "objects" / sha
+    host_id = (await api.store.get(VM, vm_id)).host_id
+    assert host_id is not None
+    host_dir = root.parent / f"{root.name}.hosts" / host_id
+    base = host_dir / "bases" / sha
+    clone = host_dir / "clones" / sha / f"{vm_id}.qcow2"
     assert str(clone) in xml
     probe = await asyncio.create_subprocess_exec(
         "qemu-img", "info", "-U", "--output=json", str(clone), stdout=asyncio.subprocess.PIPE
@@ -170,6 +177,8 @@ async def test_a_vm_deployed_from_an_uploaded_template_boots_its_disk_on_real_qe
     info = json.loads((await probe.communicate())[0])
     assert info["full-backing-filename"] == str(base)
     assert info["virtual-size"] == 1024**3
+    assert sorted(p.name for p in (host_dir / "bases").iterdir()) == [sha]
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == sha
 
     refused = await api.call("DELETE", f"/templates/{tid}", "alice")
     assert refused.status == 409 and vm_id in refused.body["error"]["message"]
@@ -177,7 +186,7 @@ async def test_a_vm_deployed_from_an_uploaded_template_boots_its_disk_on_real_qe
     deleted = await api.call("DELETE", f"/vms/{vm_id}", "alice")
     assert deleted.status == 202, deleted.body
     assert (await api.wait_task(deleted.body["id"], timeout=60)).error is None
-    assert not clone.exists() and base.exists()
-    assert hashlib.sha256(base.read_bytes()).hexdigest() == template["checksum"]  # untouched
+    assert not clone.exists() and base.exists() and library_file.exists()
+    assert hashlib.sha256(library_file.read_bytes()).hexdigest() == sha  # untouched
     assert (await api.call("DELETE", f"/templates/{tid}", "alice")).status == 204
-    assert not base.exists()
+    assert not library_file.exists() and not base.exists()  # the host's copy goes with it

@@ -141,7 +141,7 @@ async def delete_template(req: ApiRequest[None, None]) -> Reply:
     library = req.gateway.images
     base = template.formats.get("qcow2")
     if library is not None and base is not None:
-        users = await library.repository(template.datacenter_id).clone_users(base)
+        users = await library.clone_users(template.datacenter_id, base)
         if users:
             raise Conflict(f"template {template.id} is in use by VMs {', '.join(users)}")
     await store.delete_charged(
@@ -157,8 +157,9 @@ async def delete_template(req: ApiRequest[None, None]) -> Reply:
 
 
 async def _remove_files(store: Store, library: ImageLibrary, template: Template) -> None:
-    """The partial upload, and the library files no other template has: a file is named by its
-    content, so another template with the same checksum shares it (and its conversions)."""
+    """The partial upload, and the library files no other template has (with the hosts' cached
+    copies of them): a file is named by its content, so another template with the same
+    checksum shares it (and its conversions)."""
     repo = library.repository(template.datacenter_id)
     await repo.discard_partial(template.id)
     if not template.checksum:
@@ -170,3 +171,4 @@ async def _remove_files(store: Store, library: ImageLibrary, template: Template)
         return
     for sha in {template.checksum, *template.formats.values()}:
         await repo.remove(sha)
+        await library.evict(sha)  # the hosts' copies (no clone uses them: checked before)
