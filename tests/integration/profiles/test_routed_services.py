@@ -87,6 +87,22 @@ async def test_a_conversion_is_claimed_by_the_datacenters_node_at_once_and_503_w
         pending = await api.call("GET", f"/tasks?subject=template/{template_id}")
         assert pending.status == 200, pending.body
         assert all(t["state"] != "PENDING" for t in pending.body["items"]), pending.body
+
+        # A shared template's conversion goes to a datacenter whose node is up: dc1's.
+        shared = await api.call("POST", "/templates", {"name": "everywhere", "tenant_id": None})
+        assert shared.status == 201, shared.body
+        image = qcow2_image(tmp_path, "shared.qcow2", seed=2).read_bytes()
+        await _upload(api, shared.body["id"], image)
+        offset = cluster.log_size("node-dc1")
+        asked = await api.call(
+            "POST", f"/templates/{shared.body['id']}/conversions", {"format": "raw"}
+        )
+        assert asked.status == 202, asked.body
+        assert asked.body["state"] in ("RUNNING", "SUCCEEDED"), asked.body
+        await cluster.wait_for_log(
+            "node-dc1", "template.convert_routed", offset, 10, task_id=asked.body["id"]
+        )
+        assert (await api.finished(asked.body["id"]))["state"] == "SUCCEEDED"
     finally:
         await api.close()
 
