@@ -75,6 +75,8 @@ class Cluster:
         #: The remote-services nodes run DHCP servers (``[network] dhcp``), each under its own
         #: data directory.
         self.dhcp = False
+        #: More environment for a node, by node name (its settings for one test).
+        self.node_env: dict[str, dict[str, str]] = {}
 
     # ------------------------------------------------------------------ backends
 
@@ -147,6 +149,7 @@ class Cluster:
             env["CLOUDCORE_CLUSTER__HEARTBEAT_INTERVAL"] = "0.25"
             env["CLOUDCORE_CLUSTER__NODE_TIMEOUT"] = "1.5"
             env["CLOUDCORE_ORCHESTRATOR__WATCHDOG_INTERVAL"] = "1.0"
+        env.update(self.node_env.get(node, {}))
         if datacenter and self.dhcp:
             env["CLOUDCORE_NETWORK__DHCP"] = "true"
         if datacenter:

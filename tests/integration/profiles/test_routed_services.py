@@ -22,6 +22,20 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(180)
 
+#: qemu-img that stalls converting to vdi (its scratch file half written, 40% said), else the
+#: real one: a conversion to abort midway.
+STALLING = """#!/bin/sh
+if [ "$1" = convert ]; then
+  for last; do :; done
+  case "$last" in *.vdi)
+    printf 'half a disk' > "$last"
+    printf '    (0.00/100%%)\\r    (40.00/100%%)\\r'
+    exec sleep 120 ;;
+  esac
+fi
+exec qemu-img "$@"
+"""
+
 
 async def _upload(api: Api, template_id: str, image: bytes) -> dict[str, Any]:
     digest = hashlib.sha256(image).hexdigest()
@@ -47,6 +61,10 @@ def _refused_at_once(answer: Answer, started: float) -> None:
 async def test_a_conversion_is_claimed_by_the_datacenters_node_at_once_and_503_while_it_is_down(
     cluster: Cluster, here: ClusterNode, tmp_path: Path
 ) -> None:
+    stalling = tmp_path / "qemu-img"
+    stalling.write_text(STALLING)
+    stalling.chmod(0o755)
+    cluster.node_env["node-dc2"] = {"CLOUDCORE_IMAGES__QEMU_IMG": str(stalling)}
     await cluster.start_all()
     await here.wait_for_nodes(["server", "node-dc1", "node-dc2"], 20)
     api = Api(cluster.api)
@@ -74,6 +92,22 @@ async def test_a_conversion_is_claimed_by_the_datacenters_node_at_once_and_503_w
         # The server uploaded it, dc2's node converted it: one library, shared.
         objects = cluster.root / "images" / "dc2" / "objects"
         assert (objects / converted["formats"]["raw"]).is_file()
+
+        # A conversion running on dc2's node is aborted through the server, by dc2's node.
+        stalled = await api.call("POST", f"/templates/{template_id}/conversions", {"format": "vdi"})
+        assert stalled.status == 202, stalled.body
+
+        async def midway() -> bool:
+            task = (await api.call("GET", f"/tasks/{stalled.body['id']}")).body
+            return bool(task["state"] == "RUNNING" and task["progress"] > 0)
+
+        await eventually(midway, timeout=20)
+        aborted = await api.call("POST", f"/tasks/{stalled.body['id']}/abort", {"reason": "test"})
+        assert aborted.status == 202, aborted.body
+        assert aborted.body["state"] == "CANCELLED", aborted.body
+        assert not list((cluster.root / "images" / "dc2" / "tmp" / "node-dc2").iterdir())
+        after = (await api.call("GET", f"/templates/{template_id}")).body
+        assert after["state"] == "AVAILABLE" and "vdi" not in after["formats"], after
 
         cluster.kill("node-dc2")
         await eventually(lambda: _down(api, "node-dc2"), timeout=10)
