@@ -92,6 +92,24 @@ async def test_a_conversion_is_claimed_by_the_datacenters_node_at_once_and_503_w
         # The server uploaded it, dc2's node converted it: one library, shared.
         objects = cluster.root / "images" / "dc2" / "objects"
         assert (objects / converted["formats"]["raw"]).is_file()
+        # dc2's node clones it for a VM there; the server sees that clone and keeps the template.
+        made = await api.call(
+            "POST",
+            "/vms",
+            {
+                "name": "from-golden",
+                "datacenter_id": "dc2",
+                "template_id": template_id,
+                "cpus": 1,
+                "memory_mib": 128,
+                "tenant_id": "demo",
+            },
+        )
+        assert made.status == 202, made.body
+        assert (await api.finished(made.body["id"]))["state"] == "SUCCEEDED"
+        vm_id = made.body["subject"].removeprefix("vm/")
+        kept = await api.call("DELETE", f"/templates/{template_id}")
+        assert kept.status == 409 and vm_id in kept.body["error"]["message"], kept.body
 
         # A conversion running on dc2's node is aborted through the server, by dc2's node.
         stalled = await api.call("POST", f"/templates/{template_id}/conversions", {"format": "vdi"})
