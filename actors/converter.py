@@ -2,8 +2,10 @@
 
 A child of the datacenter actor (``<datacenter>/converter``), so it runs wherever the datacenter
 runs and is supervised with it. Conversions reach it as ``template.convert`` tasks written
-PENDING (:func:`actors.conversion.request_conversion`: by the API on any node, or by
-:class:`Convert` from a deploy that needs a format its template lacks); it claims them by a
+PENDING (:func:`actors.conversion.request_conversion`: by the API on any node, which then has it
+claim them at once, through the datacenter's port if it runs on another node
+(:mod:`actors.routed_services`); or by :class:`Convert` from a deploy that needs a format its
+template lacks); it claims them, then and every ``poll_interval`` (the recovery path), by a
 compare-and-set to RUNNING, at most ``images.max_conversions`` at once (Abiquo's BPM ran one),
 the others staying PENDING in the store until a slot frees: the queue survives a crash. The
 tasks of the datacenter's templates (and the shared templates' tasks asked for here) are

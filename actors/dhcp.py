@@ -43,7 +43,8 @@ _RETRY = 1.0
 
 class NicsChanged(Message, frozen=True, kw_only=True):
     """The NICs of ``network_id`` changed (``kind`` the event's type): sync its DHCP server,
-    or start or stop it."""
+    or start or stop it. Told from the bus; asked by the datacenter's port when the change is
+    routed to this node (:mod:`actors.routed_services`): replies None once handled."""
 
     kind: str
     network_id: str
@@ -115,6 +116,7 @@ class DhcpServers(Actor[DhcpServersMessage]):
         self.context.spawn(NetworkActor, self.store, network, self.options, name=network.id)
 
     async def _changed(self, kind: str, network_id: str) -> None:
+        _log.debug("dhcp.network_changed", kind=kind, network_id=network_id)
         child = self.context.child(network_id)
         if kind == "network.deleted":
             if child is not None:

@@ -1,5 +1,6 @@
 """Operations on a datacenter that runs on another node: routed to its owner through the
-cluster, by the datacenter's lease.
+cluster, by the datacenter's lease. (Template conversions and network changes: their messages
+and their running are in :mod:`actors.routed_services`; this port runs them too.)
 
 The node that holds a datacenter's lease (:mod:`actors.ownership`) runs a
 :class:`DatacenterPort` at :data:`PORT`; a node that does not run the datacenter (a server
@@ -25,6 +26,13 @@ from actors.lifecycle import Operation
 from actors.messages import Deploy, RecoverVerb, RequestOperation, Snapshot, SweepReport
 from actors.operations import OperationParams
 from actors.ownership import lease_name
+from actors.routed_services import (
+    RoutedCancelConversion,
+    RoutedConvert,
+    RoutedNetworkChange,
+    ServiceMessage,
+    run_service,
+)
 from actors.volume_messages import PoolStatus, VolumeParams
 from cloudcore.errors import BusClosed, DatacenterUnavailable, NotFound, describe
 from cloudcore.events import EventBus
@@ -209,6 +217,7 @@ PortMessage = (
     | RoutedVolumeOperate
     | RoutedVolumeRecover
     | RoutedPools
+    | ServiceMessage
 )
 
 
@@ -235,9 +244,12 @@ class DatacenterPort(Actor[PortMessage]):
             return None
         if isinstance(message, _VOLUME_MESSAGES):
             return await _run_volume(orchestrator, message)
+        if isinstance(message, _SERVICE_MESSAGES):
+            return RoutedReply(task=await run_service(orchestrator, message))
         return await _run(orchestrator, message)
 
 
+_SERVICE_MESSAGES = (RoutedConvert, RoutedCancelConversion, RoutedNetworkChange)
 _VOLUME_MESSAGES = (RoutedVolumeCreate, RoutedVolumeOperate, RoutedVolumeRecover, RoutedPools)
 _VolumeMessage = RoutedVolumeCreate | RoutedVolumeOperate | RoutedVolumeRecover | RoutedPools
 _HostOrVMMessage = (

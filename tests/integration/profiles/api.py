@@ -30,7 +30,8 @@ class Api:
 
     async def call(self, method: str, path: str, body: Any = None) -> Answer:
         async with self.session.request(method, self.base + path, json=body) as reply:
-            data = await reply.json() if reply.content_length != 0 else None
+            empty = reply.status == 204 or reply.content_length == 0
+            data = None if empty else await reply.json()
             return Answer(reply.status, dict(reply.headers), data)
 
     async def deploy(self, datacenter: str, name: str) -> Answer:

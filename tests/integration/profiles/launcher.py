@@ -72,6 +72,11 @@ class Cluster:
         self.redis_url = redis_url
         self.stream = f"{self.tag}:events"
         self.fast = fast
+        #: The remote-services nodes run DHCP servers (``[network] dhcp``), each under its own
+        #: data directory.
+        self.dhcp = False
+        #: More environment for a node, by node name (its settings for one test).
+        self.node_env: dict[str, dict[str, str]] = {}
 
     # ------------------------------------------------------------------ backends
 
@@ -117,6 +122,9 @@ class Cluster:
             "CLOUDCORE_NODE__ID": node,
             "CLOUDCORE_NODE__DATA_DIR": str(data_dir),
             "CLOUDCORE_NODE__PROFILE": profile,
+            # One image library for every node, as an NFS export would be: uploads on the
+            # server, conversions and clones on the datacenter's node.
+            "CLOUDCORE_IMAGES__REPOSITORY_DIR": str(self.root / "images"),
             "CLOUDCORE_LOG__FORMAT": "json",
             "CLOUDCORE_LOG__LEVEL": self.log_level,
             "CLOUDCORE_STORE__BACKEND": "postgres",
@@ -141,6 +149,9 @@ class Cluster:
             env["CLOUDCORE_CLUSTER__HEARTBEAT_INTERVAL"] = "0.25"
             env["CLOUDCORE_CLUSTER__NODE_TIMEOUT"] = "1.5"
             env["CLOUDCORE_ORCHESTRATOR__WATCHDOG_INTERVAL"] = "1.0"
+        env.update(self.node_env.get(node, {}))
+        if datacenter and self.dhcp:
+            env["CLOUDCORE_NETWORK__DHCP"] = "true"
         if datacenter:
             env["CLOUDCORE_NODE__CAPABILITIES"] = f'{{ datacenter = "{datacenter}" }}'
         return env

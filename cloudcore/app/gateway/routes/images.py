@@ -22,7 +22,7 @@ import aiohttp
 import msgspec
 
 from actors.conversion import request_conversion
-from actors.converter import PollConversions
+from actors.routed_services import conversion_route, send_conversion
 from actors.template_images import accept_image, change_template
 from actors.template_lifecycle import TemplateOperation, transition
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
@@ -255,8 +255,12 @@ async def import_image(req: ApiRequest[ImportCreate, None]) -> Reply:
 )
 async def convert_template(req: ApiRequest[ConversionCreate, None]) -> Reply:
     """The task is PENDING until the converter of the template's datacenter claims it (a
-    shared template's: any datacenter's); this node's converters are told at once."""
+    shared template's: this node's, or the first datacenter's whose node is up): that
+    converter is told at once, through its node if the datacenter runs on another (503 with
+    Retry-After before anything is written if that node is down)."""
     template = await _modifiable(req)
+    orchestrator = req.gateway.orchestrator
+    route = await conversion_route(orchestrator, template.datacenter_id)
     task = await request_conversion(
         req.gateway.store,
         template,
@@ -265,12 +269,7 @@ async def convert_template(req: ApiRequest[ConversionCreate, None]) -> Reply:
         join=False,
         compare=req.body.compare,
     )
-    disks = req.gateway.orchestrator.services.disks
-    if disks is not None:
-        for datacenter_id, converter in list(disks.converters.items()):
-            if template.datacenter_id in (None, datacenter_id):
-                converter.tell(PollConversions())
-    return await accepted(req, task)
+    return await accepted(req, await send_conversion(orchestrator, route, task))
 
 
 @api.get(

@@ -4,6 +4,10 @@ A network is a tenant's private one, or public (``tenant_id`` null, made by admi
 addresses tenants take and give back (``/public-ips``, counted by the ``public_ips`` quota). A
 user sees its tenant's networks and the public ones; in a public network only the addresses its
 tenant holds. Bad definitions are 422 naming the field (``cidr``, ``gateway``, ``ranges[1]``...).
+
+A network created or deleted, a public address attached or detached, is written with its event,
+then the node that owns the network's datacenter is called to reload its DHCP configuration
+(:mod:`actors.routed_services`): 503 with Retry-After, before anything is written, if it is down.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from actors.routed_services import network_route, send_network_change
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import Principal
 from cloudcore.app.gateway.errors import ApiError
@@ -124,6 +129,7 @@ async def create_network(req: ApiRequest[NetworkCreate, None]) -> Reply:
     if tenant_id is not None:
         await referenced(store, Tenant, tenant_id, "tenant_id", "tenant")
     await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
+    port = await network_route(req.gateway.orchestrator, body.datacenter_id)  # 503 first
     network = Network(
         id=new_id("net-"),
         tenant_id=tenant_id,
@@ -143,6 +149,7 @@ async def create_network(req: ApiRequest[NetworkCreate, None]) -> Reply:
     created = await store.create_network(
         network, events=[_event("network.created", network, cidr=network.cidr)]
     )
+    await send_network_change(port, network.datacenter_id, network.id, "network.created")
     return Reply(created, 201, {"Location": f"/api/v1/networks/{created.id}"})
 
 
@@ -180,7 +187,9 @@ async def delete_network(req: ApiRequest[None, None]) -> Reply:
     principal = req.principal
     if principal.role is not Role.ADMIN and network.tenant_id != principal.tenant_id:
         raise ApiError(403, "forbidden", "only admins delete public or other tenants' networks")
+    port = await network_route(req.gateway.orchestrator, network.datacenter_id)  # 503 first
     await req.gateway.store.delete_network(network.id, events=[_event("network.deleted", network)])
+    await send_network_change(port, network.datacenter_id, network.id, "network.deleted")
     return Reply(None, 204)
 
 
@@ -295,13 +304,16 @@ async def attach_public_ip(req: ApiRequest[PublicIpAttach, None]) -> IpAllocatio
         )
     if vm.state in (VMState.DELETING, VMState.DELETED):
         raise ApiError(409, "conflict", f"VM {vm.id} is {vm.state.value}")
-    return await req.gateway.store.attach_ip(
+    port = await network_route(req.gateway.orchestrator, network.datacenter_id)  # 503 first
+    attached = await req.gateway.store.attach_ip(
         network.id,
         held.address,
         vm.id,
         tenant_id=held.tenant_id,
         mac_prefix=req.gateway.settings.network.mac_prefix,
     )
+    await send_network_change(port, network.datacenter_id, network.id, "nic.added")
+    return attached
 
 
 @api.post(
@@ -313,6 +325,9 @@ async def attach_public_ip(req: ApiRequest[PublicIpAttach, None]) -> IpAllocatio
 async def detach_public_ip(req: ApiRequest[None, None]) -> IpAllocation:
     network, held = await _public_held(req)
     assert held.tenant_id is not None
-    return await req.gateway.store.attach_ip(
+    port = await network_route(req.gateway.orchestrator, network.datacenter_id)  # 503 first
+    detached = await req.gateway.store.attach_ip(
         network.id, held.address, None, tenant_id=held.tenant_id
     )
+    await send_network_change(port, network.datacenter_id, network.id, "nic.removed")
+    return detached

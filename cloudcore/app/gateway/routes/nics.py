@@ -4,7 +4,9 @@ Deleting the VM releases them all.
 
 NICs a VM is created with (``POST /vms`` ``nics``) are defined on its hypervisor; one added here
 later is the record the network's DHCP server serves, not yet hot-plugged into a running guest
-(the drivers' ``HOTPLUG_NIC`` has no task driving it yet; see the README, Networks)."""
+(the drivers' ``HOTPLUG_NIC`` has no task driving it yet; see the README, Networks). A change is
+written with its event, then the node that owns the VM's datacenter is called to reload the
+network's DHCP configuration (:mod:`actors.routed_services`; 503 before writing if it is down)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from actors.routed_services import network_route, send_network_change
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.lookup import visible
@@ -66,6 +69,7 @@ async def add_nic(req: ApiRequest[NicAdd, None]) -> Reply:
         raise missing from None
     if network.tenant_id not in (None, vm.tenant_id) or network.datacenter_id != vm.datacenter_id:
         raise missing
+    port = await network_route(req.gateway.orchestrator, network.datacenter_id)  # 503 first
     added = OutboxEvent(  # the store adds the address and MAC it gives
         type="nic.added",
         subject=f"vm/{vm.id}",
@@ -80,6 +84,7 @@ async def add_nic(req: ApiRequest[NicAdd, None]) -> Reply:
         mac_prefix=req.gateway.settings.network.mac_prefix,
         events=[added],
     )
+    await send_network_change(port, network.datacenter_id, network.id, "nic.added")
     return Reply(nic, 201, {"Location": f"/api/v1/vms/{vm.id}/nics/{nic.mac}"})
 
 
@@ -107,5 +112,7 @@ async def remove_nic(req: ApiRequest[None, None]) -> Reply:
     if not nics:
         raise NotFound(f"VM {vm.id} has no NIC {mac}")
     nic = nics[0]
+    port = await network_route(req.gateway.orchestrator, vm.datacenter_id)  # 503 first
     await store.release_ip(nic.network_id, nic.address, events=[_event("nic.removed", vm, nic)])
+    await send_network_change(port, vm.datacenter_id, nic.network_id, "nic.removed")
     return Reply(None, 204)

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import msgspec
 
 from actors.conversion import CONVERT
-from actors.converter import cancel_conversion
 from actors.messages import RecoverVerb
+from actors.routed_services import cancel_routed
 from cloudcore.app.gateway.api import Api, ApiRequest, Reply
 from cloudcore.app.gateway.auth import require, tenant_filter
 from cloudcore.app.gateway.listing import sorted_page
@@ -78,13 +78,13 @@ class AbortBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 async def abort_task(req: ApiRequest[AbortBody, None]) -> Reply:
     """A migration: the hypervisor stops it and the VM stays where it was, running if it was;
     the task ends FAILED with the reason (follow it). A template conversion: it ends CANCELLED,
-    its scratch file removed and the template AVAILABLE (409 if it runs on another node). 409
-    if the task has ended or is neither."""
+    its scratch file removed and the template AVAILABLE (by the node that runs it: 503 if that
+    node is down). 409 if the task has ended or is neither."""
     task = await _visible_task(req)
     require(req.principal, Role.ADMIN, Role.OPERATOR)
     reason = f"{req.body.reason} (by {req.principal.user_id})"
     if task.kind == CONVERT:
-        now = await cancel_conversion(req.gateway.orchestrator.services, task)
+        now = await cancel_routed(req.gateway.orchestrator, task)
     else:
         now = await req.gateway.orchestrator.abort(task.id, reason)
     return Reply(await task_view(req.gateway.store, now), 202)
