@@ -267,14 +267,17 @@ class DatacenterPort(Actor[PortMessage]):
         return await _run(orchestrator, message)
 
     async def _open_console(self, message: RoutedConsoleOpen) -> ConsoleOpened:
-        """The session's stream here, a child of this port: a serial port's is named after
-        its VM, so that only one session at a time reads it (two would split its output)."""
+        """The session's stream, a top-level actor of this node (a restart of this port does
+        not end sessions): a serial port's is named after its VM, so that only one session at
+        a time reads it (two would split its output)."""
+        system = self.context.system
         serial = message.endpoint.kind is ConsoleKind.SERIAL
         name = f"serial-{message.vm_id}" if serial else f"console-{message.session}"
-        if self.context.child(name) is not None:
+        with contextlib.suppress(NotFound):
+            system.lookup(f"/user/{name}")
             raise Conflict(f"the serial console of VM {message.vm_id} is in use by another session")
         stream = await connect(message.vm_id, message.endpoint)
-        ref = self.context.spawn(OwnerStream, message.session, message.peer, stream, name=name)
+        ref = system.spawn(OwnerStream, message.session, message.peer, stream, name=name)
         return ConsoleOpened(stream=ref)
 
 

@@ -1,7 +1,7 @@
 """A VM console in a cluster: a real QEMU VM on a remote-services node's host, its VNC opened
 by that node and relayed through RabbitMQ to the server node's WebSocket, where a VNC client
-makes the RFB handshake. The relay ends with either side, and while the datacenter's node is
-down the console answers 503 with Retry-After."""
+makes the RFB handshake (and its serial console the same way). The relay ends with either
+side, and while the datacenter's node is down the console answers 503 with Retry-After."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cloudcore.cluster import ClusterNode
 from cloudcore.config import Settings
 from cloudcore.store.postgres import PostgresStore
 from cloudcore.store.records import VM
+from tests.integration.console.test_serial_console import _GREETING, _until
 from tests.integration.console.test_vnc_proxy import rfb_handshake
 from tests.integration.libvirt.conftest import domain_type, libvirtd, virsh  # noqa: F401
 from tests.integration.profiles.api import Api
@@ -98,7 +99,7 @@ async def test_a_remote_vms_vnc_is_relayed_through_the_cluster_and_503_while_its
             # One stream per side: the API's on the server, the console's on dc1's node.
             server, owner = await _console_paths(here)
             assert len(server) == 1 and len(owner) == 1, (server, owner)
-            assert next(iter(owner)).startswith("/user/datacenter-port/console-")
+            assert next(iter(owner)).startswith("/user/console-")
         # The client closed: both sides end.
         assert await eventually(lambda: _none_open(here), timeout=20)
 
@@ -107,6 +108,18 @@ async def test_a_remote_vms_vnc_is_relayed_through_the_cluster_and_503_while_its
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await fresh.ws_connect(r.body["url"])
         assert refused.value.status == 404
+
+        # The serial console, from the pseudo-terminal on dc1's node: one session at a time.
+        r = await api.call("GET", f"/vms/{vm['id']}/console?kind=serial")
+        assert r.status == 200, r.body
+        async with api.session.ws_connect(r.body["url"]) as ws:
+            second = await api.call("GET", f"/vms/{vm['id']}/console?kind=serial")
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await api.session.ws_connect(second.body["url"])
+            assert refused.value.status == 409
+            seen = await _until(ws, b"Machine UUID " + vm["id"].encode(), timeout=_GREETING)
+        assert b"SeaBIOS" in seen
+        assert await eventually(lambda: _none_open(here), timeout=20)
 
         # The owner's node dies mid-session: the client's socket is closed.
         r = await api.call("GET", f"/vms/{vm['id']}/console")
