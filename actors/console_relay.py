@@ -23,7 +23,7 @@ import tty
 from abc import abstractmethod
 from typing import Any, assert_never
 
-from cloudcore.errors import BackendUnavailable
+from cloudcore.errors import BackendUnavailable, Conflict
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message, Terminated
 from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
@@ -83,9 +83,19 @@ class ConsolePeer(Message, frozen=True, kw_only=True):
 
 
 class ConsoleOpened(Message, frozen=True, kw_only=True):
-    """The owner's answer to an open: its stream's ref."""
+    """The owner's answer to an open: its stream's ref, or why it was refused (answered, not
+    raised: a top-level actor that raises twice within seconds is stopped by its guardian).
+    :meth:`check` raises the refusal."""
 
-    stream: ActorRef[Any]
+    stream: ActorRef[Any] | None = None
+    refused: str = ""
+    in_use: bool = False
+
+    def check(self) -> ActorRef[Any]:
+        """The stream; Conflict when the console is in use, else BackendUnavailable."""
+        if self.stream is not None:
+            return self.stream
+        raise (Conflict if self.in_use else BackendUnavailable)(self.refused)
 
 
 class _Ended(Message, frozen=True, kw_only=True):

@@ -27,7 +27,13 @@ from actors.messages import Deploy, RecoverVerb, RequestOperation, Snapshot, Swe
 from actors.operations import OperationParams
 from actors.ownership import lease_name
 from actors.volume_messages import PoolStatus, VolumeParams
-from cloudcore.errors import BusClosed, Conflict, DatacenterUnavailable, NotFound, describe
+from cloudcore.errors import (
+    BackendUnavailable,
+    BusClosed,
+    DatacenterUnavailable,
+    NotFound,
+    describe,
+)
 from cloudcore.events import EventBus
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
@@ -275,8 +281,14 @@ class DatacenterPort(Actor[PortMessage]):
         name = f"serial-{message.vm_id}" if serial else f"console-{message.session}"
         with contextlib.suppress(NotFound):
             system.lookup(f"/user/{name}")
-            raise Conflict(f"the serial console of VM {message.vm_id} is in use by another session")
-        stream = await connect(message.vm_id, message.endpoint)
+            return ConsoleOpened(
+                refused=f"the serial console of VM {message.vm_id} is in use by another session",
+                in_use=True,
+            )
+        try:
+            stream = await connect(message.vm_id, message.endpoint)
+        except BackendUnavailable as exc:
+            return ConsoleOpened(refused=str(exc))
         ref = system.spawn(OwnerStream, message.session, message.peer, stream, name=name)
         return ConsoleOpened(stream=ref)
 

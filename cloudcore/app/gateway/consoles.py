@@ -250,13 +250,14 @@ async def relay(
             ),
             timeout=_OPEN_TIMEOUT,
         )
+        peer = opened.check()
         await ws.prepare(request)
         _log.info("console.opened", vm_id=ticket.vm_id, user_id=ticket.user_id, relayed=True)
-        stream.tell(ConsolePeer(peer=opened.stream))
+        stream.tell(ConsolePeer(peer=peer))
         await done
     finally:
         if not done.done():  # refused, or the client's request ended: end both sides
-            if opened is not None:
+            if opened is not None and opened.stream is not None:
                 opened.stream.tell(ConsoleClosed(session=session, reason="client gone"))
             stream.stop()
         _log.info("console.closed", vm_id=ticket.vm_id, user_id=ticket.user_id, relayed=True)
