@@ -174,3 +174,9 @@ async def test_the_client_closing_closes_the_console(session: Session) -> None:
 async def test_the_owners_node_leaving_closes_the_client(session: Session) -> None:
     await session.owner.stop()
     await asyncio.wait_for(session.client.closed.wait(), 10)
+
+
+async def test_the_api_nodes_leaving_closes_the_console(session: Session) -> None:
+    await session.api.stop()
+    await asyncio.wait_for(session.console.ended.wait(), 10)
+    await session.owner_ref.stopped()
