@@ -52,6 +52,7 @@ from actors.routing import (
     RoutedAbort,
     RoutedAddHost,
     RoutedAdminState,
+    RoutedConsole,
     RoutedDeploy,
     RoutedMaintain,
     RoutedOperate,
@@ -529,6 +530,13 @@ class Orchestrator:
             raise IllegalTransition(
                 f"VM {vm.id} is {vm.state}: a console needs it RUNNING or PAUSED"
             )
+        port = await self.port_of(vm.datacenter_id)
+        if port is not None:
+            reply: RoutedReply = await port.ask(
+                RoutedConsole(datacenter_id=vm.datacenter_id, vm_id=vm.id, kind=kind)
+            )
+            assert reply.console is not None
+            return reply.console
         try:
             ref = self.system.lookup(f"/user/dc/{vm.datacenter_id}/{vm.host_id}")
         except NotFound:

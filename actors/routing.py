@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, assert_never
 
+from actors.console_relay import ConsoleOpened, OwnerStream, connect
 from actors.host_lifecycle import HostOperation
 from actors.lifecycle import Operation
 from actors.messages import Deploy, RecoverVerb, RequestOperation, Snapshot, SweepReport
@@ -34,12 +35,19 @@ from actors.routed_services import (
     run_service,
 )
 from actors.volume_messages import PoolStatus, VolumeParams
-from cloudcore.errors import BusClosed, DatacenterUnavailable, NotFound, describe
+from cloudcore.errors import (
+    BackendUnavailable,
+    BusClosed,
+    DatacenterUnavailable,
+    NotFound,
+    describe,
+)
 from cloudcore.events import EventBus
 from cloudcore.logging import get_logger
 from cloudcore.runtime import Actor, ActorRef, Message
 from cloudcore.store import Store
 from cloudcore.store.records import VM, Host, IdempotencyKey, Task, Volume, VolumeSnapshot
+from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
 
 if TYPE_CHECKING:
     from actors.journal import TaskWaiters
@@ -53,6 +61,8 @@ __all__ = [
     "RoutedAbort",
     "RoutedAddHost",
     "RoutedAdminState",
+    "RoutedConsole",
+    "RoutedConsoleOpen",
     "RoutedDeploy",
     "RoutedMaintain",
     "RoutedOperate",
@@ -156,6 +166,26 @@ class RoutedSnapshots(Message, frozen=True, kw_only=True):
     vm_id: str
 
 
+class RoutedConsole(Message, frozen=True, kw_only=True):
+    """Where a VM's console is, as its host's node reaches it. Replies RoutedReply(console)."""
+
+    datacenter_id: str
+    vm_id: str
+    kind: ConsoleKind
+
+
+class RoutedConsoleOpen(Message, frozen=True, kw_only=True):
+    """Open a VM's console here and relay it to ``peer``, the API node's side of session
+    ``session`` (see actors.console_relay). Replies ConsoleOpened; BackendUnavailable when the
+    console cannot be reached, Conflict when the VM's serial console is in use."""
+
+    datacenter_id: str
+    vm_id: str
+    session: str
+    endpoint: ConsoleEndpoint
+    peer: ActorRef[Any]
+
+
 class RoutedVolumeCreate(Message, frozen=True, kw_only=True):
     """Create a volume on a pool of the datacenter (its source, if any, by id: a snapshot or
     a volume the caller may use). Replies RoutedReply(task)."""
@@ -200,6 +230,7 @@ class RoutedReply(Message, frozen=True, kw_only=True):
     report: SweepReport | None = None
     pools: list[PoolStatus] | None = None
     snapshots: list[Snapshot] | None = None
+    console: ConsoleEndpoint | None = None
 
 
 PortMessage = (
@@ -218,6 +249,8 @@ PortMessage = (
     | RoutedVolumeRecover
     | RoutedPools
     | ServiceMessage
+    | RoutedConsole
+    | RoutedConsoleOpen
 )
 
 
@@ -242,11 +275,33 @@ class DatacenterPort(Actor[PortMessage]):
                 Deploy(task=message.task, vm=message.vm)
             )
             return None
+        if isinstance(message, RoutedConsoleOpen):
+            return await self._open_console(message)
         if isinstance(message, _VOLUME_MESSAGES):
             return await _run_volume(orchestrator, message)
         if isinstance(message, _SERVICE_MESSAGES):
             return RoutedReply(task=await run_service(orchestrator, message))
         return await _run(orchestrator, message)
+
+    async def _open_console(self, message: RoutedConsoleOpen) -> ConsoleOpened:
+        """The session's stream, a top-level actor of this node (a restart of this port does
+        not end sessions): a serial port's is named after its VM, so that only one session at
+        a time reads it (two would split its output)."""
+        system = self.context.system
+        serial = message.endpoint.kind is ConsoleKind.SERIAL
+        name = f"serial-{message.vm_id}" if serial else f"console-{message.session}"
+        with contextlib.suppress(NotFound):
+            system.lookup(f"/user/{name}")
+            return ConsoleOpened(
+                refused=f"the serial console of VM {message.vm_id} is in use by another session",
+                in_use=True,
+            )
+        try:
+            stream = await connect(message.vm_id, message.endpoint)
+        except BackendUnavailable as exc:
+            return ConsoleOpened(refused=str(exc))
+        ref = system.spawn(OwnerStream, message.session, message.peer, stream, name=name)
+        return ConsoleOpened(stream=ref)
 
 
 _SERVICE_MESSAGES = (RoutedConvert, RoutedCancelConversion, RoutedNetworkChange)
@@ -262,6 +317,7 @@ _HostOrVMMessage = (
     | RoutedMaintain
     | RoutedSetHA
     | RoutedSnapshots
+    | RoutedConsole
 )
 
 
@@ -292,6 +348,9 @@ async def _run(orchestrator: Orchestrator, message: _HostOrVMMessage) -> RoutedR
         case RoutedSnapshots(vm_id=vm_id):
             vm = await orchestrator.store.get(VM, vm_id)
             return RoutedReply(snapshots=await orchestrator.snapshots(vm))
+        case RoutedConsole(vm_id=vm_id, kind=kind):
+            vm = await orchestrator.store.get(VM, vm_id)
+            return RoutedReply(console=await orchestrator.console(vm, kind))
         case _:
             assert_never(message)
 

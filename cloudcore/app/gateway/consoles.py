@@ -6,7 +6,14 @@ listens, and gives a ticket: a random secret in a URL that opens that console on
 ``api.console_ticket_seconds``. The WebSocket at that URL needs no bearer token (browsers
 cannot send one on a WebSocket): the ticket is the credential, spent when the socket opens.
 Tickets are kept in the store by their SHA-256 (never the secret), so any API node opens one,
-once; the relay then connects from the node that opens it.
+once.
+
+The console is opened by the node that runs the VM's datacenter, the one that reaches its
+host: on a single node (or the owner itself) the relay connects from here; in a cluster whose
+datacenter runs on another node, the owner opens it and the bytes cross the cluster transport
+between an :class:`ApiStream` here and the owner's stream, under credit (see
+:mod:`actors.console_relay`). When that owner is down the WebSocket is refused with 503 and
+Retry-After, and the ticket is left unspent.
 
 The relay is byte-for-byte: binary WebSocket messages to the VNC server's TCP socket and back
 (what noVNC and websockify speak, subprotocol ``binary``), or to the serial port's
@@ -20,33 +27,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import secrets
-import termios
-import tty
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 from aiohttp import WSMsgType, web
 
-from cloudcore.errors import BackendUnavailable, Conflict
+from actors.console_relay import ConsoleClosed, ConsoleOpened, ConsolePeer, StreamEnd
+from actors.console_relay import connect as relay_connect
+from actors.routing import PortMessage, RoutedConsoleOpen
+from cloudcore.errors import Conflict
 from cloudcore.logging import get_logger
+from cloudcore.runtime import ActorRef, ActorSystem
 from cloudcore.store import Store
 from hypervisor_drivers.types import ConsoleEndpoint, ConsoleKind
 
-__all__ = ["ConsoleTicket", "ConsoleTickets", "connect", "proxy", "serial_session", "websocket"]
+__all__ = [
+    "ApiStream",
+    "ConsoleTicket",
+    "ConsoleTickets",
+    "connect",
+    "proxy",
+    "relay",
+    "serial_session",
+    "websocket",
+]
 
 _log = get_logger("cloudcore.app.gateway.consoles")
 _CHUNK = 64 * 1024
 
 
 class ConsoleTicket(msgspec.Struct, frozen=True, kw_only=True):
-    """What a ticket opens: the VM's console at ``endpoint``, for ``user_id``."""
+    """What a ticket opens: the VM's console at ``endpoint``, for ``user_id``; the node that
+    runs ``datacenter_id`` opens it ("": this node)."""
 
     vm_id: str
     user_id: str
     endpoint: ConsoleEndpoint
+    datacenter_id: str = ""
 
 
 _KIND = "console"
@@ -66,10 +85,14 @@ class ConsoleTickets:
         #: (a pseudo-terminal is on this node's machine: no other node opens it).
         self.serial_in_use: set[str] = set()
 
-    async def issue(self, vm_id: str, user_id: str, endpoint: ConsoleEndpoint) -> str:
+    async def issue(
+        self, vm_id: str, user_id: str, endpoint: ConsoleEndpoint, datacenter_id: str = ""
+    ) -> str:
         """A new ticket's secret (256 random bits)."""
         secret = secrets.token_urlsafe(32)
-        ticket = ConsoleTicket(vm_id=vm_id, user_id=user_id, endpoint=endpoint)
+        ticket = ConsoleTicket(
+            vm_id=vm_id, user_id=user_id, endpoint=endpoint, datacenter_id=datacenter_id
+        )
         expires = datetime.now(UTC) + timedelta(seconds=self.lifetime)
         payload = msgspec.json.encode(ticket).decode()
         await self._store.put_grant(_digest(secret), _KIND, payload, expires)
@@ -92,46 +115,13 @@ def _decoded(payload: str | None) -> ConsoleTicket | None:
     return None if payload is None else _decoder.decode(payload)
 
 
-_CONNECT_TIMEOUT = 5.0
-
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def connect(ticket: ConsoleTicket) -> Stream:
-    """Open the ticket's console: its VNC server's TCP socket, or its serial port's
-    pseudo-terminal. BackendUnavailable when it cannot be reached."""
-    endpoint = ticket.endpoint
-    try:
-        async with asyncio.timeout(_CONNECT_TIMEOUT):
-            if endpoint.kind is ConsoleKind.SERIAL:
-                return await _open_tty(endpoint.path)
-            return await asyncio.open_connection(endpoint.host, endpoint.port)
-    except (OSError, TimeoutError) as exc:
-        raise BackendUnavailable(
-            f"the {endpoint.kind} console of VM {ticket.vm_id} cannot be reached "
-            f"({type(exc).__name__})"
-        ) from None
-
-
-async def _open_tty(path: str) -> Stream:
-    """A pseudo-terminal as a stream pair, in raw mode (no echo, no line editing)."""
-    loop = asyncio.get_running_loop()
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    try:
-        # Raw at once, without discarding what the VM wrote before anyone opened it.
-        tty.setraw(fd, termios.TCSANOW)
-        out = os.dup(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
-    )
-    transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, os.fdopen(out, "wb", 0)
-    )
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+    """Open the ticket's console from this node: its VNC server's TCP socket, or its serial
+    port's pseudo-terminal. BackendUnavailable when it cannot be reached."""
+    return await relay_connect(ticket.vm_id, ticket.endpoint)
 
 
 @contextlib.contextmanager
@@ -199,3 +189,76 @@ async def _vm_to_client(reader: asyncio.StreamReader, ws: web.WebSocketResponse)
     with contextlib.suppress(OSError):  # a pseudo-terminal whose VM stopped reads EIO
         while data := await reader.read(_CHUNK):
             await ws.send_bytes(data)
+
+
+class ApiStream(StreamEnd):
+    """The API node's side of a console relayed from the datacenter's owner: the client's
+    WebSocket. ``done`` is resolved once the session has ended (the handler waits on it)."""
+
+    def __init__(self, session: str, ws: web.WebSocketResponse, done: asyncio.Future[None]) -> None:
+        super().__init__(session, None)
+        self._ws = ws
+        self._done = done
+
+    async def read(self) -> bytes:
+        while True:
+            message = await self._ws.receive()
+            if message.type is WSMsgType.BINARY:
+                data: bytes = message.data
+            elif message.type is WSMsgType.TEXT:  # old clients: the same bytes, as text
+                data = message.data.encode("latin-1")
+            else:
+                return b""
+            if data:
+                return data
+
+    async def write(self, data: bytes) -> None:
+        await self._ws.send_bytes(data)
+
+    async def close(self) -> None:
+        try:
+            await self._ws.close()
+        finally:
+            if not self._done.done():
+                self._done.set_result(None)
+
+
+_OPEN_TIMEOUT = 15.0
+
+
+async def relay(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    ticket: ConsoleTicket,
+    port: ActorRef[PortMessage],
+    system: ActorSystem,
+) -> web.WebSocketResponse:
+    """Have the owner of the ticket's datacenter (``port``) open its console, answer the
+    WebSocket upgrade, and relay between them until either side closes."""
+    session = secrets.token_hex(8)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    stream = system.spawn(ApiStream, session, ws, done, name=f"console-{session}")
+    opened: ConsoleOpened | None = None
+    try:
+        opened = await port.ask(
+            RoutedConsoleOpen(
+                datacenter_id=ticket.datacenter_id,
+                vm_id=ticket.vm_id,
+                session=session,
+                endpoint=ticket.endpoint,
+                peer=stream,
+            ),
+            timeout=_OPEN_TIMEOUT,
+        )
+        peer = opened.check()
+        await ws.prepare(request)
+        _log.info("console.opened", vm_id=ticket.vm_id, user_id=ticket.user_id, relayed=True)
+        stream.tell(ConsolePeer(peer=peer))
+        await done
+    finally:
+        if not done.done():  # refused, or the client's request ended: end both sides
+            if opened is not None and opened.stream is not None:
+                opened.stream.tell(ConsoleClosed(session=session, reason="client gone"))
+            stream.stop()
+        _log.info("console.closed", vm_id=ticket.vm_id, user_id=ticket.user_id, relayed=True)
+    return ws

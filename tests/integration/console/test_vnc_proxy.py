@@ -27,7 +27,7 @@ async def _running_vm(api: ApiClient, who: str = "alice") -> str:
     return str(r.body["subject"]).removeprefix("vm/")
 
 
-async def _exactly(ws: aiohttp.ClientWebSocketResponse, buffer: bytearray, size: int) -> bytes:
+async def exactly(ws: aiohttp.ClientWebSocketResponse, buffer: bytearray, size: int) -> bytes:
     """``size`` bytes of the RFB stream, whatever WebSocket messages carry them."""
     while len(buffer) < size:
         message = await ws.receive(timeout=30)
@@ -38,22 +38,22 @@ async def _exactly(ws: aiohttp.ClientWebSocketResponse, buffer: bytearray, size:
     return chunk
 
 
-async def _rfb_handshake(ws: aiohttp.ClientWebSocketResponse) -> str:
+async def rfb_handshake(ws: aiohttp.ClientWebSocketResponse) -> str:
     """RFC 6143 up to ServerInit (no authentication); returns the desktop's name."""
     buffer = bytearray()
-    assert await _exactly(ws, buffer, 12) == b"RFB 003.008\n"
+    assert await exactly(ws, buffer, 12) == b"RFB 003.008\n"
     await ws.send_bytes(b"RFB 003.008\n")
-    (count,) = await _exactly(ws, buffer, 1)
-    types = await _exactly(ws, buffer, count)
+    (count,) = await exactly(ws, buffer, 1)
+    types = await exactly(ws, buffer, count)
     assert 1 in types, types  # None: QEMU listens on loopback only, without a password
     await ws.send_bytes(b"\x01")
-    assert await _exactly(ws, buffer, 4) == b"\x00\x00\x00\x00"  # SecurityResult: OK
+    assert await exactly(ws, buffer, 4) == b"\x00\x00\x00\x00"  # SecurityResult: OK
     await ws.send_bytes(b"\x01")  # ClientInit, shared
-    width, height = struct.unpack(">HH", await _exactly(ws, buffer, 4))
+    width, height = struct.unpack(">HH", await exactly(ws, buffer, 4))
     assert width > 0 and height > 0
-    await _exactly(ws, buffer, 16)  # the pixel format
-    (length,) = struct.unpack(">I", await _exactly(ws, buffer, 4))
-    return (await _exactly(ws, buffer, length)).decode()
+    await exactly(ws, buffer, 16)  # the pixel format
+    (length,) = struct.unpack(">I", await exactly(ws, buffer, 4))
+    return (await exactly(ws, buffer, length)).decode()
 
 
 async def test_the_console_url_speaks_rfb_with_the_vms_own_vnc_server(qemu_api: ApiClient) -> None:
@@ -66,7 +66,7 @@ async def test_the_console_url_speaks_rfb_with_the_vms_own_vnc_server(qemu_api: 
     assert r.body["protocol"] == "rfb" and r.body["url"].startswith("ws://127.0.0.1:")
     async with api.session.ws_connect(r.body["url"], protocols=("binary",)) as ws:
         assert ws.protocol == "binary"
-        name = await _rfb_handshake(ws)
+        name = await rfb_handshake(ws)
     assert name == f"QEMU (cc-{vm_id})"  # QEMU names the desktop after the domain
 
     # Single use: the same URL again is refused before any upgrade.

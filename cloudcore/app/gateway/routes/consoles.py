@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 from cloudcore.app.gateway.api import Api, ApiRequest
-from cloudcore.app.gateway.consoles import connect, proxy, serial_session, websocket
+from cloudcore.app.gateway.consoles import connect, proxy, relay, serial_session, websocket
 from cloudcore.app.gateway.errors import ApiError
 from cloudcore.app.gateway.routes.vms import visible_vm
 from hypervisor_drivers.types import ConsoleKind
@@ -57,7 +57,7 @@ async def get_console(req: ApiRequest[None, ConsoleQuery]) -> ConsoleView:
     kind = req.query.kind if req.query is not None else ConsoleKind.VNC
     endpoint = await req.gateway.orchestrator.console(vm, kind)
     tickets = req.gateway.consoles
-    secret = await tickets.issue(vm.id, req.principal.user_id, endpoint)
+    secret = await tickets.issue(vm.id, req.principal.user_id, endpoint, vm.datacenter_id)
     path = "/api/v1" + _TICKET.format(ticket=secret)
     scheme = "wss" if req.raw.secure else "ws"
     return ConsoleView(
@@ -81,16 +81,23 @@ async def open_console(req: ApiRequest[None, None]) -> web.StreamResponse:
     """Upgrades to a WebSocket relaying the console's bytes. 404 when the ticket is unknown,
     spent or expired; 400 for a request that is not a WebSocket upgrade (the ticket is then
     left unspent); 409 when the VM's serial console is in use by another session; 503 when the
-    console cannot be reached."""
+    console cannot be reached, or when the VM's datacenter runs on another node that is down
+    (with Retry-After; the ticket is then left unspent)."""
     tickets, secret = req.gateway.consoles, req.params["ticket"]
-    if await tickets.peek(secret) is None:
+    peeked = await tickets.peek(secret)
+    if peeked is None:
         raise ApiError(404, "not_found", "no such console ticket: unknown, used or expired")
     ws = websocket()
     if not ws.can_prepare(req.raw).ok:
         raise ApiError(400, "bad_request", "a console ticket opens a WebSocket: send an upgrade")
+    orchestrator = req.gateway.orchestrator
+    # Opened by the node that runs the VM's datacenter: another node's, through the cluster.
+    port = await orchestrator.port_of(peeked.datacenter_id) if peeked.datacenter_id else None
     ticket = await tickets.spend(secret)
     if ticket is None:  # spent meanwhile by a concurrent request
         raise ApiError(404, "not_found", "no such console ticket: unknown, used or expired")
+    if port is not None:
+        return await relay(req.raw, ws, ticket, port, orchestrator.system)
     with serial_session(tickets, ticket):
         reader, writer = await connect(ticket)
         return await proxy(req.raw, ws, ticket, reader, writer)
