@@ -311,13 +311,20 @@ async def _actor_system(
     """The node's actor system with its actors started, and its cluster node: none with the
     local transport, or joined to the cluster (transport.kind = "amqp"), where the actors
     start before the node takes commands from its queue."""
+    from actors.supervision import DOMAIN_STRATEGY
+
+    # Top-level actors (the datacenter port, console streams) answer refusals as the domain's
+    # actors do: a refusal is no fault, and two in a row must not stop them.
     if settings.transport.kind == "amqp":
         from cloudcore.cluster import ClusterNode
 
-        async with ClusterNode(settings, setup=lambda node: start_actors(node.system)) as node:
+        setup = lambda node: start_actors(node.system)  # noqa: E731
+        async with ClusterNode(settings, setup=setup, user_strategy=DOMAIN_STRATEGY) as node:
             yield node.system, node
     else:
-        async with ActorSystem(settings.node.id, settings.runtime) as system:
+        async with ActorSystem(
+            settings.node.id, settings.runtime, user_strategy=DOMAIN_STRATEGY
+        ) as system:
             await start_actors(system)
             yield system, None
 

@@ -40,7 +40,7 @@ from cloudcore.cluster.remote_ref import RemoteActorRef
 from cloudcore.config import Settings
 from cloudcore.errors import ActorError, AskTimeout
 from cloudcore.logging import get_logger
-from cloudcore.runtime import Actor, ActorRef, ActorSystem
+from cloudcore.runtime import Actor, ActorRef, ActorSystem, SupervisorStrategy
 from cloudcore.runtime.cell import ActorFactory
 from cloudcore.runtime.introspection import ActorInfo
 from cloudcore.runtime.mailbox import Mailbox
@@ -76,8 +76,10 @@ class ClusterNode:
         transport: Transport | None = None,
         registry: MessageRegistry | None = None,
         setup: Callable[[ClusterNode], Awaitable[None] | None] | None = None,
+        user_strategy: SupervisorStrategy | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self._user_strategy = user_strategy  # of the top-level actors (ActorSystem's)
         self.node_id = self.settings.node.id
         self.capabilities = dict(self.settings.node.capabilities)
         self.placement = Placement(kinds)
@@ -102,7 +104,9 @@ class ClusterNode:
         if self._started:
             return
         settings = self.settings
-        system = self._system = ActorSystem(self.node_id, settings.runtime)
+        system = self._system = ActorSystem(
+            self.node_id, settings.runtime, user_strategy=self._user_strategy
+        )
         journal = None
         if settings.transport.kind == "amqp" and settings.transport.dedup_journal:
             journal = Path(settings.node.data_dir) / "cluster" / f"{self.node_id}.handled"

@@ -77,3 +77,25 @@ async def test_an_invalid_request_is_refused_and_the_actor_goes_on(system: Actor
         await ref.ask(Refuse())
     assert await ref.ask(Count()) == 3  # the same instance: nothing was lost
     assert system.tree("/user/parser").restarts == 0
+
+
+async def test_a_cluster_nodes_top_level_actor_answers_refusals_and_goes_on() -> None:
+    """As the datacenter port on a node: refused again and again, it stays, and still works
+    (the runtime's default strategy stops an actor after two failures within 5 s)."""
+    from cloudcore.cluster import ClusterNode
+    from cloudcore.config import NodeSettings, Settings
+    from cloudcore.transport import LocalHub, LocalTransport
+
+    settings = Settings(node=NodeSettings(id="n1"))
+    node = ClusterNode(
+        settings, transport=LocalTransport(LocalHub()), user_strategy=DOMAIN_STRATEGY
+    )
+    await node.start()
+    try:
+        port = node.system.spawn(_Parser, name="port")
+        for _ in range(4):
+            with pytest.raises(InvalidRequest):
+                await port.ask(Refuse())
+        assert await port.ask(Parse(text="7")) == 7
+    finally:
+        await node.stop()
