@@ -52,12 +52,25 @@ async def _check_vm(store: Store, volume: Volume, vm_id: str) -> None:
             f"vm_id: VM {vm_id} is in datacenter {vm.datacenter_id}, the volume in "
             f"{volume.datacenter_id}"
         )
+    if _booting_from(vm, volume):  # the deploy attaches the VM's boot volume before it starts
+        return
     if vm.host_id is None or vm.state not in ATTACHABLE or vm.task_id is not None:
         raise IllegalTransition(
             f"cannot attach volume {volume.id} to VM {vm_id}: the VM is {vm.state}"
             + (" with a task running" if vm.task_id is not None else "")
             + f"; a volume attaches to a VM that is {', '.join(sorted(ATTACHABLE))}"
         )
+
+
+def _booting_from(vm: VM, volume: Volume) -> bool:
+    """Whether ``vm`` is being provisioned on its host with ``volume`` as its boot volume."""
+    boot = vm.spec.boot_volume
+    return (
+        boot is not None
+        and boot.volume_id == volume.id
+        and vm.host_id is not None
+        and vm.state is VMState.PROVISIONING
+    )
 
 
 async def _snapshot(store: Store, volume: Volume, snapshot_id: str) -> VolumeSnapshot:

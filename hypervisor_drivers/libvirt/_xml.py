@@ -113,6 +113,8 @@ def _disk_element(disk: DiskSpec, target_dev: str) -> ET.Element:
     _sub(element, "target", dev=target_dev, bus=bus)
     if disk.serial is not None:
         _sub(element, "serial", disk.serial)
+    if disk.boot_order is not None:  # libvirt refuses it beside <os><boot>: see domain_xml
+        _sub(element, "boot", order=str(disk.boot_order))
     if isinstance(disk, FileDisk) and disk.readonly:
         _sub(element, "readonly")
     return element
@@ -191,7 +193,9 @@ def domain_xml(
         os_type["machine"] = spec.extra["machine"]
     _sub(os_element, "type", "hvm", **os_type)
     # A VM with NICs and no disk boots from the network (iPXE asks DHCP, then for a script).
-    _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
+    # A VM booted by disk order has no <os><boot>: libvirt refuses both in one domain.
+    if not spec.boot_by_disk_order and not any(d.boot_order for d in spec.disks):
+        _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
     if domain_type != "test":  # the firmware's messages on the serial console too; a boot
         # that finds nothing bootable is retried after 5 s (SeaBIOS waits 60 s by default)
         _sub(os_element, "bios", useserial="yes", rebootTimeout=str(_BOOT_RETRY_MS))
