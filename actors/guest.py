@@ -57,8 +57,7 @@ def domain_name(vm_id: str) -> str:
 
 def domain_spec(vm: VM, nics: Sequence[NicSpec] = ()) -> DomainSpec:
     """What the driver defines for ``vm``: its id is the guest's UUID; ``nics`` its NICs
-    (:func:`vm_nics`). A VM booted from a volume boots by disk order: its volume, attached
-    after the define, is the first (``actors.boot_volume``)."""
+    (:func:`vm_nics`)."""
     return DomainSpec(
         uuid=vm.id,
         name=domain_name(vm.id),
@@ -68,7 +67,6 @@ def domain_spec(vm: VM, nics: Sequence[NicSpec] = ()) -> DomainSpec:
         max_vcpus=vm.spec.max_cpus,
         max_memory_mib=vm.spec.max_memory_mib,
         extra=dict(vm.spec.extra),
-        boot_by_disk_order=vm.spec.boot_volume is not None,
     )
 
 

@@ -151,7 +151,8 @@ class FileDisk(_Value, frozen=True, kw_only=True, tag="file"):
     serial: str | None = None  # the volume id; how the guest and ``detach_volume`` find it
     readonly: bool = False
     #: Where the firmware tries this disk among the VM's boot devices (1 first); None: not
-    #: listed. A VM with any disk so ordered boots by device order only (see DomainSpec).
+    #: listed. A VM with any disk so ordered boots by device order only, also when the disk
+    #: is attached to it stopped (the driver takes the VM's default boot device away).
     boot_order: int | None = None
 
 
@@ -229,9 +230,6 @@ class DomainSpec(_Value, frozen=True, kw_only=True):
     max_vcpus: int | None = None  # ceiling for live reconfiguration; default: vcpus
     max_memory_mib: int | None = None  # ceiling for live reconfiguration; default: memory_mib
     extra: dict[str, str] = msgspec.field(default_factory=dict)
-    #: The VM boots by its disks' ``boot_order`` only, also when the disk to boot is attached
-    #: after the define (a boot volume); else (and no disk ordered) the hypervisor's default.
-    boot_by_disk_order: bool = False
 
     def __post_init__(self) -> None:
         if self.vcpus < 1 or self.memory_mib < 1:
