@@ -40,6 +40,9 @@ async def test_a_vm_boots_from_its_volume_and_its_delete_keeps_it(api: ApiClient
     r = await api.call("POST", "/vms", "alice", {**_booting(vol), "name": "second"})
     assert r.status == 409 and "ATTACHED to VM" in r.body["error"]["message"], r.body
     assert (await api.call("DELETE", f"/volumes/{vol}", "alice")).status == 409
+    r = await api.call("POST", f"/volumes/{vol}/detach", "alice")
+    assert r.status == 409, r.body
+    assert f"it is the boot volume of VM {vm_id} (RUNNING)" in r.body["error"]["message"]
 
     await act(api, f"/vms/{vm_id}", method="DELETE")
     got = await get(api, vol)

@@ -11,6 +11,7 @@ starts the VM; SeaBIOS boots the LUN and the line appears in the serial log. Del
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import uuid
@@ -22,11 +23,21 @@ import aiohttp
 import msgspec
 import pytest
 
+from actors.journal import FINAL
 from cloudcore.app.gateway import Gateway, start_api
 from cloudcore.app.gateway.app import bound_port
 from cloudcore.config import StorageConfig
 from cloudcore.store import Store
-from cloudcore.store.records import VM, Role, Volume, VolumeState
+from cloudcore.store.records import (
+    VM,
+    Role,
+    StepState,
+    Task,
+    TaskState,
+    VMState,
+    Volume,
+    VolumeState,
+)
 from hypervisor_drivers.base import HypervisorDriver
 from storage_drivers.base import StorageSettings
 from storage_drivers.registry import create_driver
@@ -54,8 +65,11 @@ async def iscsi_api(
     serial logs below IMAGES, where QEMU (user libvirt-qemu) writes them."""
     logs = IMAGES / f"cc-test-bootvol-{uuid.uuid4().hex[:8]}"
     logs.mkdir(parents=True)
+    base = api_settings(tmp_path)
     settings = msgspec.structs.replace(
-        api_settings(tmp_path), storage=StorageConfig(pools=[tgt_pool(tmp_path, tgtd)])
+        base,
+        storage=StorageConfig(pools=[tgt_pool(tmp_path, tgtd)]),
+        orchestrator=msgspec.structs.replace(base.orchestrator, watchdog_interval=1.0),
     )
     await _datacenter_on(
         sqlite_store, settings, libvirtd, domain_type=domain_type, serial_log_dir=str(logs)
@@ -119,10 +133,8 @@ def _targets(tgtd: Tgtd) -> str:
     ).stdout  # fmt: skip
 
 
-async def test_a_vm_created_from_a_volume_boots_it_on_real_qemu_and_its_delete_deletes_it(
-    iscsi_api: tuple[ApiClient, Path], tgtd: Tgtd, tmp_path: Path
-) -> None:
-    api, logs = iscsi_api
+async def _boot_volume(api: ApiClient, tmp_path: Path) -> str:
+    """A volume holding the boot sector."""
     r = await api.call(
         "POST", "/volumes", "alice", {"name": "root", "datacenter_id": "dc1", "size_gib": 1}
     )
@@ -130,20 +142,27 @@ async def test_a_vm_created_from_a_volume_boots_it_on_real_qemu_and_its_delete_d
     assert (await api.wait_task(r.body["id"], timeout=60)).error is None
     volume_id = str(r.body["subject"]).removeprefix("volume/")
     await _write_boot_image(api, volume_id, tmp_path)
+    return volume_id
+
+
+def _from_volume(volume_id: str, delete_on_termination: bool) -> dict[str, object]:
+    return {
+        "name": "from-volume",
+        "datacenter_id": "dc1",
+        "cpus": 1,
+        "memory_mib": 64,
+        "boot_volume": {"volume_id": volume_id, "delete_on_termination": delete_on_termination},
+    }
+
+
+async def test_a_vm_created_from_a_volume_boots_it_on_real_qemu_and_its_delete_deletes_it(
+    iscsi_api: tuple[ApiClient, Path], tgtd: Tgtd, tmp_path: Path
+) -> None:
+    api, logs = iscsi_api
+    volume_id = await _boot_volume(api, tmp_path)
     assert volume_id not in _targets(tgtd)  # the writer's export is gone
 
-    r = await api.call(
-        "POST",
-        "/vms",
-        "alice",
-        {
-            "name": "from-volume",
-            "datacenter_id": "dc1",
-            "cpus": 1,
-            "memory_mib": 64,
-            "boot_volume": {"volume_id": volume_id, "delete_on_termination": True},
-        },
-    )
+    r = await api.call("POST", "/vms", "alice", _from_volume(volume_id, True))
     assert r.status == 202, r.body
     task = await api.wait_task(r.body["id"], timeout=120)
     assert task.error is None, task.error
@@ -176,3 +195,55 @@ async def test_a_vm_created_from_a_volume_boots_it_on_real_qemu_and_its_delete_d
     assert volume_id not in _targets(tgtd)
     assert not (tmp_path / "pool" / "volumes" / f"{volume_id}.img").exists()
     assert virsh("dominfo", f"cc-{vm_id}", check=False).returncode != 0
+
+
+async def test_a_deploy_cut_short_after_attaching_its_boot_volume_resumes_and_boots_it(
+    iscsi_api: tuple[ApiClient, Path], tgtd: Tgtd, tmp_path: Path
+) -> None:
+    """The node stops while the deploy starts the VM (its boot volume attached); on the next
+    start the deploy resumes: it defines the domain again, which drops the disk, so the boot
+    volume is attached afresh before the VM starts, and the VM boots from it."""
+    api, logs = iscsi_api
+    store = api.store
+    volume_id = await _boot_volume(api, tmp_path)
+    (host_id,) = api.drivers
+
+    async def never(vm_id: str) -> None:  # the start the node stop cuts short
+        await asyncio.Event().wait()
+
+    api.drivers[host_id].start_vm = never  # type: ignore[method-assign]
+    r = await api.call("POST", "/vms", "alice", _from_volume(volume_id, False))
+    assert r.status == 202, r.body
+    deploy_id, vm_id = str(r.body["id"]), str(r.body["subject"]).removeprefix("vm/")
+
+    async def starting() -> bool:
+        steps = [(s.name, s.state) for s in await store.list_steps(deploy_id)]
+        return ("start", StepState.RUNNING) in steps
+
+    await eventually(starting, timeout=60)
+    assert (await store.get(Volume, volume_id)).vm_id == vm_id
+    await api.system.shutdown()  # the node stops: the deploy stays RUNNING in the store
+    assert (await store.get(Task, deploy_id)).state is TaskState.RUNNING
+
+    system, _ = await start_cloud(store, api.settings, {})
+    try:
+
+        async def ended() -> bool:
+            return (await store.get(Task, deploy_id)).state in FINAL
+
+        await eventually(ended, timeout=120)
+        assert (await store.get(Task, deploy_id)).error is None
+        log = logs / f"cc-{vm_id}.serial.log"
+
+        async def printed() -> bool:
+            return log.exists() and MESSAGE in log.read_bytes()
+
+        await eventually(printed, timeout=90)
+        volume = await store.get(Volume, volume_id)
+        assert (volume.state, volume.vm_id) == (VolumeState.ATTACHED, vm_id)
+        assert (await store.get(VM, vm_id)).state is VMState.RUNNING
+        tasks = await store.list(Task, where={"subject": f"volume/{volume_id}"})
+        kinds = [t.kind for t in tasks.items]
+        assert kinds == ["volume.create", "volume.attach", "volume.detach", "volume.attach"]
+    finally:
+        await system.shutdown()
