@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloudcore.store.records import VM, Datacenter, Task, VMState, Volume, VolumeState
+from cloudcore.store.records import (
+    VM,
+    BootVolume,
+    Datacenter,
+    Task,
+    TaskState,
+    VMSpec,
+    VMState,
+    Volume,
+    VolumeState,
+)
 from tests.component.gateway.conftest import ApiClient
 from tests.component.gateway.test_vms_api import WEB, running_vm
 from tests.component.gateway.test_volumes_api import act, get, volume
@@ -108,3 +118,28 @@ async def test_a_volume_that_cannot_boot_a_vm_is_refused_before_anything_is_writ
     assert len(await _vms(api)) == before  # nothing written
     assert (await get(api, mine))["state"] == "AVAILABLE"
     assert (await get(api, bobs, "bob"))["state"] == "AVAILABLE"
+
+
+async def test_a_boot_volume_taken_before_the_deploy_attaches_it_fails_the_deploy_naming_it(
+    api: ApiClient,
+) -> None:
+    """Checked at the request, the volume may still be attached elsewhere before the deploy
+    gets to it: the deploy's attach is refused, the define rolled back and retried, and the
+    VM ends in ERROR naming the volume and its holder, which keeps it."""
+    vol, holder = await volume(api), await running_vm(api)
+    await act(api, f"/volumes/{vol}/attach", {"vm_id": holder})
+    task = await api.orchestrator.deploy(
+        tenant_id="acme",
+        datacenter_id="dc1",
+        name="late",
+        spec=VMSpec(cpus=1, memory_mib=64, boot_volume=BootVolume(volume_id=vol)),
+    )
+    done = await api.orchestrator.wait(task.id, 30)
+    assert done.state is TaskState.FAILED
+    assert f"boot volume {vol} of VM" in str(done.error) and f"ATTACHED to VM {holder}" in str(
+        done.error
+    )
+    vm = await api.store.get(VM, task.subject.removeprefix("vm/"))
+    assert vm.state is VMState.ERROR and vol in str(vm.fault)
+    got = await get(api, vol)
+    assert (got["state"], got["vm_id"]) == ("ATTACHED", holder)
