@@ -143,3 +143,11 @@ async def test_a_boot_volume_taken_before_the_deploy_attaches_it_fails_the_deplo
     assert vm.state is VMState.ERROR and vol in str(vm.fault)
     got = await get(api, vol)
     assert (got["state"], got["vm_id"]) == ("ATTACHED", holder)
+
+
+async def test_the_openapi_document_describes_the_boot_volume(api: ApiClient) -> None:
+    schemas = (await api.call("GET", "/openapi.json", None)).body["components"]["schemas"]
+    assert "boot_volume" in schemas["VMCreate"]["properties"]
+    body = schemas["BootVolumeBody"]
+    assert body["required"] == ["volume_id"]
+    assert set(body["properties"]) == {"volume_id", "delete_on_termination"}
