@@ -88,6 +88,7 @@ class DeployRunner(Actor[DeployMessage]):
         self.failures = 0  # errors in a row, each retried after a backoff
         self.retry_until: float | None = None  # when the errors in a row must be settled
         self.wake_waits = 0  # placements that waited for a standby host to wake
+        self.boot_volume = False  # the VM boots from a volume: its provisioning takes longer
         self.sent = 0  # Provision messages sent; the one awaited, if any, in ``waiting``
         self.waiting: int | None = None
 
@@ -142,6 +143,7 @@ class DeployRunner(Actor[DeployMessage]):
 
     async def _provision(self, vm: VM) -> None:
         """Hand the placed VM to its host's VM actor, and expect its report in time."""
+        self.boot_volume = vm.spec.boot_volume is not None
         host = self.host_ref(vm.host_id or "")  # NotFound: the host's actor is not running
         vm_ref: ActorRef[VMMessage] = await host.ask(AdoptVM(vm=vm), timeout=self.deadline)
         self.sent += 1
@@ -159,8 +161,10 @@ class DeployRunner(Actor[DeployMessage]):
         )
 
     def _provision_deadline(self) -> float:
-        # define, then start: each a step with its deadline, and a margin for the records
-        return self.deadline * (2.5 if self.start else 1.5)
+        # define, then start: each a step with its deadline, and a margin for the records;
+        # between them a boot volume's attach, a step of four deadlines (actors.boot_volume)
+        steps = (2.5 if self.start else 1.5) + (4 if self.boot_volume else 0)
+        return self.deadline * steps
 
     async def _schedule(self, vm: VM) -> VM | None:
         """Place the VM; None if it must wait for another attempt or failed for good."""

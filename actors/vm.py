@@ -14,7 +14,7 @@ from typing import Any, assert_never
 
 import msgspec
 
-from actors import claims, migration, monitor, vm_volumes
+from actors import boot_volume, claims, migration, monitor, vm_volumes
 from actors.guest import domain_spec, drive, to_power, vm_nics
 from actors.journal import FINAL, Journal
 from actors.lifecycle import STABLE, TRANSITIONS, Operation, target_of, transition
@@ -74,7 +74,6 @@ class _Update(Message, frozen=True, kw_only=True):
 
 class _Finish(Message, frozen=True, kw_only=True):
     """From the actor's own background work: the operation ended (``error`` None: it did).
-
     Told only by the actor to itself, so it never crosses a node: ``journal`` is the live
     Journal object, which no wire could carry (the transport would refuse to encode it)."""
 
@@ -438,6 +437,7 @@ class VMActor(MobilitySteps, Actor[VMMessage]):
 
         try:
             await journal.step("define", define, deadline=self.services.settings.step_deadline)
+            await boot_volume.attach(self.services, self.context.system, self.vm, journal)
         except Exception as exc:
             error = describe(exc)
             await self._roll_back(journal)

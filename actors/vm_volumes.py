@@ -32,7 +32,7 @@ from cloudcore.runtime import ActorSystem
 from cloudcore.store import Store
 from cloudcore.store.records import VM, Task, TaskState, Volume, VolumeState
 
-__all__ = ["before", "flagged", "release_volumes"]
+__all__ = ["before", "delete_volume", "detach", "flagged", "operate", "release_volumes", "settled"]
 
 #: Volume states no operation holds.
 _SETTLED = frozenset({VolumeState.AVAILABLE, VolumeState.ATTACHED, VolumeState.ERROR})
@@ -69,14 +69,14 @@ async def release_volumes(
     for volume_id in attached:
         await journal.step(
             "detach_volume",
-            lambda v=volume_id: _detach(services, system, v, vm.id),  # type: ignore[misc]
+            lambda v=volume_id: detach(services, system, v, vm.id),  # type: ignore[misc]
             deadline=deadline,
             data={"volume_id": volume_id},
         )
     for volume_id in sorted(doomed):
         await journal.step(
             "delete_volume",
-            lambda v=volume_id: _delete(services, system, v),  # type: ignore[misc]
+            lambda v=volume_id: delete_volume(services, system, v),  # type: ignore[misc]
             deadline=deadline,
             data={"volume_id": volume_id},
         )
@@ -110,7 +110,7 @@ async def _doomed_before(store: Store, vm_id: str, task_id: str) -> Iterable[str
     return found
 
 
-async def _settled(services: Services, system: ActorSystem, volume_id: str) -> Volume | None:
+async def settled(services: Services, system: ActorSystem, volume_id: str) -> Volume | None:
     """The volume once no operation holds it (its actor started, so a task a crash cut short
     resumes); None if it is gone."""
     try:
@@ -135,7 +135,7 @@ def _ref(system: ActorSystem, volume: Volume) -> Any:
     return system.lookup(f"/user/storage/{volume.pool_id}")
 
 
-async def _operate(
+async def operate(
     services: Services, system: ActorSystem, volume: Volume, params: VolumeParams
 ) -> None:
     ref = await _ref(system, volume).ask(Activate(volume_id=volume.id))
@@ -145,17 +145,17 @@ async def _operate(
         raise Conflict(f"volume {volume.id}: {params.operation} failed: {done.error}")
 
 
-async def _detach(services: Services, system: ActorSystem, volume_id: str, vm_id: str) -> None:
-    volume = await _settled(services, system, volume_id)
+async def detach(services: Services, system: ActorSystem, volume_id: str, vm_id: str) -> None:
+    volume = await settled(services, system, volume_id)
     if volume is None or volume.vm_id != vm_id:  # detached already
         return
-    await _operate(services, system, volume, DetachParams())
+    await operate(services, system, volume, DetachParams())
 
 
-async def _delete(services: Services, system: ActorSystem, volume_id: str) -> None:
-    volume = await _settled(services, system, volume_id)
+async def delete_volume(services: Services, system: ActorSystem, volume_id: str) -> None:
+    volume = await settled(services, system, volume_id)
     if volume is None:
         return
     if volume.vm_id is not None:  # attached again since (to another VM): no longer ours to delete
         return
-    await _operate(services, system, volume, DeleteVolumeParams())
+    await operate(services, system, volume, DeleteVolumeParams())

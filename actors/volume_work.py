@@ -64,8 +64,9 @@ def host_path(vm: VM) -> str:
     return f"/user/dc/{vm.datacenter_id}/{vm.host_id}"
 
 
-def disk_for(volume_id: str, connection: Connection) -> IscsiDisk:
-    """The hypervisor's view of an export: QEMU's own initiator, named as the export allows."""
+def disk_for(volume_id: str, connection: Connection, boot: bool = False) -> IscsiDisk:
+    """The hypervisor's view of an export: QEMU's own initiator, named as the export allows;
+    ``boot``: the VM's boot volume, its first boot device."""
     return IscsiDisk(
         host=connection.portal_host,
         port=connection.portal_port,
@@ -75,6 +76,7 @@ def disk_for(volume_id: str, connection: Connection) -> IscsiDisk:
         chap_password=connection.chap_secret,
         initiator=connection.initiator,
         serial=volume_id,
+        boot_order=1 if boot else None,
     )
 
 
@@ -184,7 +186,8 @@ async def _attach(work: Work, volume: Volume, vm_id: str) -> dict[str, Any]:
         deadline=work.deadline,
         data={"host_id": vm.host_id, "initiator": initiator},
     )
-    disk = disk_for(volume.id, connection)
+    boot = vm.spec.boot_volume is not None and vm.spec.boot_volume.volume_id == volume.id
+    disk = disk_for(volume.id, connection, boot)
     try:
         host = work.system.lookup(host_path(vm))
         device: str = await work.journal.step(

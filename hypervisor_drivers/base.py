@@ -281,8 +281,10 @@ class HypervisorDriver(abc.ABC):
     async def attach_volume(self, uuid: str, disk: DiskSpec) -> str:
         """Attach a disk to the VM, live when it runs and in its definition; returns the device
         name the hypervisor gave it (``vdb``). ``disk.serial`` is the volume id and is required;
-        attaching a serial that is attached already returns its device. Needs
-        ``ATTACH_VOLUME`` (and ``ISCSI_DISKS`` for an iSCSI disk)."""
+        attaching a serial that is attached already returns its device. A disk with a
+        ``boot_order`` attached to a stopped VM becomes one of its boot devices in that order
+        (the VM then boots by device order only); to a running VM it attaches without one.
+        Needs ``ATTACH_VOLUME`` (and ``ISCSI_DISKS`` for an iSCSI disk)."""
 
     @abc.abstractmethod
     async def detach_volume(self, uuid: str, serial: str) -> None:

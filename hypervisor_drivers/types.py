@@ -150,6 +150,10 @@ class FileDisk(_Value, frozen=True, kw_only=True, tag="file"):
     format: str = "qcow2"
     serial: str | None = None  # the volume id; how the guest and ``detach_volume`` find it
     readonly: bool = False
+    #: Where the firmware tries this disk among the VM's boot devices (1 first); None: not
+    #: listed. A VM with any disk so ordered boots by device order only, also when the disk
+    #: is attached to it stopped (the driver takes the VM's default boot device away).
+    boot_order: int | None = None
 
 
 class IscsiDisk(_Value, frozen=True, kw_only=True, tag="iscsi"):
@@ -168,13 +172,16 @@ class IscsiDisk(_Value, frozen=True, kw_only=True, tag="iscsi"):
     #: The initiator name the hypervisor's initiator gives the target (a target that lets in
     #: only one initiator refuses any other); None: the hypervisor's default.
     initiator: str | None = None
+    #: As FileDisk's: 1 for the boot volume of a VM deployed from one.
+    boot_order: int | None = None
 
     def __repr__(self) -> str:
         secret = "None" if self.chap_password is None else "'***'"
         return (
             f"IscsiDisk(host={self.host!r}, port={self.port}, iqn={self.iqn!r}, lun={self.lun}, "
             f"chap_username={self.chap_username!r}, chap_password={secret}, "
-            f"serial={self.serial!r}, initiator={self.initiator!r})"
+            f"serial={self.serial!r}, initiator={self.initiator!r}, "
+            f"boot_order={self.boot_order!r})"
         )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "BalancePolicy",
+    "BootVolume",
     "Datacenter",
     "Host",
     "HostHealth",
@@ -283,6 +284,15 @@ class NicRequest(_Struct, frozen=True, kw_only=True):
     address: str | None = None
 
 
+class BootVolume(_Struct, frozen=True, kw_only=True):
+    """The volume a VM boots from (instead of a template's disk): attached to the VM by its
+    deploy, with ``delete_on_termination`` (deleting the VM deletes the volume too; else it is
+    detached and kept)."""
+
+    volume_id: Id
+    delete_on_termination: bool = False
+
+
 class VMSpec(_Struct, frozen=True, kw_only=True):
     """What the tenant asked for. ``nics``: the NICs it was created with (what they hold is
     in the store's ``ip_allocations``; NICs added later are there only)."""
@@ -302,6 +312,7 @@ class VMSpec(_Struct, frozen=True, kw_only=True):
     #: Restarted on another host when its host fails (actors.ha), higher ``ha_priority`` first.
     ha: bool = False
     ha_priority: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    boot_volume: BootVolume | None = None
 
     def live_limits(self) -> tuple[int, int]:
         """(vCPUs, MiB) a running VM can reach without a restart. A stopped reconfigure grows

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
+import msgspec
 import structlog
 
 from cloudcore.errors import Conflict, IllegalTransition, NotFound, UnsupportedOperation
@@ -443,7 +444,8 @@ class LibvirtClient:
         assert disk.serial is not None
         if self.scheme == "test":
             return _SimulatedDisks.attach(self._uri, uuid, disk)
-        facts = _xml.domain_facts(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        facts = _xml.domain_facts(defined)
         if disk.serial in facts.disks:
             target = ET.fromstring(facts.disks[disk.serial]).find("target")
             return "" if target is None else target.get("dev", "")
@@ -452,6 +454,11 @@ class LibvirtClient:
         while _xml.target_dev(index, prefix) in facts.targets:
             index += 1
         dev = _xml.target_dev(index, prefix)
+        if disk.boot_order is not None and not dom.isActive():  # see with_boot_disk
+            self._conn.defineXML(_xml.with_boot_disk(defined, disk, dev))
+            return dev
+        if disk.boot_order is not None:  # a running VM: the order matters at its next boot only
+            disk = msgspec.structs.replace(disk, boot_order=None)
         dom.attachDeviceFlags(_xml.disk_xml(disk, dev), self._affect(dom))
         return dev
 

@@ -24,6 +24,7 @@ __all__ = [
     "snapshot_xml",
     "target_dev",
     "vnc_address",
+    "with_boot_disk",
     "write_simulated_host",
 ]
 
@@ -113,6 +114,8 @@ def _disk_element(disk: DiskSpec, target_dev: str) -> ET.Element:
     _sub(element, "target", dev=target_dev, bus=bus)
     if disk.serial is not None:
         _sub(element, "serial", disk.serial)
+    if disk.boot_order is not None:  # libvirt refuses it beside <os><boot>: see domain_xml
+        _sub(element, "boot", order=str(disk.boot_order))
     if isinstance(disk, FileDisk) and disk.readonly:
         _sub(element, "readonly")
     return element
@@ -121,6 +124,23 @@ def _disk_element(disk: DiskSpec, target_dev: str) -> ET.Element:
 def disk_xml(disk: DiskSpec, target_dev: str) -> str:
     """A ``<disk>`` device for attach or detach."""
     return _text(_disk_element(disk, target_dev))
+
+
+def with_boot_disk(xml: str, disk: DiskSpec, target_dev: str) -> str:
+    """A stopped domain's definition ``xml`` with ``disk`` (which has a ``boot_order``) added
+    as ``target_dev``: the domain then boots by device order, so its ``<os><boot>`` (which
+    libvirt adds to a domain defined without one, and refuses beside a per-device order) goes.
+    """
+    root = ET.fromstring(xml)
+    os_element = root.find("os")
+    if os_element is not None:
+        for boot in os_element.findall("boot"):
+            os_element.remove(boot)
+    devices = root.find("devices")
+    if devices is None:
+        devices = _sub(root, "devices")
+    devices.append(_disk_element(disk, target_dev))
+    return _text(root)
 
 
 def target_dev(index: int, prefix: str = _TARGET_PREFIX) -> str:
@@ -191,7 +211,9 @@ def domain_xml(
         os_type["machine"] = spec.extra["machine"]
     _sub(os_element, "type", "hvm", **os_type)
     # A VM with NICs and no disk boots from the network (iPXE asks DHCP, then for a script).
-    _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
+    # A VM booted by disk order has no <os><boot>: libvirt refuses both in one domain.
+    if not any(d.boot_order for d in spec.disks):
+        _sub(os_element, "boot", dev="network" if spec.nics and not spec.disks else "hd")
     if domain_type != "test":  # the firmware's messages on the serial console too; a boot
         # that finds nothing bootable is retried after 5 s (SeaBIOS waits 60 s by default)
         _sub(os_element, "bios", useserial="yes", rebootTimeout=str(_BOOT_RETRY_MS))

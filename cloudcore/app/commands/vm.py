@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from cloudcore.app.client import Client
 from cloudcore.app.commands import _resolve
+from cloudcore.app.commands._api import CliError
 from cloudcore.app.commands._output import Column, gib, mib, show_list, show_one
 from cloudcore.app.commands._resolve import resolve
 from cloudcore.app.commands._resource import Actions, body_of, list_records
@@ -78,6 +79,16 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--memory", type=int, required=True, metavar="MIB")
     create.add_argument("--disk", type=int, default=0, metavar="GIB")
     create.add_argument("--template")
+    create.add_argument(
+        "--boot-volume",
+        metavar="VOLUME",
+        help="boot from this AVAILABLE volume (id or name) instead of a template",
+    )
+    create.add_argument(
+        "--delete-on-termination",
+        action="store_true",
+        help="with --boot-volume: deleting the VM deletes the volume too (default: kept)",
+    )
     create.add_argument(
         "--tenant",
         help="create it for this tenant (admins, operators; default: the caller's own tenant)",
@@ -200,6 +211,14 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
         body["nics"] = [await nic_body(client, nic) for nic in args.nic]
     if args.ha:
         body |= {"ha": True, "ha_priority": args.ha_priority}
+    if args.boot_volume:
+        volume = await resolve(client, _resolve.VOLUME, args.boot_volume)
+        body["boot_volume"] = {
+            "volume_id": volume,
+            "delete_on_termination": args.delete_on_termination,
+        }
+    elif args.delete_on_termination:
+        raise CliError("--delete-on-termination goes with --boot-volume")
     return await accepted(client, await client.call("POST", "/vms", body=body), args)
 
 

@@ -106,6 +106,17 @@ class NicCreate(_Body, frozen=True, kw_only=True):
 HAPriority = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 
 
+class BootVolumeBody(_Body, frozen=True, kw_only=True):
+    """The volume a new VM boots from instead of a template: an AVAILABLE volume of the VM's
+    tenant and datacenter (404 if the tenant has no such volume, 422 naming the datacenter
+    if it is in another, 409 naming its state if it is not AVAILABLE). The deploy attaches
+    it to the VM as its first boot device; ``delete_on_termination``: deleting the VM
+    deletes the volume too (else it is detached and kept)."""
+
+    volume_id: Id
+    delete_on_termination: bool = False
+
+
 class VMCreate(_Body, frozen=True, kw_only=True):
     """A new VM. ``tenant_id`` (admins and operators only) creates it for another tenant.
     ``nics``: its NICs, whose addresses and MACs are held in the same transaction as the VM
@@ -129,6 +140,8 @@ class VMCreate(_Body, frozen=True, kw_only=True):
     #: Restart it on another host if its host fails (HA), higher ``ha_priority`` first.
     ha: bool = False
     ha_priority: HAPriority = 0
+    #: Boot from this volume (not with ``template_id``).
+    boot_volume: BootVolumeBody | None = None
 
 
 class HABody(_Body, frozen=True, kw_only=True):

@@ -54,3 +54,26 @@ def test_an_illegal_action_exits_1_naming_the_state(node: Node) -> None:
 def test_pools_show_the_demo_pool(node: Node) -> None:
     (pool,) = _json(node, "volume", "pools")
     assert (pool["id"], pool["driver"], pool["connected"]) == ("dc1-pool", "simulated", True)
+
+
+@pytest.mark.timeout(120)
+def test_a_vm_created_with_boot_volume_boots_from_it_and_its_delete_deletes_it(
+    node: Node,
+) -> None:
+    _json(node, "volume", "create", "--name", "root", "--datacenter", "dc1", "--size", "2",
+          "--wait")  # fmt: skip
+    vm_task = _json(node, "vm", "create", "--name", "booted", "--datacenter", "dc1", "--cpus",
+                    "1", "--memory", "256", "--boot-volume", "root", "--delete-on-termination",
+                    "--wait")  # fmt: skip
+    assert vm_task["state"] == "SUCCEEDED", vm_task
+    vm = vm_task["subject"].removeprefix("vm/")
+    shown = _json(node, "volume", "show", "root")
+    assert (shown["state"], shown["vm_id"]) == ("ATTACHED", vm)
+    assert _json(node, "vm", "show", vm)["spec"]["boot_volume"]["delete_on_termination"] is True
+    assert _json(node, "vm", "delete", vm, "--wait")["state"] == "SUCCEEDED"
+    assert "root" not in node.ok("volume", "list").stdout
+    alone = node.cli("vm", "create", "--name", "x", "--datacenter", "dc1", "--cpus", "1",
+                     "--memory", "256", "--delete-on-termination")  # fmt: skip
+    assert alone.returncode != 0 and "--delete-on-termination goes with --boot-volume" in (
+        alone.stderr
+    )

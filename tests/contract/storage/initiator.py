@@ -81,6 +81,16 @@ async def qemu_io(conn: Connection, *commands: str) -> Result:
     return await run("qemu-io", *_qemu_args(conn), *args)
 
 
+async def write_image(conn: Connection, raw: str) -> None:
+    """Copy the raw image file ``raw`` onto the start of the LUN (``qemu-img convert``)."""
+    args = _qemu_args(conn)
+    objects, target = args[: args.index("--image-opts")], args[-1]
+    result = await run(
+        "qemu-img", "convert", *objects, "-n", "--target-image-opts", "-f", "raw", raw, target
+    )
+    assert result.ok, result.out
+
+
 async def write_pattern(conn: Connection, pattern: int, offset: int, length: int) -> None:
     result = await qemu_io(conn, f"write -P {pattern:#x} {offset} {length}")
     assert result.ok and f"wrote {length}/{length} bytes" in result.out, result.out

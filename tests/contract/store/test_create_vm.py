@@ -15,6 +15,7 @@ from cloudcore.errors import AlreadyExists, Conflict, InvalidRecord, QuotaExceed
 from cloudcore.store.base import Store
 from cloudcore.store.records import (
     VM,
+    BootVolume,
     Datacenter,
     QuotaDrift,
     Task,
@@ -230,3 +231,12 @@ async def test_concurrent_creates_never_exceed_a_quota(
         else:
             await _delete_some(store, tenant, rng)
         await _check(store, tenant, maximum)
+
+
+async def test_a_vm_spec_keeps_its_boot_volume(store: Store, make: Factory) -> None:
+    tenant, dc = await make.tenant(), await make.datacenter()
+    boot = BootVolume(volume_id="vol-1", delete_on_termination=True)
+    vm = await make.vm(tenant, dc, spec=VMSpec(cpus=1, memory_mib=64, boot_volume=boot))
+    assert (await store.get(VM, vm.id)).spec.boot_volume == boot
+    plain = await make.vm(tenant, dc)
+    assert (await store.get(VM, plain.id)).spec.boot_volume is None

@@ -21,6 +21,20 @@ from tests.integration.orchestrator.test_real_libvirt import _datacenter_on, _fo
 POOL = "tgt-pool"
 
 
+def tgt_pool(tmp_path: Path, tgtd: Tgtd) -> PoolSettings:
+    """The tgt pool of dc1, on ``tgtd``, its files under ``tmp_path/pool``."""
+    return PoolSettings(
+        id=POOL,
+        datacenter="dc1",
+        driver="tgt",
+        path=str(tmp_path / "pool"),
+        portal_port=tgtd.portal_port,
+        iqn_prefix=f"iqn.2026-12.test.cloudcore.{tmp_path.name[-8:].lower().replace('_', '-')}",
+        overcommit=4.0,
+        extra={"control_port": str(tgtd.control_port), "timeout_s": "10"},
+    )
+
+
 @pytest.fixture
 def tgtd(tmp_path: Path) -> Iterator[Tgtd]:
     """A tgtd of this test's own (a test restarts it)."""
@@ -45,19 +59,9 @@ async def iscsi_cloud(
 ) -> AsyncIterator[Cloud]:
     """Datacenter dc1 with one QEMU host on the real libvirtd and one tgt pool on ``tgtd``,
     checked every second (so a restarted tgtd is noticed)."""
-    pool = PoolSettings(
-        id=POOL,
-        datacenter="dc1",
-        driver="tgt",
-        path=str(tmp_path / "pool"),
-        portal_port=tgtd.portal_port,
-        iqn_prefix=f"iqn.2026-12.test.cloudcore.{tmp_path.name[-8:].lower().replace('_', '-')}",
-        overcommit=4.0,
-        extra={"control_port": str(tgtd.control_port), "timeout_s": "10"},
-    )
     settings = msgspec.structs.replace(
         cloud_settings(tmp_path, sweep_interval=1.0),
-        storage=StorageConfig(pools=[pool]),
+        storage=StorageConfig(pools=[tgt_pool(tmp_path, tgtd)]),
     )
     await _datacenter_on(sqlite_store, settings, libvirtd, domain_type=domain_type)
     drivers: dict[str, HypervisorDriver] = {}

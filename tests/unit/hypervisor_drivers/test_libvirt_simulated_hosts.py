@@ -103,3 +103,24 @@ def test_a_serial_log_puts_the_console_on_a_logged_serial_port() -> None:
     assert log is not None and log.get("file") == "/var/log/x/logged.serial.log"
     target = root.find("devices/console/target")
     assert target is not None and (target.get("type"), target.get("port")) == ("serial", "0")
+
+
+def test_a_vm_booted_by_disk_order_has_no_os_boot_and_its_volume_boots_first() -> None:
+    from hypervisor_drivers.libvirt._xml import disk_xml, with_boot_disk
+
+    plain = DomainSpec(uuid=str(uuid.uuid4()), name="a", vcpus=1, memory_mib=64)
+    defined = domain_xml(plain, "kvm")
+    assert ET.fromstring(defined).find("os/boot") is not None
+    volume = IscsiDisk(host="10.0.0.1", iqn="iqn.x:v", lun=1, serial="vol-1", boot_order=1)
+    disk = ET.fromstring(disk_xml(volume, "sda"))
+    assert disk.find("boot") is not None and disk.find("boot").get("order") == "1"  # type: ignore[union-attr]
+    # attached to the stopped VM: libvirt refuses <os><boot> beside a per-device order
+    root = ET.fromstring(with_boot_disk(defined, volume, "sda"))
+    assert root.find("os/boot") is None and root.find("os/type") is not None
+    assert root.find("devices/disk/target").get("dev") == "sda"  # type: ignore[union-attr]
+    assert root.find("devices/disk/boot").get("order") == "1"  # type: ignore[union-attr]
+    given = DomainSpec(uuid=str(uuid.uuid4()), name="c", vcpus=1, memory_mib=64, disks=[volume])
+    root = ET.fromstring(domain_xml(given, "kvm"))
+    assert root.find("os/boot") is None
+    assert root.find("devices/disk/boot").get("order") == "1"  # type: ignore[union-attr]
+    assert ET.fromstring(disk_xml(FileDisk(path="/x.qcow2"), "vda")).find("boot") is None

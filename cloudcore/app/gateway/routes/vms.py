@@ -43,10 +43,12 @@ from cloudcore.app.gateway.schemas import (
     VMQuery,
 )
 from cloudcore.app.gateway.tasks import accepted, task_view
-from cloudcore.errors import InvalidRecord, NotFound
+from cloudcore.errors import Conflict, InvalidRecord, NotFound
+from cloudcore.store import Store
 from cloudcore.store.listing import Not
 from cloudcore.store.records import (
     VM,
+    BootVolume,
     Datacenter,
     NicRequest,
     Page,
@@ -56,6 +58,8 @@ from cloudcore.store.records import (
     Tenant,
     VMSpec,
     VMState,
+    Volume,
+    VolumeState,
 )
 
 __all__ = ["api"]
@@ -91,7 +95,8 @@ def _owner(principal: Principal, requested: str | None) -> str:
 async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
     """Checks the tenant's quotas (409 quota_exceeded naming the resource) and holds the
     addresses of its ``nics`` (422 naming ``nics[i].network_id`` for a network the tenant may
-    not use, 409 naming the holder of a taken address), then answers 202
+    not use, 409 naming the holder of a taken address) and its ``boot_volume`` (404, 422 or
+    409 naming what is wrong with it), then answers 202
     with the deploy task; its Location header is the task. Follow it, or the VM's events.
     With an ``Idempotency-Key`` the VM, its task and the key are written in one transaction:
     the same key again answers with that task, even after a crash cut the first answer off."""
@@ -100,6 +105,7 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
     if tenant_id != req.principal.tenant_id:
         await referenced(store, Tenant, tenant_id, "tenant_id", "tenant")
     await referenced(store, Datacenter, body.datacenter_id, "datacenter_id", "datacenter")
+    boot = await _boot_volume(store, body, tenant_id)
     if body.template_id is not None:
         template = await referenced(store, Template, body.template_id, "template_id", "template")
         if template.tenant_id not in (None, tenant_id):  # another tenant's: as if none
@@ -117,6 +123,7 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         max_memory_mib=body.max_memory_mib,
         ha=body.ha,
         ha_priority=body.ha_priority,
+        boot_volume=boot,
     )
     task = await req.gateway.orchestrator.deploy(
         tenant_id=tenant_id,
@@ -128,6 +135,37 @@ async def create_vm(req: ApiRequest[VMCreate, None]) -> Reply:
         mac_prefix=req.gateway.settings.network.mac_prefix,
     )
     return await accepted(req, task)
+
+
+async def _boot_volume(store: Store, body: VMCreate, tenant_id: str) -> BootVolume | None:
+    """The volume the VM boots from, checked before anything is written: the tenant's (404,
+    as for a missing one), in the VM's datacenter (422), AVAILABLE (409 naming its state)."""
+    asked = body.boot_volume
+    if asked is None:
+        return None
+    if body.template_id is not None:
+        raise InvalidRecord(
+            "boot_volume: a VM boots from a template or from a volume, not both "
+            f"(template_id {body.template_id!r} given too)"
+        )
+    try:
+        volume = await store.get(Volume, asked.volume_id)
+    except NotFound:
+        volume = None
+    if volume is None or volume.tenant_id != tenant_id or volume.state is VolumeState.DELETED:
+        raise NotFound(f"boot_volume.volume_id: no volume {asked.volume_id!r}")
+    if volume.datacenter_id != body.datacenter_id:
+        raise InvalidRecord(
+            f"boot_volume.volume_id: volume {volume.id} is in datacenter "
+            f"{volume.datacenter_id}, the VM in {body.datacenter_id}"
+        )
+    if volume.state is not VolumeState.AVAILABLE or volume.task_id is not None:
+        holder = f" to VM {volume.vm_id}" if volume.vm_id else ""
+        raise Conflict(
+            f"boot_volume.volume_id: volume {volume.id} is {volume.state}{holder}; "
+            "a VM boots from an AVAILABLE volume"
+        )
+    return BootVolume(volume_id=volume.id, delete_on_termination=asked.delete_on_termination)
 
 
 def _check_template_minima(body: VMCreate, template: Template) -> None:
