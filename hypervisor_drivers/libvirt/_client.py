@@ -354,19 +354,10 @@ class LibvirtClient:
         if self.scheme == "test":
             _migration.simulate(dom, power, destination, live=live, report=report)
             return
-        stop = threading.Event()
-        watcher = threading.Thread(
-            target=_migration.watch_progress,
-            args=(lambda: self._open(self._settings), uuid, report, stop),
-            name="libvirt-migration-progress",
-            daemon=True,
-        )
-        watcher.start()
-        try:
-            _migration.migrate_p2p(dom, power, destination, live=live)
-        finally:
-            stop.set()
-            watcher.join()
+        _migration.migrate_real(
+            self._conn, lambda: self._open(self._settings), self._settings.extra, dom, power,
+            destination, live=live, report=report, open_peer=lambda: self._open(destination),
+        )  # fmt: skip
 
     def abort_job(self, uuid: str) -> None:
         _migration.abort(lambda: self._open(self._settings), uuid)

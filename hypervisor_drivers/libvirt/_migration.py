@@ -11,7 +11,9 @@ of the destination's ``extra``:
 - ``migration_unsafe``: ``true`` when the disks are on a path both hosts see that libvirt does
   not know to be shared (a local file system): libvirt refuses those without
   ``VIR_MIGRATE_UNSAFE``;
-- ``migration_bandwidth_mib``: a cap in MiB/s.
+- ``migration_bandwidth_mib``: a cap in MiB/s;
+- ``shared_paths``: the directories the host shares with its peers; disks elsewhere are
+  copied to the destination (``_disk_copy``).
 
 The libvirt test driver cannot migrate. Its hosts (``test:///<file>``, private in-memory
 hypervisors of this process) get a simulated move: the definition is copied to the destination
@@ -28,9 +30,18 @@ from typing import Any
 import libvirt
 
 from cloudcore.errors import BackendUnavailable, Conflict, IllegalTransition
+from hypervisor_drivers.libvirt import _disk_copy
 from hypervisor_drivers.types import DriverSettings, GuestPower, MigrationProgress
 
-__all__ = ["TestHosts", "abort", "migrate_p2p", "simulate", "watch_progress"]
+__all__ = [
+    "TestHosts",
+    "abort",
+    "check_power",
+    "migrate_p2p",
+    "migrate_real",
+    "simulate",
+    "watch_progress",
+]
 
 _POLL_INTERVAL = 0.25
 _LIVE = {GuestPower.RUNNING, GuestPower.PAUSED}
@@ -71,16 +82,25 @@ class TestHosts:
         return conn
 
 
-def _check_power(dom: Any, power: GuestPower, live: bool) -> None:
+def check_power(dom: Any, power: GuestPower, live: bool) -> None:
     allowed = _LIVE if live else _COLD
     if power not in allowed:
         kind = "live" if live else "cold"
         raise IllegalTransition(f"cannot migrate VM {dom.UUIDString()} {kind}: it is {power.value}")
 
 
-def migrate_p2p(dom: Any, power: GuestPower, destination: DriverSettings, *, live: bool) -> None:
-    """Peer-to-peer migration of ``dom`` to ``destination``; waits until it has ended."""
-    _check_power(dom, power, live)
+def migrate_p2p(
+    dom: Any,
+    power: GuestPower,
+    destination: DriverSettings,
+    *,
+    live: bool,
+    copy_disks: tuple[str, ...] = (),
+) -> None:
+    """Peer-to-peer migration of ``dom`` to ``destination``; waits until it has ended. A live
+    migration copies the disks ``copy_disks`` names (target devices) into their pre-created
+    copies on the destination (QEMU's NBD mirror; see ``_disk_copy``)."""
+    check_power(dom, power, live)
     extra = destination.extra
     flags = _FLAGS | (libvirt.VIR_MIGRATE_LIVE if live else libvirt.VIR_MIGRATE_OFFLINE)
     params: dict[str, Any] = {}
@@ -91,7 +111,80 @@ def migrate_p2p(dom: Any, power: GuestPower, destination: DriverSettings, *, liv
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(extra["migration_bandwidth_mib"])
         if extra.get("migration_unsafe", "").lower() in _TRUE:
             flags |= libvirt.VIR_MIGRATE_UNSAFE
+        if copy_disks:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(copy_disks)
     dom.migrateToURI3(destination.uri, params, flags)
+
+
+def migrate_real(
+    conn: Any,
+    open_conn: Callable[[], Any],
+    extra: dict[str, str],
+    dom: Any,
+    power: GuestPower,
+    destination: DriverSettings,
+    *,
+    live: bool,
+    report: Report,
+    open_peer: Callable[[], Any],
+) -> None:
+    """A migration between libvirtd instances, progress read on a connection of its own
+    (``open_conn``), the disks the destination does not share copied (``_disk_copy``): made
+    on the destination first (``open_peer``), removed from wherever the VM is not afterwards."""
+    check_power(dom, power, live)
+    copies = _disk_copy.to_copy(dom.XMLDesc(0), extra, destination.extra)
+    if not copies:
+        _watched(open_conn, dom, power, destination, live, report, ())
+        return
+    peer = open_peer()
+    try:
+        made = _disk_copy.precreate(conn, peer, copies)
+        try:
+            if not live:
+                _disk_copy.copy_cold(conn, peer, copies, [extra, destination.extra])
+            devices = tuple(d.dev for d in copies)
+            _watched(open_conn, dom, power, destination, live, report, devices)
+        except BaseException:
+            if not _has_domain(peer, dom.UUIDString()):  # it did not move: its copies go
+                _disk_copy.discard(peer, made)
+            raise
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            peer.close()
+    _disk_copy.discard(conn, copies)  # it moved: the disks are where the VM is now
+
+
+def _has_domain(conn: Any, uuid: str) -> bool:
+    try:
+        conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+def _watched(
+    open_conn: Callable[[], Any],
+    dom: Any,
+    power: GuestPower,
+    destination: DriverSettings,
+    live: bool,
+    report: Report,
+    copy_disks: tuple[str, ...],
+) -> None:
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=watch_progress,
+        args=(open_conn, dom.UUIDString(), report, stop),
+        name="libvirt-migration-progress",
+        daemon=True,
+    )
+    watcher.start()
+    try:
+        migrate_p2p(dom, power, destination, live=live, copy_disks=copy_disks)
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def watch_progress(
@@ -146,7 +239,7 @@ def simulate(
 ) -> None:
     """The test driver's stand-in: define on the destination host, start there if it ran, and
     remove it here. Refuses the same states a real migration refuses."""
-    _check_power(dom, power, live)
+    check_power(dom, power, live)
     target = TestHosts.get(destination.uri)
     uuid = dom.UUIDString()
     with contextlib.suppress(libvirt.libvirtError):
