@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import libvirt
 
 from cloudcore.errors import BackendUnavailable, Conflict, IllegalTransition
-from hypervisor_drivers.libvirt import _disk_copy
-from hypervisor_drivers.types import DriverSettings, GuestPower, MigrationProgress
+from hypervisor_drivers.libvirt import _disk_copy, _xml
+from hypervisor_drivers.types import DriverSettings, GuestPower, IscsiDisk, MigrationProgress
 
 __all__ = [
+    "Moving",
     "TestHosts",
     "abort",
     "check_power",
@@ -95,11 +96,12 @@ def migrate_p2p(
     destination: DriverSettings,
     *,
     live: bool,
-    copy_disks: tuple[str, ...] = (),
+    moving: Moving | None = None,
 ) -> None:
     """Peer-to-peer migration of ``dom`` to ``destination``; waits until it has ended. A live
-    migration copies the disks ``copy_disks`` names (target devices) into their pre-created
-    copies on the destination (QEMU's NBD mirror; see ``_disk_copy``)."""
+    migration copies the disks ``moving`` names (target devices) into their pre-created
+    copies on the destination (QEMU's NBD mirror; see ``_disk_copy``); the destination gets
+    ``moving``'s definitions when it has them."""
     check_power(dom, power, live)
     extra = destination.extra
     flags = _FLAGS | (libvirt.VIR_MIGRATE_LIVE if live else libvirt.VIR_MIGRATE_OFFLINE)
@@ -111,9 +113,12 @@ def migrate_p2p(
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(extra["migration_bandwidth_mib"])
         if extra.get("migration_unsafe", "").lower() in _TRUE:
             flags |= libvirt.VIR_MIGRATE_UNSAFE
-        if copy_disks:
+        if moving is not None and moving.copy_disks:
             flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
-            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(copy_disks)
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(moving.copy_disks)
+    if moving is not None and moving.xml is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = moving.xml[0]
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = moving.xml[1]
     dom.migrateToURI3(destination.uri, params, flags)
 
 
@@ -128,23 +133,28 @@ def migrate_real(
     live: bool,
     report: Report,
     open_peer: Callable[[], Any],
+    volumes: Sequence[IscsiDisk] = (),
 ) -> None:
     """A migration between libvirtd instances, progress read on a connection of its own
     (``open_conn``), the disks the destination does not share copied (``_disk_copy``): made
-    on the destination first (``open_peer``), removed from wherever the VM is not afterwards."""
+    on the destination first (``open_peer``), removed from wherever the VM is not afterwards.
+    The iSCSI ``volumes`` are opened on the destination as they say (its initiator name; the
+    CHAP secret defined on the destination's daemon first)."""
     check_power(dom, power, live)
     copies = _disk_copy.to_copy(dom.XMLDesc(0), extra, destination.extra)
-    if not copies:
-        _watched(open_conn, dom, power, destination, live, report, ())
+    if not copies and not volumes:
+        _watched(open_conn, dom, power, destination, live, report, Moving())
         return
     peer = open_peer()
     try:
+        for volume in volumes:
+            _xml.ensure_chap_secret(peer, volume)
+        moving = Moving(copy_disks=tuple(d.dev for d in copies), xml=_target_xml(dom, volumes))
         made = _disk_copy.precreate(conn, peer, copies)
         try:
-            if not live:
+            if not live and copies:
                 _disk_copy.copy_cold(conn, peer, copies, [extra, destination.extra])
-            devices = tuple(d.dev for d in copies)
-            _watched(open_conn, dom, power, destination, live, report, devices)
+            _watched(open_conn, dom, power, destination, live, report, moving)
         except BaseException:
             if not _has_domain(peer, dom.UUIDString()):  # it did not move: its copies go
                 _disk_copy.discard(peer, made)
@@ -153,6 +163,24 @@ def migrate_real(
         with contextlib.suppress(libvirt.libvirtError):
             peer.close()
     _disk_copy.discard(conn, copies)  # it moved: the disks are where the VM is now
+
+
+class Moving(NamedTuple):
+    """What a migration carries besides the VM: the disks QEMU copies (target devices), and
+    the definitions the destination gets (live, persistent) when they differ from the source's."""
+
+    copy_disks: tuple[str, ...] = ()
+    xml: tuple[str, str] | None = None
+
+
+def _target_xml(dom: Any, volumes: Sequence[IscsiDisk]) -> tuple[str, str] | None:
+    if not volumes:
+        return None
+    secure = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+    live = dom.XMLDesc(secure) if dom.isActive() else None
+    persistent = dom.XMLDesc(secure | libvirt.VIR_DOMAIN_XML_INACTIVE)
+    persist = _xml.with_initiators(persistent, volumes)
+    return (_xml.with_initiators(live, volumes) if live else persist, persist)
 
 
 def _has_domain(conn: Any, uuid: str) -> bool:
@@ -170,7 +198,7 @@ def _watched(
     destination: DriverSettings,
     live: bool,
     report: Report,
-    copy_disks: tuple[str, ...],
+    moving: Moving,
 ) -> None:
     stop = threading.Event()
     watcher = threading.Thread(
@@ -181,7 +209,7 @@ def _watched(
     )
     watcher.start()
     try:
-        migrate_p2p(dom, power, destination, live=live, copy_disks=copy_disks)
+        migrate_p2p(dom, power, destination, live=live, moving=moving)
     finally:
         stop.set()
         watcher.join()

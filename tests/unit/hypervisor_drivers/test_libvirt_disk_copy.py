@@ -38,3 +38,22 @@ def test_a_prefix_of_a_name_is_not_its_directory() -> None:
 
 def test_hosts_that_declare_nothing_share_everything() -> None:
     assert to_copy(_XML, {}, {}) == []
+
+
+def test_the_targets_definition_names_its_initiator_for_each_volume() -> None:
+    from hypervisor_drivers.libvirt._xml import with_initiators
+    from hypervisor_drivers.types import IscsiDisk
+
+    xml = """<domain><devices><disk type='network' device='disk'>
+      <source protocol='iscsi' name='iqn.t:v1/1'><host name='127.0.0.1' port='3260'/>
+        <auth username='cc-v1'><secret type='iscsi' usage='u'/></auth>
+        <initiator><iqn name='iqn.h:source'/></initiator></source>
+      <target dev='sda' bus='scsi'/><serial>v1</serial></disk>
+      <disk type='network' device='disk'><source protocol='iscsi' name='iqn.t:v2/1'>
+        <initiator><iqn name='iqn.h:source'/></initiator></source><serial>v2</serial></disk>
+    </devices></domain>"""
+    moved = IscsiDisk(host="127.0.0.1", iqn="iqn.t:v1", lun=1, chap_username="cc-v1",
+                      initiator="iqn.h:target", serial="v1")  # fmt: skip
+    out = with_initiators(xml, [moved])
+    assert out.count("iqn.h:target") == 1 and out.count("iqn.h:source") == 1  # v2 untouched
+    assert out.count("<initiator>") == 2
