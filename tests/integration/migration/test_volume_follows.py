@@ -12,15 +12,25 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from actors.guest import domain_name
+from actors.lifecycle import Operation
+from actors.operations import MigrateParams
+from actors.volume_messages import AttachParams, ListBackend
+from cloudcore.config import PoolSettings, StorageConfig
+from cloudcore.store import Store
+from cloudcore.store.records import VM, Datacenter, TaskState, Tenant, VMSpec, Volume
 from hypervisor_drivers.libvirt import LibvirtDriver
 from hypervisor_drivers.types import DomainSpec, DriverSettings, IscsiDisk
 from storage_drivers.base import StorageSettings, VolumeSpec
 from storage_drivers.tgt import TgtDriver
 from storage_drivers.types import Connection
+from tests.cloud import Cloud, cloud_settings, sqlite_store, start_cloud  # noqa: F401
 from tests.contract.storage.tgtd import SOCKET_DIR, Tgtd, why_not_runnable
 from tests.integration.migration.conftest import Daemon
+from tests.integration.migration.test_two_libvirtds import daemon_host
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(240)
@@ -127,3 +137,72 @@ async def test_an_attached_iscsi_volume_follows_its_guest(
     await eventually(lambda: _session_initiators(tgtd) == [_B], timeout=20)
     assert (await storage.get_volume(volume_id)).exported_to == _B
     assert f"ACL information:\n        {_B}\n" in tgtd.targets().replace("\r", "")
+
+
+async def test_through_the_orchestrator_a_volume_follows_its_migrated_vm(
+    two_libvirtds: tuple[Daemon, Daemon],
+    tgtd: _NetnsTgtd,
+    sqlite_store: Store,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    pool = PoolSettings(
+        id="tgt-pool", datacenter="dc1", driver="tgt", path=str(tmp_path / "pool"),
+        portal_port=tgtd.portal_port, iqn_prefix="iqn.2026-12.test.cloudcore.orch",
+        extra={"control_port": str(tgtd.control_port), "timeout_s": "10"},
+    )  # fmt: skip
+    conf = msgspec.structs.replace(
+        cloud_settings(tmp_path, step_deadline=60.0, migration_deadline=120.0),
+        storage=StorageConfig(pools=[pool]),
+    )
+    await sqlite_store.create(Tenant(id="t1", name="t1"))
+    await sqlite_store.create(Datacenter(id="dc1", name="dc1"))
+    for daemon in two_libvirtds:
+        await sqlite_store.create(daemon_host(conf, daemon, "100"))
+    system, orchestrator = await start_cloud(sqlite_store, conf, {})
+    cloud = Cloud(orchestrator, sqlite_store, conf, {})
+    try:
+        await _migrate_with_a_volume(cloud, two_libvirtds, tgtd)
+    finally:
+        await system.shutdown()
+
+
+async def _migrate_with_a_volume(
+    cloud: Cloud, daemons: tuple[Daemon, Daemon], tgtd: _NetnsTgtd
+) -> None:
+    storage = cloud.orchestrator.storage
+    assert storage is not None
+    deployed = await cloud.wait(
+        await cloud.orchestrator.deploy(
+            tenant_id="t1", datacenter_id="dc1", name="with-volume",
+            spec=VMSpec(cpus=1, memory_mib=128), start=True,
+        ),
+        timeout=90,
+    )  # fmt: skip
+    assert deployed.state is TaskState.SUCCEEDED, deployed.error
+    vm = await cloud.store.get(VM, deployed.subject.removeprefix("vm/"))
+    created = await storage.wait(
+        (await storage.create_volume(tenant_id="t1", datacenter_id="dc1", name="d", size_gib=1)).id,
+        60,
+    )
+    volume_id = created.subject.removeprefix("volume/")
+    attached = await storage.wait(
+        (await storage.operate(volume_id, AttachParams(vm_id=vm.id))).id, 90
+    )
+    assert attached.state is TaskState.SUCCEEDED, attached.error
+    prefix = cloud.settings.storage.initiator_prefix
+    source = vm.host_id or ""
+    target = "host-b" if source == "host-a" else "host-a"
+    assert _session_initiators(tgtd) == [f"{prefix}:{source}"]
+
+    task = await cloud.wait(
+        await cloud.orchestrator.operate(vm.id, Operation.MIGRATE, MigrateParams(host_id=target)),
+        timeout=150,
+    )
+    assert task.state is TaskState.SUCCEEDED, task.error
+
+    on = {"host-a": daemons[0], "host-b": daemons[1]}[target]
+    assert f"<iqn name='{prefix}:{target}'/>" in on.virsh("dumpxml", domain_name(vm.id)).stdout
+    await eventually(lambda: _session_initiators(tgtd) == [f"{prefix}:{target}"], timeout=20)
+    backend, _ = await storage.pool_ref("tgt-pool").ask(ListBackend())
+    assert backend[volume_id] == f"{prefix}:{target}"  # the source's initiator dropped
+    assert (await cloud.store.get(Volume, volume_id)).vm_id == vm.id
