@@ -163,6 +163,8 @@ def migrate_real(
         with contextlib.suppress(libvirt.libvirtError):
             peer.close()
     _disk_copy.discard(conn, copies)  # it moved: the disks are where the VM is now
+    for volume in volumes:  # and its volumes' secrets are the target's
+        _xml.forget_chap_secret(conn, volume)
 
 
 class Moving(NamedTuple):

@@ -4,6 +4,7 @@ escaped, never pasted into markup."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import xml.etree.ElementTree as ET
@@ -110,6 +111,14 @@ def ensure_chap_secret(conn: Any, disk: DiskSpec) -> None:
             raise
         secret = conn.secretDefineXML(iscsi_secret_xml(disk), 0)
     secret.setValue((disk.chap_password or "").encode(), 0)
+
+
+def forget_chap_secret(conn: Any, disk: IscsiDisk) -> None:
+    """Undefine ``disk``'s CHAP secret on ``conn``'s daemon, if it has it (its VM left)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.secretLookupByUsage(
+            libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, iscsi_secret_usage(disk)
+        ).undefine()
 
 
 def with_initiators(domain_xml: str, volumes: Sequence[IscsiDisk]) -> str:

@@ -134,6 +134,8 @@ async def test_an_attached_iscsi_volume_follows_its_guest(
     assert b.state(f"vol-{vm[:8]}") == "running" and a.state(f"vol-{vm[:8]}") == "absent"
     xml = b.virsh("dumpxml", f"vol-{vm[:8]}").stdout
     assert f"<iqn name='{_B}'/>" in xml and _A not in xml
+    assert "cloudcore-iscsi-" in b.virsh("secret-list").stdout  # the CHAP secret moved
+    assert "cloudcore-iscsi-" not in a.virsh("secret-list").stdout
     await eventually(lambda: _session_initiators(tgtd) == [_B], timeout=20)
     assert (await storage.get_volume(volume_id)).exported_to == _B
     assert f"ACL information:\n        {_B}\n" in tgtd.targets().replace("\r", "")
