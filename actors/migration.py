@@ -8,7 +8,9 @@
    transaction that turns the VM MIGRATING under the task (``Store.hold_for_vm``), so nothing
    moves before the capacity is there, and the hold is never without a task that names it (the
    task's data says where and how much: ``hold``).
-3. :func:`drive`, the task's ``migrate`` step: the driver's migration, its progress (bytes and
+3. :func:`drive`, the task's ``migrate`` step: the VM's iSCSI volumes' exports admit the
+   target host too (:mod:`actors.migration_volumes`), then the driver's migration (its disks
+   copied when the hosts do not share them), its progress (bytes and
    percent from the hypervisor's job info) written into the step as it comes. An operator's
    abort (:meth:`Migration.abort`) or the deadline cancels it, which aborts the migration on
    the hypervisor: the VM stays on its host, running if it was.
@@ -27,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from actors import claims
+from actors import claims, migration_volumes
 from actors.journal import Journal
 from actors.messages import AdoptVM, Forget, GetCapabilities
 from actors.operations import MigrateParams
@@ -98,8 +100,9 @@ class MigrationPlan(msgspec.Struct, frozen=True, kw_only=True):
 class Migration:
     """The migration a VM actor runs now: its plan, and the switch an operator's abort flips."""
 
-    def __init__(self, plan: MigrationPlan) -> None:
+    def __init__(self, plan: MigrationPlan, system: ActorSystem | None = None) -> None:
         self.plan = plan
+        self.system = system  # where the VM's volumes' pools are (None: volumes stay put)
         self.reason: str | None = None
         self._aborted = asyncio.Event()
 
@@ -274,10 +277,15 @@ async def drive(
     """The driver's migration, its progress written into the running step. Raises
     MigrationAborted once an abort has stopped it (the hypervisor gave up first)."""
     target = await services.store.get(Host, run.plan.target_id)
+    volumes = []
+    if run.system is not None:  # the target's initiator let in first (actors.migration_volumes)
+        volumes = await migration_volumes.admit_target(run.system, services.store, vm_id, target.id)
     progress = _Progress(journal)
     pump = asyncio.create_task(progress.pump())
     move = asyncio.create_task(
-        driver.migrate_vm(vm_id, driver_settings(target), live=run.plan.live, progress=progress)
+        driver.migrate_vm(
+            vm_id, driver_settings(target), live=run.plan.live, progress=progress, volumes=volumes
+        )
     )
     abort = asyncio.create_task(run.aborted())
     try:

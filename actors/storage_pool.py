@@ -21,11 +21,13 @@ from actors.supervision import DOMAIN_STRATEGY
 from actors.volume import VolumeActor, VolumeMessage
 from actors.volume_messages import (
     Activate,
+    ExportAlso,
     GetPool,
     ListBackend,
     PoolStatus,
     Release,
     Reserve,
+    UnexportFrom,
     WatchVolumeTasks,
 )
 from actors.watchdog import Resume, undriven
@@ -56,7 +58,17 @@ class _Check(Message, frozen=True, kw_only=True):
     """Connect (again): the backend is reachable and serves every export it should."""
 
 
-PoolMessage = GetPool | Reserve | Release | Activate | ListBackend | WatchVolumeTasks | _Check
+PoolMessage = (
+    GetPool
+    | Reserve
+    | Release
+    | Activate
+    | ListBackend
+    | WatchVolumeTasks
+    | ExportAlso
+    | UnexportFrom
+    | _Check
+)
 
 
 class StoragePoolActor(Actor[PoolMessage]):
@@ -103,6 +115,10 @@ class StoragePoolActor(Actor[PoolMessage]):
                 return await self._backend()
             case WatchVolumeTasks():
                 return await self._watch()
+            case ExportAlso(volume_id=volume_id, host_id=host_id):
+                return await self.driver.export_also(volume_id, self.initiator_of(host_id))
+            case UnexportFrom(volume_id=volume_id, host_id=host_id):
+                await self.driver.unexport_from(volume_id, self.initiator_of(host_id))
             case _Check():
                 await self._check()
             case _:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actors import migration_recovery, monitor
+from actors import migration_recovery, migration_volumes, monitor
 from actors.guest import to_power
 from actors.journal import Journal
 from actors.lifecycle import STABLE
@@ -74,7 +74,7 @@ class MobilitySteps:
         except CloudcoreError as exc:
             await journal.finish(TaskState.FAILED, describe(exc))
             raise
-        self.migration = Migration(plan)
+        self.migration = Migration(plan, self.context.system)
 
     async def _moved_anyway(self, plan: MigrationPlan) -> migration_recovery.Sighting | None:
         return await migration_recovery.moved_anyway(
@@ -93,6 +93,9 @@ class MobilitySteps:
         )
         if moved:
             _log.info("vm.migrated", vm_id=self.vm.id, source=plan.source_id, target=plan.target_id)
+        # The volumes' exports let in only the host the VM is on now.
+        gone = plan.source_id if moved else plan.target_id
+        await migration_volumes.release(self.context.system, self.services.store, self.vm.id, gone)
 
     async def _settle_migration(self, task: Task, plan: MigrationPlan) -> None:
         """A migration nothing drives (a crash): settle it from both hypervisors, or leave it

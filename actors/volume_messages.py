@@ -23,6 +23,7 @@ __all__ = [
     "DeleteSnapshotParams",
     "DeleteVolumeParams",
     "DetachParams",
+    "ExportAlso",
     "ExtendParams",
     "GetPool",
     "GetVolume",
@@ -34,6 +35,7 @@ __all__ = [
     "Reserve",
     "SizeGib",
     "SnapshotVolumeParams",
+    "UnexportFrom",
     "VolumeParams",
     "WatchVolumeTasks",
 ]
@@ -180,6 +182,22 @@ class Activate(Message, frozen=True, kw_only=True):
 class ListBackend(Message, frozen=True, kw_only=True):
     """Replies with what the backend holds: (volume ids with the initiator each is exported to,
     snapshot ids)."""
+
+
+class ExportAlso(Message, frozen=True, kw_only=True):
+    """To a pool, before the VM using volume ``volume_id`` migrates: its export admits host
+    ``host_id``'s initiator too. Replies with the connection as that host opens it."""
+
+    volume_id: str
+    host_id: str
+
+
+class UnexportFrom(Message, frozen=True, kw_only=True):
+    """To a pool, as a migration ends: the export of ``volume_id`` stops admitting host
+    ``host_id``'s initiator (the source's after a move, the target's after a failure)."""
+
+    volume_id: str
+    host_id: str
 
 
 class WatchVolumeTasks(Message, frozen=True, kw_only=True):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from cloudcore.errors import IllegalTransition, UnsupportedOperation
 from hypervisor_drivers.events import EventHub, EventStream
@@ -324,14 +324,20 @@ class HypervisorDriver(abc.ABC):
         *,
         live: bool = True,
         progress: Callable[[MigrationProgress], None] | None = None,
+        volumes: Sequence[IscsiDisk] = (),
     ) -> None:
         """Move the VM to the host ``destination`` names (same driver). Needs ``MIGRATE``.
 
         ``live``: the VM runs throughout and runs on the destination afterwards (RUNNING or
         PAUSED only, else ``IllegalTransition``); not live: a STOPPED VM's definition moves
         (cold; ``IllegalTransition`` when it runs). On return the VM is defined on the
-        destination and gone from here. Storage must be shared or network storage: disks are
-        referenced at the same paths on the destination, not copied.
+        destination and gone from here. File disks are referenced at the same paths on the
+        destination; a driver copies those its hosts do not share (libvirt: see its
+        ``shared_paths`` setting).
+
+        ``volumes``: the VM's attached iSCSI disks as the destination opens them (its
+        initiator name, the export's CHAP credentials; matched by ``serial``), the storage
+        having admitted the destination's initiator already. Needs ``ISCSI_DISKS`` when any.
 
         ``progress``, when given, is called on the event loop with what the hypervisor's job
         info shows, every fraction of a second while the migration runs (a simulated migration

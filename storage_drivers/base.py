@@ -184,6 +184,27 @@ class StorageDriver(abc.ABC):
         (the hypervisor should have detached first). Idempotent: a volume that is not exported,
         or does not exist, is not an error."""
 
+    async def export_also(self, volume_id: str, initiator: str) -> Connection:
+        """While the VM using the volume migrates: its export admits ``initiator`` too (the
+        target host's), behind the same target and CHAP credentials, so that host's hypervisor
+        opens it before the VM moves. Needs ``SECOND_INITIATOR``. Returns the connection as
+        ``initiator`` uses it.
+
+        Idempotent (also for the initiator exported to). Raises ``Conflict`` when the volume is
+        not exported, or admits another second initiator already (one migration at a time).
+        """
+        self._require(Capability.SECOND_INITIATOR)
+        raise NotImplementedError  # a driver that declares the capability overrides this
+
+    async def unexport_from(self, volume_id: str, initiator: str) -> None:
+        """Stop admitting ``initiator`` and keep the export for the other one, which becomes
+        the volume's ``exported_to``: a migration's end (the source's initiator after the VM
+        moved, the target's after it did not). Needs ``SECOND_INITIATOR``. When ``initiator``
+        is the only one admitted, the same as :meth:`unexport_volume`. Idempotent: an
+        initiator not admitted, or a volume not exported, is not an error."""
+        self._require(Capability.SECOND_INITIATOR)
+        raise NotImplementedError
+
     # -- pool --------------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -55,6 +55,7 @@ class Capability(enum.StrEnum):
     CLONE = "clone"  # a new volume with a copy of another's data
     THIN = "thin"  # volumes take backend space only as they are written
     CHAP = "chap"  # exports are protected by per-volume CHAP credentials
+    SECOND_INITIATOR = "second_initiator"  # an export admits a second initiator (a migration)
 
 
 class _Value(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

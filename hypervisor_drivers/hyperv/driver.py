@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -28,6 +28,7 @@ from hypervisor_drivers.base import (
     Capability,
     DriverSettings,
     FileDisk,
+    IscsiDisk,
     MigrationProgress,
     StopOutcome,
     VMInfo,
@@ -157,9 +158,12 @@ class HyperVDriver(DelegatingDriver[HyperVClient]):
         *,
         live: bool = True,
         progress: Callable[[MigrationProgress], None] | None = None,
+        volumes: Sequence[IscsiDisk] = (),
     ) -> None:
         # The backend's migration task reports no progress here: ``progress`` is not called.
         self._require(Capability.MIGRATE)
+        if volumes:
+            self._require(Capability.ISCSI_DISKS)
         await self._call(lambda c: c.migrate(uuid, destination, live))
 
     # -- changes -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -347,6 +347,7 @@ class LibvirtClient:
         destination: DriverSettings,
         live: bool,
         report: Callable[[MigrationProgress], None],
+        volumes: Sequence[IscsiDisk] = (),
     ) -> None:
         if destination.uri == self._uri:
             raise Conflict(f"VM {uuid} is on {self._uri} already")
@@ -354,20 +355,13 @@ class LibvirtClient:
         power = _power(dom)
         if self.scheme == "test":
             _migration.simulate(dom, power, destination, live=live, report=report)
+            _SimulatedDisks.move(self._uri, uuid, destination.uri)
             return
-        stop = threading.Event()
-        watcher = threading.Thread(
-            target=_migration.watch_progress,
-            args=(lambda: self._open(self._settings), uuid, report, stop),
-            name="libvirt-migration-progress",
-            daemon=True,
-        )
-        watcher.start()
-        try:
-            _migration.migrate_p2p(dom, power, destination, live=live)
-        finally:
-            stop.set()
-            watcher.join()
+        _migration.migrate_real(
+            self._conn, lambda: self._open(self._settings), self._settings.extra, dom, power,
+            destination, live=live, report=report, open_peer=lambda: self._open(destination),
+            volumes=volumes,
+        )  # fmt: skip
 
     def abort_job(self, uuid: str) -> None:
         _migration.abort(lambda: self._open(self._settings), uuid)
@@ -514,17 +508,7 @@ class LibvirtClient:
         return int(libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 
     def _ensure_chap_secret(self, disk: DiskSpec) -> None:
-        if not isinstance(disk, IscsiDisk) or disk.chap_username is None:
-            return
-        try:
-            secret = self._conn.secretLookupByUsage(
-                libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, _xml.iscsi_secret_usage(disk)
-            )
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
-                raise
-            secret = self._conn.secretDefineXML(_xml.iscsi_secret_xml(disk), 0)
-        secret.setValue((disk.chap_password or "").encode(), 0)
+        _xml.ensure_chap_secret(self._conn, disk)
 
 
 class _SimulatedDisks:
@@ -548,6 +532,14 @@ class _SimulatedDisks:
             device = disks[disk.serial]
         _log.info("volume.attach_simulated", vm_uuid=uuid, serial=disk.serial, device=device)
         return device
+
+    @classmethod
+    def move(cls, uri: str, uuid: str, destination: str) -> None:
+        """The VM migrated (simulated) to the test host ``destination``: its disks with it."""
+        with cls._lock:
+            disks = cls._attached.pop((uri, uuid), None)
+            if disks:
+                cls._attached[(destination, uuid)] = disks
 
     @classmethod
     def detach(cls, uri: str, uuid: str, serial: str) -> None:

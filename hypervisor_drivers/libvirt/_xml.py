@@ -4,11 +4,16 @@ escaped, never pasted into markup."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import libvirt
 
 from hypervisor_drivers.types import DiskSpec, DomainSpec, FileDisk, IscsiDisk, NicSpec
 
@@ -90,6 +95,51 @@ def iscsi_secret_xml(disk: IscsiDisk) -> str:
     usage = _sub(secret, "usage", type="iscsi")
     _sub(usage, "target", iscsi_secret_usage(disk))
     return _text(secret)
+
+
+def ensure_chap_secret(conn: Any, disk: DiskSpec) -> None:
+    """The libvirt secret holding ``disk``'s CHAP password, defined on ``conn``'s daemon and
+    set (private: libvirt never gives the value back, so a migration sets it on the target from
+    the storage's connection)."""
+    if not isinstance(disk, IscsiDisk) or disk.chap_username is None:
+        return
+    try:
+        secret = conn.secretLookupByUsage(
+            libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, iscsi_secret_usage(disk)
+        )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
+            raise
+        secret = conn.secretDefineXML(iscsi_secret_xml(disk), 0)
+    secret.setValue((disk.chap_password or "").encode(), 0)
+
+
+def forget_chap_secret(conn: Any, disk: IscsiDisk) -> None:
+    """Undefine ``disk``'s CHAP secret on ``conn``'s daemon, if it has it (its VM left)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.secretLookupByUsage(
+            libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, iscsi_secret_usage(disk)
+        ).undefine()
+
+
+def with_initiators(domain_xml: str, volumes: Sequence[IscsiDisk]) -> str:
+    """``domain_xml`` with each iSCSI disk whose serial is one of ``volumes`` opened as that
+    volume says (the initiator name, the CHAP user): the definition a migration's target gets."""
+    by_serial = {v.serial: v for v in volumes if v.serial is not None}
+    root = ET.fromstring(domain_xml)
+    for disk in root.iterfind("devices/disk[@type='network']"):
+        volume = by_serial.get(disk.findtext("serial") or "")
+        source = disk.find("source")
+        if volume is None or source is None:
+            continue
+        for old in source.findall("initiator"):
+            source.remove(old)
+        if volume.initiator is not None:
+            _sub(_sub(source, "initiator"), "iqn", name=volume.initiator)
+        auth = source.find("auth")
+        if auth is not None and volume.chap_username is not None:
+            auth.set("username", volume.chap_username)
+    return _text(root)
 
 
 def _disk_element(disk: DiskSpec, target_dev: str) -> ET.Element:

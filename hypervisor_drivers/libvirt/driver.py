@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from hypervisor_drivers.base import (
     ConsoleEndpoint,
     ConsoleKind,
     DriverSettings,
+    IscsiDisk,
     MigrationProgress,
     StopOutcome,
     VMInfo,
@@ -177,8 +178,11 @@ class LibvirtDriver(DelegatingDriver[LibvirtClient]):
         *,
         live: bool = True,
         progress: Callable[[MigrationProgress], None] | None = None,
+        volumes: Sequence[IscsiDisk] = (),
     ) -> None:
         self._require(Capability.MIGRATE)
+        if volumes:
+            self._require(Capability.ISCSI_DISKS)
         client = self._connected()
         loop = asyncio.get_running_loop()
 
@@ -189,7 +193,9 @@ class LibvirtDriver(DelegatingDriver[LibvirtClient]):
         job = loop.run_in_executor(
             self._executor,
             functools.partial(
-                call_translated, lambda c: c.migrate(uuid, destination, live, report), client
+                call_translated,
+                lambda c: c.migrate(uuid, destination, live, report, volumes),
+                client,
             ),
         )
         try:

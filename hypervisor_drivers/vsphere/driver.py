@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ from hypervisor_drivers.base import (
     Capability,
     DriverSettings,
     FileDisk,
+    IscsiDisk,
     MigrationProgress,
     StopOutcome,
     VMInfo,
@@ -185,12 +186,15 @@ class VSphereDriver(DelegatingDriver[HostClient]):
         *,
         live: bool = True,
         progress: Callable[[MigrationProgress], None] | None = None,
+        volumes: Sequence[IscsiDisk] = (),
     ) -> None:
         # The backend's migration task reports no progress here: ``progress`` is not called.
         """RelocateVM to the destination host of the same vCenter: vMotion when the VM runs,
         a cold move otherwise; the files move too when the destination's datastore is not one
         the VM is on."""
         self._require(Capability.MIGRATE)
+        if volumes:
+            self._require(Capability.ISCSI_DISKS)
         await self._call(lambda c: c.migrate(uuid, destination))
 
     # -- changes -------------------------------------------------------------------------------

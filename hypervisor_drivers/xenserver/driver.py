@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from hypervisor_drivers.base import (
     Capability,
     DriverSettings,
     FileDisk,
+    IscsiDisk,
     LifecycleEvent,
     MigrationProgress,
     StopOutcome,
@@ -188,9 +189,12 @@ class XenServerDriver(DelegatingDriver[XenClient]):
         *,
         live: bool = True,
         progress: Callable[[MigrationProgress], None] | None = None,
+        volumes: Sequence[IscsiDisk] = (),
     ) -> None:
         # The backend's migration task reports no progress here: ``progress`` is not called.
         self._require(Capability.MIGRATE)
+        if volumes:
+            self._require(Capability.ISCSI_DISKS)
         await self._call(lambda c: c.migrate(uuid, destination, live))
 
     # -- changes -------------------------------------------------------------------------------

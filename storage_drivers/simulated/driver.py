@@ -47,6 +47,7 @@ class _Backend:
     volumes: dict[str, int] = field(default_factory=dict)  # id -> size
     snapshots: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (volume, size)
     exports: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (initiator, secret)
+    seconds: dict[str, str] = field(default_factory=dict)  # id -> a second initiator admitted
 
 
 _BACKENDS: dict[str, _Backend] = {}
@@ -179,8 +180,44 @@ class SimulatedStorageDriver(StorageDriver):
 
     async def unexport_volume(self, volume_id: str) -> None:
         check_id("volume", volume_id)
+        self._b.seconds.pop(volume_id, None)
         if self._b.exports.pop(volume_id, None) is not None:
             self._log.info("volume.unexported", volume_id=volume_id)
+
+    def admitted(self, volume_id: str) -> list[str]:
+        """The initiators the volume's export lets in now (the first is ``exported_to``)."""
+        export = self._b.exports.get(volume_id)
+        second = self._b.seconds.get(volume_id)
+        return [] if export is None else [export[0], *([second] if second else [])]
+
+    async def export_also(self, volume_id: str, initiator: str) -> Connection:
+        self._volume(volume_id)
+        export = self._b.exports.get(volume_id)
+        if export is None:
+            raise Conflict(f"volume {volume_id} is not exported: export it first")
+        if initiator != export[0]:
+            second = self._b.seconds.setdefault(volume_id, initiator)
+            if second != initiator:
+                raise Conflict(f"volume {volume_id} admits {second} as well already")
+        self._log.info("volume.exported_also", volume_id=volume_id, initiator=initiator)
+        return Connection(
+            portal_host=PORTAL, portal_port=self._settings.portal_port,
+            target_iqn=f"{self._settings.iqn_prefix}:{volume_id}", lun=1, initiator=initiator,
+            chap_username=f"cc-{volume_id}", chap_secret=export[1],
+        )  # fmt: skip
+
+    async def unexport_from(self, volume_id: str, initiator: str) -> None:
+        check_id("volume", volume_id)
+        admitted = self.admitted(volume_id)
+        if initiator not in admitted:
+            return
+        if admitted == [initiator]:
+            await self.unexport_volume(volume_id)
+            return
+        del self._b.seconds[volume_id]
+        (kept,) = [i for i in admitted if i != initiator]
+        self._b.exports[volume_id] = (kept, self._b.exports[volume_id][1])
+        self._log.info("volume.unexported_from", volume_id=volume_id, initiator=initiator)
 
     async def capacity(self) -> Capacity:
         b = self._b

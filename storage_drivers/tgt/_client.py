@@ -139,3 +139,8 @@ class Tgtadm:
     async def bind_initiator(self, tid: int, initiator: str) -> None:
         await self._run(f"allow {initiator} on target {tid}", "--op", "bind", "--mode", "target",
                         "--tid", str(tid), "--initiator-name", initiator)  # fmt: skip
+
+    async def unbind_initiator(self, tid: int, initiator: str) -> None:
+        await self._run(f"disallow {initiator} on target {tid}", "--op", "unbind",
+                        "--mode", "target", "--tid", str(tid),
+                        "--initiator-name", initiator)  # fmt: skip

@@ -37,6 +37,10 @@ class ExportRecord(msgspec.Struct, frozen=True, kw_only=True):
     initiator: str
     chap_username: str
     chap_secret: str
+    second: str | None = None  # an initiator admitted as well while the VM migrates
+
+    def initiators(self) -> list[str]:
+        return [self.initiator, *([self.second] if self.second else [])]
 
     def __repr__(self) -> str:
         return f"ExportRecord(initiator={self.initiator!r}, chap_username={self.chap_username!r})"

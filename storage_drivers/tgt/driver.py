@@ -21,6 +21,8 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
+import msgspec
+
 from cloudcore.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -291,6 +293,45 @@ class TgtDriver(StorageDriver):
         if record is not None or target is not None:
             self._log.info("volume.unexported", volume_id=volume_id)
 
+    async def export_also(self, volume_id: str, initiator: str) -> Connection:
+        self._check()
+        check_id("volume", volume_id)
+        if not initiator or any(c.isspace() for c in initiator):
+            raise InvalidRequest(f"initiator {initiator!r} is not an iSCSI name")
+        async with self._lock(volume_id):
+            record = self._pool.read_export(volume_id)
+            if record is None:
+                raise Conflict(f"volume {volume_id} is not exported: export it first")
+            if initiator not in record.initiators():
+                if record.second is not None:
+                    raise Conflict(f"volume {volume_id} admits {record.second} as well already")
+                record = msgspec.structs.replace(record, second=initiator)
+                # Recorded before tgtd hears of it, as every export: connect finishes it.
+                await asyncio.to_thread(self._pool.write_export, volume_id, record)
+            await self._ensure_target(volume_id, record)
+        self._log.info("volume.exported_also", volume_id=volume_id, initiator=initiator)
+        return msgspec.structs.replace(self._connection(volume_id, record), initiator=initiator)
+
+    async def unexport_from(self, volume_id: str, initiator: str) -> None:
+        self._check()
+        check_id("volume", volume_id)
+        async with self._lock(volume_id):
+            record = self._pool.read_export(volume_id)
+            if record is None or initiator not in record.initiators():
+                return
+            if record.second is None:
+                alone = True
+            else:
+                alone = False
+                (kept,) = [i for i in record.initiators() if i != initiator]
+                record = msgspec.structs.replace(record, initiator=kept, second=None)
+                await asyncio.to_thread(self._pool.write_export, volume_id, record)
+                await self._ensure_target(volume_id, record)
+        if alone:
+            await self.unexport_volume(volume_id)
+            return
+        self._log.info("volume.unexported_from", volume_id=volume_id, initiator=initiator)
+
     # -- pool --------------------------------------------------------------------------------
 
     async def capacity(self) -> Capacity:
@@ -365,12 +406,10 @@ class TgtDriver(StorageDriver):
         targets = await self._tgtadm.targets()
         target = self._find(targets, volume_id)
         if target is not None:
-            whole = (
-                target.luns.get(_LUN) == path
-                and target.acls == [record.initiator]
-                and target.accounts == [record.chap_username]
-            )
-            if whole:
+            if target.luns.get(_LUN) == path and target.accounts == [record.chap_username]:
+                # Only the ACL may differ (a second initiator admitted or dropped): set it in
+                # place, without cutting the sessions open on the target.
+                await self._set_acls(target, record.initiators())
                 return
             await self._ignoring("no_target", self._tgtadm.delete_target(target.tid))
             targets = [t for t in targets if t.tid != target.tid]
@@ -378,7 +417,16 @@ class TgtDriver(StorageDriver):
         tid = await self._new_target(self._iqn(volume_id), targets)
         await self._tgtadm.new_lun(tid, _LUN, path)
         await self._tgtadm.bind_account(tid, record.chap_username)
-        await self._tgtadm.bind_initiator(tid, record.initiator)
+        for initiator in record.initiators():
+            await self._tgtadm.bind_initiator(tid, initiator)
+
+    async def _set_acls(self, target: Target, initiators: list[str]) -> None:
+        for initiator in initiators:
+            if initiator not in target.acls:
+                await self._tgtadm.bind_initiator(target.tid, initiator)
+        for initiator in target.acls:
+            if initiator not in initiators:
+                await self._tgtadm.unbind_initiator(target.tid, initiator)
 
     async def _new_account(self, record: ExportRecord) -> None:
         try:

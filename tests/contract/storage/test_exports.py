@@ -133,3 +133,30 @@ async def test_the_chap_secret_is_never_logged(
     logged = capsys.readouterr()
     assert "volume.exported" in logged.err  # the log was captured
     assert conn.chap_secret not in logged.err + logged.out
+
+
+async def test_a_second_initiator_is_admitted_while_a_vm_migrates(harness: Harness) -> None:
+    """The target host's initiator let in beside the source's, then the source's dropped: the
+    export the VM's next host opens, with the same credentials, and nobody else."""
+    volume = await harness.volume()
+    with pytest.raises(Conflict, match="not exported"):
+        await harness.driver.export_also(volume.volume_id, OTHER_INITIATOR)
+    conn = await harness.driver.export_volume(volume.volume_id, INITIATOR)
+    also = await harness.driver.export_also(volume.volume_id, OTHER_INITIATOR)
+    assert await harness.driver.export_also(volume.volume_id, OTHER_INITIATOR) == also
+    assert also.initiator == OTHER_INITIATOR and also.target_iqn == conn.target_iqn
+    assert also.chap_secret == conn.chap_secret
+    with pytest.raises(Conflict, match=OTHER_INITIATOR):
+        await harness.driver.export_also(volume.volume_id, "iqn.2026-01.test:third")
+    if harness.no_initiator_side is None:
+        assert (await iscsi.inquiry(conn)).ok
+        assert (await iscsi.inquiry(conn, initiator=OTHER_INITIATOR)).ok
+
+    await harness.driver.unexport_from(volume.volume_id, INITIATOR)  # the VM moved
+    await harness.driver.unexport_from(volume.volume_id, INITIATOR)
+    assert (await harness.driver.get_volume(volume.volume_id)).exported_to == OTHER_INITIATOR
+    if harness.no_initiator_side is None:
+        assert not (await iscsi.inquiry(conn)).ok
+        assert (await iscsi.inquiry(conn, initiator=OTHER_INITIATOR)).ok
+    await harness.driver.unexport_from(volume.volume_id, OTHER_INITIATOR)  # the last one
+    assert (await harness.driver.get_volume(volume.volume_id)).exported_to is None
