@@ -60,7 +60,10 @@ class ActorSystem:
         self._root = ActorCell(self, None, "", (_Guardian, (), {}), None)
         guardian: type[_Guardian] = _Guardian
         if user_strategy is not None:
-            guardian = type("UserGuardian", (_Guardian,), {"supervisor_strategy": user_strategy})
+            # the same guardian, with another strategy: shown under its name, as any other
+            guardian = type(
+                _Guardian.__name__, (_Guardian,), {"supervisor_strategy": user_strategy}
+            )
         self._user = self._root_child(guardian, "user")
         self._system = self._root_child(_Guardian, "system")
         self._shutdown: asyncio.Task[None] | None = None
