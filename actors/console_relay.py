@@ -98,11 +98,13 @@ class ConsoleOpened(Message, frozen=True, kw_only=True):
         raise (Conflict if self.in_use else BackendUnavailable)(self.refused)
 
 
-class _Ended(Message, frozen=True, kw_only=True):
+class _StreamEnded(Message, frozen=True, kw_only=True):
     reason: str
 
 
-StreamMessage = ConsoleData | ConsoleCredit | ConsoleClosed | ConsolePeer | Terminated | _Ended
+StreamMessage = (
+    ConsoleData | ConsoleCredit | ConsoleClosed | ConsolePeer | Terminated | _StreamEnded
+)
 
 
 class StreamEnd(Actor[StreamMessage]):
@@ -158,7 +160,7 @@ class StreamEnd(Actor[StreamMessage]):
             case Terminated(actor=actor, reason=reason):
                 if actor == self.peer:
                     self._end(f"peer {reason}", tell_peer=False)
-            case _Ended(reason=reason):
+            case _StreamEnded(reason=reason):
                 self._end(reason, tell_peer=True)
             case _:
                 assert_never(message)
@@ -198,7 +200,7 @@ class StreamEnd(Actor[StreamMessage]):
                     self._sent += 1
         except (OSError, ConnectionError) as exc:
             reason = f"read failed ({type(exc).__name__})"
-        self.context.self_ref.tell(_Ended(reason=reason))
+        self.context.self_ref.tell(_StreamEnded(reason=reason))
 
     def _end(self, reason: str, *, tell_peer: bool) -> None:
         if self._closing:

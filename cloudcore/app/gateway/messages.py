@@ -167,7 +167,25 @@ def describe_messages(body: dict[str, Any], components: dict[str, Any]) -> None:
     for ref in schema["anyOf"]:  # as decode_message: no field the message does not have
         found[ref["$ref"].rpartition("/")[2]]["additionalProperties"] = False
     for name, component in found.items():
+        _base64_pattern(component)
         if components.setdefault(name, component) != component:
             raise RuntimeError(f"two schemas named {name} in the API document")
     schema["description"] = "The message, tagged by its type; ask the actor's accepted types"
     body["properties"]["message"] = schema
+
+
+#: What the decoder takes for a ``bytes`` field: standard base64, padded.
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _base64_pattern(schema: Any) -> None:
+    """Say in the document what a ``bytes`` field takes: ``contentEncoding`` alone constrains
+    nothing a validator or a client generating requests checks, a pattern does."""
+    if isinstance(schema, dict):
+        if schema.get("contentEncoding") == "base64":
+            schema.setdefault("pattern", _BASE64)
+        for value in schema.values():
+            _base64_pattern(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _base64_pattern(item)
