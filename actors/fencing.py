@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 
+from actors.host_command import run_host_command
 from actors.services import Services
 from cloudcore.errors import CloudcoreError, describe
 from cloudcore.logging import get_logger
@@ -70,21 +70,10 @@ async def _by_command(services: Services, host: Host) -> str | None:
     command = host.capabilities.get(FENCE_COMMAND)
     if not command:
         return None
-    proc = await asyncio.create_subprocess_shell(
-        command,
-        env={**os.environ, "CLOUDCORE_HOST_ID": host.id},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(_COMMAND_TIMEOUT):
-            _, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise FenceFailed(f"fence command timed out after {_COMMAND_TIMEOUT:g} s") from None
-    if proc.returncode != 0:
-        raise FenceFailed(f"fence command exited {proc.returncode}: {err.decode()[-200:]}")
+    env = {"CLOUDCORE_HOST_ID": host.id}
+    failed = await run_host_command(command, env, _COMMAND_TIMEOUT, "fence command")
+    if failed is not None:
+        raise FenceFailed(failed)
     return "its fence command confirmed it powered off"
 
 

@@ -20,9 +20,9 @@ counts the host's capacity as available after it) and writes ON.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 
+from actors.host_command import run_host_command
 from actors.paging import all_records
 from actors.services import Services
 from cloudcore.errors import (
@@ -69,21 +69,10 @@ async def set_power(host: Host, driver_power: DriverPower, *, standby: bool) -> 
 
 async def _by_command(command: str, host: Host, standby: bool) -> str:
     state = "standby" if standby else "on"
-    proc = await asyncio.create_subprocess_shell(
-        command,
-        env={**os.environ, "CLOUDCORE_HOST_ID": host.id, "CLOUDCORE_HOST_POWER": state},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(_COMMAND_TIMEOUT):
-            _, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise PowerUnavailable(f"power command timed out after {_COMMAND_TIMEOUT:g} s") from None
-    if proc.returncode != 0:
-        raise PowerUnavailable(f"power command exited {proc.returncode}: {err.decode()[-200:]}")
+    env = {"CLOUDCORE_HOST_ID": host.id, "CLOUDCORE_HOST_POWER": state}
+    failed = await run_host_command(command, env, _COMMAND_TIMEOUT, "power command")
+    if failed is not None:
+        raise PowerUnavailable(failed)
     return f"its power command set it {state}"
 
 
